@@ -1,0 +1,1 @@
+"""Bridges from the gateway to agent runtimes, resolved by import string."""

@@ -1,0 +1,1 @@
+"""Switchboard: a protocol gateway for multi-agent systems."""

@@ -1,0 +1,1 @@
+"""The protocol edge: A2A over HTTP (and later gRPC) and MCP."""

@@ -1,0 +1,57 @@
+"""A2A over HTTP for one agent: JSON-RPC 2.0 (+SSE) and HTTP+JSON under ``/agents/{name}``.
+
+Each agent gets its own ``Mount``: the SDK's REST routes end in a ``/{tenant}`` mount that
+would swallow a second agent's routes if agents shared one router with path prefixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from a2a.server.request_handlers import RequestHandler
+from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router, request_response
+
+from gateway.bindings.edge import EdgeGuard
+from gateway.cards import AGENT_CARD_PATH, CardDocument
+
+
+def agent_routes(
+    name: str, handler: RequestHandler, card: Callable[[], CardDocument], max_body_bytes: int
+) -> list[BaseRoute]:
+    """The routes serving agent ``name``: its card, JSON-RPC at the root (with or without a slash), REST."""
+
+    async def card_endpoint(request: Request) -> Response:
+        return card().response(request)
+
+    jsonrpc = create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
+    inner: list[BaseRoute] = [
+        Route(AGENT_CARD_PATH, card_endpoint, methods=["GET"]),
+        *jsonrpc,
+        *create_rest_routes(handler, enable_v0_3_compat=True),
+    ]
+    prefix = f"/agents/{name}"
+    jsonrpc_app = request_response(jsonrpc[0].endpoint)  # type: ignore[attr-defined]
+    # Clients post JSON-RPC to the card's URL exactly, without a trailing slash; answer it
+    # here rather than with a redirect that would cost every call a round trip.
+    return [
+        Route(prefix, EdgeGuard(jsonrpc_app, prefix, max_body_bytes), methods=["POST"]),
+        Mount(prefix, app=EdgeGuard(Router(inner), prefix, max_body_bytes)),
+    ]
+
+
+async def unknown_agent(request: Request) -> Response:
+    """404 naming the agent, for any path under ``/agents/`` no hosted agent claims."""
+    name = request.path_params.get("name", "")
+    return JSONResponse(
+        {"error": {"code": 404, "status": "NOT_FOUND", "message": f"no agent named {name!r} is hosted here"}},
+        status_code=404,
+    )
+
+
+UNKNOWN_AGENT_ROUTES: list[BaseRoute] = [
+    Route("/agents/{name}", unknown_agent, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    Route("/agents/{name}/{rest:path}", unknown_agent, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+]

@@ -1,0 +1,153 @@
+"""The bridge from an agent runtime (``gateway.runtime``) to the A2A task lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from a2a.helpers.proto_helpers import new_task
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.tasks.task_updater import TaskUpdater
+from a2a.types.a2a_pb2 import Message, Part, Role, TaskState
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Value
+
+from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
+
+logger = logging.getLogger(__name__)
+
+
+def data_part(data: dict[str, Any] | list[Any]) -> Part:
+    """A protobuf data part holding JSON-like ``data``."""
+    value = Value()
+    if isinstance(data, dict):
+        value.struct_value.update(data)
+    else:
+        value.list_value.extend(data)
+    return Part(data=value, media_type="application/json")
+
+
+def _file(part: Part) -> FileInput:
+    name = part.filename or "file"
+    if part.url:
+        return FileInput(name=name, media_type=part.media_type, url=part.url)
+    raw = bytes(part.raw)
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return FileInput(name=name, media_type=part.media_type, text=text, raw=raw)
+
+
+def _text(message: Message) -> str:
+    return "\n".join(p.text for p in message.parts if p.HasField("text"))
+
+
+def call_from_context(context: RequestContext) -> AgentCall:
+    """What the caller sent, reduced to an ``AgentCall``."""
+    message = context.message or Message()
+    files = tuple(_file(p) for p in message.parts if p.HasField("raw") or p.HasField("url"))
+    data = []
+    for part in message.parts:
+        if part.HasField("data"):
+            value = MessageToDict(part.data)
+            data.append(value if isinstance(value, dict) else {"items": value})
+    history: tuple[Turn, ...] = ()
+    if context.current_task is not None:
+        history = tuple(
+            Turn(role="user" if m.role == Role.ROLE_USER else "agent", text=_text(m))
+            for m in context.current_task.history
+            if m.message_id != message.message_id
+        )
+    return AgentCall(
+        text=_text(message),
+        files=files,
+        data=tuple(data),
+        history=history,
+        task_id=context.task_id or "",
+        context_id=context.context_id or "",
+        message_id=message.message_id,
+        metadata=dict(context.metadata),
+    )
+
+
+class UpdaterEmitter:
+    """The ``Emitter`` a runtime sees, writing to the task's event queue."""
+
+    def __init__(self, updater: TaskUpdater) -> None:
+        self._updater = updater
+
+    async def progress(self, text: str) -> None:
+        """A working status update carrying ``text``."""
+        await self._updater.update_status(
+            TaskState.TASK_STATE_WORKING, self._updater.new_agent_message([Part(text=text)])
+        )
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        data: dict[str, Any] | list[Any] | None = None,
+        append: bool = False,
+        last_chunk: bool | None = None,
+    ) -> None:
+        """An artifact (or a chunk of one, with ``append``), named ``name``."""
+        parts = ([Part(text=text)] if text is not None else []) + ([data_part(data)] if data is not None else [])
+        await self._updater.add_artifact(
+            parts, artifact_id=name, name=name, append=append or None, last_chunk=last_chunk
+        )
+
+
+_FINISH = {
+    "completed": TaskUpdater.complete,
+    "input-required": TaskUpdater.requires_input,
+    "failed": TaskUpdater.failed,
+    "rejected": TaskUpdater.reject,
+}
+
+
+async def finish(updater: TaskUpdater, reply: Reply) -> None:
+    """Emit the reply's artifacts, then move the task to the reply's state."""
+    if reply.state == "completed":
+        emitter = UpdaterEmitter(updater)
+        if reply.data is not None:
+            await emitter.artifact(reply.artifact_name, data=reply.data)
+        elif reply.text:
+            await emitter.artifact(reply.artifact_name, text=reply.text)
+    message = updater.new_agent_message([Part(text=reply.text)]) if reply.text else None
+    await _FINISH[reply.state](updater, message)
+
+
+class RuntimeExecutor(AgentExecutor):
+    """Runs a ``Runtime`` for each message and reports it as an A2A task."""
+
+    def __init__(self, name: str, runtime: Runtime) -> None:
+        self.name = name
+        self._runtime = runtime
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Create the task if new, mark it working, run the runtime, publish its outcome."""
+        task_id, context_id = context.task_id or "", context.context_id or ""
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        if context.current_task is None:
+            history = [context.message] if context.message else []
+            await event_queue.enqueue_event(
+                new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
+            )
+        await updater.start_work()
+        try:
+            reply = await self._runtime(call_from_context(context), UpdaterEmitter(updater))
+        except Exception as exc:
+            # An agent's bug fails its task with a reason; it never leaves the task running.
+            logger.exception("agent %s failed on task %s", self.name, task_id)
+            reply = Reply(text=f"{self.name} failed: {type(exc).__name__}: {exc}", state="failed")
+        if not isinstance(reply, Reply):
+            reply = Reply(text=f"{self.name} returned {type(reply).__name__}, not a Reply", state="failed")
+        await finish(updater, reply)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Mark the task canceled (the SDK has already cancelled the running ``execute``)."""
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.cancel(updater.new_agent_message([Part(text=f"{self.name}: canceled on request")]))

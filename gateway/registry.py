@@ -1,0 +1,59 @@
+"""The agent registry: specs loaded from an ``agent_cards/`` folder, looked up by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.errors import AgentFileError
+from gateway.spec import AgentSpec
+
+
+def load_spec(path: Path) -> AgentSpec:
+    """Parse and validate one agent file; errors name the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise AgentFileError(f"{path.name}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise AgentFileError(f"{path.name}: expected a mapping at the top level")
+    try:
+        return AgentSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
+        raise AgentFileError(f"{path.name}: {problems}") from exc
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The enabled agents, in a stable order."""
+
+    specs: tuple[AgentSpec, ...]
+
+    @classmethod
+    def load(cls, folder: Path) -> Registry:
+        """Load every ``*.yaml``/``*.yml`` file in ``folder``; names must be unique."""
+        if not folder.is_dir():
+            raise AgentFileError(f"agents folder {folder} does not exist")
+        specs: dict[str, AgentSpec] = {}
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            spec = load_spec(path)
+            if spec.name in specs:
+                raise AgentFileError(f"{path.name}: name: agent '{spec.name}' is declared twice")
+            if spec.enabled:
+                specs[spec.name] = spec
+        return cls(tuple(specs.values()))
+
+    def __iter__(self) -> Iterator[AgentSpec]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def get(self, name: str) -> AgentSpec | None:
+        """The agent called ``name``, or None."""
+        return next((s for s in self.specs if s.name == name), None)

@@ -1,0 +1,96 @@
+"""The contract between the gateway and an agent runtime.
+
+A runtime is an async callable ``(call, emit) -> Reply``. It receives what the caller sent
+(text, files, structured data, earlier turns of the same task), may report progress and emit
+artifacts while it works, and returns one ``Reply``. The executor (``gateway.executor``) maps
+all of this onto the A2A task lifecycle, so a runtime never touches protocol objects unless it
+wants to (a runtime may instead be an a2a ``AgentExecutor`` for full control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ReplyState = Literal["completed", "input-required", "failed", "rejected"]
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """One file the caller sent: inline bytes (decoded to ``text`` when UTF-8) or a URL."""
+
+    name: str
+    media_type: str = ""
+    text: str | None = None
+    raw: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier message of the same task, reduced to what a runtime needs."""
+
+    role: Literal["user", "agent"]
+    text: str
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """What one A2A message asks of an agent."""
+
+    text: str
+    files: tuple[FileInput, ...] = ()
+    data: tuple[dict[str, Any], ...] = ()
+    history: tuple[Turn, ...] = ()
+    task_id: str = ""
+    context_id: str = ""
+    message_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage and cost a runtime reports, for budgets."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of one call.
+
+    ``text`` becomes the status message (and a text artifact when ``data`` is absent);
+    ``data`` becomes a structured data artifact named ``artifact_name``. ``input-required``
+    leaves the task waiting for a follow-up message, which arrives as a new call whose
+    ``history`` holds the earlier turns.
+    """
+
+    text: str = ""
+    data: dict[str, Any] | list[Any] | None = None
+    state: ReplyState = "completed"
+    artifact_name: str = "result"
+    usage: Usage | None = None
+
+
+class Emitter(Protocol):
+    """What a runtime may do while it works."""
+
+    async def progress(self, text: str) -> None:
+        """Report a working status update with a human-readable message."""
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        data: dict[str, Any] | list[Any] | None = None,
+        append: bool = False,
+        last_chunk: bool | None = None,
+    ) -> None:
+        """Emit (or append to) an artifact."""
+
+
+Runtime = Callable[[AgentCall, Emitter], Awaitable[Reply]]

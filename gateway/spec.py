@@ -1,0 +1,131 @@
+"""The ``agent_cards/`` file format, version 1: one YAML file per agent.
+
+A file holds the card content (name, description, version, skills, modes, capabilities,
+security) and a ``runtime:`` binding. The committed JSON Schema (``agent_cards/schema.json``)
+is generated from these models; a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SkillSpec(_Strict):
+    """One skill of the agent, as published on its card."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+    description: str
+    tags: list[str] = Field(min_length=1)
+    examples: list[str] = []
+    input_modes: list[str] = []
+    output_modes: list[str] = []
+
+
+class CapabilitiesSpec(_Strict):
+    """What the agent's A2A surface supports."""
+
+    streaming: bool = True
+    push_notifications: bool = True
+
+
+class PythonRuntime(_Strict):
+    """An in-process async callable ``(call, emit) -> Reply`` or an a2a ``AgentExecutor`` class."""
+
+    kind: Literal["python"]
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="module:attribute")
+    options: dict[str, Any] = {}
+
+
+class LlmRuntime(_Strict):
+    """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
+
+    kind: Literal["llm"]
+    model: str = ""
+    system_prompt: str = ""
+    handoffs: list[str] = []
+
+
+class A2ARuntime(_Strict):
+    """A remote agent by card URL (federation); the only runtime whose file may hold a URL."""
+
+    kind: Literal["a2a"]
+    card_url: str
+    peer: str = ""
+
+
+class McpRuntime(_Strict):
+    """One tool of an MCP server, wrapped as an agent."""
+
+    kind: Literal["mcp"]
+    server: str
+    tool: str
+
+
+class CommandRuntime(_Strict):
+    """A subprocess speaking JSON on stdin/stdout."""
+
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class WorkflowRuntime(_Strict):
+    """An orchestration: a pattern over participants, itself an agent."""
+
+    kind: Literal["workflow"]
+    pattern: str
+    participants: list[str] = Field(min_length=1)
+    options: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+
+
+RuntimeSpec = Annotated[
+    PythonRuntime | LlmRuntime | A2ARuntime | McpRuntime | CommandRuntime | WorkflowRuntime,
+    Field(discriminator="kind"),
+]
+
+
+class AgentSpec(_Strict):
+    """One agent file."""
+
+    format: Literal[1] = Field(description="version of this file format")
+    name: str = Field(pattern=NAME_PATTERN, description="URL-safe name; the agent is served at /agents/{name}")
+    description: str = Field(min_length=1)
+    version: str = "1.0.0"
+    provider: str = "Switchboard"
+    default_input_modes: list[str] = ["text/plain"]
+    default_output_modes: list[str] = ["text/plain", "application/json"]
+    capabilities: CapabilitiesSpec = CapabilitiesSpec()
+    skills: list[SkillSpec] = Field(min_length=1)
+    security: Literal["default", "none"] = Field(
+        default="default", description="'none' publishes the agent without authentication (conformance agents)"
+    )
+    enabled: bool = True
+    runtime: RuntimeSpec
+
+    @field_validator("description", "provider", "version")
+    @classmethod
+    def _no_urls(cls, value: str) -> str:
+        # URLs come from the public base URL setting, never from a local agent's file.
+        if _URL_RE.search(value):
+            raise ValueError("URLs do not belong in an agent file; they come from the public URL setting")
+        return value
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the agent file format, as committed in ``agent_cards/schema.json``."""
+    schema = AgentSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Switchboard agent file, format 1"
+    return schema

@@ -1,0 +1,102 @@
+"""The database seam the stores are written against: ``?`` placeholders, durable writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Params = Sequence[Any]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS tasks (
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        id TEXT NOT NULL,
+        context_id TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        updated_ns BIGINT NOT NULL,
+        data {blob} NOT NULL,
+        PRIMARY KEY (agent, owner, id))""",
+    "CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (agent, owner, updated_ns DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state)",
+    """CREATE TABLE IF NOT EXISTS push_configs (
+        owner TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        data {blob} NOT NULL,
+        PRIMARY KEY (owner, task_id, id))""",
+    "CREATE INDEX IF NOT EXISTS push_configs_by_task ON push_configs (task_id)",
+)
+
+
+class Database(Protocol):
+    """A SQL database; every write returns only after it is committed."""
+
+    dialect: str
+
+    async def migrate(self) -> None:
+        """Create the tables if they do not exist."""
+
+    async def write(self, sql: str, params: Params = ()) -> int:
+        """Run one statement in its own committed transaction; returns the affected row count."""
+
+    async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run several statements in one committed transaction."""
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+class DeferredDatabase:
+    """A ``Database`` opened later, in the app's lifespan; stores are built against it up front."""
+
+    def __init__(self) -> None:
+        self._db: Database | None = None
+
+    @property
+    def dialect(self) -> str:
+        """The dialect of the opened database."""
+        return self.db.dialect
+
+    @property
+    def db(self) -> Database:
+        """The opened database."""
+        if self._db is None:
+            raise RuntimeError("the database is not open yet (the app's lifespan has not started)")
+        return self._db
+
+    def attach(self, db: Database | None) -> None:
+        """Point at ``db`` (or at nothing, after closing)."""
+        self._db = db
+
+    async def migrate(self) -> None:
+        """Create the tables if they do not exist."""
+        await self.db.migrate()
+
+    async def write(self, sql: str, params: Params = ()) -> int:
+        """Run one statement in its own committed transaction."""
+        return await self.db.write(sql, params)
+
+    async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run several statements in one committed transaction."""
+        await self.db.write_many(statements)
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        return await self.db.fetch_one(sql, params)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows."""
+        return await self.db.fetch_all(sql, params)
+
+    async def close(self) -> None:
+        """Close the opened database."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None

@@ -1,0 +1,193 @@
+"""The SDK's ``TaskStore`` and ``PushNotificationConfigStore`` on the gateway's database.
+
+A task is one row: its protobuf bytes plus the columns ``ListTasks`` filters and sorts on.
+One UPSERT per save, no read before write; the owner (the caller's identity) is part of the
+key, so no caller can read, list or overwrite another's task.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from a2a.server.context import ServerCallContext
+from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
+from a2a.server.tasks.push_notification_config_store import (
+    PushNotificationConfigStore,
+    normalize_push_notification_config,
+)
+from a2a.server.tasks.task_store import TaskStore
+from a2a.types.a2a_pb2 import (
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskPushNotificationConfig,
+    TaskState,
+)
+from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
+from a2a.utils.errors import InvalidParamsError
+from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_list_tasks_cursor
+
+from gateway.store.database import Database
+
+_NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
+_UPSERT = (
+    "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (agent, owner, id) DO UPDATE SET context_id = excluded.context_id, state = excluded.state, "
+    "updated_ns = excluded.updated_ns, data = excluded.data"
+)
+INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+
+
+def _updated_ns(task: Task) -> int:
+    if task.HasField("status") and task.status.HasField("timestamp"):
+        return task.status.timestamp.ToNanoseconds()
+    return _NO_TIME
+
+
+def _parse(data: bytes) -> Task:
+    task = Task()
+    task.ParseFromString(bytes(data))
+    return task
+
+
+class SqlTaskStore(TaskStore):
+    """One agent's tasks in SQLite or PostgreSQL; ``save`` returns only after the row is committed."""
+
+    def __init__(self, db: Database, agent: str, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
+        self._db = db
+        self._agent = agent
+        self._owner = owner_resolver
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        """Insert or replace the task for the caller."""
+        params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
+        await self._db.write(_UPSERT, (*params, task.SerializeToString()))
+
+    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
+        """The caller's task ``task_id``, or None."""
+        row = await self._db.fetch_one(
+            "SELECT data FROM tasks WHERE agent = ? AND owner = ? AND id = ?",
+            (self._agent, self._owner(context), task_id),
+        )
+        return _parse(row[0]) if row else None
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        """Delete the caller's task ``task_id`` if it exists."""
+        await self._db.write(
+            "DELETE FROM tasks WHERE agent = ? AND owner = ? AND id = ?", (self._agent, self._owner(context), task_id)
+        )
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        """The caller's tasks, newest first, filtered and paged by ``params``."""
+        where, args = self._filters(params, context)
+        total_row = await self._db.fetch_one(f"SELECT COUNT(*) FROM tasks WHERE {where}", args)
+        if params.page_token:
+            cursor = decode_list_tasks_cursor(params.page_token)
+            if cursor is None:
+                raise InvalidParamsError(message=f"Invalid page token: {params.page_token}")
+            ts = cursor.timestamp_ns if cursor.timestamp_ns is not None else _NO_TIME
+            where += " AND (updated_ns < ? OR (updated_ns = ? AND id < ?))"
+            args += [ts, ts, cursor.task_id]
+        page_size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
+        rows = await self._db.fetch_all(
+            f"SELECT data FROM tasks WHERE {where} ORDER BY updated_ns DESC, id DESC LIMIT ?", [*args, page_size + 1]
+        )
+        tasks = [_parse(r[0]) for r in rows[:page_size]]
+        next_token = ""
+        if len(rows) > page_size:
+            last = tasks[-1]
+            stamp = _updated_ns(last)
+            next_token = encode_list_tasks_cursor(
+                ListTasksCursor(timestamp_ns=None if stamp == _NO_TIME else stamp, task_id=last.id)
+            )
+        total = int(total_row[0]) if total_row else 0
+        return ListTasksResponse(tasks=tasks, next_page_token=next_token, total_size=total, page_size=page_size)
+
+    def _filters(self, params: ListTasksRequest, context: ServerCallContext) -> tuple[str, list[Any]]:
+        clauses, args = ["agent = ? AND owner = ?"], [self._agent, self._owner(context)]
+        if params.context_id:
+            clauses.append("context_id = ?")
+            args.append(params.context_id)
+        if params.status:
+            clauses.append("state = ?")
+            args.append(int(params.status))
+        if params.HasField("status_timestamp_after"):
+            clauses.append("updated_ns >= ?")
+            args.append(params.status_timestamp_after.ToNanoseconds())
+        return " AND ".join(clauses), args
+
+
+async def fail_interrupted(db: Database, reason: str) -> list[str]:
+    """End every task a crash left submitted or working as FAILED with ``reason``; returns their ids.
+
+    Runs at start-up, before any request is served, so no task stays non-terminal forever.
+    Tasks waiting for input are left alone: a follow-up message resumes them.
+    """
+    marks = ", ".join("?" for _ in INTERRUPTIBLE)
+    rows = await db.fetch_all(
+        f"SELECT agent, owner, data FROM tasks WHERE state IN ({marks})", [int(s) for s in INTERRUPTIBLE]
+    )
+    statements, ids = [], []
+    for agent, owner, data in rows:
+        task = _parse(data)
+        task.status.state = TaskState.TASK_STATE_FAILED
+        task.status.message.CopyFrom(
+            Message(
+                message_id=f"sweep-{task.id}",
+                role=Role.ROLE_AGENT,
+                task_id=task.id,
+                context_id=task.context_id,
+                parts=[Part(text=reason)],
+            )
+        )
+        task.status.timestamp.FromNanoseconds(time.time_ns())
+        params = (agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
+        statements.append((_UPSERT, (*params, task.SerializeToString())))
+        ids.append(task.id)
+    if statements:
+        await db.write_many(statements)
+    return ids
+
+
+class SqlPushConfigStore(PushNotificationConfigStore):
+    """Push-notification configs, scoped to the owner who registered them."""
+
+    def __init__(self, db: Database, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
+        self._db = db
+        self._owner = owner_resolver
+
+    async def set_info(
+        self, task_id: str, notification_config: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        """Store a normalised copy of the config and return it."""
+        config = normalize_push_notification_config(task_id, notification_config)
+        await self._db.write(
+            "INSERT INTO push_configs (owner, task_id, id, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (owner, task_id, id) DO UPDATE SET data = excluded.data",
+            (self._owner(context), task_id, config.id, config.SerializeToString()),
+        )
+        return config
+
+    async def get_info(self, task_id: str, context: ServerCallContext) -> list[TaskPushNotificationConfig]:
+        """The caller's configs for ``task_id``."""
+        rows = await self._db.fetch_all(
+            "SELECT data FROM push_configs WHERE owner = ? AND task_id = ? ORDER BY id", (self._owner(context), task_id)
+        )
+        return [TaskPushNotificationConfig.FromString(bytes(r[0])) for r in rows]
+
+    async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
+        """Every config registered for ``task_id``, whoever registered it (for delivery)."""
+        rows = await self._db.fetch_all("SELECT data FROM push_configs WHERE task_id = ? ORDER BY id", (task_id,))
+        return [TaskPushNotificationConfig.FromString(bytes(r[0])) for r in rows]
+
+    async def delete_info(self, task_id: str, context: ServerCallContext, config_id: str | None = None) -> None:
+        """Delete one config of the caller's (or all of them for the task when ``config_id`` is None)."""
+        sql, args = "DELETE FROM push_configs WHERE owner = ? AND task_id = ?", [self._owner(context), task_id]
+        if config_id is not None:
+            sql += " AND id = ?"
+            args.append(config_id)
+        await self._db.write(sql, args)
