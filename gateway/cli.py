@@ -1,0 +1,84 @@
+"""The ``switchboard`` command: argv/env -> Settings -> serve, plus client commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--host", help="bind address (env SWITCHBOARD_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (env SWITCHBOARD_PORT, default 8000)")
+    p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
+    p.add_argument("--agents", type=Path, help="agent files folder (env SWITCHBOARD_AGENTS, default: bundled)")
+    p.add_argument("--public-url", help="URL clients reach the gateway at (env SWITCHBOARD_PUBLIC_URL)")
+    p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
+    p.add_argument("--log-level", help="debug, info, warning, error (env SWITCHBOARD_LOG_LEVEL)")
+
+
+def _client_parsers(sub: Any) -> None:
+    p = sub.add_parser("agents", help="list the agents a gateway hosts")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
+    p = sub.add_parser("send", help="send a message to an agent over A2A and print its progress and result")
+    p.add_argument("agent", help="agent name, or an agent's URL")
+    p.add_argument("text", nargs="?", default="", help="message text")
+    p.add_argument("--file", action="append", default=[], type=Path, help="attach a file (repeatable)")
+    p.add_argument("--stream", action="store_true", help="stream progress live")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print the final task as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="switchboard", description="A protocol gateway for multi-agent systems.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _client_parsers(sub)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import run
+    from gateway.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return run(Settings(**overrides))
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from gateway.client import list_agents
+
+    return asyncio.run(list_agents(args.url))
+
+
+def _send(args: argparse.Namespace) -> int:
+    from gateway.client import send
+
+    return asyncio.run(send(args.url, args.agent, args.text, args.file, stream=args.stream, as_json=args.json))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "agents": _agents,
+    "send": _send,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``switchboard`` and ``python -m gateway``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

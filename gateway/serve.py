@@ -1,0 +1,73 @@
+"""Run the gateway: logging, the safety check on the bind address, uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+import time
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.errors import GatewayError
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str) -> None:
+    """Structured JSON logs on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(settings: Settings) -> int:
+    """Serve until interrupted; returns the process exit code."""
+    configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except GatewayError as exc:
+        logger.error("cannot start: %s", exc.detail)
+        return 2
+    logger.info("serving %d agent(s) at %s", len(app.state.gateway.agents), settings.base_url)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    return 0
