@@ -1,0 +1,76 @@
+"""A public test kit: run a real gateway on a free loopback port inside a test."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+STARTUP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    """A gateway serving on loopback for the duration of a test."""
+
+    app: Starlette
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL."""
+        return self.settings.base_url
+
+    def agent_url(self, name: str) -> str:
+        """The URL of agent ``name``."""
+        return f"{self.url}/agents/{name}"
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A listening-ready socket bound to a free port (handed to uvicorn, so no port race)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with an event set once it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.listening.set()
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    """Serve ``settings`` with uvicorn on a free port (the given port is replaced) until the block ends."""
+    sock = free_socket(settings.host)
+    settings = settings.model_copy(update={"port": sock.getsockname()[1]})
+    app = create_app(settings)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    listening = asyncio.create_task(server.listening.wait())
+    try:
+        await asyncio.wait([task, listening], timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        if not server.listening.is_set():
+            raise RuntimeError("the gateway did not start") from (task.exception() if task.done() else None)
+        yield RunningGateway(app=app, settings=settings)
+    finally:
+        listening.cancel()
+        server.should_exit = True
+        await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
+        sock.close()
