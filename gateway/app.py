@@ -7,10 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks import BasePushNotificationSender
+from a2a.types.a2a_pb2 import AgentCard
 from a2a.utils.push_url_validator import validate_push_notification_url
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
-from gateway.cards import CardDocument, build_card
+from gateway.cards import CardDocument, CardSigner, build_card
+from gateway.keys import KeyRing
 from gateway.registry import Registry
 from gateway.runtimes import build_executor
 from gateway.settings import Settings
+from gateway.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.spec import AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import DeferredDatabase
@@ -50,16 +54,37 @@ class Gateway:
     db: DeferredDatabase = field(default_factory=DeferredDatabase)
     agents: dict[str, HostedAgent] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10.0))
+    keyring: KeyRing | None = None
+    started: float = field(default_factory=time.time)
     ready: bool = False
+
+    def render(self, card: AgentCard) -> CardDocument:
+        """The card as served: signed with every active key when signing is on."""
+        signer: CardSigner | None = None
+        if self.keyring is not None:
+            signer = partial(sign_card_dict, keyring=self.keyring, jku=jwks_url(self.settings.base_url))
+        return CardDocument.render(card, self.started, signer)
+
+
+def load_keyring(settings: Settings) -> KeyRing | None:
+    """The card-signing keys: given in settings, or generated on first run into the data dir."""
+    if not settings.sign_cards:
+        return None
+    return KeyRing.from_sources(
+        key_texts=[settings.signing_keys] if settings.signing_keys else [],
+        key_files=settings.signing_key_files,
+        data_dir=settings.data_dir,
+        alg=settings.signing_alg,
+    )
 
 
 async def _push_url_allowed(url: str) -> bool:
     return await validate_push_notification_url(url)
 
 
-def _host(gateway: Gateway, spec: AgentSpec, started: float) -> HostedAgent:
+def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
-    card = CardDocument.render(build_card(spec, settings.base_url), started)
+    card = gateway.render(build_card(spec, settings.base_url))
     push_store = SqlPushConfigStore(gateway.db)
     handler = DefaultRequestHandler(
         agent_executor=build_executor(spec),
@@ -86,6 +111,12 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
         linkset = {"linkset": [{"anchor": f"{base}{API_CATALOG_PATH}", "item": items}]}
         return JSONResponse(linkset, media_type="application/linkset+json")
 
+    async def jwks(request: Request) -> Response:
+        keys = gateway.keyring.jwks() if gateway.keyring is not None else {"keys": []}
+        return JSONResponse(
+            keys, media_type="application/jwk-set+json", headers={"Cache-Control": "public, max-age=300"}
+        )
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -101,6 +132,7 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
     return [
         Route("/agents", list_agents, methods=["GET"]),
         Route(API_CATALOG_PATH, api_catalog, methods=["GET", "HEAD"]),
+        Route(JWKS_PATH, jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -108,11 +140,12 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """The gateway as an ASGI app; resources open in its lifespan."""
-    gateway = Gateway(settings=settings, registry=registry or Registry.load(settings.agents))
-    started = time.time()
+    gateway = Gateway(
+        settings=settings, registry=registry or Registry.load(settings.agents), keyring=load_keyring(settings)
+    )
     routes = _root_routes(gateway)
     for spec in gateway.registry:
-        hosted = _host(gateway, spec, started)
+        hosted = _host(gateway, spec)
         gateway.agents[spec.name] = hosted
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes)
     routes += UNKNOWN_AGENT_ROUTES

@@ -35,12 +35,29 @@ def _client_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the final task as JSON")
 
 
+def _card_parsers(sub: Any) -> None:
+    card = sub.add_parser("card", help="show or verify an agent card").add_subparsers(
+        dest="card_command", required=True
+    )
+    p = card.add_parser("show", help="print a card readably")
+    p.add_argument("url", help="agent URL or card URL")
+    p = card.add_parser("verify", help="verify a card's signatures; non-zero exit with the reason on failure")
+    p.add_argument("url", help="agent URL or card URL")
+    p.add_argument("--jwks", help="pinned JWKS: a URL or a file (default: the card's own jku, if allowed)")
+    p.add_argument("--allow-origin", action="append", default=[], help="origin whose jku is trusted (repeatable)")
+    p = sub.add_parser("keys", help="list, rotate or retire the card-signing keys")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
+    p.add_argument("kid", nargs="?", help="the key to retire")
+    p.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state folder (default ./.switchboard)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="switchboard", description="A protocol gateway for multi-agent systems.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _client_parsers(sub)
+    _card_parsers(sub)
     return parser
 
 
@@ -64,10 +81,26 @@ def _send(args: argparse.Namespace) -> int:
     return asyncio.run(send(args.url, args.agent, args.text, args.file, stream=args.stream, as_json=args.json))
 
 
+def _card(args: argparse.Namespace) -> int:
+    from gateway import verify
+
+    if args.card_command == "show":
+        return asyncio.run(verify.show(args.url))
+    return asyncio.run(verify.verify(args.url, args.jwks, args.allow_origin))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from gateway.verify import keys
+
+    return keys(args.data_dir, args.action, args.kid)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "agents": _agents,
     "send": _send,
+    "card": _card,
+    "keys": _keys,
 }
 
 

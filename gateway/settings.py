@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     interrupted_task_timeout: float = Field(default=300.0, gt=0)
     allow_private_push_urls: bool = False
+    sign_cards: bool = True
+    signing_alg: Literal["ES256", "EdDSA"] = "ES256"
+    signing_keys: str = Field(default="", description="PEM or JWK text of the signing key(s); default: generated")
+    signing_key_files: list[Path] = []
 
     @field_validator("public_url")
     @classmethod
