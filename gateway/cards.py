@@ -6,6 +6,7 @@ request: the served bytes, ``ETag`` and ``Last-Modified`` are fixed at build tim
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable
@@ -70,6 +71,14 @@ def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInte
     )
 
 
+def _kid(signature: dict[str, Any]) -> str:
+    padded = signature.get("protected", "") + "=" * (-len(signature.get("protected", "")) % 4)
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(padded)).get("kid", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
 @dataclass(frozen=True)
 class CardDocument:
     """A card as served: its JSON, bytes and validators, computed once."""
@@ -87,7 +96,10 @@ class CardDocument:
         if signer is not None:
             body = signer(body)
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # The tag covers the content and which keys signed it, not the signature bytes (ES256 is
+        # randomised): a key rotation changes the tag, so no client keeps a card signed by a retired key.
         unsigned = {k: v for k, v in body.items() if k != "signatures"}
+        unsigned["kids"] = sorted(_kid(s) for s in body.get("signatures", []))
         digest = hashlib.sha256(json.dumps(unsigned, sort_keys=True).encode("utf-8")).hexdigest()[:32]
         return cls(card=card, body=body, content=content, etag=f'W/"{digest}"', last_modified=modified_at)
 
