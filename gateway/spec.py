@@ -129,3 +129,10 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Switchboard agent file, format 1"
     return schema
+
+
+if __name__ == "__main__":  # python -m gateway.spec > agent_cards/schema.json
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

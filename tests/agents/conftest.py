@@ -1,0 +1,66 @@
+"""Fixtures for the bundled review specialists: a recording emitter and the planted sample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.runtime import AgentCall, Emitter, FileInput
+
+PLANTED = Path(__file__).parent.parent / "samples" / "planted.py"
+
+
+class RecordingEmitter:
+    """An ``Emitter`` that remembers what a runtime reported."""
+
+    def __init__(self) -> None:
+        self.progress_messages: list[str] = []
+        self.artifacts: list[dict[str, Any]] = []
+
+    async def progress(self, text: str) -> None:
+        self.progress_messages.append(text)
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        data: dict[str, Any] | list[Any] | None = None,
+        append: bool = False,
+        last_chunk: bool | None = None,
+    ) -> None:
+        self.artifacts.append({"name": name, "text": text, "data": data, "append": append, "last_chunk": last_chunk})
+
+
+def _as_emitter(emitter: RecordingEmitter) -> Emitter:
+    return emitter  # a type checker proves the double matches the protocol here
+
+
+@pytest.fixture
+def emit() -> RecordingEmitter:
+    return RecordingEmitter()
+
+
+@pytest.fixture
+def planted_text() -> str:
+    return PLANTED.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def planted_call(planted_text: str) -> AgentCall:
+    return AgentCall(text="please review", files=(FileInput("planted.py", "text/x-python", text=planted_text),))
+
+
+@pytest.fixture
+def planted_line(planted_text: str) -> Callable[[str], int]:
+    """The 1-based line of the sample that contains ``needle`` (which must occur exactly once)."""
+
+    def line_of(needle: str) -> int:
+        lines = [number for number, line in enumerate(planted_text.splitlines(), start=1) if needle in line]
+        assert len(lines) == 1, f"{needle!r} occurs on lines {lines} of the sample"
+        return lines[0]
+
+    return line_of
