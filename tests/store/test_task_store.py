@@ -1,0 +1,168 @@
+"""The task store's contract, on SQLite and on PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from a2a.auth.user import User
+from a2a.server.context import ServerCallContext
+from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig, TaskState, TaskStatus
+
+from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
+from gateway.testing import running_gateway
+from tests.conftest import make_settings
+
+
+class NamedUser(User):
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._name
+
+
+def as_user(name: str) -> ServerCallContext:
+    return ServerCallContext(user=NamedUser(name))
+
+
+def make_task(task_id: str, state: TaskState = TaskState.TASK_STATE_COMPLETED, at_ns: int = 0, ctx: str = "c1") -> Task:
+    task = Task(id=task_id, context_id=ctx, status=TaskStatus(state=state))
+    if at_ns:
+        task.status.timestamp.FromNanoseconds(at_ns)
+    return task
+
+
+def _run_sql(dsn: str, sql: str) -> None:
+    """Run one statement on its own loop in its own thread (fixtures may be set up inside a running loop)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result(timeout=30)
+
+
+@pytest.fixture
+def pg_schema_dsn(pg_dsn: str) -> Iterator[str]:
+    """A private schema in the test database, dropped afterwards (sync, so other fixtures can take it)."""
+    schema = f"sb_test_{uuid.uuid4().hex[:12]}"
+    _run_sql(pg_dsn, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}search_path={schema}"
+    finally:
+        _run_sql(pg_dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    else:
+        url = request.getfixturevalue("pg_schema_dsn")
+    database = await open_database(url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_save_get_delete_round_trip(db: Database) -> None:
+    store = SqlTaskStore(db, "echo")
+    task = make_task("t1", at_ns=1_000)
+    task.history.add(message_id="m1").parts.add(text="héllo ✓")
+    await store.save(task, as_user("ada"))
+    assert await store.get("t1", as_user("ada")) == task
+    task.status.state = TaskState.TASK_STATE_FAILED
+    await store.save(task, as_user("ada"))
+    assert (await store.get("t1", as_user("ada"))).status.state == TaskState.TASK_STATE_FAILED  # type: ignore[union-attr]
+    await store.delete("t1", as_user("ada"))
+    assert await store.get("t1", as_user("ada")) is None
+
+
+async def test_no_caller_sees_another_callers_or_agents_tasks(db: Database) -> None:
+    await SqlTaskStore(db, "echo").save(make_task("t1"), as_user("ada"))
+    assert await SqlTaskStore(db, "echo").get("t1", as_user("bob")) is None
+    assert await SqlTaskStore(db, "other").get("t1", as_user("ada")) is None
+    assert (await SqlTaskStore(db, "echo").list(ListTasksRequest(), as_user("bob"))).tasks == []
+    await SqlTaskStore(db, "echo").save(make_task("t1", TaskState.TASK_STATE_FAILED), as_user("bob"))
+    mine = await SqlTaskStore(db, "echo").get("t1", as_user("ada"))
+    assert mine is not None and mine.status.state == TaskState.TASK_STATE_COMPLETED, "bob cannot overwrite ada's task"
+
+
+async def test_list_filters_orders_and_pages(db: Database) -> None:
+    store, ada = SqlTaskStore(db, "echo"), as_user("ada")
+    for i in range(5):
+        await store.save(make_task(f"t{i}", at_ns=(i + 1) * 1_000, ctx="c1" if i % 2 else "c2"), ada)
+    await store.save(make_task("no-time", ctx="c3"), ada)
+    page = await store.list(ListTasksRequest(page_size=2), ada)
+    assert [t.id for t in page.tasks] == ["t4", "t3"] and page.total_size == 6
+    seen = [t.id for t in page.tasks]
+    while page.next_page_token:
+        page = await store.list(ListTasksRequest(page_size=2, page_token=page.next_page_token), ada)
+        seen += [t.id for t in page.tasks]
+    assert seen == ["t4", "t3", "t2", "t1", "t0", "no-time"]
+    by_context = await store.list(ListTasksRequest(context_id="c1"), ada)
+    assert [t.id for t in by_context.tasks] == ["t3", "t1"]
+    after = ListTasksRequest()
+    after.status_timestamp_after.FromNanoseconds(3_000)
+    assert [t.id for t in (await store.list(after, ada)).tasks] == ["t4", "t3", "t2"]
+    failed = await store.list(ListTasksRequest(status=TaskState.TASK_STATE_FAILED), ada)
+    assert failed.tasks == [] and failed.total_size == 0
+
+
+async def test_sweep_fails_only_interrupted_tasks(db: Database) -> None:
+    store, ada = SqlTaskStore(db, "echo"), as_user("ada")
+    await store.save(make_task("working", TaskState.TASK_STATE_WORKING), ada)
+    await store.save(make_task("submitted", TaskState.TASK_STATE_SUBMITTED), ada)
+    await store.save(make_task("waiting", TaskState.TASK_STATE_INPUT_REQUIRED), ada)
+    await store.save(make_task("done"), ada)
+    assert sorted(await fail_interrupted(db, "restarted")) == ["submitted", "working"]
+    swept = await store.get("working", ada)
+    assert swept is not None and swept.status.state == TaskState.TASK_STATE_FAILED
+    assert swept.status.message.parts[0].text == "restarted"
+    waiting = await store.get("waiting", ada)
+    assert waiting is not None and waiting.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert await fail_interrupted(db, "restarted") == []
+
+
+async def test_push_configs_are_scoped_to_their_owner(db: Database) -> None:
+    store = SqlPushConfigStore(db)
+    await store.set_info("t1", TaskPushNotificationConfig(url="https://a.example/hook"), as_user("ada"))
+    await store.set_info("t1", TaskPushNotificationConfig(id="b", url="https://b.example/hook"), as_user("bob"))
+    assert [c.url for c in await store.get_info("t1", as_user("ada"))] == ["https://a.example/hook"]
+    assert len(await store.get_info_for_dispatch("t1")) == 2
+    await store.delete_info("t1", as_user("ada"))
+    assert await store.get_info("t1", as_user("ada")) == []
+    assert [c.id for c in await store.get_info("t1", as_user("bob"))] == ["b"]
+
+
+async def test_gateway_serves_tasks_from_postgresql(tmp_path: Path, pg_schema_dsn: str) -> None:
+    settings = make_settings(tmp_path, database_url=pg_schema_dsn)
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {"message": {"role": "ROLE_USER", "parts": [{"text": "pg"}], "messageId": "m-pg"}},
+    }
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        task = (await http.post("/agents/echo", json=body, headers={"A2A-Version": "1.0"})).json()["result"]["task"]
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        get = {"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task["id"]}}
+        again = (await http.post("/agents/echo", json=get, headers={"A2A-Version": "1.0"})).json()["result"]
+    assert again["status"]["state"] == "TASK_STATE_COMPLETED" and again["artifacts"][0]["parts"][0]["text"] == "pg"
