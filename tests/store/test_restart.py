@@ -74,7 +74,7 @@ async def _load_then_kill(data_dir: Path, clients: int = 8, wanted: int = 300) -
         "SWITCHBOARD_PORT": str(port),
         "SWITCHBOARD_GRPC_PORT": "0",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 -- returns at once
     acknowledged: list[str] = []
     running: list[str] = []
     try:
