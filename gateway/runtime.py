@@ -65,7 +65,8 @@ class Reply:
     ``text`` becomes the status message (and a text artifact when ``data`` is absent);
     ``data`` becomes a structured data artifact named ``artifact_name``. ``input-required``
     leaves the task waiting for a follow-up message, which arrives as a new call whose
-    ``history`` holds the earlier turns.
+    ``history`` holds the earlier turns. ``handoff_to`` names the agent this one transfers to
+    (an LLM's ``transfer_to_<agent>`` tool call); orchestration decides whether to follow it.
     """
 
     text: str = ""
@@ -73,6 +74,13 @@ class Reply:
     state: ReplyState = "completed"
     artifact_name: str = "result"
     usage: Usage | None = None
+    handoff_to: str = ""
+    handoff_note: str = ""
+
+    @property
+    def is_handoff(self) -> bool:
+        """Whether the agent asked to transfer the conversation (``transfer_to_<agent>``)."""
+        return bool(self.handoff_to)
 
 
 class Emitter(Protocol):
