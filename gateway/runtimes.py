@@ -17,6 +17,7 @@ from gateway.spec import AgentSpec
 
 ADAPTERS: dict[str, str] = {
     "python": "adapters.python:build",
+    "llm": "adapters.llm:build",
 }
 
 Builder = Callable[[AgentSpec], AgentExecutor]

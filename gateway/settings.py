@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,10 +31,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     interrupted_task_timeout: float = Field(default=300.0, gt=0)
     allow_private_push_urls: bool = False
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_public_url: str = Field(default="", description="host:port gRPC clients dial; default: base URL host")
+    grpc_default_agent: str = Field(default="", description="agent for gRPC calls that name no tenant")
     sign_cards: bool = True
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
     signing_keys: str = Field(default="", description="PEM or JWK text of the signing key(s); default: generated")
     signing_key_files: list[Path] = []
+    # -- the llm runtime: any OpenAI-compatible chat-completions endpoint (adapters/llm.py) --
+    llm_base_url: str = Field(default="", description="API base of the chat model, the part before /chat/completions")
+    llm_model: str = Field(default="", description="model name; an agent file's runtime.model overrides it")
+    llm_api_key: SecretStr = Field(default=SecretStr(""), description="sent as a Bearer token; never logged")
+    llm_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for the model's next streamed chunk")
+    llm_input_price_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 prompt tokens, for budgets")
+    llm_output_price_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 completion tokens")
+    # -- end llm runtime --
 
     @field_validator("public_url")
     @classmethod

@@ -51,9 +51,14 @@ class LlmRuntime(_Strict):
     """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
 
     kind: Literal["llm"]
-    model: str = ""
+    model: str = Field(default="", description="overrides the model setting")
     system_prompt: str = ""
-    handoffs: list[str] = []
+    handoffs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default=[], description="agents this one may transfer to, each offered as a transfer_to_<agent> tool"
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    input_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
+    output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
 
 
 class A2ARuntime(_Strict):

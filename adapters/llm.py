@@ -1,0 +1,430 @@
+"""The ``llm`` runtime: a chat model behind any OpenAI-compatible chat-completions endpoint.
+
+One call is one streamed ``POST {base}/chat/completions``: the agent file's system prompt, the
+task's earlier turns and the caller's message (files inline as fenced blocks, data parts as JSON)
+go out; text deltas come back as chunks of the reply artifact, and each agent named in the file's
+``handoffs`` is offered as a ``transfer_to_<agent>`` function tool. Token usage is reported for
+budgets. The endpoint, model and key come from settings (``SWITCHBOARD_LLM_*``); an agent file's
+``runtime.model`` overrides the model. The key is sent as a Bearer token and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+from a2a.server.agent_execution import AgentExecutor
+
+from gateway.errors import GatewayError, RuntimeLoadError
+from gateway.executor import RuntimeExecutor
+from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
+from gateway.settings import Settings
+from gateway.spec import AgentSpec, LlmRuntime
+
+logger = logging.getLogger(__name__)
+
+HANDOFF_PREFIX = "transfer_to_"
+MAX_TOOL_NAME = 64  # the OpenAI API's limit on function names
+CONNECT_TIMEOUT_S = 10.0
+_ERROR_BODY_CHARS = 300
+
+
+class RetryableModelError(GatewayError):
+    """The model endpoint is overloaded or failing (HTTP 429 or 5xx); the same call may succeed later."""
+
+    message = "model endpoint is temporarily unavailable"
+    reason = "model-unavailable"
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, detail: str, *, status_code: int, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class _StreamError(Exception):
+    """The endpoint's stream cannot be understood; the call fails with this reason."""
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where and how one agent reaches its model."""
+
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    timeout_s: float = 120.0
+    temperature: float | None = None
+    input_price_per_1k: float = 0.0
+    output_price_per_1k: float = 0.0
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the endpoint, for messages (never credentials or paths)."""
+        url = httpx.URL(self.base_url)
+        return f"{url.host}:{url.port}" if url.port else url.host
+
+    @property
+    def completions_url(self) -> str:
+        """The chat-completions URL under the configured base."""
+        return f"{self.base_url.rstrip('/')}/chat/completions"
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The price of a call, from the per-1000-token prices (0 when none are configured)."""
+        return (input_tokens * self.input_price_per_1k + output_tokens * self.output_price_per_1k) / 1000
+
+
+def endpoint_for(spec: AgentSpec, settings: Settings) -> ModelEndpoint:
+    """The endpoint of an ``llm`` agent; names the missing setting when there is none."""
+    runtime = spec.runtime
+    assert isinstance(runtime, LlmRuntime)
+    if not settings.llm_base_url:
+        raise RuntimeLoadError(f"{spec.name}: no model endpoint configured; set SWITCHBOARD_LLM_BASE_URL")
+    model = runtime.model or settings.llm_model
+    if not model:
+        raise RuntimeLoadError(
+            f"{spec.name}: no model configured; set SWITCHBOARD_LLM_MODEL or the file's runtime.model"
+        )
+    return ModelEndpoint(
+        base_url=settings.llm_base_url,
+        model=model,
+        api_key=settings.llm_api_key.get_secret_value(),
+        timeout_s=settings.llm_timeout,
+        temperature=runtime.temperature,
+        input_price_per_1k=_first(runtime.input_price_per_1k, settings.llm_input_price_per_1k),
+        output_price_per_1k=_first(runtime.output_price_per_1k, settings.llm_output_price_per_1k),
+    )
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+# -- the request -------------------------------------------------------------------------------
+
+
+def handoff_tool_name(agent: str) -> str:
+    """The function name offering a transfer to ``agent`` (function names allow no hyphens)."""
+    return HANDOFF_PREFIX + agent.replace("-", "_")
+
+
+def handoff_tools(handoffs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Tool name -> (agent name, the function tool offered to the model), one per handoff."""
+    reason = {"type": "string", "description": "why, and what the next agent should do"}
+    tools: dict[str, tuple[str, dict[str, Any]]] = {}
+    for agent in handoffs:
+        name = handoff_tool_name(agent)
+        function = {
+            "name": name,
+            "description": f"Hand the conversation over to the {agent} agent.",
+            "parameters": {"type": "object", "properties": {"reason": reason}},
+        }
+        tools[name] = (agent, {"type": "function", "function": function})
+    return tools
+
+
+def _fence(body: str, info: str = "") -> str:
+    # A fence longer than any backtick run inside, so file contents cannot close it early.
+    longest = run = 0
+    for char in body:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{info}\n{body}\n{ticks}"
+
+
+def _file_block(file: FileInput) -> str:
+    if file.text is not None:
+        return f"File {file.name}:\n{_fence(file.text)}"
+    if file.url:
+        return f"File {file.name} ({file.media_type or 'unknown type'}) at {file.url}, not fetched."
+    size = len(file.raw or b"")
+    return f"File {file.name} ({file.media_type or 'binary'}, {size} bytes) is not text and is not shown."
+
+
+def user_content(call: AgentCall) -> str:
+    """The caller's message as one text: the text, then each file and data part as a fenced block."""
+    blocks = [call.text] if call.text else []
+    blocks += [_file_block(f) for f in call.files]
+    blocks += [_fence(json.dumps(d, indent=2, ensure_ascii=False), "json") for d in call.data]
+    return "\n\n".join(blocks)
+
+
+def build_messages(system_prompt: str, call: AgentCall) -> list[dict[str, str]]:
+    """System prompt, earlier turns of the task (user/assistant), then the current message."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for turn in call.history:
+        if turn.text:
+            messages.append({"role": "user" if turn.role == "user" else "assistant", "content": turn.text})
+    messages.append({"role": "user", "content": user_content(call)})
+    return messages
+
+
+# -- the streamed answer -----------------------------------------------------------------------
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event (multi-line data joined; comments and other fields skipped)."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+            data = []
+        elif line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+@dataclass
+class _ToolCall:
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class _Answer:
+    """What the stream has said so far."""
+
+    text: list[str] = field(default_factory=list)
+    tool_calls: dict[int, _ToolCall] = field(default_factory=dict)
+    tokens: tuple[int, int] | None = None  # (prompt, completion), from the usage chunk
+    finished: bool = False
+
+    def add_tool_delta(self, index: int, name: str, arguments: str) -> None:
+        # Tool calls arrive in pieces keyed by index: the name first, the arguments spread over many deltas.
+        call = self.tool_calls.setdefault(index, _ToolCall())
+        call.name += name
+        call.arguments += arguments
+
+
+class _TextArtifact:
+    """Streams text deltas as chunks of one artifact, holding one back so the last can say so."""
+
+    def __init__(self, emit: Emitter, name: str) -> None:
+        self._emit, self._name = emit, name
+        self._held: str | None = None
+        self._started = False
+
+    async def add(self, chunk: str) -> None:
+        if self._held is not None:
+            await self._send(self._held, last=False)
+        self._held = chunk
+
+    async def close(self) -> None:
+        if self._held is not None:
+            await self._send(self._held, last=True)
+            self._held = None
+
+    async def _send(self, text: str, *, last: bool) -> None:
+        # The first chunk creates the artifact; the SDK rejects appending to one that does not exist.
+        await self._emit.artifact(self._name, text=text, append=self._started, last_chunk=last)
+        self._started = True
+
+
+def _parse_chunk(payload: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise _StreamError(f"an event that is not JSON ({exc.msg}): {payload[:80]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise _StreamError(f"an event that is not a JSON object: {payload[:80]!r}")
+    if chunk.get("error"):
+        error = chunk["error"]
+        raise _StreamError(f"an error: {error.get('message', error) if isinstance(error, dict) else error}")
+    return chunk
+
+
+def _apply(answer: _Answer, chunk: dict[str, Any]) -> list[str]:
+    """Fold one chunk into ``answer``; the text deltas it carried."""
+    texts: list[str] = []
+    try:
+        usage = chunk.get("usage")
+        if usage:
+            answer.tokens = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                texts.append(str(delta["content"]))
+            for tool in delta.get("tool_calls") or []:
+                function = tool.get("function") or {}
+                answer.add_tool_delta(
+                    int(tool.get("index", 0)), function.get("name") or "", function.get("arguments") or ""
+                )
+            answer.finished = answer.finished or bool(choice.get("finish_reason"))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _StreamError(f"a chunk of unexpected shape ({type(exc).__name__}: {exc})") from exc
+    answer.text += texts
+    return texts
+
+
+async def read_answer(response: httpx.Response, artifact: _TextArtifact) -> _Answer:
+    """Consume the event stream, streaming text to ``artifact``; raises ``_StreamError`` if malformed."""
+    answer = _Answer()
+    async for payload in sse_data(response.aiter_lines()):
+        if payload.strip() == "[DONE]":
+            answer.finished = True
+            break
+        for text in _apply(answer, _parse_chunk(payload)):
+            await artifact.add(text)
+    if not answer.finished:
+        raise _StreamError("a stream that ended before the answer finished")
+    return answer
+
+
+# -- the runtime -------------------------------------------------------------------------------
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+async def _error_message(response: httpx.Response) -> str:
+    body = (await response.aread()).decode("utf-8", "replace")
+    try:
+        error = json.loads(body).get("error", body)
+        body = str(error.get("message", error) if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        pass
+    return body.strip()[:_ERROR_BODY_CHARS]
+
+
+class ChatCompletionsRuntime:
+    """One agent's ``(call, emit) -> Reply`` over an OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, name: str, runtime: LlmRuntime, endpoint: ModelEndpoint) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self._system_prompt = runtime.system_prompt
+        self._tools = handoff_tools(runtime.handoffs)
+
+    def request_body(self, call: AgentCall) -> dict[str, Any]:
+        """The chat-completions request for ``call``."""
+        body: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": build_messages(self._system_prompt, call),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self._tools:
+            body["tools"] = [tool for _, tool in self._tools.values()]
+        if self.endpoint.temperature is not None:
+            body["temperature"] = self.endpoint.temperature
+        return body
+
+    async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
+        """Ask the model, streaming its text; a reply, a handoff, or a failure saying what went wrong."""
+        await emit.progress(f"{self.name}: thinking")
+        headers = {"Accept": "text/event-stream"}
+        if self.endpoint.api_key:
+            headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
+        timeout = httpx.Timeout(self.endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s))
+        artifact = _TextArtifact(emit, Reply.artifact_name)
+        try:
+            async with (
+                httpx.AsyncClient(timeout=timeout) as http,
+                http.stream("POST", self.endpoint.completions_url, json=self.request_body(call), headers=headers) as r,
+            ):
+                failure = await self._refusal(r)
+                answer = failure or await read_answer(r, artifact)
+        except httpx.TimeoutException:
+            return self._failed(
+                f"model endpoint {self.endpoint.host} did not answer within {self.endpoint.timeout_s:g}s"
+            )
+        except httpx.ConnectError as exc:
+            return self._failed(f"model endpoint {self.endpoint.host} is unreachable ({_cause(exc)})")
+        except httpx.TransportError as exc:
+            return self._failed(f"connection to model endpoint {self.endpoint.host} failed: {_cause(exc)}")
+        except _StreamError as exc:
+            return self._failed(f"model endpoint {self.endpoint.host} sent {exc}")
+        finally:
+            await artifact.close()
+        if isinstance(answer, Reply):
+            return answer
+        reply = self._reply(answer)
+        await emit.progress(
+            f"{self.name}: handing off to {reply.handoff_to}" if reply.is_handoff else f"{self.name}: done"
+        )
+        return reply
+
+    async def _refusal(self, response: httpx.Response) -> Reply | None:
+        """A failed reply for a refused request; raises ``RetryableModelError`` for 429 and 5xx."""
+        status = response.status_code
+        if status < 300:
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                return self._failed(f"model endpoint {self.endpoint.host} answered {content_type!r}, not a stream")
+            return None
+        if status in (401, 403) and not self.endpoint.api_key:
+            return self._failed(f"model endpoint wants an API key (HTTP {status}); set SWITCHBOARD_LLM_API_KEY")
+        if status in (401, 403):
+            return self._failed(f"model endpoint rejected the API key (HTTP {status})")
+        detail = self._redact(await _error_message(response))
+        if status == 429 or status >= 500:
+            raise RetryableModelError(
+                f"model endpoint {self.endpoint.host} answered HTTP {status}: {detail}",
+                status_code=status,
+                retry_after=_retry_after(response),
+            )
+        return self._failed(f"model endpoint {self.endpoint.host} refused the request (HTTP {status}): {detail}")
+
+    def _reply(self, answer: _Answer) -> Reply:
+        text = "".join(answer.text)
+        usage = self._usage(answer.tokens)
+        calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
+        unknown = [c.name for c in calls if c.name not in self._tools]
+        if unknown:
+            offered = ", ".join(self._tools) or "none"
+            return self._failed(f"the model called unknown tool(s) {', '.join(unknown)}; offered: {offered}", usage)
+        if not calls:
+            return Reply(text=text, usage=usage)
+        first = calls[0]
+        try:
+            arguments = json.loads(first.arguments) if first.arguments.strip() else {}
+        except json.JSONDecodeError:
+            return self._failed(f"the model called {first.name} with arguments that are not JSON", usage)
+        note = arguments.get("reason", "") if isinstance(arguments, dict) else ""
+        agent = self._tools[first.name][0]
+        return Reply(text=text, usage=usage, handoff_to=agent, handoff_note=str(note))
+
+    def _usage(self, tokens: tuple[int, int] | None) -> Usage | None:
+        if tokens is None:
+            return None
+        return Usage(tokens[0], tokens[1], self.endpoint.cost(*tokens))
+
+    def _failed(self, reason: str, usage: Usage | None = None) -> Reply:
+        logger.warning("agent %s: %s", self.name, reason)
+        return Reply(text=f"{self.name}: {reason}", state="failed", usage=usage)
+
+    def _redact(self, text: str) -> str:
+        # An endpoint may echo the key back in its error; it never reaches a reply or a log.
+        return text.replace(self.endpoint.api_key, "***") if self.endpoint.api_key else text
+
+
+def _cause(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def build(spec: AgentSpec, settings: Settings | None = None) -> AgentExecutor:
+    """The executor for an ``llm`` agent.
+
+    ``settings`` are the gateway's; without them they are read from the environment, as the
+    CLI would. Raises ``RuntimeLoadError`` naming the missing setting when no model is configured.
+    """
+    runtime = spec.runtime
+    if not isinstance(runtime, LlmRuntime):
+        raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not an llm runtime")
+    endpoint = endpoint_for(spec, settings if settings is not None else Settings())
+    long_names = [n for n in map(handoff_tool_name, runtime.handoffs) if len(n) > MAX_TOOL_NAME]
+    if long_names:
+        raise RuntimeLoadError(f"{spec.name}: handoff tool names over {MAX_TOOL_NAME} characters: {long_names}")
+    return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint))
