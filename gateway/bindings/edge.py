@@ -3,6 +3,10 @@
 The SDK reads any body as JSON whatever its media type and answers an oversized body with an
 internal error. Here a wrong media type gets the protocol's ContentTypeNotSupported (-32005 on
 JSON-RPC, 415 on REST) and a body over the limit gets 413 before it is read in full.
+
+The SDK also labels every HTTP+JSON (REST) result ``application/a2a+json``, while the binding
+(spec section 11.1) uses ``application/json`` for requests and responses. REST responses are
+labelled ``application/json`` unless the client's ``Accept`` prefers ``application/a2a+json``.
 """
 
 from __future__ import annotations
@@ -15,13 +19,71 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-JSON_MEDIA_TYPES = frozenset({"application/json", "application/a2a+json"})
+DRAIN_BYTES = 1024 * 1024  # at least this much of a refused body is read and dropped, see EdgeGuard._drain
+JSON_MEDIA_TYPE = "application/json"
+A2A_JSON_MEDIA_TYPE = "application/a2a+json"
+JSON_MEDIA_TYPES = frozenset({JSON_MEDIA_TYPE, A2A_JSON_MEDIA_TYPE})
 
 
 def is_json(content_type: str) -> bool:
     """Whether a Content-Type names JSON (parameters such as charset ignored)."""
     media = content_type.split(";", 1)[0].strip().lower()
     return media in JSON_MEDIA_TYPES or media.endswith("+json")
+
+
+def _accept_quality(accept: str, media_type: str) -> float:
+    """The quality ``accept`` gives ``media_type``: that of its most specific matching range."""
+    kind = media_type.split("/", 1)[0]
+    best, quality = -1, 0.0
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        media = media.lower()
+        specificity = 2 if media == media_type else 1 if media == f"{kind}/*" else 0 if media == "*/*" else -1
+        if specificity <= best:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        best, quality = specificity, q
+    return quality
+
+
+def rest_media_type(accept: str | None) -> str:
+    """The media type of a REST JSON result: ``application/json`` unless ``accept`` prefers the A2A one."""
+    if not accept:
+        return JSON_MEDIA_TYPE
+    if _accept_quality(accept, A2A_JSON_MEDIA_TYPE) > _accept_quality(accept, JSON_MEDIA_TYPE):
+        return A2A_JSON_MEDIA_TYPE
+    return JSON_MEDIA_TYPE
+
+
+def _relabel(send: Send, media_type: str) -> Send:
+    """``send`` with an ``application/a2a+json`` response labelled ``media_type`` (and ``Vary: Accept``)."""
+
+    async def relabelled(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers: list[tuple[bytes, bytes]] = []
+            negotiated = False
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-type":
+                    media, sep, params = value.decode("latin-1").partition(";")
+                    if media.strip().lower() == A2A_JSON_MEDIA_TYPE:
+                        value = f"{media_type}{sep}{params}".encode("latin-1")
+                        negotiated = True
+                headers.append((name, value))
+            if negotiated:
+                vary = [v for n, v in headers if n.lower() == b"vary"]
+                if not any(b"accept" in (t.strip().lower() for t in v.split(b",")) for v in vary):
+                    headers.append((b"vary", b"Accept"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return relabelled
 
 
 def _is_jsonrpc(scope: Scope) -> bool:
@@ -38,7 +100,7 @@ def error_response(scope: Scope, status: int, error: A2AError | InvalidRequestEr
 
 
 class EdgeGuard:
-    """Media-type and body-size checks for one agent's mount."""
+    """Media-type and body-size checks, and REST response labelling, for one agent's mount."""
 
     def __init__(self, app: ASGIApp, prefix: str, max_body_bytes: int) -> None:
         self.app = app
@@ -47,10 +109,15 @@ class EdgeGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["switchboard.agent_prefix"] = self.prefix
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if not _is_jsonrpc(scope):
+            send = _relabel(send, rest_media_type(headers.get("accept")))
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
         content_type = headers.get("content-type", "application/json")
         if not is_json(content_type):
             error = ContentTypeNotSupportedError(
@@ -80,11 +147,28 @@ class EdgeGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop the rest of a refused body, up to the larger of the limit and ``DRAIN_BYTES``.
+
+        Closing the connection with request bytes still unread makes the kernel reset it, and
+        the client then sees a broken connection instead of the 413.
+        """
+        dropped, budget = 0, max(self.max_body_bytes, DRAIN_BYTES)
+        while dropped <= budget:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _reject_size(self, scope: Scope, receive: Receive, send: Send, size: int | None) -> None:
         told = f"{size} bytes" if size is not None else "the body"
