@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 from a2a.helpers.proto_helpers import new_task
-from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.agent_execution import AgentExecutor, RequestContext, SimpleRequestContextBuilder
+from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.tasks.task_store import TaskStore
 from a2a.server.tasks.task_updater import TaskUpdater
-from a2a.types.a2a_pb2 import Message, Part, Role, TaskState
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Value
 
@@ -70,6 +72,33 @@ def call_from_context(context: RequestContext) -> AgentCall:
         message_id=message.message_id,
         metadata=dict(context.metadata),
     )
+
+
+class TaskContextBuilder(SimpleRequestContextBuilder):
+    """Gives a follow-up that names only its ``taskId`` the stored task's context.
+
+    The spec says the context is inferred from the task; the SDK (1.3) invents a fresh one, so
+    the agent's events would carry a context that does not match the task's.
+    """
+
+    def __init__(self, task_store: TaskStore) -> None:
+        super().__init__()
+        self._tasks = task_store
+
+    async def build(
+        self,
+        context: ServerCallContext,
+        params: SendMessageRequest | None = None,
+        task_id: str | None = None,
+        context_id: str | None = None,
+        task: Task | None = None,
+    ) -> RequestContext:
+        """The request context, with ``context_id`` taken from the task when the message names none."""
+        if params is not None and task_id and not context_id:
+            stored = task or await self._tasks.get(task_id, context)
+            if stored is not None and stored.context_id:
+                context_id = stored.context_id
+        return await super().build(context=context, params=params, task_id=task_id, context_id=context_id, task=task)
 
 
 class UpdaterEmitter:

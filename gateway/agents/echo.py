@@ -16,7 +16,6 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events.event_queue_v2 import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Part, TaskState
-from a2a.utils.errors import InvalidParamsError
 
 from gateway.executor import call_from_context, data_part
 
@@ -129,7 +128,8 @@ async def _wait(updater: TaskUpdater, arg: str) -> None:
     try:
         seconds = float(arg)
     except ValueError:
-        raise InvalidParamsError(message=f"wait needs a number of seconds, got {arg!r}") from None
+        await updater.failed(updater.new_agent_message(_text(f"wait needs a number of seconds, got {arg!r}")))
+        return
     seconds = max(0.0, min(seconds, MAX_WAIT_S))
     steps = max(1, int(seconds * 2))
     for step in range(steps):
