@@ -19,8 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.cards import CardDocument, CardSigner, build_card
+from gateway.executor import TaskContextBuilder
 from gateway.keys import KeyRing
 from gateway.registry import Registry
 from gateway.runtimes import build_executor
@@ -86,9 +88,11 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
     card = gateway.render(build_card(spec, settings.base_url))
     push_store = SqlPushConfigStore(gateway.db)
+    task_store = SqlTaskStore(gateway.db, spec.name)
     handler = DefaultRequestHandler(
         agent_executor=build_executor(spec),
-        task_store=SqlTaskStore(gateway.db, spec.name),
+        task_store=task_store,
+        request_context_builder=TaskContextBuilder(task_store),
         agent_card=card.card,
         push_config_store=push_store,
         push_sender=BasePushNotificationSender(gateway.http, push_store),
@@ -156,11 +160,23 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         swept = await fail_interrupted(gateway.db, SWEEP_REASON)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
+        # gRPC: one server for every agent; the cards list it once its port is bound.
+        grpc_server = await start_grpc_server(
+            {name: hosted.handler for name, hosted in gateway.agents.items()},
+            host=settings.host,
+            port=settings.grpc_port,
+            default_agent=settings.grpc_default_agent,
+        )
+        grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
+        for hosted in gateway.agents.values():
+            interface = grpc_interface(grpc_at, hosted.spec.name)
+            hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,)))
         gateway.ready = True
         try:
             yield
         finally:
             gateway.ready = False
+            await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
             await gateway.http.aclose()

@@ -16,6 +16,10 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--host", help="bind address (env SWITCHBOARD_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (env SWITCHBOARD_PORT, default 8000)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port, 0: any free (env SWITCHBOARD_GRPC_PORT, default 50051)")
+    p.add_argument(
+        "--grpc-default-agent", help="agent for gRPC calls without a tenant (env SWITCHBOARD_GRPC_DEFAULT_AGENT)"
+    )
     p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
     p.add_argument("--agents", type=Path, help="agent files folder (env SWITCHBOARD_AGENTS, default: bundled)")
     p.add_argument("--public-url", help="URL clients reach the gateway at (env SWITCHBOARD_PUBLIC_URL)")

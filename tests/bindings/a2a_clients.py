@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import grpc
 import httpx
 from a2a.client import Client, ClientConfig, ClientFactory
 from a2a.utils.constants import TransportProtocol
@@ -25,6 +26,8 @@ BINDINGS = [
     Binding("jsonrpc-sse", TransportProtocol.JSONRPC.value, streaming=True),
     Binding("rest", TransportProtocol.HTTP_JSON.value, streaming=False),
     Binding("rest-sse", TransportProtocol.HTTP_JSON.value, streaming=True),
+    Binding("grpc", TransportProtocol.GRPC.value, streaming=False),
+    Binding("grpc-stream", TransportProtocol.GRPC.value, streaming=True),
 ]
 
 
@@ -37,6 +40,7 @@ async def a2a_client(agent_url: str, binding: Binding) -> AsyncIterator[Client]:
             httpx_client=http,
             supported_protocol_bindings=[binding.protocol],
             use_client_preference=True,
+            grpc_channel_factory=grpc.aio.insecure_channel,
         )
         client = await ClientFactory(config).create_from_url(agent_url)
         try:

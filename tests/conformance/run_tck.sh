@@ -12,7 +12,9 @@
 # <gateway>/agents/echo, prints the TCK's summary line and stops the gateway on exit.
 #
 # Environment (all optional):
-#   TCK_TRANSPORT   transports to test (default: jsonrpc,http_json)
+#   TCK_TRANSPORT   transports to test (default: jsonrpc,http_json,grpc)
+#   SWITCHBOARD_GRPC_DEFAULT_AGENT
+#                   default echo here: the TCK's gRPC client sends no tenant
 #   TCK_LEVEL       must | should | may (default: all levels)
 #   TCK_VENV, TCK_LOG, TCK_REF, TCK_PYTHON, TCK_WAIT
 #                   passed through to run-a2a-tck (see that script)
@@ -79,6 +81,7 @@ trap 'exit 143' TERM
 echo "run_tck.sh: starting the gateway on 127.0.0.1:$PORT (data dir $DATA_DIR)"
 SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS="${SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS:-true}" \
 SWITCHBOARD_GRPC_PORT="${SWITCHBOARD_GRPC_PORT:-0}" \
+SWITCHBOARD_GRPC_DEFAULT_AGENT="${SWITCHBOARD_GRPC_DEFAULT_AGENT:-echo}" \
   "${GATEWAY[@]}" serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA_DIR" >"$GATEWAY_LOG" 2>&1 &
 GATEWAY_PID=$!
 
@@ -91,7 +94,7 @@ sys.exit(urllib.request.urlopen(sys.argv[1], timeout=2).status != 200)' "$CARD_U
   sleep 0.2
 done
 
-export TCK_TRANSPORT="${TCK_TRANSPORT:-jsonrpc,http_json}"
+export TCK_TRANSPORT="${TCK_TRANSPORT:-jsonrpc,http_json,grpc}"
 echo "run_tck.sh: TCK against $SUT_URL (transports $TCK_TRANSPORT, level ${TCK_LEVEL:-all})"
 set +e
 "$RUNNER" "$TCK_DIR_ARG" "$SUT_URL" ${1+-- "$@"} | tee "$DATA_DIR/tck.out"
