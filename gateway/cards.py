@@ -16,7 +16,7 @@ from typing import Any
 
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, AgentProvider, AgentSkill
-from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
+from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -44,6 +44,14 @@ def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInte
             url=url, protocol_binding=TransportProtocol.HTTP_JSON.value, protocol_version=PROTOCOL_VERSION_1_0
         ),
         *extra_interfaces,
+        # Last, so clients that take the first interface per binding pick 1.0; these give the
+        # card the v0.3 fields (url, preferredTransport) that 0.3 clients read.
+        AgentInterface(
+            url=url, protocol_binding=TransportProtocol.JSONRPC.value, protocol_version=PROTOCOL_VERSION_0_3
+        ),
+        AgentInterface(
+            url=url, protocol_binding=TransportProtocol.HTTP_JSON.value, protocol_version=PROTOCOL_VERSION_0_3
+        ),
     ]
     return AgentCard(
         name=spec.name,
