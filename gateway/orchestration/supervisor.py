@@ -1,0 +1,261 @@
+"""Supervisor (hierarchical): a planner splits the request into steps, workers do them, a reviewer
+approves the combined results or asks for a revision.
+
+The plan is ``data.steps`` (a list of ``{agent?, task}`` or strings) or a numbered/bulleted list in
+the planner's text, where ``worker: task`` assigns a step. An unassigned step goes to the worker
+whose card (description, skills, tags, examples) shares the most words with the task. Workers run
+in plan order, each seeing the results so far; a worker may itself be a workflow. The reviewer
+revises with ``REVISE`` in its text or ``data.approved == false`` (feedback from ``data.feedback``
+or its text); the planner then plans the revision. Still unapproved after ``max_revisions`` ends
+the run ``failed`` with every result in data. Each review round counts against
+``run.limits.max_rounds`` (``LimitExceededError`` past it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from gateway.orchestration.api import AgentInfo, Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
+from gateway.orchestration.turns import clip, ended, flag, guard_round, has_keyword, not_participants, unfinished
+
+RESULT_CHARS = 4000
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$")
+_ASSIGNED = re.compile(r"^\**\[?([A-Za-z][\w.-]*)\]?\**\s*:\s*(.+)$")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset({"the", "and", "for", "with", "this", "that", "from", "into", "your", "what", "then"})
+
+
+class SupervisorOptions(PatternOptions):
+    """Who plans, who works, who reviews, and how many revisions the reviewer may ask for."""
+
+    planner: str = ""  # default: the first participant
+    workers: tuple[str, ...] = ()  # default: every participant but the planner
+    reviewer: str = ""  # default: the planner
+    max_revisions: int = Field(default=1, ge=0)
+    revise_keyword: str = Field(default="REVISE", min_length=1)
+    on_worker_failure: Literal["fail", "continue"] = "fail"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of the plan: its task and the worker it went to."""
+
+    task: str
+    agent: str
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one worker did with one step."""
+
+    round: int
+    step: int
+    agent: str
+    task: str
+    state: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The resolved planner, workers and reviewer."""
+
+    planner: str
+    workers: tuple[str, ...]
+    reviewer: str
+
+
+def roles(run: Run, options: SupervisorOptions) -> Roles:
+    """The planner, workers and reviewer: as named, else by participant order."""
+    planner = options.planner or run.participants[0]
+    workers = options.workers or tuple(name for name in run.participants if name != planner)
+    return Roles(planner, workers, options.reviewer or planner)
+
+
+def words(text: str) -> set[str]:
+    """The content words of ``text`` (lowercase, no stopwords or one- and two-letter words)."""
+    return {word for word in _WORD.findall(text.lower()) if len(word) > 2 and word not in _STOPWORDS}
+
+
+def card_words(info: AgentInfo) -> set[str]:
+    """Every content word on an agent's card."""
+    return words(" ".join((info.name.replace("-", " "), info.description, *info.skills, *info.tags, *info.examples)))
+
+
+def best_worker(task: str, workers: tuple[str, ...], cards: dict[str, set[str]], index: int) -> str:
+    """The worker whose card shares most words with ``task``; ties go to the first, no overlap to turn order."""
+    wanted = words(task)
+    scores = [len(wanted & cards[worker]) for worker in workers]
+    best = max(scores)
+    return workers[scores.index(best)] if best else workers[index % len(workers)]
+
+
+def parse_plan(reply: StepResult, workers: tuple[str, ...], cards: dict[str, set[str]]) -> list[PlannedStep]:
+    """The planner's steps, each assigned to a worker (named, else the best match)."""
+    raw = reply.data.get("steps") if isinstance(reply.data, dict) else None
+    by_name = {worker.lower(): worker for worker in workers}
+    pairs = _data_steps(raw) if isinstance(raw, list) else _text_steps(reply.text, by_name)
+    return [
+        PlannedStep(task, by_name.get(agent.lower()) or best_worker(task, workers, cards, index))
+        for index, (agent, task) in enumerate(pairs)
+    ]
+
+
+def _data_steps(raw: list[Any]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in raw:
+        if isinstance(item, dict):
+            pairs.append((str(item.get("agent") or ""), str(item.get("task") or "").strip()))
+        else:
+            pairs.append(("", str(item).strip()))
+    return [(agent, task) for agent, task in pairs if task]
+
+
+def _text_steps(text: str, workers: dict[str, str]) -> list[tuple[str, str]]:
+    pairs = []
+    for line in text.splitlines():
+        item = _LIST_ITEM.match(line)
+        if item is None:
+            continue
+        assigned = _ASSIGNED.match(item.group(1))
+        # "Note: be brief" is a task; only a worker's name before the colon assigns the step.
+        if assigned and assigned.group(1).lower() in workers:
+            pairs.append((assigned.group(1), assigned.group(2)))
+        else:
+            pairs.append(("", item.group(1)))
+    return pairs
+
+
+def _team(run: Run, workers: tuple[str, ...]) -> str:
+    lines = []
+    for worker in workers:
+        info = run.describe(worker)
+        skills = f" (skills: {', '.join(info.skills)})" if info.skills else ""
+        lines.append(f"- {worker}: {info.description}{skills}")
+    return "\n".join(lines)
+
+
+def plan_input(run: Run, team: Roles, feedback: str, reports: list[StepReport]) -> StepInput:
+    """Ask the planner for steps: the first plan, or a revision's steps given the reviewer's feedback."""
+    ask = (
+        "Plan this request for the team below. Reply with a numbered list of steps, one per line; "
+        'start a step with a worker\'s name and a colon to assign it ("2. writer: draft the summary").'
+    )
+    lines = [ask, "", f"Request:\n{run.request.text}", "", f"Team:\n{_team(run, team.workers)}"]
+    if feedback:
+        lines += ["", f"The reviewer asked for a revision:\n{feedback}", "", "Results so far:", _render(reports)]
+        lines += ["", "Reply with only the steps still needed."]
+    context = {"role": "plan", "request": run.request.text, "workers": list(team.workers), "feedback": feedback}
+    return StepInput("\n".join(lines), ({"supervisor": context}, *run.request.data), run.request.files)
+
+
+def work_input(run: Run, step: PlannedStep, number: int, reports: list[StepReport]) -> StepInput:
+    """A worker's message: its task, the overall request, and the results so far."""
+    lines = [step.task, "", f"This is step {number} of the request:\n{run.request.text}"]
+    if reports:
+        lines += ["", "Results so far:", _render(reports)]
+    context = {"role": "work", "task": step.task, "step": number, "request": run.request.text}
+    context["previous"] = [asdict(report) for report in reports]
+    return StepInput("\n".join(lines), ({"supervisor": context}, *run.request.data), run.request.files)
+
+
+def review_input(run: Run, keyword: str, plan: list[PlannedStep], reports: list[StepReport]) -> StepInput:
+    """The reviewer's message: the request and every result, with how to approve or revise."""
+    ask = f"Review these results. Reply APPROVED if they fulfil the request, else {keyword} and what must change."
+    lines = [ask, "", f"Request:\n{run.request.text}", "", "Results:", _render(reports)]
+    context = {"role": "review", "request": run.request.text, "plan": [asdict(step) for step in plan]}
+    context["results"] = [asdict(report) for report in reports]
+    return StepInput("\n".join(lines), ({"supervisor": context},))
+
+
+def _render(reports: list[StepReport]) -> str:
+    return "\n\n".join(
+        f"{_number(report)}. [{report.agent}] {report.task} ({report.state})\n{clip(report.text, RESULT_CHARS)}"
+        for report in reports
+    )
+
+
+def _number(report: StepReport) -> str:
+    # Revision rounds continue the numbering visibly: 1, 2, then 2.1, 2.2 for round 2's steps.
+    return str(report.step) if report.round == 1 else f"{report.round}.{report.step}"
+
+
+def verdict(review: StepResult, keyword: str) -> tuple[bool, str]:
+    """Whether the reviewer approved, and its feedback when it did not."""
+    data = review.data if isinstance(review.data, dict) else {}
+    approved = flag(data, ("approved",))
+    if approved is None:
+        approved = not has_keyword(review.text, (keyword,))
+    return approved, "" if approved else str(data.get("feedback") or review.text)
+
+
+async def run(run: Run, options: SupervisorOptions) -> Outcome:
+    """Plan, work, review; revise up to ``max_revisions`` times."""
+    team = roles(run, options)
+    problem = not_participants(run, [team.planner, *team.workers, team.reviewer])
+    if problem or not team.workers:
+        return Outcome("failed", f"supervisor: {problem or 'no workers'}")
+    cards = {worker: card_words(run.describe(worker)) for worker in team.workers}
+    reports: list[StepReport] = []
+    revisions: list[dict[str, Any]] = []
+    plan: list[PlannedStep] = []
+    feedback = ""
+    for number in range(1, options.max_revisions + 2):
+        guard_round(run, number, "the supervisor")
+        await run.progress(f"round {number}: {team.planner} planning")
+        planned = await run.step(team.planner, plan_input(run, team, feedback, reports), label=f"round {number}: plan")
+        stop = unfinished(planned, "planning", _data(plan, reports, revisions))
+        if stop is not None:
+            return stop
+        plan = parse_plan(planned, team.workers, cards)
+        if not plan:
+            text = f"{team.planner}'s plan held no steps (expected a numbered list or data.steps)"
+            return Outcome("failed", text, _data(plan, reports, revisions))
+        failed = await _work(run, options, number, plan, reports)
+        if failed is not None:
+            doing = f"working on step {reports[-1].step} ({clip(reports[-1].task, 80)!r})"
+            return ended(failed, doing, _data(plan, reports, revisions))
+        await run.progress(f"round {number}: {team.reviewer} reviewing")
+        message = review_input(run, options.revise_keyword, plan, reports)
+        review = await run.step(team.reviewer, message, label=f"round {number}: review")
+        stop = unfinished(review, "reviewing", _data(plan, reports, revisions))
+        if stop is not None:
+            return stop
+        approved, feedback = verdict(review, options.revise_keyword)
+        if approved:
+            return Outcome("completed", _render(reports), {**_data(plan, reports, revisions), "approved": True})
+        revisions.append({"round": number, "feedback": feedback})
+        await run.progress(f"round {number}: {team.reviewer} asked for a revision")
+    text = f"{team.reviewer} did not approve after {options.max_revisions} revisions; last feedback:\n{feedback}"
+    return Outcome("failed", text, {**_data(plan, reports, revisions), "approved": False})
+
+
+def _data(plan: list[PlannedStep], reports: list[StepReport], revisions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "plan": [asdict(step) for step in plan],
+        "results": [asdict(report) for report in reports],
+        "revisions": list(revisions),
+    }
+
+
+async def _work(
+    run: Run, options: SupervisorOptions, number: int, plan: list[PlannedStep], reports: list[StepReport]
+) -> StepResult | None:
+    """Run the plan's steps in order, adding to ``reports``; the result that stops the run, if any."""
+    for index, step in enumerate(plan, start=1):
+        await run.progress(f"round {number}, step {index}/{len(plan)}: {step.agent} working on {clip(step.task, 80)!r}")
+        message = work_input(run, step, index, reports)
+        done = await run.step(step.agent, message, label=f"round {number}, step {index}: {step.agent}")
+        reports.append(StepReport(number, index, step.agent, step.task, done.state, done.text or done.error))
+        if not done.ok and (done.state == "input-required" or options.on_worker_failure == "fail"):
+            return done
+        if not done.ok:
+            await run.progress(f"round {number}, step {index}: {step.agent} {done.state}; continuing")
+    return None
+
+
+SPEC = PatternSpec(name="supervisor", run=run, options=SupervisorOptions, min_participants=2)

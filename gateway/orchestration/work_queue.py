@@ -1,0 +1,220 @@
+"""Work queue (swarm): a batch of items shared out over a pool of agents.
+
+Items come from ``{"items": [...]}`` in the request's data, else one per non-empty line of its
+text. At most ``concurrency`` items are in flight (an ``asyncio.Semaphore``); each goes to the
+next agent in turn, preferring one with the fewest items in flight. A failed item is re-queued at
+the back, to an agent that has not tried it yet when there is one, until ``max_attempts``.
+
+The outcome lists every item (status, agent, attempts, output) with counts and the failed items.
+It completes unless no item succeeded, or one failed and ``fail_run_if_any_failed`` is set. More
+items than ``run.limits.max_steps`` raises ``LimitExceededError`` before any work starts; the engine
+raises it mid-batch when retries run out of steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+
+from gateway.orchestration.api import (
+    LimitExceededError,
+    Outcome,
+    PatternOptions,
+    PatternSpec,
+    Run,
+    StepInput,
+    StepResult,
+)
+from gateway.orchestration.turns import clip, not_participants
+
+SUMMARY_CHARS = 200
+
+
+class WorkQueueOptions(PatternOptions):
+    """The pool, its concurrency, retries and failure policy."""
+
+    agents: tuple[str, ...] = ()  # default: every participant
+    concurrency: int = Field(default=4, ge=1)
+    max_attempts: int = Field(default=2, ge=1)
+    fail_run_if_any_failed: bool = False
+
+
+@dataclass
+class Item:
+    """One item of the batch and what happened to it."""
+
+    index: int
+    value: Any
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    result: StepResult | None = None
+
+    @property
+    def tried(self) -> set[str]:
+        """The agents that already tried this item."""
+        return {attempt["agent"] for attempt in self.attempts}
+
+    @property
+    def status(self) -> str:
+        """``done``, ``failed`` or ``pending``."""
+        if self.result is None:
+            return "pending"
+        return "done" if self.result.ok else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item's report."""
+        result = self.result
+        report: dict[str, Any] = {"index": self.index, "item": self.value, "status": self.status}
+        report["agent"] = result.agent if result else ""
+        report["attempts"] = self.attempts
+        report["output"] = (result.text if result.ok else result.error or result.text) if result else ""
+        if result is not None and result.data is not None:
+            report["data"] = result.data
+        return report
+
+
+def items_of(request: StepInput) -> list[Any]:
+    """The batch: ``items`` of the first data part that has a list of them, else the text's non-empty lines."""
+    for part in request.data:
+        if isinstance(part.get("items"), list):
+            return list(part["items"])
+    return [line.strip() for line in request.text.splitlines() if line.strip()]
+
+
+def item_input(request: StepInput, item: Item, total: int) -> StepInput:
+    """One item's message: its text (a string item, an object's ``text``, else its JSON) and the item as data."""
+    value = item.value
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict) and isinstance(value.get("text"), str):
+        text = value["text"]
+    else:
+        text = json.dumps(value)
+    context: dict[str, Any] = {"item": value, "index": item.index, "total": total}
+    if request.data and request.text.strip():
+        context["instruction"] = request.text
+    return StepInput(text, ({"work_queue": context},))
+
+
+@dataclass
+class Pool:
+    """Which agent gets the next item: round-robin, fewest in flight first, untried agents first."""
+
+    agents: tuple[str, ...]
+    busy: dict[str, int] = field(default_factory=dict)
+    cursor: int = 0
+
+    def pick(self, item: Item) -> str:
+        """Choose and book an agent for ``item``."""
+        fresh = [agent for agent in self.agents if agent not in item.tried] or list(self.agents)
+        order = self.agents[self.cursor :] + self.agents[: self.cursor]
+        candidates = [agent for agent in order if agent in fresh]
+        agent = min(candidates, key=lambda name: self.busy.get(name, 0))
+        self.cursor = (self.agents.index(agent) + 1) % len(self.agents)
+        self.busy[agent] = self.busy.get(agent, 0) + 1
+        return agent
+
+    def release(self, agent: str) -> None:
+        """``agent`` finished an item."""
+        self.busy[agent] -= 1
+
+
+@dataclass
+class Batch:
+    """A batch in progress: the queue, the pool, and who is waiting for what."""
+
+    run: Run
+    options: WorkQueueOptions
+    items: list[Item]
+    pool: Pool
+    queue: deque[Item] = field(default_factory=deque)
+    finished: int = 0
+    in_flight: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def process(self) -> None:
+        """Work through the queue, ``concurrency`` items at a time, until every item is done or out of attempts."""
+        gate = asyncio.Semaphore(self.options.concurrency)
+        self.queue.extend(self.items)
+        async with asyncio.TaskGroup() as group:
+            while self.queue or self.in_flight:
+                if not self.queue:
+                    self.changed.clear()
+                    await self.changed.wait()
+                    continue
+                await gate.acquire()
+                item = self.queue.popleft()
+                agent = self.pool.pick(item)
+                self.in_flight += 1
+                group.create_task(self.attempt(item, agent, gate))
+
+    async def attempt(self, item: Item, agent: str, gate: asyncio.Semaphore) -> None:
+        """One attempt at ``item`` by ``agent``; a failure is re-queued while attempts remain."""
+        message = item_input(self.run.request, item, len(self.items))
+        try:
+            result = await self.run.step(agent, message, label=self._label(item))
+        finally:
+            self.pool.release(agent)
+            gate.release()
+        item.attempts.append({"agent": agent, "state": result.state, "error": result.error})
+        retry = not result.ok and len(item.attempts) < self.options.max_attempts
+        if retry:
+            self.queue.append(item)
+        else:
+            item.result = result
+            self.finished += 1
+        self.in_flight -= 1
+        self.changed.set()
+        await self.run.progress(self._news(item, agent, result, retry))
+
+    def _news(self, item: Item, agent: str, result: StepResult, retry: bool) -> str:
+        head = f"item {item.index + 1}/{len(self.items)}"
+        if retry:
+            tries = f"attempt {len(item.attempts)}/{self.options.max_attempts}"
+            return f"{head} {result.state} on {agent} ({tries}); re-queued"
+        return f"{head} {item.status} by {agent} ({self.finished} of {len(self.items)} finished)"
+
+    def _label(self, item: Item) -> str:
+        return f"item {item.index + 1}/{len(self.items)}, attempt {len(item.attempts) + 1}"
+
+    def outcome(self) -> Outcome:
+        """The aggregated result."""
+        reports = [item.to_dict() for item in self.items]
+        failed = [report["index"] for report in reports if report["status"] != "done"]
+        done = len(reports) - len(failed)
+        counts = {"total": len(reports), "done": done, "failed": len(failed)}
+        lines = [f"{len(reports)} items: {done} done, {len(failed)} failed"]
+        lines += [
+            f"{r['index'] + 1}. {r['status']} ({r['agent']}): {clip(r['output'], SUMMARY_CHARS)}" for r in reports
+        ]
+        failing = not done or (bool(failed) and self.options.fail_run_if_any_failed)
+        data = {"items": reports, "counts": counts, "failed": failed}
+        return Outcome("failed" if failing else "completed", "\n".join(lines), data)
+
+
+async def run(run: Run, options: WorkQueueOptions) -> Outcome:
+    """Process every item of the request with the pool and report each one."""
+    agents = options.agents or run.participants
+    problem = not_participants(run, agents)
+    if problem:
+        return Outcome("failed", f"work queue: {problem}")
+    values = items_of(run.request)
+    if not values:
+        return Outcome("failed", 'work queue: no items; send {"items": [...]} as data or one item per line of text')
+    if len(values) > run.limits.max_steps:
+        raise LimitExceededError("max_steps", f"{len(values)} items but the run allows {run.limits.max_steps} steps")
+    batch = Batch(run, options, [Item(index, value) for index, value in enumerate(values)], Pool(tuple(agents)))
+    await run.progress(f"{len(values)} items over {len(agents)} agents, {options.concurrency} at a time")
+    try:
+        await batch.process()
+    except* Exception as errors:
+        # The first failure (a LimitExceededError, typically) is the run's, as it would be without the group.
+        raise errors.exceptions[0] from None
+    return batch.outcome()
+
+
+SPEC = PatternSpec(name="work-queue", run=run, options=WorkQueueOptions, min_participants=1)
