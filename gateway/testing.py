@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -15,6 +16,34 @@ from gateway.app import create_app
 from gateway.settings import Settings
 
 STARTUP_TIMEOUT_S = 15.0
+
+
+class RecordingEmitter:
+    """An ``Emitter`` that remembers what a runtime reported, for testing runtimes directly."""
+
+    def __init__(self) -> None:
+        self.progress_messages: list[str] = []
+        self.artifacts: list[dict[str, Any]] = []
+
+    async def progress(self, text: str) -> None:
+        """Record a progress message."""
+        self.progress_messages.append(text)
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        data: dict[str, Any] | list[Any] | None = None,
+        append: bool = False,
+        last_chunk: bool | None = None,
+    ) -> None:
+        """Record an artifact (or chunk)."""
+        self.artifacts.append({"name": name, "text": text, "data": data, "append": append, "last_chunk": last_chunk})
+
+    def chunks(self) -> list[tuple[str, str | None, bool, bool | None]]:
+        """Each artifact as ``(name, text, append, last_chunk)``."""
+        return [(a["name"], a["text"], a["append"], a["last_chunk"]) for a in self.artifacts]
 
 
 @dataclass(frozen=True)

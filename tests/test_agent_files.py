@@ -68,5 +68,5 @@ def test_bad_file_is_refused_naming_file_and_field(tmp_path: Path, text: str, na
 def test_duplicate_names_are_refused(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", GOOD)
     write(tmp_path, "b.yaml", GOOD)
-    with pytest.raises(AgentFileError, match="b.yaml: name: agent 'probe' is declared twice"):
+    with pytest.raises(AgentFileError, match=r"b\.yaml: name: agent 'probe' is declared twice"):
         Registry.load(tmp_path)

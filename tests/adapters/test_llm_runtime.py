@@ -21,7 +21,7 @@ from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Turn, Usage
 from gateway.runtimes import build_executor
 from gateway.settings import Settings, bundled_agents_dir
 from gateway.spec import AgentSpec, LlmRuntime, SkillSpec
-from gateway.testing import free_socket, running_gateway
+from gateway.testing import RecordingEmitter, free_socket, running_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
     Status,
@@ -39,28 +39,6 @@ LLM_AGENTS = bundled_agents_dir() / "llm"
 API_KEY = "sk-test-0123456789-secret"
 CALL_TIMEOUT_S = 10.0
 LLM_ENV = ("BASE_URL", "MODEL", "API_KEY", "TIMEOUT", "INPUT_PRICE_PER_1K", "OUTPUT_PRICE_PER_1K")
-
-
-class RecordingEmitter:
-    """An ``Emitter`` that remembers what the runtime reported."""
-
-    def __init__(self) -> None:
-        self.progress_messages: list[str] = []
-        self.artifacts: list[tuple[str, str | None, bool, bool | None]] = []
-
-    async def progress(self, text: str) -> None:
-        self.progress_messages.append(text)
-
-    async def artifact(
-        self,
-        name: str,
-        *,
-        text: str | None = None,
-        data: dict[str, Any] | list[Any] | None = None,
-        append: bool = False,
-        last_chunk: bool | None = None,
-    ) -> None:
-        self.artifacts.append((name, text, append, last_chunk))
 
 
 def _as_emitter(emitter: RecordingEmitter) -> Emitter:
@@ -114,7 +92,7 @@ async def test_streamed_text_becomes_artifact_chunks_and_the_reply(chat: Scripte
     chat.answer(Stream([text_chunk("Hel"), text_chunk("lo, "), text_chunk("world"), finish_chunk(), usage_chunk(9, 3)]))
     reply, emit = await ask(make_runtime(chat.base_url))
     assert reply.state == "completed" and reply.text == "Hello, world" and not reply.is_handoff
-    assert emit.artifacts == [
+    assert emit.chunks() == [
         ("result", "Hel", False, False),  # the first chunk creates the artifact
         ("result", "lo, ", True, False),
         ("result", "world", True, True),
@@ -235,7 +213,7 @@ async def test_unreachable_endpoint_fails_naming_the_host() -> None:
         reply, emit = await ask(make_runtime(f"http://{host}/v1"))
     assert reply.state == "failed"
     assert f"model endpoint {host} is unreachable" in reply.text
-    assert emit.artifacts == []
+    assert emit.chunks() == []
 
 
 async def test_stalled_stream_fails_after_the_timeout(chat: ScriptedChatServer) -> None:
@@ -243,7 +221,7 @@ async def test_stalled_stream_fails_after_the_timeout(chat: ScriptedChatServer) 
     reply, emit = await ask(make_runtime(chat.base_url, settings={"llm_timeout": 0.3}))
     assert reply.state == "failed"
     assert f"model endpoint {chat.url.removeprefix('http://')} did not answer within 0.3s" in reply.text
-    assert emit.artifacts == [("result", "partial", False, True)], "the partial artifact is closed"
+    assert emit.chunks() == [("result", "partial", False, True)], "the partial artifact is closed"
 
 
 @pytest.mark.parametrize(

@@ -4,35 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.runtime import AgentCall, Emitter, FileInput
+from gateway.testing import RecordingEmitter
 
 PLANTED = Path(__file__).parent.parent / "samples" / "planted.py"
-
-
-class RecordingEmitter:
-    """An ``Emitter`` that remembers what a runtime reported."""
-
-    def __init__(self) -> None:
-        self.progress_messages: list[str] = []
-        self.artifacts: list[dict[str, Any]] = []
-
-    async def progress(self, text: str) -> None:
-        self.progress_messages.append(text)
-
-    async def artifact(
-        self,
-        name: str,
-        *,
-        text: str | None = None,
-        data: dict[str, Any] | list[Any] | None = None,
-        append: bool = False,
-        last_chunk: bool | None = None,
-    ) -> None:
-        self.artifacts.append({"name": name, "text": text, "data": data, "append": append, "last_chunk": last_chunk})
 
 
 def _as_emitter(emitter: RecordingEmitter) -> Emitter:

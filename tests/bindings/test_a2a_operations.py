@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -16,22 +15,14 @@ from a2a.types.a2a_pb2 import (
     GetTaskRequest,
     ListTaskPushNotificationConfigsRequest,
     ListTasksRequest,
-    Message,
-    Part,
-    Role,
-    SendMessageRequest,
-    StreamResponse,
     SubscribeToTaskRequest,
-    Task,
     TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
 from gateway.testing import RunningGateway
-from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client
-
-WAIT_S = 20.0
+from tests.bindings.a2a_clients import BINDINGS, WAIT_S, Binding, a2a_client, artifact_texts, send, start
 
 
 @pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
@@ -43,55 +34,6 @@ def binding(request: pytest.FixtureRequest) -> Binding:
 async def client(binding: Binding, gateway: RunningGateway) -> AsyncIterator[Client]:
     async with a2a_client(gateway.agent_url("echo"), binding) as c:
         yield c
-
-
-def user_message(text: str, *, task_id: str = "", context_id: str = "") -> Message:
-    return Message(
-        role=Role.ROLE_USER,
-        message_id=str(uuid.uuid4()),
-        parts=[Part(text=text)],
-        task_id=task_id,
-        context_id=context_id,
-    )
-
-
-def task_of(event: StreamResponse) -> Task | None:
-    return event.task if event.HasField("task") else None
-
-
-async def send(client: Client, text: str, **ids: str) -> tuple[Task, list[StreamResponse]]:
-    """Send and collect every event; return the task as the server finally has it."""
-    events: list[StreamResponse] = []
-    task_id = ""
-    async with asyncio.timeout(WAIT_S):
-        async for event in client.send_message(SendMessageRequest(message=user_message(text, **ids))):
-            events.append(event)
-            if event.HasField("status_update"):
-                task_id = task_id or event.status_update.task_id
-            task_id = task.id if (task := task_of(event)) else task_id
-    assert task_id, f"no task in {events}"
-    return await client.get_task(GetTaskRequest(id=task_id)), events
-
-
-async def start(client: Client, text: str) -> Task:
-    """Start a long task and return as soon as it exists (without waiting for it to finish)."""
-    request = SendMessageRequest(message=user_message(text))
-    request.configuration.return_immediately = True
-    async with asyncio.timeout(WAIT_S):
-        stream = client.send_message(request)
-        try:
-            async for event in stream:
-                if (task := task_of(event)) is not None:
-                    return task
-                if event.HasField("status_update"):
-                    return await client.get_task(GetTaskRequest(id=event.status_update.task_id))
-        finally:
-            await stream.aclose()
-    raise AssertionError("the server sent no task")
-
-
-def artifact_texts(task: Task) -> list[str]:
-    return [p.text for a in task.artifacts for p in a.parts if p.HasField("text")]
 
 
 async def test_send_message_completes_with_artifact(client: Client) -> None:
@@ -200,3 +142,12 @@ async def test_failed_agent_reports_the_reason(client: Client) -> None:
     task, _ = await send(client, "fail: the disk is full")
     assert task.status.state == TaskState.TASK_STATE_FAILED
     assert task.status.message.parts[0].text == "the disk is full"
+
+
+async def test_tasks_of_one_agent_are_not_visible_through_another(
+    client: Client, binding: Binding, gateway: RunningGateway
+) -> None:
+    task, _ = await send(client, "mine")
+    async with a2a_client(gateway.agent_url("style-reviewer"), binding) as other:
+        with pytest.raises(TaskNotFoundError):
+            await other.get_task(GetTaskRequest(id=task.id))

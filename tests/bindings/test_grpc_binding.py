@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from email.utils import formatdate
@@ -20,24 +19,15 @@ from a2a.types import a2a_pb2_grpc
 from a2a.types.a2a_pb2 import (
     AgentCard,
     AgentInterface,
-    CancelTaskRequest,
-    DeleteTaskPushNotificationConfigRequest,
-    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
-    ListTaskPushNotificationConfigsRequest,
-    ListTasksRequest,
     Message,
-    Part,
-    Role,
     SendMessageRequest,
-    StreamResponse,
     SubscribeToTaskRequest,
     Task,
-    TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, TransportProtocol
-from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import InvalidParamsError
 from a2a.utils.grpc_status import status_from_call
 from google.protobuf.json_format import ParseDict
 from google.rpc import error_details_pb2
@@ -47,6 +37,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway.bindings.a2a_grpc import A2A_SERVICE, A2A_V03_SERVICE, start_grpc_server
 from gateway.errors import UnknownAgentError
 from gateway.testing import RunningGateway, running_gateway
+from tests.bindings.a2a_clients import artifact_texts, send, user_message
 from tests.conftest import make_settings
 
 WAIT_S = 20.0
@@ -100,55 +91,6 @@ async def channel(gateway: RunningGateway) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> a2a_pb2_grpc.A2AServiceStub:
     return a2a_pb2_grpc.A2AServiceStub(channel)
-
-
-@pytest.fixture(params=[False, True], ids=["unary", "streaming"])
-async def client(request: pytest.FixtureRequest, gateway: RunningGateway) -> AsyncIterator[Client]:
-    async with grpc_client(gateway.agent_url("echo"), streaming=request.param) as c:
-        yield c
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def user_message(text: str, *, task_id: str = "") -> Message:
-    return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)], task_id=task_id)
-
-
-async def send(client: Client, text: str, **ids: str) -> tuple[Task, list[StreamResponse]]:
-    """Send, collect every event, and return the task as the server finally has it."""
-    events: list[StreamResponse] = []
-    task_id = ""
-    async with asyncio.timeout(WAIT_S):
-        async for event in client.send_message(SendMessageRequest(message=user_message(text, **ids))):
-            events.append(event)
-            if event.HasField("task"):
-                task_id = event.task.id
-            elif event.HasField("status_update"):
-                task_id = task_id or event.status_update.task_id
-    assert task_id, f"no task in {events}"
-    return await client.get_task(GetTaskRequest(id=task_id)), events
-
-
-async def start(client: Client, text: str) -> Task:
-    """Start a long task and return once it exists, without waiting for it to end."""
-    request = SendMessageRequest(message=user_message(text))
-    request.configuration.return_immediately = True
-    async with asyncio.timeout(WAIT_S):
-        stream = client.send_message(request)
-        try:
-            async for event in stream:
-                if event.HasField("task"):
-                    return event.task
-                if event.HasField("status_update"):
-                    return await client.get_task(GetTaskRequest(id=event.status_update.task_id))
-        finally:
-            await stream.aclose()
-    raise AssertionError("the server sent no task")
-
-
-def artifact_texts(task: Task) -> list[str]:
-    return [p.text for a in task.artifacts for p in a.parts if p.HasField("text")]
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
@@ -217,92 +159,6 @@ async def test_every_agent_is_served_on_the_one_grpc_port(gateway: RunningGatewa
 
 
 # --- the task lifecycle through a2a-sdk's client --------------------------------------------------
-
-
-async def test_send_message_completes_with_artifact(client: Client) -> None:
-    task, _ = await send(client, "hello over grpc")
-    assert task.status.state == TaskState.TASK_STATE_COMPLETED
-    assert artifact_texts(task) == ["hello over grpc"]
-    assert task.history[0].parts[0].text == "hello over grpc"
-
-
-async def test_streamed_progress_arrives_in_order(gateway: RunningGateway) -> None:
-    async with grpc_client(gateway.agent_url("echo"), streaming=True) as client:
-        task, events = await send(client, "wait: 0.5")
-    states = [e.status_update.status.state for e in events if e.HasField("status_update")]
-    assert states[0] == TaskState.TASK_STATE_WORKING and states[-1] == TaskState.TASK_STATE_COMPLETED
-    assert any(e.HasField("artifact_update") for e in events)
-    assert artifact_texts(task) == ["waited 0.5s"]
-
-
-async def test_get_and_list_tasks(client: Client) -> None:
-    first, _ = await send(client, "one")
-    second, _ = await send(client, "two")
-    fetched = await client.get_task(GetTaskRequest(id=first.id))
-    assert fetched.id == first.id and artifact_texts(fetched) == ["one"]
-    page = await client.list_tasks(ListTasksRequest(context_id=second.context_id, include_artifacts=True))
-    assert [t.id for t in page.tasks] == [second.id]
-    everything = await client.list_tasks(ListTasksRequest())
-    assert {first.id, second.id} <= {t.id for t in everything.tasks}
-
-
-async def test_cancel_reaches_a_running_task(client: Client) -> None:
-    task = await start(client, "wait: 30")
-    canceled = await client.cancel_task(CancelTaskRequest(id=task.id))
-    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
-    assert (await client.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_CANCELED
-
-
-async def test_cancel_of_finished_task_is_refused(client: Client) -> None:
-    task, _ = await send(client, "done")
-    with pytest.raises(TaskNotCancelableError):
-        await client.cancel_task(CancelTaskRequest(id=task.id))
-
-
-async def test_subscribe_follows_a_running_task_to_the_end(gateway: RunningGateway) -> None:
-    async with grpc_client(gateway.agent_url("echo"), streaming=False) as client:
-        task = await start(client, "wait: 1")
-    states = []
-    async with grpc_client(gateway.agent_url("echo"), streaming=True) as streaming, asyncio.timeout(WAIT_S):
-        async for event in streaming.subscribe(SubscribeToTaskRequest(id=task.id)):
-            if event.HasField("status_update"):
-                states.append(event.status_update.status.state)
-        final = await streaming.get_task(GetTaskRequest(id=task.id))
-    assert states[-1] == TaskState.TASK_STATE_COMPLETED
-    assert artifact_texts(final) == ["waited 1s"]
-
-
-async def test_push_notification_config_lifecycle(client: Client) -> None:
-    task = await start(client, "wait: 30")
-    created = await client.create_task_push_notification_config(
-        TaskPushNotificationConfig(task_id=task.id, id="hook-1", url="http://127.0.0.1:9/hook", token="t0k")
-    )
-    assert created.id == "hook-1" and created.url == "http://127.0.0.1:9/hook"
-    got = await client.get_task_push_notification_config(
-        GetTaskPushNotificationConfigRequest(task_id=task.id, id="hook-1")
-    )
-    assert got.token == "t0k"
-    listed = await client.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task.id))
-    assert [c.id for c in listed.configs] == ["hook-1"]
-    await client.delete_task_push_notification_config(
-        DeleteTaskPushNotificationConfigRequest(task_id=task.id, id="hook-1")
-    )
-    listed = await client.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task.id))
-    assert list(listed.configs) == []
-    await client.cancel_task(CancelTaskRequest(id=task.id))
-
-
-async def test_unknown_task_is_not_found_for_the_client(client: Client) -> None:
-    with pytest.raises(TaskNotFoundError):
-        await client.get_task(GetTaskRequest(id="no-such-task"))
-
-
-async def test_tasks_of_one_agent_are_not_visible_through_another(gateway: RunningGateway) -> None:
-    async with grpc_client(gateway.agent_url("echo"), streaming=False) as echo:
-        task, _ = await send(echo, "mine")
-    async with grpc_client(gateway.agent_url("style-reviewer"), streaming=False) as other:
-        with pytest.raises(TaskNotFoundError):
-            await other.get_task(GetTaskRequest(id=task.id))
 
 
 # --- bad input: proper status codes with A2A error details ---------------------------------------

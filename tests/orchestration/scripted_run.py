@@ -150,28 +150,6 @@ def scripted(
     )
 
 
-class RecordingEmitter:
-    """An ``Emitter`` that remembers what a runtime reported."""
-
-    def __init__(self) -> None:
-        self.progress_messages: list[str] = []
-        self.artifacts: list[dict[str, Any]] = []
-
-    async def progress(self, text: str) -> None:
-        self.progress_messages.append(text)
-
-    async def artifact(
-        self,
-        name: str,
-        *,
-        text: str | None = None,
-        data: dict[str, Any] | list[Any] | None = None,
-        append: bool = False,
-        last_chunk: bool | None = None,
-    ) -> None:
-        self.artifacts.append({"name": name, "text": text, "data": data, "append": append})
-
-
 def from_runtime(runtime: Runtime, emit: Emitter) -> Responder:
     """A responder that calls a real agent runtime, as the engine's child task would."""
 

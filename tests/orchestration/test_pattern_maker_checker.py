@@ -10,8 +10,8 @@ from gateway.orchestration.api import LimitExceededError, Limits, StepInput
 from gateway.orchestration.catalog import pattern
 from gateway.orchestration.maker_checker import SPEC, MakerCheckerOptions, run
 from gateway.runtime import FileInput
+from gateway.testing import RecordingEmitter
 from tests.orchestration.scripted_run import (
-    RecordingEmitter,
     ScriptedRun,
     always,
     data_of,
