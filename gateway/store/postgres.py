@@ -30,6 +30,7 @@ class PostgresDatabase:
     """A shared database; asyncpg commits each statement unless it runs in a transaction."""
 
     dialect = "postgresql"
+    exclusive = False  # replicas share it
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

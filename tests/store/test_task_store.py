@@ -166,3 +166,12 @@ async def test_gateway_serves_tasks_from_postgresql(tmp_path: Path, pg_schema_ds
         get = {"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task["id"]}}
         again = (await http.post("/agents/echo", json=get, headers={"A2A-Version": "1.0"})).json()["result"]
     assert again["status"]["state"] == "TASK_STATE_COMPLETED" and again["artifacts"][0]["parts"][0]["text"] == "pg"
+
+
+async def test_dispatch_sees_configs_registered_before_a_restart(db: Database, tmp_path: Path) -> None:
+    await SqlPushConfigStore(db).set_info("t9", TaskPushNotificationConfig(url="https://a.example/h"), as_user("ada"))
+    fresh = SqlPushConfigStore(db)  # as after a restart: nothing known in memory yet
+    assert [c.url for c in await fresh.get_info_for_dispatch("t9")] == ["https://a.example/h"]
+    assert await fresh.get_info_for_dispatch("never-configured") == []
+    await fresh.set_info("t10", TaskPushNotificationConfig(url="https://b.example/h"), as_user("ada"))
+    assert [c.url for c in await fresh.get_info_for_dispatch("t10")] == ["https://b.example/h"]
