@@ -22,6 +22,7 @@ from a2a.server.agent_execution import AgentExecutor
 from gateway.errors import GatewayError, RuntimeLoadError
 from gateway.executor import RuntimeExecutor
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
+from gateway.runtimes import Host
 from gateway.settings import Settings
 from gateway.spec import AgentSpec, LlmRuntime
 
@@ -414,16 +415,15 @@ def _cause(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def build(spec: AgentSpec, settings: Settings | None = None) -> AgentExecutor:
-    """The executor for an ``llm`` agent.
+def build(spec: AgentSpec, host: Host) -> AgentExecutor:
+    """The executor for an ``llm`` agent, on the endpoint the host's settings name.
 
-    ``settings`` are the gateway's; without them they are read from the environment, as the
-    CLI would. Raises ``RuntimeLoadError`` naming the missing setting when no model is configured.
+    Raises ``RuntimeLoadError`` naming the missing setting when no model is configured.
     """
     runtime = spec.runtime
     if not isinstance(runtime, LlmRuntime):
         raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not an llm runtime")
-    endpoint = endpoint_for(spec, settings if settings is not None else Settings())
+    endpoint = endpoint_for(spec, host.settings)
     long_names = [n for n in map(handoff_tool_name, runtime.handoffs) if len(n) > MAX_TOOL_NAME]
     if long_names:
         raise RuntimeLoadError(f"{spec.name}: handoff tool names over {MAX_TOOL_NAME} characters: {long_names}")

@@ -10,6 +10,7 @@ from a2a.server.agent_execution import AgentExecutor
 
 from gateway.errors import RuntimeLoadError
 from gateway.executor import RuntimeExecutor
+from gateway.runtimes import Host
 from gateway.spec import AgentSpec, PythonRuntime
 
 
@@ -28,7 +29,7 @@ def import_string(target: str) -> Any:
     return obj
 
 
-def build(spec: AgentSpec) -> AgentExecutor:
+def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     """The executor for a ``python`` agent.
 
     The entry point may be an ``AgentExecutor`` subclass (full control of the task), a factory

@@ -6,7 +6,7 @@ import json
 import mimetypes
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -68,8 +68,8 @@ def render_event(event: StreamResponse, out: TextIO) -> Task | None:
     return None
 
 
-def print_result(task: Task, out: TextIO, as_json: bool) -> None:
-    """The final state, the status message and every artifact."""
+def print_result(task: Task, out: TextIO, as_json: bool, artifacts: Collection[str] | None = None) -> None:
+    """The final state, the status message and every artifact (or only those named in ``artifacts``)."""
     if as_json:
         out.write(json.dumps(MessageToDict(task), indent=2) + "\n")
         return
@@ -77,13 +77,25 @@ def print_result(task: Task, out: TextIO, as_json: bool) -> None:
     if task.status.message.parts:
         out.write(_parts_text(task.status.message.parts) + "\n")
     for artifact in task.artifacts:
-        out.write(f"\n-- artifact: {artifact.name or artifact.artifact_id} --\n{_parts_text(artifact.parts)}\n")
+        name = artifact.name or artifact.artifact_id
+        if artifacts is None or name in artifacts:
+            out.write(f"\n-- artifact: {name} --\n{_parts_text(artifact.parts)}\n")
 
 
 async def send(
-    base_url: str, agent: str, text: str, files: Sequence[Path], *, stream: bool = False, as_json: bool = False
+    base_url: str,
+    agent: str,
+    text: str,
+    files: Sequence[Path],
+    *,
+    stream: bool = False,
+    as_json: bool = False,
+    artifacts: Collection[str] | None = None,
 ) -> int:
-    """Send ``text`` (and files) to ``agent``; exit code 0 when the task completed."""
+    """Send ``text`` (and files) to ``agent``; exit code 0 when the task completed.
+
+    The final task is printed with every artifact, or only those named in ``artifacts``.
+    """
     url = agent if "://" in agent else f"{base_url.rstrip('/')}/agents/{agent}"
     out = sys.stdout
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as http:
@@ -112,8 +124,17 @@ async def send(
             await client.close()
     if task is None:
         return 0
-    print_result(task, out, as_json)
+    print_result(task, out, as_json, artifacts)
     return 0 if task.status.state == TaskState.TASK_STATE_COMPLETED else 1
+
+
+async def run_workflow(base_url: str, workflow: str, text: str, files: Sequence[Path], *, as_json: bool = False) -> int:
+    """Run ``workflow`` on ``text`` (and files), streaming each step's progress; prints the run's result.
+
+    A run is an A2A task of the workflow agent, so this is a streaming send whose status updates
+    are the steps' progress; each step's own output stays on the task as ``step-<n>-<agent>``.
+    """
+    return await send(base_url, workflow, text, files, stream=True, as_json=as_json, artifacts=("result",))
 
 
 def _get(task_id: str) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext, SimpleRequestContextBuilder
@@ -46,15 +47,21 @@ def _text(message: Message) -> str:
     return "\n".join(p.text for p in message.parts if p.HasField("text"))
 
 
-def call_from_context(context: RequestContext) -> AgentCall:
-    """What the caller sent, reduced to an ``AgentCall``."""
-    message = context.message or Message()
+def message_input(message: Message) -> tuple[str, tuple[FileInput, ...], tuple[dict[str, Any], ...]]:
+    """The text, files and data parts of ``message`` (a data part that is not an object comes as ``{"items"}``)."""
     files = tuple(_file(p) for p in message.parts if p.HasField("raw") or p.HasField("url"))
     data = []
     for part in message.parts:
         if part.HasField("data"):
             value = MessageToDict(part.data)
             data.append(value if isinstance(value, dict) else {"items": value})
+    return _text(message), files, tuple(data)
+
+
+def call_from_context(context: RequestContext) -> AgentCall:
+    """What the caller sent, reduced to an ``AgentCall``."""
+    message = context.message or Message()
+    text, files, data = message_input(message)
     history: tuple[Turn, ...] = ()
     if context.current_task is not None:
         history = tuple(
@@ -63,9 +70,9 @@ def call_from_context(context: RequestContext) -> AgentCall:
             if m.message_id != message.message_id
         )
     return AgentCall(
-        text=_text(message),
+        text=text,
         files=files,
-        data=tuple(data),
+        data=data,
         history=history,
         task_id=context.task_id or "",
         context_id=context.context_id or "",
@@ -74,16 +81,30 @@ def call_from_context(context: RequestContext) -> AgentCall:
     )
 
 
+RequestValidator = Callable[[SendMessageRequest], None]
+
+
+@runtime_checkable
+class ValidatesRequests(Protocol):
+    """An executor that checks a message before any task exists for it."""
+
+    def validate_request(self, params: SendMessageRequest) -> None:
+        """Raise the protocol's error (``InvalidParamsError``) for a message the agent cannot work on."""
+
+
 class TaskContextBuilder(SimpleRequestContextBuilder):
     """Gives a follow-up that names only its ``taskId`` the stored task's context.
 
     The spec says the context is inferred from the task; the SDK (1.3) invents a fresh one, so
-    the agent's events would carry a context that does not match the task's.
+    the agent's events would carry a context that does not match the task's. With ``validate``
+    (an executor's ``validate_request``), a message is checked first: a bad one gets the
+    protocol's error and leaves no task behind.
     """
 
-    def __init__(self, task_store: TaskStore) -> None:
+    def __init__(self, task_store: TaskStore, validate: RequestValidator | None = None) -> None:
         super().__init__()
         self._tasks = task_store
+        self._validate = validate
 
     async def build(
         self,
@@ -94,6 +115,8 @@ class TaskContextBuilder(SimpleRequestContextBuilder):
         task: Task | None = None,
     ) -> RequestContext:
         """The request context, with ``context_id`` taken from the task when the message names none."""
+        if params is not None and self._validate is not None:
+            self._validate(params)
         if params is not None and task_id and not context_id:
             stored = task or await self._tasks.get(task_id, context)
             if stored is not None and stored.context_id:
@@ -121,12 +144,34 @@ class UpdaterEmitter:
         data: dict[str, Any] | list[Any] | None = None,
         append: bool = False,
         last_chunk: bool | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         """An artifact (or a chunk of one, with ``append``), named ``name``."""
         parts = ([Part(text=text)] if text is not None else []) + ([data_part(data)] if data is not None else [])
         await self._updater.add_artifact(
-            parts, artifact_id=name, name=name, append=append or None, last_chunk=last_chunk
+            parts, artifact_id=name, name=name, metadata=metadata, append=append or None, last_chunk=last_chunk
         )
+
+
+METADATA_KEY = "switchboard"
+"""The key of the gateway's own entry in message metadata (step links, usage, handoffs)."""
+
+
+def reply_metadata(reply: Reply, *, retryable: bool = False, reason: str = "") -> dict[str, Any]:
+    """What orchestration reads from a finished task's status message, as message metadata.
+
+    ``{"switchboard": {"usage": {"input_tokens", "output_tokens", "cost"}, "handoff": {"to", "note"},
+    "retryable": true, "reason": "..."}}``, each entry present only when it applies.
+    """
+    entry: dict[str, Any] = {}
+    if reply.usage is not None:
+        usage = reply.usage
+        entry["usage"] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": usage.cost}
+    if reply.handoff_to:
+        entry["handoff"] = {"to": reply.handoff_to, "note": reply.handoff_note}
+    if retryable:
+        entry.update(retryable=True, reason=reason)
+    return {METADATA_KEY: entry} if entry else {}
 
 
 _FINISH = {
@@ -137,15 +182,20 @@ _FINISH = {
 }
 
 
-async def finish(updater: TaskUpdater, reply: Reply) -> None:
-    """Emit the reply's artifacts, then move the task to the reply's state."""
+async def finish(updater: TaskUpdater, reply: Reply, metadata: dict[str, Any] | None = None) -> None:
+    """Emit the reply's artifacts, then move the task to the reply's state.
+
+    The status message carries ``metadata`` (see ``reply_metadata``) when there is any.
+    """
     if reply.state == "completed":
         emitter = UpdaterEmitter(updater)
         if reply.data is not None:
             await emitter.artifact(reply.artifact_name, data=reply.data)
         elif reply.text:
             await emitter.artifact(reply.artifact_name, text=reply.text)
-    message = updater.new_agent_message([Part(text=reply.text)]) if reply.text else None
+    message = None
+    if reply.text or metadata:
+        message = updater.new_agent_message([Part(text=reply.text)], metadata=metadata or None)
     await _FINISH[reply.state](updater, message)
 
 
@@ -166,15 +216,19 @@ class RuntimeExecutor(AgentExecutor):
                 new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
             )
         await updater.start_work()
+        retryable, reason = False, ""
         try:
             reply = await self._runtime(call_from_context(context), UpdaterEmitter(updater))
         except Exception as exc:
-            # An agent's bug fails its task with a reason; it never leaves the task running.
+            # An agent's bug fails its task with a reason; it never leaves the task running. An error
+            # that says it is retryable (an overloaded model) says so in the metadata, for the engine.
             logger.exception("agent %s failed on task %s", self.name, task_id)
             reply = Reply(text=f"{self.name} failed: {type(exc).__name__}: {exc}", state="failed")
+            retryable = getattr(exc, "retryable", False) is True
+            reason = str(getattr(exc, "reason", "") or type(exc).__name__)
         if not isinstance(reply, Reply):
             reply = Reply(text=f"{self.name} returned {type(reply).__name__}, not a Reply", state="failed")
-        await finish(updater, reply)
+        await finish(updater, reply, reply_metadata(reply, retryable=retryable, reason=reason))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Mark the task canceled (the SDK has already cancelled the running ``execute``)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import AgentFileError
+from gateway.orchestration.workflows import InvalidWorkflowError, check_workflows
 from gateway.spec import AgentSpec
 
 
@@ -28,6 +29,15 @@ def load_spec(path: Path) -> AgentSpec:
         raise AgentFileError(f"{path.name}: {problems}") from exc
 
 
+def check_specs(specs: Mapping[str, AgentSpec], files: Mapping[str, str] | None = None) -> None:
+    """Check what no single file can: each workflow's pattern, options and agents, and nesting cycles."""
+    try:
+        check_workflows(specs)
+    except InvalidWorkflowError as exc:
+        file = (files or {}).get(exc.workflow, f"{exc.workflow}.yaml")
+        raise AgentFileError(f"{file}: {exc.field}: {exc.detail}") from exc
+
+
 @dataclass(frozen=True)
 class Registry:
     """The enabled agents, in a stable order."""
@@ -40,12 +50,15 @@ class Registry:
         if not folder.is_dir():
             raise AgentFileError(f"agents folder {folder} does not exist")
         specs: dict[str, AgentSpec] = {}
+        files: dict[str, str] = {}
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
             spec = load_spec(path)
-            if spec.name in specs:
+            if spec.name in files:
                 raise AgentFileError(f"{path.name}: name: agent '{spec.name}' is declared twice")
+            files[spec.name] = path.name
             if spec.enabled:
                 specs[spec.name] = spec
+        check_specs(specs, files)
         return cls(tuple(specs.values()))
 
     def __iter__(self) -> Iterator[AgentSpec]:

@@ -1,33 +1,130 @@
 """Resolves an agent's ``runtime.kind`` to the adapter that builds its executor.
 
 Adapters are named by import string, as uvicorn names its protocol classes, so a runtime
-(and its optional dependencies) is imported only when an agent uses it.
+(and its optional dependencies) is imported only when an agent uses it. Each builder gets the
+agent's spec and a ``Host``: what the gateway offers its agents (settings, the database, the
+other agents' request handlers, the shared circuit breakers). Executors resolve other agents
+through the host at run time, not at build time, so a workflow may name agents built after it.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from a2a.server.agent_execution import AgentExecutor
+from a2a.server.request_handlers import RequestHandler
 
-from gateway.errors import RuntimeLoadError
+from gateway.errors import RuntimeLoadError, UnknownAgentError
+from gateway.orchestration.api import AgentInfo
+from gateway.orchestration.breaker import BreakerBoard
+from gateway.settings import Settings
 from gateway.spec import AgentSpec
+from gateway.store.database import Database
 
 ADAPTERS: dict[str, str] = {
     "python": "adapters.python:build",
     "llm": "adapters.llm:build",
+    "workflow": "adapters.workflow:build",
 }
 
-Builder = Callable[[AgentSpec], AgentExecutor]
+
+class Host(Protocol):
+    """What an agent's executor may use of the gateway hosting it."""
+
+    @property
+    def settings(self) -> Settings:
+        """The process settings."""
+        ...
+
+    @property
+    def db(self) -> Database:
+        """The gateway's database (tasks, run checkpoints); open once the app has started."""
+        ...
+
+    @property
+    def breakers(self) -> BreakerBoard:
+        """One circuit breaker per agent, shared by every run."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the gateway is shutting down (a step that ends now ended because of it)."""
+        ...
+
+    def handler(self, name: str) -> RequestHandler:
+        """The A2A request handler of hosted agent ``name``; ``UnknownAgentError`` when none."""
+        ...
+
+    def spec(self, name: str) -> AgentSpec | None:
+        """The spec of hosted agent ``name``, or None."""
+        ...
+
+    def describe(self, name: str) -> AgentInfo:
+        """What the card of agent ``name`` says about it; ``UnknownAgentError`` when none."""
+        ...
 
 
-def build_executor(spec: AgentSpec) -> AgentExecutor:
+class StandaloneHost:
+    """A ``Host`` with no other agents and no database, for building one agent outside a gateway."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings if settings is not None else Settings()
+        self._breakers = BreakerBoard()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings given (default: read from the environment, as the CLI would)."""
+        return self._settings
+
+    @property
+    def db(self) -> Database:
+        """There is none."""
+        raise RuntimeError("a standalone agent has no database")
+
+    @property
+    def breakers(self) -> BreakerBoard:
+        """Breakers of this host alone."""
+        return self._breakers
+
+    @property
+    def stopping(self) -> bool:
+        """Never: a standalone host does not shut down."""
+        return False
+
+    def handler(self, name: str) -> RequestHandler:
+        """There are no other agents."""
+        raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+
+    def spec(self, name: str) -> AgentSpec | None:
+        """There are no other agents."""
+        return None
+
+    def describe(self, name: str) -> AgentInfo:
+        """There are no other agents."""
+        raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+
+
+def agent_info(spec: AgentSpec) -> AgentInfo:
+    """What a pattern may know of an agent, from its spec (the content of its card)."""
+    return AgentInfo(
+        name=spec.name,
+        description=spec.description,
+        skills=tuple(skill.name for skill in spec.skills),
+        tags=tuple(dict.fromkeys(tag for skill in spec.skills for tag in skill.tags)),
+        examples=tuple(example for skill in spec.skills for example in skill.examples),
+    )
+
+
+Builder = Callable[[AgentSpec, Host], AgentExecutor]
+
+
+def build_executor(spec: AgentSpec, host: Host) -> AgentExecutor:
     """The executor for ``spec``, built by the adapter of its runtime kind."""
     target = ADAPTERS.get(spec.runtime.kind)
     if target is None:
         raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not available in this version")
     module_name, _, attr = target.partition(":")
     builder = cast(Builder, getattr(importlib.import_module(module_name), attr))
-    return builder(spec)
+    return builder(spec, host)

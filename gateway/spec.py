@@ -85,14 +85,38 @@ class CommandRuntime(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
 
 
+class WorkflowLimits(_Strict):
+    """Overrides of a run's default limits; each one left out keeps the engine's default."""
+
+    max_steps: int | None = Field(default=None, ge=1, description="steps (child tasks) per run; default 50")
+    max_rounds: int | None = Field(default=None, ge=1, description="rounds of a looping pattern; default 10")
+    max_hops: int | None = Field(default=None, ge=1, description="handoffs and nested workflow levels; default 8")
+    deadline_s: float | None = Field(default=None, gt=0, description="wall-clock seconds per run; default 600")
+    max_tokens: int | None = Field(default=None, ge=1, description="token budget from reported usage; default none")
+    max_cost: float | None = Field(default=None, gt=0, description="cost budget from reported usage; default none")
+    step_timeout_s: float | None = Field(default=None, gt=0, description="seconds per step attempt; default 120")
+    retries: int | None = Field(default=None, ge=0, description="retries of a retryable step failure; default 2")
+    backoff_base_s: float | None = Field(default=None, ge=0, description="first retry's backoff cap; default 0.2")
+    backoff_max_s: float | None = Field(default=None, ge=0, description="largest backoff cap; default 5")
+    breaker_threshold: int | None = Field(
+        default=None, ge=1, description="consecutive failures that open an agent's circuit; default 5"
+    )
+    breaker_reset_s: float | None = Field(
+        default=None, gt=0, description="seconds an open circuit waits before a trial call; default 30"
+    )
+
+
 class WorkflowRuntime(_Strict):
     """An orchestration: a pattern over participants, itself an agent."""
 
     kind: Literal["workflow"]
-    pattern: str
-    participants: list[str] = Field(min_length=1)
-    options: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
+    pattern: str = Field(description="a pattern of gateway.orchestration.catalog, e.g. sequential or concurrent")
+    participants: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+    options: dict[str, Any] = Field(
+        default={},
+        description="the pattern's options, plus fallbacks: {agent: [alternate, ...]} tried when a step fails",
+    )
+    limits: WorkflowLimits = WorkflowLimits()
 
 
 RuntimeSpec = Annotated[

@@ -26,13 +26,34 @@ SCHEMA = (
         data {blob} NOT NULL,
         PRIMARY KEY (owner, task_id, id))""",
     "CREATE INDEX IF NOT EXISTS push_configs_by_task ON push_configs (task_id)",
+    # Run checkpoints (gateway.orchestration.checkpoints): one row per workflow run, saved after each step.
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT NOT NULL PRIMARY KEY,
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        context_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        hops INTEGER NOT NULL,
+        request {blob} NOT NULL,
+        steps TEXT NOT NULL,
+        started_ns BIGINT NOT NULL,
+        updated_ns BIGINT NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS runs_by_task ON runs (agent, owner, task_id)",
 )
 
 
 class Database(Protocol):
     """A SQL database; every write returns only after it is committed."""
 
-    dialect: str
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    @property
+    def exclusive(self) -> bool:
+        """True when no other process writes to it (what is cached in memory stays true)."""
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist."""
@@ -63,6 +84,11 @@ class DeferredDatabase:
     def dialect(self) -> str:
         """The dialect of the opened database."""
         return self.db.dialect
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether the opened database is written by this process alone."""
+        return self.db.exclusive
 
     @property
     def db(self) -> Database:

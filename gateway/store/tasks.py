@@ -121,36 +121,58 @@ class SqlTaskStore(TaskStore):
         return " AND ".join(clauses), args
 
 
-async def fail_interrupted(db: Database, reason: str) -> list[str]:
+TaskKey = tuple[str, str, str]
+"""(agent, owner, task id): one task row."""
+
+
+def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tuple[Any, ...]]:
+    task = _parse(data)
+    task.status.state = TaskState.TASK_STATE_FAILED
+    task.status.message.CopyFrom(
+        Message(
+            message_id=f"sweep-{task.id}",
+            role=Role.ROLE_AGENT,
+            task_id=task.id,
+            context_id=task.context_id,
+            parts=[Part(text=reason)],
+        )
+    )
+    task.status.timestamp.FromNanoseconds(time.time_ns())
+    params = (agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
+    return _UPSERT, (*params, task.SerializeToString())
+
+
+async def fail_interrupted(db: Database, reason: str, keep: frozenset[TaskKey] = frozenset()) -> list[str]:
     """End every task a crash left submitted or working as FAILED with ``reason``; returns their ids.
 
     Runs at start-up, before any request is served, so no task stays non-terminal forever.
-    Tasks waiting for input are left alone: a follow-up message resumes them.
+    Tasks waiting for input are left alone: a follow-up message resumes them; so are the tasks
+    in ``keep`` (workflow runs about to resume from their checkpoints).
     """
     marks = ", ".join("?" for _ in INTERRUPTIBLE)
     rows = await db.fetch_all(
-        f"SELECT agent, owner, data FROM tasks WHERE state IN ({marks})", [int(s) for s in INTERRUPTIBLE]
+        f"SELECT agent, owner, id, data FROM tasks WHERE state IN ({marks})", [int(s) for s in INTERRUPTIBLE]
     )
     statements, ids = [], []
-    for agent, owner, data in rows:
-        task = _parse(data)
-        task.status.state = TaskState.TASK_STATE_FAILED
-        task.status.message.CopyFrom(
-            Message(
-                message_id=f"sweep-{task.id}",
-                role=Role.ROLE_AGENT,
-                task_id=task.id,
-                context_id=task.context_id,
-                parts=[Part(text=reason)],
-            )
-        )
-        task.status.timestamp.FromNanoseconds(time.time_ns())
-        params = (agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
-        statements.append((_UPSERT, (*params, task.SerializeToString())))
-        ids.append(task.id)
+    for agent, owner, task_id, data in rows:
+        if (agent, owner, task_id) in keep:
+            continue
+        statements.append(_failed(agent, owner, data, reason))
+        ids.append(task_id)
     if statements:
         await db.write_many(statements)
     return ids
+
+
+async def fail_task(db: Database, key: TaskKey, reason: str) -> bool:
+    """End one task as FAILED with ``reason`` unless it already ended; whether it was ended here."""
+    agent, owner, _ = key
+    row = await db.fetch_one("SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
+    if row is None or row[1] not in INTERRUPTIBLE:
+        return False
+    sql, params = _failed(agent, owner, row[0], reason)
+    await db.write(sql, params)
+    return True
 
 
 class SqlPushConfigStore(PushNotificationConfigStore):
@@ -159,12 +181,28 @@ class SqlPushConfigStore(PushNotificationConfigStore):
     def __init__(self, db: Database, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
         self._db = db
         self._owner = owner_resolver
+        self._tasks_with_configs: set[str] | None = None
+
+    async def _may_have_configs(self, task_id: str) -> bool:
+        """False only when certain: the push sender asks on every event of every task, and most have none.
+
+        Only a database this process owns alone (SQLite) can be answered from memory; with a
+        shared one (PostgreSQL) another replica may have registered a config.
+        """
+        if not self._db.exclusive:
+            return True
+        if self._tasks_with_configs is None:
+            rows = await self._db.fetch_all("SELECT DISTINCT task_id FROM push_configs")
+            self._tasks_with_configs = {r[0] for r in rows}
+        return task_id in self._tasks_with_configs
 
     async def set_info(
         self, task_id: str, notification_config: TaskPushNotificationConfig, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
         """Store a normalised copy of the config and return it."""
         config = normalize_push_notification_config(task_id, notification_config)
+        if not await self._may_have_configs(task_id) and self._tasks_with_configs is not None:
+            self._tasks_with_configs.add(task_id)  # before the write: a dispatch racing it must look
         await self._db.write(
             "INSERT INTO push_configs (owner, task_id, id, data) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (owner, task_id, id) DO UPDATE SET data = excluded.data",
@@ -181,6 +219,8 @@ class SqlPushConfigStore(PushNotificationConfigStore):
 
     async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
         """Every config registered for ``task_id``, whoever registered it (for delivery)."""
+        if not await self._may_have_configs(task_id):
+            return []
         rows = await self._db.fetch_all("SELECT data FROM push_configs WHERE task_id = ? ORDER BY id", (task_id,))
         return [TaskPushNotificationConfig.FromString(bytes(r[0])) for r in rows]
 

@@ -18,7 +18,7 @@ from gateway.errors import RuntimeLoadError
 from gateway.executor import RuntimeExecutor
 from gateway.registry import Registry, load_spec
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Turn, Usage
-from gateway.runtimes import build_executor
+from gateway.runtimes import StandaloneHost, build_executor
 from gateway.settings import Settings, bundled_agents_dir
 from gateway.spec import AgentSpec, LlmRuntime, SkillSpec
 from gateway.testing import RecordingEmitter, free_socket, running_gateway
@@ -261,11 +261,15 @@ async def test_api_key_is_a_bearer_header_and_never_in_replies_or_logs(
 
 def test_build_names_the_missing_setting(no_llm_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeLoadError, match="writer: no model endpoint configured; set SWITCHBOARD_LLM_BASE_URL"):
-        build_executor(agent_spec())
+        build_executor(agent_spec(), StandaloneHost())
     no_llm_env.setenv("SWITCHBOARD_LLM_BASE_URL", "http://127.0.0.1:9/v1")
     with pytest.raises(RuntimeLoadError, match="writer: no model configured; set SWITCHBOARD_LLM_MODEL"):
-        build_executor(agent_spec())
-    for executor in (build_executor(agent_spec(model="from-file")), build(agent_spec(), llm_settings("http://h/v1"))):
+        build_executor(agent_spec(), StandaloneHost())
+    built = (
+        build_executor(agent_spec(model="from-file"), StandaloneHost()),
+        build(agent_spec(), StandaloneHost(llm_settings("http://h/v1"))),
+    )
+    for executor in built:
         assert isinstance(executor, RuntimeExecutor) and executor.name == "writer"
 
 
@@ -289,9 +293,7 @@ async def test_gateway_serves_the_writer_over_a2a(
     agents.mkdir()
     shutil.copy(LLM_AGENTS / "writer.yaml", agents)
     shutil.copy(bundled_agents_dir() / "echo.yaml", agents)
-    llm = {"llm_base_url": chat.base_url, "llm_model": "test-model", "llm_api_key": API_KEY}
-    for key, value in llm.items():  # until the gateway passes its settings to adapters, they read the env
-        no_llm_env.setenv(f"SWITCHBOARD_{key.upper()}", value)
+    llm = {"llm_base_url": chat.base_url, "llm_model": "test-model", "llm_api_key": API_KEY}  # settings, not env
     chat.answer(Stream([text_chunk("Version 2.0 "), text_chunk("is out."), finish_chunk(), usage_chunk(40, 5)]))
     message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text="Announce 2.0")])
     streaming = next(b for b in BINDINGS if b.id == "jsonrpc-sse")

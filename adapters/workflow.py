@@ -1,0 +1,195 @@
+"""The ``workflow`` runtime: an orchestration pattern over participants, served as an agent.
+
+Each run is an A2A task of the workflow agent. The pattern runs on an ``EngineRun``, which turns
+every step into a child task on its participant and checkpoints the run after each step; the
+run's progress arrives as status updates, each step's output as an artifact ``step-<n>-<agent>``,
+and the outcome as the artifact ``result`` (text and data) with the run's final state.
+
+The executor starts a run for a new task, continues one for a follow-up message to a run that
+asked for input (the answer goes to the step that asked), and resumes one from its checkpoint
+when the gateway restarts it without a message (``gateway.orchestration.resume``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from a2a.helpers.proto_helpers import new_task
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.owner_resolver import resolve_user_scope
+from a2a.server.tasks.task_updater import TaskUpdater
+from a2a.types.a2a_pb2 import Message, Part, SendMessageRequest, TaskState
+from a2a.utils.errors import InvalidParamsError
+from google.protobuf.json_format import MessageToDict
+
+from gateway.errors import RuntimeLoadError
+from gateway.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
+from gateway.orchestration.api import Outcome
+from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
+from gateway.orchestration.engine import (
+    EngineRun,
+    RunCanceledError,
+    RunInterruptedError,
+    cancel_waiting_children,
+    step_links,
+)
+from gateway.orchestration.workflows import InvalidWorkflowError, WorkflowPlan, plan_workflow
+from gateway.runtimes import Host
+from gateway.spec import AgentSpec
+
+logger = logging.getLogger(__name__)
+
+RESULT_ARTIFACT = "result"
+
+
+def incoming_hops(message: Message) -> int:
+    """How many runs deep this request is: the ``hops`` its parent run gave it, 0 from a caller."""
+    entry = MessageToDict(message.metadata).get(METADATA_KEY, {})
+    hops = entry.get("hops", 0) if isinstance(entry, dict) else 0
+    return int(hops) if isinstance(hops, int | float) and not isinstance(hops, bool) and hops >= 0 else 0
+
+
+_FINAL = {
+    "completed": TaskState.TASK_STATE_COMPLETED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
+}
+
+
+async def publish_outcome(updater: TaskUpdater, outcome: Outcome, record: RunRecord) -> None:
+    """End the run's task: the ``result`` artifact when it completed, then the final status.
+
+    The status update's metadata (kept in the task's metadata) links every step's child task:
+    ``{"switchboard": {"run_id", "steps": [{step, agent, state, task_id}]}}``.
+    """
+    metadata = {METADATA_KEY: {"run_id": record.run_id, "steps": step_links(record)}}
+    if outcome.state == "completed":
+        await UpdaterEmitter(updater).artifact(RESULT_ARTIFACT, text=outcome.text or None, data=outcome.data)
+        parts = [Part(text=outcome.text)] if outcome.text else []
+    else:
+        parts = [Part(text=outcome.text or "the run did not complete")]
+        if outcome.data is not None:
+            parts.append(data_part(outcome.data))
+    message = updater.new_agent_message(parts) if parts else None
+    await updater.update_status(_FINAL[outcome.state], message, metadata=metadata)
+
+
+class WorkflowExecutor(AgentExecutor):
+    """Runs a workflow's pattern for each task of the workflow agent."""
+
+    def __init__(self, name: str, host: Host, plan: WorkflowPlan) -> None:
+        self.name = name
+        self.plan = plan
+        self._host = host
+        self._runs: dict[str, EngineRun] = {}
+
+    def validate_request(self, params: SendMessageRequest) -> None:
+        """Refuse, before any task exists, a request with nothing to work on (invalid params)."""
+        text, files, data = message_input(params.message)
+        if not (text.strip() or files or data):
+            raise InvalidParamsError(message=f"{self.name} needs a request: send text, data or files")
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Start, continue or resume the run of this task, and end its task with the outcome."""
+        task_id, context_id = context.task_id or "", context.context_id or ""
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        record, answer = await self._record(context, event_queue)
+        if record is None:
+            await updater.failed(
+                updater.new_agent_message([Part(text=f"{self.name}: this run has no checkpoint to continue from")])
+            )
+            return
+        if record.fingerprint != self.plan.fingerprint:
+            await self._refuse_changed(record, updater)
+            return
+        resumed = context.message is None
+        record.state = "running"
+        run = EngineRun(self.plan, self._host, record, context.call_context, UpdaterEmitter(updater), answer=answer)
+        await updater.start_work(updater.new_agent_message([Part(text=self._starting(record, resumed))]))
+        await run.checkpoint()
+        self._runs[task_id] = run
+        try:
+            outcome = await run.execute()
+        except RunCanceledError:
+            return  # the cancel request ends the task
+        except RunInterruptedError:
+            logger.info("run %s of %s interrupted by shutdown; it resumes on the next start", task_id, self.name)
+            return  # the task stays running and the checkpoint as it is, to resume on the next start
+        finally:
+            self._runs.pop(task_id, None)
+        record.state = outcome.state
+        await run.checkpoint()
+        await publish_outcome(updater, outcome, record)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Cancel the run: every child task still running (or waiting for input) is canceled first."""
+        task_id = context.task_id or ""
+        updater = TaskUpdater(event_queue, task_id, context.context_id or "")
+        run = self._runs.get(task_id)
+        if run is not None:
+            count = await run.cancel()
+        else:
+            count = await self._cancel_paused(context)
+        steps = f"{count} unfinished step{'s' if count != 1 else ''} canceled"
+        await updater.cancel(updater.new_agent_message([Part(text=f"{self.name}: canceled on request; {steps}")]))
+
+    async def _record(self, context: RequestContext, queue: EventQueue) -> tuple[RunRecord | None, Message | None]:
+        """The run's checkpoint (a new one for a new task), and the caller's answer when this continues one."""
+        task = context.current_task
+        owner = resolve_user_scope(context.call_context)
+        if task is None:
+            message = context.message or Message()
+            history = [message] if context.message else []
+            await queue.enqueue_event(
+                new_task(
+                    context.task_id or "", context.context_id or "", TaskState.TASK_STATE_SUBMITTED, history=history
+                )
+            )
+            fresh = RunRecord(
+                run_id=uuid.uuid4().hex,
+                agent=self.name,
+                owner=owner,
+                task_id=context.task_id or "",
+                context_id=context.context_id or "",
+                fingerprint=self.plan.fingerprint,
+                request=message,
+                hops=incoming_hops(message),
+            )
+            return fresh, None
+        stored = await SqlRunStore(self._host.db).get(self.name, owner, task.id)
+        waiting = task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        return stored, context.message if waiting else None
+
+    async def _refuse_changed(self, record: RunRecord, updater: TaskUpdater) -> None:
+        record.state = "failed"
+        await SqlRunStore(self._host.db).save(record)
+        text = f"{self.name} changed since this run started (pattern, participants or options); send the request again"
+        await updater.failed(updater.new_agent_message([Part(text=text)]))
+
+    async def _cancel_paused(self, context: RequestContext) -> int:
+        owner = resolve_user_scope(context.call_context)
+        store = SqlRunStore(self._host.db)
+        record = await store.get(self.name, owner, context.task_id or "")
+        if record is None:
+            return 0
+        count = await cancel_waiting_children(self._host, record, context.call_context)
+        record.state = "canceled"
+        await store.save(record)
+        return count
+
+    def _starting(self, record: RunRecord, resumed: bool) -> str:
+        if resumed:
+            return f"{self.name}: resuming after a restart, {len(record.steps)} step(s) already done"
+        agents = ", ".join(self.plan.participants)
+        return f"{self.name}: {self.plan.pattern.name} over {agents}"
+
+
+def build(spec: AgentSpec, host: Host) -> AgentExecutor:
+    """The executor of a ``workflow`` agent; ``RuntimeLoadError`` when its pattern or options do not check."""
+    try:
+        plan = plan_workflow(spec)
+    except InvalidWorkflowError as exc:
+        raise RuntimeLoadError(f"{spec.name}: {exc.field}: {exc.detail}") from exc
+    return WorkflowExecutor(spec.name, host, plan)

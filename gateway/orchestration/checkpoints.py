@@ -1,0 +1,133 @@
+"""Run checkpoints: a run's request and every finished step, saved after each step.
+
+One row per run in the ``runs`` table, beside the tasks in the same database. The engine
+resumes by replay: the pattern runs again from the start, and each step whose result the
+checkpoint holds returns that result without calling the agent (see ``engine``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from a2a.types.a2a_pb2 import Message
+
+from gateway.orchestration.api import StepResult
+from gateway.runtime import Usage
+from gateway.store.database import Database
+from gateway.store.tasks import INTERRUPTIBLE
+
+RunState = Literal["running", "input-required", "completed", "failed", "canceled"]
+FINISHED_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+
+_COLUMNS = "run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started_ns, updated_ns"
+_UPSERT = (
+    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, fingerprint = excluded.fingerprint, "
+    "steps = excluded.steps, updated_ns = excluded.updated_ns"
+)
+
+
+def step_to_json(result: StepResult) -> dict[str, Any]:
+    """A step result as plain JSON values."""
+    return dataclasses.asdict(result)
+
+
+def step_from_json(value: dict[str, Any]) -> StepResult:
+    """A step result saved by ``step_to_json``."""
+    usage = value.get("usage")
+    fields = {f.name for f in dataclasses.fields(StepResult)}
+    return StepResult(**{**{k: v for k, v in value.items() if k in fields}, "usage": Usage(**usage) if usage else None})
+
+
+@dataclass
+class RunRecord:
+    """One run of a workflow, as checkpointed."""
+
+    run_id: str
+    agent: str
+    owner: str
+    task_id: str
+    context_id: str
+    fingerprint: str
+    request: Message
+    hops: int = 0
+    state: RunState = "running"
+    steps: dict[int, StepResult] = field(default_factory=dict)
+    started_ns: int = field(default_factory=time.time_ns)
+    updated_ns: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run ended (completed, failed or canceled)."""
+        return self.state in FINISHED_RUN_STATES
+
+    def row(self) -> tuple[Any, ...]:
+        """The values of the row, in ``_COLUMNS`` order."""
+        steps = json.dumps({str(n): step_to_json(r) for n, r in sorted(self.steps.items())}, ensure_ascii=False)
+        return (
+            self.run_id,
+            self.agent,
+            self.owner,
+            self.task_id,
+            self.context_id,
+            self.state,
+            self.fingerprint,
+            self.hops,
+            self.request.SerializeToString(),
+            steps,
+            self.started_ns,
+            self.updated_ns,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
+        """A record read back from the database."""
+        run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started, updated = row
+        return cls(
+            run_id=run_id,
+            agent=agent,
+            owner=owner,
+            task_id=task_id,
+            context_id=context_id,
+            state=state,
+            fingerprint=fingerprint,
+            hops=int(hops),
+            request=Message.FromString(bytes(request)),
+            steps={int(n): step_from_json(v) for n, v in json.loads(steps).items()},
+            started_ns=int(started),
+            updated_ns=int(updated),
+        )
+
+
+class SqlRunStore:
+    """Run checkpoints in the gateway's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def save(self, record: RunRecord) -> None:
+        """Insert or update the run; returns after the write committed."""
+        record.updated_ns = time.time_ns()
+        await self._db.write(_UPSERT, record.row())
+
+    async def get(self, agent: str, owner: str, task_id: str) -> RunRecord | None:
+        """The run of task ``task_id`` of workflow ``agent`` for ``owner``, or None."""
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM runs WHERE agent = ? AND owner = ? AND task_id = ?", (agent, owner, task_id)
+        )
+        return RunRecord.from_row(row) if row else None
+
+    async def interrupted(self) -> list[RunRecord]:
+        """Every run whose task a stop left submitted or working, oldest first."""
+        marks = ", ".join("?" for _ in INTERRUPTIBLE)
+        columns = ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))
+        rows = await self._db.fetch_all(
+            f"SELECT {columns} FROM runs r JOIN tasks t ON t.agent = r.agent AND t.owner = r.owner "
+            f"AND t.id = r.task_id WHERE t.state IN ({marks}) ORDER BY r.started_ns",
+            [int(s) for s in INTERRUPTIBLE],
+        )
+        return [RunRecord.from_row(row) for row in rows]

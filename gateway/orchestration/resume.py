@@ -1,0 +1,100 @@
+"""Runs a stop interrupted: resumed from their checkpoints when the gateway starts, or ended FAILED.
+
+At start-up, before any request is served, every run whose task a stop left submitted or working
+is either resumable (its workflow is still hosted, with the same pattern, participants and
+options) or failed here with the reason. Resumable runs are kept from the start-up sweep and,
+once the gateway is serving, resumed in the background: the workflow's executor runs the
+pattern again on the stored task with no new message, and the engine replays every
+checkpointed step, so no finished step runs twice.
+
+One replica at a time: with several replicas on one PostgreSQL, a starting replica would also
+take over runs live on another (as the start-up sweep would fail their tasks); runs need a lease
+held by the replica running them before replicas may restart independently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from a2a.auth.user import User
+from a2a.server.agent_execution import RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers import DefaultRequestHandler
+
+from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
+from gateway.orchestration.workflows import fingerprint
+from gateway.spec import AgentSpec, WorkflowRuntime
+from gateway.store.database import Database
+from gateway.store.tasks import fail_task
+
+logger = logging.getLogger(__name__)
+
+
+class RunOwner(User):
+    """The caller who started a run, as recorded: resumed steps act for the same owner."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Whether the run was started by an identified caller."""
+        return bool(self._owner)
+
+    @property
+    def user_name(self) -> str:
+        """The owner the task store scopes tasks by."""
+        return self._owner
+
+
+def why_not_resumable(record: RunRecord, spec: AgentSpec | None) -> str:
+    """Why the run cannot resume (the task's failure message), or empty when it can."""
+    if spec is None:
+        return f"The gateway restarted and no longer hosts the workflow {record.agent}; send the request again."
+    if not isinstance(spec.runtime, WorkflowRuntime):
+        return f"The gateway restarted and {record.agent} is no longer a workflow; send the request again."
+    if fingerprint(spec.runtime) != record.fingerprint:
+        return (
+            f"The gateway restarted and the workflow {record.agent} changed (pattern, participants or options) "
+            "since this run started, so it cannot resume; send the request again."
+        )
+    return ""
+
+
+async def recover_runs(db: Database, hosted: Mapping[str, AgentSpec]) -> list[RunRecord]:
+    """The interrupted runs that can resume; every other one is failed here with the reason."""
+    store = SqlRunStore(db)
+    resumable: list[RunRecord] = []
+    for record in await store.interrupted():
+        reason = why_not_resumable(record, hosted.get(record.agent))
+        if not reason:
+            resumable.append(record)
+            continue
+        await fail_task(db, (record.agent, record.owner, record.task_id), reason)
+        record.state = "failed"
+        await store.save(record)
+        logger.warning("run %s of %s cannot resume: %s", record.task_id, record.agent, reason)
+    return resumable
+
+
+async def resume_run(handler: DefaultRequestHandler, record: RunRecord, db: Database) -> None:
+    """Run the workflow's executor again on the stored task, as its owner, until the run ends or pauses.
+
+    The SDK has no public way to run an executor on a stored task without a new message (which
+    would enter the task's history as if the caller had sent it), so this drives the handler's
+    active-task registry directly: the same path a message takes, minus the message.
+    """
+    context = ServerCallContext(user=RunOwner(record.owner))
+    try:
+        registry = handler._active_task_registry
+        active = await registry.get_or_create(
+            record.task_id, call_context=context, context_id=record.context_id, create_task_if_missing=False
+        )
+        request = RequestContext(call_context=context, task_id=record.task_id, context_id=record.context_id)
+        async for _ in active.subscribe(request=request):
+            pass
+    except Exception as exc:
+        logger.exception("run %s of %s could not resume", record.task_id, record.agent)
+        reason = f"The gateway restarted and this run could not resume ({type(exc).__name__}: {exc})."
+        await fail_task(db, (record.agent, record.owner, record.task_id), reason)
