@@ -3,7 +3,7 @@ approves the combined results or asks for a revision.
 
 The plan is ``data.steps`` (a list of ``{agent?, task}`` or strings) or a numbered/bulleted list in
 the planner's text, where ``worker: task`` assigns a step. An unassigned step goes to the worker
-whose card (description, skills, tags, examples) shares the most words with the task. Workers run
+whose card (description, skills, tags, examples) best matches the task (``matching``). Workers run
 in plan order, each seeing the results so far; a worker may itself be a workflow. The reviewer
 revises with ``REVISE`` in its text or ``data.approved == false`` (feedback from ``data.feedback``
 or its text); the planner then plans the revision. Still unapproved after ``max_revisions`` ends
@@ -14,19 +14,19 @@ the run ``failed`` with every result in data. Each review round counts against
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pydantic import Field
 
 from gateway.orchestration.api import AgentInfo, Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
+from gateway.orchestration.matching import best
 from gateway.orchestration.turns import clip, ended, flag, guard_round, has_keyword, not_participants, unfinished
 
 RESULT_CHARS = 4000
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$")
 _ASSIGNED = re.compile(r"^\**\[?([A-Za-z][\w.-]*)\]?\**\s*:\s*(.+)$")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset({"the", "and", "for", "with", "this", "that", "from", "into", "your", "what", "then"})
 
 
 class SupervisorOptions(PatternOptions):
@@ -76,25 +76,13 @@ def roles(run: Run, options: SupervisorOptions) -> Roles:
     return Roles(planner, workers, options.reviewer or planner)
 
 
-def words(text: str) -> set[str]:
-    """The content words of ``text`` (lowercase, no stopwords or one- and two-letter words)."""
-    return {word for word in _WORD.findall(text.lower()) if len(word) > 2 and word not in _STOPWORDS}
+def best_worker(task: str, workers: tuple[str, ...], cards: Mapping[str, AgentInfo], index: int) -> str:
+    """The worker whose card best matches ``task`` (``matching``); ties go to the first, no match to turn order."""
+    found = best(task, [cards[worker] for worker in workers])
+    return found.agent if found else workers[index % len(workers)]
 
 
-def card_words(info: AgentInfo) -> set[str]:
-    """Every content word on an agent's card."""
-    return words(" ".join((info.name.replace("-", " "), info.description, *info.skills, *info.tags, *info.examples)))
-
-
-def best_worker(task: str, workers: tuple[str, ...], cards: dict[str, set[str]], index: int) -> str:
-    """The worker whose card shares most words with ``task``; ties go to the first, no overlap to turn order."""
-    wanted = words(task)
-    scores = [len(wanted & cards[worker]) for worker in workers]
-    best = max(scores)
-    return workers[scores.index(best)] if best else workers[index % len(workers)]
-
-
-def parse_plan(reply: StepResult, workers: tuple[str, ...], cards: dict[str, set[str]]) -> list[PlannedStep]:
+def parse_plan(reply: StepResult, workers: tuple[str, ...], cards: Mapping[str, AgentInfo]) -> list[PlannedStep]:
     """The planner's steps, each assigned to a worker (named, else the best match)."""
     raw = reply.data.get("steps") if isinstance(reply.data, dict) else None
     by_name = {worker.lower(): worker for worker in workers}
@@ -199,7 +187,7 @@ async def run(run: Run, options: SupervisorOptions) -> Outcome:
     problem = not_participants(run, [team.planner, *team.workers, team.reviewer])
     if problem or not team.workers:
         return Outcome("failed", f"supervisor: {problem or 'no workers'}")
-    cards = {worker: card_words(run.describe(worker)) for worker in team.workers}
+    cards = {worker: replace(run.describe(worker), name=worker) for worker in team.workers}
     reports: list[StepReport] = []
     revisions: list[dict[str, Any]] = []
     plan: list[PlannedStep] = []

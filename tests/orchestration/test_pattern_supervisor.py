@@ -196,7 +196,7 @@ async def test_unknown_roles_fail_before_any_step() -> None:
 
 
 def test_best_worker_matches_card_words_and_falls_back_to_turn_order() -> None:
-    cards = {"writer": {"documentation", "prose", "docs"}, "tester": {"tests", "pytest", "unit"}}
+    cards = {card.name: card for card in CARDS}
     workers = ("writer", "tester")
     assert best_worker("Add pytest unit tests", workers, cards, 0) == "tester"
     assert best_worker("polish the docs", workers, cards, 1) == "writer"
@@ -205,7 +205,7 @@ def test_best_worker_matches_card_words_and_falls_back_to_turn_order() -> None:
 
 def test_plan_lines_name_workers_only_when_they_are_workers() -> None:
     reply = StepResult("lead", "completed", "1. Note: be brief\n- **tester**: run it\n* plain step\nnot a step")
-    plan = parse_plan(reply, ("writer", "tester"), {"writer": set(), "tester": set()})
+    plan = parse_plan(reply, ("writer", "tester"), {name: AgentInfo(name, "") for name in ("writer", "tester")})
     assert [(step.agent, step.task) for step in plan] == [
         ("writer", "Note: be brief"),
         ("tester", "run it"),
