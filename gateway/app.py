@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import httpx
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -21,11 +23,16 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
+from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.cards import CardDocument, CardSigner, build_card
-from gateway.executor import TaskContextBuilder
+from gateway.errors import UnknownAgentError
+from gateway.executor import TaskContextBuilder, ValidatesRequests
 from gateway.keys import KeyRing
+from gateway.orchestration.api import AgentInfo
+from gateway.orchestration.breaker import BreakerBoard
+from gateway.orchestration.resume import recover_runs, resume_run
 from gateway.registry import Registry
-from gateway.runtimes import build_executor
+from gateway.runtimes import agent_info, build_executor
 from gateway.settings import Settings
 from gateway.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.spec import AgentSpec
@@ -49,7 +56,7 @@ class HostedAgent:
 
 @dataclass
 class Gateway:
-    """The running gateway's parts, shared by the bindings."""
+    """The running gateway's parts, shared by the bindings; the ``Host`` its agents' executors see."""
 
     settings: Settings
     registry: Registry
@@ -57,8 +64,36 @@ class Gateway:
     agents: dict[str, HostedAgent] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10.0))
     keyring: KeyRing | None = None
+    breakers: BreakerBoard = field(default_factory=BreakerBoard)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     started: float = field(default_factory=time.time)
     ready: bool = False
+    stopping: bool = False
+
+    def handler(self, name: str) -> DefaultRequestHandler:
+        """The request handler of hosted agent ``name``."""
+        hosted = self.agents.get(name)
+        if hosted is None:
+            raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+        return hosted.handler
+
+    def spec(self, name: str) -> AgentSpec | None:
+        """The spec of hosted agent ``name``, or None."""
+        hosted = self.agents.get(name)
+        return hosted.spec if hosted is not None else None
+
+    def describe(self, name: str) -> AgentInfo:
+        """What the card of hosted agent ``name`` says about it."""
+        spec = self.spec(name) or self.registry.get(name)
+        if spec is None:
+            raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+        return agent_info(spec)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in the background until it ends or the gateway stops."""
+        task = asyncio.create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def render(self, card: AgentCard) -> CardDocument:
         """The card as served: signed with every active key when signing is on."""
@@ -89,10 +124,12 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     card = gateway.render(build_card(spec, settings.base_url))
     push_store = SqlPushConfigStore(gateway.db)
     task_store = SqlTaskStore(gateway.db, spec.name)
+    executor = build_executor(spec, gateway)
+    validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
     handler = DefaultRequestHandler(
-        agent_executor=build_executor(spec),
+        agent_executor=executor,
         task_store=task_store,
-        request_context_builder=TaskContextBuilder(task_store),
+        request_context_builder=TaskContextBuilder(task_store, validate),
         agent_card=card.card,
         push_config_store=push_store,
         push_sender=BasePushNotificationSender(gateway.http, push_store),
@@ -153,11 +190,17 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         gateway.agents[spec.name] = hosted
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes)
     routes += UNKNOWN_AGENT_ROUTES
+    mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
+    routes += mcp.routes
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.db.attach(await open_database(settings.store_url))
-        swept = await fail_interrupted(gateway.db, SWEEP_REASON)
+        # Runs a stop interrupted resume from their checkpoints (or end FAILED with the reason);
+        # the sweep ends every other task a stop left running.
+        resumable = await recover_runs(gateway.db, {name: hosted.spec for name, hosted in gateway.agents.items()})
+        keep = frozenset((run.agent, run.owner, run.task_id) for run in resumable)
+        swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
         # gRPC: one server for every agent; the cards list it once its port is bound.
@@ -172,10 +215,18 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             interface = grpc_interface(grpc_at, hosted.spec.name)
             hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,)))
         gateway.ready = True
+        for run in resumable:
+            logger.info("resuming run %s of %s after %d step(s)", run.task_id, run.agent, len(run.steps))
+            gateway.spawn(resume_run(gateway.handler(run.agent), run, gateway.db), name=f"resume:{run.task_id}")
         try:
-            yield
+            async with mcp.running():  # MCP: its session manager and run watchers live in this lifespan
+                yield
         finally:
             gateway.ready = False
+            gateway.stopping = True  # runs keep their checkpoints, to resume on the next start
+            for task in list(gateway.background):
+                task.cancel()
+            await asyncio.gather(*gateway.background, return_exceptions=True)
             await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
@@ -184,4 +235,5 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
+    app.state.mcp = mcp
     return app

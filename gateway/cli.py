@@ -37,6 +37,12 @@ def _client_parsers(sub: Any) -> None:
     p.add_argument("--stream", action="store_true", help="stream progress live")
     p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
     p.add_argument("--json", action="store_true", help="print the final task as JSON")
+    p = sub.add_parser("run", help="run a workflow over A2A, with live progress per step, and print its result")
+    p.add_argument("workflow", help="workflow name, or its URL")
+    p.add_argument("text", nargs="?", default="", help="the request")
+    p.add_argument("--file", action="append", default=[], type=Path, help="attach a file (repeatable)")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print the final task as JSON")
 
 
 def _card_parsers(sub: Any) -> None:
@@ -55,6 +61,14 @@ def _card_parsers(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state folder (default ./.switchboard)")
 
 
+def _mcp_parser(sub: Any) -> None:
+    p = sub.add_parser("mcp", help="serve the MCP tools on stdin/stdout (for IDEs and assistants); logs go to stderr")
+    p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
+    p.add_argument("--agents", type=Path, help="agent files folder (env SWITCHBOARD_AGENTS, default: bundled)")
+    p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
+    p.add_argument("--log-level", help="debug, info, warning, error (env SWITCHBOARD_LOG_LEVEL)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="switchboard", description="A protocol gateway for multi-agent systems.")
@@ -62,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _client_parsers(sub)
     _card_parsers(sub)
+    _mcp_parser(sub)
     return parser
 
 
@@ -85,6 +100,12 @@ def _send(args: argparse.Namespace) -> int:
     return asyncio.run(send(args.url, args.agent, args.text, args.file, stream=args.stream, as_json=args.json))
 
 
+def _run(args: argparse.Namespace) -> int:
+    from gateway.client import run_workflow
+
+    return asyncio.run(run_workflow(args.url, args.workflow, args.text, args.file, as_json=args.json))
+
+
 def _card(args: argparse.Namespace) -> int:
     from gateway import verify
 
@@ -99,12 +120,22 @@ def _keys(args: argparse.Namespace) -> int:
     return keys(args.data_dir, args.action, args.kid)
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from gateway.bindings.mcp_stdio import run_stdio
+    from gateway.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return run_stdio(Settings(**overrides))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "agents": _agents,
     "send": _send,
+    "run": _run,
     "card": _card,
     "keys": _keys,
+    "mcp": _mcp,
 }
 
 

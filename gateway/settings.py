@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MCP_TOOLS = ("security-reviewer", "complexity-reviewer", "style-reviewer", "review-lead", "kind:workflow")
+"""The curated default MCP tool list (assistants degrade past ~20 tools); list_agents and the run tools
+are always there, and start_run reaches every agent."""
 
 
 def bundled_agents_dir() -> Path:
@@ -46,6 +51,30 @@ class Settings(BaseSettings):
     llm_input_price_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 prompt tokens, for budgets")
     llm_output_price_per_1k: float = Field(default=0.0, ge=0, description="cost of 1000 completion tokens")
     # -- end llm runtime --
+    # -- the MCP binding (gateway/bindings/mcp_*.py) --
+    mcp_tools: Annotated[list[str], NoDecode] = Field(
+        default=list(DEFAULT_MCP_TOOLS),
+        description="agents exposed as MCP tools: names, '*' (all) or 'kind:<runtime kind>'; comma-separated",
+    )
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Host values /mcp accepts beyond loopback and the public URL's; '*' turns the check off"
+    )
+    mcp_extra_modules: Annotated[list[str], NoDecode] = Field(
+        default=[], description="'module[:attr]' callables register(server) adding MCP tools/resources/prompts"
+    )
+    mcp_state_key: SecretStr = Field(
+        default=SecretStr(""), description="secret (32+ bytes) sealing MCP requestState; share it across replicas"
+    )
+    # -- end MCP binding --
+
+    @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        # Env values are comma-separated (or a JSON array).
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
 
     @field_validator("public_url")
     @classmethod

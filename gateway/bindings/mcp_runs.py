@@ -1,0 +1,269 @@
+"""Long runs over MCP: ``start_run``, ``get_run``, ``cancel_run`` and the ``run://{run_id}`` resource.
+
+A run is an A2A task on any hosted agent (its id is the task id), started in the background so
+the tool call returns at once. Its progress is kept here and every update is announced as a
+``notifications/resources/updated`` for ``run://{run_id}``: to ``resources/subscribe``
+subscribers on 2025-11-25 sessions, and on ``subscriptions/listen`` streams on 2026-07-28.
+The task itself lives in the agent's task store, owner-scoped, so another caller's run is
+simply not found. (The MCP tasks extension, SEP-2663, would be the protocol-native form of
+this; the SDK does not ship it.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.server import ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+from mcp_types import EmptyResult, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequestParams
+from pydantic import BaseModel, Field
+
+from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, CallInput, FileArg, Update
+from gateway.bindings.mcp_tools import IdentityResolver, call_context, progress_message
+
+if TYPE_CHECKING:
+    from a2a.server.context import ServerCallContext
+
+logger = logging.getLogger(__name__)
+
+RUN_SCHEME = "run://"
+WAITING_STATES = frozenset({"submitted", "working"})
+MAX_TRACKED_RUNS = 10_000
+
+
+def run_uri(run_id: str) -> str:
+    """The resource that shows a run."""
+    return f"{RUN_SCHEME}{run_id}"
+
+
+class RunProgress(BaseModel):
+    """How far a run has got."""
+
+    updates: int = Field(description="A2A updates seen so far")
+    message: str = Field(description="the latest one")
+
+
+class RunStatus(BaseModel):
+    """A run: its state, its progress and, once it stops, its result."""
+
+    run_id: str
+    agent: str
+    state: str = Field(description="A2A task state; submitted and working mean still running")
+    resource: str = Field(description="subscribe to this resource for updates")
+    progress: RunProgress | None = None
+    result: AgentResult | None = Field(default=None, description="the outcome, once the run stops or waits")
+
+
+@dataclass
+class _Run:
+    agent: str
+    updates: int = 0
+    message: str = ""
+
+
+@dataclass
+class ResourceNotifier:
+    """Announces resource updates to subscribers of both protocol revisions."""
+
+    bus: SubscriptionBus
+    _sessions: dict[str, dict[str, ServerSession]] = field(default_factory=dict)
+
+    @staticmethod
+    def _connection_key(ctx: ServerRequestContext[Any, Any]) -> str:
+        request = ctx.request
+        headers = getattr(request, "headers", None)
+        return (headers.get("mcp-session-id") if headers is not None else None) or "local"
+
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        """``resources/subscribe`` (2025-11-25): remember the session for this URI."""
+        self._sessions.setdefault(str(params.uri), {})[self._connection_key(ctx)] = ctx.session
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        """``resources/unsubscribe`` (2025-11-25)."""
+        sessions = self._sessions.get(str(params.uri), {})
+        sessions.pop(self._connection_key(ctx), None)
+        if not sessions:
+            self._sessions.pop(str(params.uri), None)
+        return EmptyResult()
+
+    async def updated(self, uri: str) -> None:
+        """Tell every subscriber of ``uri`` that it changed; a gone session is forgotten."""
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        for key, session in list(self._sessions.get(uri, {}).items()):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:
+                logger.debug("dropping the %s subscription of session %s", uri, key, exc_info=True)
+                self._sessions.get(uri, {}).pop(key, None)
+
+
+class RunBoard:
+    """The progress of every task started over MCP, announced as ``run://`` resource updates."""
+
+    def __init__(self, notifier: ResourceNotifier) -> None:
+        self.notifier = notifier
+        self._runs: dict[str, _Run] = {}
+
+    async def observe(self, update: Update) -> None:
+        """One A2A update of an MCP-started task: keep its progress and announce it."""
+        if not update.task_id:
+            return
+        run = self._runs.get(update.task_id)
+        if run is None:
+            if len(self._runs) >= MAX_TRACKED_RUNS:
+                self._runs.pop(next(iter(self._runs)))
+            run = self._runs[update.task_id] = _Run(agent=update.agent)
+        run.updates += 1
+        run.message = progress_message(update)
+        await self.notifier.updated(run_uri(update.task_id))
+
+    def get(self, run_id: str) -> _Run | None:
+        """What is known of the run's progress in this process."""
+        return self._runs.get(run_id)
+
+
+class Runs:
+    """The run tools and resource, and the background watchers of started runs."""
+
+    def __init__(self, caller: AgentCaller, identify: IdentityResolver, board: RunBoard) -> None:
+        self._caller = caller
+        self._identify = identify
+        self._board = board
+        self._group: TaskGroup | None = None
+
+    def attach(self, group: TaskGroup | None) -> None:
+        """The task group watchers run in (the binding's lifespan); ``None`` when it ends."""
+        self._group = group
+
+    async def start(self, ctx: Context, agent: str, call: CallInput) -> RunStatus:
+        """Start (or, with ``task_id``, continue) a run in the background; returns once its task exists."""
+        if self._group is None:
+            raise ToolError("the gateway is shutting down")
+        self._caller.hosted(agent)
+        caller = call_context(self._identify, ctx)
+        named = anyio.Event()
+        first: list[Update] = []
+        failure: list[str] = []
+
+        async def report(update: Update) -> None:
+            if not first:
+                first.append(update)
+                named.set()
+
+        async def watch() -> None:
+            try:
+                await self._caller.send(agent, call, caller, report)
+            except CallError as exc:
+                failure.append(str(exc))
+            except Exception:
+                logger.exception("run on %s failed", agent)
+                failure.append(f"{agent}: the run failed unexpectedly")
+            finally:
+                named.set()
+
+        self._group.start_soon(watch)
+        await named.wait()
+        if not first:
+            raise ToolError(failure[0] if failure else f"{agent} did not start a task")
+        return await self.status(ctx, first[0].task_id, agent=agent)
+
+    async def _find(self, run_id: str, caller: ServerCallContext, agent: str = "") -> AgentResult:
+        """The run's task, looked up on its agent (or every agent, after a restart)."""
+        run = self._board.get(run_id)
+        candidates = [agent] if agent else [run.agent] if run else list(self._caller.agents)
+        for name in candidates:
+            try:
+                return await self._caller.get(name, run_id, caller)
+            except CallError:
+                continue
+        raise CallError(f"no run {run_id!r} (unknown, or started by another caller)")
+
+    async def status(self, ctx: Context, run_id: str, *, agent: str = "") -> RunStatus:
+        """``get_run``: state, progress and (once it stops) the result."""
+        return self._status(await self._find(run_id, call_context(self._identify, ctx), agent))
+
+    def _status(self, result: AgentResult) -> RunStatus:
+        run = self._board.get(result.task_id)
+        progress = RunProgress(updates=run.updates, message=run.message) if run else None
+        return RunStatus(
+            run_id=result.task_id,
+            agent=result.agent,
+            state=result.state,
+            resource=run_uri(result.task_id),
+            progress=progress,
+            result=None if result.state in WAITING_STATES else result,
+        )
+
+    async def cancel(self, ctx: Context, run_id: str) -> RunStatus:
+        """``cancel_run``: cancel the run's task (and a workflow's children)."""
+        caller = call_context(self._identify, ctx)
+        found = await self._find(run_id, caller)
+        result = await self._caller.cancel(found.agent, run_id, caller)
+        await self._board.observe(Update(result.agent, run_id, result.state, result.text))
+        return self._status(result)
+
+    async def read(self, ctx: Context, run_id: str) -> str:
+        """The ``run://{run_id}`` resource: the run's status as JSON."""
+        try:
+            result = await self._find(run_id, call_context(self._identify, ctx))
+        except CallError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        return json.dumps(self._status(result).model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+
+    def register(self, server: MCPServer) -> None:
+        """Add the run tools and the ``run://{run_id}`` resource template."""
+        runs = self
+
+        async def start_run(
+            ctx: Context,
+            agent: Annotated[str, Field(description="the agent or workflow to run (see list_agents)")],
+            text: Annotated[str, Field(description="what to ask it")] = "",
+            files: Annotated[list[FileArg] | None, Field(description="files to send, each {name, content}")] = None,
+            data: Annotated[dict[str, Any] | None, Field(description="structured input (a JSON object)")] = None,
+            task_id: Annotated[str, Field(description="answer this input-required run instead")] = "",
+        ) -> RunStatus:
+            """Start a run of any hosted agent or workflow in the background and return its run_id at once.
+
+            Follow it with get_run or by subscribing to its resource; stop it with cancel_run. A run that
+            waits for input is answered by calling start_run again with task_id set to its run_id.
+            """
+            return await runs.start(ctx, agent, CallInput(text, tuple(files or ()), data, task_id))
+
+        async def get_run(ctx: Context, run_id: Annotated[str, Field(description="from start_run")]) -> RunStatus:
+            """The state and progress of a run, and its result once it has stopped."""
+            return await runs.status(ctx, run_id)
+
+        async def cancel_run(ctx: Context, run_id: Annotated[str, Field(description="from start_run")]) -> RunStatus:
+            """Cancel a run (a workflow's steps are cancelled with it)."""
+            return await runs.cancel(ctx, run_id)
+
+        async def read_run(run_id: str, ctx: Context) -> str:
+            return await runs.read(ctx, run_id)
+
+        server.add_tool(start_run, annotations=ToolAnnotations(open_world_hint=False), structured_output=True)
+        server.add_tool(
+            get_run,
+            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+            structured_output=True,
+        )
+        server.add_tool(
+            cancel_run,
+            annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+            structured_output=True,
+        )
+        server.resource(
+            RUN_SCHEME + "{run_id}",
+            name="run",
+            title="A run started with start_run",
+            description="A run's state, progress and result as JSON; subscribe to follow it.",
+            mime_type="application/json",
+        )(read_run)

@@ -1,0 +1,217 @@
+"""The gateway's MCP server: agent tools, ``list_agents``, the run tools, served at ``/mcp`` and over stdio.
+
+One ``MCPServer`` serves both protocol revisions. On Streamable HTTP, 2025-11-25 clients get
+sessions (initialize handshake, ``Mcp-Session-Id``; several replicas need session affinity) and
+2026-07-28 clients are served statelessly, one self-contained POST per request; the SDK's
+session manager routes each request by its ``MCP-Protocol-Version`` header. The gateway's
+lifespan runs the session manager (a mounted sub-app's lifespan would never run). Over stdio
+the same server runs on the SDK's dual-era loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+from mcp.server import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
+from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequestParams
+from starlette.routing import BaseRoute
+
+from gateway.bindings.mcp_calls import AgentCaller
+from gateway.bindings.mcp_runs import ResourceNotifier, RunBoard, Runs
+from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
+from gateway.errors import GatewayError
+from gateway.spec import AgentSpec
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+SERVER_NAME = "switchboard"
+INSTRUCTIONS = (
+    "Switchboard hosts agents and multi-agent workflows. Each agent tool runs one task and reports "
+    "progress; list_agents shows every hosted agent, and start_run runs any of them in the background "
+    "(follow it with get_run or the run://{run_id} resource, stop it with cancel_run)."
+)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+ExtraModule = Callable[[MCPServer], None]
+"""What an ``mcp_extra_modules`` entry names: ``register(server)`` adds tools, resources or prompts."""
+
+
+class McpSetupError(GatewayError):
+    """An MCP setting that cannot be honoured (an extra module that does not load)."""
+
+    message = "invalid MCP setting"
+    reason = "invalid-mcp-setting"
+
+
+def select_agents(specs: Iterable[AgentSpec], entries: Iterable[str]) -> list[AgentSpec]:
+    """The agents ``mcp_tools`` exposes: names, ``*`` (all) or ``kind:<runtime kind>``, in registry order."""
+    wanted, specs = list(entries), list(specs)
+    names = {s.name for s in specs}
+    for entry in wanted:
+        if entry != "*" and not entry.startswith("kind:") and entry not in names:
+            logger.warning("mcp_tools names %r, which is not a hosted agent; skipped", entry)
+
+    def chosen(spec: AgentSpec) -> bool:
+        return any(e in ("*", spec.name, f"kind:{spec.runtime.kind}") for e in wanted)
+
+    return [s for s in specs if chosen(s)]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """The DNS-rebinding allowlist: loopback, the public URL's host, and ``mcp_allowed_hosts`` (``*``: off)."""
+    if "*" in settings.mcp_allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = [*LOOPBACK_HOSTS, *settings.mcp_allowed_hosts]
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    public = urlsplit(settings.base_url)
+    if public.netloc:
+        hosts.append(public.netloc)
+        origins.append(f"{public.scheme}://{public.netloc}")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted({h for host in hosts for h in (host, f"{host}:*")}),
+        allowed_origins=sorted({o for origin in origins for o in (origin, f"{origin}:*")}),
+    )
+
+
+def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
+    """Shared keys seal 2026-07-28 ``requestState`` so any replica accepts it; default: a per-process key."""
+    key = settings.mcp_state_key.get_secret_value()
+    if not key:
+        return None
+    try:
+        return RequestStateSecurity(keys=[key], audience=SERVER_NAME)
+    except ValueError as exc:
+        raise McpSetupError(f"mcp_state_key: {exc}") from exc
+
+
+def _protocol_errors_for_unknown_names(server: MCPServer) -> ServerMiddleware[Any]:
+    """Middleware: ``tools/call`` of an unknown tool or ``prompts/get`` of an unknown prompt is -32602."""
+
+    listings = {"tools/call": ("tool", server.list_tools), "prompts/get": ("prompt", server.list_prompts)}
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        listing = listings.get(ctx.method)
+        name = ctx.params.get("name") if isinstance(ctx.params, Mapping) else None
+        if listing is not None and isinstance(name, str) and name not in {i.name for i in await listing[1]()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {listing[0]}: {name}", data={"name": name})
+        return await call_next(ctx)
+
+    return middleware
+
+
+def _load_extra(target: str) -> ExtraModule:
+    module_name, _, attr = target.partition(":")
+    try:
+        register = getattr(importlib.import_module(module_name), attr or "register")
+    except (ImportError, AttributeError) as exc:
+        raise McpSetupError(f"mcp_extra_modules: cannot load {target!r}: {exc}") from exc
+    if not callable(register):
+        raise McpSetupError(f"mcp_extra_modules: {target!r} is not callable")
+    return register  # type: ignore[no-any-return]
+
+
+@dataclass
+class McpBinding:
+    """The MCP server and what the gateway needs to serve it."""
+
+    server: MCPServer
+    routes: list[BaseRoute]
+    runs: Runs
+    tools: dict[str, str]
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The HTTP session manager and the run watchers; entered by the gateway's lifespan."""
+        async with self.server.session_manager.run(), anyio.create_task_group() as group:
+            self.runs.attach(group)
+            try:
+                yield
+            finally:
+                self.runs.attach(None)
+                group.cancel_scope.cancel()
+
+    async def serve_stdio(self) -> None:
+        """Serve this server on stdin/stdout until the client closes them."""
+        await self.server.run_stdio_async()
+
+
+def create_mcp_binding(gateway: Gateway, identify: IdentityResolver = anonymous) -> McpBinding:
+    """The gateway's MCP server over its hosted agents, with the tools ``mcp_tools`` selects."""
+    settings = gateway.settings
+    bus = InMemorySubscriptionBus()
+    server: MCPServer = MCPServer(
+        SERVER_NAME,
+        title="Switchboard",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        subscriptions=bus,
+        request_state_security=_request_state_security(settings),
+    )
+    server.middleware.append(_protocol_errors_for_unknown_names(server))
+    notifier = ResourceNotifier(bus)
+    board = RunBoard(notifier)
+    caller = AgentCaller(gateway.agents, board.observe)
+    runs = Runs(caller, identify, board)
+    tools = AgentTools(caller, identify)
+
+    exposed: dict[str, str] = {}
+    builtin = {"list_agents", "start_run", "get_run", "cancel_run"}
+    for spec in select_agents(gateway.registry, settings.mcp_tools):
+        name = tool_name(spec.name)
+        if name in builtin or name in exposed.values():
+            logger.warning("agent %s is not exposed as a tool: the name %s is taken", spec.name, name)
+            continue
+        exposed[spec.name] = tools.register(server, spec)
+    base_url = settings.base_url
+
+    async def list_agents(ctx: Context) -> AgentList:
+        """Every hosted agent and workflow: what it does, its skills, and its tool if it has one.
+
+        Any of them can be run with start_run, including those without a tool of their own.
+        """
+        return tools.summaries(exposed, base_url)
+
+    server.add_tool(
+        list_agents,
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        structured_output=True,
+    )
+    runs.register(server)
+    lowlevel = server._lowlevel_server  # no public API for resources/subscribe yet (the SDK's own fixtures do this)
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, notifier.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, notifier.unsubscribe)
+    for target in settings.mcp_extra_modules:
+        _load_extra(target)(server)
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=transport_security(settings),
+        max_request_body_size=settings.max_body_bytes,
+    )
+    return McpBinding(server=server, routes=list(app.routes), runs=runs, tools=exposed)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard-gateway")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,42 @@
+"""``switchboard mcp``: the gateway in-process, its MCP tools on stdin/stdout.
+
+It builds the same app ``serve`` builds and runs its lifespan (database, agents, signing keys)
+without an HTTP listener, then serves the MCP server on stdio until the client closes stdin.
+Stdout carries MCP messages only; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.errors import GatewayError
+from gateway.serve import configure_logging
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway")
+
+
+async def serve_stdio(app: Starlette) -> None:
+    """Run ``app``'s lifespan and its MCP server on stdin/stdout."""
+    async with app.router.lifespan_context(app):
+        await app.state.mcp.serve_stdio()
+
+
+def run_stdio(settings: Settings) -> int:
+    """Serve MCP on stdio until the client hangs up; returns the process exit code."""
+    configure_logging(settings.log_level)
+    if "grpc_port" not in settings.model_fields_set:
+        # A second gateway process must not fight ``serve`` for the default gRPC port.
+        settings = settings.model_copy(update={"grpc_port": 0})
+    try:
+        app = create_app(settings)
+    except GatewayError as exc:
+        logger.error("cannot start: %s", exc.detail)
+        return 2
+    logger.info("serving MCP on stdio with %d agent(s)", len(app.state.gateway.agents))
+    asyncio.run(serve_stdio(app))
+    return 0
