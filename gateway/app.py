@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
-from gateway.cards import CardDocument, CardSigner, build_card
+from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
 from gateway.executor import TaskContextBuilder, ValidatesRequests
 from gateway.keys import KeyRing
@@ -158,6 +158,13 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
             keys, media_type="application/jwk-set+json", headers={"Cache-Control": "public, max-age=300"}
         )
 
+    async def root_card(request: Request) -> Response:
+        hosted = gateway.agents.get(gateway.settings.root_agent)
+        if hosted is None:
+            message = f"no root agent: {gateway.settings.root_agent!r} is not hosted here; see /agents"
+            return JSONResponse({"error": {"code": 404, "status": "NOT_FOUND", "message": message}}, status_code=404)
+        return hosted.card.response(request)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -173,6 +180,7 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
     return [
         Route("/agents", list_agents, methods=["GET"]),
         Route(API_CATALOG_PATH, api_catalog, methods=["GET", "HEAD"]),
+        Route(AGENT_CARD_PATH, root_card, methods=["GET"]),
         Route(JWKS_PATH, jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

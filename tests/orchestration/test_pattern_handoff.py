@@ -388,9 +388,9 @@ def test_triage_routes_first_among_the_bundled_agents(registry: Registry) -> Non
     [
         ("is there a hard-coded password in this code?", "security-reviewer"),
         ("which function is too complex?", "complexity-reviewer"),
-        ("fix the lint in this file", "lint-fixer"),
+        ("fix the lint in this file", "lint-fix"),
         ("lint this", "style-reviewer"),
-        ("give me one ranked review report of this pull request", "review-lead"),
+        ("review this pull request for me", "code-review"),
     ],
 )
 async def test_triage_routes_each_request_to_its_agent(registry: Registry, request_text: str, agent: str) -> None:
