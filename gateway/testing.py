@@ -84,6 +84,14 @@ class _Server(uvicorn.Server):
             self.listening.set()
 
 
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    # uvicorn exits the process when the app fails to start; inside a test that is an error.
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        raise RuntimeError(f"the gateway failed to start (uvicorn exit {exc.code}); see the log") from None
+
+
 @asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     """Serve ``settings`` with uvicorn on a free port (the given port is replaced) until the block ends."""
@@ -91,7 +99,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     app = create_app(settings)
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(_serve(server, sock))
     listening = asyncio.create_task(server.listening.wait())
     try:
         await asyncio.wait([task, listening], timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)

@@ -14,12 +14,14 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from gateway.errors import GatewayError
 from gateway.store.database import SCHEMA, Params
 
 CHECKPOINT_INTERVAL_S = 1.0
@@ -39,6 +41,31 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+class DatabaseInUseError(GatewayError):
+    """Another live process has this SQLite database open."""
+
+    message = "the database is in use by another gateway process"
+    reason = "database-in-use"
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock for as long as this process uses the database.
+
+    One process owns an embedded database: a second gateway (or a ``switchboard mcp``) on the
+    same data dir would sweep the first one's running tasks as crashed. The OS drops the lock
+    when the process dies, so a crash never leaves it stale.
+    """
+    handle = path.open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DatabaseInUseError(
+            f"{path.parent} is in use by another gateway process; give this one its own --data-dir"
+        ) from None
+    return handle
+
+
 class SqliteDatabase:
     """The embedded default database (one process owns it)."""
 
@@ -46,8 +73,10 @@ class SqliteDatabase:
     exclusive = True  # no other process writes: in-process caches of what is stored stay true
 
     def __init__(self, path: str) -> None:
+        self._lock: IO[bytes] | None = None
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(Path(f"{path}.lock"))
         self._path = path
         self._conn = _connect(path)
         self._pending: list[_Job] = []
@@ -83,6 +112,8 @@ class SqliteDatabase:
         await asyncio.to_thread(self._checkpointer.join)
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
 
     def _submit(self, statements: Sequence[tuple[str, Params]]) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()

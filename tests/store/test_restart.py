@@ -117,3 +117,16 @@ async def _wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes]) ->
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
+
+
+async def test_a_second_gateway_on_the_same_data_dir_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    async with running_gateway(settings):
+        with pytest.raises(RuntimeError, match="failed to start"):
+            async with running_gateway(settings):
+                pass
+    assert "is in use by another gateway process" in caplog.text
+    async with running_gateway(settings) as again:  # the lock went with the first gateway
+        assert again.url
