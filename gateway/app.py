@@ -206,9 +206,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         gateway.db.attach(await open_database(settings.store_url))
         # Runs a stop interrupted resume from their checkpoints (or end FAILED with the reason);
         # the sweep ends every other task a stop left running.
-        resumable = await recover_runs(gateway.db, {name: hosted.spec for name, hosted in gateway.agents.items()})
+        # On a shared database (replicas), only what has not changed for a while counts as crashed.
+        since = None if gateway.db.exclusive else time.time_ns() - int(settings.takeover_after_s * 1e9)
+        hosted_specs = {name: hosted.spec for name, hosted in gateway.agents.items()}
+        resumable = await recover_runs(gateway.db, hosted_specs, since)
         keep = frozenset((run.agent, run.owner, run.task_id) for run in resumable)
-        swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep)
+        swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep, since)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
         # gRPC: one server for every agent; the cards list it once its port is bound.

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     interrupted_task_timeout: float = Field(default=300.0, gt=0)
     allow_private_push_urls: bool = False
+    takeover_after_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="on a shared database, a task unchanged this long is taken as crashed at start-up",
+    )
     root_agent: str = Field(default="triage", description="the agent whose card is the gateway's root card")
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     grpc_public_url: str = Field(default="", description="host:port gRPC clients dial; default: base URL host")

@@ -62,11 +62,19 @@ def why_not_resumable(record: RunRecord, spec: AgentSpec | None) -> str:
     return ""
 
 
-async def recover_runs(db: Database, hosted: Mapping[str, AgentSpec]) -> list[RunRecord]:
-    """The interrupted runs that can resume; every other one is failed here with the reason."""
+async def recover_runs(
+    db: Database, hosted: Mapping[str, AgentSpec], unchanged_since_ns: int | None = None
+) -> list[RunRecord]:
+    """The interrupted runs that can resume; every other one is failed here with the reason.
+
+    With ``unchanged_since_ns`` (a shared database), runs that changed since then are left alone:
+    another replica may be running them.
+    """
     store = SqlRunStore(db)
     resumable: list[RunRecord] = []
     for record in await store.interrupted():
+        if unchanged_since_ns is not None and record.updated_ns >= unchanged_since_ns:
+            continue
         reason = why_not_resumable(record, hosted.get(record.agent))
         if not reason:
             resumable.append(record)

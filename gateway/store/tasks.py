@@ -142,17 +142,24 @@ def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tupl
     return _UPSERT, (*params, task.SerializeToString())
 
 
-async def fail_interrupted(db: Database, reason: str, keep: frozenset[TaskKey] = frozenset()) -> list[str]:
+async def fail_interrupted(
+    db: Database, reason: str, keep: frozenset[TaskKey] = frozenset(), unchanged_since_ns: int | None = None
+) -> list[str]:
     """End every task a crash left submitted or working as FAILED with ``reason``; returns their ids.
 
     Runs at start-up, before any request is served, so no task stays non-terminal forever.
     Tasks waiting for input are left alone: a follow-up message resumes them; so are the tasks
-    in ``keep`` (workflow runs about to resume from their checkpoints).
+    in ``keep`` (workflow runs about to resume from their checkpoints). On a shared database
+    another replica may be running a task right now, so ``unchanged_since_ns`` limits the sweep
+    to tasks that have not changed since then.
     """
     marks = ", ".join("?" for _ in INTERRUPTIBLE)
-    rows = await db.fetch_all(
-        f"SELECT agent, owner, id, data FROM tasks WHERE state IN ({marks})", [int(s) for s in INTERRUPTIBLE]
-    )
+    sql = f"SELECT agent, owner, id, data FROM tasks WHERE state IN ({marks})"
+    args: list[Any] = [int(s) for s in INTERRUPTIBLE]
+    if unchanged_since_ns is not None:
+        sql += " AND updated_ns < ?"
+        args.append(unchanged_since_ns)
+    rows = await db.fetch_all(sql, args)
     statements, ids = [], []
     for agent, owner, task_id, data in rows:
         if (agent, owner, task_id) in keep:

@@ -175,3 +175,12 @@ async def test_dispatch_sees_configs_registered_before_a_restart(db: Database, t
     assert await fresh.get_info_for_dispatch("never-configured") == []
     await fresh.set_info("t10", TaskPushNotificationConfig(url="https://b.example/h"), as_user("ada"))
     assert [c.url for c in await fresh.get_info_for_dispatch("t10")] == ["https://b.example/h"]
+
+
+async def test_sweep_on_a_shared_database_spares_tasks_that_may_be_running_elsewhere(db: Database) -> None:
+    store, ada = SqlTaskStore(db, "echo"), as_user("ada")
+    await store.save(make_task("stale", TaskState.TASK_STATE_WORKING, at_ns=1_000), ada)
+    await store.save(make_task("fresh", TaskState.TASK_STATE_WORKING, at_ns=9_000), ada)
+    assert await fail_interrupted(db, "restarted", unchanged_since_ns=5_000) == ["stale"]
+    fresh = await store.get("fresh", ada)
+    assert fresh is not None and fresh.status.state == TaskState.TASK_STATE_WORKING
