@@ -15,7 +15,7 @@ work and the success criteria. ``input_filter`` compacts the history it carries:
 
 Handing off to an agent already on the path raises ``HandoffCycleError`` naming the path, unless
 ``allow_revisit``; a hop past ``min(max_hops, run.limits.max_hops)`` raises
-``LimitExceededError("max_hops", ...)``; a handoff to a non-participant fails the run naming it.
+``LimitExceededError("hop", ...)``; a handoff to a non-participant fails the run naming it.
 
 The outcome's text is the last agent's. Its data holds the ``path``, the number of ``hops``, the
 whole ``envelope`` (unfiltered, every agent's work in it) and the ``final`` agent's data; a routed
@@ -201,7 +201,7 @@ def check_hop(run: Run, options: HandoffOptions, path: list[str], to: str) -> st
         raise HandoffCycleError(f"handoff cycle: {route} (allow_revisit permits returning to an agent)")
     limit = hop_limit(run, options)
     if len(path) > limit:
-        raise LimitExceededError("max_hops", f"handoff {route} needs hop {len(path)} but the run allows {limit}")
+        raise LimitExceededError("hop", f"handoff {route} needs hop {len(path)} but the run allows {limit}")
     return ""
 
 

@@ -94,11 +94,9 @@ def ended(result: StepResult, doing: str, data: dict[str, Any]) -> Outcome:
 
 
 def guard_round(run: Run, number: int, what: str) -> None:
-    """Raise ``LimitExceededError("max_rounds", ...)`` when round ``number`` would pass the run's limit."""
+    """Raise ``LimitExceededError("round", ...)`` when round ``number`` would pass the run's limit."""
     if number > run.limits.max_rounds:
-        raise LimitExceededError(
-            "max_rounds", f"{what} needs round {number} but the run allows {run.limits.max_rounds}"
-        )
+        raise LimitExceededError("round", f"{what} needs round {number} but the run allows {run.limits.max_rounds}")
 
 
 def not_participants(run: Run, names: Sequence[str]) -> str:

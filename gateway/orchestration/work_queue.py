@@ -206,7 +206,7 @@ async def run(run: Run, options: WorkQueueOptions) -> Outcome:
     if not values:
         return Outcome("failed", 'work queue: no items; send {"items": [...]} as data or one item per line of text')
     if len(values) > run.limits.max_steps:
-        raise LimitExceededError("max_steps", f"{len(values)} items but the run allows {run.limits.max_steps} steps")
+        raise LimitExceededError("step", f"{len(values)} items but the run allows {run.limits.max_steps} steps")
     batch = Batch(run, options, [Item(index, value) for index, value in enumerate(values)], Pool(tuple(agents)))
     await run.progress(f"{len(values)} items over {len(agents)} agents, {options.concurrency} at a time")
     try:

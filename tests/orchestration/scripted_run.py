@@ -59,7 +59,7 @@ class ScriptedRun:
         if agent not in self.participants:
             raise UnknownAgentError(f"{agent!r} is not a participant of this run")
         if self.started >= self.limits.max_steps:
-            raise LimitExceededError("max_steps", f"the run took its {self.limits.max_steps} steps")
+            raise LimitExceededError("step", f"{self.limits.max_steps} steps")
         self.started += 1
         responder = self.responders.get(agent)
         if responder is None:

@@ -146,7 +146,7 @@ async def test_the_run_round_limit_raises() -> None:
     with pytest.raises(LimitExceededError) as caught:
         await run(chat, options(max_rounds=5))
 
-    assert caught.value.limit == "max_rounds"
+    assert caught.value.limit == "round"
     assert "the group chat needs round 3 but the run allows 2" in str(caught.value)
     assert len(chat.steps) == 2
 
@@ -157,7 +157,7 @@ async def test_the_step_limit_propagates() -> None:
         limits=Limits(max_steps=3),
     )
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(chat, options(speaker_selection="manager", manager="host"))
     assert len(chat.steps) == 3
 

@@ -218,7 +218,7 @@ async def test_the_hop_option_limits_handoffs() -> None:
     with pytest.raises(LimitExceededError) as caught:
         await run(chat, options(allow_revisit=True, max_hops=3))
 
-    assert caught.value.limit == "max_hops"
+    assert caught.value.limit == "hop"
     assert "handoff a → b → a → b → a needs hop 4 but the run allows 3" in str(caught.value)
     assert len(chat.steps) == 4
 
@@ -236,7 +236,7 @@ async def test_the_run_hop_limit_bounds_the_option() -> None:
 async def test_zero_hops_allows_no_handoff() -> None:
     chat = scripted({"a": always(transfer("b")), "b": always("b")})
 
-    with pytest.raises(LimitExceededError, match="max_hops"):
+    with pytest.raises(LimitExceededError, match="hop limit reached"):
         await run(chat, options(max_hops=0))
     assert chat.agents_called == ["a"]
 
@@ -244,7 +244,7 @@ async def test_zero_hops_allows_no_handoff() -> None:
 async def test_the_step_limit_propagates() -> None:
     chat = scripted({"a": always(transfer("b")), "b": always(transfer("a"))}, limits=Limits(max_steps=3))
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(chat, options(allow_revisit=True))
     assert len(chat.steps) == 3
 

@@ -184,7 +184,7 @@ async def test_the_step_limit_propagates() -> None:
     boss = manager([data(PLAN)], [data(ledger("coder", f"step {n}")) for n in range(5)])
     crew = team(boss, max_steps=4)
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(crew, MagenticOptions())
     assert crew.agents_called == ["boss", "boss", "coder", "boss"]
 

@@ -98,7 +98,7 @@ async def test_iterations_past_the_run_round_limit_raise() -> None:
 async def test_the_step_limit_propagates() -> None:
     team = scripted({"maker": always("x"), "checker": always("no")}, limits=Limits(max_steps=3))
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(team, options(max_iterations=5))
     assert team.agents_called == ["maker", "checker", "maker"]
 

@@ -139,7 +139,7 @@ async def test_the_step_limit_propagates() -> None:
         limits=Limits(max_steps=3),
     )
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(crew, options())
     assert crew.agents_called == ["lead", "writer", "writer"]
 

@@ -141,7 +141,7 @@ async def test_more_items_than_steps_raises_before_any_work() -> None:
 async def test_retries_past_the_step_limit_raise_the_limit_error_itself() -> None:
     pool = scripted({"a": fails_on("x"), "b": fails_on("x")}, request="x\ny", limits=Limits(max_steps=3))
 
-    with pytest.raises(LimitExceededError, match="max_steps"):
+    with pytest.raises(LimitExceededError, match="step limit reached"):
         await run(pool, WorkQueueOptions(concurrency=1, max_attempts=5))
 
 
