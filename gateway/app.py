@@ -33,7 +33,7 @@ from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
 from gateway.registry import Registry
 from gateway.runtimes import agent_info, build_executor
-from gateway.settings import Settings
+from gateway.settings import Settings, bundled_agents_dir
 from gateway.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.spec import AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
@@ -101,6 +101,15 @@ class Gateway:
         if self.keyring is not None:
             signer = partial(sign_card_dict, keyring=self.keyring, jku=jwks_url(self.settings.base_url))
         return CardDocument.render(card, self.started, signer)
+
+
+def load_registry(settings: Settings) -> Registry:
+    """The agents folder; with the bundled folder and a model configured, the bundled LLM agents too."""
+    llm_agents = settings.agents / "llm"
+    model_configured = bool(settings.llm_base_url and settings.llm_model)
+    if model_configured and settings.agents == bundled_agents_dir() and llm_agents.is_dir():
+        return Registry.load(settings.agents, llm_agents)
+    return Registry.load(settings.agents)
 
 
 def load_keyring(settings: Settings) -> KeyRing | None:
@@ -190,7 +199,7 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """The gateway as an ASGI app; resources open in its lifespan."""
     gateway = Gateway(
-        settings=settings, registry=registry or Registry.load(settings.agents), keyring=load_keyring(settings)
+        settings=settings, registry=registry or load_registry(settings), keyring=load_keyring(settings)
     )
     routes = _root_routes(gateway)
     for spec in gateway.registry:

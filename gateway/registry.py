@@ -45,13 +45,15 @@ class Registry:
     specs: tuple[AgentSpec, ...]
 
     @classmethod
-    def load(cls, folder: Path) -> Registry:
-        """Load every ``*.yaml``/``*.yml`` file in ``folder``; names must be unique."""
-        if not folder.is_dir():
-            raise AgentFileError(f"agents folder {folder} does not exist")
+    def load(cls, folder: Path, *more: Path) -> Registry:
+        """Load every ``*.yaml``/``*.yml`` file in ``folder`` (and ``more`` folders); names must be unique."""
+        for each in (folder, *more):
+            if not each.is_dir():
+                raise AgentFileError(f"agents folder {each} does not exist")
         specs: dict[str, AgentSpec] = {}
         files: dict[str, str] = {}
-        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        paths = [p for each in (folder, *more) for p in sorted([*each.glob("*.yaml"), *each.glob("*.yml")])]
+        for path in paths:
             spec = load_spec(path)
             if spec.name in files:
                 raise AgentFileError(f"{path.name}: name: agent '{spec.name}' is declared twice")

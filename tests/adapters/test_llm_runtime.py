@@ -317,3 +317,14 @@ async def test_gateway_serves_the_writer_over_a2a(
     assert received.body["messages"][0]["role"] == "system" and "writer" in received.body["messages"][0]["content"]
     assert received.body["messages"][-1] == {"role": "user", "content": "Announce 2.0"}
     assert [t["function"]["name"] for t in received.body["tools"]] == ["transfer_to_critic"]
+
+
+def test_bundled_llm_agents_join_only_when_a_model_is_configured(tmp_path: Path) -> None:
+    from gateway.app import load_registry
+    from gateway.settings import Settings
+
+    plain = {s.name for s in load_registry(Settings(data_dir=tmp_path))}
+    with_model = Settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:9/v1", llm_model="m")
+    names = {s.name for s in load_registry(with_model)}
+    assert not {"planner", "writer", "critic"} & plain
+    assert {"planner", "writer", "critic"} <= names and plain <= names
