@@ -9,13 +9,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
-from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, AgentProvider, AgentSkill
+from a2a.types.a2a_pb2 import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentProvider,
+    AgentSkill,
+    SecurityRequirement,
+    SecurityScheme,
+)
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,13 +36,27 @@ CARD_CACHE_CONTROL = "public, max-age=300"
 CardSigner = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class CardSecurity:
+    """What a card says about authentication: its schemes, the agent's requirements and each skill's."""
+
+    schemes: Mapping[str, SecurityScheme]
+    requirements: tuple[SecurityRequirement, ...]
+    skill_requirements: Mapping[str, tuple[SecurityRequirement, ...]] = field(default_factory=dict)
+
+
 def agent_url(base_url: str, name: str) -> str:
     """Where agent ``name`` is served."""
     return f"{base_url}/agents/{name}"
 
 
-def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInterface, ...] = ()) -> AgentCard:
-    """The A2A card of ``spec``, pointing at this gateway."""
+def build_card(
+    spec: AgentSpec,
+    base_url: str,
+    extra_interfaces: tuple[AgentInterface, ...] = (),
+    security: CardSecurity | None = None,
+) -> AgentCard:
+    """The A2A card of ``spec``, pointing at this gateway (with ``security``'s schemes and requirements)."""
     url = agent_url(base_url, spec.name)
     interfaces = [
         AgentInterface(
@@ -53,6 +75,7 @@ def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInte
             url=url, protocol_binding=TransportProtocol.HTTP_JSON.value, protocol_version=PROTOCOL_VERSION_0_3
         ),
     ]
+    security = security or CardSecurity(schemes={}, requirements=())
     return AgentCard(
         name=spec.name,
         description=spec.description,
@@ -62,6 +85,8 @@ def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInte
         capabilities=AgentCapabilities(
             streaming=spec.capabilities.streaming, push_notifications=spec.capabilities.push_notifications
         ),
+        security_schemes=dict(security.schemes),
+        security_requirements=security.requirements,
         default_input_modes=spec.default_input_modes,
         default_output_modes=spec.default_output_modes,
         skills=[
@@ -73,6 +98,7 @@ def build_card(spec: AgentSpec, base_url: str, extra_interfaces: tuple[AgentInte
                 examples=s.examples,
                 input_modes=s.input_modes,
                 output_modes=s.output_modes,
+                security_requirements=security.skill_requirements.get(s.id, ()),
             )
             for s in spec.skills
         ],

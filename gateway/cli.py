@@ -26,6 +26,12 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--public-url", help="URL clients reach the gateway at (env SWITCHBOARD_PUBLIC_URL)")
     p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
     p.add_argument("--log-level", help="debug, info, warning, error (env SWITCHBOARD_LOG_LEVEL)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address with no auth configured (env SWITCHBOARD_INSECURE)",
+    )
 
 
 def _client_parsers(sub: Any) -> None:
@@ -60,6 +66,12 @@ def _card_parsers(sub: Any) -> None:
     p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="the key to retire")
     p.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state folder (default ./.switchboard)")
+    apikey = sub.add_parser("apikey", help="make API keys for callers").add_subparsers(
+        dest="apikey_command", required=True
+    )
+    p = apikey.add_parser("new", help="print a fresh API key once, and the settings line that admits it")
+    p.add_argument("name", help="the caller's name; its tasks are owned by apikey:NAME")
+    p.add_argument("--scopes", default="", help="comma-separated scopes the key grants")
 
 
 def _mcp_parser(sub: Any) -> None:
@@ -121,6 +133,22 @@ def _keys(args: argparse.Namespace) -> int:
     return keys(args.data_dir, args.action, args.kid)
 
 
+def _apikey(args: argparse.Namespace) -> int:
+    from gateway.auth_keys import AuthConfigError, api_key_line, new_api_key
+
+    key = new_api_key()
+    try:
+        line = api_key_line(args.name, key, args.scopes.split(","))
+    except AuthConfigError as exc:
+        print(f"switchboard apikey: {exc.detail}", file=sys.stderr)
+        return 2
+    print(f"API key for apikey:{args.name} (shown once; only its hash is kept):")
+    print(key)
+    print("Add this line to SWITCHBOARD_AUTH_API_KEYS (whitespace-separated) or the auth_api_keys_file:")
+    print(line)
+    return 0
+
+
 def _mcp(args: argparse.Namespace) -> int:
     from gateway.bindings.mcp_stdio import run_stdio
     from gateway.settings import Settings
@@ -136,6 +164,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "card": _card,
     "keys": _keys,
+    "apikey": _apikey,
     "mcp": _mcp,
 }
 

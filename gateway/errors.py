@@ -68,6 +68,26 @@ class UnsupportedMediaTypeError(GatewayError):
     reason = "unsupported-media-type"
 
 
+class AuthenticationError(GatewayError):
+    """A request to a protected agent without valid credentials (missing, expired, forged, unknown issuer)."""
+
+    message = "authentication required"
+    reason = "unauthenticated"
+
+
+class MissingCredentialsError(AuthenticationError):
+    """A request to a protected agent that carries no credentials at all."""
+
+    message = "credentials required"
+
+
+class PermissionDeniedError(GatewayError):
+    """An authenticated caller without the scopes the agent or skill requires."""
+
+    message = "permission denied"
+    reason = "permission-denied"
+
+
 WIRE: dict[type[GatewayError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
@@ -75,6 +95,10 @@ WIRE: dict[type[GatewayError], WireError] = {
     RuntimeLoadError: WireError(500, -32603, "INTERNAL"),
     PayloadTooLargeError: WireError(413, -32600, "RESOURCE_EXHAUSTED"),
     UnsupportedMediaTypeError: WireError(415, -32005, "INVALID_ARGUMENT"),
+    # A2A leaves these to the binding ("JSON-RPC custom error"): codes in the server-error range,
+    # clear of A2A's own -32001..-32009.
+    AuthenticationError: WireError(401, -32040, "UNAUTHENTICATED"),
+    PermissionDeniedError: WireError(403, -32043, "PERMISSION_DENIED"),
 }
 
 

@@ -51,9 +51,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def unsafe_bind(settings: Settings) -> str | None:
+    """Why serving ``settings`` would be unsafe: a non-loopback address with no auth and no ``insecure``."""
+    if is_loopback(settings.host) or settings.auth_configured or settings.insecure:
+        return None
+    return (
+        f"refusing to serve {settings.host or 'every address'} without authentication: anyone who can reach it "
+        "could run every agent and read every task. Configure API keys (SWITCHBOARD_AUTH_API_KEYS, see "
+        "`switchboard apikey new`) or token issuers (SWITCHBOARD_AUTH_ISSUERS), bind 127.0.0.1, or pass "
+        "--insecure (SWITCHBOARD_INSECURE=true) to serve it open anyway"
+    )
+
+
 def run(settings: Settings) -> int:
     """Serve until interrupted; returns the process exit code."""
     configure_logging(settings.log_level)
+    refusal = unsafe_bind(settings)
+    if refusal is not None:
+        logger.error("cannot start: %s", refusal)
+        return 2
+    if not is_loopback(settings.host) and not settings.auth_configured:
+        logger.warning("serving %s with no authentication (--insecure): every caller is anonymous", settings.host)
     try:
         app = create_app(settings)
     except GatewayError as exc:

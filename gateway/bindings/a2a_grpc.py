@@ -74,6 +74,8 @@ A2A_STATUS: dict[type[a2a_errors.A2AError], grpc.StatusCode] = {
 
 WireFailure = a2a_errors.A2AError | GatewayError
 Abort = Callable[[grpc.aio.ServicerContext, WireFailure], Awaitable[NoReturn]]
+CallGuard = Callable[[str, str, message.Message, grpc.aio.ServicerContext], Awaitable[None]]
+"""Checks a call once its agent is known: ``(agent, method, request, context)``; raises to refuse it."""
 
 
 def grpc_address(base_url: str, port: int) -> str:
@@ -200,8 +202,11 @@ class _Service:
     version_gate: Callable[[grpc.aio.ServicerContext], Awaitable[None]]
     abort: Abort
     unnamed: str  # what a call that names no agent (and finds no default) is told
+    guard: CallGuard | None = None
 
-    async def servicer_for(self, request: message.Message | _Unparsed, context: grpc.aio.ServicerContext) -> Any:
+    async def servicer_for(
+        self, request: message.Message | _Unparsed, context: grpc.aio.ServicerContext, method: str = ""
+    ) -> Any:
         """The servicer of the agent this call is for; raises the A2A or gateway error when there is none."""
         await self.version_gate(context)
         if isinstance(request, _Unparsed):
@@ -213,6 +218,8 @@ class _Service:
         servicer = self.agents.get(name)
         if servicer is None:
             raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+        if self.guard is not None:
+            await self.guard(name, method, request, context)
         return servicer
 
     @asynccontextmanager
@@ -232,7 +239,7 @@ class _Service:
 def _unary(service: _Service, method: str) -> Callable[..., Awaitable[Any]]:
     async def call(request: message.Message | _Unparsed, context: grpc.aio.ServicerContext) -> Any:
         async with service.edge(context, method):
-            servicer = await service.servicer_for(request, context)
+            servicer = await service.servicer_for(request, context, method)
             return await getattr(servicer, method)(request, context)
 
     return call
@@ -241,7 +248,7 @@ def _unary(service: _Service, method: str) -> Callable[..., Awaitable[Any]]:
 def _streaming(service: _Service, method: str) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: message.Message | _Unparsed, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with service.edge(context, method):
-            servicer = await service.servicer_for(request, context)
+            servicer = await service.servicer_for(request, context, method)
             async for item in getattr(servicer, method)(request, context):
                 yield item
 
@@ -287,8 +294,13 @@ async def start_grpc_server(
     port: int,
     default_agent: str = "",
     context_builder: GrpcServerCallContextBuilder | None = None,
+    guard: CallGuard | None = None,
 ) -> GrpcServer:
-    """Serve A2A (v1.0 and v0.3), health and reflection for ``agents`` on ``host:port`` (0: a free port)."""
+    """Serve A2A (v1.0 and v0.3), health and reflection for ``agents`` on ``host:port`` (0: a free port).
+
+    ``guard`` checks each call once its agent is known (auth); ``context_builder`` makes the SDK's
+    ``ServerCallContext`` (its user owns the call's tasks).
+    """
     if default_agent and default_agent not in agents:
         raise UnknownAgentError(f"the default gRPC agent {default_agent!r} is not hosted here")
     services = [
@@ -300,6 +312,7 @@ async def start_grpc_server(
             abort_with_details,
             "the request names no agent: set its tenant to the agent's name, as the GRPC interface "
             "of the agent's card says",
+            guard,
         ),
         _Service(
             A2A_V03_SERVICE,
@@ -309,6 +322,7 @@ async def start_grpc_server(
             abort_v03,
             "an A2A v0.3 request cannot name an agent and this gateway has no default gRPC agent "
             "(SWITCHBOARD_GRPC_DEFAULT_AGENT); call with A2A 1.0 and the agent's name as tenant",
+            guard,
         ),
     ]
     # grpcio sets SO_REUSEPORT by default: a second gateway on the same port would silently

@@ -13,15 +13,30 @@ from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, request_response
+from starlette.types import ASGIApp
 
 from gateway.bindings.edge import EdgeGuard
 from gateway.cards import AGENT_CARD_PATH, CardDocument
 
+Guard = Callable[[ASGIApp, str], ASGIApp]
+"""Wraps an agent's app (given its path prefix) in the check every request passes first (auth)."""
+
+
+def _unguarded(app: ASGIApp, prefix: str) -> ASGIApp:
+    return app
+
 
 def agent_routes(
-    name: str, handler: RequestHandler, card: Callable[[], CardDocument], max_body_bytes: int
+    name: str,
+    handler: RequestHandler,
+    card: Callable[[], CardDocument],
+    max_body_bytes: int,
+    guard: Guard = _unguarded,
 ) -> list[BaseRoute]:
-    """The routes serving agent ``name``: its card, JSON-RPC at the root (with or without a slash), REST."""
+    """The routes serving agent ``name``: its card, JSON-RPC at the root (with or without a slash), REST.
+
+    ``guard`` runs before the edge checks and the SDK on every route; it leaves the card public.
+    """
 
     async def card_endpoint(request: Request) -> Response:
         return card().response(request)
@@ -37,8 +52,8 @@ def agent_routes(
     # Clients post JSON-RPC to the card's URL exactly, without a trailing slash; answer it
     # here rather than with a redirect that would cost every call a round trip.
     return [
-        Route(prefix, EdgeGuard(jsonrpc_app, prefix, max_body_bytes), methods=["POST"]),
-        Mount(prefix, app=EdgeGuard(Router(inner), prefix, max_body_bytes)),
+        Route(prefix, guard(EdgeGuard(jsonrpc_app, prefix, max_body_bytes), prefix), methods=["POST"]),
+        Mount(prefix, app=guard(EdgeGuard(Router(inner), prefix, max_body_bytes), prefix)),
     ]
 
 

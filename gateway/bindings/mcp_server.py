@@ -19,19 +19,29 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
+from a2a.auth.user import UnauthenticatedUser, User
 from mcp.server import ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequestParams
-from starlette.routing import BaseRoute
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    SubscribeRequestParams,
+    TextContent,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
+from starlette.routing import BaseRoute, Route
 
+from gateway.auth import AuthPolicy, CallerUser, a2a_user
+from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_runs import ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, PermissionDeniedError
 from gateway.spec import AgentSpec
 
 if TYPE_CHECKING:
@@ -117,6 +127,57 @@ def _protocol_errors_for_unknown_names(server: MCPServer) -> ServerMiddleware[An
     return middleware
 
 
+def authenticated_caller(ctx: ServerRequestContext[Any, Any]) -> User:
+    """The identity the HTTP auth guard admitted (anonymous with auth off, and on stdio, a local trusted pipe)."""
+    user = ctx.request.scope.get("user") if ctx.request is not None else None
+    return a2a_user(user.caller) if isinstance(user, CallerUser) else UnauthenticatedUser()
+
+
+def _agent_scopes(
+    policy: AuthPolicy, tools: Mapping[str, AgentSpec], specs: Mapping[str, AgentSpec]
+) -> ServerMiddleware[Any]:
+    """Middleware: a tool call that runs an agent (its tool, or ``start_run``) needs that agent's scopes.
+
+    A tool call names no skill, so it needs every skill's scopes. Refused: an ``isError`` result
+    naming the missing scopes, for the model to read. Calls over stdio are not checked.
+    """
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params if ctx.method == "tools/call" and isinstance(ctx.params, Mapping) else {}
+        name, arguments = params.get("name"), params.get("arguments")
+        agent = arguments.get("agent") if name == "start_run" and isinstance(arguments, Mapping) else None
+        spec = tools.get(name) if isinstance(name, str) else None
+        spec = spec or (specs.get(agent) if isinstance(agent, str) else None)
+        user = ctx.request.scope.get("user") if ctx.request is not None else None
+        if spec is not None and ctx.request is not None and policy.protects(spec):
+            try:
+                if not isinstance(user, CallerUser):
+                    raise PermissionDeniedError(f"agent {spec.name!r} requires an authenticated caller")
+                policy.authorize(user.caller, spec, message=True)
+            except PermissionDeniedError as exc:
+                logger.warning("refused MCP tools/call %s (agent %s): %s", name, spec.name, exc.detail)
+                return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
+        return await call_next(ctx)
+
+    return middleware
+
+
+def _guarded(routes: list[BaseRoute], gateway: Gateway) -> list[BaseRoute]:
+    """``/mcp`` behind the auth guard, plus the RFC 9728 metadata naming the issuers (auth off: as is)."""
+    policy, settings = gateway.auth, gateway.settings
+    if not policy.enabled:
+        return routes
+    metadata = protected_resource_metadata_url(settings.base_url, MCP_PATH)
+    guarded: list[BaseRoute] = [
+        Route(r.path, endpoint=McpAuthGuard(r.endpoint, policy, metadata, settings.max_body_bytes))
+        if isinstance(r, Route) and r.path == MCP_PATH
+        else r
+        for r in routes
+    ]
+    scopes = policy.all_scopes(gateway.registry)
+    return guarded + protected_resource_routes(policy, settings.base_url, scopes, MCP_PATH)
+
+
 def _load_extra(target: str) -> ExtraModule:
     module_name, _, attr = target.partition(":")
     try:
@@ -153,8 +214,13 @@ class McpBinding:
         await self.server.run_stdio_async()
 
 
-def create_mcp_binding(gateway: Gateway, identify: IdentityResolver = anonymous) -> McpBinding:
-    """The gateway's MCP server over its hosted agents, with the tools ``mcp_tools`` selects."""
+def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = None) -> McpBinding:
+    """The gateway's MCP server over its hosted agents, with the tools ``mcp_tools`` selects.
+
+    The caller ``identify`` names owns the tasks of its calls; by default the caller the auth
+    guard admitted (everyone is anonymous with auth off).
+    """
+    identify = identify or (authenticated_caller if gateway.auth.enabled else anonymous)
     settings = gateway.settings
     bus = InMemorySubscriptionBus()
     server: MCPServer = MCPServer(
@@ -198,6 +264,10 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver = anonymous)
     lowlevel = server._lowlevel_server  # no public API for resources/subscribe yet (the SDK's own fixtures do this)
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, notifier.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, notifier.unsubscribe)
+    if gateway.auth.enabled:
+        specs = {s.name: s for s in gateway.registry}
+        by_tool = {tool: specs[agent] for agent, tool in exposed.items()}
+        server.middleware.append(_agent_scopes(gateway.auth, by_tool, specs))
     for target in settings.mcp_extra_modules:
         _load_extra(target)(server)
     app = server.streamable_http_app(
@@ -205,7 +275,7 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver = anonymous)
         transport_security=transport_security(settings),
         max_request_body_size=settings.max_body_bytes,
     )
-    return McpBinding(server=server, routes=list(app.routes), runs=runs, tools=exposed)
+    return McpBinding(server=server, routes=_guarded(list(app.routes), gateway), runs=runs, tools=exposed)
 
 
 def _version() -> str:

@@ -1,0 +1,221 @@
+"""Inbound identity and policy: who a caller is (an API key or a bearer JWT) and which agents it may call.
+
+A caller is ``apikey:<name>`` or ``<iss>|<sub>``. That name is the A2A ``User.user_name``, which
+the task and push-config stores scope every row by, and the MCP principal that sessions and
+``requestState`` are bound to: no caller gets, lists, cancels or subscribes to another's tasks.
+
+Scopes: an agent's ``scopes`` are needed for every call to it. A2A requests do not say which
+skill they exercise, so a message may name one in its metadata (``{"skill": "<id>"}``) and then
+needs that skill's ``scopes`` too; a message that names no skill, or one the agent lacks, needs
+the scopes of every skill. Callers scoped to one skill say which they use; nobody gets a skill
+by leaving it unnamed. The named skill reaches the agent in the message, for agents that
+dispatch on it.
+
+With no API key and no issuer configured, every caller is anonymous, as in local development.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import httpx
+from a2a.auth.user import UnauthenticatedUser, User
+from a2a.server.routes.common import StarletteUser
+from a2a.types.a2a_pb2 import (
+    APIKeySecurityScheme,
+    ClientCredentialsOAuthFlow,
+    HTTPAuthSecurityScheme,
+    OAuth2SecurityScheme,
+    OAuthFlows,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+
+from gateway.auth_jwt import JwtVerifier
+from gateway.auth_keys import ApiKeyTable, AuthConfigError
+from gateway.cards import CardSecurity
+from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
+from gateway.settings import IssuerSettings, Settings
+from gateway.spec import AgentSpec
+
+API_KEY_HEADER = "X-API-Key"
+API_KEY_SCHEME = "apiKey"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller: its owner name and the scopes it holds."""
+
+    name: str
+    scopes: frozenset[str]
+    issuer: str = ""
+    subject: str = ""
+
+
+class CallerUser(AuthenticatedUser):
+    """A caller as Starlette sees it: A2A reads its ``display_name`` as the owner, MCP binds sessions to it."""
+
+    def __init__(self, identity: Identity) -> None:
+        super().__init__(
+            AccessToken(
+                token="",  # the credential itself is never kept
+                client_id=identity.name,
+                scopes=sorted(identity.scopes),
+                subject=identity.subject or None,
+                claims={"iss": identity.issuer} if identity.issuer else None,
+            )
+        )
+        self.caller = identity
+
+
+def a2a_user(identity: Identity | None) -> User:
+    """The A2A user of ``identity``: its name owns the caller's tasks; ``None`` is the anonymous user."""
+    return StarletteUser(CallerUser(identity)) if identity is not None else UnauthenticatedUser()
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+
+def _scheme_names(issuers: Sequence[IssuerSettings]) -> list[str]:
+    names = [i.scheme or ("oauth2" if n == 0 else f"oauth2-{n + 1}") for n, i in enumerate(issuers)]
+    if len(set(names)) != len(names) or API_KEY_SCHEME in names:
+        raise AuthConfigError(f"issuer scheme names must be unique and not {API_KEY_SCHEME!r}: {', '.join(names)}")
+    return names
+
+
+class AuthPolicy:
+    """Authenticates callers and checks an agent's (and skill's) scopes; builds the cards' security."""
+
+    def __init__(
+        self, api_keys: ApiKeyTable, tokens: JwtVerifier | None, issuers: Sequence[IssuerSettings] = ()
+    ) -> None:
+        self.api_keys = api_keys
+        self.tokens = tokens
+        self.issuers = tuple(issuers)
+        self.scheme_names = _scheme_names(self.issuers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> AuthPolicy:
+        """The policy ``settings`` configure; JWKS are fetched with ``http``."""
+        tokens = None
+        if settings.auth_issuers:
+            tokens = JwtVerifier.build(
+                settings.auth_issuers, http, ttl_s=settings.auth_jwks_ttl_s, refetch_s=settings.auth_jwks_refetch_s
+            )
+        return cls(ApiKeyTable.from_settings(settings), tokens, settings.auth_issuers)
+
+    @classmethod
+    def disabled(cls) -> AuthPolicy:
+        """No credentials configured: every caller is anonymous."""
+        return cls(ApiKeyTable([]), None)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any credential is configured (otherwise nothing is checked)."""
+        return bool(len(self.api_keys) or self.tokens is not None)
+
+    def protects(self, spec: AgentSpec) -> bool:
+        """Whether calls to ``spec`` need credentials."""
+        return self.enabled and spec.security == "default"
+
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Identity:
+        """The caller an ``Authorization`` header or an API key names; ``AuthenticationError`` otherwise."""
+        if api_key is not None and len(self.api_keys):
+            name, scopes = self.api_keys.identify(api_key)
+            return Identity(name=f"apikey:{name}", scopes=scopes)
+        if authorization:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError(f"send 'Authorization: Bearer <token>'{self._or_api_key}")
+            if self.tokens is None:
+                raise AuthenticationError(f"bearer tokens are not accepted here; send an API key in {API_KEY_HEADER}")
+            issuer, subject, scopes = await self.tokens.verify(token.strip())
+            return Identity(name=f"{issuer}|{subject}", scopes=scopes, issuer=issuer, subject=subject)
+        wanted = "a bearer token (Authorization: Bearer <token>)" if self.tokens is not None else ""
+        if len(self.api_keys):
+            wanted = f"{wanted} or an API key ({API_KEY_HEADER})" if wanted else f"an API key ({API_KEY_HEADER})"
+        raise MissingCredentialsError(f"this agent requires authentication: send {wanted}")
+
+    @property
+    def _or_api_key(self) -> str:
+        return f" or an API key in {API_KEY_HEADER}" if len(self.api_keys) else ""
+
+    @staticmethod
+    def skill_scoped(spec: AgentSpec) -> bool:
+        """Whether a message's named skill changes what ``spec`` requires."""
+        return any(s.scopes for s in spec.skills)
+
+    @staticmethod
+    def required_scopes(spec: AgentSpec, *, message: bool = False, skill: str | None = None) -> frozenset[str]:
+        """What a call needs: the agent's scopes, plus for a message its skill's (or every skill's)."""
+        needed = set(spec.scopes)
+        if message:
+            named = next((s for s in spec.skills if s.id == skill), None) if skill else None
+            for s in [named] if named is not None else spec.skills:
+                needed.update(s.scopes)
+        return frozenset(needed)
+
+    def authorize(
+        self, identity: Identity, spec: AgentSpec, *, message: bool = False, skill: str | None = None
+    ) -> None:
+        """``PermissionDeniedError`` naming the missing scopes when ``identity`` may not make this call."""
+        missing = self.required_scopes(spec, message=message, skill=skill) - identity.scopes
+        if not missing:
+            return
+        what = f"skill {skill!r} of agent {spec.name!r}" if skill and any(s.id == skill for s in spec.skills) else None
+        if what is None and message and self.skill_scoped(spec):
+            what = f"agent {spec.name!r} (a message naming no skill of it in metadata.skill needs every skill's scopes)"
+        raise PermissionDeniedError(
+            f"{identity.name} lacks scope(s) {' '.join(sorted(missing))} required by {what or f'agent {spec.name!r}'}",
+        )
+
+    def all_scopes(self, specs: Iterable[AgentSpec]) -> list[str]:
+        """Every scope any protected agent or skill uses, sorted."""
+        found: set[str] = set()
+        for spec in specs:
+            if self.protects(spec):
+                found.update(spec.scopes)
+                for skill in spec.skills:
+                    found.update(skill.scopes)
+        return sorted(found)
+
+    def card_security(self, spec: AgentSpec) -> CardSecurity | None:
+        """The schemes and requirements ``spec``'s card advertises (``None``: an open agent)."""
+        if not self.protects(spec):
+            return None
+        schemes: dict[str, SecurityScheme] = {}
+        if len(self.api_keys):
+            schemes[API_KEY_SCHEME] = SecurityScheme(
+                api_key_security_scheme=APIKeySecurityScheme(
+                    location="header", name=API_KEY_HEADER, description="a gateway API key"
+                )
+            )
+        for name, issuer in zip(self.scheme_names, self.issuers, strict=True):
+            schemes[name] = _issuer_scheme(issuer, self.required_scopes(spec, message=True))
+
+        def requirements(scopes: frozenset[str]) -> tuple[SecurityRequirement, ...]:
+            listed = StringList(list=sorted(scopes))
+            return tuple(SecurityRequirement(schemes={name: listed}) for name in schemes)
+
+        skills = {s.id: requirements(frozenset(spec.scopes) | frozenset(s.scopes)) for s in spec.skills if s.scopes}
+        return CardSecurity(
+            schemes=schemes, requirements=requirements(frozenset(spec.scopes)), skill_requirements=skills
+        )
+
+
+def _issuer_scheme(issuer: IssuerSettings, scopes: frozenset[str]) -> SecurityScheme:
+    description = f"a bearer JWT from {issuer.issuer}"
+    if issuer.token_url:
+        flow = ClientCredentialsOAuthFlow(token_url=issuer.token_url, scopes={s: s for s in sorted(scopes)})
+        return SecurityScheme(
+            oauth2_security_scheme=OAuth2SecurityScheme(
+                description=description, flows=OAuthFlows(client_credentials=flow)
+            )
+        )
+    return SecurityScheme(
+        http_auth_security_scheme=HTTPAuthSecurityScheme(scheme="Bearer", bearer_format="JWT", description=description)
+    )
