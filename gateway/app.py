@@ -21,12 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.auth import AuthPolicy
+from gateway.auth_grpc import GrpcAuthGuard
+from gateway.auth_http import agent_guard
 from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
 from gateway.executor import TaskContextBuilder, ValidatesRequests
+from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.keys import KeyRing
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
@@ -64,6 +68,8 @@ class Gateway:
     agents: dict[str, HostedAgent] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10.0))
     keyring: KeyRing | None = None
+    federation: Federation = field(default_factory=Federation)
+    auth: AuthPolicy = field(default_factory=AuthPolicy.disabled)
     breakers: BreakerBoard = field(default_factory=BreakerBoard)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     started: float = field(default_factory=time.time)
@@ -89,6 +95,12 @@ class Gateway:
             raise UnknownAgentError(f"no agent named {name!r} is hosted here")
         return agent_info(spec)
 
+    def refresh_card(self, name: str) -> None:
+        """Render agent ``name``'s served card again (a remote agent's origin card, or its trust, changed)."""
+        hosted = self.agents.get(name)
+        if hosted is not None:
+            hosted.card = self.render(hosted.card.card)
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` in the background until it ends or the gateway stops."""
         task = asyncio.create_task(coro, name=name)
@@ -97,19 +109,26 @@ class Gateway:
 
     def render(self, card: AgentCard) -> CardDocument:
         """The card as served: signed with every active key when signing is on."""
+        card = self.federation.republish(card)  # a remote agent's: the origin's card at this gateway's URLs
         signer: CardSigner | None = None
         if self.keyring is not None:
             signer = partial(sign_card_dict, keyring=self.keyring, jku=jwks_url(self.settings.base_url))
         return CardDocument.render(card, self.started, signer)
 
 
-def load_registry(settings: Settings) -> Registry:
-    """The agents folder; with the bundled folder and a model configured, the bundled LLM agents too."""
+def load_registry(settings: Settings, imported: tuple[AgentSpec, ...] = ()) -> Registry:
+    """The agents folder, plus the agents ``imported`` from peers (and the bundled LLM agents with a model)."""
     llm_agents = settings.agents / "llm"
     model_configured = bool(settings.llm_base_url and settings.llm_model)
     if model_configured and settings.agents == bundled_agents_dir() and llm_agents.is_dir():
-        return Registry.load(settings.agents, llm_agents)
-    return Registry.load(settings.agents)
+        return Registry.load(settings.agents, llm_agents, imported=imported)
+    return Registry.load(settings.agents, imported=imported)
+
+
+def load_federation(settings: Settings, keyring: KeyRing | None) -> Federation:
+    """The peers, with their agents imported (blocking, bounded), and this gateway's id on hop paths."""
+    kids = [key.kid for key in keyring.keys] if keyring is not None else []
+    return Federation.load(settings, derive_gateway_id(settings.gateway_id, kids, settings.base_url))
 
 
 def load_keyring(settings: Settings) -> KeyRing | None:
@@ -130,7 +149,7 @@ async def _push_url_allowed(url: str) -> bool:
 
 def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
-    card = gateway.render(build_card(spec, settings.base_url))
+    card = gateway.render(build_card(spec, settings.base_url, security=gateway.auth.card_security(spec)))
     push_store = SqlPushConfigStore(gateway.db)
     task_store = SqlTaskStore(gateway.db, spec.name)
     executor = build_executor(spec, gateway)
@@ -198,14 +217,21 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """The gateway as an ASGI app; resources open in its lifespan."""
+    keyring = load_keyring(settings)
+    federation = load_federation(settings, keyring)  # peers' agents are imported before the registry loads
     gateway = Gateway(
-        settings=settings, registry=registry or load_registry(settings), keyring=load_keyring(settings)
+        settings=settings,
+        registry=registry or load_registry(settings, federation.imported),
+        keyring=keyring,
+        federation=federation,
     )
+    gateway.auth = AuthPolicy.from_settings(settings, gateway.http)  # inbound credentials; JWKS over gateway.http
     routes = _root_routes(gateway)
     for spec in gateway.registry:
         hosted = _host(gateway, spec)
         gateway.agents[spec.name] = hosted
-        routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes)
+        guard = agent_guard(gateway.auth, spec, settings.base_url, settings.max_body_bytes)
+        routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
     routes += UNKNOWN_AGENT_ROUTES
     mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
     routes += mcp.routes
@@ -224,16 +250,24 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
         # gRPC: one server for every agent; the cards list it once its port is bound.
+        grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
         grpc_server = await start_grpc_server(
             {name: hosted.handler for name, hosted in gateway.agents.items()},
             host=settings.host,
             port=settings.grpc_port,
             default_agent=settings.grpc_default_agent,
+            context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
+            guard=grpc_guard if gateway.auth.enabled else None,
         )
         grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
         for hosted in gateway.agents.values():
             interface = grpc_interface(grpc_at, hosted.spec.name)
-            hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,)))
+            security = gateway.auth.card_security(hosted.spec)
+            hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,), security))
+        # Federation: remote cards checked (their served cards follow every change), then kept fresh.
+        await gateway.federation.start(gateway.db, gateway.refresh_card)
+        if gateway.federation.remotes:
+            gateway.spawn(gateway.federation.keep_fresh(), name="federation:refresh")
         gateway.ready = True
         for run in resumable:
             logger.info("resuming run %s of %s after %d step(s)", run.task_id, run.agent, len(run.steps))
@@ -250,6 +284,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
+            await gateway.federation.aclose()
             await gateway.http.aclose()
             await gateway.db.close()
 

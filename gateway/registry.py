@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +45,11 @@ class Registry:
     specs: tuple[AgentSpec, ...]
 
     @classmethod
-    def load(cls, folder: Path, *more: Path) -> Registry:
-        """Load every ``*.yaml``/``*.yml`` file in ``folder`` (and ``more`` folders); names must be unique."""
+    def load(cls, folder: Path, *more: Path, imported: Sequence[AgentSpec] = ()) -> Registry:
+        """Load every ``*.yaml``/``*.yml`` file in ``folder`` (and ``more`` folders); names must be unique.
+
+        ``imported`` are agents imported from peers (``gateway.federation``), which workflows may name too.
+        """
         for each in (folder, *more):
             if not each.is_dir():
                 raise AgentFileError(f"agents folder {each} does not exist")
@@ -60,6 +63,10 @@ class Registry:
             files[spec.name] = path.name
             if spec.enabled:
                 specs[spec.name] = spec
+        for spec in imported:
+            if spec.name in files:
+                raise AgentFileError(f"{files[spec.name]}: name: agent '{spec.name}' is also imported from a peer")
+            files[spec.name], specs[spec.name] = f"(imported) {spec.name}", spec
         check_specs(specs, files)
         return cls(tuple(specs.values()))
 

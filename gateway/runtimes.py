@@ -17,6 +17,7 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import RequestHandler
 
 from gateway.errors import RuntimeLoadError, UnknownAgentError
+from gateway.federation.hub import Federation
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
@@ -27,6 +28,7 @@ ADAPTERS: dict[str, str] = {
     "python": "adapters.python:build",
     "llm": "adapters.llm:build",
     "workflow": "adapters.workflow:build",
+    "a2a": "adapters.a2a_remote:build",
 }
 
 
@@ -53,6 +55,11 @@ class Host(Protocol):
         """Whether the gateway is shutting down (a step that ends now ended because of it)."""
         ...
 
+    @property
+    def federation(self) -> Federation:
+        """The peers and remote agents (``a2a`` agents relay through it)."""
+        ...
+
     def handler(self, name: str) -> RequestHandler:
         """The A2A request handler of hosted agent ``name``; ``UnknownAgentError`` when none."""
         ...
@@ -72,6 +79,7 @@ class StandaloneHost:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings if settings is not None else Settings()
         self._breakers = BreakerBoard()
+        self._federation = Federation(agents_dir=self._settings.agents)
 
     @property
     def settings(self) -> Settings:
@@ -92,6 +100,11 @@ class StandaloneHost:
     def stopping(self) -> bool:
         """Never: a standalone host does not shut down."""
         return False
+
+    @property
+    def federation(self) -> Federation:
+        """No peers (a remote agent with its own trust settings can still be built)."""
+        return self._federation
 
     def handler(self, name: str) -> RequestHandler:
         """There are no other agents."""

@@ -4,14 +4,54 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MCP_TOOLS = ("security-reviewer", "complexity-reviewer", "style-reviewer", "review-lead", "kind:workflow")
 """The curated default MCP tool list (assistants degrade past ~20 tools); list_agents and the run tools
 are always there, and start_run reaches every agent."""
+
+
+ASYMMETRIC_JWT_ALGS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
+)
+"""The JWS algorithms a caller's token may use: public-key ones only, never HS* or none."""
+
+
+class IssuerSettings(BaseModel):
+    """One OAuth 2.0 authorization server whose bearer JWTs callers may present."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(pattern=r"^https?://", description="the exact `iss` of its tokens (an http(s) URL)")
+    audience: list[str] = Field(min_length=1, description="accepted `aud` values; a token must carry one of them")
+    jwks_uri: str = Field(default="", description="where its public keys are fetched (cached, refetched on a new kid)")
+    jwks: dict[str, Any] | None = Field(default=None, description="its public keys inline, instead of jwks_uri")
+    algorithms: list[str] = Field(default=["RS256", "ES256", "EdDSA"], min_length=1)
+    scheme: str = Field(default="", description="security scheme name on cards; default oauth2, oauth2-2, ...")
+    token_url: str = Field(default="", description="advertised on cards as the OAuth2 client-credentials flow")
+    leeway_s: int = Field(default=30, ge=0, le=300, description="clock skew allowed on exp and nbf")
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC_JWT_ALGS]
+        if refused:
+            raise ValueError(f"{', '.join(refused)} not accepted: use one of {', '.join(sorted(ASYMMETRIC_JWT_ALGS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IssuerSettings:
+        if bool(self.jwks_uri) == (self.jwks is not None):
+            raise ValueError(f"issuer {self.issuer}: give exactly one of jwks_uri and jwks")
+        return self
 
 
 def bundled_agents_dir() -> Path:
@@ -49,6 +89,12 @@ class Settings(BaseSettings):
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
     signing_keys: str = Field(default="", description="PEM or JWK text of the signing key(s); default: generated")
     signing_key_files: list[Path] = []
+    # -- federation (gateway/federation/, adapters/a2a_remote.py) --
+    peers: Path | None = Field(default=None, description="peers file (YAML/JSON): partner gateways and what to import")
+    federation_max_hops: int = Field(default=8, ge=1, description="gateway hops a request may take, then refused")
+    gateway_id: str = Field(default="", description="this gateway's id on hop paths; default: from its signing key")
+    peer_card_refresh_s: float = Field(default=30.0, gt=0, description="how often stale remote cards are re-checked")
+    # -- end federation --
     # -- the llm runtime: any OpenAI-compatible chat-completions endpoint (adapters/llm.py) --
     llm_base_url: str = Field(default="", description="API base of the chat model, the part before /chat/completions")
     llm_model: str = Field(default="", description="model name; an agent file's runtime.model overrides it")
@@ -72,6 +118,19 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="secret (32+ bytes) sealing MCP requestState; share it across replicas"
     )
     # -- end MCP binding --
+    # -- inbound auth (gateway/auth*.py); none configured: every caller is anonymous (local dev) --
+    auth_api_keys: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="API keys as 'name:sha256-hex-of-key[:scope,scope]', whitespace-separated (or a JSON array)",
+    )
+    auth_api_keys_file: Path | None = Field(default=None, description="a file of such lines, one a line; # comments")
+    auth_issuers: list[IssuerSettings] = Field(default=[], description="OAuth 2.0 issuers of bearer JWTs (JSON)")
+    auth_jwks_ttl_s: float = Field(default=300.0, gt=0, description="seconds a fetched JWKS is used before refetching")
+    auth_jwks_refetch_s: float = Field(
+        default=10.0, ge=0, description="least seconds between two JWKS fetches caused by unknown key ids"
+    )
+    insecure: bool = Field(default=False, description="allow serving a non-loopback address with no auth configured")
+    # -- end inbound auth --
 
     @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", mode="before")
     @classmethod
@@ -80,6 +139,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("auth_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # Scopes are comma-separated inside an entry, so entries are separated by whitespace.
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.split()
         return value
 
     @field_validator("public_url")
@@ -96,6 +164,11 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether any caller credential (API key or token issuer) is configured."""
+        return bool(self.auth_api_keys or self.auth_api_keys_file or self.auth_issuers)
 
     @property
     def store_url(self) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # an RFC 6749 scope-token
+Scope = Annotated[str, Field(pattern=SCOPE_PATTERN)]
 _URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
@@ -30,6 +32,11 @@ class SkillSpec(_Strict):
     examples: list[str] = []
     input_modes: list[str] = []
     output_modes: list[str] = []
+    scopes: list[Scope] = Field(
+        default=[],
+        description="scopes a caller needs, beyond the agent's, for a message that names this skill in its "
+        "metadata ({'skill': id}); a message naming no skill needs every skill's scopes",
+    )
 
 
 class CapabilitiesSpec(_Strict):
@@ -61,12 +68,100 @@ class LlmRuntime(_Strict):
     output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
 
 
+SignatureAlgorithm = Literal["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"]
+TransportName = Literal["JSONRPC", "GRPC", "HTTP+JSON"]
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_HTTP_URL = r"^https?://[^\s/]+"
+
+
+class TrustSpec(_Strict):
+    """The trust anchors a peer's cards must verify against (``gateway.signing.TrustPolicy``).
+
+    A card's key is looked up by ``kid`` in the pinned JWKS (``jwks`` inline, or ``jwks_file``),
+    else fetched from the card's own ``jku`` when its origin is in ``allowed_jku_origins``.
+    """
+
+    jwks: dict[str, Any] | None = Field(default=None, description="pinned JWKS (public keys), inline")
+    jwks_file: str = Field(default="", description="pinned JWKS in a file, relative to the file that names it")
+    allowed_jku_origins: list[Annotated[str, Field(pattern=_HTTP_URL)]] = Field(
+        default=[], description="origins (scheme://host[:port]) whose jku key sets may be fetched"
+    )
+    algorithms: list[SignatureAlgorithm] = Field(default=["ES256", "EdDSA"], min_length=1)
+    require_signature: bool = Field(default=True, description="false accepts an unsigned card, never a bad signature")
+
+    @model_validator(mode="after")
+    def _has_anchor(self) -> TrustSpec:
+        if self.jwks is not None and self.jwks_file:
+            raise ValueError("give jwks or jwks_file, not both")
+        if self.require_signature and self.jwks is None and not self.jwks_file and not self.allowed_jku_origins:
+            raise ValueError("no trust anchor: give jwks, jwks_file or allowed_jku_origins")
+        return self
+
+
+class NoCredentialsSpec(_Strict):
+    """Outbound calls carry no credentials."""
+
+    kind: Literal["none"]
+
+
+class BearerCredentialsSpec(_Strict):
+    """A static bearer token, read from the environment variable named ``token_env``."""
+
+    kind: Literal["bearer"]
+    token_env: str = Field(pattern=ENV_NAME_PATTERN, description="NAME of the env var holding the token")
+
+
+class ApiKeyCredentialsSpec(_Strict):
+    """A static API key sent in ``header``, read from the environment variable named ``key_env``."""
+
+    kind: Literal["api-key"]
+    header: str = Field(default="X-API-Key", pattern=r"^[A-Za-z0-9-]+$")
+    key_env: str = Field(pattern=ENV_NAME_PATTERN, description="NAME of the env var holding the key")
+
+
+class OAuthCredentialsSpec(_Strict):
+    """OAuth 2.0 client credentials: tokens from ``token_url``, cached and refreshed before they expire."""
+
+    kind: Literal["oauth2"]
+    token_url: str = Field(pattern=_HTTP_URL)
+    client_id: str = Field(min_length=1)
+    client_secret_env: str = Field(pattern=ENV_NAME_PATTERN, description="NAME of the env var holding the secret")
+    scope: str = ""
+    audience: str = ""
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+
+
+CredentialsSpec = Annotated[
+    NoCredentialsSpec | BearerCredentialsSpec | ApiKeyCredentialsSpec | OAuthCredentialsSpec,
+    Field(discriminator="kind"),
+]
+
+
 class A2ARuntime(_Strict):
-    """A remote agent by card URL (federation); the only runtime whose file may hold a URL."""
+    """A remote agent by card URL (federation); the only runtime whose file may hold a URL.
+
+    Its trust anchors, outbound credentials and transport preference come from ``peer`` (a peer
+    of the ``peers`` setting) or are given here; a secret is never in the file, only the name of
+    the environment variable that holds it.
+    """
 
     kind: Literal["a2a"]
-    card_url: str
-    peer: str = ""
+    card_url: str = Field(pattern=_HTTP_URL)
+    peer: str = Field(default="", description="a peer of the peers setting (its trust, credentials, transports)")
+    trust: TrustSpec | None = None
+    credentials: CredentialsSpec | None = None
+    transports: list[TransportName] = Field(
+        default=[], description="client preference, e.g. [GRPC, JSONRPC]; default: the order of the peer's card"
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="seconds for a unary call or a connection to the peer")
+
+    @model_validator(mode="after")
+    def _peer_or_trust(self) -> A2ARuntime:
+        if self.peer and (self.trust or self.credentials or self.transports):
+            raise ValueError("with peer, trust, credentials and transports come from the peer; drop them here")
+        if not self.peer and self.trust is None:
+            raise ValueError("a remote agent needs trust anchors: give trust or name a peer")
+        return self
 
 
 class McpRuntime(_Strict):
@@ -140,6 +235,9 @@ class AgentSpec(_Strict):
     security: Literal["default", "none"] = Field(
         default="default", description="'none' publishes the agent without authentication (conformance agents)"
     )
+    scopes: list[Scope] = Field(
+        default=[], description="scopes a caller's token or API key needs for any call to this agent"
+    )
     enabled: bool = True
     runtime: RuntimeSpec
 
@@ -150,6 +248,52 @@ class AgentSpec(_Strict):
         if _URL_RE.search(value):
             raise ValueError("URLs do not belong in an agent file; they come from the public URL setting")
         return value
+
+    @model_validator(mode="after")
+    def _scopes_need_security(self) -> AgentSpec:
+        if self.security == "none" and (self.scopes or any(s.scopes for s in self.skills)):
+            raise ValueError("an agent with security: none has no callers to check scopes of; drop its scopes")
+        return self
+
+
+class PeerSpec(_Strict):
+    """A partner gateway: where it is, which keys its cards are signed with, how to authenticate to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="this gateway's name for the peer")
+    base_url: str = Field(pattern=_HTTP_URL, description="the peer gateway's public URL")
+    trust: TrustSpec
+    credentials: CredentialsSpec = NoCredentialsSpec(kind="none")
+    import_: Literal["all"] | list[Annotated[str, Field(min_length=1)]] = Field(
+        default=[],
+        alias="import",
+        description="'all' agents of the peer's api-catalog, or these names; each is hosted here as <prefix><name>",
+    )
+    prefix: str | None = Field(default=None, pattern=r"^[a-z0-9-]*$", description="default: '<name>-'")
+    transports: list[TransportName] = Field(
+        default=[], description="client preference, e.g. [GRPC, JSONRPC]; default: the order of the peer's cards"
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="seconds for a unary call or a connection to the peer")
+
+    @property
+    def local_prefix(self) -> str:
+        """What imported agents' names start with here."""
+        return f"{self.name}-" if self.prefix is None else self.prefix
+
+
+class PeersFile(_Strict):
+    """The ``peers`` setting's file (YAML or JSON), version 1."""
+
+    format: Literal[1] = Field(description="version of this file format")
+    peers: list[PeerSpec] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> PeersFile:
+        names = [peer.name for peer in self.peers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"peer names must be unique: {names}")
+        return self
 
 
 def json_schema() -> dict[str, Any]:

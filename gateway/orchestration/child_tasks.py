@@ -3,7 +3,7 @@
 The child is an ordinary task of the participant, owned by the run's caller (the same
 ``ServerCallContext``), so the caller can get, list or cancel it on the participant's URL. It
 names its parent in ``reference_task_ids`` and in its message's metadata
-(``{"switchboard": {"parent_task_id", "run_id", "step", "hops"}}``). Its final task becomes a
+(``{"switchboard": {"parent_task_id", "run_id", "step", "hops", "via"}, "traceparent"}``). Its final task becomes a
 ``StepResult``: the status message's text, the artifacts' data, and what the participant's
 executor put in the status message's metadata (usage, a handoff, whether a failure is retryable,
 see ``gateway.executor.reply_metadata``).
@@ -35,6 +35,7 @@ from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 
 from gateway.executor import METADATA_KEY, data_part
+from gateway.federation.hops import TRACEPARENT
 from gateway.orchestration.api import StepInput, StepResult, StepState
 from gateway.runtime import FileInput, Usage
 
@@ -60,16 +61,23 @@ class StepLink:
     run_id: str
     step: int
     hops: int
+    via: tuple[str, ...] = ()
+    traceparent: str = ""
 
     def metadata(self) -> dict[str, Any]:
-        """The child message's metadata."""
-        entry = {
+        """The child message's metadata; the run's gateway path and trace context pass on (``federation.hops``)."""
+        entry: dict[str, Any] = {
             "parent_task_id": self.parent_task_id,
             "run_id": self.run_id,
             "step": self.step,
             "hops": self.hops,
         }
-        return {METADATA_KEY: entry}
+        if self.via:
+            entry["via"] = list(self.via)
+        meta: dict[str, Any] = {METADATA_KEY: entry}
+        if self.traceparent:
+            meta[TRACEPARENT] = self.traceparent
+        return meta
 
 
 @dataclass(frozen=True)

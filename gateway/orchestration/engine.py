@@ -33,6 +33,7 @@ from a2a.types.a2a_pb2 import Message
 
 from gateway.errors import UnknownAgentError
 from gateway.executor import METADATA_KEY, message_input
+from gateway.federation.hops import carried
 from gateway.orchestration.api import (
     AgentInfo,
     LimitExceededError,
@@ -168,6 +169,7 @@ class EngineRun:
         self._running: dict[int, ChildTask] = {}
         self._attempts = 0
         self._save_lock = asyncio.Lock()
+        self._carried = carried(record.request)  # gateway path and trace context, passed to every step
 
     # -- the Run protocol ------------------------------------------------------------------
 
@@ -381,7 +383,7 @@ class EngineRun:
         except UnknownAgentError as exc:
             return ChildOutcome(StepResult(agent, "failed", error=exc.detail))
         record = self.record
-        link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1)
+        link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1, *self._carried)
         child = ChildTask(agent, handler, self._context)
         timeout = min(self.limits.step_timeout_s, self.remaining())
 

@@ -1,0 +1,340 @@
+"""The ``a2a`` runtime: an agent of a partner gateway, relayed with A2A task semantics intact.
+
+Each message to the agent here becomes a message to the agent at the peer, sent through the
+a2a-sdk client built from the peer's verified card (``gateway.federation.peers``), carrying only
+this gateway's credential for that peer, the hop count, the gateway path and the trace context
+(``gateway.federation.hops``). The local task is this gateway's own A2A task; the remote task's
+events are mirrored onto it (``gateway.federation.mirror``) and the pair is recorded
+(``gateway.federation.links``), so that:
+
+- streaming works end to end: each remote status and artifact update is a local one;
+- a dropped upstream stream is resumed by resubscribing to the remote task (or, for a peer
+  without streaming, by polling it), without a missing or repeated event;
+- an answer to ``input-required`` goes to the same remote task;
+- CancelTask here cancels the remote task, and the local task ends as the remote one did;
+- a push-notification config set here stays here: this gateway's push sender delivers the
+  mirrored events (with its URL checks). It is not passed to the peer, which would otherwise
+  learn the caller's endpoint and push its own task ids to it.
+
+A call is refused before anything reaches the peer when the agent's card did not verify, when
+the request came back around (this gateway already on its path) or would pass the hop limit.
+Peer failures are ``PeerError``s with ``retryable`` set as the engine needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+import httpx
+from a2a.client import Client
+from a2a.client.client import ClientCallContext
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.owner_resolver import resolve_user_scope
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+)
+from a2a.utils.errors import A2AError, TaskNotCancelableError
+from google.protobuf.json_format import MessageToDict
+
+from gateway.executor import METADATA_KEY
+from gateway.federation.errors import PeerError, PeerUnavailableError, translate
+from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
+from gateway.federation.hub import Federation
+from gateway.federation.links import RemoteLink
+from gateway.federation.mirror import Mirror
+from gateway.federation.peers import RemoteAgent
+from gateway.federation.remote_cards import TrustedCard
+from gateway.runtimes import Host
+from gateway.spec import AgentSpec
+
+logger = logging.getLogger(__name__)
+
+FOLLOW_ATTEMPTS = 4
+"""Consecutive failed attempts to resume following a remote task before the local task fails."""
+FOLLOW_BACKOFF_S = (0.0, 0.2, 0.5, 1.0)
+POLL_INTERVAL_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+CANCEL_WAIT_S = 5.0
+"""How long a cancel waits for the peer to name the remote task it must cancel."""
+DRAIN_S = 0.5
+"""How long a remote stream may stay open after its task settled before it is closed."""
+
+_CALL_ERRORS = (A2AError, httpx.HTTPError, grpc.aio.AioRpcError, OSError, TimeoutError)
+
+
+def outbound_message(message: Message | None, link: RemoteLink | None, remote_context: str, hop: Hop) -> Message:
+    """The message sent to the peer: the caller's parts and metadata, this gateway's hop entry, remote ids."""
+    source = message or Message()
+    metadata = {
+        key: value
+        for key, value in MessageToDict(source.metadata).items()
+        if key not in (METADATA_KEY, TRACEPARENT)  # this gateway's own entries, replaced below
+    }
+    out = Message(role=Role.ROLE_USER, message_id=source.message_id or str(uuid.uuid4()), parts=source.parts)
+    out.metadata.update({**metadata, **hop.metadata()})
+    if link is not None:
+        out.task_id, out.context_id = link.remote_task_id, link.remote_context_id
+    elif remote_context:
+        out.context_id = remote_context
+    return out
+
+
+class Relay:
+    """One turn of a local task: its message sent to the peer, the remote task followed until it settles."""
+
+    def __init__(self, executor: RemoteA2AExecutor, context: RequestContext, queue: EventQueue) -> None:
+        self._executor = executor
+        self._context = context
+        self._queue = queue
+        self._remote = executor.remote
+        self._federation = executor.federation
+        self.task_id = context.task_id or ""
+        self.context_id = context.context_id or ""
+        self.owner = resolve_user_scope(context.call_context)
+        self.link: RemoteLink | None = None
+        self.mirror: Mirror | None = None
+        self.client: Client | None = None
+        self.known = asyncio.Event()
+        self._call = ClientCallContext()
+
+    @property
+    def _peer(self) -> str:
+        return self._remote.peer.name
+
+    def _unary(self) -> ClientCallContext:
+        return ClientCallContext(
+            service_parameters=dict(self._call.service_parameters or {}), timeout=self._remote.peer.timeout_s
+        )
+
+    async def run(self) -> None:
+        """Relay the message and mirror the remote task until it ends or waits for input."""
+        context = self._context
+        inbound = message_hop(context.message, call_headers(context.call_context))
+        hop = next_hop(inbound, self._federation.gateway_id, self._federation.max_hops)
+        links = self._federation.links
+        if context.current_task is not None:
+            self.link = await links.get(self._remote.name, self.task_id)
+        remote_context = "" if self.link else await self._remote_context()
+        trusted = await self._executor.card()
+        self.client = self._remote.client(trusted, self._federation.calls_http)
+        self._call = ClientCallContext(service_parameters={TRACEPARENT: hop.traceparent})
+        self.mirror = Mirror(
+            self._queue,
+            self.task_id,
+            self.context_id,
+            current=context.current_task,
+            request=context.message,
+            remote_metadata={"peer": self._peer, "card_url": self._remote.source.url},
+            on_remote_task=self._linked,
+        )
+        request = SendMessageRequest(message=outbound_message(context.message, self.link, remote_context, hop))
+        if context.configuration is not None and context.configuration.accepted_output_modes:
+            request.configuration.CopyFrom(
+                SendMessageConfiguration(accepted_output_modes=context.configuration.accepted_output_modes)
+            )
+        try:
+            await self._stream(self.client.send_message(request, context=self._call))
+        except _CALL_ERRORS as exc:
+            if not self.mirror.remote_task_id:
+                raise translate(exc, self._peer, f"SendMessage to {self._remote.name}") from exc
+            logger.warning(
+                "%s: the stream of remote task %s broke (%s); resuming",
+                self._remote.name,
+                self.mirror.remote_task_id,
+                exc,
+            )
+        await self._follow(trusted)
+
+    async def _stream(self, events: AsyncIterator[StreamResponse]) -> None:
+        """Mirror ``events`` until the remote task settles, then give the stream a moment to end by itself.
+
+        A stream read to its end leaves its connection reusable; one the peer keeps open after the
+        task settled is closed after ``DRAIN_S`` rather than holding this task open.
+        """
+        mirror = self.mirror
+        assert mirror is not None
+        async with aclosing(events):  # type: ignore[type-var]
+            iterator = aiter(events)
+            while not mirror.settled:
+                try:
+                    event = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                await mirror.apply(event)
+            with contextlib.suppress(TimeoutError, *_CALL_ERRORS):
+                async with asyncio.timeout(DRAIN_S):
+                    async for _ in iterator:
+                        pass
+
+    async def _remote_context(self) -> str:
+        return await self._federation.links.remote_context(
+            self._remote.name, self.owner, self.context_id, self._remote.source.url
+        )
+
+    async def _linked(self, remote_task_id: str, remote_context_id: str) -> None:
+        link = RemoteLink(
+            self._remote.name,
+            self.task_id,
+            self.owner,
+            self.context_id,
+            self._remote.source.url,
+            remote_task_id,
+            remote_context_id,
+        )
+        if link != self.link:
+            await self._federation.links.save(link)
+            self.link = link
+        self.known.set()
+
+    async def _follow(self, trusted: TrustedCard) -> None:
+        """Until the remote task settles: resubscribe (or, for a peer without streaming, poll)."""
+        mirror, client = self.mirror, self.client
+        assert mirror is not None and client is not None
+        streaming = trusted.card.capabilities.streaming
+        failures, polls, last = 0, 0, ""
+        while not mirror.settled:
+            if failures >= FOLLOW_ATTEMPTS:
+                raise PeerUnavailableError(
+                    f"{self._remote.name}: lost remote task {mirror.remote_task_id} and could not resume it "
+                    f"after {failures} attempts: {last}",
+                    peer=self._peer,
+                )
+            await asyncio.sleep(FOLLOW_BACKOFF_S[min(failures, len(FOLLOW_BACKOFF_S) - 1)])
+            try:
+                if streaming:
+                    await self._resubscribe(client, mirror)
+                else:
+                    await mirror.apply_task(
+                        await client.get_task(GetTaskRequest(id=mirror.remote_task_id), context=self._unary())
+                    )
+                    if not mirror.settled:
+                        await asyncio.sleep(POLL_INTERVAL_S[min(polls, len(POLL_INTERVAL_S) - 1)])
+                        polls += 1
+                failures = 0
+            except _CALL_ERRORS as exc:
+                failures, last = failures + 1, str(translate(exc, self._peer, "following the remote task"))
+                logger.warning("%s: %s", self._remote.name, last)
+
+    async def _resubscribe(self, client: Client, mirror: Mirror) -> None:
+        logger.info("%s: resubscribing to remote task %s", self._remote.name, mirror.remote_task_id)
+        try:
+            await self._stream(client.subscribe(SubscribeToTaskRequest(id=mirror.remote_task_id), context=self._call))
+        except _CALL_ERRORS:
+            # Subscribing to a task that already ended is refused: read it instead, which also settles it.
+            task = await client.get_task(GetTaskRequest(id=mirror.remote_task_id), context=self._unary())
+            await mirror.apply_task(task)
+            if not mirror.settled:
+                raise
+
+    async def cancel(self) -> None:
+        """Cancel the remote task (once the peer has named it) and mirror how it ended."""
+        if not self.known.is_set():
+            try:
+                await asyncio.wait_for(self.known.wait(), CANCEL_WAIT_S)
+            except TimeoutError:
+                logger.warning("%s: task %s canceled before the peer named its task", self._remote.name, self.task_id)
+                return
+        assert self.mirror is not None and self.client is not None
+        await cancel_remote(self.client, self.mirror, self._unary(), self._remote.name, self._peer)
+
+
+async def cancel_remote(client: Client, mirror: Mirror, call: ClientCallContext, agent: str, peer: str) -> None:
+    """CancelTask at the peer, then mirror the remote task as it ended (a failed cancel is logged)."""
+    request = CancelTaskRequest(id=mirror.remote_task_id)
+    try:
+        await mirror.apply_task(await client.cancel_task(request, context=call))
+        logger.info("%s: remote task %s canceled at %s", agent, mirror.remote_task_id, peer)
+    except TaskNotCancelableError:
+        # It ended first: mirror how.
+        await mirror.apply_task(await client.get_task(GetTaskRequest(id=mirror.remote_task_id), context=call))
+    except _CALL_ERRORS as exc:
+        logger.warning(
+            "%s: could not cancel remote task %s: %s", agent, mirror.remote_task_id, translate(exc, peer, "CancelTask")
+        )
+
+
+class RemoteA2AExecutor(AgentExecutor):
+    """Relays each task of a local agent to its remote agent at a peer."""
+
+    def __init__(self, spec: AgentSpec, remote: RemoteAgent, federation: Federation) -> None:
+        self.name = spec.name
+        self.remote = remote
+        self.federation = federation
+        self._relays: dict[str, Relay] = {}
+
+    def validate_request(self, params: SendMessageRequest) -> None:
+        """Refuse a call, before any task exists, while the agent's card is known not to verify."""
+        if self.remote.source.refused_now():
+            self.remote.source.usable()  # raises PeerUntrustedError with the reason
+
+    async def card(self) -> TrustedCard:
+        """The agent's verified card, revalidated first when stale; the served card follows a change."""
+        source = self.remote.source
+        if source.stale():
+            await self.federation.check(self.remote)
+        return source.usable()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Relay this turn of the task; a refusal or peer failure is raised as a ``PeerError``."""
+        relay = Relay(self, context, event_queue)
+        self._relays[relay.task_id] = relay
+        try:
+            await relay.run()
+        except PeerError as exc:
+            logger.warning("%s: task %s: %s (%s)", self.name, relay.task_id, exc.message, exc.reason)
+            raise
+        finally:
+            self._relays.pop(relay.task_id, None)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Cancel the remote task too: the running relay's, or a paused task's from its recorded link."""
+        relay = self._relays.get(context.task_id or "")
+        if relay is not None:
+            await relay.cancel()
+            return
+        link = await self.federation.links.get(self.name, context.task_id or "")
+        if link is None:
+            return
+        try:
+            client = self.remote.client(await self.card(), self.federation.calls_http)
+        except PeerError as exc:
+            logger.warning("%s: could not cancel remote task %s: %s", self.name, link.remote_task_id, exc.message)
+            return
+        mirror = Mirror(
+            event_queue,
+            link.task_id,
+            link.context_id,
+            current=context.current_task,
+            request=None,
+            remote_metadata={},
+            on_remote_task=_nothing,
+        )
+        mirror.remote_task_id, mirror.remote_context_id = link.remote_task_id, link.remote_context_id
+        call = ClientCallContext(timeout=self.remote.peer.timeout_s)
+        await cancel_remote(client, mirror, call, self.name, self.remote.peer.name)
+
+
+async def _nothing(*_: Any) -> None:
+    return None
+
+
+def build(spec: AgentSpec, host: Host) -> AgentExecutor:
+    """The relay executor of an ``a2a`` agent."""
+    federation = host.federation
+    remote = federation.remote_for(spec)
+    assert remote is not None, "an a2a agent always has a remote side"
+    return RemoteA2AExecutor(spec, remote, federation)

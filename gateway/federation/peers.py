@@ -1,0 +1,177 @@
+"""Peers and remote agents: trust policy, outbound credentials, and the SDK client each call goes through.
+
+A ``Peer`` is a partner gateway as configured (in the peers file, or inline in one agent file).
+A ``RemoteAgent`` is one agent of a peer hosted here: its card source and the a2a-sdk ``Client``
+built from its verified card by ``ClientFactory``. The factory picks the transport (JSON-RPC with
+SSE, HTTP+JSON or gRPC) from the card's interfaces, in the peer's preferred order when one is
+configured, else in the card's own order; nothing here branches on the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import grpc.aio
+import httpx
+from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.client.client import ClientCallContext
+from a2a.client.interceptors import AfterArgs, BeforeArgs, ClientCallInterceptor
+from a2a.utils.constants import TransportProtocol
+
+from gateway.errors import RuntimeLoadError
+from gateway.federation.credentials import Credentials, build_credentials
+from gateway.federation.errors import PeerRefusedError
+from gateway.federation.remote_cards import CardSource, TrustedCard
+from gateway.signing import TrustPolicy
+from gateway.spec import CredentialsSpec, TrustSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRANSPORTS = (TransportProtocol.JSONRPC.value, TransportProtocol.GRPC.value, TransportProtocol.HTTP_JSON.value)
+
+
+class PeerConfigError(RuntimeLoadError):
+    """A peer or remote agent that cannot be set up as configured (names the file and the field)."""
+
+    message = "invalid peer configuration"
+    reason = "invalid-peer"
+
+
+def trust_policy(spec: TrustSpec, base: Path, where: str) -> TrustPolicy:
+    """The ``TrustPolicy`` of ``spec``; a ``jwks_file`` is read relative to ``base``."""
+    jwks = spec.jwks
+    if spec.jwks_file:
+        path = base / spec.jwks_file
+        try:
+            jwks = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PeerConfigError(f"{where}: trust.jwks_file: cannot read a JWKS from {path}: {exc}") from exc
+    try:
+        return TrustPolicy(
+            jwks=jwks,
+            allowed_jku_origins=tuple(spec.allowed_jku_origins),
+            algorithms=tuple(spec.algorithms),
+            require_signature=spec.require_signature,
+        )
+    except ValueError as exc:
+        raise PeerConfigError(f"{where}: trust: {exc}") from exc
+
+
+@dataclass
+class Peer:
+    """A partner gateway: how its cards are trusted and how this gateway authenticates to it."""
+
+    name: str
+    policy: TrustPolicy
+    credentials: Credentials
+    transports: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+    base_url: str = ""
+
+    @classmethod
+    def configure(
+        cls,
+        name: str,
+        trust: TrustSpec,
+        credentials: CredentialsSpec | None,
+        *,
+        base: Path,
+        where: str,
+        transports: tuple[str, ...] = (),
+        timeout_s: float = 30.0,
+        base_url: str = "",
+    ) -> Peer:
+        """A peer from its configuration (``where`` names the file, for errors)."""
+        return cls(
+            name=name,
+            policy=trust_policy(trust, base, where),
+            credentials=build_credentials(name, credentials),
+            transports=transports,
+            timeout_s=timeout_s,
+            base_url=base_url,
+        )
+
+
+class PeerCredentialsInterceptor(ClientCallInterceptor):
+    """Adds the peer's credential to every call: the only credential a peer call ever carries."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    async def before(self, args: BeforeArgs) -> None:
+        """Set the credential headers (HTTP) or call metadata (gRPC)."""
+        headers = await self._credentials.headers()
+        if not headers:
+            return
+        if args.context is None:
+            args.context = ClientCallContext()
+        args.context.service_parameters = {**(args.context.service_parameters or {}), **headers}
+
+    async def after(self, args: AfterArgs) -> None:
+        """Nothing to do after a call."""
+
+
+def _channel_factory(secure: bool) -> Callable[[str], grpc.aio.Channel]:
+    def make(target: str) -> grpc.aio.Channel:
+        if secure:
+            return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
+        return grpc.aio.insecure_channel(target)
+
+    return make
+
+
+@dataclass
+class RemoteAgent:
+    """One agent of a peer, hosted here under ``name``."""
+
+    name: str
+    peer: Peer
+    source: CardSource
+    rendered: tuple[int, str] = (-1, "")
+    _client: Client | None = None
+    _client_version: int = -1
+    _old_clients: list[Client] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, name: str, card_url: str, peer: Peer) -> RemoteAgent:
+        """A remote agent whose card is at ``card_url``, not fetched yet."""
+        return cls(name=name, peer=peer, source=CardSource(card_url, peer.policy, peer.name, name))
+
+    def client(self, trusted: TrustedCard, http: httpx.AsyncClient) -> Client:
+        """The SDK client for the verified card (a new one when the card changed)."""
+        if self._client is not None and self._client_version == self.source.version:
+            return self._client
+        if self._client is not None:
+            self._old_clients.append(self._client)  # calls still running on it keep it; closed at shutdown
+        config = ClientConfig(
+            streaming=True,
+            httpx_client=http,
+            grpc_channel_factory=_channel_factory(urlsplit(self.source.url).scheme == "https"),
+            supported_protocol_bindings=list(self.peer.transports or DEFAULT_TRANSPORTS),
+            use_client_preference=bool(self.peer.transports),
+        )
+        try:
+            client = ClientFactory(config).create(trusted.card, [PeerCredentialsInterceptor(self.peer.credentials)])
+        except ValueError as exc:
+            offered = sorted({i.protocol_binding for i in trusted.card.supported_interfaces})
+            wanted = list(self.peer.transports or DEFAULT_TRANSPORTS)
+            raise PeerRefusedError(
+                f"{self.name}: the peer's card offers {offered}, none of {wanted}: {exc}", peer=self.peer.name
+            ) from exc
+        self._client, self._client_version = client, self.source.version
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client built for this agent."""
+        for client in [*self._old_clients, *([self._client] if self._client else [])]:
+            try:
+                await client.close()
+            except Exception as exc:  # closing at shutdown: a client that fails to close is only logged
+                logger.debug("closing the client of %s: %s", self.name, exc)
+        self._client, self._old_clients = None, []
