@@ -116,12 +116,15 @@ def _protocol_errors_for_unknown_names(server: MCPServer) -> ServerMiddleware[An
     """Middleware: ``tools/call`` of an unknown tool or ``prompts/get`` of an unknown prompt is -32602."""
 
     listings = {"tools/call": ("tool", server.list_tools), "prompts/get": ("prompt", server.list_prompts)}
+    known: dict[str, set[str]] = {}  # names seen listed; listed again only on a miss (tools may be added)
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         listing = listings.get(ctx.method)
         name = ctx.params.get("name") if isinstance(ctx.params, Mapping) else None
-        if listing is not None and isinstance(name, str) and name not in {i.name for i in await listing[1]()}:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {listing[0]}: {name}", data={"name": name})
+        if listing is not None and isinstance(name, str) and name not in known.get(ctx.method, ()):
+            known[ctx.method] = {i.name for i in await listing[1]()}
+            if name not in known[ctx.method]:
+                raise MCPError(code=INVALID_PARAMS, message=f"Unknown {listing[0]}: {name}", data={"name": name})
         return await call_next(ctx)
 
     return middleware
