@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -60,10 +61,17 @@ def snippets_from_text(text: str) -> tuple[SourceFile, ...]:
     )
 
 
+# CPython 3.11 keeps the AST builder's recursion depth per interpreter, not per thread: two
+# threads parsing at once (the reviewers parse in worker threads, concurrently) can fail with
+# "SystemError: AST constructor recursion depth mismatch". Parsing is quick; serialise it.
+_PARSE_LOCK = threading.Lock()
+
+
 def parse_python(source: SourceFile) -> ast.Module | ParseError:
     """Parse ``source``, or say why it could not be parsed (syntax, null bytes, absurd nesting)."""
     try:
-        return ast.parse(source.text, filename=source.name)
+        with _PARSE_LOCK:
+            return ast.parse(source.text, filename=source.name)
     except SyntaxError as exc:
         return ParseError(exc.lineno or 0, exc.msg)
     except (ValueError, RecursionError, MemoryError) as exc:
