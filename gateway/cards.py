@@ -24,7 +24,7 @@ from a2a.types.a2a_pb2 import (
     SecurityRequirement,
     SecurityScheme,
 )
-from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -66,14 +66,6 @@ def build_card(
             url=url, protocol_binding=TransportProtocol.HTTP_JSON.value, protocol_version=PROTOCOL_VERSION_1_0
         ),
         *extra_interfaces,
-        # Last, so clients that take the first interface per binding pick 1.0; these give the
-        # card the v0.3 fields (url, preferredTransport) that 0.3 clients read.
-        AgentInterface(
-            url=url, protocol_binding=TransportProtocol.JSONRPC.value, protocol_version=PROTOCOL_VERSION_0_3
-        ),
-        AgentInterface(
-            url=url, protocol_binding=TransportProtocol.HTTP_JSON.value, protocol_version=PROTOCOL_VERSION_0_3
-        ),
     ]
     security = security or CardSecurity(schemes={}, requirements=())
     return AgentCard(

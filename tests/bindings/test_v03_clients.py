@@ -1,4 +1,8 @@
-"""v0.3 clients are still served: the card carries the 0.3 fields and the SDK's 0.3 transports work."""
+"""v0.3 clients are still served at the agent's URL through the SDK's 0.3 transports.
+
+The card itself is a pure 1.0 card: the 1.0 card schema allows no extra top-level members, so the
+0.3 fields (``url``, ``preferredTransport``) would fail the TCK's CARD-STRUCT-001 (a MUST).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,10 @@ from gateway.testing import RunningGateway
 async def test_sdk_v0_3_transport_completes_a_task(gateway: RunningGateway, binding: str) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         served = (await http.get(f"{gateway.agent_url('echo')}/.well-known/agent-card.json")).json()
-        assert served["protocolVersion"] == "0.3" and served["url"] == gateway.agent_url("echo")
+        assert "url" not in served and "preferredTransport" not in served, "a pure 1.0 card"
         card = ParseDict(served, AgentCard(), ignore_unknown_fields=True)
-        legacy = [i for i in card.supported_interfaces if i.protocol_version == "0.3" and i.protocol_binding == binding]
-        del card.supported_interfaces[:]
-        card.supported_interfaces.extend(legacy)  # as a 0.3-only client sees the gateway
+        del card.supported_interfaces[:]  # a 0.3 client configured with the agent's URL
+        card.supported_interfaces.add(url=gateway.agent_url("echo"), protocol_binding=binding, protocol_version="0.3")
         config = ClientConfig(streaming=False, httpx_client=http, supported_protocol_bindings=[binding])
         client = ClientFactory(config).create(card)
         message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text="from 2025")])
