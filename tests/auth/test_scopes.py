@@ -140,14 +140,14 @@ async def test_cards_advertise_schemes_and_requirements(http: httpx.AsyncClient)
         "name": "X-API-Key",
         "description": "a gateway API key",
     }
-    assert schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["type"] == "apiKey"  # the v0.3 shape too
+    assert set(schemes["apiKey"]) == {"apiKeySecurityScheme"}, "a pure 1.0 card: no 0.3 members merged in"
     assert schemes["oauth2"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert ISSUER in schemes["oauth2"]["httpAuthSecurityScheme"]["description"]
     assert vault["securityRequirements"] == [
         {"schemes": {"apiKey": {"list": ["vault:use"]}}},
         {"schemes": {"oauth2": {"list": ["vault:use"]}}},
     ]
-    assert vault["security"] == [{"apiKey": ["vault:use"]}, {"oauth2": ["vault:use"]}]  # what 0.3 clients read
+    assert "security" not in vault
     skills = {s["id"]: s for s in vault["skills"]}
     assert "securityRequirements" not in skills["read"]
     assert skills["reveal"]["securityRequirements"] == [
