@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -772,6 +772,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+# -- shared by the benchmark scripts (bench_orchestration, bench_mcp import these) -------------
+
+
+def machine_info(load_at_start: list[float] | None) -> dict[str, Any]:
+    """What the report records about the machine the run was on."""
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def ratio_rows(ratios: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each ratio as a report row with its verdict."""
+    return [{**asdict(r), "verdict": r.verdict, "noisy": r.noisy} for r in ratios]
+
+
+def check_alive(servers: Mapping[str, Any]) -> None:
+    """Fail loudly if a server under test died during the run."""
+    for server in servers.values():
+        if server.proc is not None and server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} died during the run; log:\n{server.log_tail()}")
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Save the JSON report and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out} in {report['duration_s']}s total", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
@@ -787,22 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers.values():
             server.wait_ready(deadline)
         body = asyncio.run(run(args, servers))
-        for server in servers.values():
-            if server.proc is not None and server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} died during the run; log:\n{server.log_tail()}")
-        ratios = [{**asdict(r), "verdict": r.verdict, "noisy": r.noisy} for r in body["ratios"]]
+        check_alive(servers)
+        ratios = ratio_rows(body["ratios"])
         report = {
             "benchmark": "a2a",
             "mode": "quick" if args.quick else "default",
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": None,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "loadavg_at_start": load_at_start,
-                "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine_info(load_at_start),
             "versions": _versions(),
             "config": {
                 "rounds": args.rounds,
@@ -830,9 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         report["duration_s"] = round(time.perf_counter() - began, 1)
         print_report(report)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out} in {report['duration_s']}s total", flush=True)
+        write_report(report, args.out)
         missed = [r for r in ratios if r["verdict"] == "MISS"]
         errors = sum(s["errors"] for ph in body["phases"].values() for s in ph["servers"].values())
         return 1 if args.strict and (missed or errors) else 0

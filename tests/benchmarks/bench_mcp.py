@@ -47,13 +47,11 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -75,15 +73,19 @@ from tests.benchmarks.bench_a2a import (  # noqa: E402
     _clean_env,
     _versions,
     call_send,
+    check_alive,
     cpu_ratio,
     free_port,
     http_session,
+    machine_info,
     measure,
     print_report,
+    ratio_rows,
     run_phase,
     stop_all,
     summarize,
     throughput_ratio,
+    write_report,
 )
 from tests.benchmarks.bench_orchestration import (  # noqa: E402
     Profile,
@@ -460,22 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers.values():
             server.wait_ready(deadline)
         body = asyncio.run(run(args, servers, work))
-        for server in servers.values():
-            if server.proc is not None and server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} died during the run; log:\n{server.log_tail()}")
-        ratios = [{**asdict(r), "verdict": r.verdict, "noisy": r.noisy} for r in body["ratios"]]
+        check_alive(servers)
+        ratios = ratio_rows(body["ratios"])
         report = {
             "benchmark": "mcp",
             "mode": "quick" if args.quick else "default",
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": None,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "loadavg_at_start": load_at_start,
-                "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine_info(load_at_start),
             "versions": _mcp_versions(),
             "config": {
                 "rounds": args.rounds,
@@ -505,9 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_profile(key, prof)
         for key, delta in body["profile_deltas"].items():
             print_delta(key, delta)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out} in {report['duration_s']}s total", flush=True)
+        write_report(report, args.out)
         missed = [r for r in ratios if r["verdict"] == "MISS"]
         errors = sum(s["errors"] for ph in body["phases"].values() for s in ph["servers"].values())
         return 1 if args.strict and (missed or errors) else 0

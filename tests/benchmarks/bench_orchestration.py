@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
 import os
-import platform
 import pstats
 import re
 import shutil
@@ -54,7 +52,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,17 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, Tas
 from gateway.app import Gateway, create_app  # noqa: E402
 from gateway.runtime import AgentCall, Reply  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
-from tests.benchmarks.bench_a2a import BenchError, Ratio, _median, _versions, percentile, print_report  # noqa: E402
+from tests.benchmarks.bench_a2a import (  # noqa: E402
+    BenchError,
+    Ratio,
+    _median,
+    _versions,
+    machine_info,
+    percentile,
+    print_report,
+    ratio_rows,
+    write_report,
+)
 from tests.benchmarks.noop_agent import noop  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow  # noqa: E402
 
@@ -666,19 +674,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="switchboard-bench-orch-"))
     try:
         body = asyncio.run(run(args, work))
-        ratios = [{**asdict(r), "verdict": r.verdict, "noisy": r.noisy} for r in body["ratios"]]
+        ratios = ratio_rows(body["ratios"])
         report = {
             "benchmark": "orchestration",
             "mode": "quick" if args.quick else "default",
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": None,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "loadavg_at_start": load_at_start,
-                "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine_info(load_at_start),
             "versions": _versions(),
             "config": {
                 "rounds": args.rounds,
@@ -697,9 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_report({"phases": {}, "ratios": ratios, "skipped": {}})
         for key, prof in body["profiles"].items():
             print_profile(key, prof)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out} in {report['duration_s']}s total", flush=True)
+        write_report(report, args.out)
         missed = [r for r in ratios if r["verdict"] == "MISS"]
         return 1 if args.strict and missed else 0
     finally:
