@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 
@@ -111,3 +113,20 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
         server.should_exit = True
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
         sock.close()
+
+
+async def wait_until_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Wait for a gateway started as a subprocess to answer ``/readyz`` (or fail if it exits).
+
+    A separate process offers no event to wait on, so this polls its port, bounded by ``timeout_s``.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {proc.returncode}")
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from gateway.testing import free_socket
+from gateway.testing import free_socket, wait_until_ready
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,19 +37,6 @@ def gateway_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-
-
-async def wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the gateway exited with {proc.returncode}")
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(POLL_S)
 
 
 async def poll_task(http: httpx.AsyncClient, task_id: str, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -91,7 +77,7 @@ async def test_a_run_killed_mid_step_resumes_after_restart_without_rerunning_fin
     message = {"role": "ROLE_USER", "parts": [{"text": f"wait: {WAIT_S}"}], "messageId": str(uuid.uuid4())}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         with gateway_process(env) as first:
-            await wait_ready(http, first)
+            await wait_until_ready(http, first)
             params = {"message": message, "configuration": {"returnImmediately": True}}
             started = await http.post("/agents/pipeline", json=rpc("SendMessage", params), headers=V1)
             task_id = started.json()["result"]["task"]["id"]
@@ -100,7 +86,7 @@ async def test_a_run_killed_mid_step_resumes_after_restart_without_rerunning_fin
         assert mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in artifact_names(mid_run)
 
         with gateway_process(env) as second:
-            await wait_ready(http, second)
+            await wait_until_ready(http, second)
             done = await poll_task(http, task_id, lambda t: t["status"]["state"] != "TASK_STATE_WORKING")
 
     assert done["status"]["state"] == "TASK_STATE_COMPLETED", done["status"]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskState
 
-from gateway.testing import free_socket, running_gateway
+from gateway.testing import free_socket, running_gateway, wait_until_ready
 from tests.bindings.a2a_clients import BINDINGS, a2a_client
 from tests.conftest import make_settings
 
@@ -79,7 +79,7 @@ async def _load_then_kill(data_dir: Path, clients: int = 8, wanted: int = 300) -
     running: list[str] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            await _wait_ready(http, proc)
+            await wait_until_ready(http, proc)
             for _ in range(3):  # long tasks that are mid-flight when the process dies
                 started = await http.post(
                     "/agents/echo", json=send_body("wait: 60", returnImmediately=True), headers=V1
@@ -104,19 +104,6 @@ async def _load_then_kill(data_dir: Path, clients: int = 8, wanted: int = 300) -
         proc.kill()
         proc.wait(timeout=10)
     return acknowledged, running
-
-
-async def _wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the gateway exited with {proc.returncode}")
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
 
 
 async def test_a_second_gateway_on_the_same_data_dir_is_refused(
