@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any
 
 import httpx
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks import BasePushNotificationSender
 from a2a.types.a2a_pb2 import AgentCard
 from a2a.utils.push_url_validator import validate_push_notification_url
@@ -32,6 +31,7 @@ from gateway.errors import UnknownAgentError
 from gateway.executor import TaskContextBuilder, ValidatesRequests
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.keys import KeyRing
+from gateway.local_tasks import LocalRequestHandler, LocalRunner
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
@@ -46,6 +46,8 @@ from gateway.store.database import DeferredDatabase
 logger = logging.getLogger(__name__)
 
 API_CATALOG_PATH = "/.well-known/api-catalog"
+LOCAL_RUNTIMES = ("python", "llm")
+"""Runtime kinds whose executors run in this process, so steps and MCP calls may use ``LocalRunner``."""
 SWEEP_REASON = "The gateway restarted while this task was running; it did not finish. Send the request again."
 
 
@@ -55,7 +57,7 @@ class HostedAgent:
 
     spec: AgentSpec
     card: CardDocument
-    handler: DefaultRequestHandler
+    handler: LocalRequestHandler
 
 
 @dataclass
@@ -76,12 +78,17 @@ class Gateway:
     ready: bool = False
     stopping: bool = False
 
-    def handler(self, name: str) -> DefaultRequestHandler:
+    def handler(self, name: str) -> LocalRequestHandler:
         """The request handler of hosted agent ``name``."""
         hosted = self.agents.get(name)
         if hosted is None:
             raise UnknownAgentError(f"no agent named {name!r} is hosted here")
         return hosted.handler
+
+    def local_runner(self, name: str) -> LocalRunner | None:
+        """The in-process runner of hosted agent ``name`` when its runtime can run without the SDK's handler."""
+        hosted = self.agents.get(name)
+        return hosted.handler.local if hosted is not None else None
 
     def spec(self, name: str) -> AgentSpec | None:
         """The spec of hosted agent ``name``, or None."""
@@ -154,13 +161,18 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     task_store = SqlTaskStore(gateway.db, spec.name)
     executor = build_executor(spec, gateway)
     validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
-    handler = DefaultRequestHandler(
+    push_sender = BasePushNotificationSender(gateway.http, push_store)
+    local = None
+    if spec.runtime.kind in LOCAL_RUNTIMES:
+        local = LocalRunner(spec.name, executor, task_store, push_sender)
+    handler = LocalRequestHandler(
+        local=local,
         agent_executor=executor,
         task_store=task_store,
         request_context_builder=TaskContextBuilder(task_store, validate),
         agent_card=card.card,
         push_config_store=push_store,
-        push_sender=BasePushNotificationSender(gateway.http, push_store),
+        push_sender=push_sender,
         push_url_validator=None if settings.allow_private_push_urls else _push_url_allowed,
         interrupted_task_timeout=settings.interrupted_task_timeout,
     )

@@ -18,6 +18,7 @@ from a2a.server.request_handlers import RequestHandler
 
 from gateway.errors import RuntimeLoadError, UnknownAgentError
 from gateway.federation.hub import Federation
+from gateway.local_tasks import LocalRunner
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
@@ -62,6 +63,10 @@ class Host(Protocol):
 
     def handler(self, name: str) -> RequestHandler:
         """The A2A request handler of hosted agent ``name``; ``UnknownAgentError`` when none."""
+        ...
+
+    def local_runner(self, name: str) -> LocalRunner | None:
+        """Hosted agent ``name``'s in-process runner (``gateway.local_tasks``), or None when it has none."""
         ...
 
     def spec(self, name: str) -> AgentSpec | None:
@@ -109,6 +114,10 @@ class StandaloneHost:
     def handler(self, name: str) -> RequestHandler:
         """There are no other agents."""
         raise UnknownAgentError(f"no agent named {name!r} is hosted here")
+
+    def local_runner(self, name: str) -> LocalRunner | None:
+        """There are no other agents."""
+        return None
 
     def spec(self, name: str) -> AgentSpec | None:
         """There are no other agents."""

@@ -1,0 +1,275 @@
+"""Local tasks: a message run on a hosted agent's executor in this process, without the SDK's request handler.
+
+An orchestration step or an MCP tool call on an agent hosted here needs the agent's work and an
+A2A task that records it, not a wire protocol: the SDK's request handler adds an active-task
+registry, two event queues, a consumer task and a save per event (3-4 ms of CPU per task here),
+which a fan-out of 100 steps cannot afford. ``LocalRunner`` runs the agent's own
+``AgentExecutor`` on a ``TaskEventQueue`` (the SDK's way to run an executor outside its
+framework: a custom ``EventQueue``), which applies each event to the task in memory as the SDK's
+task manager would, and writes the task to the agent's store twice: when it starts (working,
+with the caller's message) and when it ends or waits for input. The task is an ordinary task of
+the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask`` on the agent's URL
+see it (``LocalRequestHandler`` routes a cancel of a running local task here).
+
+Agents with in-process executors (``python`` and ``llm`` runtimes) run this way; workflows and
+remote agents keep the handler path. What the path gives up: progress of a running local task
+reaches the caller that started it, not a later ``SubscribeToTask`` (which sees the task once it
+has ended). An agent that answers with a message instead of a task completes its task with that
+message as the status message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event, EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.tasks.push_notification_sender import PushNotificationSender
+from a2a.server.tasks.task_manager import append_artifact_to_task
+from a2a.server.tasks.task_store import TaskStore
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+
+from gateway.executor import ValidatesRequests
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+
+CANCEL_WAIT_S = 10.0
+"""How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
+
+ENDED = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+        TaskState.TASK_STATE_INPUT_REQUIRED,
+        TaskState.TASK_STATE_AUTH_REQUIRED,
+    }
+)
+"""States after which a local task's work is over (terminal, or waiting for the caller)."""
+
+
+async def _no_progress(text: str) -> None:
+    return None
+
+
+def _agent_message(task: Task, text: str) -> Message:
+    return Message(
+        role=Role.ROLE_AGENT,
+        message_id=str(uuid.uuid4()),
+        task_id=task.id,
+        context_id=task.context_id,
+        parts=[Part(text=text)],
+    )
+
+
+def _set_status(task: Task, status: TaskStatus) -> None:
+    """The task's new status; the previous status message moves to the history (as the SDK's task manager does)."""
+    if task.status.HasField("message"):
+        task.history.append(task.status.message)
+    task.status.CopyFrom(status)
+    if not task.status.HasField("timestamp"):
+        task.status.timestamp.GetCurrentTime()
+
+
+def _end(task: Task, state: TaskState, text: str) -> None:
+    status = TaskStatus(state=state)
+    status.message.CopyFrom(_agent_message(task, text))
+    _set_status(task, status)
+
+
+class TaskEventQueue(EventQueue):
+    """The queue an executor writes to on the local path: each event updates the task in memory."""
+
+    def __init__(self, task: Task, progress: Progress) -> None:
+        self.task = task
+        self._progress = progress
+
+    @property
+    def ended(self) -> bool:
+        """Whether the task reached a state that ends this run of it."""
+        return self.task.status.state in ENDED
+
+    async def enqueue_event(self, event: Event) -> None:
+        """Apply ``event`` to the task; a working status update's text goes to the caller as progress."""
+        task = self.task
+        if isinstance(event, Task):
+            if event.id == task.id:
+                task.CopyFrom(event)
+        elif isinstance(event, TaskStatusUpdateEvent):
+            if event.metadata:
+                task.metadata.MergeFrom(event.metadata)
+            _set_status(task, event.status)
+            if event.status.state == TaskState.TASK_STATE_WORKING:
+                text = "\n".join(p.text for p in event.status.message.parts if p.HasField("text"))
+                if text:
+                    await self._progress(text)
+        elif isinstance(event, TaskArtifactUpdateEvent):
+            append_artifact_to_task(task, event)
+        elif isinstance(event, Message):
+            status = TaskStatus(state=TaskState.TASK_STATE_COMPLETED)
+            status.message.CopyFrom(event)
+            status.message.task_id, status.message.context_id = task.id, task.context_id
+            _set_status(task, status)
+
+
+class LocalRunner:
+    """Runs messages on one hosted agent's executor as tasks in its store (see the module)."""
+
+    def __init__(
+        self, agent: str, executor: AgentExecutor, store: TaskStore, push: PushNotificationSender | None = None
+    ) -> None:
+        self.agent = agent
+        self._executor = executor
+        self._validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
+        self._store = store
+        self._push = push
+        self._running: dict[str, tuple[asyncio.Future[None], asyncio.Event]] = {}  # the work, and its task saved
+
+    def is_running(self, task_id: str) -> bool:
+        """Whether task ``task_id`` is working on this path right now."""
+        return task_id in self._running
+
+    async def run(self, message: Message, context: ServerCallContext, progress: Progress | None = None) -> Task:
+        """Run ``message`` to the task's end (or until it waits for input) and return the task.
+
+        A message naming a ``task_id`` continues that task, which must be waiting for input
+        (``TaskNotFoundError`` when the caller has no such task, ``InvalidParamsError`` when it is
+        not waiting). ``progress`` gets the text of each working status update. Cancelling the
+        calling asyncio task cancels the agent's work, leaves the task canceled and raises. A
+        message the agent refuses (``ValidatesRequests``) raises its error and leaves no task.
+        """
+        request_params = SendMessageRequest(message=message)
+        if self._validate is not None:
+            self._validate(request_params)
+        stored = await self._continued(message, context) if message.task_id else None
+        if stored is None:
+            message.task_id = str(uuid.uuid4())
+            message.context_id = message.context_id or str(uuid.uuid4())
+            task = Task(id=message.task_id, context_id=message.context_id)
+        else:
+            task = Task()
+            task.CopyFrom(stored)
+            message.context_id = task.context_id
+        if task.status.HasField("message"):
+            task.history.append(task.status.message)
+            task.status.ClearField("message")
+        task.history.append(message)
+        _set_status(task, TaskStatus(state=TaskState.TASK_STATE_WORKING))
+        await self._save(task, context)
+        request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
+        queue = TaskEventQueue(task, progress or _no_progress)
+        work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
+        saved = asyncio.Event()
+        self._running[task.id] = (work, saved)
+        try:
+            caller_canceled = await self._follow(work, request, queue)
+            await asyncio.shield(self._save(task, context))
+        finally:
+            self._running.pop(task.id, None)
+            saved.set()
+        if caller_canceled:
+            raise asyncio.CancelledError
+        return task
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel local task ``task_id`` if it is running; whether it was. Returns once the task is saved canceled."""
+        running = self._running.get(task_id)
+        if running is None or running[0].done():
+            return False
+        work, saved = running
+        work.cancel()
+        try:
+            await asyncio.wait_for(saved.wait(), CANCEL_WAIT_S)
+        except TimeoutError:
+            logger.warning("agent %s did not stop within %gs of canceling task %s", self.agent, CANCEL_WAIT_S, task_id)
+        return True
+
+    async def _continued(self, message: Message, context: ServerCallContext) -> Task:
+        task = await self._store.get(message.task_id, context)
+        if task is None:
+            raise TaskNotFoundError(f"Task {message.task_id} not found")
+        if message.context_id and message.context_id != task.context_id:
+            raise InvalidParamsError(
+                message=f"Context {message.context_id} does not match context {task.context_id} of task {task.id}"
+            )
+        if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED or self.is_running(task.id):
+            state = TaskState.Name(task.status.state)
+            raise InvalidParamsError(message=f"Task {task.id} is {state}, not waiting for input")
+        return task
+
+    async def _follow(self, work: asyncio.Future[None], request: RequestContext, queue: TaskEventQueue) -> bool:
+        """Wait for the executor; on cancel let it report (``AgentExecutor.cancel``); never leave the task working.
+
+        Returns whether the caller itself was canceled (the cancel is raised on once the task is saved).
+        """
+        task = queue.task
+        try:
+            await work
+        except asyncio.CancelledError:
+            # Canceled by CancelTask (``cancel``) or with the caller (then raised on, after the save).
+            if not queue.ended:
+                try:
+                    await asyncio.wait_for(self._executor.cancel(request, queue), CANCEL_WAIT_S)
+                except Exception as exc:
+                    logger.warning("agent %s could not report the cancel of task %s: %s", self.agent, task.id, exc)
+                if task.status.state != TaskState.TASK_STATE_CANCELED:
+                    _end(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request")
+            caller = asyncio.current_task()
+            return caller is not None and caller.cancelling() > 0
+        except Exception as exc:
+            # As the SDK does for an executor that raises: the task fails, with the reason.
+            logger.exception("agent %s failed on task %s", self.agent, task.id)
+            _end(task, TaskState.TASK_STATE_FAILED, f"{self.agent} failed: {type(exc).__name__}: {exc}")
+            return False
+        if not queue.ended:
+            state = TaskState.Name(task.status.state)
+            _end(task, TaskState.TASK_STATE_FAILED, f"{self.agent} stopped in {state}, without a final state")
+        return False
+
+    async def _save(self, task: Task, context: ServerCallContext) -> None:
+        await self._store.save(task, context)
+        if self._push is not None:
+            await self._push.send_notification(task.id, task)
+
+
+class LocalRequestHandler(DefaultRequestHandler):
+    """The SDK's request handler, aware of tasks running on the agent's ``LocalRunner``.
+
+    A ``CancelTask`` for such a task stops its executor (the SDK's handler would only write
+    CANCELED to the store, and the runner's final save would overwrite it).
+    """
+
+    def __init__(self, *args: Any, local: LocalRunner | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.local = local
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        """Cancel a running local task on its runner; any other through the SDK."""
+        if self.local is not None and self.local.is_running(params.id):
+            task = await self.task_store.get(params.id, context)
+            if task is None:
+                raise TaskNotFoundError
+            if await self.local.cancel(params.id):
+                return await self.task_store.get(params.id, context) or task
+        return await super().on_cancel_task(params, context)

@@ -1,0 +1,178 @@
+"""The local path (``gateway.local_tasks``): the bundled ``echo`` agent's executor run without the SDK's handler.
+
+Each test runs a real gateway (SQLite, bundled agents) and drives ``echo``'s ``LocalRunner``
+directly, then looks at the task through the agent's A2A request handler, as a client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from a2a.server.context import ServerCallContext
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Message, Part, Role, Task, TaskState
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+
+from gateway.app import Gateway
+from gateway.local_tasks import LocalRunner
+from gateway.orchestration.resume import RunOwner
+from gateway.testing import RunningGateway
+
+WAIT_S = 10.0
+
+
+def message(text: str, *, task_id: str = "", message_id: str = "") -> Message:
+    return Message(
+        role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()), parts=[Part(text=text)], task_id=task_id
+    )
+
+
+@pytest.fixture
+async def host(gateway: RunningGateway) -> AsyncIterator[Gateway]:
+    yield gateway.app.state.gateway
+
+
+@pytest.fixture
+def echo(host: Gateway) -> LocalRunner:
+    runner = host.local_runner("echo")
+    assert runner is not None, "echo (runtime python) runs in-process"
+    return runner
+
+
+def texts(task: Task) -> list[str]:
+    return [p.text for m in task.history for p in m.parts if p.text]
+
+
+async def stored(host: Gateway, task_id: str, context: ServerCallContext | None = None) -> Task:
+    return await host.handler("echo").on_get_task(GetTaskRequest(id=task_id), context or ServerCallContext())
+
+
+async def test_a_local_task_is_an_ordinary_task_of_the_agent(host: Gateway, echo: LocalRunner) -> None:
+    task = await echo.run(message("hello there"), ServerCallContext())
+
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [p.text for a in task.artifacts for p in a.parts] == ["hello there"]
+    assert task.status.message.parts[0].text == "hello there"
+    saved = await stored(host, task.id)
+    assert saved.status.state == TaskState.TASK_STATE_COMPLETED
+    assert saved.history[0].parts[0].text == "hello there"
+    assert saved.history[0].task_id == task.id and saved.history[0].context_id == task.context_id
+
+
+async def test_another_caller_cannot_see_or_continue_it(host: Gateway, echo: LocalRunner) -> None:
+    alice, mallory = ServerCallContext(user=RunOwner("alice")), ServerCallContext(user=RunOwner("mallory"))
+    task = await echo.run(message("ask: colour?"), alice)
+    assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+
+    with pytest.raises(TaskNotFoundError):
+        await stored(host, task.id, mallory)
+    with pytest.raises(TaskNotFoundError):
+        await echo.run(message("blue", task_id=task.id), mallory)
+    assert (await stored(host, task.id, alice)).status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+
+
+async def test_an_answer_continues_the_same_task(host: Gateway, echo: LocalRunner) -> None:
+    context = ServerCallContext()
+    asked = await echo.run(message("ask: colour?"), context)
+    assert asked.status.message.parts[0].text == "colour?"
+
+    answered = await echo.run(message("blue", task_id=asked.id), context)
+
+    assert answered.id == asked.id and answered.context_id == asked.context_id
+    assert answered.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [p.text for a in answered.artifacts for p in a.parts] == ["You answered: blue"]
+    assert texts(answered) == ["ask: colour?", "colour?", "blue"]
+    with pytest.raises(InvalidParamsError, match="not waiting for input"):
+        await echo.run(message("again", task_id=asked.id), context)
+    with pytest.raises(TaskNotFoundError):
+        await echo.run(message("hello", task_id=str(uuid.uuid4())), context)
+
+
+async def test_progress_reaches_the_caller_and_the_task_is_saved_working(host: Gateway, echo: LocalRunner) -> None:
+    seen: list[str] = []
+    states: list[int] = []
+
+    first = message("wait: 0.01")
+
+    async def progress(text: str) -> None:
+        seen.append(text)
+        states.append((await stored(host, first.task_id)).status.state)  # the runner names the task on the message
+
+    task = await asyncio.wait_for(echo.run(first, ServerCallContext(), progress), WAIT_S)
+
+    assert seen == ["waiting: step 1 of 1"]
+    assert states == [TaskState.TASK_STATE_WORKING]
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert "waiting: step 1 of 1" in texts(task)
+
+
+async def test_a_failing_agent_fails_its_task_with_the_reason(host: Gateway, echo: LocalRunner) -> None:
+    task = await echo.run(message("fail: the disk is full"), ServerCallContext())
+
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert (await stored(host, task.id)).status.message.parts[0].text == "the disk is full"
+
+
+async def test_a_message_reply_completes_the_task(host: Gateway, echo: LocalRunner) -> None:
+    task = await echo.run(message("hi", message_id=f"tck-message-response-{uuid.uuid4()}"), ServerCallContext())
+
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task.status.message.parts[0].text == "Direct message response"
+    assert (await stored(host, task.id)).status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def _started(echo: LocalRunner, context: ServerCallContext) -> tuple[asyncio.Task[Task], str]:
+    working = asyncio.Event()
+
+    async def progress(text: str) -> None:
+        working.set()
+
+    first = message("wait: 60")
+    runner_task = asyncio.ensure_future(echo.run(first, context, progress))
+    await asyncio.wait_for(working.wait(), WAIT_S)
+    return runner_task, first.task_id
+
+
+async def test_cancel_task_on_the_agent_stops_a_running_local_task(host: Gateway, echo: LocalRunner) -> None:
+    context = ServerCallContext()
+    runner_task, task_id = await _started(echo, context)
+    assert echo.is_running(task_id)
+
+    canceled = await host.handler("echo").on_cancel_task(CancelTaskRequest(id=task_id), context)
+
+    assert canceled is not None and canceled.status.state == TaskState.TASK_STATE_CANCELED
+    result = await asyncio.wait_for(runner_task, WAIT_S)
+    assert result.status.state == TaskState.TASK_STATE_CANCELED
+    assert result.status.message.parts[0].text == "echo: canceled on request"  # the agent's own cancel
+    assert (await stored(host, task_id)).status.state == TaskState.TASK_STATE_CANCELED
+    assert not echo.is_running(task_id)
+
+
+async def test_cancel_task_from_another_caller_is_not_found(host: Gateway, echo: LocalRunner) -> None:
+    alice, mallory = ServerCallContext(user=RunOwner("alice")), ServerCallContext(user=RunOwner("mallory"))
+    runner_task, task_id = await _started(echo, alice)
+
+    with pytest.raises(TaskNotFoundError):
+        await host.handler("echo").on_cancel_task(CancelTaskRequest(id=task_id), mallory)
+
+    assert echo.is_running(task_id)
+    assert await echo.cancel(task_id)
+    assert (await asyncio.wait_for(runner_task, WAIT_S)).status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_a_canceled_caller_leaves_the_task_canceled(host: Gateway, echo: LocalRunner) -> None:
+    runner_task, task_id = await _started(echo, ServerCallContext())
+
+    runner_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(runner_task, WAIT_S)
+
+    assert (await stored(host, task_id)).status.state == TaskState.TASK_STATE_CANCELED
+    assert not echo.is_running(task_id)
+
+
+async def test_agents_that_do_not_run_in_process_have_no_runner(host: Gateway) -> None:
+    assert host.local_runner("code-review") is None  # a workflow keeps the handler path
+    assert host.local_runner("security-reviewer") is not None
