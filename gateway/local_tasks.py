@@ -12,10 +12,10 @@ the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask`` on
 see it (``LocalRequestHandler`` routes a cancel of a running local task here).
 
 Agents with in-process executors (``python`` and ``llm`` runtimes) run this way; workflows and
-remote agents keep the handler path. What the path gives up: progress of a running local task
-reaches the caller that started it, not a later ``SubscribeToTask`` (which sees the task once it
-has ended). An agent that answers with a message instead of a task completes its task with that
-message as the status message.
+remote agents keep the handler path. The events of a running local task reach the caller that
+started it and live subscribers on this process (``SubscribeToTask`` on the agent's URL, through
+``LocalRequestHandler``), not another replica's. An agent that answers with a message instead of
+a task completes its task with that message as the status message.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -39,6 +39,7 @@ from a2a.types.a2a_pb2 import (
     Part,
     Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskArtifactUpdateEvent,
     TaskState,
@@ -92,10 +93,12 @@ def _set_status(task: Task, status: TaskStatus) -> None:
         task.status.timestamp.GetCurrentTime()
 
 
-def _end(task: Task, state: TaskState, text: str) -> None:
+def _ending(task: Task, state: TaskState, text: str) -> TaskStatusUpdateEvent:
+    """The status update that ends ``task`` for an agent that did not (it failed, stopped or was canceled)."""
     status = TaskStatus(state=state)
     status.message.CopyFrom(_agent_message(task, text))
-    _set_status(task, status)
+    status.timestamp.GetCurrentTime()
+    return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
 
 
 class TaskEventQueue(EventQueue):
@@ -104,6 +107,7 @@ class TaskEventQueue(EventQueue):
     def __init__(self, task: Task, progress: Progress) -> None:
         self.task = task
         self._progress = progress
+        self.watchers: list[asyncio.Queue[Event | None]] = []  # live subscribers (``LocalRunner.subscribe``)
 
     @property
     def ended(self) -> bool:
@@ -131,6 +135,14 @@ class TaskEventQueue(EventQueue):
             status.message.CopyFrom(event)
             status.message.task_id, status.message.context_id = task.id, task.context_id
             _set_status(task, status)
+            event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
+        for watcher in self.watchers:
+            watcher.put_nowait(event)
+
+    def close(self) -> None:
+        """The run is over and its task saved: subscribers' streams end."""
+        for watcher in self.watchers:
+            watcher.put_nowait(None)
 
 
 class LocalRunner:
@@ -144,7 +156,7 @@ class LocalRunner:
         self._validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
         self._store = store
         self._push = push
-        self._running: dict[str, tuple[asyncio.Future[None], asyncio.Event]] = {}  # the work, and its task saved
+        self._running: dict[str, tuple[asyncio.Future[None], asyncio.Event, TaskEventQueue]] = {}
 
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
@@ -180,14 +192,15 @@ class LocalRunner:
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
-        saved = asyncio.Event()
-        self._running[task.id] = (work, saved)
+        saved = asyncio.Event()  # set once the run's outcome is saved
+        self._running[task.id] = (work, saved, queue)
         try:
             caller_canceled = await self._follow(work, request, queue)
             await asyncio.shield(self._save(task, context))
         finally:
             self._running.pop(task.id, None)
             saved.set()
+            queue.close()
         if caller_canceled:
             raise asyncio.CancelledError
         return task
@@ -197,13 +210,34 @@ class LocalRunner:
         running = self._running.get(task_id)
         if running is None or running[0].done():
             return False
-        work, saved = running
+        work, saved, _ = running
         work.cancel()
         try:
             await asyncio.wait_for(saved.wait(), CANCEL_WAIT_S)
         except TimeoutError:
             logger.warning("agent %s did not stop within %gs of canceling task %s", self.agent, CANCEL_WAIT_S, task_id)
         return True
+
+    def subscribe(self, task_id: str) -> AsyncIterator[Event] | None:
+        """A running task's events from now on, after a snapshot of the task; None when it is not running here."""
+        running = self._running.get(task_id)
+        if running is None:
+            return None
+        queue = running[2]
+        watcher: asyncio.Queue[Event | None] = asyncio.Queue()
+        queue.watchers.append(watcher)
+        snapshot = Task()
+        snapshot.CopyFrom(queue.task)
+
+        async def events() -> AsyncIterator[Event]:
+            try:
+                yield snapshot
+                while (event := await watcher.get()) is not None:
+                    yield event
+            finally:
+                queue.watchers.remove(watcher)
+
+        return events()
 
     async def _continued(self, message: Message, context: ServerCallContext) -> Task:
         task = await self._store.get(message.task_id, context)
@@ -234,17 +268,21 @@ class LocalRunner:
                 except Exception as exc:
                     logger.warning("agent %s could not report the cancel of task %s: %s", self.agent, task.id, exc)
                 if task.status.state != TaskState.TASK_STATE_CANCELED:
-                    _end(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request")
+                    await queue.enqueue_event(
+                        _ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request")
+                    )
             caller = asyncio.current_task()
             return caller is not None and caller.cancelling() > 0
         except Exception as exc:
             # As the SDK does for an executor that raises: the task fails, with the reason.
             logger.exception("agent %s failed on task %s", self.agent, task.id)
-            _end(task, TaskState.TASK_STATE_FAILED, f"{self.agent} failed: {type(exc).__name__}: {exc}")
+            reason = f"{self.agent} failed: {type(exc).__name__}: {exc}"
+            await queue.enqueue_event(_ending(task, TaskState.TASK_STATE_FAILED, reason))
             return False
         if not queue.ended:
             state = TaskState.Name(task.status.state)
-            _end(task, TaskState.TASK_STATE_FAILED, f"{self.agent} stopped in {state}, without a final state")
+            reason = f"{self.agent} stopped in {state}, without a final state"
+            await queue.enqueue_event(_ending(task, TaskState.TASK_STATE_FAILED, reason))
         return False
 
     async def _save(self, task: Task, context: ServerCallContext) -> None:
@@ -273,3 +311,17 @@ class LocalRequestHandler(DefaultRequestHandler):
             if await self.local.cancel(params.id):
                 return await self.task_store.get(params.id, context) or task
         return await super().on_cancel_task(params, context)
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """A running local task's live events from its runner; any other task's through the SDK."""
+        events = None
+        if self.local is not None and self.local.is_running(params.id):
+            if await self.task_store.get(params.id, context) is None:
+                raise TaskNotFoundError
+            events = self.local.subscribe(params.id)
+        if events is None:
+            events = super().on_subscribe_to_task(params, context)
+        async for event in events:
+            yield event

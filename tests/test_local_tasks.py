@@ -9,16 +9,27 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from a2a.server.context import ServerCallContext
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Message, Part, Role, Task, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SubscribeToTaskRequest,
+    Task,
+    TaskState,
+)
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 
 from gateway.app import Gateway
 from gateway.local_tasks import LocalRunner
 from gateway.orchestration.resume import RunOwner
 from gateway.testing import RunningGateway
+from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client
 
 WAIT_S = 10.0
 
@@ -176,3 +187,28 @@ async def test_a_canceled_caller_leaves_the_task_canceled(host: Gateway, echo: L
 async def test_agents_that_do_not_run_in_process_have_no_runner(host: Gateway) -> None:
     assert host.local_runner("code-review") is None  # a workflow keeps the handler path
     assert host.local_runner("security-reviewer") is not None
+
+
+@pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
+def binding(request: pytest.FixtureRequest) -> Binding:
+    return request.param  # type: ignore[no-any-return]
+
+
+async def test_a_client_subscribes_to_a_running_local_task(
+    gateway: RunningGateway, echo: LocalRunner, binding: Binding
+) -> None:
+    runner_task, task_id = await _started(echo, ServerCallContext())
+    states = []
+    async with (
+        a2a_client(gateway.agent_url("echo"), replace(binding, streaming=True)) as client,
+        asyncio.timeout(WAIT_S),
+    ):
+        events = client.subscribe(SubscribeToTaskRequest(id=task_id))
+        async for event in events:
+            if event.HasField("task"):
+                assert event.task.id == task_id and event.task.status.state == TaskState.TASK_STATE_WORKING
+                await client.cancel_task(CancelTaskRequest(id=task_id))
+            if event.HasField("status_update"):
+                states.append(event.status_update.status.state)
+    assert states[-1] == TaskState.TASK_STATE_CANCELED
+    assert (await asyncio.wait_for(runner_task, WAIT_S)).status.state == TaskState.TASK_STATE_CANCELED
