@@ -46,13 +46,14 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, TaskNotFoundError
 
 from gateway.executor import ValidatesRequests
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
+Started = Callable[[Task], Awaitable[None]]
 
 CANCEL_WAIT_S = 10.0
 """How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
@@ -108,6 +109,7 @@ class TaskEventQueue(EventQueue):
         self.task = task
         self._progress = progress
         self.watchers: list[asyncio.Queue[Event | None]] = []  # live subscribers (``LocalRunner.subscribe``)
+        self._mode = ""  # "task" or "message", from the agent's first event (as the SDK's consumer checks)
 
     @property
     def ended(self) -> bool:
@@ -116,6 +118,7 @@ class TaskEventQueue(EventQueue):
 
     async def enqueue_event(self, event: Event) -> None:
         """Apply ``event`` to the task; a working status update's text goes to the caller as progress."""
+        self._check_mode(event)
         task = self.task
         if isinstance(event, Task):
             if event.id == task.id:
@@ -138,6 +141,16 @@ class TaskEventQueue(EventQueue):
             event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
         for watcher in self.watchers:
             watcher.put_nowait(event)
+
+    def _check_mode(self, event: Event) -> None:
+        """Refuse what the SDK refuses: a message after task events, or anything after a message."""
+        if self._mode == "message":
+            raise InvalidAgentResponseError(f"Received {type(event).__name__} after the agent's Message.")
+        if isinstance(event, Message) and self._mode == "task":
+            raise InvalidAgentResponseError(
+                "Received Message object in task mode. Use TaskStatusUpdateEvent or TaskArtifactUpdateEvent instead."
+            )
+        self._mode = "message" if isinstance(event, Message) else "task"
 
     def close(self) -> None:
         """The run is over and its task saved: subscribers' streams end."""
@@ -162,14 +175,22 @@ class LocalRunner:
         """Whether task ``task_id`` is working on this path right now."""
         return task_id in self._running
 
-    async def run(self, message: Message, context: ServerCallContext, progress: Progress | None = None) -> Task:
+    async def run(
+        self,
+        message: Message,
+        context: ServerCallContext,
+        progress: Progress | None = None,
+        *,
+        started: Started | None = None,
+    ) -> Task:
         """Run ``message`` to the task's end (or until it waits for input) and return the task.
 
         A message naming a ``task_id`` continues that task, which must be waiting for input
         (``TaskNotFoundError`` when the caller has no such task, ``InvalidParamsError`` when it is
-        not waiting). ``progress`` gets the text of each working status update. Cancelling the
-        calling asyncio task cancels the agent's work, leaves the task canceled and raises. A
-        message the agent refuses (``ValidatesRequests``) raises its error and leaves no task.
+        not waiting). ``started`` gets the task once it is saved working (the caller learns its id
+        before the agent's first event); ``progress`` gets the text of each working status update.
+        Cancelling the calling asyncio task cancels the agent's work, leaves the task canceled and
+        raises. A message the agent refuses (``ValidatesRequests``) raises its error and leaves no task.
         """
         request_params = SendMessageRequest(message=message)
         if self._validate is not None:
@@ -188,14 +209,19 @@ class LocalRunner:
             task.status.ClearField("message")
         task.history.append(message)
         _set_status(task, TaskStatus(state=TaskState.TASK_STATE_WORKING))
-        await self._save(task, context)
+        first = asyncio.ensure_future(self._save(task, context))
+        try:
+            await asyncio.shield(first)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._never_started(first, task, context))
+            raise
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
         saved = asyncio.Event()  # set once the run's outcome is saved
         self._running[task.id] = (work, saved, queue)
         try:
-            caller_canceled = await self._follow(work, request, queue)
+            caller_canceled = await self._follow(work, request, queue, started)
             await asyncio.shield(self._save(task, context))
         finally:
             self._running.pop(task.id, None)
@@ -217,6 +243,15 @@ class LocalRunner:
         except TimeoutError:
             logger.warning("agent %s did not stop within %gs of canceling task %s", self.agent, CANCEL_WAIT_S, task_id)
         return True
+
+    async def _never_started(self, first: asyncio.Future[None], task: Task, context: ServerCallContext) -> None:
+        """The caller was canceled while the task's first save ran: once it is written, write it canceled."""
+        try:
+            await first
+        except Exception:
+            return  # not written: nothing to leave behind
+        _set_status(task, _ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request").status)
+        await self._save(task, context)
 
     def subscribe(self, task_id: str) -> AsyncIterator[Event] | None:
         """A running task's events from now on, after a snapshot of the task; None when it is not running here."""
@@ -252,15 +287,20 @@ class LocalRunner:
             raise InvalidParamsError(message=f"Task {task.id} is {state}, not waiting for input")
         return task
 
-    async def _follow(self, work: asyncio.Future[None], request: RequestContext, queue: TaskEventQueue) -> bool:
+    async def _follow(
+        self, work: asyncio.Future[None], request: RequestContext, queue: TaskEventQueue, started: Started | None
+    ) -> bool:
         """Wait for the executor; on cancel let it report (``AgentExecutor.cancel``); never leave the task working.
 
         Returns whether the caller itself was canceled (the cancel is raised on once the task is saved).
         """
         task = queue.task
         try:
+            if started is not None:
+                await started(task)
             await work
         except asyncio.CancelledError:
+            work.cancel()  # when the cancel came while ``started`` ran
             # Canceled by CancelTask (``cancel``) or with the caller (then raised on, after the save).
             if not queue.ended:
                 try:
@@ -274,6 +314,7 @@ class LocalRunner:
             caller = asyncio.current_task()
             return caller is not None and caller.cancelling() > 0
         except Exception as exc:
+            work.cancel()  # when ``started`` raised
             # As the SDK does for an executor that raises: the task fails, with the reason.
             logger.exception("agent %s failed on task %s", self.agent, task.id)
             reason = f"{self.agent} failed: {type(exc).__name__}: {exc}"

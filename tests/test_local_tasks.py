@@ -212,3 +212,28 @@ async def test_a_client_subscribes_to_a_running_local_task(
                 states.append(event.status_update.status.state)
     assert states[-1] == TaskState.TASK_STATE_CANCELED
     assert (await asyncio.wait_for(runner_task, WAIT_S)).status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_a_caller_canceled_during_the_first_save_leaves_the_task_canceled(
+    host: Gateway, echo: LocalRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = host.handler("echo").task_store
+    real_save = store.save
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_save(task: Task, context: ServerCallContext) -> None:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        await real_save(task, context)
+
+    monkeypatch.setattr(store, "save", held_save)
+    first = message("hello")
+    runner_task = asyncio.ensure_future(echo.run(first, ServerCallContext()))
+    await asyncio.wait_for(entered.wait(), WAIT_S)
+    runner_task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(runner_task, WAIT_S)
+
+    assert (await stored(host, first.task_id)).status.state == TaskState.TASK_STATE_CANCELED

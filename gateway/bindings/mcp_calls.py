@@ -1,8 +1,11 @@
 """The A2A side of an MCP call: every tool call and every run is one A2A task on a hosted agent.
 
-Calls go through the agent's own request handler in-process (``on_message_send_stream``,
-``on_get_task``, ``on_cancel_task``) with the caller as the ``ServerCallContext`` user, so an
-MCP caller gets exactly the task semantics, ownership and store an A2A caller gets.
+An agent with an in-process executor runs the call on its ``LocalRunner`` (``gateway.local_tasks``):
+one task of the agent, saved at start and end, without the SDK's request handler. Any other agent
+(a workflow, a remote agent) gets it through its request handler (``on_message_send_stream``; the
+result is built from the streamed events). Either way the caller is the ``ServerCallContext``
+user, so an MCP caller gets exactly the task semantics, ownership and store an A2A caller gets;
+``get`` and ``cancel`` go through the handler, which routes a running local task's cancel to its runner.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 from a2a.server.context import ServerCallContext
+from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -40,6 +44,7 @@ from gateway.executor import data_part
 
 if TYPE_CHECKING:
     from gateway.app import HostedAgent
+    from gateway.local_tasks import LocalRunner
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +152,28 @@ def result_of(agent: str, task: Task) -> AgentResult:
         agent=agent,
         task_id=task.id,
         state=state_name(task.status.state),
-        text=message_text(task.status.message),
+        text=_status_text(task),
         artifacts=[_artifact(a) for a in task.artifacts],
     )
+
+
+def _status_text(task: Task) -> str:
+    return message_text(task.status.message)
+
+
+def _applied(task: Task | None, event: Any) -> Task | None:
+    """The task as the streamed events so far make it (None until a ``Task`` event starts it)."""
+    if isinstance(event, Task):
+        copy = Task()
+        copy.CopyFrom(event)
+        return copy
+    if task is None:
+        return None
+    if isinstance(event, TaskStatusUpdateEvent):
+        task.status.CopyFrom(event.status)
+    elif isinstance(event, TaskArtifactUpdateEvent):
+        append_artifact_to_task(task, event)
+    return task
 
 
 def _update(agent: str, event: Any) -> Update | None:
@@ -212,14 +236,57 @@ class AgentCaller:
     async def send(self, agent: str, call: CallInput, caller: ServerCallContext, report: Report) -> AgentResult:
         """Send ``call`` and follow the task until it ends or waits for input, reporting every update.
 
-        Every update also goes to the observer given at construction (run progress, resource
-        notifications). Cancelling the caller (an MCP cancellation, a dropped connection) cancels
-        the A2A task.
+        An agent with a ``LocalRunner`` runs the call in this process as one task of its own
+        (``gateway.local_tasks``); any other (a workflow, a remote agent) through its request
+        handler. Every update also goes to the observer given at construction (run progress,
+        resource notifications). Cancelling the caller (an MCP cancellation, a dropped
+        connection) cancels the A2A task.
         """
         hosted = self.hosted(agent)
-        modes = list(hosted.card.card.default_input_modes)
-        message = build_message(call, modes)
-        task_id = call.task_id
+        message = build_message(call, hosted.card.card.default_input_modes)
+        runner = hosted.handler.local
+        if runner is not None:
+            return await self._run_local(agent, runner, message, caller, report)
+        return await self._send_to_handler(agent, hosted, message, caller, report)
+
+    async def _tell(self, report: Report, update: Update) -> None:
+        if self._observe is not None:
+            await self._observe(update)
+        await report(update)
+
+    async def _run_local(
+        self, agent: str, runner: LocalRunner, message: Message, caller: ServerCallContext, report: Report
+    ) -> AgentResult:
+        """One in-process task: its start, each working update and its outcome are reported."""
+        running: list[Task] = []
+
+        async def started(task: Task) -> None:
+            running.append(task)
+            await self._tell(report, Update(agent, task.id, "submitted", ""))
+
+        async def progress(text: str) -> None:
+            await self._tell(report, Update(agent, message.task_id, "working", text))
+
+        try:
+            task = await runner.run(message, caller, progress, started=started)
+        except A2AError as exc:
+            raise CallError(f"{agent}: {exc.message or type(exc).__name__}") from exc
+        except anyio.get_cancelled_exc_class():
+            if running:  # the runner has saved it canceled
+                task = running[0]
+                with anyio.CancelScope(shield=True):
+                    await self._observed(Update(agent, task.id, state_name(task.status.state), _status_text(task)))
+            raise
+        result = result_of(agent, task)
+        await self._tell(report, Update(agent, task.id, result.state, result.text))
+        return result
+
+    async def _send_to_handler(
+        self, agent: str, hosted: HostedAgent, message: Message, caller: ServerCallContext, report: Report
+    ) -> AgentResult:
+        """The call through the agent's request handler, its result built from the streamed events."""
+        task_id = message.task_id
+        task: Task | None = None
         request = SendMessageRequest(message=message)
         try:
             async with aclosing(hosted.handler.on_message_send_stream(request, caller)) as events:
@@ -228,11 +295,11 @@ class AgentCaller:
                 while event is not None:
                     if isinstance(event, Message):
                         return AgentResult(agent=agent, task_id="", state="completed", text=message_text(event))
+                    task = _applied(task, event)
                     update = _update(agent, event)
                     if update is not None:
                         task_id = update.task_id or task_id
-                        await self._observed(update)
-                        await report(update)
+                        await self._tell(report, update)
                     event = await anext(iterator, None)
             # a2a-sdk 1.3's stream swallows a CancelledError and just ends: ask whether we were cancelled.
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -244,9 +311,11 @@ class AgentCaller:
             raise
         except A2AError as exc:
             raise CallError(f"{agent}: {exc.message or type(exc).__name__}") from exc
+        if task is not None:
+            return result_of(agent, task)
         if not task_id:
             raise CallError(f"{agent} ended without a task or a reply")
-        return await self.get(agent, task_id, caller)
+        return await self.get(agent, task_id, caller)  # a follow-up's stream starts after the task's first events
 
     async def _cancel_shielded(self, agent: str, task_id: str, caller: ServerCallContext) -> None:
         if not task_id:

@@ -11,6 +11,7 @@ message. A client that cannot elicit, or declines, gets the task id back to answ
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -24,7 +25,6 @@ from a2a.server.context import ServerCallContext
 from mcp.server import ServerRequestContext
 from mcp.server.elicitation import render_elicitation_schema
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp_types import (
     CallToolResult,
@@ -39,7 +39,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 
-from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, CallInput, FileArg, Update
+from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, CallInput, FileArg, Report, Update
 from gateway.cards import AGENT_CARD_PATH
 from gateway.spec import AgentSpec
 
@@ -237,24 +237,18 @@ class AgentTools:
         request = ctx.request_context.request
         if _is_modern(ctx) or not isinstance(request, Request):
             return await self._call(agent, ctx, call)
-        outcome: list[CallToolResult | InputRequiredResult] = []
-        failure: list[ToolError] = []
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, request, group.cancel_scope)
+        # One watcher task, not a task group: it only cancels this call's scope when the client leaves.
+        with anyio.CancelScope() as scope:
+            watcher = asyncio.ensure_future(_cancel_on_disconnect(request, scope))
             try:
-                outcome.append(await self._call(agent, ctx, call))
-            except ToolError as exc:
-                failure.append(exc)
-            group.cancel_scope.cancel()
-        if failure:
-            raise failure[0]
-        if not outcome:
-            raise CallError(f"the client went away; the {agent} task was cancelled")
-        return outcome[0]
+                return await self._call(agent, ctx, call)
+            finally:
+                watcher.cancel()
+        raise CallError(f"the client went away; the {agent} task was cancelled")
 
     async def _call(self, agent: str, ctx: Context, call: CallInput) -> CallToolResult | InputRequiredResult:
         caller = self.call_context(ctx)
-        report = _Progress(ctx)
+        report = _progress_reporter(ctx)
         resumed = await self._resume(agent, ctx, caller)
         if isinstance(resumed, CallToolResult | InputRequiredResult):
             return resumed
@@ -338,13 +332,20 @@ async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> N
     scope.cancel()
 
 
-class _Progress:
-    """Turns A2A updates into MCP progress notifications (a strictly increasing count)."""
+async def _no_report(update: Update) -> None:
+    return None
 
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self._count = 0
 
-    async def __call__(self, update: Update) -> None:
-        self._count += 1
-        await self._ctx.report_progress(self._count, None, progress_message(update))
+def _progress_reporter(ctx: Context) -> Report:
+    """Turns A2A updates into MCP progress notifications (a strictly increasing count), if the client asked."""
+    meta = ctx.request_context.meta
+    if not meta or meta.get("progress_token") is None:
+        return _no_report
+    count = 0
+
+    async def report(update: Update) -> None:
+        nonlocal count
+        count += 1
+        await ctx.report_progress(count, None, progress_message(update))
+
+    return report
