@@ -38,10 +38,12 @@ from a2a.client.client import ClientCallContext
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.owner_resolver import resolve_user_scope
+from a2a.server.tasks import TaskUpdater
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
     Message,
+    Part,
     Role,
     SendMessageConfiguration,
     SendMessageRequest,
@@ -49,9 +51,8 @@ from a2a.types.a2a_pb2 import (
     SubscribeToTaskRequest,
 )
 from a2a.utils.errors import A2AError, TaskNotCancelableError
-from google.protobuf.json_format import MessageToDict
 
-from gateway.executor import METADATA_KEY
+from gateway.executor import METADATA_KEY, reply_metadata
 from gateway.federation.errors import PeerError, PeerUnavailableError, translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
 from gateway.federation.hub import Federation
@@ -59,6 +60,8 @@ from gateway.federation.links import RemoteLink
 from gateway.federation.mirror import Mirror
 from gateway.federation.peers import RemoteAgent
 from gateway.federation.remote_cards import TrustedCard
+from gateway.local_tasks import TaskEventQueue
+from gateway.runtime import Reply
 from gateway.runtimes import Host
 from gateway.spec import AgentSpec
 
@@ -79,13 +82,11 @@ _CALL_ERRORS = (A2AError, httpx.HTTPError, grpc.aio.AioRpcError, OSError, Timeou
 def outbound_message(message: Message | None, link: RemoteLink | None, remote_context: str, hop: Hop) -> Message:
     """The message sent to the peer: the caller's parts and metadata, this gateway's hop entry, remote ids."""
     source = message or Message()
-    metadata = {
-        key: value
-        for key, value in MessageToDict(source.metadata).items()
-        if key not in (METADATA_KEY, TRACEPARENT)  # this gateway's own entries, replaced below
-    }
     out = Message(role=Role.ROLE_USER, message_id=source.message_id or str(uuid.uuid4()), parts=source.parts)
-    out.metadata.update({**metadata, **hop.metadata()})
+    out.metadata.CopyFrom(source.metadata)
+    for key in (METADATA_KEY, TRACEPARENT):  # this gateway's own entries, replaced below
+        out.metadata.fields.pop(key, None)
+    out.metadata.update(hop.metadata())
     if link is not None:
         out.task_id, out.context_id = link.remote_task_id, link.remote_context_id
     elif remote_context:
@@ -109,6 +110,9 @@ class Relay:
         self.mirror: Mirror | None = None
         self.client: Client | None = None
         self.known = asyncio.Event()
+        self.stopped = False
+        """Whether ``run`` was cancelled before the remote task settled (the local path cancels before ``cancel``)."""
+        self.canceling = False
         self._call = ClientCallContext()
 
     @property
@@ -242,7 +246,11 @@ class Relay:
 
     async def cancel(self) -> None:
         """Cancel the remote task (once the peer has named it) and mirror how it ended."""
+        self.canceling = True
         if not self.known.is_set():
+            if self.stopped:  # the relay was stopped before the peer named its task: there is none to cancel
+                logger.warning("%s: task %s canceled before the peer named its task", self._remote.name, self.task_id)
+                return
             try:
                 await asyncio.wait_for(self.known.wait(), CANCEL_WAIT_S)
             except TimeoutError:
@@ -289,20 +297,36 @@ class RemoteA2AExecutor(AgentExecutor):
         return source.usable()
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        """Relay this turn of the task; a refusal or peer failure is raised as a ``PeerError``."""
+        """Relay this turn of the task; a refusal or peer failure is raised as a ``PeerError``.
+
+        On the local path (a step or MCP call run by ``LocalRunner``, whose queue is a
+        ``TaskEventQueue``) a peer failure fails the task instead, saying in its status message
+        whether trying again may help (as ``RuntimeExecutor`` does), and a cancel stops this
+        relay first and then calls ``cancel``: the relay is kept for it until then.
+        """
         relay = Relay(self, context, event_queue)
         self._relays[relay.task_id] = relay
+        keep = False
         try:
             await relay.run()
         except PeerError as exc:
             logger.warning("%s: task %s: %s (%s)", self.name, relay.task_id, exc.message, exc.reason)
+            if not isinstance(event_queue, TaskEventQueue):
+                raise
+            await _fail(event_queue, relay, exc)
+        except asyncio.CancelledError:
+            relay.stopped = True
+            keep = not relay.canceling and not (relay.mirror is not None and relay.mirror.settled)
             raise
         finally:
-            self._relays.pop(relay.task_id, None)
+            if not keep:
+                self._relays.pop(relay.task_id, None)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        """Cancel the remote task too: the running relay's, or a paused task's from its recorded link."""
+        """Cancel the remote task too: the running (or just stopped) relay's, or a paused task's from its link."""
         relay = self._relays.get(context.task_id or "")
+        if relay is not None and relay.stopped:
+            self._relays.pop(relay.task_id, None)
         if relay is not None:
             await relay.cancel()
             return
@@ -330,6 +354,13 @@ class RemoteA2AExecutor(AgentExecutor):
 
 async def _nothing(*_: Any) -> None:
     return None
+
+
+async def _fail(queue: EventQueue, relay: Relay, exc: PeerError) -> None:
+    """End a local-path task failed with ``exc``'s message, and whether retrying may help, for the engine."""
+    updater = TaskUpdater(queue, relay.task_id, relay.context_id)
+    metadata = reply_metadata(Reply(text=exc.message, state="failed"), retryable=exc.retryable, reason=exc.reason)
+    await updater.failed(updater.new_agent_message([Part(text=exc.message)], metadata=metadata or None))
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:

@@ -12,11 +12,19 @@ by leaving it unnamed. The named skill reaches the agent in the message, for age
 dispatch on it.
 
 With no API key and no issuer configured, every caller is anonymous, as in local development.
+
+A bearer token that verified is remembered (by its SHA-256 digest, never the token) until it
+expires, for at most ``VERIFIED_TOKEN_TTL_S``, and only while its issuer's keys are the ones it
+verified under and due no refetch: a caller that sends the same token on every call (a peer
+gateway, an SDK client) is not re-verified per request, and a key the issuer retires stops
+admitting its tokens as soon as this gateway fetches the issuer's keys again (as without a cache).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -35,7 +43,7 @@ from a2a.types.a2a_pb2 import (
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from gateway.auth_jwt import JwtVerifier
+from gateway.auth_jwt import JwtVerifier, peek
 from gateway.auth_keys import ApiKeyTable, AuthConfigError
 from gateway.cards import CardSecurity
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
@@ -44,6 +52,9 @@ from gateway.spec import AgentSpec
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_SCHEME = "apiKey"
+VERIFIED_TOKEN_TTL_S = 60.0
+"""The longest a verified bearer token is admitted again without verifying it (never past its ``exp``)."""
+VERIFIED_TOKENS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,52 @@ class CallerUser(AuthenticatedUser):
         self.caller = identity
 
 
+class VerifiedTokens:
+    """Bearer tokens that verified, by digest, with their caller, until ``exp`` (at most ``ttl_s``); bounded."""
+
+    def __init__(
+        self,
+        ttl_s: float = VERIFIED_TOKEN_TTL_S,
+        max_entries: int = VERIFIED_TOKENS_MAX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._entries: dict[bytes, tuple[Identity, float, int]] = {}
+
+    @staticmethod
+    def _digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, token: str, current: Callable[[str, int], bool] = lambda issuer, version: True) -> Identity | None:
+        """The caller ``token`` was verified as, while that holds and ``current(issuer, keys_version)``; else None."""
+        digest = self._digest(token)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        identity, until, version = entry
+        if self._clock() >= until or not current(identity.issuer, version):
+            del self._entries[digest]
+            return None
+        return identity
+
+    def put(self, token: str, identity: Identity, keys_version: int = 0) -> None:
+        """Remember a token that just verified under ``keys_version`` of its issuer's keys (until its ``exp``)."""
+        exp = peek(token)[1].get("exp")
+        now = self._clock()
+        until = now + self._ttl_s
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            until = min(until, float(exp))
+        if until <= now:
+            return
+        if len(self._entries) >= self._max:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+            while len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[self._digest(token)] = (identity, until, keys_version)
+
+
 def a2a_user(identity: Identity | None) -> User:
     """The A2A user of ``identity``: its name owns the caller's tasks; ``None`` is the anonymous user."""
     return StarletteUser(CallerUser(identity)) if identity is not None else UnauthenticatedUser()
@@ -95,6 +152,7 @@ class AuthPolicy:
     ) -> None:
         self.api_keys = api_keys
         self.tokens = tokens
+        self.verified = VerifiedTokens()
         self.issuers = tuple(issuers)
         self.scheme_names = _scheme_names(self.issuers)
 
@@ -133,8 +191,14 @@ class AuthPolicy:
                 raise AuthenticationError(f"send 'Authorization: Bearer <token>'{self._or_api_key}")
             if self.tokens is None:
                 raise AuthenticationError(f"bearer tokens are not accepted here; send an API key in {API_KEY_HEADER}")
-            issuer, subject, scopes = await self.tokens.verify(token.strip())
-            return Identity(name=f"{issuer}|{subject}", scopes=scopes, issuer=issuer, subject=subject)
+            token = token.strip()
+            known = self.verified.get(token, self.tokens.keys_current)
+            if known is not None:
+                return known
+            issuer, subject, scopes = await self.tokens.verify(token)
+            identity = Identity(name=f"{issuer}|{subject}", scopes=scopes, issuer=issuer, subject=subject)
+            self.verified.put(token, identity, self.tokens.keys_version(issuer))
+            return identity
         wanted = "a bearer token (Authorization: Bearer <token>)" if self.tokens is not None else ""
         if len(self.api_keys):
             wanted = f"{wanted} or an API key ({API_KEY_HEADER})" if wanted else f"an API key ({API_KEY_HEADER})"

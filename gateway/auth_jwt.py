@@ -85,6 +85,14 @@ class JwksCache:
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.version = 0
+        """Bumped on every fetch: what verified under one version is checked again under the next."""
+
+    def current(self, version: int) -> bool:
+        """Whether the keys are still those of ``version`` and within their TTL (no fetch is due)."""
+        return (
+            version == self.version and self._fetched_at is not None and self._clock() - self._fetched_at < self._ttl_s
+        )
 
     async def keys(self, kid: str) -> list[Key]:
         """The keys that may have signed a token naming ``kid`` (every key when it names none)."""
@@ -111,6 +119,7 @@ class JwksCache:
                     raise AuthenticationError("the token issuer's signing keys cannot be fetched right now") from exc
                 return  # keep the keys we have
             self.fetches += 1
+            self.version += 1
             self._keys, self._fetched_at = keys, self._clock()
 
 
@@ -121,8 +130,14 @@ def _matching(keys: Sequence[Key], kid: str) -> list[Key]:
 class StaticKeys:
     """An issuer's JWKS given inline in the settings."""
 
+    version = 0
+
     def __init__(self, jwks: Mapping[str, Any]) -> None:
         self._keys = import_keys(jwks)
+
+    def current(self, version: int) -> bool:
+        """Always: inline keys do not change."""
+        return True
 
     async def keys(self, kid: str) -> list[Key]:
         """The keys that may have signed a token naming ``kid``."""
@@ -172,6 +187,16 @@ class JwtVerifier:
             for i in issuers
         ]
         return cls(trusted)
+
+    def keys_version(self, issuer: str) -> int:
+        """The version of ``issuer``'s keys now (see ``keys_current``)."""
+        trusted = self._issuers.get(issuer)
+        return trusted.key_source.version if trusted is not None else -1
+
+    def keys_current(self, issuer: str, version: int) -> bool:
+        """Whether ``issuer``'s keys are still those of ``version`` and due no fetch (a rotation, a TTL)."""
+        trusted = self._issuers.get(issuer)
+        return trusted is not None and trusted.key_source.current(version)
 
     async def verify(self, token: str) -> tuple[str, str, frozenset[str]]:
         """``(issuer, subject, scopes)`` of a valid token; ``AuthenticationError`` saying what is wrong otherwise."""

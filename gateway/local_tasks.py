@@ -11,11 +11,12 @@ with the caller's message) and when it ends or waits for input. The task is an o
 the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask`` on the agent's URL
 see it (``LocalRequestHandler`` routes a cancel of a running local task here).
 
-Agents with in-process executors (``python`` and ``llm`` runtimes) run this way; workflows and
-remote agents keep the handler path. The events of a running local task reach the caller that
-started it and live subscribers on this process (``SubscribeToTask`` on the agent's URL, through
-``LocalRequestHandler``), not another replica's. An agent that answers with a message instead of
-a task completes its task with that message as the status message.
+Agents with in-process executors (``python`` and ``llm`` runtimes) and remote agents (``a2a``: the
+relay runs here, the agent's work at its peer) run this way; workflows keep the handler path.
+The events of a running local task reach the caller that started it and live subscribers on
+this process (``SubscribeToTask`` on the agent's URL, through ``LocalRequestHandler``), not
+another replica's. An agent that answers with a message instead of a task completes its task
+with that message as the status message.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -69,6 +71,7 @@ ENDED = frozenset(
     }
 )
 """States after which a local task's work is over (terminal, or waiting for the caller)."""
+TERMINAL = ENDED - {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
 
 
 async def _no_progress(text: str) -> None:
@@ -117,8 +120,20 @@ class TaskEventQueue(EventQueue):
         return self.task.status.state in ENDED
 
     async def enqueue_event(self, event: Event) -> None:
-        """Apply ``event`` to the task; a working status update's text goes to the caller as progress."""
+        """The agent's ``event``, checked (``_check_mode``) and applied; none is taken once the task has ended.
+
+        Events after the end come from an agent still winding down after a cancel (dropped
+        quietly) or from an agent that breaks the protocol (dropped with a warning).
+        """
+        if self.task.status.state in TERMINAL:
+            if self.task.status.state != TaskState.TASK_STATE_CANCELED:
+                logger.warning("dropped a %s sent after task %s ended", type(event).__name__, self.task.id)
+            return
         self._check_mode(event)
+        await self.apply(event)
+
+    async def apply(self, event: Event) -> None:
+        """Apply ``event`` to the task; a working status update's text goes to the caller as progress."""
         task = self.task
         if isinstance(event, Task):
             if event.id == task.id:
@@ -158,6 +173,14 @@ class TaskEventQueue(EventQueue):
             watcher.put_nowait(None)
 
 
+@dataclass(frozen=True)
+class _Running:
+    work: asyncio.Future[None]  # the executor's ``execute``
+    saved: asyncio.Event  # set once the run's outcome is saved
+    queue: TaskEventQueue
+    request: RequestContext
+
+
 class LocalRunner:
     """Runs messages on one hosted agent's executor as tasks in its store (see the module)."""
 
@@ -169,7 +192,7 @@ class LocalRunner:
         self._validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
         self._store = store
         self._push = push
-        self._running: dict[str, tuple[asyncio.Future[None], asyncio.Event, TaskEventQueue]] = {}
+        self._running: dict[str, _Running] = {}
 
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
@@ -219,7 +242,7 @@ class LocalRunner:
         queue = TaskEventQueue(task, progress or _no_progress)
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
         saved = asyncio.Event()  # set once the run's outcome is saved
-        self._running[task.id] = (work, saved, queue)
+        self._running[task.id] = _Running(work, saved, queue, request)
         try:
             caller_canceled = await self._follow(work, request, queue, started)
             await asyncio.shield(self._save(task, context))
@@ -234,15 +257,27 @@ class LocalRunner:
     async def cancel(self, task_id: str) -> bool:
         """Cancel local task ``task_id`` if it is running; whether it was. Returns once the task is saved canceled."""
         running = self._running.get(task_id)
-        if running is None or running[0].done():
+        if running is None or running.work.done():
             return False
-        work, saved, _ = running
-        work.cancel()
+        # As the SDK does: the executor's cancel first (a relay cancels at its peer), then stop its work.
+        await self._report_cancel(running.request, running.queue)
+        running.work.cancel()
         try:
-            await asyncio.wait_for(saved.wait(), CANCEL_WAIT_S)
+            await asyncio.wait_for(running.saved.wait(), CANCEL_WAIT_S)
         except TimeoutError:
             logger.warning("agent %s did not stop within %gs of canceling task %s", self.agent, CANCEL_WAIT_S, task_id)
         return True
+
+    async def _report_cancel(self, request: RequestContext, queue: TaskEventQueue) -> None:
+        """Let the executor cancel and report it (``AgentExecutor.cancel``, bounded); never leave the task running."""
+        task = queue.task
+        if task.status.state not in TERMINAL:
+            try:
+                await asyncio.wait_for(self._executor.cancel(request, queue), CANCEL_WAIT_S)
+            except Exception as exc:
+                logger.warning("agent %s could not report the cancel of task %s: %s", self.agent, task.id, exc)
+        if task.status.state not in TERMINAL:
+            await queue.apply(_ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request"))
 
     async def _never_started(self, first: asyncio.Future[None], task: Task, context: ServerCallContext) -> None:
         """The caller was canceled while the task's first save ran: once it is written, write it canceled."""
@@ -258,7 +293,7 @@ class LocalRunner:
         running = self._running.get(task_id)
         if running is None:
             return None
-        queue = running[2]
+        queue = running.queue
         watcher: asyncio.Queue[Event | None] = asyncio.Queue()
         queue.watchers.append(watcher)
         snapshot = Task()
@@ -301,16 +336,8 @@ class LocalRunner:
             await work
         except asyncio.CancelledError:
             work.cancel()  # when the cancel came while ``started`` ran
-            # Canceled by CancelTask (``cancel``) or with the caller (then raised on, after the save).
-            if not queue.ended:
-                try:
-                    await asyncio.wait_for(self._executor.cancel(request, queue), CANCEL_WAIT_S)
-                except Exception as exc:
-                    logger.warning("agent %s could not report the cancel of task %s: %s", self.agent, task.id, exc)
-                if task.status.state != TaskState.TASK_STATE_CANCELED:
-                    await queue.enqueue_event(
-                        _ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request")
-                    )
+            # Canceled by CancelTask (``cancel`` has reported it) or with the caller (then raised on, after the save).
+            await self._report_cancel(request, queue)
             caller = asyncio.current_task()
             return caller is not None and caller.cancelling() > 0
         except Exception as exc:
@@ -318,12 +345,13 @@ class LocalRunner:
             # As the SDK does for an executor that raises: the task fails, with the reason.
             logger.exception("agent %s failed on task %s", self.agent, task.id)
             reason = f"{self.agent} failed: {type(exc).__name__}: {exc}"
-            await queue.enqueue_event(_ending(task, TaskState.TASK_STATE_FAILED, reason))
+            if task.status.state not in TERMINAL:
+                await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, reason))
             return False
         if not queue.ended:
             state = TaskState.Name(task.status.state)
             reason = f"{self.agent} stopped in {state}, without a final state"
-            await queue.enqueue_event(_ending(task, TaskState.TASK_STATE_FAILED, reason))
+            await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, reason))
         return False
 
     async def _save(self, task: Task, context: ServerCallContext) -> None:

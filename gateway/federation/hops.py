@@ -86,7 +86,8 @@ def message_hop(message: Message | None, headers: Mapping[str, str] | None = Non
     """The hop of an A2A message."""
     if message is None:
         return hop_of({}, headers)
-    return hop_of(MessageToDict(message.metadata), headers)
+    fields = message.metadata.fields  # only the two entries read here are converted, not the whole metadata
+    return hop_of({key: MessageToDict(fields[key]) for key in (METADATA_KEY, TRACEPARENT) if key in fields}, headers)
 
 
 def next_hop(inbound: Hop, gateway_id: str, max_hops: int) -> Hop:

@@ -15,7 +15,11 @@ The load is this process sending JSON-RPC ``SendMessage`` to A's workflows one a
 keep-alive connection, in rounds that alternate the arms' order. The figure that matters is the
 added p50 per hop, ``p50(remote) - p50(local)``: what sending one step to another organisation
 costs over running it at home (the relay, B's handling of the task, the loopback round trips).
-Targets (from the issue): <= 3 ms over JSON-RPC, <= 2 ms over gRPC. Usage::
+Targets (from the issue): <= 3 ms over JSON-RPC, <= 2 ms over gRPC. Both arms run their step on
+A's ``LocalRunner`` (no SDK request handler at A), so the delta is the relay (SDK client, mirror,
+one link row), B's whole task through its SDK request handler (streaming), and the loopback trips:
+it cannot go below what B's handler takes for one streaming SendMessage, which
+``bench_a2a.py --phases stream,grpc --concurrency 1`` measures for the bare SDK server. Usage::
 
     python tests/benchmarks/bench_federation.py --quick       # smoke: under a minute
     python tests/benchmarks/bench_federation.py               # a few minutes
