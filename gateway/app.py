@@ -46,7 +46,7 @@ from gateway.store.database import DeferredDatabase
 logger = logging.getLogger(__name__)
 
 API_CATALOG_PATH = "/.well-known/api-catalog"
-LOCAL_RUNTIMES = ("python", "llm")
+LOCAL_RUNTIMES = ("python", "llm", "a2a")
 """Runtime kinds whose executors run in this process, so steps and MCP calls may use ``LocalRunner``."""
 SWEEP_REASON = "The gateway restarted while this task was running; it did not finish. Send the request again."
 
@@ -169,7 +169,7 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
         local=local,
         agent_executor=executor,
         task_store=task_store,
-        request_context_builder=TaskContextBuilder(task_store, validate),
+        request_context_builder=TaskContextBuilder(task_store, validate, task_store.new_ids),
         agent_card=card.card,
         push_config_store=push_store,
         push_sender=push_sender,

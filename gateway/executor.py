@@ -10,6 +10,7 @@ from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.id_generator import IDGenerator
 from a2a.server.tasks.task_store import TaskStore
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
@@ -98,11 +99,14 @@ class TaskContextBuilder(SimpleRequestContextBuilder):
     The spec says the context is inferred from the task; the SDK (1.3) invents a fresh one, so
     the agent's events would carry a context that does not match the task's. With ``validate``
     (an executor's ``validate_request``), a message is checked first: a bad one gets the
-    protocol's error and leaves no task behind.
+    protocol's error and leaves no task behind. ``task_ids`` mints new tasks' ids (the store's
+    ``new_ids``, so that it knows them absent without a query).
     """
 
-    def __init__(self, task_store: TaskStore, validate: RequestValidator | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, task_store: TaskStore, validate: RequestValidator | None = None, task_ids: IDGenerator | None = None
+    ) -> None:
+        super().__init__(task_id_generator=task_ids)
         self._tasks = task_store
         self._validate = validate
 

@@ -126,6 +126,9 @@ class SqliteDatabase:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        if len(batch) == 1 and len(batch[0][0]) == 1:
+            self._flush_one(*batch[0])
+            return
         outcomes: list[int | BaseException] = []
         self._conn.execute("BEGIN IMMEDIATE")
         for statements, _ in batch:
@@ -142,6 +145,19 @@ class SqliteDatabase:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _flush_one(self, statements: Sequence[tuple[str, Params]], future: asyncio.Future[int]) -> None:
+        # One statement alone: SQLite's own implicit transaction commits it before execute returns
+        # (or rolls it back), and skipping BEGIN/COMMIT saves two round trips into the library.
+        sql, params = statements[0]
+        try:
+            count = self._conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(count)
 
     def _run_job(self, statements: Sequence[tuple[str, Params]], *, savepoint: bool) -> int | BaseException:
         # A savepoint per job keeps one bad statement from undoing its neighbours' work.

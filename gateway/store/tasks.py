@@ -3,14 +3,21 @@
 A task is one row: its protobuf bytes plus the columns ``ListTasks`` filters and sorts on.
 One UPSERT per save, no read before write; the owner (the caller's identity) is part of the
 key, so no caller can read, list or overwrite another's task.
+
+The SDK looks a new task up several times before its first save (three SELECTs that can only
+miss, per message). The store mints the ids of new tasks itself (``NewTaskIds``, handed to the
+request context builder) and answers those lookups without a query until the task is saved:
+an id it has just drawn at random is in no database, whichever process shares it.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from a2a.server.context import ServerCallContext
+from a2a.server.id_generator import IDGenerator, IDGeneratorContext
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 from a2a.server.tasks.push_notification_config_store import (
     PushNotificationConfigStore,
@@ -40,6 +47,7 @@ _UPSERT = (
     "updated_ns = excluded.updated_ns, data = excluded.data"
 )
 INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+UNSAVED_IDS_LIMIT = 4096  # ids minted but never saved (a request that failed first) are forgotten past this
 
 
 def _updated_ns(task: Task) -> int:
@@ -54,6 +62,33 @@ def _parse(data: bytes) -> Task:
     return task
 
 
+class NewTaskIds(IDGenerator):
+    """Mints the ids of new tasks (random UUIDs) and remembers those not saved yet.
+
+    Bounded: past ``limit`` unsaved ids the oldest is forgotten, and a lookup of it simply
+    goes to the database again.
+    """
+
+    def __init__(self, limit: int = UNSAVED_IDS_LIMIT) -> None:
+        self._unsaved: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self._limit = limit
+
+    def generate(self, context: IDGeneratorContext) -> str:
+        """A new task id, known to be in no store until it is saved."""
+        task_id = str(uuid.uuid4())
+        self._unsaved[task_id] = None
+        if len(self._unsaved) > self._limit:
+            del self._unsaved[next(iter(self._unsaved))]
+        return task_id
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._unsaved
+
+    def saved(self, task_id: str) -> None:
+        """``task_id`` is being written: from now on only the database knows."""
+        self._unsaved.pop(task_id, None)
+
+
 class SqlTaskStore(TaskStore):
     """One agent's tasks in SQLite or PostgreSQL; ``save`` returns only after the row is committed."""
 
@@ -61,14 +96,19 @@ class SqlTaskStore(TaskStore):
         self._db = db
         self._agent = agent
         self._owner = owner_resolver
+        self.new_ids = NewTaskIds()
+        """The id generator for this agent's new tasks (give it to the request context builder)."""
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Insert or replace the task for the caller."""
+        self.new_ids.saved(task.id)
         params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
         await self._db.write(_UPSERT, (*params, task.SerializeToString()))
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         """The caller's task ``task_id``, or None."""
+        if task_id in self.new_ids:
+            return None  # minted here and not saved yet: no row can exist
         row = await self._db.fetch_one(
             "SELECT data FROM tasks WHERE agent = ? AND owner = ? AND id = ?",
             (self._agent, self._owner(context), task_id),
@@ -77,6 +117,7 @@ class SqlTaskStore(TaskStore):
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
         """Delete the caller's task ``task_id`` if it exists."""
+        self.new_ids.saved(task_id)
         await self._db.write(
             "DELETE FROM tasks WHERE agent = ? AND owner = ? AND id = ?", (self._agent, self._owner(context), task_id)
         )

@@ -17,6 +17,9 @@ JSON-RPC is served at ``/``, HTTP+JSON beside it, the card at ``/.well-known/age
 ``--grpc-port N`` (0: a free port) also serves A2A over gRPC with the SDK's ``GrpcHandler``
 on the same request handler; the card then lists a GRPC interface with the bound address.
 uvicorn runs with the options ``switchboard serve`` uses (no log config, no access log).
+The SDK's OpenTelemetry spans follow ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` (the SDK's default:
+on); a2a-sdk is imported before ``gateway``, so the gateway's own default (off unless tracing is
+configured, ``gateway/telemetry.py``) does not apply here. ``bench_a2a.py --bare-otel`` sets it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ Servers:
                     on ``sqlite+aiosqlite`` (SDK defaults; ``--sdk-sqlite-wal`` for WAL).
 * ``gateway-nosign``  the gateway with ``SWITCHBOARD_SIGN_CARDS=false`` (card phase only).
 
+OpenTelemetry: the SDK wraps its handlers in spans unless ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED``
+is false; the gateway turns them off when no tracing is configured (``gateway/telemetry.py``),
+the bare server keeps the SDK's default (on). ``--bare-otel off`` turns the bare servers' spans
+off too and ``--gateway-tracing on`` turns the gateway's on, so each comparison can be made like
+for like; the report records both settings.
+
 Both kinds run the same agent, ``gateway.agents.echo:EchoExecutor``. Usage::
 
     python tests/benchmarks/bench_a2a.py --quick          # smoke: under a minute
@@ -65,6 +71,7 @@ CLIENT_BOUND_UTILIZATION = 0.8
 NOISY_SPREAD_RATIO = 1.5  # a ratio whose rounds differ by more than this factor is flagged noisy
 NOISY_SPREAD_MS = 2.0  # likewise for a latency delta whose rounds differ by more than this
 
+OTEL_SWITCH = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"  # read by a2a-sdk when a2a.utils.telemetry is imported
 GATEWAY, BARE_MEMORY, BARE_SQLITE, GATEWAY_NOSIGN = "gateway", "bare-memory", "bare-sqlite", "gateway-nosign"
 
 
@@ -222,8 +229,8 @@ atexit.register(stop_all)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """This environment without inherited ``SWITCHBOARD_*`` settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    """This environment without inherited ``SWITCHBOARD_*`` settings or the SDK's span switch, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_") and k != OTEL_SWITCH}
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -237,6 +244,8 @@ def make_servers(work: Path, args: argparse.Namespace) -> dict[str, Server]:
         port = free_port()
         argv = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--data-dir", str(work / name)]
         # gRPC on a free port (never the default 50051, which a developer's gateway may hold).
+        if args.gateway_tracing != "default":
+            env.setdefault("SWITCHBOARD_TRACING", args.gateway_tracing)
         return Server(
             name=name,
             argv=argv,
@@ -255,10 +264,11 @@ def make_servers(work: Path, args: argparse.Namespace) -> dict[str, Server]:
             argv += ["--grpc-port", "0"]
         if store == "sqlite" and args.sdk_sqlite_wal:
             argv.append("--sqlite-wal")
+        otel = {} if args.bare_otel == "default" else {OTEL_SWITCH: "true" if args.bare_otel == "on" else "false"}
         return Server(
             name=name,
             argv=argv,
-            env=_clean_env(),
+            env=_clean_env(**otel),
             port=port,
             rpc_path="/",
             card_path=CARD_PATH,
@@ -757,6 +767,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--phases", default="send,stream,card,grpc", help="comma-separated subset of send,stream,card,grpc")
     p.add_argument("--no-grpc", action="store_true", help="do not start or measure gRPC")
     p.add_argument("--sdk-sqlite-wal", action="store_true", help="bare-sqlite with WAL + synchronous=NORMAL")
+    p.add_argument(
+        "--bare-otel",
+        choices=["default", "on", "off"],
+        default="default",
+        help="the bare servers' SDK spans (default: the SDK's own default, on)",
+    )
+    p.add_argument(
+        "--gateway-tracing",
+        choices=["default", "on", "off"],
+        default="default",
+        help="SWITCHBOARD_TRACING for the gateway (default: its own default, spans off unless tracing is configured)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-results/a2a.json"), help="JSON results path")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs and server logs")
     p.add_argument("--strict", action="store_true", help="exit 1 if a target is missed or a request failed")
@@ -837,6 +859,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "card_concurrency": args.card_concurrency,
                 "phases": sorted(args.phases),
                 "sdk_sqlite_wal": args.sdk_sqlite_wal,
+                "bare_otel": args.bare_otel,
+                "gateway_tracing": args.gateway_tracing,
             },
             "servers": {
                 s.name: {

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
+from a2a.server.id_generator import IDGeneratorContext
 from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig, TaskState, TaskStatus
 
 from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
+from gateway.store.tasks import NewTaskIds
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 
@@ -184,3 +188,51 @@ async def test_sweep_on_a_shared_database_spares_tasks_that_may_be_running_elsew
     assert await fail_interrupted(db, "restarted", unchanged_since_ns=5_000) == ["stale"]
     fresh = await store.get("fresh", ada)
     assert fresh is not None and fresh.status.state == TaskState.TASK_STATE_WORKING
+
+
+class CountingDatabase:
+    """A ``Database`` that counts the queries reaching it (writes and reads) and passes them on."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.reads = 0
+        self.dialect, self.exclusive = db.dialect, db.exclusive
+
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._db.write(sql, params)
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self.reads += 1
+        return await self._db.fetch_one(sql, params)
+
+
+async def test_a_new_task_is_not_looked_up_until_saved_and_then_from_the_database(db: Database) -> None:
+    counting = CountingDatabase(db)
+    store, ada = SqlTaskStore(counting, "echo"), as_user("ada")  # type: ignore[arg-type]
+    task_id = store.new_ids.generate(IDGeneratorContext())
+    assert await store.get(task_id, ada) is None and await store.get(task_id, as_user("bob")) is None
+    assert counting.reads == 0, "an id the store just minted needs no query"
+    await store.save(make_task(task_id, TaskState.TASK_STATE_SUBMITTED), ada)
+    stored = await store.get(task_id, ada)
+    assert stored is not None and stored.id == task_id and counting.reads == 1
+    assert await store.get(task_id, as_user("bob")) is None, "owners stay apart once saved"
+    assert await store.get("minted-elsewhere", ada) is None and counting.reads == 3
+
+
+def test_minted_ids_not_saved_are_forgotten_past_the_limit() -> None:
+    ids = NewTaskIds(limit=2)
+    first, second, third = (ids.generate(IDGeneratorContext()) for _ in range(3))
+    assert first not in ids and second in ids and third in ids
+    ids.saved(second)
+    assert second not in ids and len({first, second, third}) == 3
+
+
+async def test_a_failed_single_statement_write_fails_only_that_write(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path / 'tasks.db'}")
+    try:
+        with pytest.raises(sqlite3.Error):
+            await db.write("INSERT INTO no_such_table VALUES (1)")
+        await SqlTaskStore(db, "echo").save(make_task("after"), as_user("ada"))
+        assert await SqlTaskStore(db, "echo").get("after", as_user("ada")) is not None
+    finally:
+        await db.close()

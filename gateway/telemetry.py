@@ -1,0 +1,63 @@
+"""Tracing: the A2A SDK's OpenTelemetry spans, on only when something would export them.
+
+a2a-sdk wraps every request-handler, dispatcher and event-queue method in a span (about a
+hundred per SendMessage) whenever ``opentelemetry-api`` is importable, and decides so once, when
+``a2a.utils.telemetry`` is first imported, from ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED``. With no
+tracer provider configured those spans are non-recording, yet they still cost CPU on every
+request. So the gateway sets that variable to ``false`` unless tracing is configured:
+
+* ``SWITCHBOARD_TRACING=on`` / ``off`` decides outright (``auto``, the default, looks at the rest);
+* ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` set by the operator is always respected;
+* ``OTEL_TRACES_EXPORTER`` (other than ``none``), ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` mean an exporter is configured: spans stay on;
+* ``OTEL_SDK_DISABLED=true`` means off.
+
+This runs when the ``gateway`` package is imported, before any module of it imports the SDK,
+which is why it reads the environment itself rather than through ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+SDK_SWITCH = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"
+TRACING_ENV = "SWITCHBOARD_TRACING"
+_EXPORTER_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_ON, _OFF = frozenset({"on", "true", "1", "yes"}), frozenset({"off", "false", "0", "no"})
+
+
+def tracing_configured(environ: MutableMapping[str, str]) -> bool:
+    """Whether ``environ`` asks for traces: ``SWITCHBOARD_TRACING``, else an OpenTelemetry exporter setting."""
+    choice = environ.get(TRACING_ENV, "auto").strip().lower()
+    if choice in _ON:
+        return True
+    if choice in _OFF:
+        return False
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter and exporter != "none":
+        return True
+    return any(environ.get(name, "").strip() for name in _EXPORTER_VARS)
+
+
+def configure_sdk_tracing(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Turn the SDK's spans off in ``environ`` unless tracing is configured; whether they stay on.
+
+    An explicit ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` wins over ``auto``. Has no effect once
+    ``a2a.utils.telemetry`` has been imported (the SDK read the variable then).
+    """
+    choice = environ.get(TRACING_ENV, "auto").strip().lower()
+    if SDK_SWITCH in environ and choice not in _ON | _OFF:
+        return environ[SDK_SWITCH].strip().lower() == "true"
+    wanted = tracing_configured(environ)
+    environ[SDK_SWITCH] = "true" if wanted else "false"
+    return wanted
+
+
+def sdk_tracing_active() -> bool:
+    """Whether the imported SDK creates spans (False before it is imported)."""
+    telemetry = sys.modules.get("a2a.utils.telemetry")
+    return bool(telemetry is not None and telemetry.otel_installed and telemetry.otel_enabled)

@@ -1,0 +1,45 @@
+"""The SDK's spans are off unless tracing is configured (gateway/telemetry.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway.telemetry import SDK_SWITCH, configure_sdk_tracing
+
+
+@pytest.mark.parametrize(
+    ("environ", "on"),
+    [
+        ({}, False),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"SWITCHBOARD_TRACING": "on"}, True),
+        ({"SWITCHBOARD_TRACING": "off", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({SDK_SWITCH: "true"}, True),
+        ({SDK_SWITCH: "true", "SWITCHBOARD_TRACING": "off"}, False),
+    ],
+)
+def test_sdk_spans_follow_the_tracing_configuration(environ: dict[str, str], on: bool) -> None:
+    assert configure_sdk_tracing(environ) is on
+    assert environ[SDK_SWITCH] == ("true" if on else "false")
+
+
+def _sdk_spans_in_a_fresh_process(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SWITCHBOARD_"))}
+    code = "import gateway.app, a2a.utils.telemetry as t; print(t.otel_enabled)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_gateway_without_tracing_configured_creates_no_sdk_spans() -> None:
+    assert _sdk_spans_in_a_fresh_process() == "False"
+    assert _sdk_spans_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "True"
