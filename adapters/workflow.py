@@ -12,8 +12,10 @@ when the gateway restarts it without a message (``gateway.orchestration.resume``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from typing import Any
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -56,6 +58,30 @@ _FINAL = {
     "failed": TaskState.TASK_STATE_FAILED,
     "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
 }
+
+
+class RunUpdates:
+    """The ``RunEvents`` of a run: status updates and artifacts of the run's task, through its updater."""
+
+    def __init__(self, updater: TaskUpdater) -> None:
+        self._updater = updater
+        self._artifacts = UpdaterEmitter(updater)
+
+    async def progress(self, *lines: str) -> None:
+        """One working status update, one text part per line."""
+        message = self._updater.new_agent_message([Part(text=line) for line in lines])
+        await self._updater.update_status(TaskState.TASK_STATE_WORKING, message)
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        data: dict[str, Any] | list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """An artifact of the run's task."""
+        await self._artifacts.artifact(name, text=text, data=data, metadata=metadata)
 
 
 async def publish_outcome(updater: TaskUpdater, outcome: Outcome, record: RunRecord) -> None:
@@ -106,22 +132,30 @@ class WorkflowExecutor(AgentExecutor):
             return
         resumed = context.message is None
         record.state = "running"
-        run = EngineRun(self.plan, self._host, record, context.call_context, UpdaterEmitter(updater), answer=answer)
-        await updater.start_work(updater.new_agent_message([Part(text=self._starting(record, resumed))]))
-        await run.checkpoint()
+        run = EngineRun(self.plan, self._host, record, context.call_context, RunUpdates(updater), answer=answer)
+        # The task turns working with the run's first batch of progress (``RunPublisher``), and the
+        # first checkpoint is written with the first step's work, not waited for on its own.
+        await run.progress(self._starting(record, resumed))
+        started = run.save_soon()
         self._runs[task_id] = run
         try:
             outcome = await run.execute()
         except RunCanceledError:
             return  # the cancel request ends the task
         except RunInterruptedError:
+            await run.flush_updates()  # the finished steps' artifacts: a resumed run replays them unpublished
             logger.info("run %s of %s interrupted by shutdown; it resumes on the next start", task_id, self.name)
             return  # the task stays running and the checkpoint as it is, to resume on the next start
         finally:
             self._runs.pop(task_id, None)
+            run.drop_updates()
+            await asyncio.shield(started)
         record.state = outcome.state
-        await run.checkpoint()
+        # The last checkpoint and the outcome are written together: a crash between the two leaves
+        # either a finished task (not resumed) or a finished checkpoint whose replay ends the task.
+        ended = run.save_soon()
         await publish_outcome(updater, outcome, record)
+        await asyncio.shield(ended)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the run: every child task still running (or waiting for input) is canceled first."""

@@ -1,7 +1,10 @@
-"""One step as a child A2A task: sent in-process through the participant's own request handler.
+"""One step as a child A2A task of its participant, run in-process.
 
-The child is an ordinary task of the participant, owned by the run's caller (the same
-``ServerCallContext``), so the caller can get, list or cancel it on the participant's URL. It
+A participant with a ``LocalRunner`` (a ``python`` or ``llm`` runtime, ``gateway.local_tasks``)
+runs the step's task directly (``LocalChild``); any other (a workflow, a remote agent) gets the
+message through its own request handler (``ChildTask``). Either way the child is an ordinary task
+of the participant, owned by the run's caller (the same ``ServerCallContext``), so the caller can
+get, list or cancel it on the participant's URL. It
 names its parent in ``reference_task_ids`` and in its message's metadata
 (``{"switchboard": {"parent_task_id", "run_id", "step", "hops", "via"}, "traceparent"}``). Its final task becomes a
 ``StepResult``: the status message's text, the artifacts' data, and what the participant's
@@ -36,6 +39,7 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.executor import METADATA_KEY, data_part
 from gateway.federation.hops import TRACEPARENT
+from gateway.local_tasks import LocalRunner
 from gateway.orchestration.api import StepInput, StepResult, StepState
 from gateway.runtime import FileInput, Usage
 
@@ -218,6 +222,37 @@ class ChildTask:
         if not self.task_id:
             return False
         return await cancel_task(self._handler, self.task_id, self._context)
+
+
+class LocalChild:
+    """One child task of a run, on its agent's ``LocalRunner``: no request handler, no event queue.
+
+    The runner saves the task when it starts and when it ends; its progress reaches ``progress``
+    directly, and its final task is the result (no re-read).
+    """
+
+    def __init__(self, agent: str, runner: LocalRunner, call_context: ServerCallContext) -> None:
+        self.agent = agent
+        self._runner = runner
+        self._context = call_context
+        self._message: Message | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The child's task id: the runner names a new task on the message it was given."""
+        return self._message.task_id if self._message is not None else ""
+
+    async def run(self, message: Message, progress: Progress) -> ChildOutcome:
+        """Run ``message`` on the agent to the task's end (or until it waits for input)."""
+        self._message = message
+        return step_result(self.agent, await self._runner.run(message, self._context, progress))
+
+    async def cancel(self) -> bool:
+        """Cancel the child if it is running; whether it was."""
+        return bool(self.task_id) and await self._runner.cancel(self.task_id)
+
+
+Child = ChildTask | LocalChild
 
 
 async def cancel_task(handler: RequestHandler, task_id: str, context: ServerCallContext) -> bool:

@@ -70,20 +70,35 @@ async def fan_out(
     A step that raises (a run limit) cancels the others and the error propagates.
     """
     tasks = [asyncio.create_task(run.step(agent, request, label=label)) for agent, request, label in jobs]
+    position = {task: index for index, task in enumerate(tasks)}
     results: list[StepResult | None] = [None] * len(tasks)
-    pending = set(tasks)
+    arrived: list[asyncio.Task[StepResult]] = []  # finished since the last look (no asyncio.wait over all pending)
+    woken = asyncio.Event()
+
+    def finished(task: asyncio.Task[StepResult]) -> None:
+        arrived.append(task)
+        woken.set()
+
+    for task in tasks:
+        task.add_done_callback(finished)
+    left = len(tasks)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        while left:
+            await woken.wait()
+            woken.clear()
+            done = arrived[:]
+            arrived.clear()
+            left -= len(done)
             errors = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
             if errors:
                 raise errors[0]  # type: ignore[misc]
-            finished = [(tasks.index(task), task.result()) for task in done if not task.cancelled()]
-            for index, result in finished:
+            completed = [(position[task], task.result()) for task in done if not task.cancelled()]
+            for index, result in completed:
                 results[index] = result
-            if any(stop(result) for _, result in finished):
+            if any(stop(result) for _, result in completed):
                 break
     finally:
+        pending = [task for task in tasks if not task.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

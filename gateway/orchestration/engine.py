@@ -4,7 +4,8 @@
 await, so concurrent fan-outs number deterministically). A step whose result the checkpoint
 holds returns it without calling the agent again: re-running a pattern from the start replays
 every finished step and resumes after the last one. Otherwise the step runs as a child task
-(``child_tasks``) under these rules, in order:
+(``child_tasks``: in this task on the agent's ``LocalRunner`` for an in-process agent, else
+through its request handler) under these rules, in order:
 
 - limits: the step count, the run's deadline, the token and cost budgets (``LimitExceededError``);
 - the agent's circuit breaker (``breaker``): an open circuit fails the step at once;
@@ -14,8 +15,10 @@ every finished step and resumes after the last one. Otherwise the step runs as a
   its own is not retried;
 - fallbacks: when the agent's step still fails, each alternate in ``fallbacks`` gets the request.
 
-After each step the checkpoint is saved, the step's output is published as an artifact of the
-run (``step-<n>-<agent>``) and its progress as status updates of the run's task.
+After each step the checkpoint is saved (concurrent steps share writes: ``checkpoint``) and
+only then does the step return; its output is published as an artifact of the run
+(``step-<n>-<agent>``) and its progress as status updates of the run's task, in batches
+(``RunPublisher``): each event on the run's task is a save of the whole task by the SDK.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ from gateway.orchestration.api import (
     StepResult,
 )
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
-from gateway.orchestration.child_tasks import ChildOutcome, ChildTask, StepLink, cancel_task, child_message
+from gateway.orchestration.child_tasks import (
+    Child,
+    ChildOutcome,
+    ChildTask,
+    LocalChild,
+    Progress,
+    StepLink,
+    cancel_task,
+    child_message,
+)
 from gateway.orchestration.workflows import WorkflowPlan
 from gateway.runtime import Usage
 from gateway.runtimes import Host
@@ -55,6 +67,8 @@ CANCEL_TIMEOUT_S = 10.0
 """How long canceling one child task may take before the engine stops waiting."""
 DEADLINE_GRACE_S = 5.0
 """Past the deadline, how long a pattern gets to notice (its next step raises) before it is stopped."""
+PUBLISH_INTERVAL_S = 0.025
+"""How long the run's progress and step artifacts wait to be published together (``RunPublisher``)."""
 
 
 class RunCanceledError(OrchestrationError):
@@ -65,10 +79,10 @@ class RunCanceledError(OrchestrationError):
 
 
 class RunEvents(Protocol):
-    """Where a run publishes: status updates and artifacts of the run's task (``UpdaterEmitter``)."""
+    """Where a run publishes: status updates and artifacts of the run's task (``adapters.workflow.RunUpdates``)."""
 
-    async def progress(self, text: str) -> None:
-        """A working status update."""
+    async def progress(self, *lines: str) -> None:
+        """One working status update, with one text part per line."""
 
     async def artifact(
         self,
@@ -79,6 +93,82 @@ class RunEvents(Protocol):
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """An artifact of the run's task."""
+
+
+class RunPublisher:
+    """The run's progress and step artifacts, published in batches by one writer.
+
+    Each event on the run's task is a save of the whole (growing) task by the SDK, so a fan-out of
+    100 steps publishing three events each spent most of its time saving. ``progress`` and
+    ``artifact`` only queue; the first item queued starts a writer that waits ``interval`` seconds
+    (or until ``flush``) and then publishes what queued meanwhile: one working status update with
+    every progress line, in order, one text part each, then every artifact, in order. Every line
+    and every artifact is published; only how they are grouped into events changes (a batch's
+    lines come before its artifacts), and progress shows at most ``interval`` late. ``flush`` publishes
+    at once and waits until everything queued is out; ``close`` drops what is left (a canceled
+    run's task has ended).
+    """
+
+    def __init__(self, events: RunEvents, interval: float = PUBLISH_INTERVAL_S) -> None:
+        self._events = events
+        self._interval = interval
+        self._lines: list[str] = []
+        self._artifacts: list[tuple[str, dict[str, Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._due: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def progress(self, text: str) -> None:
+        """Queue a progress line."""
+        if not self._closed:
+            self._lines.append(text)
+            self._wake()
+
+    def artifact(self, name: str, **content: Any) -> None:
+        """Queue an artifact (``RunEvents.artifact``'s keywords)."""
+        if not self._closed:
+            self._artifacts.append((name, content))
+            self._wake()
+
+    async def flush(self) -> None:
+        """Publish what is queued now, and wait until it is out."""
+        _resolve(self._due)
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    def close(self) -> None:
+        """Publish nothing more."""
+        self._closed = True
+        self._lines.clear()
+        self._artifacts.clear()
+        _resolve(self._due)
+
+    def _wake(self) -> None:
+        if self._writer is None or self._writer.done():
+            loop = asyncio.get_running_loop()
+            self._due = due = loop.create_future()
+            timer = loop.call_later(self._interval, _resolve, due)
+            due.add_done_callback(lambda _: timer.cancel())
+            self._writer = asyncio.create_task(self._write(due))
+
+    async def _write(self, due: asyncio.Future[None]) -> None:
+        await due
+        while (self._lines or self._artifacts) and not self._closed:
+            artifacts, self._artifacts = self._artifacts, []
+            lines, self._lines = self._lines, []
+            try:
+                if lines:
+                    await self._events.progress(*lines)
+                for name, content in artifacts:
+                    await self._events.artifact(name, **content)
+            except Exception as exc:  # the run's task ended under us (a cancel): nothing more to show
+                logger.warning("could not publish the run's progress: %s", exc)
+                self.close()
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def step_links(record: RunRecord) -> list[dict[str, Any]]:
@@ -127,6 +217,20 @@ def _without_speaker(text: str, agent: str) -> str:
     return text
 
 
+def _broken(child: Child, exc: BaseException) -> ChildOutcome:
+    """A participant that broke the protocol, or a handler error: the step fails with the reason."""
+    detail = str(exc) or type(exc).__name__
+    logger.warning("step on %s failed: %s", child.agent, detail, exc_info=exc)
+    result = StepResult(child.agent, "failed", task_id=child.task_id, error=f"{child.agent}: {detail}")
+    return ChildOutcome(result, retryable=getattr(exc, "retryable", False) is True)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a shared save's error as seen: its callers may all have been canceled meanwhile."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -159,16 +263,17 @@ class EngineRun:
         self._host = host
         self._store = SqlRunStore(host.db)
         self._context = call_context
-        self._emit = emit
+        self._updates = RunPublisher(emit)
         self._answer = answer
         self._clock = clock
         self._rng = rng or random.Random()
         self._numbered = 0
         self._tokens = 0
         self._cost = 0.0
-        self._running: dict[int, ChildTask] = {}
+        self._running: dict[int, Child] = {}
         self._attempts = 0
-        self._save_lock = asyncio.Lock()
+        self._next_save: asyncio.Future[None] | None = None  # the write that covers every change made since the last
+        self._saver: asyncio.Task[None] | None = None
         self._carried = carried(record.request)  # gateway path and trace context, passed to every step
 
     # -- the Run protocol ------------------------------------------------------------------
@@ -202,14 +307,17 @@ class EngineRun:
             raise RunInterruptedError  # the step ended because its agent stopped: not a result to keep
         self.record.steps[number] = result
         await self.checkpoint()
-        await self._publish(number, label, result)
+        self._publish(number, label, result)
         self._account(result.usage)
         return result
 
     async def progress(self, text: str) -> None:
-        """A working status update on the run's task (none once the run is canceled: its task has ended)."""
+        """A working status update on the run's task (none once the run is canceled: its task has ended).
+
+        Queued (``RunPublisher``): published within ``PUBLISH_INTERVAL_S``, with whatever else queued.
+        """
         if not self.canceled:
-            await self._emit.progress(text)
+            self._updates.progress(text)
 
     def describe(self, agent: str) -> AgentInfo:
         """What the card of ``agent`` says about it."""
@@ -240,6 +348,7 @@ class EngineRun:
             outcome = self._error_outcome(exc)
         if self.canceled:
             raise RunCanceledError
+        await self._updates.flush()  # every step's progress and artifact before the outcome
         if not isinstance(outcome, Outcome):
             return Outcome("failed", f"{self.plan.name}: the pattern returned {type(outcome).__name__}, not an Outcome")
         return outcome
@@ -247,6 +356,7 @@ class EngineRun:
     async def cancel(self) -> int:
         """Stop the run: no step starts again, every running child task is canceled; how many were."""
         self.canceled = True
+        self._updates.close()
         children = list(self._running.values())
         canceled = await asyncio.gather(*(self._cancel_child(c) for c in children))
         self.record.state = "canceled"
@@ -254,9 +364,46 @@ class EngineRun:
         return sum(canceled)
 
     async def checkpoint(self) -> None:
-        """Save the run's state (one write at a time, so a later save never loses to an earlier one)."""
-        async with self._save_lock:
-            await self._store.save(self.record)
+        """Save the run's state; returns once a write that began after this call has committed.
+
+        One write at a time (a later save never loses to an earlier one), and concurrent calls
+        share writes: a step that finishes while a write is under way waits for the next one,
+        which covers every step finished meanwhile (a fan-out of 100 saves a few times, not 100).
+        """
+        await asyncio.shield(self.save_soon())
+
+    def save_soon(self) -> asyncio.Future[None]:
+        """Start a checkpoint (or join the one about to be written); its future resolves once it committed."""
+        if self._next_save is None:
+            self._next_save = asyncio.get_running_loop().create_future()
+            self._next_save.add_done_callback(_retrieve)
+            if self._saver is None or self._saver.done():
+                self._saver = asyncio.create_task(self._save_pending())
+        return self._next_save
+
+    async def _save_pending(self) -> None:
+        while self._next_save is not None:
+            saved, self._next_save = self._next_save, None
+            try:
+                await self._store.save(self.record)  # the row is taken from the record before the first await
+            except asyncio.CancelledError:
+                saved.cancel()
+                if self._next_save is not None:
+                    self._next_save.cancel()
+                    self._next_save = None
+                raise
+            except Exception as exc:
+                saved.set_exception(exc)
+            else:
+                saved.set_result(None)
+
+    async def flush_updates(self) -> None:
+        """Publish the progress and artifacts still queued (``RunPublisher``)."""
+        await self._updates.flush()
+
+    def drop_updates(self) -> None:
+        """Publish nothing more: the run's task is no longer this run's to write to."""
+        self._updates.close()
 
     def remaining(self) -> float:
         """Seconds left before the run's deadline."""
@@ -379,47 +526,75 @@ class EngineRun:
         if self._host.stopping:
             raise RunInterruptedError
         try:
-            handler = self._host.handler(agent)
+            child = self._child(agent)
         except UnknownAgentError as exc:
             return ChildOutcome(StepResult(agent, "failed", error=exc.detail))
         record = self.record
         link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1, *self._carried)
-        child = ChildTask(agent, handler, self._context)
         timeout = min(self.limits.step_timeout_s, self.remaining())
 
         async def forward(text: str) -> None:
             await self.progress(f"{label} · {agent}: {_without_speaker(text, agent)}")
 
         await self.progress(f"{label} · {agent}: {'answer sent' if follow_up else 'started'}")
+        message = child_message(request, link, follow_up=follow_up)
         self._attempts += 1
         key = self._attempts
         self._running[key] = child
-        consumer = asyncio.create_task(child.run(child_message(request, link, follow_up=follow_up), forward))
         try:
-            done, _ = await asyncio.wait({consumer}, timeout=max(timeout, 0.0))
-        except asyncio.CancelledError:
-            await self._abandon(child, consumer)
-            raise
+            if isinstance(child, LocalChild):
+                outcome = await self._run_local(child, message, forward, timeout)
+            else:
+                outcome = await self._run_remote(child, message, forward, timeout)
         finally:
             self._running.pop(key, None)
-        if consumer in done:
-            return self._consumed(agent, child, consumer)
-        await self._abandon(child, consumer)
+        if outcome is not None:
+            return outcome
         if timeout < self.limits.step_timeout_s:
             raise self._deadline_error()
         error = f"{agent} did not finish within {timeout:g}s"
         return ChildOutcome(StepResult(agent, "failed", task_id=child.task_id, error=error), retryable=True)
 
-    @staticmethod
-    def _consumed(agent: str, child: ChildTask, consumer: asyncio.Task[ChildOutcome]) -> ChildOutcome:
-        exc = consumer.exception()
-        if exc is None:
-            return consumer.result()
-        # A participant that breaks the protocol, or a handler error: the step fails with the reason.
-        detail = str(exc) or type(exc).__name__
-        logger.warning("step on %s failed: %s", agent, detail, exc_info=exc)
-        result = StepResult(agent, "failed", task_id=child.task_id, error=f"{agent}: {detail}")
-        return ChildOutcome(result, retryable=getattr(exc, "retryable", False) is True)
+    async def _run_local(
+        self, child: LocalChild, message: Message, forward: Progress, within: float
+    ) -> ChildOutcome | None:
+        """Run a local child in this task (no task of its own to follow); None when it timed out.
+
+        Cancelling this task (a timeout, the run stopping) reaches the runner, which leaves the
+        child canceled before the cancel goes on; ``cancel`` (the run's cancel) ends it with a result.
+        """
+        try:
+            async with asyncio.timeout(max(within, 0.0)) as limit:
+                return await child.run(message, forward)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            return None
+        except Exception as exc:
+            return _broken(child, exc)
+
+    async def _run_remote(
+        self, child: ChildTask, message: Message, forward: Progress, within: float
+    ) -> ChildOutcome | None:
+        """Follow a child through its agent's handler, in a task of its own; None when it timed out."""
+        consumer = asyncio.create_task(child.run(message, forward))
+        try:
+            done, _ = await asyncio.wait({consumer}, timeout=max(within, 0.0))
+        except asyncio.CancelledError:
+            await self._abandon(child, consumer)
+            raise
+        if consumer in done:
+            exc = consumer.exception()
+            return consumer.result() if exc is None else _broken(child, exc)
+        await self._abandon(child, consumer)
+        return None
+
+    def _child(self, agent: str) -> Child:
+        """The step's child: run in-process on the agent's runner when it has one, else through its handler."""
+        runner = self._host.local_runner(agent)
+        if runner is not None:
+            return LocalChild(agent, runner, self._context)
+        return ChildTask(agent, self._host.handler(agent), self._context)
 
     async def _abandon(self, child: ChildTask, consumer: asyncio.Task[ChildOutcome]) -> None:
         """Cancel the child on its agent (best effort, bounded), then stop following it."""
@@ -431,7 +606,7 @@ class EngineRun:
             consumer.exception()  # retrieved, so an abandoned child's error is not logged as unhandled
 
     @staticmethod
-    async def _cancel_child(child: ChildTask) -> bool:
+    async def _cancel_child(child: Child) -> bool:
         try:
             return await asyncio.wait_for(asyncio.shield(child.cancel()), CANCEL_TIMEOUT_S)
         except asyncio.CancelledError:
@@ -440,17 +615,17 @@ class EngineRun:
             logger.warning("could not cancel %s task %s: %s", child.agent, child.task_id, exc)
             return False
 
-    async def _publish(self, number: int, label: str, result: StepResult) -> None:
+    def _publish(self, number: int, label: str, result: StepResult) -> None:
         if result.text or result.data is not None:
             link = {"step": number, "agent": result.agent, "state": result.state, "task_id": result.task_id}
-            await self._emit.artifact(
+            self._updates.artifact(
                 f"step-{number}-{result.agent}",
                 text=result.text or None,
                 data=result.data,
                 metadata={METADATA_KEY: link},
             )
         ending = f"{label} · {result.agent}: {result.state}"
-        await self.progress(f"{ending} ({result.error})" if result.error else ending)
+        self._updates.progress(f"{ending} ({result.error})" if result.error else ending)
 
 
 async def cancel_waiting_children(host: Host, record: RunRecord, context: ServerCallContext) -> int:

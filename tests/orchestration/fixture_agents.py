@@ -117,6 +117,20 @@ class GarbageExecutor(AgentExecutor):
         """Nothing to cancel."""
 
 
+class ExplodingExecutor(AgentExecutor):
+    """An executor with a bug: it raises once its task is working."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Start the task, then raise."""
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await event_queue.enqueue_event(new_task(updater.task_id, updater.context_id, TaskState.TASK_STATE_SUBMITTED))
+        await updater.start_work()
+        raise RuntimeError("the fuse was lit")
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Nothing to cancel."""
+
+
 # -- agent files -------------------------------------------------------------------------------
 
 

@@ -38,6 +38,10 @@ class NoAgents:
         self.asked.append(name)
         raise AssertionError(f"{name} was called, but its step is in the checkpoint")
 
+    def local_runner(self, name: str) -> None:
+        self.asked.append(name)
+        raise AssertionError(f"{name} was called, but its step is in the checkpoint")
+
     def spec(self, name: str) -> AgentSpec | None:
         return None
 
@@ -50,8 +54,8 @@ class Events:
         self.progress_messages: list[str] = []
         self.artifacts: list[str] = []
 
-    async def progress(self, text: str) -> None:
-        self.progress_messages.append(text)
+    async def progress(self, *lines: str) -> None:
+        self.progress_messages.extend(lines)
 
     async def artifact(self, name: str, **_: Any) -> None:
         self.artifacts.append(name)

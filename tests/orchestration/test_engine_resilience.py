@@ -203,7 +203,7 @@ async def test_canceling_a_run_cancels_every_running_child(tmp_path: Path) -> No
     [
         (
             python_agent("junk", "tests.orchestration.fixture_agents:GarbageExecutor"),
-            "junk failed while step 1 of 1: junk: Received Message object in task mode",
+            "junk failed while step 1 of 1: junk failed: InvalidAgentResponseError: Received Message object in task",
         ),
         (
             python_agent("junk", "spender", tokens=-10),
