@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -280,6 +281,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         await gateway.federation.start(gateway.db, gateway.refresh_card)
         if gateway.federation.remotes:
             gateway.spawn(gateway.federation.keep_fresh(), name="federation:refresh")
+        # Everything built so far (modules, agents, cards, SDK objects) lives as long as the process:
+        # out of the collector's sight, full collections scan only what requests create.
+        gc.collect()
+        gc.freeze()
         gateway.ready = True
         for run in resumable:
             logger.info("resuming run %s of %s after %d step(s)", run.task_id, run.agent, len(run.steps))
@@ -299,6 +304,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             await gateway.federation.aclose()
             await gateway.http.aclose()
             await gateway.db.close()
+            gc.unfreeze()  # what this app built may be collected again (tests start many apps in one process)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
