@@ -2,8 +2,10 @@
 
 Each run is an A2A task of the workflow agent. The pattern runs on an ``EngineRun``, which turns
 every step into a child task on its participant and checkpoints the run after each step; the
-run's progress arrives as status updates, each step's output as an artifact ``step-<n>-<agent>``,
-and the outcome as the artifact ``result`` (text and data) with the run's final state.
+run's progress arrives as status updates, the steps' outputs as the artifact ``steps`` (appended
+to in batches; each part is linked to its step's child task in its metadata, see
+``gateway.orchestration.step_outputs``), and the outcome as the artifact ``result`` (text and
+data) with the run's final state.
 
 The executor starts a run for a new task, continues one for a follow-up message to a run that
 asked for input (the answer goes to the step that asked), and resumes one from its checkpoint
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from collections.abc import Sequence
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -37,6 +39,7 @@ from gateway.orchestration.engine import (
     cancel_waiting_children,
     step_links,
 )
+from gateway.orchestration.step_outputs import STEPS_ARTIFACT, StepOutput, published_steps, step_parts
 from gateway.orchestration.workflows import InvalidWorkflowError, WorkflowPlan, plan_workflow
 from gateway.runtimes import Host
 from gateway.spec import AgentSpec
@@ -61,27 +64,27 @@ _FINAL = {
 
 
 class RunUpdates:
-    """The ``RunEvents`` of a run: status updates and artifacts of the run's task, through its updater."""
+    """The ``RunEvents`` of a run: status updates and artifacts of the run's task, through its updater.
 
-    def __init__(self, updater: TaskUpdater) -> None:
+    ``shown`` says whether the task already has a ``steps`` artifact (a resumed or continued run):
+    then every batch appends to it; otherwise the first batch creates it.
+    """
+
+    def __init__(self, updater: TaskUpdater, *, shown: bool = False) -> None:
         self._updater = updater
-        self._artifacts = UpdaterEmitter(updater)
+        self._shown = shown
 
     async def progress(self, *lines: str) -> None:
         """One working status update, one text part per line."""
         message = self._updater.new_agent_message([Part(text=line) for line in lines])
         await self._updater.update_status(TaskState.TASK_STATE_WORKING, message)
 
-    async def artifact(
-        self,
-        name: str,
-        *,
-        text: str | None = None,
-        data: dict[str, Any] | list[Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """An artifact of the run's task."""
-        await self._artifacts.artifact(name, text=text, data=data, metadata=metadata)
+    async def steps(self, outputs: Sequence[StepOutput]) -> None:
+        """One update of the ``steps`` artifact: these steps' outputs, appended."""
+        append, self._shown = self._shown, True
+        await self._updater.add_artifact(
+            step_parts(outputs), artifact_id=STEPS_ARTIFACT, name=STEPS_ARTIFACT, append=append or None
+        )
 
 
 async def publish_outcome(updater: TaskUpdater, outcome: Outcome, record: RunRecord) -> None:
@@ -132,7 +135,10 @@ class WorkflowExecutor(AgentExecutor):
             return
         resumed = context.message is None
         record.state = "running"
-        run = EngineRun(self.plan, self._host, record, context.call_context, RunUpdates(updater), answer=answer)
+        task = context.current_task
+        shown = published_steps(task.artifacts) if task is not None else set()
+        updates = RunUpdates(updater, shown=bool(shown))
+        run = EngineRun(self.plan, self._host, record, context.call_context, updates, answer=answer, published=shown)
         # The task turns working with the run's first batch of progress (``RunPublisher``), and the
         # first checkpoint is written with the first step's work, not waited for on its own.
         await run.progress(self._starting(record, resumed))
@@ -143,7 +149,7 @@ class WorkflowExecutor(AgentExecutor):
         except RunCanceledError:
             return  # the cancel request ends the task
         except RunInterruptedError:
-            await run.flush_updates()  # the finished steps' artifacts: a resumed run replays them unpublished
+            await run.flush_updates()  # the finished steps' outputs (a resumed run publishes only those not shown)
             logger.info("run %s of %s interrupted by shutdown; it resumes on the next start", task_id, self.name)
             return  # the task stays running and the checkpoint as it is, to resume on the next start
         finally:

@@ -15,6 +15,9 @@ from a2a.client import A2AClientError, ClientConfig, ClientFactory
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, StreamResponse, Task, TaskState
 from google.protobuf.json_format import MessageToDict
 
+from gateway.executor import data_part
+from gateway.orchestration.step_outputs import is_steps, step_outputs
+
 TERMINAL = {
     TaskState.TASK_STATE_COMPLETED,
     TaskState.TASK_STATE_FAILED,
@@ -61,7 +64,9 @@ def render_event(event: StreamResponse, out: TextIO) -> Task | None:
         out.write(f"[{_state(status.state)}] {text}\n" if text else f"[{_state(status.state)}]\n")
     elif event.HasField("artifact_update"):
         artifact = event.artifact_update.artifact
-        out.write(f"[artifact] {artifact.name or artifact.artifact_id}\n")
+        names = [o.name for o in step_outputs(artifact.parts)] if is_steps(artifact) else []
+        for name in names or [artifact.name or artifact.artifact_id]:
+            out.write(f"[artifact] {name}\n")
     elif event.HasField("message"):
         out.write(_parts_text(event.message.parts) + "\n")
     out.flush()
@@ -76,10 +81,22 @@ def print_result(task: Task, out: TextIO, as_json: bool, artifacts: Collection[s
     out.write(f"\n== {_state(task.status.state)} ==\n")
     if task.status.message.parts:
         out.write(_parts_text(task.status.message.parts) + "\n")
-    for artifact in task.artifacts:
-        name = artifact.name or artifact.artifact_id
+    for name, parts in _sections(task):
         if artifacts is None or name in artifacts:
-            out.write(f"\n-- artifact: {name} --\n{_parts_text(artifact.parts)}\n")
+            out.write(f"\n-- artifact: {name} --\n{_parts_text(parts)}\n")
+
+
+def _sections(task: Task) -> list[tuple[str, Sequence[Part]]]:
+    """Each artifact's name and parts; a run's ``steps`` artifact as one section per step (``step-<n>-<agent>``)."""
+    sections: list[tuple[str, Sequence[Part]]] = []
+    for artifact in task.artifacts:
+        if not is_steps(artifact):
+            sections.append((artifact.name or artifact.artifact_id, artifact.parts))
+            continue
+        for output in step_outputs(artifact.parts):
+            parts = [Part(text=output.text)] if output.text else []
+            sections.append((output.name, parts + ([data_part(output.data)] if output.data is not None else [])))
+    return sections
 
 
 async def send(
@@ -132,7 +149,8 @@ async def run_workflow(base_url: str, workflow: str, text: str, files: Sequence[
     """Run ``workflow`` on ``text`` (and files), streaming each step's progress; prints the run's result.
 
     A run is an A2A task of the workflow agent, so this is a streaming send whose status updates
-    are the steps' progress; each step's own output stays on the task as ``step-<n>-<agent>``.
+    are the steps' progress; each step's own output stays on the task, in its ``steps`` artifact
+    (printed as it arrives as ``[artifact] step-<n>-<agent>``).
     """
     return await send(base_url, workflow, text, files, stream=True, as_json=as_json, artifacts=("result",))
 

@@ -41,6 +41,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from gateway.executor import data_part
+from gateway.orchestration.step_outputs import is_steps, step_outputs
 
 if TYPE_CHECKING:
     from gateway.app import HostedAgent
@@ -146,6 +147,13 @@ def _artifact(artifact: Any) -> ArtifactOut:
     )
 
 
+def _artifacts(artifact: Any) -> list[ArtifactOut]:
+    """A run's ``steps`` artifact as one entry per step (``step-<n>-<agent>``); any other as itself."""
+    if not is_steps(artifact):
+        return [_artifact(artifact)]
+    return [ArtifactOut(name=o.name, text=o.text, data=o.data) for o in step_outputs(artifact.parts)]
+
+
 def result_of(agent: str, task: Task) -> AgentResult:
     """The tool result describing ``task``."""
     return AgentResult(
@@ -153,7 +161,7 @@ def result_of(agent: str, task: Task) -> AgentResult:
         task_id=task.id,
         state=state_name(task.status.state),
         text=_status_text(task),
-        artifacts=[_artifact(a) for a in task.artifacts],
+        artifacts=[out for a in task.artifacts for out in _artifacts(a)],
     )
 
 
@@ -182,8 +190,9 @@ def _update(agent: str, event: Any) -> Update | None:
     if isinstance(event, TaskStatusUpdateEvent):
         return Update(agent, event.task_id, state_name(event.status.state), message_text(event.status.message))
     if isinstance(event, TaskArtifactUpdateEvent):
-        name = event.artifact.name or event.artifact.artifact_id
-        return Update(agent, event.task_id, "working", f"produced artifact {name!r}")
+        names = [o.name for o in step_outputs(event.artifact.parts)] if is_steps(event.artifact) else []
+        produced = ", ".join(repr(n) for n in names or [event.artifact.name or event.artifact.artifact_id])
+        return Update(agent, event.task_id, "working", f"produced artifact {produced}")
     return None
 
 

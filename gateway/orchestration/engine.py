@@ -16,9 +16,11 @@ through its request handler) under these rules, in order:
 - fallbacks: when the agent's step still fails, each alternate in ``fallbacks`` gets the request.
 
 After each step the checkpoint is saved (concurrent steps share writes: ``checkpoint``) and
-only then does the step return; its output is published as an artifact of the run
-(``step-<n>-<agent>``) and its progress as status updates of the run's task, in batches
-(``RunPublisher``): each event on the run's task is a save of the whole task by the SDK.
+only then does the step return; its output is published in the run's ``steps`` artifact
+(``step_outputs``: a part per output, linked to its child task) and its progress as status
+updates of the run's task, in batches (``RunPublisher``): each event on the run's task is a save
+of the whole task by the SDK. A replayed step whose output the task does not show yet (the
+gateway stopped between its checkpoint and its publication) is published on replay.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Protocol
 
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
 
 from gateway.errors import UnknownAgentError
-from gateway.executor import METADATA_KEY, message_input
+from gateway.executor import message_input
 from gateway.federation.hops import carried
 from gateway.orchestration.api import (
     AgentInfo,
@@ -57,6 +59,7 @@ from gateway.orchestration.child_tasks import (
     cancel_task,
     child_message,
 )
+from gateway.orchestration.step_outputs import StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
 from gateway.runtime import Usage
 from gateway.runtimes import Host
@@ -68,7 +71,7 @@ CANCEL_TIMEOUT_S = 10.0
 DEADLINE_GRACE_S = 5.0
 """Past the deadline, how long a pattern gets to notice (its next step raises) before it is stopped."""
 PUBLISH_INTERVAL_S = 0.025
-"""How long the run's progress and step artifacts wait to be published together (``RunPublisher``)."""
+"""How long the run's progress and step outputs wait to be published together (``RunPublisher``)."""
 
 
 class RunCanceledError(OrchestrationError):
@@ -84,36 +87,30 @@ class RunEvents(Protocol):
     async def progress(self, *lines: str) -> None:
         """One working status update, with one text part per line."""
 
-    async def artifact(
-        self,
-        name: str,
-        *,
-        text: str | None = None,
-        data: dict[str, Any] | list[Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """An artifact of the run's task."""
+    async def steps(self, outputs: Sequence[StepOutput]) -> None:
+        """One artifact update of the run's ``steps`` artifact with these steps' outputs (``step_outputs``)."""
 
 
 class RunPublisher:
-    """The run's progress and step artifacts, published in batches by one writer.
+    """The run's progress and step outputs, published in batches by one writer.
 
-    Each event on the run's task is a save of the whole (growing) task by the SDK, so a fan-out of
-    100 steps publishing three events each spent most of its time saving. ``progress`` and
-    ``artifact`` only queue; the first item queued starts a writer that waits ``interval`` seconds
-    (or until ``flush``) and then publishes what queued meanwhile: one working status update with
-    every progress line, in order, one text part each, then every artifact, in order. Every line
-    and every artifact is published; only how they are grouped into events changes (a batch's
-    lines come before its artifacts), and progress shows at most ``interval`` late. ``flush`` publishes
-    at once and waits until everything queued is out; ``close`` drops what is left (a canceled
-    run's task has ended).
+    Each event on the run's task is a save of the whole (growing) task by the SDK (and a copy of
+    it per subscriber), so a fan-out of 100 steps publishing an event or three per step spent
+    most of its time there. ``progress`` and ``step`` only queue; the first item queued starts a
+    writer that waits ``interval`` seconds (or until ``flush``) and then publishes what queued
+    meanwhile as at most two events: one working status update with every progress line, in
+    order, one text part each, then one update of the ``steps`` artifact with every step's
+    output, in step order (``step_outputs``). Every line and every output is published; only how
+    they are grouped into events changes, and progress shows at most ``interval`` late. ``flush``
+    publishes at once and waits until everything queued is out; ``close`` drops what is left (a
+    canceled run's task has ended).
     """
 
     def __init__(self, events: RunEvents, interval: float = PUBLISH_INTERVAL_S) -> None:
         self._events = events
         self._interval = interval
         self._lines: list[str] = []
-        self._artifacts: list[tuple[str, dict[str, Any]]] = []
+        self._steps: list[StepOutput] = []
         self._writer: asyncio.Task[None] | None = None
         self._due: asyncio.Future[None] | None = None
         self._closed = False
@@ -124,10 +121,10 @@ class RunPublisher:
             self._lines.append(text)
             self._wake()
 
-    def artifact(self, name: str, **content: Any) -> None:
-        """Queue an artifact (``RunEvents.artifact``'s keywords)."""
+    def step(self, output: StepOutput) -> None:
+        """Queue a step's output."""
         if not self._closed:
-            self._artifacts.append((name, content))
+            self._steps.append(output)
             self._wake()
 
     async def flush(self) -> None:
@@ -140,7 +137,7 @@ class RunPublisher:
         """Publish nothing more."""
         self._closed = True
         self._lines.clear()
-        self._artifacts.clear()
+        self._steps.clear()
         _resolve(self._due)
 
     def _wake(self) -> None:
@@ -153,14 +150,14 @@ class RunPublisher:
 
     async def _write(self, due: asyncio.Future[None]) -> None:
         await due
-        while (self._lines or self._artifacts) and not self._closed:
-            artifacts, self._artifacts = self._artifacts, []
+        while (self._lines or self._steps) and not self._closed:
+            steps, self._steps = self._steps, []
             lines, self._lines = self._lines, []
             try:
                 if lines:
                     await self._events.progress(*lines)
-                for name, content in artifacts:
-                    await self._events.artifact(name, **content)
+                if steps:
+                    await self._events.steps(sorted(steps, key=lambda output: output.step))
             except Exception as exc:  # the run's task ended under us (a cancel): nothing more to show
                 logger.warning("could not publish the run's progress: %s", exc)
                 self.close()
@@ -171,7 +168,7 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
-def step_links(record: RunRecord) -> list[dict[str, Any]]:
+def step_links(record: RunRecord) -> list[dict[str, object]]:
     """Each finished step of a run: its number, agent, state and child task id."""
     return [
         {"step": n, "agent": r.agent, "state": r.state, "task_id": r.task_id} for n, r in sorted(record.steps.items())
@@ -251,6 +248,7 @@ class EngineRun:
         emit: RunEvents,
         *,
         answer: Message | None = None,
+        published: Collection[int] = (),
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -265,6 +263,7 @@ class EngineRun:
         self._context = call_context
         self._updates = RunPublisher(emit)
         self._answer = answer
+        self._published = published  # steps whose output the run's task already shows (a resumed run)
         self._clock = clock
         self._rng = rng or random.Random()
         self._numbered = 0
@@ -294,6 +293,8 @@ class EngineRun:
             raise ReplayMismatchError(f"step {number} was {saved.agent}'s, and the pattern now asks {agent}")
         follow_up = self._follow_up(saved)
         if saved is not None and follow_up is None:
+            if number not in self._published:
+                self._publish_output(number, saved)  # finished, checkpointed, not shown before a crash
             self._account(saved.usage)
             return saved
         if follow_up is not None and self._answer is not None:
@@ -348,7 +349,7 @@ class EngineRun:
             outcome = self._error_outcome(exc)
         if self.canceled:
             raise RunCanceledError
-        await self._updates.flush()  # every step's progress and artifact before the outcome
+        await self._updates.flush()  # every step's progress and output before the outcome
         if not isinstance(outcome, Outcome):
             return Outcome("failed", f"{self.plan.name}: the pattern returned {type(outcome).__name__}, not an Outcome")
         return outcome
@@ -398,7 +399,7 @@ class EngineRun:
                 saved.set_result(None)
 
     async def flush_updates(self) -> None:
-        """Publish the progress and artifacts still queued (``RunPublisher``)."""
+        """Publish the progress and step outputs still queued (``RunPublisher``)."""
         await self._updates.flush()
 
     def drop_updates(self) -> None:
@@ -616,16 +617,15 @@ class EngineRun:
             return False
 
     def _publish(self, number: int, label: str, result: StepResult) -> None:
-        if result.text or result.data is not None:
-            link = {"step": number, "agent": result.agent, "state": result.state, "task_id": result.task_id}
-            self._updates.artifact(
-                f"step-{number}-{result.agent}",
-                text=result.text or None,
-                data=result.data,
-                metadata={METADATA_KEY: link},
-            )
+        self._publish_output(number, result)
         ending = f"{label} · {result.agent}: {result.state}"
         self._updates.progress(f"{ending} ({result.error})" if result.error else ending)
+
+    def _publish_output(self, number: int, result: StepResult) -> None:
+        if result.text or result.data is not None:
+            self._updates.step(
+                StepOutput(number, result.agent, result.state, result.task_id, result.text or None, result.data)
+            )
 
 
 async def cancel_waiting_children(host: Host, record: RunRecord, context: ServerCallContext) -> int:

@@ -24,6 +24,7 @@ from a2a.types.a2a_pb2 import (
 )
 from google.protobuf.json_format import MessageToDict
 
+from gateway.orchestration.step_outputs import StepOutput, is_steps, step_outputs
 from gateway.testing import RunningGateway
 from tests.bindings.a2a_clients import BINDINGS, a2a_client
 
@@ -39,7 +40,11 @@ TERMINAL = {
 
 @dataclass
 class RunLog:
-    """What a streamed run showed: its progress texts, artifact names in order, and the final task."""
+    """What a streamed run showed: its progress texts, its outputs' names in order, and the final task.
+
+    ``artifacts`` names what the stream's artifact updates carried, in order: each step's output in
+    a ``steps`` update as ``step-<n>-<agent>`` (``output_names``), any other artifact by its name.
+    """
 
     task: Task
     progress: list[str] = field(default_factory=list)
@@ -54,6 +59,10 @@ class RunLog:
         """The run's artifact ``name``."""
         return artifact(self.task, name)
 
+    def step(self, name: str) -> StepOutput:
+        """The output of step ``name`` (``step-<n>-<agent>``) in the final task's ``steps`` artifact."""
+        return step_output(self.task, name)
+
 
 def text_of(task: Task) -> str:
     """A task's status message text."""
@@ -65,6 +74,28 @@ def artifact(task: Task, name: str) -> Artifact:
     found = [a for a in task.artifacts if a.name == name]
     assert found, f"no artifact {name!r}; have {[a.name for a in task.artifacts]}"
     return found[0]
+
+
+def output_names(artifacts: Sequence[Artifact]) -> list[str]:
+    """Artifact names in order, a ``steps`` artifact (or chunk) as the ``step-<n>-<agent>`` of each output it holds."""
+    return [
+        name
+        for a in artifacts
+        for name in ([o.name for o in step_outputs(a.parts)] if is_steps(a) else [a.name or a.artifact_id])
+    ]
+
+
+def step_output(task: Task, name: str) -> StepOutput:
+    """The latest output of step ``name`` (``step-<n>-<agent>``) in a run's task.
+
+    A step shows once per state it reached: a step that asked for input shows its question, and
+    once answered, its outcome (the latest); nothing is shown twice.
+    """
+    found = [o for a in task.artifacts if is_steps(a) for o in step_outputs(a.parts) if o.name == name]
+    assert found, f"no output of {name!r}; have {output_names(task.artifacts)}"
+    links = [(o.step, o.state, o.task_id) for o in found]
+    assert len(set(links)) == len(links), f"{name!r} is shown twice: {links}"
+    return found[-1]
 
 
 def data_of(item: Artifact | Message) -> Any:
@@ -96,7 +127,7 @@ async def stream_run(client: Client, message: Message, log: RunLog) -> str:
             task_id = task_id or event.status_update.task_id
             log.progress += [p.text for p in event.status_update.status.message.parts if p.text]
         elif event.HasField("artifact_update"):
-            log.artifacts.append(event.artifact_update.artifact.name)
+            log.artifacts += output_names([event.artifact_update.artifact])
     return task_id
 
 

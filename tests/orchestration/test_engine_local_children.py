@@ -33,7 +33,7 @@ from a2a.types.a2a_pb2 import (
 from gateway.app import Gateway, create_app
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
-from tests.orchestration.run_client import meta, text_of
+from tests.orchestration.run_client import meta, output_names, step_output, text_of
 
 QUICK = {"retries": 0, "step_timeout_s": 10}
 WAIT_S = 10.0
@@ -140,7 +140,8 @@ async def test_a_python_step_runs_without_the_handler_and_leaves_a_linked_child_
     assert list(sent.reference_task_ids) == [run.id]
     assert meta(sent) == {"parent_task_id": run.id, "run_id": meta(run)["run_id"], "step": 1.0, "hops": 1.0}
     assert [p.text for p in child.history[1].parts] == ["counted call 1"], "the child's progress is in its history"
-    assert [a.name for a in run.artifacts] == ["step-1-counter", "result"]
+    assert output_names(run.artifacts) == ["step-1-counter", "result"]
+    assert step_output(run, "step-1-counter").task_id == step["task_id"]
     assert any(p.text == "step 1/1 · counter: counted call 1" for m in run.history for p in m.parts)
 
 

@@ -9,7 +9,7 @@ from a2a.types.a2a_pb2 import TaskState
 from gateway.testing import RunningGateway, running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
-from tests.orchestration.run_client import data_of, get_task, meta, request, run_workflow
+from tests.orchestration.run_client import data_of, get_task, request, run_workflow
 
 PLANTED = Path(__file__).resolve().parents[1] / "samples" / "planted.py"
 SEVERITY_ORDER = ["critical", "high", "medium", "low", "info"]
@@ -30,7 +30,7 @@ async def test_fan_out_runs_every_participant_as_a_child_and_votes(tmp_path: Pat
         vote = await run_workflow(gateway, "vote", "ship it?")
         weigh = await run_workflow(gateway, "weigh", "ship it?")
         children = {
-            name: await get_task(gateway, name, meta(vote.artifact(f"step-{n}-{name}"))["task_id"])
+            name: await get_task(gateway, name, vote.step(f"step-{n}-{name}").task_id)
             for n, name in enumerate(VOTERS, 1)
         }
 

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from a2a.types.a2a_pb2 import Task
+from google.protobuf.json_format import ParseDict
 
 from gateway.testing import free_socket, wait_until_ready
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.run_client import output_names
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = {"A2A-Version": "1.0"}
@@ -50,7 +53,8 @@ async def poll_task(http: httpx.AsyncClient, task_id: str, until: Callable[[dict
 
 
 def artifact_names(task: dict[str, Any]) -> list[str]:
-    return [a["name"] for a in task.get("artifacts", [])]
+    """The run's outputs in its task: ``step-<n>-<agent>`` for each step in its ``steps`` artifact, then ``result``."""
+    return output_names(ParseDict(task, Task(), ignore_unknown_fields=True).artifacts)
 
 
 async def test_a_run_killed_mid_step_resumes_after_restart_without_rerunning_finished_steps(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ import pytest
 from a2a.types.a2a_pb2 import GetTaskRequest, SendMessageRequest, TaskState
 from a2a.utils.errors import TaskNotFoundError
 
+from gateway.orchestration.step_outputs import step_outputs
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
-from tests.orchestration.run_client import data_of, get_task, meta, request, run_workflow
+from tests.orchestration.run_client import artifact, data_of, get_task, meta, output_names, request, run_workflow
 from tests.store.test_task_store import as_user
 
 
@@ -28,11 +29,19 @@ async def test_each_step_is_a_child_task_linked_to_the_run(tmp_path: Path) -> No
     async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
         run = await run_workflow(gateway, "pipeline", "hello pipeline")
         steps = [(n, name) for n, name in ((1, "counter"), (2, "echo"), (3, "counter"))]
-        children = {n: meta(run.artifact(f"step-{n}-{name}")) for n, name in steps}
-        child_tasks = {n: await get_task(gateway, name, children[n]["task_id"]) for n, name in steps}
+        children = {n: run.step(f"step-{n}-{name}") for n, name in steps}
+        child_tasks = {n: await get_task(gateway, name, children[n].task_id) for n, name in steps}
 
     assert run.task.status.state == TaskState.TASK_STATE_COMPLETED, run.text
     assert run.artifacts == ["step-1-counter", "step-2-echo", "step-3-counter", "result"]
+    assert output_names(run.task.artifacts) == run.artifacts, "the task shows what the stream showed"
+    assert [a.name for a in run.task.artifacts] == ["steps", "result"]
+    assert [children[n].text for n in (1, 2, 3)] == ["hello pipeline"] * 3
+    assert [(o.step, o.agent, o.state) for o in children.values()] == [
+        (1, "counter", "completed"),
+        (2, "echo", "completed"),
+        (3, "counter", "completed"),
+    ]
     assert run.artifact("result").parts[0].text == "hello pipeline" == run.text
     assert calls.read_text().splitlines() == ["hello pipeline", "hello pipeline"], "each step got the previous output"
     for n, child in child_tasks.items():
@@ -41,7 +50,7 @@ async def test_each_step_is_a_child_task_linked_to_the_run(tmp_path: Path) -> No
         assert list(sent.reference_task_ids) == [run.task.id], "the child names its parent"
         assert meta(sent) == {"parent_task_id": run.task.id, "run_id": meta(run.task)["run_id"], "step": n, "hops": 1}
         assert child.context_id == run.task.context_id, "children share the run's context"
-    assert [s["task_id"] for s in meta(run.task)["steps"]] == [children[n]["task_id"] for n in (1, 2, 3)]
+    assert [s["task_id"] for s in meta(run.task)["steps"]] == [children[n].task_id for n in (1, 2, 3)]
     assert "step 1/3 · counter: started" in run.progress
     assert "step 1/3 · counter: counted call 1" in run.progress, "a child's progress is the run's"
     assert run.progress.index("step 2/3 · echo: completed") < run.progress.index("step 3/3 · counter: started")
@@ -56,7 +65,7 @@ async def test_later_steps_get_the_previous_output_and_the_original_request(tmp_
     )
     async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
         run = await run_workflow(gateway, "relay", "import os\npassword = 'hunter2-hunter2'\n")
-        scan = await get_task(gateway, "security-reviewer", meta(run.artifact("step-2-security-reviewer"))["task_id"])
+        scan = await get_task(gateway, "security-reviewer", run.step("step-2-security-reviewer").task_id)
 
     assert run.task.status.state == TaskState.TASK_STATE_COMPLETED, run.text
     sent = scan.history[0]
@@ -101,12 +110,17 @@ async def test_a_step_asking_for_input_pauses_the_run_and_the_answer_reaches_it(
         answer = request("blue")
         answer.task_id = paused.task.id
         resumed = await run_workflow(gateway, "asker", answer)
-        asked = await get_task(gateway, "echo", meta(resumed.artifact("step-1-echo"))["task_id"])
+        asked = await get_task(gateway, "echo", resumed.step("step-1-echo").task_id)
 
     assert paused.task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
     assert paused.text.startswith("which colour?")
     assert resumed.task.status.state == TaskState.TASK_STATE_COMPLETED, resumed.text
     assert resumed.text == "You answered: blue"
+    assert [(o.name, o.state) for o in step_outputs(artifact(resumed.task, "steps").parts)] == [
+        ("step-1-echo", "input-required"),
+        ("step-1-echo", "completed"),
+        ("step-2-echo", "completed"),
+    ], "the question, then the answered step's outcome, appended: nothing shown twice"
     assert asked.status.state == TaskState.TASK_STATE_COMPLETED
     assert [m.parts[0].text for m in asked.history] == ["ask: which colour?", "which colour?", "blue"], "one child"
 
