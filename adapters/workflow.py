@@ -51,7 +51,8 @@ RESULT_ARTIFACT = "result"
 
 def incoming_hops(message: Message) -> int:
     """How many runs deep this request is: the ``hops`` its parent run gave it, 0 from a caller."""
-    entry = MessageToDict(message.metadata).get(METADATA_KEY, {})
+    value = message.metadata.fields.get(METADATA_KEY)
+    entry = MessageToDict(value) if value is not None else {}
     hops = entry.get("hops", 0) if isinstance(entry, dict) else 0
     return int(hops) if isinstance(hops, int | float) and not isinstance(hops, bool) and hops >= 0 else 0
 

@@ -146,7 +146,8 @@ def step_result(agent: str, task: Task) -> ChildOutcome:
     artifact_parts = [part for artifact in task.artifacts for part in artifact.parts]
     data = _data(artifact_parts) or _data(task.status.message.parts)
     text = status_text or ("\n".join(_texts(artifact_parts)) if state == "completed" else "")
-    meta = MessageToDict(task.status.message.metadata).get(METADATA_KEY, {}) if task.status.HasField("message") else {}
+    reported = task.status.message.metadata.fields.get(METADATA_KEY) if task.status.HasField("message") else None
+    meta = MessageToDict(reported) if reported is not None else {}
     if not isinstance(meta, dict):
         meta = {}
     handoff = meta.get("handoff")
