@@ -43,3 +43,21 @@ def _sdk_spans_in_a_fresh_process(**env: str) -> str:
 def test_a_gateway_without_tracing_configured_creates_no_sdk_spans() -> None:
     assert _sdk_spans_in_a_fresh_process() == "False"
     assert _sdk_spans_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "True"
+
+
+def _sdk_wrappers_in_a_fresh_process(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SWITCHBOARD_"))}
+    code = (
+        "import gateway.app\n"
+        "from a2a.server.events.event_queue_v2 import EventQueueSource\n"
+        "print(EventQueueSource.enqueue_event.__code__.co_filename.endswith('telemetry.py'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_with_the_sdk_spans_off_its_methods_are_not_wrapped_at_all() -> None:
+    assert _sdk_wrappers_in_a_fresh_process() == "False"
+    assert _sdk_wrappers_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "True"
