@@ -38,12 +38,10 @@ from a2a.client.client import ClientCallContext
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.owner_resolver import resolve_user_scope
-from a2a.server.tasks import TaskUpdater
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
     Message,
-    Part,
     Role,
     SendMessageConfiguration,
     SendMessageRequest,
@@ -52,7 +50,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError, TaskNotCancelableError
 
-from gateway.executor import METADATA_KEY, reply_metadata
+from gateway.executor import METADATA_KEY
 from gateway.federation.errors import PeerError, PeerUnavailableError, translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
 from gateway.federation.hub import Federation
@@ -60,8 +58,6 @@ from gateway.federation.links import RemoteLink
 from gateway.federation.mirror import Mirror
 from gateway.federation.peers import RemoteAgent
 from gateway.federation.remote_cards import TrustedCard
-from gateway.local_tasks import TaskEventQueue
-from gateway.runtime import Reply
 from gateway.runtimes import Host
 from gateway.spec import AgentSpec
 
@@ -299,9 +295,8 @@ class RemoteA2AExecutor(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Relay this turn of the task; a refusal or peer failure is raised as a ``PeerError``.
 
-        On the local path (a step or MCP call run by ``LocalRunner``, whose queue is a
-        ``TaskEventQueue``) a peer failure fails the task instead, saying in its status message
-        whether trying again may help (as ``RuntimeExecutor`` does), and a cancel stops this
+        On the local path (a step or MCP call run by ``LocalRunner``) the runner fails the task
+        with the error, saying whether trying again may help; a cancel of the caller stops this
         relay first and then calls ``cancel``: the relay is kept for it until then.
         """
         relay = Relay(self, context, event_queue)
@@ -311,9 +306,7 @@ class RemoteA2AExecutor(AgentExecutor):
             await relay.run()
         except PeerError as exc:
             logger.warning("%s: task %s: %s (%s)", self.name, relay.task_id, exc.message, exc.reason)
-            if not isinstance(event_queue, TaskEventQueue):
-                raise
-            await _fail(event_queue, relay, exc)
+            raise
         except asyncio.CancelledError:
             relay.stopped = True
             keep = not relay.canceling and not (relay.mirror is not None and relay.mirror.settled)
@@ -354,13 +347,6 @@ class RemoteA2AExecutor(AgentExecutor):
 
 async def _nothing(*_: Any) -> None:
     return None
-
-
-async def _fail(queue: EventQueue, relay: Relay, exc: PeerError) -> None:
-    """End a local-path task failed with ``exc``'s message, and whether retrying may help, for the engine."""
-    updater = TaskUpdater(queue, relay.task_id, relay.context_id)
-    metadata = reply_metadata(Reply(text=exc.message, state="failed"), retryable=exc.retryable, reason=exc.reason)
-    await updater.failed(updater.new_agent_message([Part(text=exc.message)], metadata=metadata or None))
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:

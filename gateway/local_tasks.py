@@ -50,7 +50,8 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, TaskNotFoundError
 
-from gateway.executor import ValidatesRequests
+from gateway.executor import ValidatesRequests, reply_metadata
+from gateway.runtime import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,12 @@ def _set_status(task: Task, status: TaskStatus) -> None:
         task.status.timestamp.GetCurrentTime()
 
 
-def _ending(task: Task, state: TaskState, text: str) -> TaskStatusUpdateEvent:
+def _ending(task: Task, state: TaskState, text: str, metadata: dict[str, Any] | None = None) -> TaskStatusUpdateEvent:
     """The status update that ends ``task`` for an agent that did not (it failed, stopped or was canceled)."""
     status = TaskStatus(state=state)
     status.message.CopyFrom(_agent_message(task, text))
+    if metadata:
+        status.message.metadata.update(metadata)
     status.timestamp.GetCurrentTime()
     return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
 
@@ -342,11 +345,15 @@ class LocalRunner:
             return caller is not None and caller.cancelling() > 0
         except Exception as exc:
             work.cancel()  # when ``started`` raised
-            # As the SDK does for an executor that raises: the task fails, with the reason.
+            # As the SDK does for an executor that raises: the task fails, with the reason; and, as
+            # RuntimeExecutor does, its status says whether trying again may help (a peer that is down).
             logger.exception("agent %s failed on task %s", self.agent, task.id)
-            reason = f"{self.agent} failed: {type(exc).__name__}: {exc}"
+            text = f"{self.agent} failed: {type(exc).__name__}: {exc}"
+            retryable = getattr(exc, "retryable", False) is True
+            why = str(getattr(exc, "reason", "") or type(exc).__name__)
+            metadata = reply_metadata(Reply(state="failed"), retryable=retryable, reason=why)
             if task.status.state not in TERMINAL:
-                await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, reason))
+                await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, text, metadata))
             return False
         if not queue.ended:
             state = TaskState.Name(task.status.state)
