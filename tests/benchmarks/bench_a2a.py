@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -820,6 +821,21 @@ def check_alive(servers: Mapping[str, Any]) -> None:
             raise RuntimeError(f"{server.name} died during the run; log:\n{server.log_tail()}")
 
 
+def exit_status(ratios: Sequence[Mapping[str, Any]], phases: Mapping[str, Any], strict: bool) -> int:
+    """1 under ``--strict`` when a target was missed or a request failed, else 0."""
+    missed = any(r["verdict"] == "MISS" for r in ratios)
+    errors = sum(s["errors"] for ph in phases.values() for s in ph.get("servers", {}).values())
+    return 1 if strict and (missed or errors) else 0
+
+
+def remove_work(work: Path, keep: bool) -> None:
+    """Delete the benchmark's scratch dir, or say where it was kept (``--keep``)."""
+    if keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
     """Save the JSON report and say where."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -880,17 +896,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["duration_s"] = round(time.perf_counter() - began, 1)
         print_report(report)
         write_report(report, args.out)
-        missed = [r for r in ratios if r["verdict"] == "MISS"]
-        errors = sum(s["errors"] for ph in body["phases"].values() for s in ph["servers"].values())
-        return 1 if args.strict and (missed or errors) else 0
+        return exit_status(ratios, body["phases"], args.strict)
     finally:
         stop_all()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, args.keep)
 
 
 if __name__ == "__main__":

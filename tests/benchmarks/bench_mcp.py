@@ -75,12 +75,14 @@ from tests.benchmarks.bench_a2a import (  # noqa: E402
     call_send,
     check_alive,
     cpu_ratio,
+    exit_status,
     free_port,
     http_session,
     machine_info,
     measure,
     print_report,
     ratio_rows,
+    remove_work,
     run_phase,
     stop_all,
     summarize,
@@ -500,17 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, delta in body["profile_deltas"].items():
             print_delta(key, delta)
         write_report(report, args.out)
-        missed = [r for r in ratios if r["verdict"] == "MISS"]
-        errors = sum(s["errors"] for ph in body["phases"].values() for s in ph["servers"].values())
-        return 1 if args.strict and (missed or errors) else 0
+        return exit_status(ratios, body["phases"], args.strict)
     finally:
         stop_all()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, args.keep)
 
 
 if __name__ == "__main__":

@@ -73,10 +73,12 @@ from tests.benchmarks.bench_a2a import (  # noqa: E402
     Ratio,
     _median,
     _versions,
+    exit_status,
     machine_info,
     percentile,
     print_report,
     ratio_rows,
+    remove_work,
     write_report,
 )
 from tests.benchmarks.noop_agent import noop  # noqa: E402
@@ -701,13 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, prof in body["profiles"].items():
             print_profile(key, prof)
         write_report(report, args.out)
-        missed = [r for r in ratios if r["verdict"] == "MISS"]
-        return 1 if args.strict and missed else 0
+        return exit_status(ratios, {}, args.strict)
     finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, args.keep)
 
 
 if __name__ == "__main__":
