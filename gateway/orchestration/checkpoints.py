@@ -65,6 +65,7 @@ class RunRecord:
     started_ns: int = field(default_factory=time.time_ns)
     updated_ns: int = 0
     _encoded: dict[int, tuple[StepResult, str]] = field(default_factory=dict, repr=False, compare=False)
+    _request_bytes: bytes = field(default=b"", repr=False, compare=False)  # the request, encoded once per run
 
     def _steps_json(self) -> str:
         # A checkpoint is saved after every step: encode each step once, not the whole run each time
@@ -86,6 +87,8 @@ class RunRecord:
     def row(self) -> tuple[Any, ...]:
         """The values of the row, in ``_COLUMNS`` order."""
         steps = self._steps_json()
+        if not self._request_bytes:
+            self._request_bytes = self.request.SerializeToString()
         return (
             self.run_id,
             self.agent,
@@ -95,7 +98,7 @@ class RunRecord:
             self.state,
             self.fingerprint,
             self.hops,
-            self.request.SerializeToString(),
+            self._request_bytes,
             steps,
             self.started_ns,
             self.updated_ns,

@@ -236,3 +236,20 @@ async def test_a_failed_single_statement_write_fails_only_that_write(tmp_path: P
         assert await SqlTaskStore(db, "echo").get("after", as_user("ada")) is not None
     finally:
         await db.close()
+
+
+async def test_a_failed_write_in_a_shared_transaction_fails_only_that_write(tmp_path: Path) -> None:
+    """Writes made in one loop pass share a transaction; a bad one must not undo or fail its neighbours."""
+    db = await open_database(f"sqlite:///{tmp_path / 'tasks.db'}")
+    store = SqlTaskStore(db, "echo")
+    try:
+        before = store.save(make_task("before"), as_user("ada"))
+        bad = db.write_many([("INSERT INTO no_such_table VALUES (1)", ())])
+        after = store.save(make_task("after"), as_user("ada"))
+        outcomes = await asyncio.gather(before, bad, after, return_exceptions=True)
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], sqlite3.Error)
+        for task_id in ("before", "after"):
+            assert await store.get(task_id, as_user("ada")) is not None
+    finally:
+        await db.close()
