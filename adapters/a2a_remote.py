@@ -109,16 +109,15 @@ class Relay:
         self.stopped = False
         """Whether ``run`` was cancelled before the remote task settled (the local path cancels before ``cancel``)."""
         self.canceling = False
-        self._call = ClientCallContext()
+        self._call: ClientCallContext | None = None
 
     @property
     def _peer(self) -> str:
         return self._remote.peer.name
 
     def _unary(self) -> ClientCallContext:
-        return ClientCallContext(
-            service_parameters=dict(self._call.service_parameters or {}), timeout=self._remote.peer.timeout_s
-        )
+        parameters = dict(self._call.service_parameters or {}) if self._call is not None else {}
+        return ClientCallContext(service_parameters=parameters, timeout=self._remote.peer.timeout_s)
 
     async def run(self) -> None:
         """Relay the message and mirror the remote task until it ends or waits for input."""

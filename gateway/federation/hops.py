@@ -18,7 +18,7 @@ from typing import Any
 
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Value
 
 from gateway.executor import METADATA_KEY
 from gateway.federation.errors import FederationLoopError, HopLimitError
@@ -82,12 +82,30 @@ def hop_of(metadata: Mapping[str, Any], headers: Mapping[str, str] | None = None
     return Hop(hops=max(hops, 0), via=via[:MAX_VIA], traceparent=traceparent)
 
 
+def _plain(value: Value, keys: tuple[str, ...] = ()) -> Any:
+    """A ``Struct`` value as Python (of an object, only ``keys``): what ``hop_of`` reads, not the whole entry."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        return {key: _plain(fields[key]) for key in keys if key in fields}
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind in ("number_value", "string_value", "bool_value"):
+        return getattr(value, kind)
+    return None
+
+
 def message_hop(message: Message | None, headers: Mapping[str, str] | None = None) -> Hop:
     """The hop of an A2A message."""
     if message is None:
         return hop_of({}, headers)
-    fields = message.metadata.fields  # only the two entries read here are converted, not the whole metadata
-    return hop_of({key: MessageToDict(fields[key]) for key in (METADATA_KEY, TRACEPARENT) if key in fields}, headers)
+    fields = message.metadata.fields  # only the entries read here are converted (a step's has several more)
+    metadata: dict[str, Any] = {}
+    if METADATA_KEY in fields:
+        metadata[METADATA_KEY] = _plain(fields[METADATA_KEY], ("hops", "via"))
+    if TRACEPARENT in fields:
+        metadata[TRACEPARENT] = _plain(fields[TRACEPARENT])
+    return hop_of(metadata, headers)
 
 
 def next_hop(inbound: Hop, gateway_id: str, max_hops: int) -> Hop:
