@@ -247,7 +247,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
     routes += UNKNOWN_AGENT_ROUTES
     mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
-    routes += mcp.routes
+    routes[:0] = mcp.routes  # first: the router tries routes in order, and /mcp is one exact path
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

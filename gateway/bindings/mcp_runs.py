@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,7 +24,7 @@ from mcp.server import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent, SubscriptionBus
 from mcp_types import EmptyResult, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequestParams
 from pydantic import BaseModel, Field
 
@@ -69,6 +71,38 @@ class _Run:
     message: str = ""
 
 
+class LocalSubscriptionBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, except that an event nobody listens for costs nothing.
+
+    Every A2A update of an MCP-started task is published for ``subscriptions/listen`` streams
+    (2026-07-28); with none open, the SDK's bus would still yield to the event loop each time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listening = 0
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register ``listener``; the returned unsubscribe stays idempotent."""
+        unsubscribe = super().subscribe(listener)
+        self._listening += 1
+        ended = False
+
+        def stop() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._listening -= 1
+            unsubscribe()
+
+        return stop
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Deliver ``event`` to every listener, if there is any."""
+        if self._listening:
+            await super().publish(event)
+
+
 @dataclass
 class ResourceNotifier:
     """Announces resource updates to subscribers of both protocol revisions."""
@@ -111,7 +145,7 @@ class RunBoard:
 
     def __init__(self, notifier: ResourceNotifier) -> None:
         self.notifier = notifier
-        self._runs: dict[str, _Run] = {}
+        self._runs: OrderedDict[str, _Run] = OrderedDict()  # oldest first: dropping it is O(1), unlike a dict's
 
     async def observe(self, update: Update) -> None:
         """One A2A update of an MCP-started task: keep its progress and announce it."""
@@ -120,7 +154,7 @@ class RunBoard:
         run = self._runs.get(update.task_id)
         if run is None:
             if len(self._runs) >= MAX_TRACKED_RUNS:
-                self._runs.pop(next(iter(self._runs)))
+                self._runs.popitem(last=False)
             run = self._runs[update.task_id] = _Run(agent=update.agent)
         run.updates += 1
         run.message = progress_message(update)

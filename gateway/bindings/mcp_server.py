@@ -23,7 +23,6 @@ from a2a.auth.user import UnauthenticatedUser, User
 from mcp.server import ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -39,7 +38,8 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth import AuthPolicy, CallerUser, a2a_user
 from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
 from gateway.bindings.mcp_calls import AgentCaller
-from gateway.bindings.mcp_runs import ResourceNotifier, RunBoard, Runs
+from gateway.bindings.mcp_framing import JsonWhenSilent
+from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
 from gateway.errors import GatewayError, PermissionDeniedError
 from gateway.spec import AgentSpec
@@ -181,6 +181,13 @@ def _guarded(routes: list[BaseRoute], gateway: Gateway) -> list[BaseRoute]:
     return guarded + protected_resource_routes(policy, settings.base_url, scopes, MCP_PATH)
 
 
+def _json_when_silent(route: BaseRoute) -> BaseRoute:
+    """``/mcp`` with 2025-11-25 replies that carry only their response framed as JSON (``mcp_framing``)."""
+    if isinstance(route, Route) and route.path == MCP_PATH:
+        return Route(route.path, endpoint=JsonWhenSilent(route.endpoint))
+    return route
+
+
 def _load_extra(target: str) -> ExtraModule:
     module_name, _, attr = target.partition(":")
     try:
@@ -225,7 +232,7 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     """
     identify = identify or (authenticated_caller if gateway.auth.enabled else anonymous)
     settings = gateway.settings
-    bus = InMemorySubscriptionBus()
+    bus = LocalSubscriptionBus()
     server: MCPServer = MCPServer(
         SERVER_NAME,
         title="Switchboard",
@@ -278,7 +285,8 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
         transport_security=transport_security(settings),
         max_request_body_size=settings.max_body_bytes,
     )
-    return McpBinding(server=server, routes=_guarded(list(app.routes), gateway), runs=runs, tools=exposed)
+    routes = [_json_when_silent(r) for r in app.routes]
+    return McpBinding(server=server, routes=_guarded(routes, gateway), runs=runs, tools=exposed)
 
 
 def _version() -> str:
