@@ -12,9 +12,19 @@ from this process, and rounds alternate the order of the arms (A B C, C B A, ...
                 ``Mcp-Session-Id`` session, one session per concurrent worker;
 * ``mcp-2026``  the same with ``mode="2026-07-28"``: the stateless revision, one self-contained POST
                 per call (no handshake; the client adopts the version and lists the tools once);
+* ``mcp-2025-httpx``  the 2025-11-25 session path driven with httpx as the ``a2a`` arm is: per worker
+                an ``initialize`` / ``notifications/initialized`` handshake, then ``tools/call`` POSTs carrying
+                its ``Mcp-Session-Id``, each response read to its end (SSE or JSON); reported as INFO;
 * ``mcp-2026-httpx``  the very POST the SDK's client sends for a 2026-07-28 ``tools/call``, sent with
                 httpx as the ``a2a`` arm's requests are: the same server work with a client as light as
                 A2A's, to tell the MCP client's cost from the gateway's (reported as INFO).
+
+The MCP client (mcp 2.3) closes a 2025-11-25 SSE reply as soon as it has read the JSON-RPC
+response, before the stream's end, so its pool cannot keep that connection and the next call opens
+a new one (python-sdk issue #3281). The gateway answers a call that emits nothing before its
+response with JSON instead (``gateway/bindings/mcp_framing.py``), which the client reads to the end;
+the bare server always answers SSE, so every ``bare-2025`` call reconnects. The httpx arms read
+every reply to its end.
 
 For scale, ``bare-2025`` / ``bare-2026`` call the same way a bare MCP server: the SDK's ``MCPServer``
 with one ``echo`` tool on its own ``streamable_http_app`` under uvicorn (this file run with
@@ -45,13 +55,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -92,17 +103,16 @@ from tests.benchmarks.bench_a2a import (  # noqa: E402
 from tests.benchmarks.bench_orchestration import (  # noqa: E402
     Profile,
     print_profile,
-    py_spy_argv,
+    py_spy_during,
     py_spy_note,
-    read_py_spy,
 )
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
 MODERN = "2026-07-28"
 A2A, MCP_2025, MCP_2026, BARE_2025, BARE_2026 = "a2a", "mcp-2025", "mcp-2026", "bare-2025", "bare-2026"
-MCP_HTTPX = "mcp-2026-httpx"
-GATEWAY_MCP = (MCP_2025, MCP_2026, MCP_HTTPX)
+MCP_HTTPX_2025, MCP_HTTPX = "mcp-2025-httpx", "mcp-2026-httpx"
+GATEWAY_MCP = (MCP_2025, MCP_HTTPX_2025, MCP_2026, MCP_HTTPX)
 MCP_MODES = {MCP_2025: "legacy", MCP_2026: MODERN, BARE_2025: "legacy", BARE_2026: MODERN}
 MCP_OVER_A2A_TARGET = 0.8
 CONTEXTFORGE_RPS = 35.0
@@ -244,6 +254,9 @@ MODERN_HEADERS = {
     "Mcp-Method": "tools/call",
     "Mcp-Name": "echo",
 }
+LEGACY = "2025-11-25"
+ECHO_PARAMS = {"name": "echo", "arguments": {"text": TEXT}}
+LEGACY_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
     "io.modelcontextprotocol/clientInfo": {"name": "bench-mcp", "version": "0"},
@@ -251,30 +264,89 @@ MODERN_META = {
 }
 
 
-async def call_mcp_httpx(client: Any, server: Server) -> None:
-    """One 2026-07-28 ``tools/call`` as a plain POST (what the SDK's client sends), answered by JSON or SSE."""
-    params = {"name": "echo", "arguments": {"text": TEXT}, "_meta": MODERN_META}
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).encode()
-    r = await client.post(server.rpc_url, content=body, headers=MODERN_HEADERS)
+def _rpc_result(r: Any) -> dict[str, Any]:
+    """The JSON-RPC result of a POST's response, read to its end: a JSON body or the last SSE ``data:``."""
     if r.status_code != 200:
         raise BenchError(f"HTTP {r.status_code}: {r.text[:200]}")
     text = r.text
     if r.headers.get("content-type", "").startswith("text/event-stream"):
         data = [line[5:] for line in text.splitlines() if line.startswith("data:")]
         text = data[-1] if data else ""
-    result = json.loads(text).get("result") or {}
+    result: dict[str, Any] = json.loads(text).get("result") or {}
     if result.get("isError"):
         raise BenchError(f"tools/call failed: {text[:200]}")
+    return result
+
+
+async def call_mcp_httpx(client: Any, server: Server) -> None:
+    """One 2026-07-28 ``tools/call`` as a plain POST (what the SDK's client sends), answered by JSON or SSE."""
+    params = {"name": "echo", "arguments": {"text": TEXT}, "_meta": MODERN_META}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).encode()
+    result = _rpc_result(await client.post(server.rpc_url, content=body, headers=MODERN_HEADERS))
+    _check_echo_task(result.get("structuredContent") or {})
+
+
+@dataclasses.dataclass
+class LegacySessions:
+    """httpx and one 2025-11-25 session per concurrent worker (as a pool of their headers)."""
+
+    client: Any
+    pool: asyncio.Queue[dict[str, str]]
+    ids: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
+
+
+@contextlib.asynccontextmanager
+async def mcp_httpx_sessions(server: Server, concurrency: int) -> AsyncIterator[LegacySessions]:
+    """``concurrency`` 2025-11-25 sessions opened with httpx (the SDK client's handshake), deleted at the end."""
+    async with http_session(server, concurrency) as client:
+        sessions = LegacySessions(client, asyncio.Queue())
+        opened: list[dict[str, str]] = []
+        try:
+            for _ in range(concurrency):
+                opened.append(await _open_legacy_session(client, server))
+                sessions.pool.put_nowait(opened[-1])
+            yield sessions
+        finally:
+            for headers in opened:
+                with contextlib.suppress(Exception):
+                    await client.delete(server.rpc_url, headers=headers)
+
+
+async def _open_legacy_session(client: Any, server: Server) -> dict[str, str]:
+    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "bench-mcp", "version": "0"}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+    r = await client.post(server.rpc_url, content=body, headers=LEGACY_HEADERS)
+    _rpc_result(r)
+    headers = {**LEGACY_HEADERS, "Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": LEGACY}
+    initialized = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    r = await client.post(server.rpc_url, content=initialized, headers=headers)
+    if r.status_code != 202:
+        raise BenchError(f"notifications/initialized: HTTP {r.status_code}: {r.text[:200]}")
+    return headers
+
+
+async def call_mcp_httpx_legacy(sessions: LegacySessions, server: Server) -> None:
+    """One 2025-11-25 ``tools/call`` in a session as a plain POST, its response read to the end."""
+    headers = sessions.pool.get_nowait()  # as many sessions as workers: one is always free
+    try:
+        request_id = next(sessions.ids)  # unique within the session, as JSON-RPC asks
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": ECHO_PARAMS})
+        result = _rpc_result(await sessions.client.post(server.rpc_url, content=body, headers=headers))
+    finally:
+        sessions.pool.put_nowait(headers)
     _check_echo_task(result.get("structuredContent") or {})
 
 
 A2A_PROBE = Probe(http_session, call_send)
 MCP_PROBE = Probe(mcp_session, call_mcp_echo)
 MCP_HTTPX_PROBE = Probe(http_session, call_mcp_httpx)
+MCP_HTTPX_2025_PROBE = Probe(mcp_httpx_sessions, call_mcp_httpx_legacy)
 
 
 def _probe(server: Server) -> Probe:
-    return {A2A: A2A_PROBE, MCP_HTTPX: MCP_HTTPX_PROBE}.get(server.name, MCP_PROBE)
+    return {A2A: A2A_PROBE, MCP_HTTPX: MCP_HTTPX_PROBE, MCP_HTTPX_2025: MCP_HTTPX_2025_PROBE}.get(
+        server.name, MCP_PROBE
+    )
 
 
 @contextlib.asynccontextmanager
@@ -297,21 +369,13 @@ async def profile_arm(server: Server, concurrency: int, args: argparse.Namespace
     """py-spy on the gateway process while this arm's load runs; ms per request from its /proc CPU."""
     assert server.pid is not None
     out = work / f"py-spy-{server.name}-c{concurrency}.txt"
-    argv = py_spy_argv(server.pid, args.profile_seconds, args.profile_rate, out)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    window, self_w, total_w = await py_spy_during(
+        server.pid,
+        args.profile_seconds,
+        args.profile_rate,
+        out,
+        lambda sampled: measure(server, ARM_PROBE, concurrency, args.profile_seconds + 1.0, -2),
     )
-    try:
-        # The load outlasts the sampling (py-spy takes a moment to attach): shares are what count.
-        window = await measure(server, ARM_PROBE, concurrency, args.profile_seconds + 1.0, -2)
-        output = (await asyncio.wait_for(proc.communicate(), 30))[0].decode(errors="replace")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0 or not out.exists():
-        raise BenchError(f"py-spy failed ({proc.returncode}): {output[-500:]}")
-    self_w, total_w = read_py_spy(out)
     ok = max(window.ok, 1)
     cpu_ms = (window.server_cpu_s or 0.0) * 1000 / ok
     note = py_spy_note(args.profile_rate).replace("CPU per run", "gateway CPU per request (/proc)")
@@ -397,8 +461,9 @@ async def run(args: argparse.Namespace, servers: dict[str, Server], work: Path) 
         for mcp in (MCP_2025, MCP_2026):
             ratios.append(throughput_ratio(f"c={c}: {mcp} / a2a", results, mcp, A2A, MCP_OVER_A2A_TARGET))
             ratios.append(absolute_rps(f"c={c}: {mcp} req/s (5x ContextForge)", results[mcp], ABSOLUTE_TARGET_RPS))
-        info = throughput_ratio(f"c={c}: {MCP_HTTPX} / a2a", results, MCP_HTTPX, A2A, 0.0)
-        ratios.append(dataclasses.replace(info, target=None))
+        for httpx_arm in (MCP_HTTPX_2025, MCP_HTTPX):
+            info = throughput_ratio(f"c={c}: {httpx_arm} / a2a", results, httpx_arm, A2A, 0.0)
+            ratios.append(dataclasses.replace(info, target=None))
         for mcp in GATEWAY_MCP:
             ratios.append(cpu_ratio(f"c={c}: server CPU/req {mcp} / a2a", results, mcp, A2A))
         for mcp, bare in ((MCP_2025, BARE_2025), (MCP_2026, BARE_2026)):
