@@ -6,6 +6,11 @@ with the SDK's stock one running the same agent code::
 
     python tests/benchmarks/bare_sdk_server.py --store memory --port 8001
     python tests/benchmarks/bare_sdk_server.py --store sqlite --data-dir /some/tmp --port 8002
+    python tests/benchmarks/bare_sdk_server.py --agent noop --port 8003 --grpc-port 0
+
+``--agent noop`` hosts the no-op agent of ``noop_agent.py`` through the gateway's
+``RuntimeExecutor``, exactly as a gateway hosts it (four events: the task, working, the "ok"
+artifact, completed; ``echo`` sends three): ``bench_federation.py`` measures its floor with it.
 
 ``--store memory`` is the SDK's ``InMemoryTaskStore``; ``--store sqlite`` is the SDK's
 ``DatabaseTaskStore`` on ``sqlite+aiosqlite`` exactly as the SDK configures it (the SDK sets
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskStore
@@ -42,12 +48,29 @@ from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.applications import Starlette
 
 from gateway.agents.echo import EchoExecutor
+from gateway.executor import RuntimeExecutor
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
+DESCRIPTIONS = {
+    "echo": "Echoes what it is sent (bare a2a-sdk baseline for benchmarks).",
+    "noop": "Answers ok at once (bare a2a-sdk baseline for benchmarks).",
+}
 
 
-def build_card(base_url: str, grpc_address: str | None) -> AgentCard:
-    """A card for ``echo`` served at ``base_url`` (and ``grpc_address`` when gRPC is on)."""
+def build_executor(agent: str) -> AgentExecutor:
+    """The executor of ``agent``: ``echo``, or ``noop`` as a gateway runs a ``python`` agent."""
+    if agent == "echo":
+        return EchoExecutor()
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.benchmarks.noop_agent import noop
+
+    return RuntimeExecutor("noop", noop)
+
+
+def build_card(base_url: str, grpc_address: str | None, name: str = "echo") -> AgentCard:
+    """A card for ``name`` served at ``base_url`` (and ``grpc_address`` when gRPC is on)."""
     interfaces = [
         AgentInterface(
             url=f"{base_url}/", protocol_binding=TransportProtocol.JSONRPC.value, protocol_version=PROTOCOL_VERSION_1_0
@@ -63,8 +86,8 @@ def build_card(base_url: str, grpc_address: str | None) -> AgentCard:
             )
         )
     return AgentCard(
-        name="echo",
-        description="Echoes what it is sent (bare a2a-sdk baseline for benchmarks).",
+        name=name,
+        description=DESCRIPTIONS[name],
         version="1.0.0",
         provider=AgentProvider(organization="Switchboard benchmarks", url=base_url),
         supported_interfaces=interfaces,
@@ -106,7 +129,7 @@ def create_app(args: argparse.Namespace) -> Starlette:
     grpc_port = None
     if args.grpc_port is not None and args.grpc_port >= 0:
         grpc_port = args.grpc_port or _free_port()
-    card = build_card(base_url, f"{HOST}:{grpc_port}" if grpc_port else None)
+    card = build_card(base_url, f"{HOST}:{grpc_port}" if grpc_port else None, args.agent)
 
     engine = None
     store: TaskStore
@@ -114,7 +137,7 @@ def create_app(args: argparse.Namespace) -> Starlette:
         store = InMemoryTaskStore()
     else:
         store, engine = _sqlite_store(Path(args.data_dir), args.sqlite_wal)
-    handler = DefaultRequestHandler(agent_executor=EchoExecutor(), task_store=store, agent_card=card)
+    handler = DefaultRequestHandler(agent_executor=build_executor(args.agent), task_store=store, agent_card=card)
 
     routes = [
         *create_agent_card_routes(card),
@@ -151,6 +174,7 @@ def create_app(args: argparse.Namespace) -> Starlette:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
+    parser.add_argument("--agent", choices=["echo", "noop"], default="echo")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", default=".bench-sdk", help="where --store sqlite keeps sdk.db")
     parser.add_argument("--sqlite-wal", action="store_true", help="add WAL + synchronous=NORMAL pragmas")

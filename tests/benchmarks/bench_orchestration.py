@@ -55,7 +55,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -87,6 +87,7 @@ from tests.orchestration.fixture_agents import agents_folder, python_agent, work
 NOOP_ENTRYPOINT = "tests.benchmarks.noop_agent:noop"
 WORKFLOW, DIRECT, BARE = "workflow", "direct", "bare"
 ARMS = (WORKFLOW, DIRECT, BARE)
+T = TypeVar("T")
 FANOUT_TARGET_MS = 50.0
 STEP_OVERHEAD_TARGET_MS = 1.0
 MAX_RUNS_PER_WINDOW = 100_000
@@ -527,22 +528,38 @@ def py_spy_note(rate: int) -> str:
     )
 
 
-async def profile_py_spy(run: RunFn, seconds: float, rate: int, work: Path) -> Profile:
-    out = work / f"py-spy-{uuid.uuid4().hex}.txt"
-    argv = py_spy_argv(os.getpid(), seconds, rate, out)
+async def py_spy_during(
+    pid: int, seconds: float, rate: int, out: Path, load: Callable[[Callable[[], bool]], Awaitable[T]]
+) -> tuple[T, dict[FrameKey, float], dict[FrameKey, float]]:
+    """``load`` while py-spy samples process ``pid``: its result, and self and inclusive samples per function.
+
+    ``load`` gets a predicate that turns true once py-spy has stopped sampling, for loads that run
+    until then; a fixed-length load should outlast ``seconds`` (py-spy takes a moment to attach).
+    """
+    argv = py_spy_argv(pid, seconds, rate, out)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        count, wall, cpu = await _runs_until(run, lambda n: proc.returncode is not None)
+        result = await load(lambda: proc.returncode is not None)
         output = (await asyncio.wait_for(proc.communicate(), 30))[0].decode(errors="replace")
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    if proc.returncode != 0 or not out.exists():
-        raise BenchError(f"py-spy failed ({proc.returncode}): {output[-500:]}")
-    self_w, total_w = read_py_spy(out)
+    try:
+        if proc.returncode == 0:
+            return (result, *read_py_spy(out))
+    except FileNotFoundError:
+        pass
+    raise BenchError(f"py-spy failed ({proc.returncode}): {output[-500:]}")
+
+
+async def profile_py_spy(run: RunFn, seconds: float, rate: int, work: Path) -> Profile:
+    out = work / f"py-spy-{uuid.uuid4().hex}.txt"
+    (count, wall, cpu), self_w, total_w = await py_spy_during(
+        os.getpid(), seconds, rate, out, lambda sampled: _runs_until(run, lambda n: sampled())
+    )
     return Profile("py-spy", count, wall, cpu, self_w, total_w, {}, py_spy_note(rate))
 
 
