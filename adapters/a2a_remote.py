@@ -24,11 +24,9 @@ Peer failures are ``PeerError``s with ``retryable`` set as the engine needs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -158,26 +156,26 @@ class Relay:
             )
         await self._follow(trusted)
 
-    async def _stream(self, events: AsyncIterator[StreamResponse]) -> None:
-        """Mirror ``events`` until the remote task settles, then give the stream a moment to end by itself.
+    async def _stream(self, events: AsyncGenerator[StreamResponse]) -> None:
+        """Mirror ``events`` until the remote task settles; the rest of the stream is read in the background.
 
-        A stream read to its end leaves its connection reusable; one the peer keeps open after the
-        task settled is closed after ``DRAIN_S`` rather than holding this task open.
+        The turn ends at the remote task's final event, not at the stream's end, which the peer
+        sends after its own bookkeeping; the stream is read to its end (or closed after
+        ``DRAIN_S``) by the remote agent, so that its connection stays reusable.
         """
         mirror = self.mirror
         assert mirror is not None
-        async with aclosing(events):  # type: ignore[type-var]
-            iterator = aiter(events)
+        try:
             while not mirror.settled:
                 try:
-                    event = await anext(iterator)
+                    event = await anext(events)
                 except StopAsyncIteration:
                     return
                 await mirror.apply(event)
-            with contextlib.suppress(TimeoutError, *_CALL_ERRORS):
-                async with asyncio.timeout(DRAIN_S):
-                    async for _ in iterator:
-                        pass
+        except BaseException:
+            await events.aclose()
+            raise
+        self._remote.drain(events, DRAIN_S)
 
     async def _remote_context(self) -> str:
         return await self._federation.links.remote_context(

@@ -9,9 +9,11 @@ configured, else in the card's own order; nothing here branches on the transport
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -137,6 +139,7 @@ class RemoteAgent:
     _client: Client | None = None
     _client_version: int = -1
     _old_clients: list[Client] = field(default_factory=list)
+    _draining: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, name: str, card_url: str, peer: Peer) -> RemoteAgent:
@@ -167,11 +170,35 @@ class RemoteAgent:
         self._client, self._client_version = client, self.source.version
         return client
 
+    def drain(self, stream: AsyncGenerator[object], within_s: float) -> None:
+        """Read the rest of ``stream`` in the background, closing it after ``within_s``.
+
+        A stream read to its end leaves its connection reusable. The peer ends a stream only after
+        its own bookkeeping for the task's final event, which the caller need not wait for.
+        """
+        task = asyncio.get_running_loop().create_task(_drain(stream, within_s))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
     async def aclose(self) -> None:
-        """Close every client built for this agent."""
+        """Close every client built for this agent (after the streams still draining on them)."""
+        if self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)
         for client in [*self._old_clients, *([self._client] if self._client else [])]:
             try:
                 await client.close()
             except Exception as exc:  # closing at shutdown: a client that fails to close is only logged
                 logger.debug("closing the client of %s: %s", self.name, exc)
         self._client, self._old_clients = None, []
+
+
+async def _drain(stream: AsyncGenerator[object], within_s: float) -> None:
+    try:
+        async with asyncio.timeout(within_s):
+            async for _ in stream:
+                pass
+    except Exception as exc:  # the task it carried has settled: a stream that ends badly now changes nothing
+        logger.debug("a settled remote stream ended with %s", exc)
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
