@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -78,28 +77,9 @@ class LocalSubscriptionBus(InMemorySubscriptionBus):
     (2026-07-28); with none open, the SDK's bus would still yield to the event loop each time.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._listening = 0
-
-    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        """Register ``listener``; the returned unsubscribe stays idempotent."""
-        unsubscribe = super().subscribe(listener)
-        self._listening += 1
-        ended = False
-
-        def stop() -> None:
-            nonlocal ended
-            if not ended:
-                ended = True
-                self._listening -= 1
-            unsubscribe()
-
-        return stop
-
     async def publish(self, event: ServerEvent) -> None:
-        """Deliver ``event`` to every listener, if there is any."""
-        if self._listening:
+        """Deliver ``event`` to every listener, if there is any (the SDK's bus keeps them in ``_listeners``)."""
+        if self._listeners:
             await super().publish(event)
 
 
