@@ -29,7 +29,7 @@ from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
-from gateway.executor import TaskContextBuilder, ValidatesRequests
+from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.keys import KeyRing
 from gateway.local_tasks import LocalRequestHandler, LocalRunner
@@ -168,6 +168,7 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
         local = LocalRunner(spec.name, executor, task_store, push_sender)
     handler = LocalRequestHandler(
         local=local,
+        new_tasks_on_runner=isinstance(executor, RuntimeExecutor),
         agent_executor=executor,
         task_store=task_store,
         request_context_builder=TaskContextBuilder(task_store, validate, task_store.new_ids),

@@ -12,7 +12,9 @@ the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask`` on
 see it (``LocalRequestHandler`` routes a cancel of a running local task here).
 
 Agents with in-process executors (``python`` and ``llm`` runtimes) and remote agents (``a2a``: the
-relay runs here, the agent's work at its peer) run this way; workflows keep the handler path.
+relay runs here, the agent's work at its peer) run this way; workflows keep the handler path. An
+A2A message that starts a new task on a ``RuntimeExecutor`` agent runs this way too
+(``LocalRequestHandler``): a hop from a partner gateway to such an agent costs about half the CPU.
 The events of a running local task reach the caller that started it and live subscribers on
 this process (``SubscribeToTask`` on the agent's URL, through ``LocalRequestHandler``), not
 another replica's. An agent that answers with a message instead of a task completes its task
@@ -49,6 +51,9 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, TaskNotFoundError
+from a2a.utils.input_mode_validator import validate_input_modes
+from a2a.utils.proto_utils import validate_proto_required_fields
+from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.executor import ValidatesRequests, reply_metadata
 from gateway.runtime import Reply
@@ -56,6 +61,7 @@ from gateway.runtime import Reply
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
+Watcher = asyncio.Queue[Event | None]
 Started = Callable[[Task], Awaitable[None]]
 
 CANCEL_WAIT_S = 10.0
@@ -208,6 +214,7 @@ class LocalRunner:
         progress: Progress | None = None,
         *,
         started: Started | None = None,
+        watcher: asyncio.Queue[Event | None] | None = None,
     ) -> Task:
         """Run ``message`` to the task's end (or until it waits for input) and return the task.
 
@@ -217,6 +224,8 @@ class LocalRunner:
         before the agent's first event); ``progress`` gets the text of each working status update.
         Cancelling the calling asyncio task cancels the agent's work, leaves the task canceled and
         raises. A message the agent refuses (``ValidatesRequests``) raises its error and leaves no task.
+        ``watcher`` gets each of the agent's events as it is applied, then None once the run's outcome
+        is saved (as ``subscribe`` does for a subscriber who comes later).
         """
         request_params = SendMessageRequest(message=message)
         if self._validate is not None:
@@ -243,6 +252,8 @@ class LocalRunner:
             raise
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
+        if watcher is not None:
+            queue.watchers.append(watcher)
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
         saved = asyncio.Event()  # set once the run's outcome is saved
         self._running[task.id] = _Running(work, saved, queue, request)
@@ -368,15 +379,88 @@ class LocalRunner:
 
 
 class LocalRequestHandler(DefaultRequestHandler):
-    """The SDK's request handler, aware of tasks running on the agent's ``LocalRunner``.
+    """The SDK's request handler, aware of the agent's ``LocalRunner``.
 
-    A ``CancelTask`` for such a task stops its executor (the SDK's handler would only write
-    CANCELED to the store, and the runner's final save would overwrite it).
+    With ``new_tasks_on_runner`` (an executor that always answers with a task, never with a bare
+    message, as ``RuntimeExecutor`` does: the runner would record a message reply as a task), a
+    message that starts a new task (no ``taskId``, no ``returnImmediately``, no push config in its
+    configuration) runs on the runner, detached from the request as the SDK's handler runs
+    it: a caller who disconnects leaves the task working, to be read, subscribed to or canceled.
+    The runner writes the task twice (working, then its outcome) where the SDK's handler writes it
+    on every event through its active-task machinery; a stream gets the agent's events as they
+    come and the one that ends the run once its outcome is saved, so a ``GetTask`` after it reads
+    what the stream said. Every other message (a follow-up, a push config to store with it, an
+    early return) goes through the SDK. A ``CancelTask`` for a task running on the runner stops
+    its executor (the SDK's handler would only write CANCELED to the store, and the runner's
+    final save would overwrite it); a ``SubscribeToTask`` follows it on the runner.
     """
 
-    def __init__(self, *args: Any, local: LocalRunner | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, local: LocalRunner | None = None, new_tasks_on_runner: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.local = local
+        self._new_tasks = local if new_tasks_on_runner else None
+        self._runs: set[asyncio.Future[Task]] = set()
+
+    def _on_runner(self, params: SendMessageRequest) -> LocalRunner | None:
+        """The runner when it takes this message (see the class); None when the SDK does."""
+        config = params.configuration
+        if params.message.task_id or config.return_immediately or config.HasField("task_push_notification_config"):
+            return None
+        return self._new_tasks
+
+    def _start(
+        self, local: LocalRunner, params: SendMessageRequest, context: ServerCallContext, watcher: Watcher | None = None
+    ) -> asyncio.Future[Task]:
+        """Check ``params`` as the SDK does, then run its message on ``local``, detached from the caller."""
+        validate_proto_required_fields(params)
+        validate_history_length(params.configuration)
+        if self._validate_input_modes:
+            validate_input_modes(params.message, self._agent_card)
+        run = asyncio.ensure_future(local.run(params.message, context, watcher=watcher))
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+        run.add_done_callback(_retrieve)
+        if watcher is not None:
+            run.add_done_callback(lambda _: watcher.put_nowait(None))  # also when it failed before any event
+        return run
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        """A new task on the runner: its outcome once saved; any other message through the SDK."""
+        local = self._on_runner(params)
+        if local is None:
+            return await super().on_message_send(params, context)
+        task = await asyncio.shield(self._start(local, params, context))
+        return apply_history_length(task, params.configuration)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """A new task on the runner: its events, the last once saved; any other message through the SDK."""
+        local = self._on_runner(params)
+        if local is None or not self._agent_card.capabilities.streaming:
+            async for event in super().on_message_send_stream(params, context):
+                yield event
+            return
+        watcher: Watcher = asyncio.Queue()
+        run = self._start(local, params, context, watcher)
+        ending: list[Event] = []  # held until the outcome is saved
+        while (event := await watcher.get()) is not None:
+            if ending or _ends_run(event):
+                ending.append(event)
+            else:
+                yield _shown(event, params)
+        await run  # done by now: raises when the run failed (an unwritable store)
+        for event in ending:
+            yield _shown(event, params)
+
+    async def aclose(self) -> None:
+        """Stop the runs still working on the runner (each saved canceled), then the SDK's active tasks."""
+        for run in list(self._runs):
+            run.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        await super().aclose()
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         """Cancel a running local task on its runner; any other through the SDK."""
@@ -401,3 +485,20 @@ class LocalRequestHandler(DefaultRequestHandler):
             events = super().on_subscribe_to_task(params, context)
         async for event in events:
             yield event
+
+
+def _ends_run(event: Event) -> bool:
+    """Whether ``event`` ends a run on the runner (a final or interrupted state)."""
+    if isinstance(event, Task | TaskStatusUpdateEvent):
+        return event.status.state in ENDED
+    return isinstance(event, Message)
+
+
+def _shown(event: Event, params: SendMessageRequest) -> Event:
+    return apply_history_length(event, params.configuration) if isinstance(event, Task) else event
+
+
+def _retrieve(run: asyncio.Future[Task]) -> None:
+    """Mark a detached run's failure as seen (the caller who awaited it, if any, got it too)."""
+    if not run.cancelled() and (exc := run.exception()) is not None:
+        logger.debug("a run on the local path failed: %s", exc)
