@@ -108,6 +108,7 @@ class Relay:
         """Whether ``run`` was cancelled before the remote task settled (the local path cancels before ``cancel``)."""
         self.canceling = False
         self._call: ClientCallContext | None = None
+        self._link_write: asyncio.Future[None] | None = None
 
     @property
     def _peer(self) -> str:
@@ -144,17 +145,20 @@ class Relay:
                 SendMessageConfiguration(accepted_output_modes=context.configuration.accepted_output_modes)
             )
         try:
-            await self._stream(self.client.send_message(request, context=self._call))
-        except _CALL_ERRORS as exc:
-            if not self.mirror.remote_task_id:
-                raise translate(exc, self._peer, f"SendMessage to {self._remote.name}") from exc
-            logger.warning(
-                "%s: the stream of remote task %s broke (%s); resuming",
-                self._remote.name,
-                self.mirror.remote_task_id,
-                exc,
-            )
-        await self._follow(trusted)
+            try:
+                await self._stream(self.client.send_message(request, context=self._call))
+            except _CALL_ERRORS as exc:
+                if not self.mirror.remote_task_id:
+                    raise translate(exc, self._peer, f"SendMessage to {self._remote.name}") from exc
+                logger.warning(
+                    "%s: the stream of remote task %s broke (%s); resuming",
+                    self._remote.name,
+                    self.mirror.remote_task_id,
+                    exc,
+                )
+            await self._follow(trusted)
+        finally:
+            await self._link_written()
 
     async def _stream(self, events: AsyncGenerator[StreamResponse]) -> None:
         """Mirror ``events`` until the remote task settles; the rest of the stream is read in the background.
@@ -193,9 +197,16 @@ class Relay:
             remote_context_id,
         )
         if link != self.link:
-            await self._federation.links.save(link)
+            # Written while the remote events are mirrored (not before the first): the turn ends
+            # only once it is (``_link_written``), and the writes of one loop pass commit together.
+            self._link_write = asyncio.ensure_future(self._federation.links.save(link))
             self.link = link
         self.known.set()
+
+    async def _link_written(self) -> None:
+        if self._link_write is not None:
+            write, self._link_write = self._link_write, None
+            await write
 
     async def _follow(self, trusted: TrustedCard) -> None:
         """Until the remote task settles: resubscribe (or, for a peer without streaming, poll)."""
