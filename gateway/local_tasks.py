@@ -14,7 +14,8 @@ see it (``LocalRequestHandler`` routes a cancel of a running local task here).
 Agents with in-process executors (``python`` and ``llm`` runtimes) and remote agents (``a2a``: the
 relay runs here, the agent's work at its peer) run this way; workflows keep the handler path. An
 A2A message that starts a new task on a ``RuntimeExecutor`` agent runs this way too
-(``LocalRequestHandler``): a hop from a partner gateway to such an agent costs about half the CPU.
+(``LocalRequestHandler``): a streaming call to the no-op agent then takes less time here than on
+the SDK's own server (``tests/benchmarks/bench_federation.py``).
 The events of a running local task reach the caller that started it and live subscribers on
 this process (``SubscribeToTask`` on the agent's URL, through ``LocalRequestHandler``), not
 another replica's. An agent that answers with a message instead of a task completes its task

@@ -13,8 +13,8 @@ credential. A's workflows are one sequential step each, and each arm is one of t
 * ``jsonrpc``  workflow ``remote-step`` over ``b-noop``: the child task is run the same way, but
   its executor is the relay, which sends the step's message to B with the SDK client (streaming
   ``SendMessage``, JSON-RPC + SSE), mirrors B's four events onto the child task (the same four
-  events, applied the same way) and records the remote task id; B runs the no-op agent through
-  the SDK's request handler (auth, hop checks, its task store on SQLite, SSE);
+  events, applied the same way) and records the remote task id; B runs the no-op agent on its
+  ``LocalRunner`` too (a new task: ``LocalRequestHandler``), behind its auth and SSE, on SQLite;
 * ``grpc``     workflow ``grpc-step`` over ``bg-noop``: the same over gRPC (server streaming).
 
 So ``p50(remote) - p50(local)`` (the "added p50 per hop") is: the relay at A and the whole hop
