@@ -16,11 +16,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
-from a2a.client import Client
+from a2a.client import Client, ClientConfig, ClientFactory
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import (
+    AgentCard,
+    CancelTaskRequest,
     GetTaskRequest,
     ListTasksRequest,
     Message,
@@ -33,9 +36,11 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidParamsError
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from google.protobuf.json_format import ParseDict
 
 from gateway.app import Gateway
+from gateway.orchestration.resume import RunOwner
 from gateway.runtime import AgentCall, Emitter, Reply
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import BINDINGS, WAIT_S, Binding, a2a_client, artifact_texts, start, user_message
@@ -255,3 +260,44 @@ async def test_the_last_event_waits_for_the_outcome_to_be_saved(host: Gateway, m
         release.set()
         ending = await last
     assert isinstance(ending, TaskStatusUpdateEvent) and ending.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["blocking", "streaming"])
+@pytest.mark.parametrize("protocol", ["JSONRPC", "HTTP+JSON"])
+async def test_a_v0_3_client_gets_the_same_task(gateway: RunningGateway, protocol: str, streaming: bool) -> None:
+    url = gateway.agent_url("held")
+    async with httpx.AsyncClient(timeout=30) as http:
+        served = (await http.get(f"{url}/.well-known/agent-card.json")).json()
+        card = ParseDict(served, AgentCard(), ignore_unknown_fields=True)
+        del card.supported_interfaces[:]
+        card.supported_interfaces.add(url=url, protocol_binding=protocol, protocol_version="0.3")
+        config = ClientConfig(streaming=streaming, httpx_client=http, supported_protocol_bindings=[protocol])
+        client = ClientFactory(config).create(card)
+        async with asyncio.timeout(WAIT_S):
+            events = [e async for e in client.send_message(SendMessageRequest(message=user_message("from 2025")))]
+            task = await client.get_task(GetTaskRequest(id=task_id_of(events[0])))
+        await client.close()
+    assert state_of(events[-1]) == TaskState.TASK_STATE_COMPLETED
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert artifact_texts(task) == ["done: from 2025 after 0 turn(s)"]
+
+
+async def test_another_caller_cannot_see_cancel_or_follow_the_task(host: Gateway) -> None:
+    opened = gate("private")
+    handler = host.handler("held")
+    alice, mallory = ServerCallContext(user=RunOwner("alice")), ServerCallContext(user=RunOwner("mallory"))
+    stream = handler.on_message_send_stream(SendMessageRequest(message=user_message("private")), alice)
+    async with asyncio.timeout(WAIT_S):
+        task_id = (await anext(stream)).id
+        with pytest.raises(TaskNotFoundError):
+            await handler.on_get_task(GetTaskRequest(id=task_id), mallory)
+        with pytest.raises(TaskNotFoundError):
+            await handler.on_cancel_task(CancelTaskRequest(id=task_id), mallory)
+        with pytest.raises(TaskNotFoundError):
+            await anext(handler.on_subscribe_to_task(SubscribeToTaskRequest(id=task_id), mallory))
+        assert len((await handler.on_list_tasks(ListTasksRequest(), mallory)).tasks) == 0
+        opened.set()
+        rest = [event async for event in stream]
+        mine = await handler.on_get_task(GetTaskRequest(id=task_id), alice)
+    assert state_of_event(rest[-1]) == TaskState.TASK_STATE_COMPLETED
+    assert mine is not None and mine.status.state == TaskState.TASK_STATE_COMPLETED
