@@ -53,10 +53,10 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, TaskNotFoundError
 from a2a.utils.input_mode_validator import validate_input_modes
-from a2a.utils.proto_utils import validate_proto_required_fields
 from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.executor import ValidatesRequests, reply_metadata
+from gateway.required_fields import validate_required_fields
 from gateway.runtime import Reply
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         self, local: LocalRunner, params: SendMessageRequest, context: ServerCallContext, watcher: Watcher | None = None
     ) -> asyncio.Future[Task]:
         """Check ``params`` as the SDK does, then run its message on ``local``, detached from the caller."""
-        validate_proto_required_fields(params)
+        validate_required_fields(params)  # what the SDK's handler checks first, planned once per type
         validate_history_length(params.configuration)
         if self._validate_input_modes:
             validate_input_modes(params.message, self._agent_card)
