@@ -30,8 +30,12 @@ the SDK's request handler, in-memory store, no auth) that runs the same no-op ag
 gateway at either end. ``p50(floor) - agent work`` (the agent's own CPU, measured in-process) is
 the least any relay on the SDK adds per hop: when it exceeds a target, the target cannot be met
 with the SDK on this machine; the gap between it and the added p50 is what the gateways add.
+The arms ``to-b-jsonrpc`` and ``to-b-grpc`` split the gap: the same SDK client calling B's no-op
+agent straight (no A). ``B's hop over floor`` is that call less the floor's (what B adds, or saves,
+against the bare SDK server); ``A's relay over a client`` is the added p50 per hop less that call
+(what A's relay, its child task and its workflow step add over a bare client of B).
 CPU per call is user + system time from /proc: A and B for the gateway arms, this process (the
-SDK client) and the bare server for the floor arms. Usage::
+SDK client) and the server (bare, or B) for the others. Usage::
 
     python tests/benchmarks/bench_federation.py --quick       # smoke: under a minute
     python tests/benchmarks/bench_federation.py               # a few minutes
@@ -72,13 +76,17 @@ REPO = HERE.parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.bench_a2a import BenchError, Ratio, _versions, free_port, percentile  # noqa: E402
-from tests.benchmarks.sdk_hop import LoopbackProcess, SdkHop, agent_work_ms  # noqa: E402  (imports gateway, then the SDK)
+from a2a.client import A2ACardResolver  # noqa: E402
+
+from tests.benchmarks.bench_a2a import CARD_PATH, BenchError, Ratio, _versions, free_port, percentile  # noqa: E402
+from tests.benchmarks.sdk_hop import BINDINGS, LoopbackProcess, SdkHop, agent_work_ms  # noqa: E402  (imports gateway, then the SDK)
 
 NOOP = "tests.benchmarks.noop_agent:noop"
 GATEWAY_ARMS = {"local": "local-step", "jsonrpc": "remote-step", "grpc": "grpc-step"}
 FLOOR_ARMS = {"floor-jsonrpc": "jsonrpc", "floor-grpc": "grpc"}  # floor arm -> the gateway arm it bounds
-ARMS = [*GATEWAY_ARMS, *FLOOR_ARMS]
+DIRECT_ARMS = {"to-b-jsonrpc": "jsonrpc", "to-b-grpc": "grpc"}  # the SDK client straight to B's agent
+ARMS = [*GATEWAY_ARMS, *FLOOR_ARMS, *DIRECT_ARMS]
+_WHAT = dict.fromkeys(DIRECT_ARMS, "SDK client -> B")
 TARGETS_MS = {"jsonrpc": 3.0, "grpc": 2.0}
 START_TIMEOUT_S = 60.0
 TOKEN = "bench-token"
@@ -208,7 +216,7 @@ class Bench:
     floor: SdkHop | None
 
     def call(self, arm: str) -> Call:
-        if arm in FLOOR_ARMS:
+        if arm in FLOOR_ARMS or arm in DIRECT_ARMS:
             assert self.floor is not None
             floor = self.floor
             return lambda: floor.call(arm)
@@ -226,6 +234,8 @@ class Bench:
         if arm in FLOOR_ARMS:
             assert self.floor is not None
             return {"a": os.getpid(), "b": self.floor.pid}
+        if arm in DIRECT_ARMS:
+            return {"a": os.getpid(), "b": self.b.pid}
         return {"a": self.a.pid, "b": self.b.pid}
 
 
@@ -292,6 +302,19 @@ def ratios(windows: dict[str, list[Window]], summary: dict[str, Any], agent_ms: 
             gap = added - value if added is not None and value is not None else None
             detail = "added p50 per hop - floor per hop: what the two gateways add beyond the SDK"
             out.append(Ratio(f"gap to floor, {arm}", gap, None, "<=", "ms", detail, gap_rounds))
+    for direct, arm in DIRECT_ARMS.items():
+        if direct in windows and f"floor-{arm}" in windows:
+            value, rounds = _delta(windows, direct, f"floor-{arm}")
+            detail = "the SDK client's call to B's agent minus the same call to the bare SDK server"
+            out.append(Ratio(f"B's hop over floor, {arm}", value, None, "<=", "ms", detail, rounds))
+        if direct in windows and arm in windows and "local" in windows:
+            added, added_rounds = _delta(windows, arm, "local")
+            direct_p50, direct_rounds = _delta(windows, direct, None, agent_ms or 0.0)
+            pairs = zip(added_rounds, direct_rounds, strict=True)
+            a_rounds = [x - y if x is not None and y is not None else None for x, y in pairs]
+            value = added - direct_p50 if added is not None and direct_p50 is not None else None
+            detail = "added p50 per hop - (the SDK client's call to B - agent work): what A's relay adds"
+            out.append(Ratio(f"A's relay over a client, {arm}", value, None, "<=", "ms", detail, a_rounds))
     local = summary.get("local", {}).get("cpu_ms_per_run", {})
     for arm in ("jsonrpc", "grpc"):
         cpu = summary.get(arm, {}).get("cpu_ms_per_run", {})
@@ -317,6 +340,9 @@ async def run(args: argparse.Namespace, a: Org, b: Org, floor: SdkHop | None, wo
     async with httpx.AsyncClient(base_url=a.url, timeout=30, headers=headers) as http:
         if floor is not None:
             await floor.open()
+            if set(arms) & set(DIRECT_ARMS):
+                card = await A2ACardResolver(floor.http, b.url, f"/agents/noop{CARD_PATH}").get_agent_card()
+                floor.add_clients(card, {arm: BINDINGS[f"floor-{DIRECT_ARMS[arm]}"] for arm in DIRECT_ARMS})
         bench = Bench(http, a, b, floor)
         try:
             for arm in arms:  # warm up every path: connections, channels, card caches
@@ -333,7 +359,9 @@ async def run(args: argparse.Namespace, a: Org, b: Org, floor: SdkHop | None, wo
     for arm, ws in windows.items():
         values = [v for w in ws for v in w.latencies_ms]
         summary[arm] = {
-            "what": GATEWAY_ARMS.get(arm, "bare SDK client -> bare SDK server"),
+            "what": GATEWAY_ARMS.get(
+                arm, "SDK client -> B" if arm in DIRECT_ARMS else "bare SDK client -> bare SDK server"
+            ),
             "runs": len(values),
             "errors": sum(w.errors for w in ws),
             "first_error": next((w.first_error for w in ws if w.first_error), None),
@@ -409,7 +437,7 @@ def print_report(report: dict[str, Any]) -> None:
     for arm, s in report["arms"].items():
         lat, cpu = s["latency_ms"], s["cpu_ms_per_run"]
         rounds = ", ".join(_fmt(v) for v in s["p50_ms_by_round"])
-        what = s["what"] if arm in GATEWAY_ARMS else "bare SDK"
+        what = s["what"] if arm in GATEWAY_ARMS else "SDK -> B" if arm in DIRECT_ARMS else "bare SDK"
         print(
             f"{arm:<15}{what:<14}{s['runs']:>7}{s['errors']:>7}{_fmt(lat['p50']):>9}"
             f"{_fmt(lat['p95']):>9}{_fmt(lat['p99']):>9}{_fmt(cpu.get('a')):>10}{_fmt(cpu.get('b')):>10}  [{rounds}]"
@@ -464,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-federation-") as tmp:
         work = Path(tmp)
-        floor = SdkHop(work / "sdk-hop") if set(args.arms) & set(FLOOR_ARMS) else None
+        floor = SdkHop(work / "sdk-hop") if set(args.arms) & {*FLOOR_ARMS, *DIRECT_ARMS} else None
         a, b = start_orgs(work)
         try:
             if floor is not None:

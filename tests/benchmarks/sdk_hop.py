@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
 from a2a.server.agent_execution import RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import AgentCard, Message, Part, Role, SendMessageRequest, TaskState
 from a2a.utils.constants import TransportProtocol
 
 HERE = Path(__file__).resolve().parent
@@ -130,6 +130,12 @@ class SdkHop(LoopbackProcess):
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=log)
         log.close()
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client the clients share (after ``open``)."""
+        assert self._http is not None, "open first"
+        return self._http
+
     async def open(self) -> None:
         """Wait for the server's card, then build a client per binding from it, as the relay builds its own."""
         assert self.proc is not None
@@ -145,7 +151,12 @@ class SdkHop(LoopbackProcess):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
-        for arm, binding in BINDINGS.items():
+        self.add_clients(card, BINDINGS)
+
+    def add_clients(self, card: AgentCard, arms: Mapping[str, str]) -> None:
+        """One client per arm for the agent of ``card``, on the arm's binding (``arms``: arm -> binding)."""
+        assert self._http is not None, "open first"
+        for arm, binding in arms.items():
             config = ClientConfig(
                 streaming=True,
                 httpx_client=self._http,
