@@ -215,7 +215,7 @@ class LocalRunner:
         progress: Progress | None = None,
         *,
         started: Started | None = None,
-        watcher: asyncio.Queue[Event | None] | None = None,
+        watcher: Watcher | None = None,
     ) -> Task:
         """Run ``message`` to the task's end (or until it waits for input) and return the task.
 
@@ -500,6 +500,6 @@ def _shown(event: Event, params: SendMessageRequest) -> Event:
 
 
 def _retrieve(run: asyncio.Future[Task]) -> None:
-    """Mark a detached run's failure as seen (the caller who awaited it, if any, got it too)."""
+    """Log a detached run's failure (its caller, if still there, got it too); the agent's own failures fail the task."""
     if not run.cancelled() and (exc := run.exception()) is not None:
-        logger.debug("a run on the local path failed: %s", exc)
+        logger.warning("a run on the local path failed: %s: %s", type(exc).__name__, exc)
