@@ -5,7 +5,9 @@ extension) on every message and recurses into every sub-message, a relayed messa
 ``Struct`` included: 0.2 ms for a ``SendMessageRequest`` carrying a hop entry here. This one
 reads the options once per message type, and skips sub-messages whose type holds no REQUIRED
 field at any depth (``Struct``, ``Value``); it finds the same violations and raises the same
-``InvalidParamsError`` (``tests/test_required_fields.py`` compares the two).
+``InvalidParamsError`` (``tests/test_required_fields.py`` compares the two). ``use_in_sdk_handlers``
+makes the SDK's request handlers check with it too (a gateway does, from ``create_app``; the bare
+SDK server of the benchmarks does not).
 """
 
 from __future__ import annotations
@@ -110,3 +112,14 @@ def validate_required_fields(msg: Message) -> None:
     errors = _errors(msg)
     if errors:
         raise InvalidParamsError(message="Validation failed", data={"errors": errors})
+
+
+def use_in_sdk_handlers() -> None:
+    """Make the SDK's ``validate_request_params`` decorator check with ``validate_required_fields``.
+
+    The decorator looks the check up in its module on every call, so this takes effect at once, for
+    handlers built before it too. ``a2a.utils.proto_utils`` keeps the SDK's own function.
+    """
+    from a2a.server.request_handlers import request_handler
+
+    request_handler.validate_proto_required_fields = validate_required_fields  # type: ignore[assignment]

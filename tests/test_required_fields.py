@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import (
     AgentCard,
     Artifact,
@@ -20,6 +21,7 @@ from a2a.utils.proto_utils import validate_proto_required_fields
 from google.protobuf.message import Message as ProtoMessage
 
 from gateway.required_fields import validate_required_fields
+from gateway.testing import RunningGateway
 
 
 def _relayed() -> SendMessageRequest:
@@ -78,3 +80,15 @@ def test_a_relayed_message_passes_and_a_partless_one_names_its_field() -> None:
     assert caught.value.data == {
         "errors": [{"field": "message.parts", "message": "Field must contain at least one element."}]
     }
+
+
+async def test_a_gateway_makes_the_sdk_handlers_check_with_it(gateway: RunningGateway) -> None:
+    from a2a.server.request_handlers import request_handler
+
+    assert request_handler.validate_proto_required_fields is validate_required_fields  # create_app's doing
+    handler = gateway.app.state.gateway.handler("echo")  # a custom executor: the SDK's path
+    with pytest.raises(InvalidParamsError) as caught:
+        await handler.on_message_send(SendMessageRequest(message=Message(message_id="m")), ServerCallContext())
+    assert {"field": "message.parts", "message": "Field must contain at least one element."} in caught.value.data[
+        "errors"
+    ]
