@@ -489,10 +489,8 @@ class LocalRequestHandler(DefaultRequestHandler):
 
 
 def _ends_run(event: Event) -> bool:
-    """Whether ``event`` ends a run on the runner (a final or interrupted state)."""
-    if isinstance(event, Task | TaskStatusUpdateEvent):
-        return event.status.state in ENDED
-    return isinstance(event, Message)
+    """Whether ``event`` ends a run on the runner (a final or interrupted state; a message reply arrives as one)."""
+    return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in ENDED
 
 
 def _shown(event: Event, params: SendMessageRequest) -> Event:

@@ -21,7 +21,7 @@ from google.api.field_behavior_pb2 import FieldBehavior, field_behavior
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-SCALAR, MESSAGE, REPEATED, MAP = range(4)
+_SCALAR, _MESSAGE, _REPEATED, _MAP = range(4)
 _NOT_EMPTY = "Field must contain at least one element."
 
 
@@ -32,7 +32,7 @@ class _Field:
     repeated: bool
     has_presence: bool
     default: object
-    nested: int  # SCALAR (nothing to look into), MESSAGE, REPEATED (messages) or MAP (message values)
+    nested: int  # _SCALAR (nothing to look into), _MESSAGE, _REPEATED (messages) or _MAP (message values)
 
 
 @functools.cache
@@ -42,15 +42,15 @@ def _plan(descriptor: Descriptor) -> tuple[_Field, ...]:
     for field in descriptor.fields:
         required = FieldBehavior.REQUIRED in field.GetOptions().Extensions[field_behavior]
         repeated = field.is_repeated
-        nested = SCALAR
+        nested = _SCALAR
         if field.type == FieldDescriptor.TYPE_MESSAGE and _may_hold_required(field.message_type):
             if not repeated:
-                nested = MESSAGE
+                nested = _MESSAGE
             elif field.message_type.GetOptions().map_entry:
-                nested = MAP
+                nested = _MAP
             else:
-                nested = REPEATED
-        if required or nested != SCALAR:
+                nested = _REPEATED
+        if required or nested != _SCALAR:
             default = None if repeated or field.type == FieldDescriptor.TYPE_MESSAGE else field.default_value
             fields.append(_Field(field.name, required, repeated, field.has_presence, default, nested))
     return tuple(fields)
@@ -80,21 +80,19 @@ def _errors(msg: Message) -> list[ValidationDetail]:
         if field.required:
             if field.repeated:
                 if not value:
-                    errors.append(
-                        ValidationDetail(field=field.name, message="Field must contain at least one element.")
-                    )
+                    errors.append(ValidationDetail(field=field.name, message=_NOT_EMPTY))
             elif field.has_presence:
                 if not msg.HasField(field.name):
                     errors.append(ValidationDetail(field=field.name, message="Field is required."))
             elif value == field.default:
                 errors.append(ValidationDetail(field=field.name, message="Field is required."))
-        if field.nested == MESSAGE:
+        if field.nested == _MESSAGE:
             if msg.HasField(field.name):
                 _nest(errors, field.name, _errors(value))
-        elif field.nested == REPEATED:
+        elif field.nested == _REPEATED:
             for i, item in enumerate(value):
                 _nest(errors, f"{field.name}[{i}]", _errors(item))
-        elif field.nested == MAP:
+        elif field.nested == _MAP:
             for key, item in value.items():
                 _nest(errors, f"{field.name}[{key}]", _errors(item))
     return errors
