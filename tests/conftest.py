@@ -11,6 +11,7 @@ import pytest
 
 from gateway.settings import Settings, bundled_agents_dir
 from gateway.testing import RunningGateway, running_gateway
+from tests.bindings.a2a_clients import BINDINGS, Binding
 
 PG_DSN_ENV = "SWITCHBOARD_TEST_PG_DSN"
 
@@ -48,3 +49,9 @@ def pg_dsn() -> str:
     if not dsn:
         pytest.skip(f"{PG_DSN_ENV} is not set")
     return dsn
+
+
+@pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
+def binding(request: pytest.FixtureRequest) -> Binding:
+    """Each A2A binding a test runs on (a test that parametrizes ``binding`` itself overrides this)."""
+    return request.param  # type: ignore[no-any-return]

@@ -29,7 +29,7 @@ from gateway.app import Gateway
 from gateway.local_tasks import LocalRunner
 from gateway.orchestration.resume import RunOwner
 from gateway.testing import RunningGateway
-from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client
+from tests.bindings.a2a_clients import Binding, a2a_client
 
 WAIT_S = 10.0
 
@@ -187,11 +187,6 @@ async def test_a_canceled_caller_leaves_the_task_canceled(host: Gateway, echo: L
 async def test_agents_that_do_not_run_in_process_have_no_runner(host: Gateway) -> None:
     assert host.local_runner("code-review") is None  # a workflow keeps the handler path
     assert host.local_runner("security-reviewer") is not None
-
-
-@pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
-def binding(request: pytest.FixtureRequest) -> Binding:
-    return request.param  # type: ignore[no-any-return]
 
 
 async def test_a_client_subscribes_to_a_running_local_task(

@@ -43,7 +43,7 @@ from gateway.app import Gateway
 from gateway.orchestration.resume import RunOwner
 from gateway.runtime import AgentCall, Emitter, Reply
 from gateway.testing import RunningGateway, running_gateway
-from tests.bindings.a2a_clients import BINDINGS, WAIT_S, Binding, a2a_client, artifact_texts, start, user_message
+from tests.bindings.a2a_clients import WAIT_S, Binding, a2a_client, artifact_texts, start, user_message
 from tests.conftest import make_settings
 
 GATES: dict[str, asyncio.Event] = {}
@@ -80,11 +80,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
 @pytest.fixture
 def host(gateway: RunningGateway) -> Gateway:
     return gateway.app.state.gateway  # type: ignore[no-any-return]
-
-
-@pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
-def binding(request: pytest.FixtureRequest) -> Binding:
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

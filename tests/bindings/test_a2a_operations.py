@@ -22,12 +22,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
 from gateway.testing import RunningGateway
-from tests.bindings.a2a_clients import BINDINGS, WAIT_S, Binding, a2a_client, artifact_texts, send, start
-
-
-@pytest.fixture(params=BINDINGS, ids=lambda b: b.id)
-def binding(request: pytest.FixtureRequest) -> Binding:
-    return request.param  # type: ignore[no-any-return]
+from tests.bindings.a2a_clients import WAIT_S, Binding, a2a_client, artifact_texts, send, start
 
 
 @pytest.fixture
