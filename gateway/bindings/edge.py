@@ -134,7 +134,7 @@ class EdgeGuard:
             if body is None:
                 await self._reject_size(scope, receive, send, None)
                 return
-            receive = _replay(body)
+            receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
     async def _read_capped(self, receive: Receive) -> bytes | None:
@@ -182,13 +182,18 @@ class EdgeGuard:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, then: Receive) -> Receive:
+    """``receive`` handing the app ``body`` whole, then ``then``'s messages (the client's real disconnect).
+
+    Answering a second call with a disconnect of our own would end a streamed response after its
+    first event, as if the client had left.
+    """
     sent = False
 
     async def receive() -> Message:
         nonlocal sent
         if sent:
-            return {"type": "http.disconnect"}
+            return await then()
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
