@@ -26,6 +26,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from a2a.auth.user import UnauthenticatedUser, User
@@ -132,6 +133,43 @@ class VerifiedTokens:
 def a2a_user(identity: Identity | None) -> User:
     """The A2A user of ``identity``: its name owns the caller's tasks; ``None`` is the anonymous user."""
     return StarletteUser(CallerUser(identity)) if identity is not None else UnauthenticatedUser()
+
+
+# --- what is configured -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthSetup:
+    """The credentials the settings actually configure, once parsed: what decides whether auth is on."""
+
+    api_keys: int
+    issuers: tuple[str, ...]
+    empty_key_file: Path | None = None
+    """A configured API key file that holds no key (so it turns nothing on)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuthSetup:
+        """Parse the keys (the key file read) and issuers; ``AuthConfigError`` when a setting cannot be honoured."""
+        keys = len(ApiKeyTable.from_settings(settings))
+        empty_file = None
+        if settings.auth_api_keys_file is not None and keys == len(settings.auth_api_keys):
+            empty_file = settings.auth_api_keys_file
+        return cls(keys, tuple(i.issuer for i in settings.auth_issuers), empty_file)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any caller credential is accepted (otherwise every caller is anonymous)."""
+        return bool(self.api_keys or self.issuers)
+
+    def describe(self) -> str:
+        """One line saying which auth is on, for the start-up log."""
+        parts = [f"{self.api_keys} API key(s)"] if self.api_keys else []
+        if self.issuers:
+            parts.append(f"bearer JWTs from {len(self.issuers)} issuer(s): {', '.join(self.issuers)}")
+        said = " and ".join(parts) if parts else "off, every caller is anonymous"
+        if self.empty_key_file is not None:
+            said += f" (the API key file {self.empty_key_file} holds no keys)"
+        return f"auth: {said}"
 
 
 # --- the policy ---------------------------------------------------------------------------------

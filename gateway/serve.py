@@ -11,6 +11,7 @@ import time
 import uvicorn
 
 from gateway.app import create_app
+from gateway.auth import AuthSetup
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 
@@ -51,13 +52,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def unsafe_bind(settings: Settings) -> str | None:
-    """Why serving ``settings`` would be unsafe: a non-loopback address with no auth and no ``insecure``."""
-    if is_loopback(settings.host) or settings.auth_configured or settings.insecure:
+def unsafe_bind(settings: Settings, setup: AuthSetup | None = None) -> str | None:
+    """Why serving ``settings`` would be unsafe: a non-loopback address with no auth and no ``insecure``.
+
+    Auth counts as configured only when a credential parses: a key file holding no key and an
+    empty issuer list leave every caller anonymous, as if nothing were set. ``setup`` is parsed
+    from ``settings`` when not given (``AuthConfigError`` when a setting cannot be honoured).
+    """
+    if is_loopback(settings.host) or settings.insecure:
         return None
+    setup = setup or AuthSetup.from_settings(settings)
+    if setup.enabled:
+        return None
+    empty = f" ({setup.describe().removeprefix('auth: ')})" if setup.empty_key_file is not None else ""
     return (
-        f"refusing to serve {settings.host or 'every address'} without authentication: anyone who can reach it "
-        "could run every agent and read every task. Configure API keys (SWITCHBOARD_AUTH_API_KEYS, see "
+        f"refusing to serve {settings.host or 'every address'} without authentication{empty}: anyone who can "
+        "reach it could run every agent and read every task. Configure API keys (SWITCHBOARD_AUTH_API_KEYS, see "
         "`switchboard apikey new`) or token issuers (SWITCHBOARD_AUTH_ISSUERS), bind 127.0.0.1, or pass "
         "--insecure (SWITCHBOARD_INSECURE=true) to serve it open anyway"
     )
@@ -66,11 +76,17 @@ def unsafe_bind(settings: Settings) -> str | None:
 def run(settings: Settings) -> int:
     """Serve until interrupted; returns the process exit code."""
     configure_logging(settings.log_level)
-    refusal = unsafe_bind(settings)
+    try:
+        setup = AuthSetup.from_settings(settings)
+    except GatewayError as exc:
+        logger.error("cannot start: %s", exc.detail)
+        return 2
+    refusal = unsafe_bind(settings, setup)
     if refusal is not None:
         logger.error("cannot start: %s", refusal)
         return 2
-    if not is_loopback(settings.host) and not settings.auth_configured:
+    logger.log(logging.WARNING if setup.empty_key_file is not None else logging.INFO, "%s", setup.describe())
+    if not is_loopback(settings.host) and not setup.enabled:
         logger.warning("serving %s with no authentication (--insecure): every caller is anonymous", settings.host)
     try:
         app = create_app(settings)

@@ -166,11 +166,6 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     @property
-    def auth_configured(self) -> bool:
-        """Whether any caller credential (API key or token issuer) is configured."""
-        return bool(self.auth_api_keys or self.auth_api_keys_file or self.auth_issuers)
-
-    @property
     def store_url(self) -> str:
         """The task database: the given DSN, or SQLite in the data dir."""
         return self.database_url or f"sqlite:///{self.data_dir / 'switchboard.db'}"

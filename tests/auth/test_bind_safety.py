@@ -66,3 +66,52 @@ def test_insecure_passes_the_bind_check(tmp_path: Path, argv: list[str], env: di
     assert done.returncode == 2
     assert "refusing to serve" not in done.stderr
     assert "cannot start" in done.stderr and "with no authentication (--insecure)" in done.stderr
+
+
+# -- a setting that leaves auth off is no auth at all ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", ["", "\n# no keys yet\n\n", "   # ops:aaaa commented out\n"], ids=["empty", "comments", "blank"]
+)
+def test_a_key_file_with_no_keys_is_no_auth(tmp_path: Path, content: str) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text(content)
+    refusal = unsafe_bind(Settings(host="0.0.0.0", auth_api_keys_file=keys, auth_issuers=[]))
+    assert refusal is not None and "without authentication" in refusal and "holds no keys" in refusal
+
+
+def test_a_key_file_with_a_key_may_serve(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# ops\n{KEY_LINE}\n")
+    assert unsafe_bind(Settings(host="0.0.0.0", auth_api_keys_file=keys)) is None
+
+
+def test_serve_refuses_an_empty_key_file_and_an_empty_issuer_list(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# nobody yet\n")
+    done = serve(tmp_path, "--host", "0.0.0.0", SWITCHBOARD_AUTH_API_KEYS_FILE=str(keys), SWITCHBOARD_AUTH_ISSUERS="[]")
+    assert done.returncode == 2
+    assert "refusing to serve 0.0.0.0 without authentication" in done.stderr
+    assert "holds no keys" in done.stderr
+
+
+def test_serve_refuses_an_unreadable_key_file(tmp_path: Path) -> None:
+    done = serve(tmp_path, "--host", "0.0.0.0", SWITCHBOARD_AUTH_API_KEYS_FILE=str(tmp_path / "missing.txt"))
+    assert done.returncode == 2
+    assert "cannot read the API key file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({}, "auth: off"),
+        ({"SWITCHBOARD_AUTH_API_KEYS": KEY_LINE}, "auth: 1 API key"),
+    ],
+    ids=["off", "api-keys"],
+)
+def test_serve_logs_which_auth_is_on(tmp_path: Path, env: dict[str, str], said: str) -> None:
+    # An agents folder that does not exist stops the start right after the checks, binding nothing.
+    done = serve(tmp_path, "--host", "127.0.0.1", "--agents", str(tmp_path / "no-agents"), **env)
+    assert done.returncode == 2
+    assert said in done.stderr, done.stderr
