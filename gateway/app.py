@@ -51,6 +51,7 @@ API_CATALOG_PATH = "/.well-known/api-catalog"
 LOCAL_RUNTIMES = ("python", "llm", "a2a")
 """Runtime kinds whose executors run in this process, so steps and MCP calls may use ``LocalRunner``."""
 SWEEP_REASON = "The gateway restarted while this task was running; it did not finish. Send the request again."
+READY_PROBE_TIMEOUT_S = 2.0  # a writer that cannot commit an empty transaction by then is not ready
 
 
 @dataclass
@@ -215,9 +216,13 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
         if not gateway.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         try:
-            await gateway.db.fetch_one("SELECT 1")
-        except Exception as exc:  # the edge: any database failure means not ready
-            return JSONResponse({"status": "database unavailable", "detail": str(exc)}, status_code=503)
+            # An empty transaction through the writer: it commits only if the writer can (a wedged
+            # writer, a lost lock or connection shows here); the cause goes to the log, not the caller.
+            async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                await gateway.db.write_many([])
+        except Exception:  # the edge: any database failure means not ready
+            logger.exception("readiness: the database cannot commit")
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
         return JSONResponse({"status": "ready", "agents": len(gateway.agents)})
 
     return [

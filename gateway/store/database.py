@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from gateway.errors import GatewayError
+
 Params = Sequence[Any]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = range(INT64_MIN, INT64_MAX + 1)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tasks (
@@ -42,6 +46,24 @@ SCHEMA = (
         updated_ns BIGINT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS runs_by_task ON runs (agent, owner, task_id)",
 )
+
+
+class UnstorableValueError(GatewayError, ValueError):
+    """A write carrying a value no column can hold (an integer past 64 bits); refused before it is run."""
+
+    message = "a value the database cannot store"
+    reason = "unstorable-value"
+
+
+def check_storable(statements: Sequence[tuple[str, Params]]) -> None:
+    """Raise ``UnstorableValueError`` for a parameter no column can hold (cheap: one type check per value).
+
+    The drivers would raise it too, but mid-batch (SQLite, inside the writer) or as a driver error.
+    """
+    for _, params in statements:
+        for value in params:
+            if type(value) is int and value not in _INT64:
+                raise UnstorableValueError(f"{value} does not fit a signed 64-bit integer column")
 
 
 class Database(Protocol):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.store.database import SCHEMA, Params
+from gateway.store.database import SCHEMA, Params, check_storable
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -50,11 +50,13 @@ class PostgresDatabase:
 
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own transaction."""
+        check_storable(((sql, params),))
         status = await self._pool.execute(_numbered(sql), *params)
         return _count(status)
 
     async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
-        """Run several statements in one transaction."""
+        """Run several statements in one transaction (rolled back whole on any error, by asyncpg)."""
+        check_storable(statements)
         async with self._pool.acquire() as conn, conn.transaction():
             for sql, params in statements:
                 await conn.execute(_numbered(sql), *params)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import GatewayError
-from gateway.store.database import SCHEMA, Params
+from gateway.store.database import SCHEMA, Params, check_storable
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_S = 1.0
 _PRAGMAS = (
@@ -116,6 +119,7 @@ class SqliteDatabase:
             self._lock.close()  # releases the flock
 
     def _submit(self, statements: Sequence[tuple[str, Params]]) -> asyncio.Future[int]:
+        check_storable(statements)  # a value no column holds is refused here, never inside a batch
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
@@ -123,18 +127,24 @@ class SqliteDatabase:
         return future
 
     def _flush(self) -> None:
+        """Commit what was written during the last loop pass; whatever fails, every caller hears back.
+
+        A failing job gets its own error (``_run_job``); what fails around the jobs (BEGIN,
+        COMMIT, a bug here) fails the whole batch, and the transaction is rolled back, so the
+        next pass starts clean: the writer never stops committing everyone else's work.
+        """
         batch, self._pending = self._pending, []
         if not batch:
             return
-        if len(batch) == 1 and len(batch[0][0]) == 1:
-            self._flush_one(*batch[0])
-            return
-        self._conn.execute("BEGIN IMMEDIATE")
-        outcomes = self._run_batch(batch)
         try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # left open by a failure that escaped everything below
+                self._conn.execute("ROLLBACK")
+            if len(batch) == 1 and len(batch[0][0]) == 1:
+                outcomes = [self._run_one(batch[0][0][0])]
+            else:
+                outcomes = self._run_transaction(batch)
+        except Exception as exc:
+            self._roll_back()
             outcomes = [exc] * len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
@@ -144,18 +154,27 @@ class SqliteDatabase:
             else:
                 future.set_result(outcome)
 
-    def _flush_one(self, statements: Sequence[tuple[str, Params]], future: asyncio.Future[int]) -> None:
+    def _run_one(self, statement: tuple[str, Params]) -> int | BaseException:
         # One statement alone: SQLite's own implicit transaction commits it before execute returns
         # (or rolls it back), and skipping BEGIN/COMMIT saves two round trips into the library.
-        sql, params = statements[0]
         try:
-            count = self._conn.execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            if not future.done():
-                future.set_exception(exc)
+            return self._conn.execute(*statement).rowcount
+        except Exception as exc:
+            return exc
+
+    def _run_transaction(self, batch: list[_Job]) -> list[int | BaseException]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        outcomes = self._run_batch(batch)
+        self._conn.execute("COMMIT")  # when it fails, _flush rolls back and fails the whole batch
+        return outcomes
+
+    def _roll_back(self) -> None:
+        if not self._conn.in_transaction:
             return
-        if not future.done():
-            future.set_result(count)
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.exception("SQLite: a transaction could not be rolled back; the next flush tries again")
 
     def _run_batch(self, batch: list[_Job]) -> list[int | BaseException]:
         """Every job of the batch in the open transaction: all at once, or one savepoint each after a failure.
@@ -167,18 +186,19 @@ class SqliteDatabase:
         if len(batch) > 1:
             try:
                 return [sum(self._conn.execute(sql, params).rowcount for sql, params in jobs) for jobs, _ in batch]
-            except sqlite3.Error:
+            except Exception:
                 self._conn.execute("ROLLBACK")
                 self._conn.execute("BEGIN IMMEDIATE")
         return [self._run_job(statements, savepoint=len(batch) > 1) for statements, _ in batch]
 
     def _run_job(self, statements: Sequence[tuple[str, Params]], *, savepoint: bool) -> int | BaseException:
-        # A savepoint per job keeps one bad statement from undoing its neighbours' work.
+        # A savepoint per job keeps one bad statement from undoing its neighbours' work. Any
+        # exception counts (an adapter's bug, an encoding error), not only sqlite3.Error.
         if savepoint:
             self._conn.execute("SAVEPOINT job")
         try:
             count = sum(self._conn.execute(sql, params).rowcount for sql, params in statements)
-        except sqlite3.Error as exc:
+        except Exception as exc:
             self._conn.execute("ROLLBACK TO job" if savepoint else "ROLLBACK")
             if savepoint:
                 self._conn.execute("RELEASE job")

@@ -19,6 +19,7 @@ from a2a.server.id_generator import IDGeneratorContext
 from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig, TaskState, TaskStatus
 
 from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
+from gateway.store.database import UnstorableValueError
 from gateway.store.tasks import NewTaskIds
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
@@ -253,3 +254,16 @@ async def test_a_failed_write_in_a_shared_transaction_fails_only_that_write(tmp_
             assert await store.get(task_id, as_user("ada")) is not None
     finally:
         await db.close()
+
+
+async def test_an_integer_no_column_holds_is_refused_and_later_writes_commit(db: Database) -> None:
+    store = SqlTaskStore(db, "echo")
+    for write in (
+        db.write("UPDATE tasks SET updated_ns = ? WHERE id = 'x'", (10**19,)),
+        db.write_many([("UPDATE tasks SET updated_ns = ? WHERE id = 'x'", (-(2**63) - 1,))]),
+    ):
+        with pytest.raises(UnstorableValueError, match="64-bit"):
+            async with asyncio.timeout(5):
+                await write
+    await store.save(make_task("after"), as_user("ada"))
+    assert await store.get("after", as_user("ada")) is not None
