@@ -109,6 +109,7 @@ class Relay:
         self.canceling = False
         self._call: ClientCallContext | None = None
         self._link_write: asyncio.Future[None] | None = None
+        self._held = False
 
     @property
     def _peer(self) -> str:
@@ -129,6 +130,8 @@ class Relay:
         remote_context = "" if self.link else await self._remote_context()
         trusted = await self._executor.card()
         self.client = self._remote.client(trusted, self._federation.calls_http)
+        self._remote.hold(self.client)  # released with the relay (``release``), which a later cancel may need
+        self._held = True
         self._call = ClientCallContext(service_parameters={TRACEPARENT: hop.traceparent})
         self.mirror = Mirror(
             self._queue,
@@ -179,7 +182,8 @@ class Relay:
         except BaseException:
             await events.aclose()
             raise
-        self._remote.drain(events, DRAIN_S)
+        assert self.client is not None
+        self._remote.drain(self.client, events, DRAIN_S)
 
     async def _remote_context(self) -> str:
         return await self._federation.links.remote_context(
@@ -247,6 +251,12 @@ class Relay:
             await mirror.apply_task(task)
             if not mirror.settled:
                 raise
+
+    def release(self) -> None:
+        """The relay is done with its client."""
+        if self._held and self.client is not None:
+            self._held = False
+            self._remote.release(self.client)
 
     async def cancel(self) -> None:
         """Cancel the remote task (once the peer has named it) and mirror how it ended."""
@@ -322,6 +332,7 @@ class RemoteA2AExecutor(AgentExecutor):
         finally:
             if not keep:
                 self._relays.pop(relay.task_id, None)
+                relay.release()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the remote task too: the running (or just stopped) relay's, or a paused task's from its link."""
@@ -329,7 +340,11 @@ class RemoteA2AExecutor(AgentExecutor):
         if relay is not None and relay.stopped:
             self._relays.pop(relay.task_id, None)
         if relay is not None:
-            await relay.cancel()
+            try:
+                await relay.cancel()
+            finally:
+                if relay.stopped:
+                    relay.release()
             return
         link = await self.federation.links.get(self.name, context.task_id or "")
         if link is None:
@@ -350,7 +365,11 @@ class RemoteA2AExecutor(AgentExecutor):
         )
         mirror.remote_task_id, mirror.remote_context_id = link.remote_task_id, link.remote_context_id
         call = ClientCallContext(timeout=self.remote.peer.timeout_s)
-        await cancel_remote(client, mirror, call, self.name, self.remote.peer.name)
+        self.remote.hold(client)
+        try:
+            await cancel_remote(client, mirror, call, self.name, self.remote.peer.name)
+        finally:
+            self.remote.release(client)
 
 
 async def _nothing(*_: Any) -> None:

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -24,6 +25,7 @@ import httpx
 from a2a.client import Client, ClientConfig, ClientFactory
 from a2a.client.client import ClientCallContext
 from a2a.client.interceptors import AfterArgs, BeforeArgs, ClientCallInterceptor
+from a2a.types.a2a_pb2 import AgentCard
 from a2a.utils.constants import TransportProtocol
 
 from gateway.errors import RuntimeLoadError
@@ -128,18 +130,32 @@ def _channel_factory(secure: bool) -> Callable[[str], grpc.aio.Channel]:
     return make
 
 
+def _unsigned(card: AgentCard) -> AgentCard:
+    content = AgentCard()
+    content.CopyFrom(card)
+    content.ClearField("signatures")
+    return content
+
+
 @dataclass
 class RemoteAgent:
-    """One agent of a peer, hosted here under ``name``."""
+    """One agent of a peer, hosted here under ``name``.
+
+    Its SDK client (and, over gRPC, its channel) is built from the verified card and kept while
+    the card's content stays the same: a peer that signs its card afresh on every fetch (ES256
+    signatures differ each time) does not get a new client per refresh. A card whose content
+    changed gets a new client; the old one is closed as soon as no call holds it.
+    """
 
     name: str
     peer: Peer
     source: CardSource
     rendered: tuple[int, str] = (-1, "")
     _client: Client | None = None
-    _client_version: int = -1
-    _old_clients: list[Client] = field(default_factory=list)
-    _draining: set[asyncio.Task[None]] = field(default_factory=set)
+    _client_card: AgentCard | None = None
+    _retired: list[Client] = field(default_factory=list)
+    _holds: dict[Client, int] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, name: str, card_url: str, peer: Peer) -> RemoteAgent:
@@ -147,11 +163,10 @@ class RemoteAgent:
         return cls(name=name, peer=peer, source=CardSource(card_url, peer.policy, peer.name, name))
 
     def client(self, trusted: TrustedCard, http: httpx.AsyncClient) -> Client:
-        """The SDK client for the verified card (a new one when the card changed)."""
-        if self._client is not None and self._client_version == self.source.version:
+        """The SDK client for the verified card (a new one only when the card's content changed)."""
+        content = _unsigned(trusted.card)
+        if self._client is not None and self._client_card == content:
             return self._client
-        if self._client is not None:
-            self._old_clients.append(self._client)  # calls still running on it keep it; closed at shutdown
         config = ClientConfig(
             streaming=True,
             httpx_client=http,
@@ -167,29 +182,72 @@ class RemoteAgent:
             raise PeerRefusedError(
                 f"{self.name}: the peer's card offers {offered}, none of {wanted}: {exc}", peer=self.peer.name
             ) from exc
-        self._client, self._client_version = client, self.source.version
+        if self._client is not None:
+            self._retire(self._client)
+        self._client, self._client_card = client, content
         return client
 
-    def drain(self, stream: AsyncGenerator[object], within_s: float) -> None:
-        """Read the rest of ``stream`` in the background, closing it after ``within_s``.
+    def hold(self, client: Client) -> None:
+        """Keep ``client`` open (a call is using it) until ``release``."""
+        self._holds[client] = self._holds.get(client, 0) + 1
+
+    def release(self, client: Client) -> None:
+        """A call is done with ``client``: a replaced client no call holds any more is closed."""
+        left = self._holds.get(client, 0) - 1
+        if left > 0:
+            self._holds[client] = left
+            return
+        self._holds.pop(client, None)
+        if client in self._retired:
+            self._retired.remove(client)
+            self._spawn(_close(client, self.name))
+
+    def _retire(self, client: Client) -> None:
+        if client in self._holds:
+            self._retired.append(client)  # closed by the last release
+        else:
+            self._spawn(_close(client, self.name))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settled(self) -> None:
+        """Wait for the streams still draining and the clients still closing."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def drain(self, client: Client, stream: AsyncGenerator[object], within_s: float) -> None:
+        """Read the rest of ``stream`` (a call on ``client``) in the background, closing it after ``within_s``.
 
         A stream read to its end leaves its connection reusable. The peer ends a stream only after
         its own bookkeeping for the task's final event, which the caller need not wait for.
         """
-        task = asyncio.get_running_loop().create_task(_drain(stream, within_s))
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
+        self.hold(client)
+
+        async def drain() -> None:
+            try:
+                await _drain(stream, within_s)
+            finally:
+                self.release(client)
+
+        self._spawn(drain())
 
     async def aclose(self) -> None:
         """Close every client built for this agent (after the streams still draining on them)."""
-        if self._draining:
-            await asyncio.gather(*self._draining, return_exceptions=True)
-        for client in [*self._old_clients, *([self._client] if self._client else [])]:
-            try:
-                await client.close()
-            except Exception as exc:  # closing at shutdown: a client that fails to close is only logged
-                logger.debug("closing the client of %s: %s", self.name, exc)
-        self._client, self._old_clients = None, []
+        await self.settled()
+        for client in [*self._retired, *([self._client] if self._client else [])]:
+            await _close(client, self.name)
+        self._client, self._client_card, self._retired = None, None, []
+        self._holds.clear()
+
+
+async def _close(client: Client, agent: str) -> None:
+    try:
+        await client.close()
+    except Exception as exc:  # a client that fails to close is only logged
+        logger.debug("closing a client of %s: %s", agent, exc)
 
 
 async def _drain(stream: AsyncGenerator[object], within_s: float) -> None:
