@@ -151,6 +151,72 @@ async def test_one_changed_byte_is_bad_signature(card: dict[str, Any]) -> None:
     assert await expect_failure(tampered, pinned(ring.jwks())) == "bad-signature"
 
 
+V03_MEMBERS = {
+    "url": f"{BASE_URL}/agents/echo",
+    "preferredTransport": "JSONRPC",
+    "additionalInterfaces": [{"url": "gateway.example:50051", "transport": "GRPC"}],
+    "protocolVersion": "0.3.0",
+}
+"""v0.3 members a card may carry beside the v1.0 ones (clients of either version read the card)."""
+EVIL = "https://evil.example/a"
+
+
+def dual_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The fixture card with the v0.3 members too: every top-level member of both versions."""
+    return {**card, **V03_MEMBERS}
+
+
+def changed(value: Any) -> Any:
+    """A different value of the same JSON type, for any member (a different type would do too; this is subtler)."""
+    if isinstance(value, str):
+        return EVIL
+    if isinstance(value, list):
+        return [*value, value[0]] if value else [EVIL]
+    if isinstance(value, dict):
+        return {**value, "x": EVIL}
+    return not value if isinstance(value, bool) else value + 1
+
+
+MEMBERS = sorted(
+    {
+        *V03_MEMBERS,
+        "name",
+        "description",
+        "version",
+        "supportedInterfaces",
+        "capabilities",
+        "defaultInputModes",
+        "defaultOutputModes",
+        "skills",
+        "xFutureField",
+    }
+)
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+async def test_changing_any_top_level_member_is_bad_signature(card: dict[str, Any], member: str) -> None:
+    ring = ring_of("ES256")
+    signed = sign_card_dict(dual_card(card), ring)
+    assert set(signed) - {"signatures"} == set(MEMBERS), "every top-level member of the fixture is tried"
+    assert await verify_card_json(served(signed), pinned(ring.jwks()))
+    assert await expect_failure(served({**signed, member: changed(signed[member])}), pinned(ring.jwks())) == (
+        "bad-signature"
+    )
+    without = {name: value for name, value in signed.items() if name != member}
+    assert await expect_failure(served(without), pinned(ring.jwks())) == "bad-signature"
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+async def test_adding_any_top_level_member_is_bad_signature(card: dict[str, Any], member: str) -> None:
+    # e.g. a v1.0 card signed without "url", served with "url": "https://evil.example/a" added.
+    ring = ring_of("ES256")
+    full = dual_card(card)
+    signed = sign_card_dict({name: value for name, value in full.items() if name != member}, ring)
+    assert await verify_card_json(served(signed), pinned(ring.jwks()))
+    added = {**signed, member: EVIL if member == "url" else full[member]}
+    assert await expect_failure(served(added), pinned(ring.jwks())) == "bad-signature"
+
+
 async def test_a_different_key_is_unknown_key_because_kid_is_its_thumbprint(card: dict[str, Any]) -> None:
     # The kid is the key's thumbprint, so another key can only ever be listed under another kid.
     body = served(sign_card_dict(card, ring_of("ES256"), jku=JKU))
