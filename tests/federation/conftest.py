@@ -30,6 +30,7 @@ from tests.federation.support import (
 
 ECHO = "gateway.agents.echo:EchoExecutor"
 A_TO_B_TOKEN = "a-secret-for-b"
+A_TO_B_API_KEY = "a-key-for-b"
 USER_TOKEN = "end-user-token-never-forwarded"
 OAUTH_CLIENT, OAUTH_SECRET = "org-a", "org-a-oauth-secret"
 FORGED = {
@@ -96,6 +97,7 @@ def _org_a(root: Path, port: int, b: Org, b2: Org, forger: CardForger, token_url
         port=port,
         SWITCHBOARD_PEERS=str(root / "org-a" / "peers.yaml"),
         A_TO_B_TOKEN=A_TO_B_TOKEN,
+        A_TO_B_API_KEY=A_TO_B_API_KEY,
         A_OAUTH_SECRET=OAUTH_SECRET,
         SWITCHBOARD_MCP_TOOLS="echo,b-echo",
     )
@@ -151,6 +153,24 @@ def _org_a(root: Path, port: int, b: Org, b2: Org, forger: CardForger, token_url
         },
         {"name": "b2", "base_url": b2.public_url, "trust": {"jwks": b2.jwks()}, "import": ["echo"]},
     ]
+    # The recorder behind peers whose credential leaves Authorization alone: no credential, an API key.
+    api_key = {"kind": "api-key", "key_env": "A_TO_B_API_KEY"}
+    for name, credentials, transport in (
+        ("bn", {"kind": "none"}, "JSONRPC"),
+        ("bng", {"kind": "none"}, "GRPC"),
+        ("bk", api_key, "JSONRPC"),
+        ("bkg", api_key, "GRPC"),
+    ):
+        peers.append(
+            {
+                "name": name,
+                "base_url": b.public_url,
+                "trust": {"jwks": json.loads(b_jwks)},
+                "credentials": credentials,
+                "transports": [transport],
+                "import": ["recorder"],
+            }
+        )
     write_yaml(a.folder / "peers.yaml", {"format": 1, "peers": peers})
     return a
 

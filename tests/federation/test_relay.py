@@ -30,7 +30,7 @@ from mcp.client import Client as McpClient
 
 from gateway.federation.republish import ORIGIN_EXTENSION_URI
 from gateway.signing import TrustPolicy, verify_card_json
-from tests.federation.conftest import A_TO_B_TOKEN, USER_TOKEN, Orgs
+from tests.federation.conftest import A_TO_B_API_KEY, A_TO_B_TOKEN, USER_TOKEN, Orgs
 from tests.federation.support import rpc
 
 WAIT_S = 30.0
@@ -124,6 +124,32 @@ async def test_workflow_hands_off_to_the_partner_and_the_result_streams_back(
     assert hop["hops"] == 2 and len(hop["via"]) == 1, hop  # client -> A's run (1) -> B (2), through A only
     assert seen["headers"]["traceparent"].split("-")[1] == TRACE_ID
     assert seen["metadata"]["traceparent"].split("-")[1] == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    ("agent", "transport", "api_key"),
+    [
+        ("bn-recorder", "http", ""),
+        ("bng-recorder", "grpc", ""),
+        ("bk-recorder", "http", A_TO_B_API_KEY),
+        ("bkg-recorder", "grpc", A_TO_B_API_KEY),
+    ],
+    ids=["none-jsonrpc", "none-grpc", "api-key-jsonrpc", "api-key-grpc"],
+)
+async def test_the_callers_token_never_reaches_a_peer_whose_credential_leaves_authorization_alone(
+    orgs: Orgs, agent: str, transport: str, api_key: str
+) -> None:
+    # Behind a bearer or OAuth peer, the peer's credential overwrites Authorization anyway; here nothing does.
+    async with client_for(orgs.a.agent_url(agent)) as client:
+        events = await collect(client, user_message("record this call"))
+        task = await client.get_task(GetTaskRequest(id=task_id_of(events)))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+    seen = MessageToDict(next(a for a in task.artifacts if a.name == "seen").parts[0].data)
+    assert seen["transport"] == transport
+    assert seen["headers"]["authorization"] == "", "no credential, and not the caller's"
+    assert seen["headers"]["x-api-key"] == api_key
+    assert USER_TOKEN not in json.dumps(seen), "the caller's token never reaches the peer"
+    assert seen["headers"]["traceparent"].split("-")[1] == TRACE_ID
 
 
 @pytest.mark.parametrize("agent", ["b-echo", "bg-echo"], ids=["jsonrpc", "grpc"])
