@@ -12,6 +12,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import AuthSetup
+from gateway.bindings.http_server import server_config
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 
@@ -94,8 +95,9 @@ def run(settings: Settings) -> int:
         logger.error("cannot start: %s", exc.detail)
         return 2
     logger.info("serving %d agent(s) at %s", len(app.state.gateway.agents), settings.base_url)
-    config = uvicorn.Config(
+    config = server_config(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     database_url: str = ""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within this")
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="a request's body must arrive within this of its headers (a total, not a gap)"
+    )
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, description="an idle kept-alive connection is closed after")
     interrupted_task_timeout: float = Field(default=300.0, gt=0)
     allow_private_push_urls: bool = False
     takeover_after_s: float = Field(

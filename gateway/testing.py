@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.bindings.http_server import server_config
 from gateway.settings import Settings
 
 STARTUP_TIMEOUT_S = 15.0
@@ -100,7 +101,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     sock = free_socket(settings.host)
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     app = create_app(settings)
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    server = _Server(server_config(app, settings, log_config=None, access_log=False, timeout_graceful_shutdown=2))
     task = asyncio.create_task(_serve(server, sock))
     listening = asyncio.create_task(server.listening.wait())
     try:
