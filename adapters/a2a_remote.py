@@ -48,6 +48,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError, TaskNotCancelableError
 
+from gateway.cleanup import finish
 from gateway.executor import METADATA_KEY
 from gateway.federation.errors import PeerError, PeerUnavailableError, translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
@@ -210,7 +211,7 @@ class Relay:
     async def _link_written(self) -> None:
         if self._link_write is not None:
             write, self._link_write = self._link_write, None
-            await write
+            await finish(write)  # also when the relay is stopped: a later cancel finds the remote task by it
 
     async def _follow(self, trusted: TrustedCard) -> None:
         """Until the remote task settles: resubscribe (or, for a peer without streaming, poll)."""

@@ -55,6 +55,7 @@ from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, Task
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
+from gateway.cleanup import finish
 from gateway.executor import ValidatesRequests, reply_metadata
 from gateway.required_fields import validate_required_fields
 from gateway.runtime import Reply
@@ -249,7 +250,7 @@ class LocalRunner:
         try:
             await asyncio.shield(first)
         except asyncio.CancelledError:
-            await asyncio.shield(self._never_started(first, task, context))
+            await finish(self._never_started(first, task, context))
             raise
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
@@ -259,14 +260,14 @@ class LocalRunner:
         saved = asyncio.Event()  # set once the run's outcome is saved
         self._running[task.id] = _Running(work, saved, queue, request)
         try:
-            caller_canceled = await self._follow(work, request, queue, started)
-            await asyncio.shield(self._save(task, context))
-        finally:
-            self._running.pop(task.id, None)
-            saved.set()
-            queue.close()
-        if caller_canceled:
-            raise asyncio.CancelledError
+            await self._follow(work, request, queue, started)
+        finally:  # also when the caller was canceled: its cancel goes on once the outcome is saved
+            try:
+                await finish(self._save(task, context))
+            finally:
+                self._running.pop(task.id, None)
+                saved.set()
+                queue.close()
         return task
 
     async def cancel(self, task_id: str) -> bool:
@@ -274,9 +275,12 @@ class LocalRunner:
         running = self._running.get(task_id)
         if running is None or running.work.done():
             return False
-        # As the SDK does: the executor's cancel first (a relay cancels at its peer), then stop its work.
-        await self._report_cancel(running.request, running.queue)
-        running.work.cancel()
+        # As the SDK does: the executor's cancel first (a relay cancels at its peer), then stop its work;
+        # both happen even when this request is itself canceled (an RPC the client gave up on).
+        try:
+            await finish(self._report_cancel(running.request, running.queue))
+        finally:
+            running.work.cancel()
         try:
             await asyncio.wait_for(running.saved.wait(), CANCEL_WAIT_S)
         except TimeoutError:
@@ -339,10 +343,10 @@ class LocalRunner:
 
     async def _follow(
         self, work: asyncio.Future[None], request: RequestContext, queue: TaskEventQueue, started: Started | None
-    ) -> bool:
+    ) -> None:
         """Wait for the executor; on cancel let it report (``AgentExecutor.cancel``); never leave the task working.
 
-        Returns whether the caller itself was canceled (the cancel is raised on once the task is saved).
+        Raises the caller's own cancel (asyncio's or an anyio scope's) once the cancel is reported.
         """
         task = queue.task
         try:
@@ -352,9 +356,11 @@ class LocalRunner:
         except asyncio.CancelledError:
             work.cancel()  # when the cancel came while ``started`` ran
             # Canceled by CancelTask (``cancel`` has reported it) or with the caller (then raised on, after the save).
-            await self._report_cancel(request, queue)
+            await finish(self._report_cancel(request, queue))
             caller = asyncio.current_task()
-            return caller is not None and caller.cancelling() > 0
+            if caller is not None and caller.cancelling() > 0:
+                raise
+            return
         except Exception as exc:
             work.cancel()  # when ``started`` raised
             # As the SDK does for an executor that raises: the task fails, with the reason; and, as
@@ -366,12 +372,11 @@ class LocalRunner:
             metadata = reply_metadata(Reply(state="failed"), retryable=retryable, reason=why)
             if task.status.state not in TERMINAL:
                 await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, text, metadata))
-            return False
+            return
         if not queue.ended:
             state = TaskState.Name(task.status.state)
             reason = f"{self.agent} stopped in {state}, without a final state"
             await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, reason))
-        return False
 
     async def _save(self, task: Task, context: ServerCallContext) -> None:
         await self._store.save(task, context)
@@ -464,7 +469,14 @@ class LocalRequestHandler(DefaultRequestHandler):
         await super().aclose()
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
-        """Cancel a running local task on its runner; any other through the SDK."""
+        """Cancel a running local task on its runner; any other through the SDK.
+
+        A cancel, once asked for, runs to its end even when its own request is canceled (a client
+        that gives up on the call): a cancel stopped half-way could leave a task running at a peer.
+        """
+        return await finish(self._cancel_task(params, context))
+
+    async def _cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         if self.local is not None and self.local.is_running(params.id):
             task = await self.task_store.get(params.id, context)
             if task is None:

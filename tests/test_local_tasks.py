@@ -11,8 +11,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import anyio
 import pytest
+from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import EventQueue
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -232,3 +236,56 @@ async def test_a_caller_canceled_during_the_first_save_leaves_the_task_canceled(
         await asyncio.wait_for(runner_task, WAIT_S)
 
     assert (await stored(host, first.task_id)).status.state == TaskState.TASK_STATE_CANCELED
+
+
+class PeerLikeExecutor(AgentExecutor):
+    """Works until stopped; its cancel takes a few loop passes, as a relay's cancel at its peer does."""
+
+    def __init__(self) -> None:
+        self.working = asyncio.Event()
+        self.canceled_at_peer = asyncio.Event()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.start_work(updater.new_agent_message([Part(text="working")]))
+        self.working.set()
+        await asyncio.Event().wait()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)  # a round trip to the peer
+        self.canceled_at_peer.set()
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.cancel(updater.new_agent_message([Part(text="canceled at the peer")]))
+
+
+async def _cancel_mid_run(runner: LocalRunner, executor: PeerLikeExecutor, how: str) -> str:
+    """Run a task on ``runner`` and cancel its caller once it works: asyncio's one cancel, or an anyio scope's."""
+    first = message("work")
+    if how == "asyncio":
+        caller = asyncio.ensure_future(runner.run(first, ServerCallContext()))
+        await asyncio.wait_for(executor.working.wait(), WAIT_S)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, WAIT_S)
+        return first.task_id
+    with anyio.fail_after(WAIT_S):
+        async with anyio.create_task_group() as group:
+            group.start_soon(runner.run, first, ServerCallContext())
+            await executor.working.wait()
+            group.cancel_scope.cancel()  # re-delivered on every loop pass until the call ends
+    return first.task_id
+
+
+@pytest.mark.parametrize("how", ["asyncio", "anyio"])
+async def test_a_canceled_caller_cancels_at_the_peer_and_saves_the_task_canceled(how: str) -> None:
+    store, executor = InMemoryTaskStore(), PeerLikeExecutor()
+    runner = LocalRunner("relay", executor, store)
+
+    task_id = await _cancel_mid_run(runner, executor, how)
+
+    assert executor.canceled_at_peer.is_set(), "the relay's cancel at its peer ran to its end"
+    saved = await store.get(task_id, ServerCallContext())
+    assert saved is not None and saved.status.state == TaskState.TASK_STATE_CANCELED, saved
+    assert saved.status.message.parts[0].text == "canceled at the peer"
+    assert not runner.is_running(task_id)

@@ -40,6 +40,7 @@ from google.protobuf.json_format import MessageToDict
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from gateway.cleanup import CLEANUP_TIMEOUT_S
 from gateway.executor import data_part
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 
@@ -283,7 +284,7 @@ class AgentCaller:
         except anyio.get_cancelled_exc_class():
             if running:  # the runner has saved it canceled
                 task = running[0]
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
                     await self._observed(Update(agent, task.id, state_name(task.status.state), _status_text(task)))
             raise
         result = result_of(agent, task)
@@ -330,7 +331,7 @@ class AgentCaller:
         if not task_id:
             logger.warning("a call to %s was cancelled before its task was known; it cannot be cancelled", agent)
             return
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
             try:
                 result = await self.cancel(agent, task_id, caller)
             except CallError as exc:

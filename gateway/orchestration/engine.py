@@ -36,6 +36,7 @@ from typing import Protocol
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
 
+from gateway.cleanup import finish
 from gateway.errors import UnknownAgentError
 from gateway.executor import message_input
 from gateway.federation.hops import carried
@@ -582,7 +583,7 @@ class EngineRun:
         try:
             done, _ = await asyncio.wait({consumer}, timeout=max(within, 0.0))
         except asyncio.CancelledError:
-            await self._abandon(child, consumer)
+            await finish(self._abandon(child, consumer))
             raise
         if consumer in done:
             exc = consumer.exception()
@@ -609,7 +610,7 @@ class EngineRun:
     @staticmethod
     async def _cancel_child(child: Child) -> bool:
         try:
-            return await asyncio.wait_for(asyncio.shield(child.cancel()), CANCEL_TIMEOUT_S)
+            return await finish(child.cancel(), CANCEL_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

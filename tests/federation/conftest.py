@@ -99,7 +99,7 @@ def _org_a(root: Path, port: int, b: Org, b2: Org, forger: CardForger, token_url
         A_TO_B_TOKEN=A_TO_B_TOKEN,
         A_TO_B_API_KEY=A_TO_B_API_KEY,
         A_OAUTH_SECRET=OAUTH_SECRET,
-        SWITCHBOARD_MCP_TOOLS="echo,b-echo",
+        SWITCHBOARD_MCP_TOOLS="echo,b-echo,slow-local,slow-partner",
     )
     agents = a.folder / "agents"
     b_jwks = json.dumps(b.jwks())
@@ -111,6 +111,7 @@ def _org_a(root: Path, port: int, b: Org, b2: Org, forger: CardForger, token_url
         options = {"rules": [{"when": "partner", "to": partner}]}
         workflow(agents, f"partner-handoff{suffix}", "handoff", ["intake", partner], options=options)
         workflow(agents, f"slow-partner{suffix}", "sequential", [partner.replace("recorder", "echo")])
+    workflow(agents, "slow-local", "sequential", ["echo"])
     workflow(agents, "timeout-partner", "sequential", ["b-echo"], limits={"step_timeout_s": 1, "retries": 0})
     workflow(agents, "loop-a", "sequential", ["b-loop-b"])
     workflow(
