@@ -300,7 +300,8 @@ class RemoteA2AExecutor(AgentExecutor):
         self._relays: dict[str, Relay] = {}
 
     def validate_request(self, params: SendMessageRequest) -> None:
-        """Refuse a call, before any task exists, while the agent's card is known not to verify."""
+        """Refuse a call, before any task exists, with a bad hop count or while its card is known not to verify."""
+        message_hop(params.message)  # InvalidParamsError for a hop count out of range
         if self.remote.source.refused_now():
             self.remote.source.usable()  # raises PeerUntrustedError with the reason
 

@@ -26,10 +26,10 @@ from a2a.server.owner_resolver import resolve_user_scope
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, SendMessageRequest, TaskState
 from a2a.utils.errors import InvalidParamsError
-from google.protobuf.json_format import MessageToDict
 
 from gateway.errors import RuntimeLoadError
 from gateway.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
+from gateway.federation.hops import message_hop
 from gateway.orchestration.api import Outcome
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.engine import (
@@ -50,11 +50,11 @@ RESULT_ARTIFACT = "result"
 
 
 def incoming_hops(message: Message) -> int:
-    """How many runs deep this request is: the ``hops`` its parent run gave it, 0 from a caller."""
-    value = message.metadata.fields.get(METADATA_KEY)
-    entry = MessageToDict(value) if value is not None else {}
-    hops = entry.get("hops", 0) if isinstance(entry, dict) else 0
-    return int(hops) if isinstance(hops, int | float) and not isinstance(hops, bool) and hops >= 0 else 0
+    """How many runs deep this request is: the ``hops`` its parent run gave it, 0 from a caller.
+
+    ``InvalidParamsError`` for a hop count out of range (``federation.hops.hop_count``).
+    """
+    return message_hop(message).hops
 
 
 _FINAL = {
@@ -116,10 +116,11 @@ class WorkflowExecutor(AgentExecutor):
         self._runs: dict[str, EngineRun] = {}
 
     def validate_request(self, params: SendMessageRequest) -> None:
-        """Refuse, before any task exists, a request with nothing to work on (invalid params)."""
+        """Refuse, before any task exists, a request with nothing to work on or a bad hop count (invalid params)."""
         text, files, data = message_input(params.message)
         if not (text.strip() or files or data):
             raise InvalidParamsError(message=f"{self.name} needs a request: send text, data or files")
+        incoming_hops(params.message)  # a hop count out of range is refused here, not in the checkpoint write
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Start, continue or resume the run of this task, and end its task with the outcome."""

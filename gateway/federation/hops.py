@@ -18,6 +18,7 @@ from typing import Any
 
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
+from a2a.utils.errors import InvalidParamsError
 from google.protobuf.struct_pb2 import Value
 
 from gateway.executor import METADATA_KEY
@@ -25,6 +26,8 @@ from gateway.federation.errors import FederationLoopError, HopLimitError
 
 TRACEPARENT = "traceparent"
 MAX_VIA = 64
+MAX_HOP_COUNT = 1000
+"""Far past any hop limit: a larger count, a negative or a fractional one is no gateway's (and no column's)."""
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -70,16 +73,34 @@ def child_traceparent(parent: str) -> str:
     return f"00-{match.group(2)}-{secrets.token_hex(8)}-{match.group(4)}"
 
 
+def hop_count(raw: object) -> int:
+    """The hop count a message's metadata carries: 0 when it carries none (or no number).
+
+    A number outside ``0..MAX_HOP_COUNT`` or not whole is refused with the protocol's
+    ``InvalidParamsError``: it would otherwise reach the run's checkpoint (a 64-bit column) and
+    every peer's, as ``1e19`` once did.
+    """
+    if not isinstance(raw, int | float) or isinstance(raw, bool):
+        return 0
+    if not 0 <= raw <= MAX_HOP_COUNT or raw != int(raw):  # NaN fails the range test; inf never reaches int()
+        raise InvalidParamsError(
+            message=f"metadata {METADATA_KEY}.hops must be a whole number from 0 to {MAX_HOP_COUNT}, not {raw!r}"
+        )
+    return int(raw)
+
+
 def hop_of(metadata: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Hop:
-    """The hop a request's metadata (and, for ``traceparent``, its headers) says it is on; malformed parts dropped."""
+    """The hop a request's metadata (and, for ``traceparent``, its headers) says it is on; malformed parts dropped.
+
+    A hop count that is a number out of range is refused (``hop_count``), not dropped.
+    """
     entry = metadata.get(METADATA_KEY)
     entry = entry if isinstance(entry, Mapping) else {}
-    raw_hops = entry.get("hops", 0)
-    hops = int(raw_hops) if isinstance(raw_hops, int | float) and not isinstance(raw_hops, bool) else 0
+    hops = hop_count(entry.get("hops", 0))
     raw_via = entry.get("via", [])
     via = tuple(v for v in raw_via if isinstance(v, str) and _GATEWAY_ID.match(v)) if isinstance(raw_via, list) else ()
     traceparent = valid_traceparent(metadata.get(TRACEPARENT)) or valid_traceparent((headers or {}).get(TRACEPARENT))
-    return Hop(hops=max(hops, 0), via=via[:MAX_VIA], traceparent=traceparent)
+    return Hop(hops=hops, via=via[:MAX_VIA], traceparent=traceparent)
 
 
 def _plain(value: Value, keys: tuple[str, ...] = ()) -> Any:

@@ -32,6 +32,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from gateway.executor import METADATA_KEY
+from gateway.store.tasks import stamp_ns
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class Mirror:
             return
         local = TaskStatus()
         local.CopyFrom(status)
+        if local.HasField("timestamp") and stamp_ns(local.timestamp) is None:
+            local.timestamp.GetCurrentTime()  # a peer's time no store holds (past 2262, bad nanos): when it came
         if local.HasField("message"):
             local.message.task_id, local.message.context_id = self.task_id, self.context_id
         forwarded = TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=local)

@@ -34,11 +34,12 @@ from a2a.types.a2a_pb2 import (
     TaskPushNotificationConfig,
     TaskState,
 )
-from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
+from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE, MAX_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_list_tasks_cursor
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.store.database import Database
+from gateway.store.database import INT64_MAX, INT64_MIN, Database
 
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
@@ -50,10 +51,39 @@ INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
 UNSAVED_IDS_LIMIT = 4096  # ids minted but never saved (a request that failed first) are forgotten past this
 
 
+def stamp_ns(stamp: Timestamp) -> int | None:
+    """``stamp`` in nanoseconds since the epoch, or None when no BIGINT holds it (before 1677, after 2262).
+
+    None too for a stamp that is no valid ``Timestamp`` (nanos out of range): binary protobuf
+    (gRPC) carries both kinds, and the JSON wire could not serve either back.
+    """
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        return None
+    ns = stamp.seconds * 1_000_000_000 + stamp.nanos
+    return ns if INT64_MIN <= ns <= INT64_MAX else None
+
+
 def _updated_ns(task: Task) -> int:
     if task.HasField("status") and task.status.HasField("timestamp"):
-        return task.status.timestamp.ToNanoseconds()
+        stamp = task.status.timestamp
+        ns = stamp_ns(stamp)
+        if ns is None:  # a time no column holds sorts at its end of time rather than failing the save
+            return INT64_MAX if stamp.seconds > 0 else INT64_MIN
+        return ns
     return _NO_TIME
+
+
+def _cursor(page_token: str) -> ListTasksCursor:
+    """The position a page token names; ``InvalidParamsError`` for one this store did not make."""
+    cursor = decode_list_tasks_cursor(page_token)
+    if cursor is not None and (cursor.timestamp_ns is None or INT64_MIN <= cursor.timestamp_ns <= INT64_MAX):
+        try:
+            cursor.task_id.encode()
+        except UnicodeEncodeError:  # a lone surrogate: JSON can carry it, no database can
+            pass
+        else:
+            return cursor
+    raise InvalidParamsError(message=f"Invalid page token: {page_token}")
 
 
 def _parse(data: bytes) -> Task:
@@ -127,13 +157,11 @@ class SqlTaskStore(TaskStore):
         where, args = self._filters(params, context)
         total_row = await self._db.fetch_one(f"SELECT COUNT(*) FROM tasks WHERE {where}", args)
         if params.page_token:
-            cursor = decode_list_tasks_cursor(params.page_token)
-            if cursor is None:
-                raise InvalidParamsError(message=f"Invalid page token: {params.page_token}")
+            cursor = _cursor(params.page_token)
             ts = cursor.timestamp_ns if cursor.timestamp_ns is not None else _NO_TIME
             where += " AND (updated_ns < ? OR (updated_ns = ? AND id < ?))"
             args += [ts, ts, cursor.task_id]
-        page_size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
+        page_size = min(params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE, MAX_LIST_TASKS_PAGE_SIZE)
         rows = await self._db.fetch_all(
             f"SELECT data FROM tasks WHERE {where} ORDER BY updated_ns DESC, id DESC LIMIT ?", [*args, page_size + 1]
         )
@@ -157,8 +185,13 @@ class SqlTaskStore(TaskStore):
             clauses.append("state = ?")
             args.append(int(params.status))
         if params.HasField("status_timestamp_after"):
+            after = stamp_ns(params.status_timestamp_after)
+            if after is None:
+                raise InvalidParamsError(
+                    message="statusTimestampAfter must be a valid time from 1677-09-22 to 2262-04-11 (UTC)"
+                )
             clauses.append("updated_ns >= ?")
-            args.append(params.status_timestamp_after.ToNanoseconds())
+            args.append(after)
         return " AND ".join(clauses), args
 
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 from a2a.types.a2a_pb2 import Message
+from a2a.utils.errors import InvalidParamsError
 
 from gateway.federation.errors import FederationLoopError, HopLimitError
-from gateway.federation.hops import Hop, carried, child_traceparent, hop_of, message_hop, next_hop, valid_traceparent
+from gateway.federation.hops import (
+    MAX_HOP_COUNT,
+    Hop,
+    carried,
+    child_traceparent,
+    hop_count,
+    hop_of,
+    message_hop,
+    next_hop,
+    valid_traceparent,
+)
 from gateway.orchestration.child_tasks import StepLink
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -60,3 +71,18 @@ def test_a_workflow_step_carries_the_runs_path_and_trace_context() -> None:
     meta = StepLink("run-task", "ctx", "run", 1, 3, via, traceparent).metadata()
     assert meta["switchboard"]["via"] == ["gw-a"] and meta["switchboard"]["hops"] == 3
     assert meta["traceparent"] == PARENT
+
+
+@pytest.mark.parametrize("hops", [1e19, MAX_HOP_COUNT + 1, -1, 2.5, float("inf"), float("nan")])
+def test_a_hop_count_that_is_a_number_no_gateway_sends_is_invalid_params(hops: float) -> None:
+    with pytest.raises(InvalidParamsError, match="hops must be a whole number"):
+        hop_of({"switchboard": {"hops": hops}})
+    message = Message()
+    message.metadata.update({"switchboard": {"hops": hops}})
+    with pytest.raises(InvalidParamsError, match="hops must be a whole number"):
+        message_hop(message)
+
+
+def test_a_hop_count_in_range_is_read_as_a_whole_number() -> None:
+    assert hop_of({"switchboard": {"hops": 3.0}}).hops == 3
+    assert hop_count(MAX_HOP_COUNT) == MAX_HOP_COUNT and hop_count(None) == 0

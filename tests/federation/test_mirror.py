@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from a2a.server.events import EventQueue
@@ -153,3 +154,20 @@ async def test_a_message_reply_is_forwarded_in_the_local_context() -> None:
     await relay.apply(StreamResponse(message=reply))
     (forwarded,) = queue.events
     assert isinstance(forwarded, Message) and forwarded.context_id == "local-ctx" and relay.finished
+
+
+async def test_a_peer_status_time_no_store_can_hold_is_restamped_with_the_time_it_arrived() -> None:
+    """Past 2262 nanoseconds overflow a BIGINT; nanos out of range are no valid Timestamp (binary gRPC carries both)."""
+    queue = RecordingQueue()
+    relay, _ = mirror(queue)
+    year_9999 = status_event(WORKING, "far", 0)
+    year_9999.status_update.status.timestamp.seconds = 253370764800
+    bad_nanos = status_event(WORKING, "odd", 5)
+    bad_nanos.status_update.status.timestamp.nanos = 2_000_000_000
+    before_ns = time.time_ns()
+    for event in (year_9999, year_9999, bad_nanos):
+        await relay.apply(event)
+    forwarded = [e for e in queue.events if isinstance(e, TaskStatusUpdateEvent)]
+    assert [describe(e) for e in forwarded] == ["status TASK_STATE_WORKING far", "status TASK_STATE_WORKING odd"]
+    for event in forwarded:
+        assert before_ns <= event.status.timestamp.ToNanoseconds() <= time.time_ns()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -267,3 +268,16 @@ async def test_an_integer_no_column_holds_is_refused_and_later_writes_commit(db:
                 await write
     await store.save(make_task("after"), as_user("ada"))
     assert await store.get("after", as_user("ada")) is not None
+
+
+async def test_a_status_time_past_2262_is_stored_at_the_end_of_time_not_refused(db: Database) -> None:
+    """A task stamped after 2262 (a peer's clock) still saves, lists first and pages."""
+    store = SqlTaskStore(db, "echo")
+    far = make_task("far")
+    far.status.timestamp.seconds = 253370764800  # 9999-01-01
+    await store.save(far, as_user("ada"))
+    await store.save(make_task("now", at_ns=time.time_ns()), as_user("ada"))
+    first = await store.list(ListTasksRequest(page_size=1), as_user("ada"))
+    assert [t.id for t in first.tasks] == ["far"]
+    second = await store.list(ListTasksRequest(page_size=1, page_token=first.next_page_token), as_user("ada"))
+    assert [t.id for t in second.tasks] == ["now"]
