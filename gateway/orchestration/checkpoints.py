@@ -3,6 +3,10 @@
 One row per run in the ``runs`` table, beside the tasks in the same database. The engine
 resumes by replay: the pattern runs again from the start, and each step whose result the
 checkpoint holds returns that result without calling the agent (see ``engine``).
+
+Each step is saved under its number with the result's fields and ``key``, the step's identity
+(``engine.step_key``: who was asked what, at which point of the pattern), by which a replay finds
+it. A checkpoint written before steps had keys holds results by number only (``unkeyed``).
 """
 
 from __future__ import annotations
@@ -62,9 +66,10 @@ class RunRecord:
     hops: int = 0
     state: RunState = "running"
     steps: dict[int, StepResult] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)  # each step's identity (``engine.step_key``), by number
     started_ns: int = field(default_factory=time.time_ns)
     updated_ns: int = 0
-    _encoded: dict[int, tuple[StepResult, str]] = field(default_factory=dict, repr=False, compare=False)
+    _encoded: dict[int, tuple[StepResult, str, str]] = field(default_factory=dict, repr=False, compare=False)
     _request_bytes: bytes = field(default=b"", repr=False, compare=False)  # the request, encoded once per run
 
     def _steps_json(self) -> str:
@@ -72,12 +77,21 @@ class RunRecord:
         # (a fan-out of 100 spent most of its checkpoint time re-encoding finished steps).
         parts = []
         for number, result in sorted(self.steps.items()):
+            key = self.keys.get(number, "")
             cached = self._encoded.get(number)
-            if cached is None or cached[0] is not result:
-                cached = (result, json.dumps(step_to_json(result), ensure_ascii=False))
+            if cached is None or cached[0] is not result or cached[1] != key:
+                value = step_to_json(result)
+                if key:
+                    value["key"] = key
+                cached = (result, key, json.dumps(value, ensure_ascii=False))
                 self._encoded[number] = cached
-            parts.append(f'"{number}":{cached[1]}')
+            parts.append(f'"{number}":{cached[2]}')
         return "{" + ",".join(parts) + "}"
+
+    @property
+    def unkeyed(self) -> bool:
+        """Whether some finished step has no key: the checkpoint was written before steps had keys."""
+        return any(number not in self.keys for number in self.steps)
 
     @property
     def finished(self) -> bool:
@@ -108,6 +122,7 @@ class RunRecord:
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
         """A record read back from the database."""
         run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started, updated = row
+        saved = {int(n): v for n, v in json.loads(steps).items()}
         return cls(
             run_id=run_id,
             agent=agent,
@@ -118,7 +133,8 @@ class RunRecord:
             fingerprint=fingerprint,
             hops=int(hops),
             request=Message.FromString(bytes(request)),
-            steps={int(n): step_from_json(v) for n, v in json.loads(steps).items()},
+            steps={n: step_from_json(v) for n, v in saved.items()},
+            keys={n: v["key"] for n, v in saved.items() if isinstance(v.get("key"), str) and v["key"]},
             started_ns=int(started),
             updated_ns=int(updated),
         )

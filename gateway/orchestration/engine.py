@@ -1,11 +1,22 @@
 """The run engine: the ``Run`` a pattern sees, over child A2A tasks, with limits, resilience and checkpoints.
 
-``EngineRun.step`` numbers steps in call order (the n-th call is step n, fixed before the first
-await, so concurrent fan-outs number deterministically). A step whose result the checkpoint
-holds returns it without calling the agent again: re-running a pattern from the start replays
-every finished step and resumes after the last one. Otherwise the step runs as a child task
-(``child_tasks``: in this task on the agent's ``LocalRunner`` for an in-process agent, else
-through its request handler) under these rules, in order:
+Each step has an identity, its key (``step_key``): the agent asked, the step's label (its place
+in the pattern: "step 2/3", "item 4/9, attempt 2") and its input, and, when the same agent is
+asked the same thing at the same place again, how many times it was before. A step whose result
+the checkpoint holds under its key returns it without calling the agent again: re-running a
+pattern from the start replays every finished step and resumes after the last one. Results are
+found by key, never by the order steps started or finished in: a replayed step finishes at once,
+so steps that raced in the run being resumed finish in another order on replay, and a pattern
+that reacts to the order (a work queue re-queues failed items as they fail) asks in another
+order too. A pattern must choose what to ask from the results it got, not from timing: then a
+replay asks the same things and gets each its own result (a result no step asks for again is not
+used). A checkpoint written before steps had keys is replayed by step number, as it was written.
+
+Steps are numbered (the step's output, its child task's link) in call order, fixed before the
+first await so concurrent fan-outs number deterministically; a replayed step keeps the number it
+had, and a new one takes the lowest number no step of the run has. A step the checkpoint does not
+hold runs as a child task (``child_tasks``: in this task on the agent's ``LocalRunner`` for an
+in-process agent, else through its request handler) under these rules, in order:
 
 - limits: the step count, the run's deadline, the token and cost budgets (``LimitExceededError``);
 - the agent's circuit breaker (``breaker``): an open circuit fails the step at once;
@@ -27,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import random
 import time
@@ -62,7 +75,7 @@ from gateway.orchestration.child_tasks import (
 )
 from gateway.orchestration.step_outputs import StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
-from gateway.runtime import Usage
+from gateway.runtime import FileInput, Usage
 from gateway.runtimes import Host
 
 logger = logging.getLogger(__name__)
@@ -190,6 +203,25 @@ class ReplayMismatchError(OrchestrationError):
     reason = "replay-mismatch"
 
 
+def step_key(agent: str, request: StepInput, label: str) -> str:
+    """A digest of who is asked what at which place of the pattern: a step's identity, without its repeat count."""
+    shape = {
+        "agent": agent,
+        "label": label,
+        "text": request.text,
+        "data": request.data,
+        "files": [_file_shape(file) for file in request.files],
+        "metadata": dict(request.metadata),
+    }
+    encoded = json.dumps(shape, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:32]
+
+
+def _file_shape(file: FileInput) -> list[str]:
+    content = file.raw if file.raw is not None else (file.text or "").encode()
+    return [file.name, file.media_type, file.url or "", hashlib.sha256(content).hexdigest()]
+
+
 def step_input(message: Message) -> StepInput:
     """A request message as a step's input."""
     text, files, data = message_input(message)
@@ -267,7 +299,11 @@ class EngineRun:
         self._published = published  # steps whose output the run's task already shows (a resumed run)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._numbered = 0
+        self._numbered = 0  # steps asked for so far, replayed or not (the step limit counts them)
+        self._asked: dict[str, int] = {}  # how many times each step_key was asked
+        self._recorded = {key: number for number, key in record.keys.items()}  # finished steps not replayed yet
+        self._taken = set(record.steps)  # step numbers in use
+        self._lowest_free = 1
         self._tokens = 0
         self._cost = 0.0
         self._running: dict[int, Child] = {}
@@ -285,13 +321,11 @@ class EngineRun:
         if agent not in self.participants:
             raise UnknownAgentError(f"{agent!r} is not a participant of {self.plan.name}")
         self._numbered += 1
-        number = self._numbered
-        if number > self.limits.max_steps:
+        if self._numbered > self.limits.max_steps:
             raise LimitExceededError("step", f"{self.limits.max_steps} steps")
+        key = self._key(agent, request, label)
+        number, saved = self._find(key, agent)
         label = label or f"step {number}"
-        saved = self.record.steps.get(number)
-        if saved is not None and saved.agent not in (agent, *self.plan.fallbacks.get(agent, ())):
-            raise ReplayMismatchError(f"step {number} was {saved.agent}'s, and the pattern now asks {agent}")
         follow_up = self._follow_up(saved)
         if saved is not None and follow_up is None:
             if number not in self._published:
@@ -308,6 +342,7 @@ class EngineRun:
         if self._host.stopping:
             raise RunInterruptedError  # the step ended because its agent stopped: not a result to keep
         self.record.steps[number] = result
+        self.record.keys[number] = key
         await self.checkpoint()
         self._publish(number, label, result)
         self._account(result.usage)
@@ -461,6 +496,35 @@ class EngineRun:
         return Outcome("failed", f"{self.plan.name} failed: {type(first).__name__}: {first}")
 
     # -- one step --------------------------------------------------------------------------
+
+    def _key(self, agent: str, request: StepInput, label: str) -> str:
+        digest = step_key(agent, request, label)
+        again = self._asked.get(digest, 0)
+        self._asked[digest] = again + 1
+        return f"{digest}.{again}" if again else digest
+
+    def _find(self, key: str, agent: str) -> tuple[int, StepResult | None]:
+        """The step's number and, when the checkpoint holds it, its result; a new number when it does not."""
+        number = self._recorded.pop(key, None)
+        if number is not None:
+            return number, self.record.steps[number]
+        saved = self._unkeyed(self._numbered, agent)
+        if saved is not None:
+            self.record.keys[self._numbered] = key  # the next checkpoint saves it with its key
+            return self._numbered, saved
+        while self._lowest_free in self._taken:
+            self._lowest_free += 1
+        self._taken.add(self._lowest_free)
+        return self._lowest_free, None
+
+    def _unkeyed(self, number: int, agent: str) -> StepResult | None:
+        """Step ``number`` of a checkpoint written before steps had keys: matched by number and agent, as then."""
+        saved = self.record.steps.get(number)
+        if saved is None or number in self.record.keys:
+            return None
+        if saved.agent not in (agent, *self.plan.fallbacks.get(agent, ())):
+            raise ReplayMismatchError(f"step {number} was {saved.agent}'s, and the pattern now asks {agent}")
+        return saved
 
     def _follow_up(self, saved: StepResult | None) -> tuple[str, str] | None:
         """The child task the caller's answer continues: the first replayed step that asked for input."""

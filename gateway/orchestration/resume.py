@@ -2,7 +2,9 @@
 
 At start-up, before any request is served, every run whose task a stop left submitted or working
 is either resumable (its workflow is still hosted, with the same pattern, participants and
-options) or failed here with the reason. Resumable runs are kept from the start-up sweep and,
+options) or failed here with the reason. A checkpoint written before steps had keys
+(``checkpoints``) resumes, its steps found by number as then, except a work queue's, which is
+failed: its numbers depend on the order attempts finished in. Resumable runs are kept from the start-up sweep and,
 once the gateway is serving, resumed in the background: the workflow's executor runs the
 pattern again on the stored task with no new message, and the engine replays every
 checkpointed step, so no finished step runs twice.
@@ -23,6 +25,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
+from gateway.orchestration.work_queue import SPEC as WORK_QUEUE
 from gateway.orchestration.workflows import fingerprint
 from gateway.spec import AgentSpec, WorkflowRuntime
 from gateway.store.database import Database
@@ -58,6 +61,14 @@ def why_not_resumable(record: RunRecord, spec: AgentSpec | None) -> str:
         return (
             f"The gateway restarted and the workflow {record.agent} changed (pattern, participants or options) "
             "since this run started, so it cannot resume; send the request again."
+        )
+    if spec.runtime.pattern == WORK_QUEUE.name and record.unkeyed:
+        # Before steps had keys, a work queue's steps were found by number, which depends on the order its
+        # attempts finished in: replaying them could give one item another's result.
+        return (
+            f"The gateway restarted with a newer version, and this run of the work queue {record.agent} was "
+            "checkpointed by an older one that cannot tell which item each finished step was for; send the request "
+            "again."
         )
     return ""
 

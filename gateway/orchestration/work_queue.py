@@ -1,9 +1,13 @@
 """Work queue (swarm): a batch of items shared out over a pool of agents.
 
 Items come from ``{"items": [...]}`` in the request's data, else one per non-empty line of its
-text. At most ``concurrency`` items are in flight (an ``asyncio.Semaphore``); each goes to the
-next agent in turn, preferring one with the fewest items in flight. A failed item is re-queued at
-the back, to an agent that has not tried it yet when there is one, until ``max_attempts``.
+text. At most ``concurrency`` items are in flight (an ``asyncio.Semaphore``). Agents take items in
+turn: item ``i`` goes to the ``i``-th agent (counting round the pool), and a failed item is
+re-queued at the back for the next agent in turn that has not tried it yet (any, once all have),
+until ``max_attempts``. Who gets an attempt depends only on the item and its attempts so far,
+never on which agents are busy at that moment: a resumed run (``engine``) replays its finished
+attempts at once, in another order than they finished, and must ask the same agent for each
+attempt to be given its result.
 
 The outcome lists every item (status, agent, attempts, output) with counts and the failed items.
 It completes unless no item succeeded, or one failed and ``fail_run_if_any_failed`` is set. More
@@ -100,27 +104,17 @@ def item_input(request: StepInput, item: Item, total: int) -> StepInput:
     return StepInput(text, ({"work_queue": context},))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pool:
-    """Which agent gets the next item: round-robin, fewest in flight first, untried agents first."""
+    """Which agent gets an item's next attempt: the item's turn round the pool, untried agents first."""
 
     agents: tuple[str, ...]
-    busy: dict[str, int] = field(default_factory=dict)
-    cursor: int = 0
 
     def pick(self, item: Item) -> str:
-        """Choose and book an agent for ``item``."""
-        fresh = [agent for agent in self.agents if agent not in item.tried] or list(self.agents)
-        order = self.agents[self.cursor :] + self.agents[: self.cursor]
-        candidates = [agent for agent in order if agent in fresh]
-        agent = min(candidates, key=lambda name: self.busy.get(name, 0))
-        self.cursor = (self.agents.index(agent) + 1) % len(self.agents)
-        self.busy[agent] = self.busy.get(agent, 0) + 1
-        return agent
-
-    def release(self, agent: str) -> None:
-        """``agent`` finished an item."""
-        self.busy[agent] -= 1
+        """The agent for ``item``'s next attempt (see the module docstring)."""
+        start = (item.index + len(item.attempts)) % len(self.agents)
+        order = self.agents[start:] + self.agents[:start]
+        return next((agent for agent in order if agent not in item.tried), order[0])
 
 
 @dataclass
@@ -158,7 +152,6 @@ class Batch:
         try:
             result = await self.run.step(agent, message, label=self._label(item))
         finally:
-            self.pool.release(agent)
             gate.release()
         item.attempts.append({"agent": agent, "state": result.state, "error": result.error})
         retry = not result.ok and len(item.attempts) < self.options.max_attempts

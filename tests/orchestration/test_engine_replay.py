@@ -11,7 +11,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import RequestHandler
 from a2a.types.a2a_pb2 import Message, Part, Role
 
-from gateway.orchestration.api import AgentInfo, StepResult
+from gateway.orchestration.api import AgentInfo, Limits, StepResult
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.engine import EngineRun
@@ -22,6 +22,9 @@ from gateway.settings import Settings
 from gateway.spec import AgentSpec
 from gateway.store import Database, open_database
 from tests.orchestration.fixture_agents import agents_folder, workflow
+from tests.orchestration.replay_harness import Answer, Script, execute, new_record, resume
+from tests.orchestration.replay_harness import plan as harness_plan
+from tests.orchestration.scripted_run import data_of
 
 
 class NoAgents:
@@ -139,3 +142,55 @@ async def test_the_checkpoint_is_saved_with_the_runs_state(tmp_path: Path, db: D
     stored = await SqlRunStore(db).get("flow", "", "task-1")
 
     assert stored is not None and stored.state == "input-required" and stored.run_id == "run-1"
+
+
+# -- replayed results go to the step that asked for them -------------------------------------------------------------
+
+NO_ENGINE_RETRIES = Limits(retries=0, breaker_threshold=1000)
+
+
+def first_try_fails(slow: str) -> Script:
+    """Each item fails on its first try (``slow``'s failure comes last), then gives its own result."""
+
+    def answer(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        if call == 1:
+            return Answer(f"no luck with {text} yet", "failed", delay=8 if text == slow else 1)
+        return Answer(f"RESULT FOR {text.upper()}", delay=1)
+
+    return answer
+
+
+async def test_a_resumed_work_queue_gives_each_item_its_own_result_whatever_order_retries_finished() -> None:
+    flow = harness_plan("work-queue", ["worker"], {"concurrency": 2, "max_attempts": 2}, NO_ENGINE_RETRIES)
+    script = first_try_fails(slow="alpha")  # beta fails first, so its retry starts (and is numbered) before alpha's
+    whole = await execute(flow, new_record("alpha\nbeta"), script)
+    outputs = [(item["item"], item["output"]) for item in data_of(whole.outcome)["items"]]
+    assert outputs == [("alpha", "RESULT FOR ALPHA"), ("beta", "RESULT FOR BETA")]
+
+    last = whole.checkpoints[-1]  # all four steps done: the gateway died before the run's outcome was saved
+    resumed = await resume(flow, last, script)
+
+    assert resumed.calls == [], "every step is in the checkpoint"
+    assert [(item["item"], item["output"]) for item in data_of(resumed.outcome)["items"]] == outputs
+    assert resumed.outcome == whole.outcome
+
+
+def slow_agent(slow: str) -> Script:
+    """Every item done at once, but ``slow`` takes longer than the others."""
+
+    def answer(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        return Answer(f"{text} done by {agent}", delay=8 if agent == slow else 1)
+
+    return answer
+
+
+async def test_a_resumed_work_queue_asks_the_same_agent_for_each_item_as_the_run_it_resumes() -> None:
+    flow = harness_plan("work-queue", ["quick", "slow"], {"concurrency": 2}, NO_ENGINE_RETRIES)
+    script = slow_agent("slow")  # quick is free again while slow still works: a pool that prefers idle agents differs
+    whole = await execute(flow, new_record("1\n2\n3\n4"), script)
+
+    for row in whole.checkpoints:
+        resumed = await resume(flow, row, script)
+        done = len(RunRecord.from_row(row).steps)
+        assert len(resumed.calls) == 4 - done, "no finished item is done again"
+        assert resumed.outcome == whole.outcome

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +34,24 @@ def pipeline(tmp_path: Path, participants: list[str] | None = None) -> Settings:
     return make_settings(tmp_path, agents=agents)
 
 
-async def stop_after_first_step(settings: Settings, text: str) -> str:
+async def stop_after_first_step(settings: Settings, text: str, workflow: str = "pipeline") -> str:
     """Start a run, stop the gateway (gracefully) once step 1 is checkpointed; the run's task id."""
     task_id = ""
-    async with running_gateway(settings) as gateway, a2a_client(gateway.agent_url("pipeline"), STREAMING) as client:
+    async with running_gateway(settings) as gateway, a2a_client(gateway.agent_url(workflow), STREAMING) as client:
         async with asyncio.timeout(RESUME_TIMEOUT_S):
             async for event in client.send_message(SendMessageRequest(message=request(text))):
                 task_id = task_id or event.task.id
                 if "step-1-counter" in output_names([event.artifact_update.artifact]):
                     break
     return task_id
+
+
+def as_checkpointed_before_keys(settings: Settings) -> None:
+    """Rewrite every run's checkpoint on disk as the previous version wrote it: steps without keys."""
+    with closing(sqlite3.connect(settings.data_dir / "switchboard.db")) as db, db:
+        for run_id, steps in db.execute("SELECT run_id, steps FROM runs").fetchall():
+            old = {n: {k: v for k, v in step.items() if k != "key"} for n, step in json.loads(steps).items()}
+            db.execute("UPDATE runs SET steps = ? WHERE run_id = ?", (json.dumps(old), run_id))
 
 
 def host(gateway: RunningGateway) -> Gateway:
@@ -121,3 +132,34 @@ async def test_a_resumed_run_can_be_followed_and_canceled_like_any_other(tmp_pat
     assert [t.status.state for t in echoes] == [TaskState.TASK_STATE_CANCELED] * 2, (
         "the step the stop interrupted was canceled with the stop (a local child), the resumed one with the run"
     )
+
+
+async def test_a_run_checkpointed_by_the_previous_version_resumes_by_step_number(tmp_path: Path) -> None:
+    settings = pipeline(tmp_path)
+    task_id = await stop_after_first_step(settings, "wait: 2")
+    as_checkpointed_before_keys(settings)
+
+    async with running_gateway(settings) as gateway:
+        await resumed(gateway)
+        task = await get_task(gateway, "pipeline", task_id)
+
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, text_of(task)
+    assert output_names(task.artifacts) == ["step-1-counter", "step-2-echo", "step-3-counter", "result"]
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["wait: 2", "waited 2s"], "step 1 ran once"
+
+
+async def test_a_work_queue_checkpointed_by_the_previous_version_is_failed_with_the_reason(tmp_path: Path) -> None:
+    files = [
+        python_agent("counter", "counter", log=str(tmp_path / "calls.txt")),
+        workflow("queue", "work-queue", ["counter", "echo"], {"concurrency": 1}),
+    ]
+    settings = make_settings(tmp_path, agents=agents_folder(tmp_path / "agents", files, bundled=["echo"]))
+    task_id = await stop_after_first_step(settings, "first\nwait: 5", workflow="queue")
+    as_checkpointed_before_keys(settings)
+
+    async with running_gateway(settings) as gateway:
+        assert not host(gateway).background
+        task = await get_task(gateway, "queue", task_id)
+
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert "checkpointed by an older one that cannot tell which item each finished step was for" in text_of(task)
