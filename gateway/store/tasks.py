@@ -12,6 +12,7 @@ an id it has just drawn at random is in no database, whichever process shares it
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -199,7 +200,18 @@ TaskKey = tuple[str, str, str]
 """(agent, owner, task id): one task row."""
 
 
+_FAIL_IF_UNCHANGED = (
+    "UPDATE tasks SET state = ?, updated_ns = ?, data = ? WHERE agent = ? AND owner = ? AND id = ? AND data = ?"
+)
+FAIL_ATTEMPTS = 3  # a task rewritten this often while being failed is being worked on: it is left alone
+
+
 def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tuple[Any, ...]]:
+    """The statement that ends the task stored as ``data`` FAILED, only if its row still holds ``data``.
+
+    Compare-and-set: a write that landed since ``data`` was read (a COMPLETED save pending in the
+    same SQLite flush, another replica's progress) wins, and the statement changes no row.
+    """
     task = _parse(data)
     task.status.state = TaskState.TASK_STATE_FAILED
     task.status.message.CopyFrom(
@@ -212,8 +224,8 @@ def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tupl
         )
     )
     task.status.timestamp.FromNanoseconds(time.time_ns())
-    params = (agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
-    return _UPSERT, (*params, task.SerializeToString())
+    params = (task.status.state, _updated_ns(task), task.SerializeToString(), agent, owner, task.id, data)
+    return _FAIL_IF_UNCHANGED, params
 
 
 async def fail_interrupted(
@@ -225,7 +237,7 @@ async def fail_interrupted(
     Tasks waiting for input are left alone: a follow-up message resumes them; so are the tasks
     in ``keep`` (workflow runs about to resume from their checkpoints). On a shared database
     another replica may be running a task right now, so ``unchanged_since_ns`` limits the sweep
-    to tasks that have not changed since then.
+    to tasks that have not changed since then, and a task written after it was read is not failed.
     """
     marks = ", ".join("?" for _ in INTERRUPTIBLE)
     sql = f"SELECT agent, owner, id, data FROM tasks WHERE state IN ({marks})"
@@ -233,27 +245,21 @@ async def fail_interrupted(
     if unchanged_since_ns is not None:
         sql += " AND updated_ns < ?"
         args.append(unchanged_since_ns)
-    rows = await db.fetch_all(sql, args)
-    statements, ids = [], []
-    for agent, owner, task_id, data in rows:
-        if (agent, owner, task_id) in keep:
-            continue
-        statements.append(_failed(agent, owner, data, reason))
-        ids.append(task_id)
-    if statements:
-        await db.write_many(statements)
-    return ids
+    rows = [row for row in await db.fetch_all(sql, args) if tuple(row[:3]) not in keep]
+    counts = await asyncio.gather(*(db.write(*_failed(agent, owner, data, reason)) for agent, owner, _, data in rows))
+    return [row[2] for row, count in zip(rows, counts, strict=True) if count]
 
 
 async def fail_task(db: Database, key: TaskKey, reason: str) -> bool:
     """End one task as FAILED with ``reason`` unless it already ended; whether it was ended here."""
     agent, owner, _ = key
-    row = await db.fetch_one("SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
-    if row is None or row[1] not in INTERRUPTIBLE:
-        return False
-    sql, params = _failed(agent, owner, row[0], reason)
-    await db.write(sql, params)
-    return True
+    for _ in range(FAIL_ATTEMPTS):
+        row = await db.fetch_one("SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
+        if row is None or row[1] not in INTERRUPTIBLE:
+            return False
+        if await db.write(*_failed(agent, owner, row[0], reason)):
+            return True
+    return False
 
 
 class SqlPushConfigStore(PushNotificationConfigStore):

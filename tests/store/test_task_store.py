@@ -21,7 +21,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig
 
 from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import UnstorableValueError
-from gateway.store.tasks import NewTaskIds
+from gateway.store.tasks import NewTaskIds, fail_task
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 
@@ -281,3 +281,33 @@ async def test_a_status_time_past_2262_is_stored_at_the_end_of_time_not_refused(
     assert [t.id for t in first.tasks] == ["far"]
     second = await store.list(ListTasksRequest(page_size=1, page_token=first.next_page_token), as_user("ada"))
     assert [t.id for t in second.tasks] == ["now"]
+
+
+async def test_fail_task_never_overwrites_a_save_that_ended_the_task_first(tmp_path: Path) -> None:
+    """SQLite groups a loop pass's writes: a COMPLETED save pending there is not what fail_task reads."""
+    db = await open_database(f"sqlite:///{tmp_path / 'tasks.db'}")
+    store = SqlTaskStore(db, "echo")
+    try:
+        await store.save(make_task("t", TaskState.TASK_STATE_WORKING), as_user("ada"))
+        completing = asyncio.ensure_future(store.save(make_task("t"), as_user("ada")))
+        await asyncio.sleep(0)  # the save is submitted, its flush not run yet
+        assert not completing.done()
+        ended_here = await fail_task(db, ("echo", "ada", "t"), "gave up")
+        await completing
+        stored = await store.get("t", as_user("ada"))
+        assert stored is not None and stored.status.state == TaskState.TASK_STATE_COMPLETED
+        assert ended_here is False
+    finally:
+        await db.close()
+
+
+async def test_fail_task_ends_a_running_task_and_leaves_an_ended_one(db: Database) -> None:
+    store = SqlTaskStore(db, "echo")
+    await store.save(make_task("running", TaskState.TASK_STATE_WORKING), as_user("ada"))
+    await store.save(make_task("done"), as_user("ada"))
+    assert await fail_task(db, ("echo", "ada", "running"), "gave up") is True
+    assert await fail_task(db, ("echo", "ada", "done"), "gave up") is False
+    assert await fail_task(db, ("echo", "ada", "absent"), "gave up") is False
+    running = await store.get("running", as_user("ada"))
+    assert running is not None and running.status.state == TaskState.TASK_STATE_FAILED
+    assert running.status.message.parts[0].text == "gave up"
