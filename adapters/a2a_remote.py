@@ -47,6 +47,7 @@ from a2a.types.a2a_pb2 import (
     SubscribeToTaskRequest,
 )
 from a2a.utils.errors import A2AError, TaskNotCancelableError
+from google.protobuf.json_format import ParseError
 
 from gateway.cleanup import finish
 from gateway.executor import METADATA_KEY
@@ -71,7 +72,8 @@ CANCEL_WAIT_S = 5.0
 DRAIN_S = 0.5
 """How long a remote stream may stay open after its task settled before it is closed."""
 
-_CALL_ERRORS = (A2AError, httpx.HTTPError, grpc.aio.AioRpcError, OSError, TimeoutError)
+_CALL_ERRORS = (A2AError, httpx.HTTPError, grpc.aio.AioRpcError, OSError, TimeoutError, ValueError, ParseError)
+"""What a peer call may raise: translated to a ``PeerError`` (``ValueError``/``ParseError``: bytes that are not A2A)."""
 
 
 def outbound_message(message: Message | None, link: RemoteLink | None, remote_context: str, hop: Hop) -> Message:

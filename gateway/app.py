@@ -30,6 +30,7 @@ from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
 from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests
+from gateway.federation.errors import register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.keys import KeyRing
 from gateway.local_tasks import LocalRequestHandler, LocalRunner
@@ -238,6 +239,7 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """The gateway as an ASGI app; resources open in its lifespan."""
     use_in_sdk_handlers()  # the SDK's REQUIRED-field check, 100x cheaper (gateway.required_fields)
+    register_with_sdk()  # federation refusals get their own codes on every binding, not INTERNAL
     keyring = load_keyring(settings)
     federation = load_federation(settings, keyring)  # peers' agents are imported before the registry loads
     gateway = Gateway(

@@ -116,13 +116,24 @@ def a2a_status(error: WireFailure) -> GrpcStatus:
         info = error_details_pb2.ErrorInfo(reason=reason, domain=GATEWAY_ERROR_DOMAIN)
         return _rich_status(_Code[wire_for(error).grpc_status], error.detail, info)
     reason = a2a_errors.A2A_ERROR_REASONS.get(type(error), "INTERNAL_ERROR")
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=A2A_ERROR_DOMAIN)
+    data = error.data if isinstance(error.data, dict) else {}
+    metadata = {key: value for key, value in data.items() if isinstance(value, str)}  # e.g. a peer error's reason
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=A2A_ERROR_DOMAIN, metadata=metadata)
     text, extra = error.message, []
     violations = error.data.get("errors") if isinstance(error, a2a_errors.InvalidParamsError) and error.data else None
     if violations:  # name the fields in the message too, for clients that do not read the details
         extra.append(validation_errors_to_bad_request(violations))
         text = f"{text}: " + "; ".join(f"{v['field']}: {v['message'].rstrip('.')}" for v in violations)
-    return _rich_status(A2A_STATUS.get(type(error), _Code.INTERNAL), text, info, *extra)
+    return _rich_status(_a2a_code(error), text, info, *extra)
+
+
+def _a2a_code(error: a2a_errors.A2AError) -> grpc.StatusCode:
+    # The spec's table first; then the SDK's table, where the federation errors are registered.
+    code = A2A_STATUS.get(type(error))
+    if code is None:
+        mapping = a2a_errors.A2A_ERROR_MAPPING.get(type(error))
+        code = _Code[mapping.grpc_status] if mapping is not None else _Code.INTERNAL
+    return code
 
 
 async def abort_with_details(context: grpc.aio.ServicerContext, error: WireFailure) -> NoReturn:

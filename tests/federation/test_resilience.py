@@ -64,7 +64,7 @@ async def test_a_peer_that_is_down_opens_its_breaker_and_the_fallback_answers(or
     assert "b2-echo failed; echo takes over" in history(open_circuit)
     # Called directly, the unreachable peer is the protocol's error, with the reason in its details.
     error = direct["error"]
-    assert error["code"] == -32603 and "SendMessage to b2-echo" in error["message"], error
+    assert error["code"] == -32051 and "SendMessage to b2-echo" in error["message"], error  # peer-unavailable
     assert error["data"][0]["metadata"] == {"reason": "peer-unavailable", "retryable": "true", "peer": "b2"}
 
 

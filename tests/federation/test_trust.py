@@ -44,7 +44,7 @@ async def test_an_untrusted_peer_card_is_refused_with_the_reason_and_nothing_is_
         listed = await rpc(http, orgs.a.agent_url(agent), "ListTasks", {})
         served = (await http.get(f"{orgs.a.agent_url(agent)}/.well-known/agent-card.json")).json()
     error = body.get("error")
-    assert error is not None and error["code"] == -32603, body
+    assert error is not None and error["code"] == -32054, body  # out of service (peer-card-untrusted)
     assert f"{agent} is out of service" in error["message"] and code in error["message"], error
     assert f"failed verification: {code}" in orgs.a.logged()
     assert listed["result"].get("tasks", []) == [], "the call was refused before any task existed"
