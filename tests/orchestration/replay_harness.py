@@ -52,6 +52,7 @@ class Answer:
     state: str = "completed"
     data: dict[str, Any] | None = None
     retryable: bool = False
+    handoff_to: str = ""
     delay: int = 0  # event-loop passes before the answer
 
 
@@ -72,7 +73,7 @@ class ScriptedRunner:
         answer = self._agents.answer(self.agent, text, data)
         for _ in range(answer.delay):
             await asyncio.sleep(0)
-        reply = Reply(text=answer.text, data=answer.data, state=answer.state)  # type: ignore[arg-type]
+        reply = Reply(text=answer.text, data=answer.data, state=answer.state, handoff_to=answer.handoff_to)  # type: ignore[arg-type]
         status = Message(role=Role.ROLE_AGENT, message_id=uuid.uuid4().hex, parts=[Part(text=answer.text)])
         status.metadata.update(reply_metadata(reply, retryable=answer.retryable))
         task = Task(id=message.task_id, context_id=message.context_id, status=TaskStatus(state=_STATES[answer.state]))
