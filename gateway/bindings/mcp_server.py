@@ -165,6 +165,39 @@ def _agent_scopes(
     return middleware
 
 
+CallerCheck = Callable[[ServerRequestContext[Any, Any], AgentSpec], bool]
+"""Whether the caller of a request may call an agent (everyone may on stdio, a local trusted pipe)."""
+
+
+def caller_check(policy: AuthPolicy) -> CallerCheck:
+    """The check ``_agent_scopes`` makes of a call to an agent's tool or ``start_run`` (a message naming no skill)."""
+
+    def check(ctx: ServerRequestContext[Any, Any], spec: AgentSpec) -> bool:
+        if ctx.request is None or not policy.protects(spec):
+            return True
+        user = ctx.request.scope.get("user")
+        if not isinstance(user, CallerUser):
+            return False
+        return not policy.required_scopes(spec, message=True) - user.caller.scopes
+
+    return check
+
+
+def _listed_for_caller(tools: Mapping[str, AgentSpec], allowed: CallerCheck) -> ServerMiddleware[Any]:
+    """Middleware: ``tools/list`` leaves out the agent tools its caller may not call (a call still says why)."""
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return result
+        hidden = {name for name, spec in tools.items() if not allowed(ctx, spec)}
+        if hidden:
+            result["tools"] = [t for t in result["tools"] if not (isinstance(t, dict) and t.get("name") in hidden)]
+        return result
+
+    return middleware
+
+
 def _guarded(routes: list[BaseRoute], gateway: Gateway) -> list[BaseRoute]:
     """``/mcp`` behind the auth guard, plus the RFC 9728 metadata naming the issuers (auth off: as is)."""
     policy, settings = gateway.auth, gateway.settings
@@ -247,6 +280,8 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     caller = AgentCaller(gateway.agents, board.observe)
     runs = Runs(caller, identify, board)
     tools = AgentTools(caller, identify)
+    allowed = caller_check(gateway.auth)
+    specs = {s.name: s for s in gateway.registry}
 
     exposed: dict[str, str] = {}
     builtin = {"list_agents", "start_run", "get_run", "cancel_run"}
@@ -259,11 +294,11 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     base_url = settings.base_url
 
     async def list_agents(ctx: Context) -> AgentList:
-        """Every hosted agent and workflow: what it does, its skills, and its tool if it has one.
+        """Every hosted agent and workflow you may call: what it does, its skills, and its tool if it has one.
 
         Any of them can be run with start_run, including those without a tool of their own.
         """
-        return tools.summaries(exposed, base_url)
+        return tools.summaries(exposed, base_url, lambda spec: allowed(ctx.request_context, spec))
 
     server.add_tool(
         list_agents,
@@ -275,9 +310,9 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, notifier.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, notifier.unsubscribe)
     if gateway.auth.enabled:
-        specs = {s.name: s for s in gateway.registry}
         by_tool = {tool: specs[agent] for agent, tool in exposed.items()}
         server.middleware.append(_agent_scopes(gateway.auth, by_tool, specs))
+        server.middleware.append(_listed_for_caller(by_tool, allowed))
     for target in settings.mcp_extra_modules:
         _load_extra(target)(server)
     app = server.streamable_http_app(

@@ -308,8 +308,10 @@ class AgentTools:
             return asked if not isinstance(asked, str) else CallInput(text=asked, task_id=task_id)
         return tool_result(current)
 
-    def summaries(self, exposed: Mapping[str, str], base_url: str) -> AgentList:
-        """``list_agents``' answer: every hosted agent, with its tool name when it has one."""
+    def summaries(
+        self, exposed: Mapping[str, str], base_url: str, visible: Callable[[AgentSpec], bool] = lambda spec: True
+    ) -> AgentList:
+        """``list_agents``' answer: every hosted agent ``visible`` to the caller, with its tool name when it has one."""
         return AgentList(
             agents=[
                 AgentSummary(
@@ -322,6 +324,7 @@ class AgentTools:
                     card_url=f"{base_url}/agents/{name}/{AGENT_CARD_PATH.lstrip('/')}",
                 )
                 for name, hosted in self.caller.agents.items()
+                if visible(hosted.spec)
             ]
         )
 
