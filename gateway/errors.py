@@ -88,6 +88,14 @@ class PermissionDeniedError(GatewayError):
     reason = "permission-denied"
 
 
+class CallerLimitError(GatewayError):
+    """A caller holding as many of a capped resource (MCP sessions, subscriptions) as it may; others are unaffected."""
+
+    message = "too many open resources for this caller"
+    reason = "caller-limit"
+    retryable = True
+
+
 WIRE: dict[type[GatewayError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
@@ -99,6 +107,7 @@ WIRE: dict[type[GatewayError], WireError] = {
     # clear of A2A's own -32001..-32009.
     AuthenticationError: WireError(401, -32040, "UNAUTHENTICATED"),
     PermissionDeniedError: WireError(403, -32043, "PERMISSION_DENIED"),
+    CallerLimitError: WireError(429, -32029, "RESOURCE_EXHAUSTED"),
 }
 
 

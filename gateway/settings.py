@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     mcp_state_key: SecretStr = Field(
         default=SecretStr(""), description="secret (32+ bytes) sealing MCP requestState; share it across replicas"
     )
+    mcp_session_idle_s: float = Field(
+        default=300.0, gt=0, description="a 2025-11-25 MCP session with no request or stream open this long is closed"
+    )
+    mcp_max_sessions: int = Field(default=4096, gt=0, description="open 2025-11-25 MCP sessions, all callers together")
+    mcp_max_sessions_per_caller: int = Field(
+        default=32, gt=0, description="open 2025-11-25 MCP sessions one caller may hold; past it, 429"
+    )
     # -- end MCP binding --
     # -- inbound auth (gateway/auth*.py); none configured: every caller is anonymous (local dev) --
     auth_api_keys: Annotated[list[str], NoDecode] = Field(

@@ -23,6 +23,7 @@ from a2a.auth.user import UnauthenticatedUser, User
 from mcp.server import ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -39,6 +40,7 @@ from gateway.auth import AuthPolicy, CallerUser, a2a_user
 from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
+from gateway.bindings.mcp_limits import CallerSessionManager
 from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
 from gateway.errors import GatewayError, PermissionDeniedError
@@ -214,6 +216,16 @@ def _guarded(routes: list[BaseRoute], gateway: Gateway) -> list[BaseRoute]:
     return guarded + protected_resource_routes(policy, settings.base_url, scopes, MCP_PATH)
 
 
+def _counted_sessions(routes: list[BaseRoute], server: MCPServer, settings: Settings) -> CallerSessionManager:
+    """Serve ``/mcp`` with the SDK's session manager counting sessions per caller (``mcp_limits``)."""
+    manager = CallerSessionManager(server.session_manager, settings.mcp_max_sessions_per_caller)
+    for n, route in enumerate(routes):
+        if isinstance(route, Route) and route.path == MCP_PATH:
+            routes[n] = Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(manager), methods=route.methods)
+    server._lowlevel_server._session_manager = manager  # so server.session_manager is the one that runs
+    return manager
+
+
 def _json_when_silent(route: BaseRoute) -> BaseRoute:
     """``/mcp`` with 2025-11-25 replies that carry only their response framed as JSON (``mcp_framing``)."""
     if isinstance(route, Route) and route.path == MCP_PATH:
@@ -240,11 +252,12 @@ class McpBinding:
     routes: list[BaseRoute]
     runs: Runs
     tools: dict[str, str]
+    sessions: CallerSessionManager
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The HTTP session manager and the run watchers; entered by the gateway's lifespan."""
-        async with self.server.session_manager.run(), anyio.create_task_group() as group:
+        async with self.sessions.run(), anyio.create_task_group() as group:
             self.runs.attach(group)
             try:
                 yield
@@ -319,9 +332,13 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
         streamable_http_path=MCP_PATH,
         transport_security=transport_security(settings),
         max_request_body_size=settings.max_body_bytes,
+        session_idle_timeout=settings.mcp_session_idle_s,
+        max_sessions=settings.mcp_max_sessions,
     )
-    routes = [_json_when_silent(r) for r in app.routes]
-    return McpBinding(server=server, routes=_guarded(routes, gateway), runs=runs, tools=exposed)
+    routes = list(app.routes)
+    sessions = _counted_sessions(routes, server, settings)
+    routes = [_json_when_silent(r) for r in routes]
+    return McpBinding(server=server, routes=_guarded(routes, gateway), runs=runs, tools=exposed, sessions=sessions)
 
 
 def _version() -> str:

@@ -9,15 +9,19 @@ API key (``notes:use vault:use``), against a real gateway with auth on.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
 
-from gateway.testing import RunningGateway
-from tests.auth.conftest import ApiKeys, Keys, mint
+from gateway.testing import RunningGateway, running_gateway
+from tests.auth.conftest import ApiKeys, JwksServer, Keys, auth_settings, mint
 
 WAIT_S = 20.0
 LONG = "wait: 30"
@@ -44,6 +48,118 @@ async def mcp_client(
         transport = streamable_http_client(f"{gateway.url}/mcp", http_client=http)
         async with Client(transport, mode=mode, read_timeout_seconds=60) as client:
             yield client
+
+
+@asynccontextmanager
+async def limited_gateway(
+    tmp_path: Path, jwks: JwksServer, api_keys: ApiKeys, **limits: object
+) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(auth_settings(tmp_path, jwks.url, api_keys, **limits)) as gateway:
+        yield gateway
+
+
+def leaf(error: BaseException) -> BaseException:
+    """The one error inside nested exception groups."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+async def open_session(http: httpx.AsyncClient, headers: Mapping[str, str]) -> httpx.Response:
+    return await http.post("/mcp", json=INITIALIZE, headers={**ACCEPT, **headers})
+
+
+async def started_run(client: Client, agent: str = "notes") -> str:
+    result = await client.call_tool("start_run", {"agent": agent, "text": LONG})
+    assert not result.is_error, result.content
+    return str((result.structured_content or {})["run_id"])
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+async def test_a_caller_at_its_session_cap_is_refused_and_others_still_initialize(
+    tmp_path: Path, keys: Keys, jwks: JwksServer, api_keys: ApiKeys
+) -> None:
+    carol, alice = token_of(keys, "carol"), token_of(keys, "alice", "notes:use")
+    async with limited_gateway(tmp_path, jwks, api_keys, mcp_max_sessions_per_caller=3) as gateway:
+        with anyio.fail_after(WAIT_S):
+            async with AsyncExitStack() as held, httpx.AsyncClient(base_url=gateway.url, timeout=WAIT_S) as http:
+                for _ in range(3):
+                    await held.enter_async_context(mcp_client(gateway, carol))
+                with pytest.RaisesGroup(MCPError, flatten_subgroups=True) as refused_group:
+                    await held.enter_async_context(mcp_client(gateway, carol))  # the client's task groups wrap it
+                raw = await open_session(http, carol)
+                async with mcp_client(gateway, alice) as client:
+                    alice_tools = {t.name for t in (await client.list_tools()).tools}
+    assert raw.status_code == 429
+    assert raw.headers["retry-after"]
+    body = raw.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] is None
+    refused = leaf(refused_group.value)
+    assert isinstance(refused, MCPError)
+    assert body["error"]["code"] == refused.error.code == -32029
+    assert "3 open MCP sessions" in body["error"]["message"] and "carol" in body["error"]["message"]
+    assert refused.error.message == body["error"]["message"]
+    assert "notes" in alice_tools
+
+
+class SessionEnds:
+    """Every MCP session that ends on ``gateway``, by id, as the session manager announces it."""
+
+    def __init__(self, gateway: RunningGateway) -> None:
+        self.ended: list[str] = []
+        self._changed = anyio.Event()
+        gateway.app.state.mcp.sessions.ended.append(self._on_end)
+
+    def _on_end(self, session_id: str) -> None:
+        self.ended.append(session_id)
+        self._changed.set()
+
+    async def wait(self, session_id: str = "") -> None:
+        """Until ``session_id`` (any session, if empty) has ended; the caller bounds the wait."""
+        while not (session_id in self.ended if session_id else self.ended):
+            await self._changed.wait()
+            self._changed = anyio.Event()
+
+
+async def test_a_closed_session_frees_its_place_under_the_cap(
+    tmp_path: Path, keys: Keys, jwks: JwksServer, api_keys: ApiKeys
+) -> None:
+    carol = token_of(keys, "carol")
+    async with limited_gateway(tmp_path, jwks, api_keys, mcp_max_sessions_per_caller=1) as gateway:
+        ends = SessionEnds(gateway)
+        with anyio.fail_after(WAIT_S):
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT_S) as http:
+                async with mcp_client(gateway, carol):
+                    assert (await open_session(http, carol)).status_code == 429
+                await ends.wait()  # the client's DELETE is answered before the session is discarded
+                reopened = await open_session(http, carol)
+    assert reopened.status_code == 200 and reopened.headers["mcp-session-id"]
+
+
+async def test_an_idle_session_is_reaped_after_the_configured_timeout(
+    tmp_path: Path, keys: Keys, jwks: JwksServer, api_keys: ApiKeys
+) -> None:
+    carol = token_of(keys, "carol")
+    limits = {"mcp_max_sessions_per_caller": 1, "mcp_session_idle_s": 0.5}
+    async with (
+        limited_gateway(tmp_path, jwks, api_keys, **limits) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=WAIT_S) as http,
+    ):
+        ends = SessionEnds(gateway)
+        first = await open_session(http, carol)
+        session = first.headers["mcp-session-id"]
+        refused = await open_session(http, carol)  # a refusal does not touch the idle session
+        with anyio.fail_after(WAIT_S):  # the default idle timeout is 300 s
+            await ends.wait(session)
+        second = await open_session(http, carol)
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+        headers = {**ACCEPT, **carol, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        stale = await http.post("/mcp", json=listing, headers=headers)
+    assert first.status_code == 200 and refused.status_code == 429
+    assert second.status_code == 200 and second.headers["mcp-session-id"] != session
+    assert stale.status_code == 404
 
 
 # --- tools/list --------------------------------------------------------------------------------
