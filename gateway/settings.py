@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     mcp_max_sessions_per_caller: int = Field(
         default=32, gt=0, description="open 2025-11-25 MCP sessions one caller may hold; past it, 429"
     )
+    mcp_max_subscriptions_per_caller: int = Field(
+        default=256, gt=0, description="resource subscriptions (and listen streams) one caller may hold at once"
+    )
     # -- end MCP binding --
     # -- inbound auth (gateway/auth*.py); none configured: every caller is anonymous (local dev) --
     auth_api_keys: Annotated[list[str], NoDecode] = Field(

@@ -14,24 +14,34 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import anyio
+from a2a.server.context import ServerCallContext
 from anyio.abc import TaskGroup
 from mcp.server import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent, SubscriptionBus
-from mcp_types import EmptyResult, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequestParams
-from pydantic import BaseModel, Field
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
+from pydantic import BaseModel, Field, ValidationError
 
 from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, CallInput, FileArg, Update
+from gateway.bindings.mcp_limits import LOCAL_CALLER, CallerCounts, caller_of, limit_error
 from gateway.bindings.mcp_tools import IdentityResolver, call_context, progress_message
-
-if TYPE_CHECKING:
-    from a2a.server.context import ServerCallContext
+from gateway.errors import CallerLimitError
 
 logger = logging.getLogger(__name__)
 
@@ -83,31 +93,106 @@ class LocalSubscriptionBus(InMemorySubscriptionBus):
             await super().publish(event)
 
 
-@dataclass
-class ResourceNotifier:
-    """Announces resource updates to subscribers of both protocol revisions."""
+FollowCheck = Callable[[ServerRequestContext[Any, Any], str], Awaitable[None]]
+"""Raises the protocol's error when the caller may not follow a resource (not found: not its own)."""
 
-    bus: SubscriptionBus
-    _sessions: dict[str, dict[str, ServerSession]] = field(default_factory=dict)
+
+async def _anyone(ctx: ServerRequestContext[Any, Any], uri: str) -> None:
+    return None
+
+
+class ResourceNotifier:
+    """Announces resource updates to subscribers of both protocol revisions.
+
+    A subscription is its caller's: ``may_follow`` checks the resource first (a run only its owner
+    may follow), and each (resource, session) on 2025-11-25, each resource of a ``subscriptions/listen``
+    stream on 2026-07-28, counts against the caller's cap. A 2025 subscription is dropped when
+    its session ends (``session_ended``), when unsubscribed, or when a delivery to it fails; a
+    listen stream's count is given back when the stream ends.
+    """
+
+    def __init__(self, bus: SubscriptionBus, counts: CallerCounts, may_follow: FollowCheck = _anyone) -> None:
+        self.bus = bus
+        self.counts = counts
+        self.may_follow = may_follow
+        self._sessions: dict[str, dict[str, ServerSession]] = {}  # uri -> session key -> session
+        self._uris: dict[str, set[str]] = {}  # session key -> uris
 
     @staticmethod
     def _connection_key(ctx: ServerRequestContext[Any, Any]) -> str:
         request = ctx.request
         headers = getattr(request, "headers", None)
-        return (headers.get("mcp-session-id") if headers is not None else None) or "local"
+        return (headers.get("mcp-session-id") if headers is not None else None) or LOCAL_CALLER
+
+    def _take(self, ctx: ServerRequestContext[Any, Any], keys: list[Hashable]) -> None:
+        try:
+            self.counts.take(caller_of(ctx), keys)
+        except CallerLimitError as error:
+            logger.warning("refused an MCP subscription: %s", error.detail)
+            raise limit_error(error) from None
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         """``resources/subscribe`` (2025-11-25): remember the session for this URI."""
-        self._sessions.setdefault(str(params.uri), {})[self._connection_key(ctx)] = ctx.session
+        uri = str(params.uri)
+        await self.may_follow(ctx, uri)
+        key = self._connection_key(ctx)
+        self._take(ctx, [(uri, key)])
+        self._sessions.setdefault(uri, {})[key] = ctx.session
+        self._uris.setdefault(key, set()).add(uri)
         return EmptyResult()
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
         """``resources/unsubscribe`` (2025-11-25)."""
-        sessions = self._sessions.get(str(params.uri), {})
-        sessions.pop(self._connection_key(ctx), None)
-        if not sessions:
-            self._sessions.pop(str(params.uri), None)
+        self._drop(str(params.uri), self._connection_key(ctx))
         return EmptyResult()
+
+    def session_ended(self, session_id: str) -> None:
+        """Forget every subscription of a session that ended."""
+        for uri in self._uris.pop(session_id, set()):
+            self._drop(uri, session_id)
+
+    def _drop(self, uri: str, key: str) -> None:
+        sessions = self._sessions.get(uri, {})
+        sessions.pop(key, None)
+        if not sessions:
+            self._sessions.pop(uri, None)
+        uris = self._uris.get(key)
+        if uris is not None:
+            uris.discard(uri)
+            if not uris:
+                del self._uris[key]
+        self.counts.release([(uri, key)])
+
+    def listen_guard(self) -> ServerMiddleware[Any]:
+        """Middleware: a ``subscriptions/listen`` stream (2026-07-28) follows what its caller may, within its cap."""
+
+        async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+            if ctx.method != "subscriptions/listen" or ctx.request_id is None:
+                return await call_next(ctx)
+            try:
+                params = SubscriptionsListenRequestParams.model_validate(ctx.params or {}, by_name=False)
+            except ValidationError:
+                return await call_next(ctx)  # the SDK answers malformed params
+            uris = [str(u) for u in params.notifications.resource_subscriptions or ()]
+            for uri in uris:
+                await self.may_follow(ctx, uri)
+            stream = object()
+            keys: list[Hashable] = [(stream, uri) for uri in uris] or [(stream, "")]
+            self._take(ctx, keys)
+            try:
+                return await call_next(ctx)
+            finally:
+                self.counts.release(keys)
+
+        return middleware
+
+    def subscription_count(self) -> int:
+        """How many (resource, session) subscriptions are held."""
+        return sum(len(sessions) for sessions in self._sessions.values())
+
+    def sessions_of(self, uri: str) -> list[ServerSession]:
+        """The sessions subscribed to ``uri``."""
+        return list(self._sessions.get(uri, {}).values())
 
     async def updated(self, uri: str) -> None:
         """Tell every subscriber of ``uri`` that it changed; a gone session is forgotten."""
@@ -117,7 +202,7 @@ class ResourceNotifier:
                 await session.send_resource_updated(uri)
             except Exception:
                 logger.debug("dropping the %s subscription of session %s", uri, key, exc_info=True)
-                self._sessions.get(uri, {}).pop(key, None)
+                self._drop(uri, key)
 
 
 class RunBoard:
@@ -200,6 +285,15 @@ class Runs:
             except CallError:
                 continue
         raise CallError(f"no run {run_id!r} (unknown, or started by another caller)")
+
+    async def followable(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
+        """A subscription to ``run://<id>`` needs the caller's own run: else the error reading it gives."""
+        if not uri.startswith(RUN_SCHEME):
+            return  # not a run: honoured as the SDK honours any URI, and counted
+        try:
+            await self._find(uri.removeprefix(RUN_SCHEME), ServerCallContext(user=self._identify(ctx)))
+        except CallError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc), data={"uri": uri}) from None
 
     async def status(self, ctx: Context, run_id: str, *, agent: str = "") -> RunStatus:
         """``get_run``: state, progress and (once it stops) the result."""

@@ -40,7 +40,7 @@ from gateway.auth import AuthPolicy, CallerUser, a2a_user
 from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
-from gateway.bindings.mcp_limits import CallerSessionManager
+from gateway.bindings.mcp_limits import CallerCounts, CallerSessionManager
 from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
 from gateway.errors import GatewayError, PermissionDeniedError
@@ -252,6 +252,7 @@ class McpBinding:
     routes: list[BaseRoute]
     runs: Runs
     tools: dict[str, str]
+    notifier: ResourceNotifier
     sessions: CallerSessionManager
 
     @asynccontextmanager
@@ -288,10 +289,13 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
         request_state_security=_request_state_security(settings),
     )
     server.middleware.append(_protocol_errors_for_unknown_names(server))
-    notifier = ResourceNotifier(bus)
+    hint = "unsubscribe from some (or end a listen stream) first"
+    subscriptions = CallerCounts("subscriptions", settings.mcp_max_subscriptions_per_caller, hint)
+    notifier = ResourceNotifier(bus, subscriptions)
     board = RunBoard(notifier)
     caller = AgentCaller(gateway.agents, board.observe)
     runs = Runs(caller, identify, board)
+    notifier.may_follow = runs.followable
     tools = AgentTools(caller, identify)
     allowed = caller_check(gateway.auth)
     specs = {s.name: s for s in gateway.registry}
@@ -322,6 +326,7 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     lowlevel = server._lowlevel_server  # no public API for resources/subscribe yet (the SDK's own fixtures do this)
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, notifier.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, notifier.unsubscribe)
+    server.middleware.append(notifier.listen_guard())
     if gateway.auth.enabled:
         by_tool = {tool: specs[agent] for agent, tool in exposed.items()}
         server.middleware.append(_agent_scopes(gateway.auth, by_tool, specs))
@@ -337,8 +342,16 @@ def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = Non
     )
     routes = list(app.routes)
     sessions = _counted_sessions(routes, server, settings)
+    sessions.ended.append(notifier.session_ended)
     routes = [_json_when_silent(r) for r in routes]
-    return McpBinding(server=server, routes=_guarded(routes, gateway), runs=runs, tools=exposed, sessions=sessions)
+    return McpBinding(
+        server=server,
+        routes=_guarded(routes, gateway),
+        runs=runs,
+        tools=exposed,
+        notifier=notifier,
+        sessions=sessions,
+    )
 
 
 def _version() -> str:

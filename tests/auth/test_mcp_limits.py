@@ -8,6 +8,8 @@ API key (``notes:use vault:use``), against a real gateway with auth on.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from gateway.testing import RunningGateway, running_gateway
 from tests.auth.conftest import ApiKeys, JwksServer, Keys, auth_settings, mint
@@ -188,3 +191,79 @@ async def test_tools_list_shows_a_caller_only_what_it_may_call(
     assert listed["all"] == runs | {"echo", "notes", "vault"}
     assert agents["carol"] == {"echo"} and agents["bob"] == {"echo", "notes"}
     assert agents["all"] == {"echo", "notes", "vault"}
+
+
+# --- subscriptions -----------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(SUBSCRIBE_REMOVED)
+async def test_a_caller_cannot_subscribe_to_another_callers_run(keys: Keys, gateway: RunningGateway) -> None:
+    alice, bob = token_of(keys, "alice", "notes:use"), token_of(keys, "bob", "notes:use")
+    async with mcp_client(gateway, alice) as alices:
+        run_id = await started_run(alices)
+        await alices.subscribe_resource(f"run://{run_id}")  # her own: fine
+        errors: dict[str, MCPError] = {}
+        async with mcp_client(gateway, bob) as bobs:
+            for label, uri in (("alices", f"run://{run_id}"), ("unknown", "run://no-such-run")):
+                with pytest.raises(MCPError) as caught:
+                    await bobs.subscribe_resource(uri)
+                errors[label] = caught.value
+            with pytest.raises(MCPError) as read:
+                await bobs.read_resource(f"run://{run_id}")
+        async with mcp_client(gateway, bob, "2026-07-28") as modern:
+            with pytest.raises(MCPError) as listened:
+                async with modern.listen(resource_subscriptions=[f"run://{run_id}"]):
+                    pass
+        await alices.call_tool("cancel_run", {"run_id": run_id})
+    stolen, unknown = errors["alices"], errors["unknown"]
+    assert stolen.error.code == unknown.error.code == listened.value.error.code == INVALID_PARAMS
+    assert stolen.error.message == unknown.error.message.replace("no-such-run", run_id)
+    assert listened.value.error.message == stolen.error.message == read.value.error.message
+    assert "started by another caller" in stolen.error.message
+
+
+@pytest.mark.filterwarnings(SUBSCRIBE_REMOVED)
+async def test_subscriptions_are_capped_per_caller(
+    tmp_path: Path, keys: Keys, jwks: JwksServer, api_keys: ApiKeys
+) -> None:
+    alice, bob = token_of(keys, "alice", "notes:use"), token_of(keys, "bob", "notes:use")
+    async with (
+        limited_gateway(tmp_path, jwks, api_keys, mcp_max_subscriptions_per_caller=2) as gateway,
+        mcp_client(gateway, alice) as alices,
+        mcp_client(gateway, bob) as bobs,
+    ):
+        with anyio.fail_after(WAIT_S):
+            runs = [await started_run(alices) for _ in range(3)]
+            for run_id in runs[:2]:
+                await alices.subscribe_resource(f"run://{run_id}")
+            await alices.subscribe_resource(f"run://{runs[0]}")  # the same one again costs nothing
+            with pytest.raises(MCPError) as refused:
+                await alices.subscribe_resource(f"run://{runs[2]}")
+            await alices.unsubscribe_resource(f"run://{runs[0]}")
+            await alices.subscribe_resource(f"run://{runs[2]}")  # room again
+            await bobs.subscribe_resource(f"run://{await started_run(bobs)}")  # bob is not alice
+            async with mcp_client(gateway, alice, "2026-07-28") as modern:
+                with pytest.raises(MCPError) as listen_refused:
+                    async with modern.listen(resource_subscriptions=[f"run://{runs[1]}"]):
+                        pass
+    assert "2 subscriptions" in refused.value.error.message and "alice" in refused.value.error.message
+    assert refused.value.error.code == listen_refused.value.error.code == -32029
+
+
+@pytest.mark.filterwarnings(SUBSCRIBE_REMOVED)
+async def test_subscriptions_are_freed_when_their_session_ends(keys: Keys, gateway: RunningGateway) -> None:
+    alice = token_of(keys, "alice", "notes:use")
+    notifier = gateway.app.state.mcp.notifier
+    ends = SessionEnds(gateway)
+    async with mcp_client(gateway, alice) as client:
+        runs = [await started_run(client) for _ in range(3)]
+        for run_id in runs:
+            await client.subscribe_resource(f"run://{run_id}")
+        held = [weakref.ref(s) for s in notifier.sessions_of(f"run://{runs[0]}")]
+        assert notifier.subscription_count() == 3 and held
+    with anyio.fail_after(WAIT_S):
+        await ends.wait()
+    assert notifier.subscription_count() == 0
+    gc.collect()
+    assert all(ref() is None for ref in held), "a subscription still holds its ended session"
+    assert notifier.sessions_of(f"run://{runs[0]}") == []
