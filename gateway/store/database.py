@@ -92,6 +92,9 @@ class Database(Protocol):
     async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows."""
 
+    async def scan(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows of a read that may visit many rows (a list page, a count): never on the event loop."""
+
     async def close(self) -> None:
         """Release connections and threads."""
 
@@ -142,6 +145,10 @@ class DeferredDatabase:
     async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows."""
         return await self.db.fetch_all(sql, params)
+
+    async def scan(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows of a read that may visit many rows."""
+        return await self.db.scan(sql, params)
 
     async def close(self) -> None:
         """Close the opened database."""

@@ -70,6 +70,10 @@ class PostgresDatabase:
         """All rows."""
         return [tuple(r) for r in await self._pool.fetch(_numbered(sql), *params)]
 
+    async def scan(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows of a read that may visit many of them (asyncpg never blocks the loop on one)."""
+        return await self.fetch_all(sql, params)
+
     async def close(self) -> None:
         """Close the pool."""
         await self._pool.close()

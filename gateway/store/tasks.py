@@ -156,14 +156,14 @@ class SqlTaskStore(TaskStore):
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         """The caller's tasks, newest first, filtered and paged by ``params``."""
         where, args = self._filters(params, context)
-        total_row = await self._db.fetch_one(f"SELECT COUNT(*) FROM tasks WHERE {where}", args)
+        total_rows = await self._db.scan(f"SELECT COUNT(*) FROM tasks WHERE {where}", args)
         if params.page_token:
             cursor = _cursor(params.page_token)
             ts = cursor.timestamp_ns if cursor.timestamp_ns is not None else _NO_TIME
             where += " AND (updated_ns < ? OR (updated_ns = ? AND id < ?))"
             args += [ts, ts, cursor.task_id]
         page_size = min(params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE, MAX_LIST_TASKS_PAGE_SIZE)
-        rows = await self._db.fetch_all(
+        rows = await self._db.scan(
             f"SELECT data FROM tasks WHERE {where} ORDER BY updated_ns DESC, id DESC LIMIT ?", [*args, page_size + 1]
         )
         tasks = [_parse(r[0]) for r in rows[:page_size]]
@@ -174,7 +174,7 @@ class SqlTaskStore(TaskStore):
             next_token = encode_list_tasks_cursor(
                 ListTasksCursor(timestamp_ns=None if stamp == _NO_TIME else stamp, task_id=last.id)
             )
-        total = int(total_row[0]) if total_row else 0
+        total = int(total_rows[0][0]) if total_rows else 0
         return ListTasksResponse(tasks=tasks, next_page_token=next_token, total_size=total, page_size=page_size)
 
     def _filters(self, params: ListTasksRequest, context: ServerCallContext) -> tuple[str, list[Any]]:
