@@ -29,11 +29,12 @@ from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
-from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests
+from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.federation.errors import register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.keys import KeyRing
 from gateway.local_tasks import LocalRequestHandler, LocalRunner
+from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
@@ -164,11 +165,12 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     push_store = SqlPushConfigStore(gateway.db)
     task_store = SqlTaskStore(gateway.db, spec.name)
     executor = build_executor(spec, gateway)
-    validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
+    own_check = executor.validate_request if isinstance(executor, ValidatesRequests) else None
+    validate = limit_parts(settings.max_message_parts, own_check)
     push_sender = BasePushNotificationSender(gateway.http, push_store)
     local = None
     if spec.runtime.kind in LOCAL_RUNTIMES:
-        local = LocalRunner(spec.name, executor, task_store, push_sender)
+        local = LocalRunner(spec.name, executor, task_store, push_sender, validate)
     handler = LocalRequestHandler(
         local=local,
         new_tasks_on_runner=isinstance(executor, RuntimeExecutor),
@@ -240,6 +242,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
     """The gateway as an ASGI app; resources open in its lifespan."""
     use_in_sdk_handlers()  # the SDK's REQUIRED-field check, 100x cheaper (gateway.required_fields)
     register_with_sdk()  # federation refusals get their own codes on every binding, not INTERNAL
+    quiet_client_mistakes()  # a client's mistake is one short log line, without the SDK's traceback
     keyring = load_keyring(settings)
     federation = load_federation(settings, keyring)  # peers' agents are imported before the registry loads
     gateway = Gateway(

@@ -195,8 +195,9 @@ class AgentAuthGuard(_Guard):
         except ValueError:
             return receive, rest_send, None  # the SDK answers the parse error; a REST send still needs every scope
         if jsonrpc:
-            if isinstance(doc, dict) and doc.get("method") not in SEND_METHODS:
-                return receive, False, None
+            method = doc.get("method") if isinstance(doc, dict) else None
+            if isinstance(doc, dict) and not (isinstance(method, str) and method in SEND_METHODS):
+                return receive, False, None  # not a send (a method that is no string is the SDK's -32600)
             doc = doc.get("params") if isinstance(doc, dict) else None
         return receive, True, _named_skill(doc)
 

@@ -14,6 +14,7 @@ from a2a.server.id_generator import IDGenerator
 from a2a.server.tasks.task_store import TaskStore
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
+from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Value
 
@@ -83,6 +84,26 @@ def call_from_context(context: RequestContext) -> AgentCall:
 
 
 RequestValidator = Callable[[SendMessageRequest], None]
+
+
+def limit_parts(max_parts: int, then: RequestValidator | None = None) -> RequestValidator:
+    """A check refusing a message of more than ``max_parts`` parts (each file is one), then ``then``'s.
+
+    Agents do work per part (the style reviewer runs ruff once per file), so the parts a request
+    may carry are bounded whatever its size in bytes.
+    """
+
+    def validate(params: SendMessageRequest) -> None:
+        count = len(params.message.parts)
+        if count > max_parts:
+            raise InvalidParamsError(
+                message=f"the message has {count} parts (files count one each); at most {max_parts} are "
+                "accepted per request: send fewer, or split the work over several requests"
+            )
+        if then is not None:
+            then(params)
+
+    return validate
 
 
 @runtime_checkable

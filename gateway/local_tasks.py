@@ -56,7 +56,7 @@ from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.cleanup import finish
-from gateway.executor import ValidatesRequests, reply_metadata
+from gateway.executor import RequestValidator, ValidatesRequests, reply_metadata
 from gateway.required_fields import validate_required_fields
 from gateway.runtime import Reply
 
@@ -196,11 +196,17 @@ class LocalRunner:
     """Runs messages on one hosted agent's executor as tasks in its store (see the module)."""
 
     def __init__(
-        self, agent: str, executor: AgentExecutor, store: TaskStore, push: PushNotificationSender | None = None
+        self,
+        agent: str,
+        executor: AgentExecutor,
+        store: TaskStore,
+        push: PushNotificationSender | None = None,
+        validate: RequestValidator | None = None,
     ) -> None:
         self.agent = agent
         self._executor = executor
-        self._validate = executor.validate_request if isinstance(executor, ValidatesRequests) else None
+        # ``validate`` checks each message first (default: the executor's own check, if it has one)
+        self._validate = validate or (executor.validate_request if isinstance(executor, ValidatesRequests) else None)
         self._store = store
         self._push = push
         self._running: dict[str, _Running] = {}

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     database_url: str = ""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_message_parts: int = Field(
+        default=100, gt=0, description="parts (files count one each) a message may carry; more: invalid params"
+    )
     header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_s: float = Field(
         default=60.0, gt=0, description="a request's body must arrive within this of its headers (a total, not a gap)"

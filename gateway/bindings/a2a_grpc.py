@@ -152,6 +152,24 @@ async def abort_v03(context: grpc.aio.ServicerContext, error: WireFailure) -> No
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+V03_SENDS = frozenset({"SendMessage", "SendStreamingMessage"})
+
+
+def check_v03_request(method: str, request: message.Message) -> None:
+    """``InvalidParamsError`` for a v0.3 message part with no content, which the SDK's conversion fails on.
+
+    The SDK converts a v0.3 request to its v1.0 form inside the call and fails on such a part
+    with a ``ValueError``, which would reach the client as INTERNAL.
+    """
+    if method not in V03_SENDS or not isinstance(request, a2a_v0_3_pb2.SendMessageRequest):
+        return
+    for n, part in enumerate(request.request.content):
+        if part.WhichOneof("part") is None:
+            raise a2a_errors.InvalidParamsError(
+                message=f"part {n} of the message has no content: set text, file or data"
+            )
+
+
 class SpecGrpcHandler(GrpcHandler):
     """The SDK's v1.0 handler, answering A2A errors with the spec's status codes."""
 
@@ -214,6 +232,7 @@ class _Service:
     abort: Abort
     unnamed: str  # what a call that names no agent (and finds no default) is told
     guard: CallGuard | None = None
+    check: Callable[[str, message.Message], None] | None = None  # the request itself, before any agent sees it
 
     async def servicer_for(
         self, request: message.Message | _Unparsed, context: grpc.aio.ServicerContext, method: str = ""
@@ -222,6 +241,8 @@ class _Service:
         await self.version_gate(context)
         if isinstance(request, _Unparsed):
             raise a2a_errors.InvalidRequestError(message=f"not a valid {request.type_name}: {request.reason}")
+        if self.check is not None:
+            self.check(method, request)
         name = getattr(request, "tenant", "") or self.default_agent
         if not name:
             hosted = ", ".join(sorted(self.agents))
@@ -334,6 +355,7 @@ async def start_grpc_server(
             "an A2A v0.3 request cannot name an agent and this gateway has no default gRPC agent "
             "(SWITCHBOARD_GRPC_DEFAULT_AGENT); call with A2A 1.0 and the agent's name as tenant",
             guard,
+            check_v03_request,
         ),
     ]
     # grpcio sets SO_REUSEPORT by default: a second gateway on the same port would silently

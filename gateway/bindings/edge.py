@@ -4,6 +4,10 @@ The SDK reads any body as JSON whatever its media type and answers an oversized 
 internal error. Here a wrong media type gets the protocol's ContentTypeNotSupported (-32005 on
 JSON-RPC, 415 on REST) and a body over the limit gets 413 before it is read in full.
 
+The SDK also answers a body that is not UTF-8, or JSON nested so deep that Python's parser
+gives up, with an internal error (-32603, or 500 on REST). Here such a body is the client's
+mistake: -32700 (parse error) on JSON-RPC, 400 on REST, before the SDK reads it.
+
 The SDK also labels every HTTP+JSON (REST) result ``application/a2a+json``, while the binding
 (spec section 11.1) uses ``application/json`` for requests and responses. REST responses are
 labelled ``application/json`` unless the client's ``Accept`` prefers ``application/a2a+json``.
@@ -11,14 +15,18 @@ labelled ``application/json`` unless the client's ``Accept`` prefers ``applicati
 
 from __future__ import annotations
 
-from a2a.server.jsonrpc_models import InvalidRequestError
+import re
+
+from a2a.server import jsonrpc_models
 from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.utils.error_handlers import build_rest_error_payload
-from a2a.utils.errors import A2AError, ContentTypeNotSupportedError
+from a2a.utils.errors import A2AError, ContentTypeNotSupportedError, InvalidRequestError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of arrays and objects a request body may have (protobuf's own parser stops at 100)."""
 DRAIN_BYTES = 1024 * 1024  # at least this much of a refused body is read and dropped, see EdgeGuard._drain
 JSON_MEDIA_TYPE = "application/json"
 A2A_JSON_MEDIA_TYPE = "application/a2a+json"
@@ -91,7 +99,7 @@ def _is_jsonrpc(scope: Scope) -> bool:
     return bool(scope["path"].rstrip("/") == scope.get("switchboard.agent_prefix"))
 
 
-def error_response(scope: Scope, status: int, error: A2AError | InvalidRequestError) -> JSONResponse:
+def error_response(scope: Scope, status: int, error: A2AError | jsonrpc_models.JSONRPCError) -> JSONResponse:
     """The error in the caller's binding: a JSON-RPC error object or a REST error payload."""
     if _is_jsonrpc(scope):
         return JSONResponse(build_error_response(None, error), status_code=status)
@@ -129,13 +137,19 @@ class EdgeGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._reject_size(scope, receive, send, int(declared))
             return
-        if declared is None:
-            body = await self._read_capped(receive)
-            if body is None:
-                await self._reject_size(scope, receive, send, None)
-                return
-            receive = _replay(body, receive)
-        await self.app(scope, receive, send)
+        body = await self._read_capped(receive)
+        if body is None:
+            await self._reject_size(scope, receive, send, None)
+            return
+        problem = json_problem(body)
+        if problem is not None:
+            if _is_jsonrpc(scope):
+                response = error_response(scope, 200, jsonrpc_models.JSONParseError(message=problem))
+            else:
+                response = error_response(scope, 400, InvalidRequestError(message=problem))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
 
     async def _read_capped(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
@@ -174,12 +188,35 @@ class EdgeGuard:
         told = f"{size} bytes" if size is not None else "the body"
         text = f"Payload too large: {told} exceeds the limit of {self.max_body_bytes} bytes"
         if _is_jsonrpc(scope):
-            response = error_response(scope, 413, InvalidRequestError(message=text))
+            response = error_response(scope, 413, jsonrpc_models.InvalidRequestError(message=text))
         else:
             payload = {"error": {"code": 413, "status": "RESOURCE_EXHAUSTED", "message": text}}
             response = JSONResponse(payload, status_code=413)
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``body`` cannot be read as JSON before parsing it: not UTF-8, or nested past ``max_depth``.
+
+    Anything else wrong with it is left to the parser, which says so as a parse error.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return None  # cannot be deeper than it has brackets: the common case costs two scans in C
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in b"[{" else -1
+        if depth > max_depth:
+            return f"the JSON is nested deeper than {max_depth} levels"
+    return None
 
 
 def _replay(body: bytes, then: Receive) -> Receive:

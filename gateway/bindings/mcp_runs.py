@@ -42,6 +42,7 @@ from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, Call
 from gateway.bindings.mcp_limits import LOCAL_CALLER, CallerCounts, caller_of, limit_error
 from gateway.bindings.mcp_tools import IdentityResolver, call_context, progress_message
 from gateway.errors import CallerLimitError
+from gateway.logs import clip
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class Runs:
                 return await self._caller.get(name, run_id, caller)
             except CallError:
                 continue
-        raise CallError(f"no run {run_id!r} (unknown, or started by another caller)")
+        raise CallError(f"no run {clip(run_id)!r} (unknown, or started by another caller)")
 
     async def followable(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
         """A subscription to ``run://<id>`` needs the caller's own run: else the error reading it gives."""
