@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,12 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidAgentResponseError, InvalidParamsError, TaskNotFoundError
+from a2a.utils.errors import (
+    InvalidAgentResponseError,
+    InvalidParamsError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
@@ -81,6 +87,42 @@ ENDED = frozenset(
 )
 """States after which a local task's work is over (terminal, or waiting for the caller)."""
 TERMINAL = ENDED - {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
+WAITING = ENDED - TERMINAL
+"""States in which a task waits for the caller's next message."""
+
+
+def not_waiting(task_id: str, state: str) -> UnsupportedOperationError:
+    """The error for a message to a task that does not wait for one (A2A's for a message to a finished task)."""
+    return UnsupportedOperationError(message=f"Task {task_id} is {state}, not waiting for input")
+
+
+class Answers:
+    """The tasks of one agent being answered right now: one answer per waiting task wins.
+
+    A message that continues a task claims it before its first ``await``, so of two answers sent
+    at once the second finds the claim (``UnsupportedOperationError``) instead of a task that still
+    looks waiting in the store. The claim lasts until the answer's turn is over (the task saved
+    finished, or waiting again); the agent's runner and its request handler share one ``Answers``.
+    """
+
+    def __init__(self) -> None:
+        self._claimed: set[str] = set()
+
+    def claim(self, task_id: str) -> Callable[[], None]:
+        """Claim ``task_id`` for one answer; the function that releases the claim."""
+        if task_id in self._claimed:
+            raise not_waiting(task_id, "being answered by another message")
+        self._claimed.add(task_id)
+        return lambda: self._claimed.discard(task_id)
+
+    @contextmanager
+    def claimed(self, task_id: str) -> Iterator[None]:
+        """``claim`` for the duration of the block."""
+        release = self.claim(task_id)
+        try:
+            yield
+        finally:
+            release()
 
 
 async def _no_progress(text: str) -> None:
@@ -210,6 +252,7 @@ class LocalRunner:
         self._store = store
         self._push = push
         self._running: dict[str, _Running] = {}
+        self.answers = Answers()
 
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
@@ -227,14 +270,28 @@ class LocalRunner:
         """Run ``message`` to the task's end (or until it waits for input) and return the task.
 
         A message naming a ``task_id`` continues that task, which must be waiting for input
-        (``TaskNotFoundError`` when the caller has no such task, ``InvalidParamsError`` when it is
-        not waiting). ``started`` gets the task once it is saved working (the caller learns its id
-        before the agent's first event); ``progress`` gets the text of each working status update.
-        Cancelling the calling asyncio task cancels the agent's work, leaves the task canceled and
-        raises. A message the agent refuses (``ValidatesRequests``) raises its error and leaves no task.
-        ``watcher`` gets each of the agent's events as it is applied, then None once the run's outcome
-        is saved (as ``subscribe`` does for a subscriber who comes later).
+        (``TaskNotFoundError`` when the caller has no such task, ``UnsupportedOperationError`` when
+        it is not waiting, or another answer to it is under way). ``started`` gets the task once it
+        is saved working (the caller learns its id before the agent's first event); ``progress`` gets
+        the text of each working status update. Cancelling the calling asyncio task cancels the
+        agent's work, leaves the task canceled and raises. A message the agent refuses
+        (``ValidatesRequests``) raises its error and leaves no task. ``watcher`` gets each of the
+        agent's events as it is applied, then None once the run's outcome is saved (as ``subscribe``
+        does for a subscriber who comes later).
         """
+        if not message.task_id:
+            return await self._run(message, context, progress, started, watcher)
+        with self.answers.claimed(message.task_id):
+            return await self._run(message, context, progress, started, watcher)
+
+    async def _run(
+        self,
+        message: Message,
+        context: ServerCallContext,
+        progress: Progress | None,
+        started: Started | None,
+        watcher: Watcher | None,
+    ) -> Task:
         request_params = SendMessageRequest(message=message)
         if self._validate is not None:
             self._validate(request_params)
@@ -343,8 +400,7 @@ class LocalRunner:
                 message=f"Context {message.context_id} does not match context {task.context_id} of task {task.id}"
             )
         if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED or self.is_running(task.id):
-            state = TaskState.Name(task.status.state)
-            raise InvalidParamsError(message=f"Task {task.id} is {state}, not waiting for input")
+            raise not_waiting(task.id, TaskState.Name(task.status.state))
         return task
 
     async def _follow(
@@ -414,6 +470,8 @@ class LocalRequestHandler(DefaultRequestHandler):
         self.local = local
         self._new_tasks = local if new_tasks_on_runner else None
         self._runs: set[asyncio.Future[Task]] = set()
+        self._answers = local.answers if local is not None else Answers()
+        self._turns: set[asyncio.Task[None]] = set()  # answers' turns read on after their caller left
 
     def _on_runner(self, params: SendMessageRequest) -> LocalRunner | None:
         """The runner when it takes this message (see the class); None when the SDK does."""
@@ -441,6 +499,8 @@ class LocalRequestHandler(DefaultRequestHandler):
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         """A new task on the runner: its outcome once saved; any other message through the SDK."""
         local = self._on_runner(params)
+        if local is None and params.message.task_id:
+            return await self._answer(params, context)
         if local is None:
             return await super().on_message_send(params, context)
         task = await asyncio.shield(self._start(local, params, context))
@@ -451,6 +511,15 @@ class LocalRequestHandler(DefaultRequestHandler):
     ) -> AsyncGenerator[Event, None]:
         """A new task on the runner: its events, the last once saved; any other message through the SDK."""
         local = self._on_runner(params)
+        if local is None and params.message.task_id:
+            release = await self._claim_waiting(params, context)
+            answer = super().on_message_send_stream(params, context)
+            try:
+                async for event in answer:
+                    yield event
+            finally:  # a caller who leaves early: its turn is read to its end, still claimed
+                self._read_on(answer, release)
+            return
         if local is None or not self._agent_card.capabilities.streaming:
             async for event in super().on_message_send_stream(params, context):
                 yield event
@@ -467,12 +536,70 @@ class LocalRequestHandler(DefaultRequestHandler):
         for event in ending:
             yield _shown(event, params)
 
+    async def _answer(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        """A message that continues a task, through the SDK, claimed until its turn is over (``Answers``).
+
+        With ``returnImmediately`` the task is returned after the turn's first event, as the SDK
+        returns it, and the rest of the turn is read in the background, still claimed.
+        """
+        release = await self._claim_waiting(params, context)
+        if not (params.configuration.return_immediately and self._agent_card.capabilities.streaming):
+            try:
+                return await super().on_message_send(params, context)
+            finally:
+                release()
+        answer = super().on_message_send_stream(params, context)
+        try:
+            first = await anext(answer, None)
+        finally:
+            self._read_on(answer, release)
+        if isinstance(first, Message):
+            return first
+        task = await self.task_store.get(params.message.task_id, context)
+        if task is None:
+            raise TaskNotFoundError
+        return apply_history_length(task, params.configuration)
+
+    async def _claim_waiting(self, params: SendMessageRequest, context: ServerCallContext) -> Callable[[], None]:
+        """Claim the task a message continues, which must be waiting for input; the claim's release."""
+        task_id = params.message.task_id
+        release = self._answers.claim(task_id)
+        try:
+            stored = await self.task_store.get(task_id, context)
+        except BaseException:
+            release()
+            raise
+        if stored is not None and stored.status.state not in WAITING:  # an unknown task: the SDK's error
+            release()
+            raise not_waiting(task_id, TaskState.Name(stored.status.state))
+        return release
+
+    def _read_on(self, answer: AsyncGenerator[Event, None], release: Callable[[], None]) -> None:
+        """Read an answer's turn to its end in the background, then release its claim."""
+
+        async def read() -> None:
+            try:
+                async for _ in answer:
+                    pass
+            except Exception as exc:
+                logger.debug("the rest of an answer's turn failed: %s: %s", type(exc).__name__, exc)
+            finally:
+                release()
+                await answer.aclose()
+
+        turn = asyncio.ensure_future(read())
+        self._turns.add(turn)
+        turn.add_done_callback(self._turns.discard)
+
     async def aclose(self) -> None:
         """Stop the runs still working on the runner (each saved canceled), then the SDK's active tasks."""
         for run in list(self._runs):
             run.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
         await super().aclose()
+        for turn in list(self._turns):
+            turn.cancel()
+        await asyncio.gather(*self._turns, return_exceptions=True)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         """Cancel a running local task on its runner; any other through the SDK.

@@ -27,7 +27,7 @@ from a2a.types.a2a_pb2 import (
     Task,
     TaskState,
 )
-from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
 from gateway.app import Gateway
 from gateway.local_tasks import LocalRunner
@@ -99,7 +99,7 @@ async def test_an_answer_continues_the_same_task(host: Gateway, echo: LocalRunne
     assert answered.status.state == TaskState.TASK_STATE_COMPLETED
     assert [p.text for a in answered.artifacts for p in a.parts] == ["You answered: blue"]
     assert texts(answered) == ["ask: colour?", "colour?", "blue"]
-    with pytest.raises(InvalidParamsError, match="not waiting for input"):
+    with pytest.raises(UnsupportedOperationError, match="not waiting for input"):
         await echo.run(message("again", task_id=asked.id), context)
     with pytest.raises(TaskNotFoundError):
         await echo.run(message("hello", task_id=str(uuid.uuid4())), context)
