@@ -163,7 +163,7 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
     card = gateway.render(build_card(spec, settings.base_url, security=gateway.auth.card_security(spec)))
     push_store = SqlPushConfigStore(gateway.db)
-    task_store = SqlTaskStore(gateway.db, spec.name)
+    task_store = SqlTaskStore(gateway.db, spec.name, list_page_bytes=settings.list_tasks_page_bytes)
     executor = build_executor(spec, gateway)
     own_check = executor.validate_request if isinstance(executor, ValidatesRequests) else None
     validate = limit_parts(settings.max_message_parts, own_check)

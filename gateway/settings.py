@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_message_parts: int = Field(
         default=100, gt=0, description="parts (files count one each) a message may carry; more: invalid params"
     )
+    list_tasks_page_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="a ListTasks page stops adding tasks past this many stored bytes"
+    )
     header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_s: float = Field(
         default=60.0, gt=0, description="a request's body must arrive within this of its headers (a total, not a gap)"

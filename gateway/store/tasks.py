@@ -49,6 +49,8 @@ _UPSERT = (
     "updated_ns = excluded.updated_ns, data = excluded.data"
 )
 INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+LIST_PAGE_BYTES = 4 * 1024 * 1024
+"""A ListTasks page stops adding tasks past this many stored bytes (and gives a next page token)."""
 UNSAVED_IDS_LIMIT = 4096  # ids minted but never saved (a request that failed first) are forgotten past this
 
 
@@ -120,13 +122,30 @@ class NewTaskIds(IDGenerator):
         self._unsaved.pop(task_id, None)
 
 
+def _within(rows: list[tuple[Any, ...]], budget: int) -> list[tuple[Any, ...]]:
+    """The leading ``(id, updated_ns, size)`` rows whose sizes fit ``budget`` bytes (always the first)."""
+    used = 0
+    for n, (_, _, size) in enumerate(rows):
+        used += int(size or 0)
+        if n and used > budget:
+            return rows[:n]
+    return rows
+
+
 class SqlTaskStore(TaskStore):
     """One agent's tasks in SQLite or PostgreSQL; ``save`` returns only after the row is committed."""
 
-    def __init__(self, db: Database, agent: str, owner_resolver: OwnerResolver = resolve_user_scope) -> None:
+    def __init__(
+        self,
+        db: Database,
+        agent: str,
+        owner_resolver: OwnerResolver = resolve_user_scope,
+        list_page_bytes: int = LIST_PAGE_BYTES,
+    ) -> None:
         self._db = db
         self._agent = agent
         self._owner = owner_resolver
+        self._list_page_bytes = list_page_bytes
         self.new_ids = NewTaskIds()
         """The id generator for this agent's new tasks (give it to the request context builder)."""
 
@@ -164,18 +183,31 @@ class SqlTaskStore(TaskStore):
             args += [ts, ts, cursor.task_id]
         page_size = min(params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE, MAX_LIST_TASKS_PAGE_SIZE)
         rows = await self._db.scan(
-            f"SELECT data FROM tasks WHERE {where} ORDER BY updated_ns DESC, id DESC LIMIT ?", [*args, page_size + 1]
+            f"SELECT id, updated_ns, length(data) FROM tasks WHERE {where} ORDER BY updated_ns DESC, id DESC LIMIT ?",
+            [*args, page_size + 1],
         )
-        tasks = [_parse(r[0]) for r in rows[:page_size]]
+        page = _within(rows[:page_size], self._list_page_bytes)
+        tasks = await self._read(page, context)
         next_token = ""
-        if len(rows) > page_size:
-            last = tasks[-1]
-            stamp = _updated_ns(last)
+        if len(rows) > len(page):
+            task_id, stamp, _ = page[-1]
             next_token = encode_list_tasks_cursor(
-                ListTasksCursor(timestamp_ns=None if stamp == _NO_TIME else stamp, task_id=last.id)
+                ListTasksCursor(timestamp_ns=None if stamp == _NO_TIME else stamp, task_id=task_id)
             )
         total = int(total_rows[0][0]) if total_rows else 0
         return ListTasksResponse(tasks=tasks, next_page_token=next_token, total_size=total, page_size=page_size)
+
+    async def _read(self, page: list[tuple[Any, ...]], context: ServerCallContext) -> list[Task]:
+        """The tasks of a list page, in its order (one that went away since it was listed is left out)."""
+        if not page:
+            return []
+        marks = ", ".join("?" for _ in page)
+        rows = await self._db.scan(
+            f"SELECT id, data FROM tasks WHERE agent = ? AND owner = ? AND id IN ({marks})",
+            [self._agent, self._owner(context), *(row[0] for row in page)],
+        )
+        found = {task_id: data for task_id, data in rows}
+        return [_parse(found[row[0]]) for row in page if row[0] in found]
 
     def _filters(self, params: ListTasksRequest, context: ServerCallContext) -> tuple[str, list[Any]]:
         clauses, args = ["agent = ? AND owner = ?"], [self._agent, self._owner(context)]

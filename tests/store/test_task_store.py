@@ -132,6 +132,28 @@ async def test_list_filters_orders_and_pages(db: Database) -> None:
     assert failed.tasks == [] and failed.total_size == 0
 
 
+async def test_a_list_page_stops_at_its_byte_budget_and_says_where_to_go_on(db: Database) -> None:
+    store, ada = SqlTaskStore(db, "echo", list_page_bytes=250_000), as_user("ada")
+    big = "x" * 100_000  # each task ~100 KB stored: 2 fit a page of the budget above
+    for i in range(7):
+        task = make_task(f"t{i}", at_ns=(i + 1) * 1_000)
+        task.status.message.parts.add(text=big)
+        await store.save(task, ada)
+    page = await store.list(ListTasksRequest(page_size=50), ada)
+    assert [t.id for t in page.tasks] == ["t6", "t5"] and page.next_page_token and page.total_size == 7
+    seen = [t.id for t in page.tasks]
+    while page.next_page_token:
+        page = await store.list(ListTasksRequest(page_size=50, page_token=page.next_page_token), ada)
+        assert 1 <= len(page.tasks) <= 2
+        seen += [t.id for t in page.tasks]
+    assert seen == [f"t{i}" for i in reversed(range(7))]
+    huge = make_task("huge", at_ns=10_000)
+    huge.status.message.parts.add(text="y" * 300_000)  # bigger than a page alone: still listed, one a page
+    await store.save(huge, ada)
+    first = await store.list(ListTasksRequest(page_size=50), ada)
+    assert [t.id for t in first.tasks] == ["huge"] and first.next_page_token
+
+
 async def test_sweep_fails_only_interrupted_tasks(db: Database) -> None:
     store, ada = SqlTaskStore(db, "echo"), as_user("ada")
     await store.save(make_task("working", TaskState.TASK_STATE_WORKING), ada)
