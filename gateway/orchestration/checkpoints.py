@@ -7,6 +7,13 @@ checkpoint holds returns that result without calling the agent (see ``engine``).
 Each step is saved under its number with the result's fields and ``key``, the step's identity
 (``engine.step_key``: who was asked what, at which point of the pattern), by which a replay finds
 it. A checkpoint written before steps had keys holds results by number only (``unkeyed``).
+
+A run's deadline is a budget of time spent running: ``elapsed_ns`` is the time the run had spent
+at its last checkpoint, measured on the monotonic clock of the process running it (``engine``),
+so a resumed run gets the budget it had left then, and the time the gateway was down (or a paused
+run waited for its answer) does not count. ``started_ns`` and ``updated_ns`` are wall-clock times,
+for people and for ordering. A checkpoint written before ``elapsed_ns`` was kept (read back as -1)
+is taken to have spent the wall-clock time between its start and its last save.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ from gateway.store.tasks import INTERRUPTIBLE
 RunState = Literal["running", "input-required", "completed", "failed", "canceled"]
 FINISHED_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
 
-_COLUMNS = "run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started_ns, updated_ns"
+_COLUMNS = (
+    "run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started_ns, updated_ns, "
+    "elapsed_ns"
+)
 _UPSERT = (
-    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, fingerprint = excluded.fingerprint, "
-    "steps = excluded.steps, updated_ns = excluded.updated_ns"
+    "steps = excluded.steps, updated_ns = excluded.updated_ns, elapsed_ns = excluded.elapsed_ns"
 )
 
 
@@ -69,6 +79,7 @@ class RunRecord:
     keys: dict[int, str] = field(default_factory=dict)  # each step's identity (``engine.step_key``), by number
     started_ns: int = field(default_factory=time.time_ns)
     updated_ns: int = 0
+    elapsed_ns: int = 0  # time spent running, as of the last checkpoint (see the module docstring)
     _encoded: dict[int, tuple[StepResult, str, str]] = field(default_factory=dict, repr=False, compare=False)
     _request_bytes: bytes = field(default=b"", repr=False, compare=False)  # the request, encoded once per run
 
@@ -116,12 +127,14 @@ class RunRecord:
             steps,
             self.started_ns,
             self.updated_ns,
+            self.elapsed_ns,
         )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
         """A record read back from the database."""
-        run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started, updated = row
+        run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps = row[:10]
+        started, updated, spent = (int(value) for value in row[10:])
         saved = {int(n): v for n, v in json.loads(steps).items()}
         return cls(
             run_id=run_id,
@@ -135,8 +148,9 @@ class RunRecord:
             request=Message.FromString(bytes(request)),
             steps={n: step_from_json(v) for n, v in saved.items()},
             keys={n: v["key"] for n, v in saved.items() if isinstance(v.get("key"), str) and v["key"]},
-            started_ns=int(started),
-            updated_ns=int(updated),
+            started_ns=started,
+            updated_ns=updated,
+            elapsed_ns=spent if spent >= 0 else max(updated - started, 0),
         )
 
 

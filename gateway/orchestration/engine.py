@@ -19,6 +19,9 @@ hold runs as a child task (``child_tasks``: in this task on the agent's ``LocalR
 in-process agent, else through its request handler) under these rules, in order:
 
 - limits: the step count, the run's deadline, the token and cost budgets (``LimitExceededError``);
+  the deadline is a budget of time spent running, measured on a monotonic clock (a wall-clock step
+  does not move it) and kept in the checkpoint: a resumed or continued run gets what it had left,
+  and the time the gateway was down, or a paused run waited for its answer, does not count;
 - the agent's circuit breaker (``breaker``): an open circuit fails the step at once;
 - a per-step timeout, after which the child task is canceled on its agent;
 - retries with exponential backoff and full jitter, for retryable failures only (a timeout, or a
@@ -282,7 +285,7 @@ class EngineRun:
         *,
         answer: Message | None = None,
         published: Collection[int] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.plan = plan
@@ -297,7 +300,9 @@ class EngineRun:
         self._updates = RunPublisher(emit)
         self._answer = answer
         self._published = published  # steps whose output the run's task already shows (a resumed run)
-        self._clock = clock
+        self._clock = clock  # monotonic: a wall-clock step must not move the deadline
+        self._began = clock()
+        self._spent_before = record.elapsed_ns / 1e9  # by earlier executions of the run (before a restart or a pause)
         self._rng = rng or random.Random()
         self._numbered = 0  # steps asked for so far, replayed or not (the step limit counts them)
         self._asked: dict[str, int] = {}  # how many times each step_key was asked
@@ -421,6 +426,7 @@ class EngineRun:
     async def _save_pending(self) -> None:
         while self._next_save is not None:
             saved, self._next_save = self._next_save, None
+            self.record.elapsed_ns = int(self.elapsed() * 1e9)
             try:
                 await self._store.save(self.record)  # the row is taken from the record before the first await
             except asyncio.CancelledError:
@@ -442,10 +448,13 @@ class EngineRun:
         """Publish nothing more: the run's task is no longer this run's to write to."""
         self._updates.close()
 
+    def elapsed(self) -> float:
+        """Seconds the run has spent running: in earlier executions (from its checkpoint), then in this one."""
+        return self._spent_before + (self._clock() - self._began)
+
     def remaining(self) -> float:
-        """Seconds left before the run's deadline."""
-        elapsed = self._clock() - self.record.started_ns / 1e9
-        return self.limits.deadline_s - elapsed
+        """Seconds left of the run's deadline, a budget of time spent running (``checkpoints``)."""
+        return self.limits.deadline_s - self.elapsed()
 
     # -- limits ----------------------------------------------------------------------------
 

@@ -47,6 +47,12 @@ SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS runs_by_task ON runs (agent, owner, task_id)",
 )
 
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # The run's time spent running, in its checkpoint (-1: written before it was kept, see checkpoints).
+    ("runs", "elapsed_ns", "BIGINT NOT NULL DEFAULT -1"),
+)
+"""Columns added to a table after it was first created: ``migrate`` adds each one a database lacks."""
+
 
 class UnstorableValueError(GatewayError, ValueError):
     """A write carrying a value no column can hold (an integer past 64 bits); refused before it is run."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.store.database import SCHEMA, Params, check_storable
+from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -47,6 +47,8 @@ class PostgresDatabase:
             await conn.execute("SELECT pg_advisory_xact_lock(7245061)")
             for sql in SCHEMA:
                 await conn.execute(sql.format(blob="BYTEA"))
+            for table, column, kind in ADDED_COLUMNS:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own transaction."""

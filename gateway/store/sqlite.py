@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import GatewayError
-from gateway.store.database import SCHEMA, Params, check_storable
+from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ class SqliteDatabase:
     async def migrate(self) -> None:
         """Create the tables if they do not exist."""
         await self.write_many([(sql.format(blob="BLOB"), ()) for sql in SCHEMA])
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {row[1] for row in await self.fetch_all(f"PRAGMA table_info({table})")}:
+                await self.write(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns after its transaction committed."""

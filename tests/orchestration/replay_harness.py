@@ -202,12 +202,16 @@ async def execute(
     *,
     clock: Callable[[], float] | None = None,
     published: Collection[int] = (),
+    answer: str | None = None,
 ) -> Execution:
-    """Run ``flow`` on ``record`` to its outcome, as the workflow executor does."""
+    """Run ``flow`` on ``record`` to its outcome, as the workflow executor does (``answer``: the caller's answer
+    to a run that asked for input)."""
     agents = ScriptedAgents(script, flow.agents())
     log = CheckpointLog()
     events = Events()
     extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    if answer is not None:
+        extra["answer"] = Message(role=Role.ROLE_USER, message_id="answer", parts=[Part(text=answer)])
     run = EngineRun(
         flow,
         ScriptedHost(agents, log),  # type: ignore[arg-type]

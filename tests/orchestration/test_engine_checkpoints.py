@@ -73,3 +73,43 @@ async def test_fail_task_ends_only_a_running_task(db: Database) -> None:  # noqa
     ended = await tasks.get("run", as_user("ada"))
     assert ended is not None and ended.status.state == TaskState.TASK_STATE_FAILED
     assert ended.status.message.parts[0].text == "workflow gone"
+
+
+async def test_a_checkpoint_keeps_the_time_its_run_spent(db: Database) -> None:  # noqa: F811
+    store = SqlRunStore(db)
+    await store.save(record("t1", elapsed_ns=42 * 10**9))
+
+    loaded = await store.get("flow", "ada", "t1")
+
+    assert loaded is not None and loaded.elapsed_ns == 42 * 10**9
+
+
+async def test_a_checkpoint_written_before_elapsed_time_was_kept_counts_its_wall_clock_time(db: Database) -> None:  # noqa: F811
+    store = SqlRunStore(db)
+    await db.write("ALTER TABLE runs DROP COLUMN elapsed_ns")  # the table as the previous version made it
+    await db.write(
+        "INSERT INTO runs (run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, "
+        "started_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            "run-old",
+            "flow",
+            "ada",
+            "old",
+            "c1",
+            "running",
+            "f" * 32,
+            0,
+            REQUEST.SerializeToString(),
+            "{}",
+            10**9,
+            71 * 10**9,
+        ),
+    )
+    await db.migrate()  # the next start
+
+    loaded = await store.get("flow", "ada", "old")
+
+    assert loaded is not None and loaded.elapsed_ns == 70 * 10**9, "from its start to its last save"
+    await store.save(record("new", elapsed_ns=5))
+    again = await store.get("flow", "ada", "new")
+    assert again is not None and again.elapsed_ns == 5

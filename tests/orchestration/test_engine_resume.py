@@ -46,12 +46,13 @@ async def stop_after_first_step(settings: Settings, text: str, workflow: str = "
     return task_id
 
 
-def as_checkpointed_before_keys(settings: Settings) -> None:
-    """Rewrite every run's checkpoint on disk as the previous version wrote it: steps without keys."""
+def as_the_previous_version_wrote_it(settings: Settings) -> None:
+    """Rewrite every run's checkpoint on disk as the previous version wrote it: steps without keys, no elapsed time."""
     with closing(sqlite3.connect(settings.data_dir / "switchboard.db")) as db, db:
         for run_id, steps in db.execute("SELECT run_id, steps FROM runs").fetchall():
             old = {n: {k: v for k, v in step.items() if k != "key"} for n, step in json.loads(steps).items()}
             db.execute("UPDATE runs SET steps = ? WHERE run_id = ?", (json.dumps(old), run_id))
+        db.execute("ALTER TABLE runs DROP COLUMN elapsed_ns")
 
 
 def host(gateway: RunningGateway) -> Gateway:
@@ -137,7 +138,7 @@ async def test_a_resumed_run_can_be_followed_and_canceled_like_any_other(tmp_pat
 async def test_a_run_checkpointed_by_the_previous_version_resumes_by_step_number(tmp_path: Path) -> None:
     settings = pipeline(tmp_path)
     task_id = await stop_after_first_step(settings, "wait: 2")
-    as_checkpointed_before_keys(settings)
+    as_the_previous_version_wrote_it(settings)
 
     async with running_gateway(settings) as gateway:
         await resumed(gateway)
@@ -155,7 +156,7 @@ async def test_a_work_queue_checkpointed_by_the_previous_version_is_failed_with_
     ]
     settings = make_settings(tmp_path, agents=agents_folder(tmp_path / "agents", files, bundled=["echo"]))
     task_id = await stop_after_first_step(settings, "first\nwait: 5", workflow="queue")
-    as_checkpointed_before_keys(settings)
+    as_the_previous_version_wrote_it(settings)
 
     async with running_gateway(settings) as gateway:
         assert not host(gateway).background
