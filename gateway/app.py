@@ -13,9 +13,7 @@ from functools import partial
 from typing import Any
 
 import httpx
-from a2a.server.tasks import BasePushNotificationSender
 from a2a.types.a2a_pb2 import AgentCard
-from a2a.utils.push_url_validator import validate_push_notification_url
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +36,7 @@ from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
+from gateway.push import OutboxPushSender, PushDelivery, create_push_delivery
 from gateway.registry import Registry
 from gateway.required_fields import use_in_sdk_handlers
 from gateway.runtimes import agent_info, build_executor
@@ -82,6 +81,11 @@ class Gateway:
     started: float = field(default_factory=time.time)
     ready: bool = False
     stopping: bool = False
+    push: PushDelivery = field(init=False)
+    """Push notifications: the outbox's delivery worker and the push-URL policy."""
+
+    def __post_init__(self) -> None:
+        self.push = create_push_delivery(self.settings, self.db)
 
     def handler(self, name: str) -> LocalRequestHandler:
         """The request handler of hosted agent ``name``."""
@@ -155,10 +159,6 @@ def load_keyring(settings: Settings) -> KeyRing | None:
     )
 
 
-async def _push_url_allowed(url: str) -> bool:
-    return await validate_push_notification_url(url)
-
-
 def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
     card = gateway.render(build_card(spec, settings.base_url, security=gateway.auth.card_security(spec)))
@@ -167,10 +167,11 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     executor = build_executor(spec, gateway)
     own_check = executor.validate_request if isinstance(executor, ValidatesRequests) else None
     validate = limit_parts(settings.max_message_parts, own_check)
-    push_sender = BasePushNotificationSender(gateway.http, push_store)
+    push_sender = OutboxPushSender(push_store, gateway.push.outbox, gateway.push.wake)
     local = None
     if spec.runtime.kind in LOCAL_RUNTIMES:
-        local = LocalRunner(spec.name, executor, task_store, push_sender, validate)
+        save = partial(push_sender.save_and_notify, task_store)
+        local = LocalRunner(spec.name, executor, task_store, save, validate)
     handler = LocalRequestHandler(
         local=local,
         new_tasks_on_runner=isinstance(executor, RuntimeExecutor),
@@ -180,7 +181,7 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
         agent_card=card.card,
         push_config_store=push_store,
         push_sender=push_sender,
-        push_url_validator=None if settings.allow_private_push_urls else _push_url_allowed,
+        push_url_validator=gateway.push.policy.allows,  # checked again at every delivery
         interrupted_task_timeout=settings.interrupted_task_timeout,
     )
     return HostedAgent(spec=spec, card=card, handler=handler)
@@ -275,6 +276,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep, since)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
+        # Push: notifications a stop left in the outbox go out again (in flight then: leased by no one now).
+        if gateway.db.exclusive:
+            await gateway.push.outbox.release_leases()
+        gateway.spawn(gateway.push.run(), name="push:delivery")
         # gRPC: one server for every agent; the cards list it once its port is bound.
         grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
         grpc_server = await start_grpc_server(

@@ -7,9 +7,10 @@ which a fan-out of 100 steps cannot afford. ``LocalRunner`` runs the agent's own
 ``AgentExecutor`` on a ``TaskEventQueue`` (the SDK's way to run an executor outside its
 framework: a custom ``EventQueue``), which applies each event to the task in memory as the SDK's
 task manager would, and writes the task to the agent's store twice: when it starts (working,
-with the caller's message) and when it ends or waits for input. The task is an ordinary task of
-the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask`` on the agent's URL
-see it (``LocalRequestHandler`` routes a cancel of a running local task here).
+with the caller's message) and when it ends or waits for input, each time with the task's push
+notifications in the same transaction (``SaveTask``: the outbox of ``gateway.push``). The task is
+an ordinary task of the agent, owned by the caller: ``GetTask``, ``ListTasks`` and ``CancelTask``
+on the agent's URL see it (``LocalRequestHandler`` routes a cancel of a running local task here).
 
 Agents with in-process executors (``python`` and ``llm`` runtimes) and remote agents (``a2a``: the
 relay runs here, the agent's work at its peer) run this way; workflows keep the handler path. An
@@ -36,7 +37,6 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event, EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.tasks.push_notification_sender import PushNotificationSender
 from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.server.tasks.task_store import TaskStore
 from a2a.types.a2a_pb2 import (
@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], Awaitable[None]]
 Watcher = asyncio.Queue[Event | None]
 Started = Callable[[Task], Awaitable[None]]
+SaveTask = Callable[[Task, ServerCallContext], Awaitable[None]]
+"""Saves a task (and queues its push notifications in the same transaction: ``OutboxPushSender.save_and_notify``)."""
 
 CANCEL_WAIT_S = 10.0
 """How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
@@ -242,7 +244,7 @@ class LocalRunner:
         agent: str,
         executor: AgentExecutor,
         store: TaskStore,
-        push: PushNotificationSender | None = None,
+        save: SaveTask | None = None,
         validate: RequestValidator | None = None,
     ) -> None:
         self.agent = agent
@@ -250,7 +252,7 @@ class LocalRunner:
         # ``validate`` checks each message first (default: the executor's own check, if it has one)
         self._validate = validate or (executor.validate_request if isinstance(executor, ValidatesRequests) else None)
         self._store = store
-        self._push = push
+        self._save_task = save or store.save
         self._running: dict[str, _Running] = {}
         self.answers = Answers()
 
@@ -441,9 +443,7 @@ class LocalRunner:
             await queue.apply(_ending(task, TaskState.TASK_STATE_FAILED, reason))
 
     async def _save(self, task: Task, context: ServerCallContext) -> None:
-        await self._store.save(task, context)
-        if self._push is not None:
-            await self._push.send_notification(task.id, task)
+        await self._save_task(task, context)
 
 
 class LocalRequestHandler(DefaultRequestHandler):

@@ -86,7 +86,20 @@ class Settings(BaseSettings):
     )
     keep_alive_timeout_s: float = Field(default=5.0, gt=0, description="an idle kept-alive connection is closed after")
     interrupted_task_timeout: float = Field(default=300.0, gt=0)
-    allow_private_push_urls: bool = False
+    allow_private_push_urls: bool = Field(
+        default=False, description="let push URLs reach loopback/private/link-local addresses (tests, closed networks)"
+    )
+    # -- push delivery (gateway/push/) --
+    push_max_attempts: int = Field(default=8, ge=1, le=100, description="tries per notification, then it is dropped")
+    push_retry_base_s: float = Field(default=1.0, gt=0, description="backoff after the first failed try; doubles")
+    push_retry_max_s: float = Field(default=300.0, gt=0, description="longest backoff between two tries")
+    push_retry_after_max_s: float = Field(
+        default=3600.0, ge=0, description="longest wait a receiver's Retry-After is honoured for"
+    )
+    push_timeout_s: float = Field(default=10.0, gt=0, description="connect and read timeout of one try")
+    push_concurrency: int = Field(default=16, ge=1, description="notifications in flight at once (one per task)")
+    push_poll_s: float = Field(default=1.0, gt=0, description="how often the outbox is read with nothing queued here")
+    # -- end push delivery --
     takeover_after_s: float = Field(
         default=900.0,
         gt=0,

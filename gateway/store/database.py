@@ -45,6 +45,20 @@ SCHEMA = (
         started_ns BIGINT NOT NULL,
         updated_ns BIGINT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS runs_by_task ON runs (agent, owner, task_id)",
+    # Push notifications not delivered yet (gateway.store.outbox): in order per (task, owner, config) by seq.
+    """CREATE TABLE IF NOT EXISTS push_outbox (
+        id TEXT NOT NULL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        config_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        payload {blob} NOT NULL,
+        attempts INTEGER NOT NULL,
+        due_ns BIGINT NOT NULL,
+        lease_ns BIGINT NOT NULL,
+        last_error TEXT NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS push_outbox_chain ON push_outbox (task_id, owner, config_id, seq)",
+    "CREATE INDEX IF NOT EXISTS push_outbox_due ON push_outbox (due_ns)",
 )
 
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -40,7 +40,7 @@ from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_list_tasks_cursor
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.store.database import INT64_MAX, INT64_MIN, Database
+from gateway.store.database import INT64_MAX, INT64_MIN, Database, Params
 
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
@@ -151,9 +151,18 @@ class SqlTaskStore(TaskStore):
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Insert or replace the task for the caller."""
+        await self._db.write(*self.save_statement(task, context))
+
+    def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
+        """What ``save`` runs, for a caller that commits it with other statements (its push notifications)."""
         self.new_ids.saved(task.id)
         params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
-        await self._db.write(_UPSERT, (*params, task.SerializeToString()))
+        return _UPSERT, (*params, task.SerializeToString())
+
+    @property
+    def db(self) -> Database:
+        """The database the tasks are in."""
+        return self._db
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         """The caller's task ``task_id``, or None."""
@@ -342,6 +351,20 @@ class SqlPushConfigStore(PushNotificationConfigStore):
             return []
         rows = await self._db.fetch_all("SELECT data FROM push_configs WHERE task_id = ? ORDER BY id", (task_id,))
         return [TaskPushNotificationConfig.FromString(bytes(r[0])) for r in rows]
+
+    async def dispatch_targets(self, task_id: str) -> list[tuple[str, str]]:
+        """(owner, config id) of every config registered for ``task_id``: where its notifications go."""
+        if not await self._may_have_configs(task_id):
+            return []
+        rows = await self._db.fetch_all("SELECT owner, id FROM push_configs WHERE task_id = ? ORDER BY id", (task_id,))
+        return [(r[0], r[1]) for r in rows]
+
+    async def get_for_delivery(self, owner: str, task_id: str, config_id: str) -> TaskPushNotificationConfig | None:
+        """One config as it is now (None once deleted): a delivery uses its current URL and credentials."""
+        row = await self._db.fetch_one(
+            "SELECT data FROM push_configs WHERE owner = ? AND task_id = ? AND id = ?", (owner, task_id, config_id)
+        )
+        return TaskPushNotificationConfig.FromString(bytes(row[0])) if row else None
 
     async def delete_info(self, task_id: str, context: ServerCallContext, config_id: str | None = None) -> None:
         """Delete one config of the caller's (or all of them for the task when ``config_id`` is None)."""

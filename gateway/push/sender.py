@@ -1,0 +1,53 @@
+"""The SDK's ``PushNotificationSender``, writing to the outbox instead of posting.
+
+The request handler calls ``send_notification`` for each task event right after it saved the
+task; the event becomes one outbox row per push config of the task, committed before the handler
+moves on to the next event (so a task's notifications keep its events' order). The runner's path
+(``LocalRunner``) saves the task and its notifications in one transaction (``save_and_notify``).
+The payload is what the SDK's ``BasePushNotificationSender`` posts: the event as a ``StreamResponse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from a2a.server.context import ServerCallContext
+from a2a.server.tasks.push_notification_sender import PushNotificationEvent, PushNotificationSender
+from a2a.types.a2a_pb2 import Task
+from a2a.utils.proto_utils import to_stream_response
+
+from gateway.store.database import Params
+from gateway.store.outbox import SqlPushOutbox
+from gateway.store.tasks import SqlPushConfigStore, SqlTaskStore
+
+
+class OutboxPushSender(PushNotificationSender):
+    """Queues each event for every push config of its task; ``wake`` tells the delivery worker."""
+
+    def __init__(self, configs: SqlPushConfigStore, outbox: SqlPushOutbox, wake: Callable[[], None]) -> None:
+        self._configs = configs
+        self._outbox = outbox
+        self._wake = wake
+
+    async def send_notification(self, task_id: str, event: PushNotificationEvent) -> None:
+        """Queue ``event`` for delivery to each config of ``task_id`` (nothing when it has none)."""
+        statements = await self._statements(task_id, event)
+        if statements:
+            await self._outbox.db.write_many(statements)
+            self._wake()
+
+    async def save_and_notify(self, store: SqlTaskStore, task: Task, context: ServerCallContext) -> None:
+        """Save ``task`` and queue it as a notification in one transaction: both happen or neither."""
+        statements = await self._statements(task.id, task)
+        if not statements:
+            await store.save(task, context)
+            return
+        await store.db.write_many([store.save_statement(task, context), *statements])
+        self._wake()
+
+    async def _statements(self, task_id: str, event: PushNotificationEvent) -> list[tuple[str, Params]]:
+        targets = await self._configs.dispatch_targets(task_id)
+        if not targets:
+            return []
+        payload = to_stream_response(event).SerializeToString()
+        return [self._outbox.enqueue(task_id, owner, config_id, payload) for owner, config_id in targets]
