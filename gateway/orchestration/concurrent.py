@@ -14,6 +14,12 @@ Merges:
 
 Partial failure: fewer than ``min_successes`` completed results fail the run; with ``fail_fast``
 the first failed step cancels the others and fails the run. A step that asks for input pauses it.
+
+``first-success`` and ``fail_fast`` decide by which step finishes first. A resumed run replays
+its finished steps at once (``engine``): when two had finished before the gateway stopped (the
+second before the run got to cancel it), the replay sees them together and takes the first in
+participant order, which may not be the one the interrupted run took. Each result is still its
+own agent's; every other merge is the same however steps finish.
 """
 
 from __future__ import annotations
