@@ -134,9 +134,8 @@ class ResourceNotifier:
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         """``resources/subscribe`` (2025-11-25): remember the session for this URI."""
-        uri = str(params.uri)
+        uri, key = str(params.uri), self._connection_key(ctx)
         await self.may_follow(ctx, uri)
-        key = self._connection_key(ctx)
         self._take(ctx, [(uri, key)])
         self._sessions.setdefault(uri, {})[key] = ctx.session
         self._uris.setdefault(key, set()).add(uri)
@@ -175,12 +174,12 @@ class ResourceNotifier:
             except ValidationError:
                 return await call_next(ctx)  # the SDK answers malformed params
             uris = [str(u) for u in params.notifications.resource_subscriptions or ()]
-            for uri in uris:
-                await self.may_follow(ctx, uri)
             stream = object()
             keys: list[Hashable] = [(stream, uri) for uri in uris] or [(stream, "")]
-            self._take(ctx, keys)
+            self._take(ctx, keys)  # first: a stream naming more resources than the cap costs no lookups
             try:
+                for uri in uris:
+                    await self.may_follow(ctx, uri)
                 return await call_next(ctx)
             finally:
                 self.counts.release(keys)

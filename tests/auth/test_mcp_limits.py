@@ -246,8 +246,12 @@ async def test_subscriptions_are_capped_per_caller(
                 with pytest.raises(MCPError) as listen_refused:
                     async with modern.listen(resource_subscriptions=[f"run://{runs[1]}"]):
                         pass
+            async with mcp_client(gateway, bob, "2026-07-28") as modern:
+                with pytest.raises(MCPError) as too_many:  # counted before any of them is looked up
+                    async with modern.listen(resource_subscriptions=[f"run://guess-{n}" for n in range(3)]):
+                        pass
     assert "2 subscriptions" in refused.value.error.message and "alice" in refused.value.error.message
-    assert refused.value.error.code == listen_refused.value.error.code == -32029
+    assert refused.value.error.code == listen_refused.value.error.code == too_many.value.error.code == -32029
 
 
 @pytest.mark.filterwarnings(SUBSCRIBE_REMOVED)
