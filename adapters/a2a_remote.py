@@ -12,6 +12,9 @@ events are mirrored onto it (``gateway.federation.mirror``) and the pair is reco
   without streaming, by polling it), without a missing or repeated event;
 - an answer to ``input-required`` goes to the same remote task;
 - CancelTask here cancels the remote task, and the local task ends as the remote one did;
+- the peer's ``timeout_s`` bounds every wait on it: connecting, a unary call, and the gap
+  between two events of a stream (over JSON-RPC/SSE and gRPC alike), so a peer that stops
+  answering ends the call with ``peer-timeout`` instead of holding it open;
 - a push-notification config set here stays here: this gateway's push sender delivers the
   mirrored events (with its URL checks). It is not passed to the peer, which would otherwise
   learn the caller's endpoint and push its own task ids to it.
@@ -51,7 +54,7 @@ from google.protobuf.json_format import ParseError
 
 from gateway.cleanup import finish
 from gateway.executor import METADATA_KEY
-from gateway.federation.errors import PeerError, PeerUnavailableError, translate
+from gateway.federation.errors import PeerError, PeerTimeoutError, PeerUnavailableError, translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
 from gateway.federation.hub import Federation
 from gateway.federation.links import RemoteLink
@@ -175,12 +178,17 @@ class Relay:
         """
         mirror = self.mirror
         assert mirror is not None
+        gap_s = self._remote.peer.timeout_s
         try:
             while not mirror.settled:
                 try:
-                    event = await anext(events)
+                    async with asyncio.timeout(gap_s):  # connecting, or the wait for the next event
+                        event = await anext(events)
                 except StopAsyncIteration:
                     return
+                except TimeoutError as exc:
+                    silence = f"{self._remote.name}: no answer or event from the peer within {gap_s:g} s"
+                    raise PeerTimeoutError(silence, peer=self._peer) from exc
                 await mirror.apply(event)
         except BaseException:
             await events.aclose()

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     federation_max_hops: int = Field(default=8, ge=1, description="gateway hops a request may take, then refused")
     gateway_id: str = Field(default="", description="this gateway's id on hop paths; default: from its signing key")
     peer_card_refresh_s: float = Field(default=30.0, gt=0, description="how often stale remote cards are re-checked")
+    peer_discovery_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="start-up deadline for importing peers' agents (all peers at once); an agent whose card has not "
+        "verified by then is hosted out of service and comes in when it verifies",
+    )
     # -- end federation --
     # -- the llm runtime: any OpenAI-compatible chat-completions endpoint (adapters/llm.py) --
     llm_base_url: str = Field(default="", description="API base of the chat model, the part before /chat/completions")

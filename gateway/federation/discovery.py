@@ -1,11 +1,19 @@
 """Importing a peer's agents at start-up: its api-catalog, each card verified, a spec for each agent.
 
 ``import: all`` takes every card the peer's ``/.well-known/api-catalog`` (RFC 9727 linkset) lists
-on the peer's own origin, and imports those that verify; a card that does not is skipped, with
-the reason logged, so a forged card can never add an agent. ``import: [names]`` takes those
+on the peer's own origin, and imports those that verify; a card that does not verify is skipped,
+with the reason logged, so a forged card can never add an agent. ``import: [names]`` takes those
 agents, found in the catalog by title or else at ``<base>/agents/<name>/.well-known/agent-card.json``;
 each is hosted even when its card does not verify yet (out of service, with the reason, until it
 does), so workflows naming it still load. Each agent is hosted as ``<prefix><name>``.
+
+Every peer, and every card of a peer, is fetched at once, and the whole import ends by one
+deadline (the ``peer_discovery_timeout_s`` setting). A card not fetched by then (or that could
+not be fetched), from either kind of import, is hosted out of service and comes in when it
+verifies (the gateway's background check), so a slow peer never holds the gateway's start-up.
+Only ``import: all`` of a peer whose api-catalog was not read in time imports nothing: which
+agents it has is not known. Each read is bounded as a whole by the peer's ``timeout_s``, and the
+catalog is read up to ``MAX_CATALOG_BYTES`` only.
 
 The spec of an imported agent is made from its card (description, version, provider, skills,
 modes). Its card, as this gateway serves it, is the origin's (``republish``).
@@ -13,6 +21,8 @@ modes). Its card, as this gateway serves it, is the origin's (``republish``).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -114,14 +124,27 @@ def placeholder_spec(name: str, runtime: A2ARuntime, peer: str, remote_name: str
     )
 
 
-async def catalog(http: httpx.AsyncClient, base_url: str) -> list[tuple[str, str]]:
-    """``(title, card URL)`` of each card the peer's api-catalog lists on the peer's own origin."""
+async def _read_catalog(http: httpx.AsyncClient, url: str) -> bytes:
+    headers = {"Accept": "application/linkset+json, application/json"}
+    async with http.stream("GET", url, headers=headers, follow_redirects=False) as response:
+        response.raise_for_status()
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_CATALOG_BYTES:  # stop reading: the rest is never downloaded
+                raise ValueError(f"{url}: the catalog is larger than {MAX_CATALOG_BYTES} bytes")
+    return body
+
+
+async def catalog(http: httpx.AsyncClient, base_url: str, timeout_s: float = 30.0) -> list[tuple[str, str]]:
+    """``(title, card URL)`` of each card the peer's api-catalog lists on the peer's own origin.
+
+    The whole read must end within ``timeout_s`` (``TimeoutError``) and stops at ``MAX_CATALOG_BYTES``
+    (``ValueError``).
+    """
     url = base_url.rstrip("/") + API_CATALOG_PATH
-    response = await http.get(url, headers={"Accept": "application/linkset+json, application/json"})
-    response.raise_for_status()
-    if len(response.content) > MAX_CATALOG_BYTES:
-        raise ValueError(f"{url}: the catalog is larger than {MAX_CATALOG_BYTES} bytes")
-    body = response.json()
+    async with asyncio.timeout(timeout_s):
+        body = json.loads(await _read_catalog(http, url))
     found: list[tuple[str, str]] = []
     for entry in body.get("linkset", []) if isinstance(body, dict) else []:
         for item in entry.get("item", []) if isinstance(entry, dict) else []:
@@ -139,29 +162,35 @@ def _convention(base_url: str, name: str) -> str:
     return f"{base_url.rstrip('/')}/agents/{name}{AGENT_CARD_PATH}"
 
 
-async def import_peer(spec: PeerSpec, peer: Peer, http: httpx.AsyncClient) -> list[Imported]:
-    """The agents ``spec`` imports from its peer, each card fetched and verified once."""
+async def import_peer(
+    spec: PeerSpec, peer: Peer, http: httpx.AsyncClient, deadline: float | None = None
+) -> list[Imported]:
+    """The agents ``spec`` imports from its peer, each card fetched and verified once, all by ``deadline``.
+
+    ``deadline`` is in the running loop's time; a card still being fetched then is left for the
+    gateway's background check (its agent hosted out of service until it verifies).
+    """
     try:
-        listed = await catalog(http, spec.base_url)
-    except (httpx.HTTPError, ValueError) as exc:
+        async with asyncio.timeout_at(deadline):
+            listed = await catalog(http, spec.base_url, peer.timeout_s)
+    except (httpx.HTTPError, ValueError, TimeoutError) as exc:
         listed = []
         level = logging.ERROR if spec.import_ == "all" else logging.WARNING
-        logger.log(level, "peer %s: cannot read its api-catalog at %s: %s", spec.name, spec.base_url, exc)
+        problem = f"{type(exc).__name__}: {exc}" if str(exc) else f"no whole answer within {peer.timeout_s} s"
+        logger.log(level, "peer %s: cannot read its api-catalog at %s: %s", spec.name, spec.base_url, problem)
     if spec.import_ == "all":
         wanted = [(title or href, href) for title, href in listed]
     else:
         by_title = {title: href for title, href in listed if title}
         wanted = [(name, by_title.get(name) or _convention(spec.base_url, name)) for name in spec.import_]
-    imported = []
-    for remote_name, card_url in wanted:
-        entry = await _import_one(spec, peer, http, remote_name, card_url)
-        if entry is not None:
-            imported.append(entry)
-    return imported
+    found = await asyncio.gather(
+        *(_import_one(spec, peer, http, remote_name, card_url, deadline) for remote_name, card_url in wanted)
+    )
+    return [entry for entry in found if entry is not None]
 
 
 async def _import_one(
-    spec: PeerSpec, peer: Peer, http: httpx.AsyncClient, remote_name: str, card_url: str
+    spec: PeerSpec, peer: Peer, http: httpx.AsyncClient, remote_name: str, card_url: str, deadline: float | None
 ) -> Imported | None:
     name = local_name(spec.local_prefix, remote_name)
     if not name:
@@ -169,9 +198,19 @@ async def _import_one(
         return None
     runtime = A2ARuntime(kind="a2a", card_url=card_url, peer=spec.name)
     remote = RemoteAgent.create(name, card_url, peer)
-    await remote.source.refresh(http)
+    try:
+        async with asyncio.timeout_at(deadline):
+            await remote.source.refresh(http)
+    except TimeoutError:
+        logger.warning(
+            "peer %s: the card of %s did not verify by the start-up deadline; %s is hosted out of service "
+            "and comes in when it verifies",
+            spec.name,
+            remote_name,
+            name,
+        )
     trusted = remote.source.trusted
-    if trusted is None and spec.import_ == "all":
+    if trusted is None and spec.import_ == "all" and remote.source.health == "untrusted":
         logger.error("peer %s: agent %s not imported: %s", spec.name, remote_name, remote.source.problem)
         return None
     try:

@@ -1,11 +1,14 @@
 """``Federation``: this gateway's peers and the remote agents it hosts, and their life cycle.
 
 Built once from the settings before the registry (``Federation.load``): the peers file is read
-and each peer's agents are imported (``discovery``), so that imported agents are ordinary
-agents of the registry (routes, gRPC, MCP tools, workflow participants). The app's lifespan
-then ``start``s it (HTTP clients, the ``remote_tasks`` table, a first check of every card) and
-runs ``keep_fresh`` in the background, which revalidates stale cards and asks the app to
-re-render the card of any agent whose origin card (or its trust) changed.
+and each peer's agents are imported (``discovery``, every peer at once, by the
+``peer_discovery_timeout_s`` deadline), so that imported agents are ordinary agents of the
+registry (routes, gRPC, MCP tools, workflow participants). The app's lifespan then ``start``s it
+(HTTP clients, the ``remote_tasks`` table) and runs ``keep_fresh`` in the background: it first
+checks every card not checked yet, logging each agent's state, then revalidates stale cards,
+and asks the app to re-render the card of any agent whose origin card (or its trust) changed.
+The gateway is ready without waiting for any of it: an agent whose card has not verified yet is
+out of service until it does (a call to it checks its card first).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 CARD_FETCH_TIMEOUT_S = 10.0
 DISCOVERY_TIMEOUT_S = 10.0
-START_CHECK_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
 
@@ -82,10 +84,12 @@ class Federation:
         max_hops: int = 8,
         refresh_s: float = 30.0,
         agents_dir: Path | None = None,
+        discovery_timeout_s: float = 10.0,
     ) -> None:
         self.gateway_id = gateway_id
         self.max_hops = max_hops
         self.refresh_s = refresh_s
+        self.discovery_timeout_s = discovery_timeout_s
         self.agents_dir = agents_dir or Path(".")
         self.peers: dict[str, Peer] = {}
         self.remotes: dict[str, RemoteAgent] = {}
@@ -103,6 +107,7 @@ class Federation:
             max_hops=settings.federation_max_hops,
             refresh_s=settings.peer_card_refresh_s,
             agents_dir=settings.agents,
+            discovery_timeout_s=settings.peer_discovery_timeout_s,
         )
         if settings.peers is None:
             return federation
@@ -128,11 +133,10 @@ class Federation:
         return federation
 
     async def _import(self, specs: Sequence[PeerSpec]) -> list[Imported]:
-        imported: list[Imported] = []
+        deadline = asyncio.get_running_loop().time() + self.discovery_timeout_s
         async with httpx.AsyncClient(timeout=DISCOVERY_TIMEOUT_S, follow_redirects=False) as http:
-            for spec in specs:
-                imported += await import_peer(spec, self.peers[spec.name], http)
-        return imported
+            found = await asyncio.gather(*(import_peer(s, self.peers[s.name], http, deadline) for s in specs))
+        return [entry for entries in found for entry in entries]
 
     # -- remote agents ------------------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class Federation:
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self, db: Database, on_change: Callable[[str], None]) -> None:
-        """Open the clients and the links table, and check every card not checked yet (bounded)."""
+        """Open the clients and the links table (the cards are checked by ``keep_fresh``, in the background)."""
         self.on_change = on_change
         self._cards_http = httpx.AsyncClient(timeout=CARD_FETCH_TIMEOUT_S, follow_redirects=False)
         self._calls_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0, read=None))
@@ -207,10 +211,6 @@ class Federation:
         if not self.remotes:
             return
         await self._links.migrate()
-        unchecked = [r for r in self.remotes.values() if r.source.health == "unchecked"]
-        if unchecked:
-            async with asyncio.timeout(START_CHECK_TIMEOUT_S + 1):
-                await asyncio.gather(*(self.check(remote) for remote in unchecked))
         for remote in self.remotes.values():
             self._notify(remote)
 
@@ -223,8 +223,22 @@ class Federation:
         if self.on_change is not None and remote.rendered != (remote.source.version, remote.source.health):
             self.on_change(remote.name)
 
+    async def check_unchecked(self) -> None:
+        """Check every card not checked yet (each bounded by its peer's ``timeout_s``), logging each agent's state."""
+        unchecked = [remote for remote in self.remotes.values() if remote.source.health == "unchecked"]
+        await asyncio.gather(*(self.check(remote) for remote in unchecked), return_exceptions=True)
+        for remote in unchecked:
+            source = remote.source
+            level = logging.INFO if source.health == "trusted" else logging.WARNING
+            reason = f": {source.problem}" if source.problem else ""
+            logger.log(level, "remote agent %s (peer %s) is %s%s", remote.name, remote.peer.name, source.health, reason)
+        if self.remotes:
+            trusted = sum(remote.source.health == "trusted" for remote in self.remotes.values())
+            logger.info("federation: %d of %d remote agents verified", trusted, len(self.remotes))
+
     async def keep_fresh(self) -> None:
-        """Forever: every ``refresh_s``, revalidate each card that went stale."""
+        """First check the cards not checked yet; then forever, every ``refresh_s``, revalidate each stale card."""
+        await self.check_unchecked()
         while True:
             await asyncio.sleep(self.refresh_s)
             stale = [remote for remote in self.remotes.values() if remote.source.stale()]

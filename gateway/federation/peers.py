@@ -160,7 +160,7 @@ class RemoteAgent:
     @classmethod
     def create(cls, name: str, card_url: str, peer: Peer) -> RemoteAgent:
         """A remote agent whose card is at ``card_url``, not fetched yet."""
-        return cls(name=name, peer=peer, source=CardSource(card_url, peer.policy, peer.name, name))
+        return cls(name=name, peer=peer, source=CardSource(card_url, peer.policy, peer.name, name, peer.timeout_s))
 
     def client(self, trusted: TrustedCard, http: httpx.AsyncClient) -> Client:
         """The SDK client for the verified card (a new one only when the card's content changed)."""

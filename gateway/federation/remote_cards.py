@@ -1,5 +1,7 @@
 """A remote agent's card: fetched with httpx, cached as its server says, verified whenever it changes.
 
+A fetch must end within the peer's ``timeout_s`` (connecting, each read and the whole body: a
+peer that drips its card cannot hold a check open), and stops reading at ``MAX_CARD_BYTES``.
 The cache honours ``Cache-Control`` (``max-age``; ``no-cache``/``no-store`` mean revalidate every
 time) and revalidates with ``If-None-Match``. A card is verified with
 ``gateway.signing.verify_card_json`` over the bytes exactly as received, whenever those bytes
@@ -67,8 +69,9 @@ class TrustedCard:
 class CardSource:
     """The card of one remote agent, fetched and verified under its peer's trust policy."""
 
-    def __init__(self, url: str, policy: TrustPolicy, peer: str, agent: str) -> None:
+    def __init__(self, url: str, policy: TrustPolicy, peer: str, agent: str, timeout_s: float = 30.0) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         self.policy = policy
         self.peer = peer
         self.agent = agent
@@ -145,7 +148,10 @@ class CardSource:
 
     async def _get(self, http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[int, bytes, httpx.Headers]:
         try:
-            async with http.stream("GET", self.url, headers=headers, follow_redirects=False) as response:
+            async with (
+                asyncio.timeout(self.timeout_s),
+                http.stream("GET", self.url, headers=headers, follow_redirects=False) as response,
+            ):
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -153,7 +159,7 @@ class CardSource:
                         raise PeerUntrustedError(
                             f"{self.peer}: card at {self.url} is larger than {MAX_CARD_BYTES} bytes", peer=self.peer
                         )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise translate(exc, self.peer, f"GET {self.url}") from exc
         return response.status_code, body, response.headers
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import grpc
+import grpc.aio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -45,6 +47,8 @@ class FakePeer:
         self.catalog_mode: Literal["ok", "drip", "huge"] = "ok"
         self.huge_bytes = 64 * 1024 * 1024
         self.call_mode: Call = "silent"
+        self.grpc_url = ""
+        """When set, the cards offer gRPC there (``SilentGrpcPeer``) instead of JSON-RPC here."""
         self.unreachable_url = ""
         """Where the card of agent ``down`` says calls go (a closed port: the agent is unreachable)."""
         self.catalog_sent = 0
@@ -69,17 +73,18 @@ class FakePeer:
 
     def card(self, name: str) -> dict[str, Any]:
         """The card of agent ``name``, unsigned."""
+        interface = {
+            "url": self.unreachable_url if name == "down" else f"{self.url}/agents/{name}",
+            "protocolBinding": "JSONRPC",
+            "protocolVersion": "1.0",
+        }
+        if self.grpc_url:
+            interface = {"url": self.grpc_url, "protocolBinding": "GRPC", "protocolVersion": "1.0", "tenant": name}
         return {
             "name": name,
             "description": f"The {name} agent of a misbehaving peer.",
             "version": "1.0.0",
-            "supportedInterfaces": [
-                {
-                    "url": self.unreachable_url if name == "down" else f"{self.url}/agents/{name}",
-                    "protocolBinding": "JSONRPC",
-                    "protocolVersion": "1.0",
-                }
-            ],
+            "supportedInterfaces": [interface],
             "capabilities": {"streaming": self.streaming},
             "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"],
@@ -120,6 +125,7 @@ class FakePeer:
         while self.catalog_sent < self.huge_bytes and not self.stopped.is_set():
             self.catalog_sent += len(chunk)
             yield chunk
+            await asyncio.sleep(0)  # a send after the client left returns at once: let the disconnect be seen
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.open_calls += 1
@@ -167,3 +173,40 @@ async def _body(receive: Receive) -> bytes:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class SilentGrpcPeer(grpc.GenericRpcHandler):
+    """A gRPC server that takes every call and never answers it (until the caller gives up)."""
+
+    def __init__(self) -> None:
+        self.open_calls = 0
+        self.calls = asyncio.Event()
+        self.calls_closed = asyncio.Event()
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((self,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        """Every method: unary-stream for the streaming ones, unary-unary for the rest, raw bytes."""
+        method = str(handler_call_details.method)  # type: ignore[attr-defined]
+        if method.endswith(("SendStreamingMessage", "SubscribeToTask")):
+            return grpc.unary_stream_rpc_method_handler(self._stream)
+        return grpc.unary_unary_rpc_method_handler(self._unary)
+
+    async def _silence(self) -> None:
+        self.open_calls += 1
+        self.calls.set()
+        try:
+            await asyncio.sleep(DRIP_LIMIT_S)  # cancelled when the caller cancels or its deadline passes
+        finally:
+            self.open_calls -= 1
+            if self.open_calls == 0:
+                self.calls_closed.set()
+
+    async def _unary(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await self._silence()
+        return b""
+
+    async def _stream(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        await self._silence()
+        yield b""
