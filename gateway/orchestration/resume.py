@@ -9,9 +9,10 @@ once the gateway is serving, resumed in the background: the workflow's executor 
 pattern again on the stored task with no new message, and the engine replays every
 checkpointed step, so no finished step runs twice.
 
-One replica at a time: with several replicas on one PostgreSQL, a starting replica would also
-take over runs live on another (as the start-up sweep would fail their tasks); runs need a lease
-held by the replica running them before replicas may restart independently.
+Several replicas on one PostgreSQL: a starting replica takes over only runs whose task was last
+written by a process that is gone (``store.tasks.abandoned``: its runner lock is free), so a live
+replica's run is neither failed nor resumed twice, however long its step stays silent. Not done
+here (a lease, later): taking over from a replica that is alive but stuck, or at any time but a start.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.orchestration.work_queue import SPEC as WORK_QUEUE
 from gateway.orchestration.workflows import fingerprint
 from gateway.spec import AgentSpec, WorkflowRuntime
 from gateway.store.database import Database
-from gateway.store.tasks import fail_task
+from gateway.store.tasks import abandoned, fail_task, task_runner
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,16 @@ async def recover_runs(
 ) -> list[RunRecord]:
     """The interrupted runs that can resume; every other one is failed here with the reason.
 
-    With ``unchanged_since_ns`` (a shared database), runs that changed since then are left alone:
-    another replica may be running them.
+    With ``unchanged_since_ns`` (a shared database), only runs whose task was ``abandoned`` by the
+    process that last wrote it are taken: a live replica's run is left alone, however silent.
     """
     store = SqlRunStore(db)
     resumable: list[RunRecord] = []
-    for record in await store.interrupted():
-        if unchanged_since_ns is not None and record.updated_ns >= unchanged_since_ns:
-            continue
+    records = await store.interrupted()
+    runners = [await task_runner(db, (r.agent, r.owner, r.task_id)) for r in records]
+    for record, gone in zip(records, await abandoned(db, runners, unchanged_since_ns), strict=True):
+        if not gone:
+            continue  # its process is alive (another replica): it is running there
         reason = why_not_resumable(record, hosted.get(record.agent))
         if not reason:
             resumable.append(record)

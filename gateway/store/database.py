@@ -64,6 +64,8 @@ SCHEMA = (
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # The run's time spent running, in its checkpoint (-1: written before it was kept, see checkpoints).
     ("runs", "elapsed_ns", "BIGINT NOT NULL DEFAULT -1"),
+    # The gateway process that last wrote the task (Database.runner): the start-up sweep's judge on a shared database.
+    ("tasks", "runner", "TEXT NOT NULL DEFAULT ''"),
 )
 """Columns added to a table after it was first created: ``migrate`` adds each one a database lacks."""
 
@@ -96,6 +98,13 @@ class Database(Protocol):
     @property
     def exclusive(self) -> bool:
         """True when no other process writes to it (what is cached in memory stays true)."""
+
+    @property
+    def runner(self) -> str:
+        """This gateway process's id on the database, recorded with every task it writes."""
+
+    async def live_runners(self, runners: set[str]) -> set[str]:
+        """Those of ``runners`` whose gateway process is provably alive (on a shared database: holds its lock)."""
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist."""
@@ -134,6 +143,15 @@ class DeferredDatabase:
     def exclusive(self) -> bool:
         """Whether the opened database is written by this process alone."""
         return self.db.exclusive
+
+    @property
+    def runner(self) -> str:
+        """The opened database's id for this process."""
+        return self.db.runner
+
+    async def live_runners(self, runners: set[str]) -> set[str]:
+        """Those of ``runners`` whose process is alive."""
+        return await self.db.live_runners(runners)
 
     @property
     def db(self) -> Database:

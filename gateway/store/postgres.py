@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -12,6 +14,17 @@ import asyncpg
 from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 
 _PLACEHOLDER = re.compile(r"\?")
+RUNNER_LOCKS = 7245062
+"""The advisory-lock namespace (first key) of the locks gateway processes hold while they live."""
+_HELD_RUNNER_LOCKS = (
+    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2 AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def runner_key(runner: str) -> int:
+    """The second key of ``runner``'s advisory lock (a collision only makes a dead runner look alive)."""
+    return zlib.crc32(runner.encode()) & 0x7FFFFFFF
 
 
 @lru_cache(maxsize=256)
@@ -32,14 +45,34 @@ class PostgresDatabase:
     dialect = "postgresql"
     exclusive = False  # replicas share it
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, lock: asyncpg.Connection, runner: str) -> None:
         self._pool = pool
+        self._lock = lock
+        self.runner = runner
+        """This process's id on the database; its advisory lock, held on ``lock``, says it is alive."""
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
-        """Open a pool on ``dsn``."""
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        return cls(pool)
+        """Open a pool on ``dsn``, and a connection of its own holding this process's runner lock.
+
+        The lock lives exactly as long as that session: when the process dies, however it dies,
+        PostgreSQL ends the session and frees the lock, and its tasks count as abandoned.
+        (Session locks need a session: not through a transaction-pooling PgBouncer.)
+        """
+        runner = uuid.uuid4().hex
+        lock = await asyncpg.connect(dsn)
+        try:
+            await lock.execute("SELECT pg_advisory_lock($1, $2)", RUNNER_LOCKS, runner_key(runner))
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        except BaseException:
+            await lock.close()
+            raise
+        return cls(pool, lock, runner)
+
+    async def live_runners(self, runners: set[str]) -> set[str]:
+        """Those of ``runners`` whose process still holds its lock."""
+        held = {row[0] for row in await self._pool.fetch(_HELD_RUNNER_LOCKS, RUNNER_LOCKS)}
+        return {runner for runner in runners if runner_key(runner) in held}
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist (serialised across replicas by an advisory lock)."""
@@ -77,5 +110,6 @@ class PostgresDatabase:
         return await self.fetch_all(sql, params)
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the pool, then the runner lock's session."""
         await self._pool.close()
+        await self._lock.close()

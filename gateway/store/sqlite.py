@@ -21,6 +21,7 @@ import fcntl
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,6 +86,8 @@ class SqliteDatabase:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._lock = _lock(Path(f"{path}.lock"))
         self._path = path
+        self.runner = uuid.uuid4().hex
+        """This process's id on the database (the only process using it: ``exclusive``)."""
         self._conn = _connect(path)
         self._pending: list[_Job] = []
         self._stop = threading.Event()
@@ -99,6 +102,10 @@ class SqliteDatabase:
         for table, column, kind in ADDED_COLUMNS:
             if column not in {row[1] for row in await self.fetch_all(f"PRAGMA table_info({table})")}:
                 await self.write(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    async def live_runners(self, runners: set[str]) -> set[str]:
+        """Only this process uses the database: every other runner is gone."""
+        return runners & {self.runner}
 
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns after its transaction committed."""

@@ -44,9 +44,10 @@ from gateway.store.database import INT64_MAX, INT64_MIN, Database, Params
 
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
-    "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data, runner) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (agent, owner, id) DO UPDATE SET context_id = excluded.context_id, state = excluded.state, "
-    "updated_ns = excluded.updated_ns, data = excluded.data"
+    "updated_ns = excluded.updated_ns, data = excluded.data, runner = excluded.runner"
 )
 INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
 LIST_PAGE_BYTES = 4 * 1024 * 1024
@@ -157,7 +158,7 @@ class SqlTaskStore(TaskStore):
         """What ``save`` runs, for a caller that commits it with other statements (its push notifications)."""
         self.new_ids.saved(task.id)
         params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
-        return _UPSERT, (*params, task.SerializeToString())
+        return _UPSERT, (*params, task.SerializeToString(), self._db.runner)
 
     @property
     def db(self) -> Database:
@@ -269,6 +270,20 @@ def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tupl
     return _FAIL_IF_UNCHANGED, params
 
 
+async def abandoned(db: Database, rows: list[tuple[str, int]], unchanged_since_ns: int | None = None) -> list[bool]:
+    """For each ``(runner, updated_ns)`` of a task left running, whether its process is gone.
+
+    On a database this process uses alone (``unchanged_since_ns`` None), every one was left by a
+    stop. On a shared one, a task was abandoned only when the process that last wrote it holds
+    its lock no more (``Database.live_runners``), however long it has been silent; a row written
+    before runners were recorded is judged by its age, as before: unchanged since ``unchanged_since_ns``.
+    """
+    if unchanged_since_ns is None:
+        return [True] * len(rows)
+    live = await db.live_runners({runner for runner, _ in rows if runner})
+    return [runner not in live if runner else updated_ns < unchanged_since_ns for runner, updated_ns in rows]
+
+
 async def fail_interrupted(
     db: Database, reason: str, keep: frozenset[TaskKey] = frozenset(), unchanged_since_ns: int | None = None
 ) -> list[str]:
@@ -277,18 +292,24 @@ async def fail_interrupted(
     Runs at start-up, before any request is served, so no task stays non-terminal forever.
     Tasks waiting for input are left alone: a follow-up message resumes them; so are the tasks
     in ``keep`` (workflow runs about to resume from their checkpoints). On a shared database
-    another replica may be running a task right now, so ``unchanged_since_ns`` limits the sweep
-    to tasks that have not changed since then, and a task written after it was read is not failed.
+    (``unchanged_since_ns`` given) another replica may be running a task right now: only tasks
+    ``abandoned`` by their process are failed, and none written since it was read.
     """
     marks = ", ".join("?" for _ in INTERRUPTIBLE)
-    sql = f"SELECT agent, owner, id, data FROM tasks WHERE state IN ({marks})"
-    args: list[Any] = [int(s) for s in INTERRUPTIBLE]
-    if unchanged_since_ns is not None:
-        sql += " AND updated_ns < ?"
-        args.append(unchanged_since_ns)
-    rows = [row for row in await db.fetch_all(sql, args) if tuple(row[:3]) not in keep]
-    counts = await asyncio.gather(*(db.write(*_failed(agent, owner, data, reason)) for agent, owner, _, data in rows))
+    sql = f"SELECT agent, owner, id, data, runner, updated_ns FROM tasks WHERE state IN ({marks})"
+    rows = [row for row in await db.fetch_all(sql, [int(s) for s in INTERRUPTIBLE]) if tuple(row[:3]) not in keep]
+    gone = await abandoned(db, [(row[4], row[5]) for row in rows], unchanged_since_ns)
+    rows = [row for row, left in zip(rows, gone, strict=True) if left]
+    counts = await asyncio.gather(
+        *(db.write(*_failed(agent, owner, data, reason)) for agent, owner, _, data, *_ in rows)
+    )
     return [row[2] for row, count in zip(rows, counts, strict=True) if count]
+
+
+async def task_runner(db: Database, key: TaskKey) -> tuple[str, int]:
+    """The runner that last wrote task ``key`` and when (``("", -1)`` when there is no such task)."""
+    row = await db.fetch_one("SELECT runner, updated_ns FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
+    return (str(row[0]), int(row[1])) if row else ("", _NO_TIME)
 
 
 async def fail_task(db: Database, key: TaskKey, reason: str) -> bool:

@@ -18,6 +18,7 @@ from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.store.test_task_store import as_user, make_task
 
+INSERT = "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data) VALUES "
 WRITE_TIMEOUT_S = 5.0  # a write that has not resolved by then never will: the writer is wedged
 
 
@@ -57,7 +58,10 @@ async def test_an_integer_sqlite_cannot_store_is_refused_before_it_reaches_the_w
 ) -> None:
     with pytest.raises(UnstorableValueError, match="64-bit"):
         async with asyncio.timeout(WRITE_TIMEOUT_S):
-            await db.write("INSERT INTO tasks VALUES ('a', 'o', 'x', 'c', 1, ?, x'')", (10**19,))
+            await db.write(
+                INSERT + "('a', 'o', 'x', 'c', 1, ?, x'')",
+                (10**19,),
+            )
     store = SqlTaskStore(db, "echo")
     outcomes = await settle(
         store.save(make_task("before"), as_user("ada")),
@@ -74,7 +78,10 @@ async def test_a_non_sqlite_exception_in_a_job_fails_only_that_job(
     db: SqliteDatabase, tmp_path: Path, alone: bool
 ) -> None:
     store = SqlTaskStore(db, "echo")
-    poisoned = db.write("INSERT INTO tasks VALUES ('a', 'o', 'x', 'c', 1, 0, ?)", (Boom(),))
+    poisoned = db.write(
+        INSERT + "('a', 'o', 'x', 'c', 1, 0, ?)",
+        (Boom(),),
+    )
     if alone:
         outcomes = await settle(poisoned)
     else:
@@ -96,8 +103,14 @@ async def test_a_job_of_several_statements_that_fails_midway_is_rolled_back_whol
 ) -> None:
     store = SqlTaskStore(db, "echo")
     half = [
-        ("INSERT INTO tasks VALUES ('echo', 'ada', 'half', 'c', 1, 0, x'')", ()),
-        ("INSERT INTO tasks VALUES ('a', 'o', 'x', 'c', 1, 0, ?)", (Boom(),)),
+        (
+            INSERT + "('echo', 'ada', 'half', 'c', 1, 0, x'')",
+            (),
+        ),
+        (
+            INSERT + "('a', 'o', 'x', 'c', 1, 0, ?)",
+            (Boom(),),
+        ),
     ]
     outcomes = await settle(db.write_many(half))
     assert isinstance(outcomes[0], RuntimeError)

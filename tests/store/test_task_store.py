@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -24,6 +28,8 @@ from gateway.store.database import UnstorableValueError
 from gateway.store.tasks import NewTaskIds, fail_task
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class NamedUser(User):
@@ -205,13 +211,21 @@ async def test_dispatch_sees_configs_registered_before_a_restart(db: Database, t
     assert [c.url for c in await fresh.get_info_for_dispatch("t10")] == ["https://b.example/h"]
 
 
-async def test_sweep_on_a_shared_database_spares_tasks_that_may_be_running_elsewhere(db: Database) -> None:
+async def test_sweep_on_a_shared_database_fails_only_what_a_gone_process_left(db: Database) -> None:
+    """A live process's task is spared however old; a gone one's is failed however new; an unmarked one by age."""
     store, ada = SqlTaskStore(db, "echo"), as_user("ada")
-    await store.save(make_task("stale", TaskState.TASK_STATE_WORKING, at_ns=1_000), ada)
-    await store.save(make_task("fresh", TaskState.TASK_STATE_WORKING, at_ns=9_000), ada)
-    assert await fail_interrupted(db, "restarted", unchanged_since_ns=5_000) == ["stale"]
-    fresh = await store.get("fresh", ada)
-    assert fresh is not None and fresh.status.state == TaskState.TASK_STATE_WORKING
+    await store.save(make_task("mine-old", TaskState.TASK_STATE_WORKING, at_ns=1_000), ada)
+    for task_id, at_ns, runner in (
+        ("gone-new", 9_000, "a-dead-process"),
+        ("legacy-old", 1_000, ""),
+        ("legacy-new", 9_000, ""),
+    ):
+        await store.save(make_task(task_id, TaskState.TASK_STATE_WORKING, at_ns=at_ns), ada)
+        await db.write("UPDATE tasks SET runner = ? WHERE id = ?", (runner, task_id))
+    assert sorted(await fail_interrupted(db, "restarted", unchanged_since_ns=5_000)) == ["gone-new", "legacy-old"]
+    for spared in ("mine-old", "legacy-new"):
+        task = await store.get(spared, ada)
+        assert task is not None and task.status.state == TaskState.TASK_STATE_WORKING
 
 
 class CountingDatabase:
@@ -220,7 +234,7 @@ class CountingDatabase:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.reads = 0
-        self.dialect, self.exclusive = db.dialect, db.exclusive
+        self.dialect, self.exclusive, self.runner = db.dialect, db.exclusive, db.runner
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._db.write(sql, params)
@@ -349,4 +363,44 @@ async def test_a_list_page_is_read_off_the_event_loop(tmp_path: Path) -> None:
         assert len(listing.result().tasks) == 10 and listing.result().total_size == 10
         assert ticks > 1, "the loop ran nothing else while the page was read"
     finally:
+        await db.close()
+
+
+async def test_a_database_made_before_tasks_recorded_their_runner_gains_the_column(db: Database) -> None:
+    await db.write("ALTER TABLE tasks DROP COLUMN runner")
+    await db.migrate()
+    store = SqlTaskStore(db, "echo")
+    await store.save(make_task("t"), as_user("ada"))
+    assert await db.fetch_one("SELECT runner FROM tasks WHERE id = 't'") == (db.runner,)
+
+
+async def test_a_runner_is_alive_exactly_as_long_as_its_process(pg_schema_dsn: str, tmp_path: Path) -> None:
+    """kill -9 ends the process's session, and PostgreSQL frees its lock: the runner is provably gone."""
+    script = (
+        "import asyncio, sys\n"
+        "from gateway.store import open_database\n"
+        "async def main():\n"
+        f"    db = await open_database({pg_schema_dsn!r})\n"
+        "    print(db.runner, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- returns at once
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    db = await open_database(pg_schema_dsn)
+    try:
+        assert proc.stdout is not None
+        runner = (await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)).decode().strip()
+        assert await db.live_runners({runner, db.runner, "never-ran"}) == {runner, db.runner}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        async with asyncio.timeout(10):
+            while True:  # the server notices the closed socket: no event to wait on
+                if not await db.live_runners({runner}):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
         await db.close()
