@@ -103,7 +103,10 @@ class Settings(BaseSettings):
     takeover_after_s: float = Field(
         default=900.0,
         gt=0,
-        description="on a shared database, a task unchanged this long is taken as crashed at start-up",
+        description=(
+            "on a shared database, a task written before tasks recorded their process, unchanged this long, "
+            "is taken as crashed at start-up (others: when the process that last wrote them is gone)"
+        ),
     )
     root_agent: str = Field(default="triage", description="the agent whose card is the gateway's root card")
     grpc_port: int = Field(default=50051, ge=0, le=65535)
