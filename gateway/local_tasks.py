@@ -415,8 +415,17 @@ class LocalRunner:
         task = queue.task
         try:
             if started is not None:
-                await started(task)
+                await _told(started, task)
             await work
+        except _NotToldError as exc:
+            # The caller cannot follow the task it asked for: stop the work as a cancel does (a relay
+            # cancels at its peer). The agent did not fail, so the task ends canceled, not failed.
+            logger.warning(
+                "task %s of %s canceled: its caller could not be told it started: %s", task.id, self.agent, exc
+            )
+            work.cancel()
+            await finish(self._report_cancel(request, queue))
+            return
         except asyncio.CancelledError:
             work.cancel()  # when the cancel came while ``started`` ran
             # Canceled by CancelTask (``cancel`` has reported it) or with the caller (then raised on, after the save).
@@ -426,7 +435,6 @@ class LocalRunner:
                 raise
             return
         except Exception as exc:
-            work.cancel()  # when ``started`` raised
             # As the SDK does for an executor that raises: the task fails, with the reason; and, as
             # RuntimeExecutor does, its status says whether trying again may help (a peer that is down).
             logger.exception("agent %s failed on task %s", self.agent, task.id)
@@ -444,6 +452,17 @@ class LocalRunner:
 
     async def _save(self, task: Task, context: ServerCallContext) -> None:
         await self._save_task(task, context)
+
+
+class _NotToldError(Exception):
+    """A run's ``started`` callback failed: the caller could not be told its task exists."""
+
+
+async def _told(started: Started, task: Task) -> None:
+    try:
+        await started(task)
+    except Exception as exc:
+        raise _NotToldError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class LocalRequestHandler(DefaultRequestHandler):

@@ -289,3 +289,20 @@ async def test_a_canceled_caller_cancels_at_the_peer_and_saves_the_task_canceled
     assert saved is not None and saved.status.state == TaskState.TASK_STATE_CANCELED, saved
     assert saved.status.message.parts[0].text == "canceled at the peer"
     assert not runner.is_running(task_id)
+
+
+async def test_a_failing_started_callback_cancels_the_task_at_the_peer_too() -> None:
+    store, executor = InMemoryTaskStore(), PeerLikeExecutor()
+    runner = LocalRunner("relay", executor, store)
+    first = message("work")
+
+    async def started(task: Task) -> None:
+        await asyncio.wait_for(executor.working.wait(), WAIT_S)  # the relay has reached its peer
+        raise ConnectionError("the caller could not be told")
+
+    task = await asyncio.wait_for(runner.run(first, ServerCallContext(), started=started), WAIT_S)
+
+    assert task.status.state == TaskState.TASK_STATE_CANCELED, task.status
+    assert executor.canceled_at_peer.is_set(), "the work the agent began elsewhere is canceled too"
+    saved = await store.get(first.task_id, ServerCallContext())
+    assert saved is not None and saved.status.state == TaskState.TASK_STATE_CANCELED
