@@ -11,6 +11,7 @@ this; the SDK does not ship it.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -102,6 +103,44 @@ async def _anyone(ctx: ServerRequestContext[Any, Any], uri: str) -> None:
     return None
 
 
+SEND_TIMEOUT_S = 10.0
+"""How long one notification may take to go out to a session before its subscriptions are dropped."""
+
+
+class _Outbox:
+    """One 2025 session's ``resources/updated`` notifications, sent in the background in order.
+
+    "This resource changed" says the same thing twice as once, so a URI already waiting is not
+    queued again: a session that falls behind holds at most one pending notification per
+    resource it follows (its subscriptions are capped). A send that fails, or takes longer than
+    ``SEND_TIMEOUT_S``, calls ``stalled`` and stops the outbox.
+    """
+
+    def __init__(self, session: ServerSession, stalled: Callable[[str], None]) -> None:
+        self.session = session
+        self._stalled = stalled
+        self._pending: dict[str, None] = {}  # ordered, without repeats
+        self._sender: asyncio.Task[None] | None = None
+
+    def post(self, uri: str) -> None:
+        self._pending[uri] = None
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        while self._pending:
+            uri = next(iter(self._pending))
+            del self._pending[uri]
+            try:
+                with anyio.fail_after(SEND_TIMEOUT_S):
+                    await self.session.send_resource_updated(uri)
+            except Exception:
+                logger.debug("a notification of %s did not go out", uri, exc_info=True)
+                self._pending.clear()
+                self._stalled(uri)
+                return
+
+
 class ResourceNotifier:
     """Announces resource updates to subscribers of both protocol revisions.
 
@@ -118,6 +157,7 @@ class ResourceNotifier:
         self.may_follow = may_follow
         self._sessions: dict[str, dict[str, ServerSession]] = {}  # uri -> session key -> session
         self._uris: dict[str, set[str]] = {}  # session key -> uris
+        self._outboxes: dict[str, _Outbox] = {}  # session key -> its notifications not yet sent
 
     @staticmethod
     def _connection_key(ctx: ServerRequestContext[Any, Any]) -> str:
@@ -148,6 +188,7 @@ class ResourceNotifier:
 
     def session_ended(self, session_id: str) -> None:
         """Forget every subscription of a session that ended."""
+        self._outboxes.pop(session_id, None)
         for uri in self._uris.pop(session_id, set()):
             self._drop(uri, session_id)
 
@@ -195,14 +236,25 @@ class ResourceNotifier:
         return list(self._sessions.get(uri, {}).values())
 
     async def updated(self, uri: str) -> None:
-        """Tell every subscriber of ``uri`` that it changed; a gone session is forgotten."""
+        """Tell every subscriber of ``uri`` that it changed, without waiting for any of them.
+
+        Called on a run's progress path: a 2025 session's notifications are handed to its
+        ``_Outbox`` (a session that stops reading holds up only itself); a listen stream's are
+        delivered by the bus without blocking.
+        """
         await self.bus.publish(ResourceUpdated(uri=uri))
         for key, session in list(self._sessions.get(uri, {}).items()):
-            try:
-                await session.send_resource_updated(uri)
-            except Exception:
-                logger.debug("dropping the %s subscription of session %s", uri, key, exc_info=True)
-                self._drop(uri, key)
+            outbox = self._outboxes.get(key)
+            if outbox is None or outbox.session is not session:
+                outbox = self._outboxes[key] = _Outbox(session, lambda failed, key=key: self._stalled(key, failed))
+            outbox.post(uri)
+
+    def _stalled(self, key: str, uri: str) -> None:
+        """A session that failed (or stalled on) a notification loses its subscriptions: it must subscribe again."""
+        logger.info("dropping the subscriptions of MCP session %s: a notification of %s did not go out", key, uri)
+        self._outboxes.pop(key, None)
+        for each in list(self._uris.get(key, ())):
+            self._drop(each, key)
 
 
 class RunBoard:

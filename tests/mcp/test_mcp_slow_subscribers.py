@@ -1,0 +1,59 @@
+"""A subscriber that does not keep up never holds up a run: its notifications wait for it, the run goes on.
+
+A 2025-11-25 session's ``resources/updated`` notifications go out through its own stream; a
+client that stops reading it (or a connection that stalls) makes every send to that session
+wait. The run's progress path announces each update to the run's subscribers, so it must not
+wait for any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+from a2a.types.a2a_pb2 import TaskState
+from mcp.client import Client
+from mcp.server.session import ServerSession
+
+from gateway.bindings.mcp_runs import ResourceNotifier
+from gateway.testing import RunningGateway
+from tests.mcp.conftest import task_once_ended
+
+TIMEOUT_S = 30
+
+
+class StalledSession:
+    """Makes one session's notification sends hang, as a client that stopped reading its stream does."""
+
+    def __init__(self, session: ServerSession, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tried = asyncio.Event()
+        self._released = asyncio.Event()
+        monkeypatch.setattr(session, "send_resource_updated", self.send)
+
+    async def send(self, uri: str) -> None:
+        self.tried.set()
+        await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_a_subscriber_that_stalls_does_not_stall_the_run(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier: ResourceNotifier = gateway.app.state.mcp.notifier
+    async with Client(f"{gateway.url}/mcp", mode="legacy", read_timeout_seconds=TIMEOUT_S) as client:
+        with anyio.fail_after(TIMEOUT_S):
+            started = await client.call_tool("start_run", {"agent": "echo", "text": "wait: 3"})
+            run_id = (started.structured_content or {})["run_id"]
+            await client.subscribe_resource(f"run://{run_id}")
+            (session,) = notifier.sessions_of(f"run://{run_id}")
+            stalled = StalledSession(session, monkeypatch)
+            try:
+                task = await task_once_ended(gateway, "echo", run_id)
+                await stalled.tried.wait()  # the run did try to tell the stalled subscriber
+            finally:
+                stalled.release()
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
