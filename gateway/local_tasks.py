@@ -75,6 +75,8 @@ SaveTask = Callable[[Task, ServerCallContext], Awaitable[None]]
 """Saves a task (and queues its push notifications in the same transaction: ``OutboxPushSender.save_and_notify``)."""
 
 CANCEL_WAIT_S = 10.0
+SUBSCRIBER_BUFFER = 1024
+"""How far a subscriber may fall behind a running task before it is dropped (as the SDK's ``max_queue_size``)."""
 """How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
 
 ENDED = frozenset(
@@ -209,8 +211,19 @@ class TaskEventQueue(EventQueue):
             status.message.task_id, status.message.context_id = task.id, task.context_id
             _set_status(task, status)
             event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
-        for watcher in self.watchers:
-            watcher.put_nowait(event)
+        for watcher in list(self.watchers):
+            if watcher.full():
+                self._drop(watcher)
+            else:
+                watcher.put_nowait(event)
+
+    def _drop(self, watcher: Watcher) -> None:
+        """A subscriber too far behind: its stream ends (as the SDK evicts one), the run never waits for it."""
+        logger.warning("dropped a subscriber of task %s: %d events behind", self.task.id, watcher.qsize())
+        self.watchers.remove(watcher)
+        while not watcher.empty():
+            watcher.get_nowait()
+        watcher.put_nowait(None)
 
     def _check_mode(self, event: Event) -> None:
         """Refuse what the SDK refuses: a message after task events, or anything after a message."""
@@ -224,8 +237,11 @@ class TaskEventQueue(EventQueue):
 
     def close(self) -> None:
         """The run is over and its task saved: subscribers' streams end."""
-        for watcher in self.watchers:
-            watcher.put_nowait(None)
+        for watcher in list(self.watchers):
+            if watcher.full():
+                self._drop(watcher)
+            else:
+                watcher.put_nowait(None)
 
 
 @dataclass(frozen=True)
@@ -378,7 +394,7 @@ class LocalRunner:
         if running is None:
             return None
         queue = running.queue
-        watcher: asyncio.Queue[Event | None] = asyncio.Queue()
+        watcher: Watcher = asyncio.Queue(SUBSCRIBER_BUFFER)
         queue.watchers.append(watcher)
         snapshot = Task()
         snapshot.CopyFrom(queue.task)
@@ -389,7 +405,8 @@ class LocalRunner:
                 while (event := await watcher.get()) is not None:
                     yield event
             finally:
-                queue.watchers.remove(watcher)
+                if watcher in queue.watchers:
+                    queue.watchers.remove(watcher)
 
         return events()
 

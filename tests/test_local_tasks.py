@@ -29,6 +29,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
+from gateway import local_tasks
 from gateway.app import Gateway
 from gateway.local_tasks import LocalRunner
 from gateway.orchestration.resume import RunOwner
@@ -306,3 +307,42 @@ async def test_a_failing_started_callback_cancels_the_task_at_the_peer_too() -> 
     assert executor.canceled_at_peer.is_set(), "the work the agent began elsewhere is canceled too"
     saved = await store.get(first.task_id, ServerCallContext())
     assert saved is not None and saved.status.state == TaskState.TASK_STATE_CANCELED
+
+
+class ChattyExecutor(AgentExecutor):
+    """Waits for ``go``, then sends ``count`` progress updates as fast as it can and completes."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.working, self.go = asyncio.Event(), asyncio.Event()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.start_work()
+        self.working.set()
+        await self.go.wait()
+        for n in range(self.count):
+            await updater.update_status(TaskState.TASK_STATE_WORKING, updater.new_agent_message([Part(text=f"{n}")]))
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+async def test_a_subscriber_that_falls_behind_is_dropped_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_tasks, "SUBSCRIBER_BUFFER", 3, raising=False)
+    store, executor = InMemoryTaskStore(), ChattyExecutor(count=10)
+    runner = LocalRunner("chatty", executor, store)
+    first = message("talk")
+    run = asyncio.ensure_future(runner.run(first, ServerCallContext()))
+    await asyncio.wait_for(executor.working.wait(), WAIT_S)
+    slow = runner.subscribe(first.task_id)
+    assert slow is not None
+    assert isinstance(await anext(slow), Task)  # the snapshot; then it stops reading
+
+    executor.go.set()
+    task = await asyncio.wait_for(run, WAIT_S)
+
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    seen = [event async for event in slow]  # what it had when it was dropped: its stream has ended
+    assert len(seen) < executor.count, seen
