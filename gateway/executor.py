@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from a2a.helpers.proto_helpers import new_task
@@ -16,7 +17,7 @@ from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.struct_pb2 import Value
+from google.protobuf.struct_pb2 import Struct, Value
 
 from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
 
@@ -86,11 +87,42 @@ def call_from_context(context: RequestContext) -> AgentCall:
 RequestValidator = Callable[[SendMessageRequest], None]
 
 
+def _numbers(values: Iterable[Value]) -> Iterable[float]:
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            yield value.number_value
+        elif kind == "struct_value":
+            stack.extend(value.struct_value.fields.values())
+        elif kind == "list_value":
+            stack.extend(value.list_value.values)
+
+
+def check_finite(params: SendMessageRequest) -> None:
+    """Refuse (invalid params) a message whose JSON values hold a number JSON cannot carry.
+
+    Python's JSON parser reads ``1e400`` as infinity and ``NaN`` as itself, and binary protobuf
+    (gRPC) carries both; stored in a task, they made every JSON answer holding it fail (-32603).
+    """
+    structs: list[Struct] = [params.metadata, params.message.metadata]
+    structs += [part.metadata for part in params.message.parts if part.HasField("metadata")]
+    values = [v for struct in structs for v in struct.fields.values()]
+    values += [part.data for part in params.message.parts if part.HasField("data")]
+    for number in _numbers(values):
+        if not math.isfinite(number):
+            raise InvalidParamsError(
+                message=f"the message holds the number {number}: JSON values (data parts, metadata) must be finite"
+            )
+
+
 def limit_parts(max_parts: int, then: RequestValidator | None = None) -> RequestValidator:
     """A check refusing a message of more than ``max_parts`` parts (each file is one), then ``then``'s.
 
     Agents do work per part (the style reviewer runs ruff once per file), so the parts a request
-    may carry are bounded whatever its size in bytes.
+    may carry are bounded whatever its size in bytes. A number JSON cannot carry is refused too
+    (``check_finite``).
     """
 
     def validate(params: SendMessageRequest) -> None:
@@ -100,6 +132,7 @@ def limit_parts(max_parts: int, then: RequestValidator | None = None) -> Request
                 message=f"the message has {count} parts (files count one each); at most {max_parts} are "
                 "accepted per request: send fewer, or split the work over several requests"
             )
+        check_finite(params)
         if then is not None:
             then(params)
 

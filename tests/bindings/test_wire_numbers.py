@@ -17,11 +17,12 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Message, Part, Role, SendMessage
 from a2a.utils.errors import InvalidParamsError
 
 from gateway.testing import RunningGateway
-from tests.bindings.a2a_clients import Binding, a2a_client, send
+from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, send
 from tests.bindings.test_grpc_binding import grpc_target
 
 V1 = {"A2A-Version": "1.0"}
 V1_GRPC = (("a2a-version", "1.0"),)
+GRPC = next(b for b in BINDINGS if b.id == "grpc")
 YEAR_9999 = 253370764800  # 9999-01-01T00:00:00Z: a valid protobuf Timestamp, past int64 nanoseconds (2262)
 
 
@@ -98,3 +99,28 @@ async def test_grpc_refuses_a_timestamp_no_json_client_could_send(gateway: Runni
                 await stub.ListTasks(request, metadata=V1_GRPC)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (seconds, nanos)
             assert "statusTimestampAfter" in (refused.value.details() or "")
+
+
+@pytest.mark.parametrize("where", ["data part", "message metadata", "part metadata"])
+async def test_a_number_json_cannot_carry_is_invalid_params_and_leaves_no_task(
+    http: httpx.AsyncClient, gateway: RunningGateway, where: str
+) -> None:
+    """1e400 parses as infinity (and NaN as itself); stored in a task, no JSON answer could carry that task again."""
+    part = '{"data": {"x": 1e400}}' if where == "data part" else '{"text": "hi"}'
+    if where == "part metadata":
+        part = '{"text": "hi", "metadata": {"x": NaN}}'
+    meta = ', "metadata": {"x": -1e400}' if where == "message metadata" else ""
+    message = f'{{"role": "ROLE_USER", "messageId": "{uuid.uuid4()}", "parts": [{part}]{meta}}}'
+    headers = {**V1, "content-type": "application/json"}
+    body = f'{{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {{"message": {message}}}}}'
+    answer = (await http.post("/agents/echo", content=body, headers=headers)).json()
+    assert answer["error"]["code"] == -32602 and "finite" in answer["error"]["message"], answer
+    rest = await http.post("/agents/echo/message:send", content=f'{{"message": {message}}}', headers=headers)
+    assert rest.status_code == 400 and "finite" in rest.text, rest.text
+    async with a2a_client(gateway.agent_url("echo"), GRPC) as client:
+        request = SendMessageRequest(message=Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4())))
+        request.message.parts.add(text="hi")
+        request.message.metadata.update({"x": float("inf")})
+        with pytest.raises(InvalidParamsError, match="finite"):
+            await client.send_message(request).__anext__()
+        assert len((await client.list_tasks(ListTasksRequest())).tasks) == 0
