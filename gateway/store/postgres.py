@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
 import re
 import uuid
 import zlib
@@ -13,7 +16,10 @@ import asyncpg
 
 from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 
+logger = logging.getLogger(__name__)
+
 _PLACEHOLDER = re.compile(r"\?")
+RELOCK_DELAYS_S = (0.05, 0.2, 1.0, 5.0)  # then every 5 s until it is taken again
 RUNNER_LOCKS = 7245062
 """The advisory-lock namespace (first key) of the locks gateway processes hold while they live."""
 _HELD_RUNNER_LOCKS = (
@@ -39,30 +45,80 @@ def _count(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+class RunnerLock:
+    """This process's runner lock, held on a session of its own, and taken again if that session ends.
+
+    The lock lives exactly as long as its session: when the process dies, however it dies,
+    PostgreSQL ends the session and frees the lock, and its tasks count as abandoned. A session
+    that ends while the process lives (a database restart, a network cut) is replaced at once:
+    until then a replica starting could take this process's tasks as abandoned, which is logged.
+    (Session locks need a session: not through a transaction-pooling PgBouncer.)
+    """
+
+    def __init__(self, dsn: str, runner: str) -> None:
+        self._dsn = dsn
+        self._key = runner_key(runner)
+        self._conn: asyncpg.Connection | None = None
+        self._retaking: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def take(self) -> None:
+        """Open a session and take the lock on it."""
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", RUNNER_LOCKS, self._key)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._lost)
+        self._conn = conn
+
+    def _lost(self, conn: object) -> None:
+        if self._closing:
+            return
+        logger.error("the database session holding this gateway's runner lock ended; taking the lock again")
+        self._retaking = asyncio.ensure_future(self._take_again())
+
+    async def _take_again(self) -> None:
+        for attempt in itertools.count():
+            try:
+                await self.take()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                delay = RELOCK_DELAYS_S[min(attempt, len(RELOCK_DELAYS_S) - 1)]
+                logger.warning("runner lock not taken again yet (%s); next try in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                logger.info("runner lock taken again")
+                return
+
+    async def close(self) -> None:
+        """Free the lock (end its session)."""
+        self._closing = True
+        if self._retaking is not None:
+            self._retaking.cancel()
+        if self._conn is not None:
+            await self._conn.close()
+
+
 class PostgresDatabase:
     """A shared database; asyncpg commits each statement unless it runs in a transaction."""
 
     dialect = "postgresql"
     exclusive = False  # replicas share it
 
-    def __init__(self, pool: asyncpg.Pool, lock: asyncpg.Connection, runner: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, lock: RunnerLock, runner: str) -> None:
         self._pool = pool
         self._lock = lock
         self.runner = runner
-        """This process's id on the database; its advisory lock, held on ``lock``, says it is alive."""
+        """This process's id on the database; its ``RunnerLock`` says it is alive."""
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
-        """Open a pool on ``dsn``, and a connection of its own holding this process's runner lock.
-
-        The lock lives exactly as long as that session: when the process dies, however it dies,
-        PostgreSQL ends the session and frees the lock, and its tasks count as abandoned.
-        (Session locks need a session: not through a transaction-pooling PgBouncer.)
-        """
+        """Open a pool on ``dsn``, and take this process's runner lock (``RunnerLock``)."""
         runner = uuid.uuid4().hex
-        lock = await asyncpg.connect(dsn)
+        lock = RunnerLock(dsn, runner)
+        await lock.take()
         try:
-            await lock.execute("SELECT pg_advisory_lock($1, $2)", RUNNER_LOCKS, runner_key(runner))
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
         except BaseException:
             await lock.close()

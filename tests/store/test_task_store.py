@@ -25,6 +25,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig
 
 from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import UnstorableValueError
+from gateway.store.postgres import RUNNER_LOCKS, runner_key
 from gateway.store.tasks import NewTaskIds, fail_task
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
@@ -403,4 +404,25 @@ async def test_a_runner_is_alive_exactly_as_long_as_its_process(pg_schema_dsn: s
     finally:
         proc.kill()
         proc.wait(timeout=10)
+        await db.close()
+
+
+async def test_a_runner_whose_lock_session_ends_takes_its_lock_again(pg_schema_dsn: str) -> None:
+    """A dropped session (a database restart, a network cut) must not leave a live process looking gone."""
+    db = await open_database(pg_schema_dsn)
+    admin = await asyncpg.connect(pg_schema_dsn)
+    holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND granted"
+    try:
+        first = await admin.fetchval(holder, RUNNER_LOCKS, runner_key(db.runner))
+        assert first is not None
+        await admin.execute("SELECT pg_terminate_backend($1)", first)
+        async with asyncio.timeout(10):
+            while True:  # the lock is taken again on a new session: no event to wait on from here
+                again = await admin.fetchval(holder, RUNNER_LOCKS, runner_key(db.runner))
+                if again not in (None, first):
+                    break
+                await asyncio.sleep(0.05)
+        assert await db.live_runners({db.runner}) == {db.runner}
+    finally:
+        await admin.close()
         await db.close()
