@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog
+from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog, import_peer
+from gateway.federation.errors import PeerUnavailableError
+from gateway.federation.peers import Peer
 from gateway.settings import Settings
+from gateway.spec import PeerSpec
 from gateway.testing import RunningGateway, running_gateway
 from tests.conftest import make_settings
 from tests.federation.slow_peer import FakePeer, SilentGrpcPeer
@@ -183,3 +186,25 @@ async def test_an_oversized_catalog_is_refused_while_it_is_read(background: Back
             await catalog(http, peer.url)
     peer.stopped.set()
     assert peer.catalog_sent < 16 * MAX_CATALOG_BYTES, f"{peer.catalog_sent} bytes sent of {peer.huge_bytes}"
+
+
+async def test_import_all_hosts_a_card_still_dripping_at_the_deadline_out_of_service(
+    background: BackgroundLoop,
+) -> None:
+    peer = serve(background, FakePeer())
+    peer.card_mode = "drip"
+    spec = PeerSpec.model_validate(
+        {"name": "p", "base_url": peer.url, "trust": {"jwks": peer.jwks()}, "import": "all", "timeout_s": 30}
+    )
+    configured = Peer.configure("p", spec.trust, None, base=Path("."), where="test", timeout_s=30)
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=BOUND_S) as http:
+        imported = await import_peer(spec, configured, http, asyncio.get_running_loop().time() + TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    peer.stopped.set()
+    assert elapsed < 10 * TIMEOUT_S, elapsed
+    (entry,) = imported
+    assert entry.spec.name == "p-echo" and "has not been verified yet" in entry.spec.description
+    assert entry.remote.source.health == "unchecked", "left for the background check, not judged"
+    with pytest.raises(PeerUnavailableError):
+        entry.remote.source.usable()
