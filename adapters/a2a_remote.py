@@ -310,8 +310,9 @@ class RemoteA2AExecutor(AgentExecutor):
         self._relays: dict[str, Relay] = {}
 
     def validate_request(self, params: SendMessageRequest) -> None:
-        """Refuse a call, before any task exists, with a bad hop count or while its card is known not to verify."""
-        message_hop(params.message)  # InvalidParamsError for a hop count out of range
+        """Refuse a call, before any task exists: a bad hop count, a loop, the hop limit, a card known not to verify."""
+        hop = message_hop(params.message)  # InvalidParamsError for a hop count out of range
+        next_hop(hop, self.federation.gateway_id, self.federation.max_hops)  # FederationLoopError, HopLimitError
         if self.remote.source.refused_now():
             self.remote.source.usable()  # raises PeerUntrustedError with the reason
 
