@@ -1,12 +1,13 @@
 """A cancel lands everywhere: through every wire, of every kind of task, at every gateway involved.
 
 Wires: A2A JSON-RPC, REST and gRPC (``CancelTask`` on the binding that started the task) and MCP
-in both eras (the client cancels its ``tools/call``: ``notifications/cancelled``, which the MCP
-SDK delivers through an anyio cancel scope). Tasks, all at org A: a local task (``echo``), a
-workflow whose step is local (``slow-local`` -> ``echo``), a relayed remote task (``b-echo`` ->
-org B's ``echo``) and a workflow whose step is relayed (``slow-partner`` -> ``b-echo`` -> B's
-``echo``). Each ends CANCELED, and so does every task under it, read with ``GetTask`` on the
-gateway that holds it. The two gateways are the session's (``orgs``).
+in both eras, two ways: the client cancels its ``tools/call`` (``notifications/cancelled``, which
+the MCP SDK delivers through an anyio cancel scope), or calls ``cancel_run`` on a ``start_run``.
+Tasks, all at org A: a local task (``echo``), a workflow whose step is local (``slow-local`` ->
+``echo``), a relayed remote task (``b-echo`` -> org B's ``echo``) and a workflow whose step is
+relayed (``slow-partner`` -> ``b-echo`` -> B's ``echo``). Each ends CANCELED, and so does every
+task under it, read with ``GetTask`` on the gateway that holds it. The two gateways are the
+session's (``orgs``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ TERMINAL = {
 }
 STREAMING = {b.protocol: b for b in BINDINGS if b.streaming}
 JSONRPC_SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
-WIRES = ["jsonrpc", "rest", "grpc", "mcp-2025", "mcp-2026"]
+WIRES = ["jsonrpc", "rest", "grpc", "mcp-2025", "mcp-2026", "mcp-2025-cancel_run", "mcp-2026-cancel_run"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,25 @@ async def cancel_over_mcp(mcp_url: str, mode: str, tool: str) -> str:
     return working.task_id
 
 
+async def waiting(url: str, task_id: str) -> None:
+    """Until the task (or its step) says it is waiting: followed with ``SubscribeToTask``."""
+    async with a2a_client(url, JSONRPC_SSE) as client, asyncio.timeout(WAIT_S):
+        async for event in client.subscribe(SubscribeToTaskRequest(id=task_id)):
+            if "waiting" in _status_text(event):
+                return
+
+
+async def cancel_run_over_mcp(mcp_url: str, mode: str, agent_url: str, agent: str) -> str:
+    """``start_run``, then ``cancel_run`` once the work waits; the run's task id."""
+    async with McpClient(mcp_url, mode=mode, read_timeout_seconds=WAIT_S) as client:
+        started = await client.call_tool("start_run", {"agent": agent, "text": WORK})
+        run_id = str((started.structured_content or {})["run_id"])
+        await waiting(agent_url, run_id)
+        canceled = await client.call_tool("cancel_run", {"run_id": run_id})
+    assert not canceled.is_error and (canceled.structured_content or {})["state"] == "canceled", canceled.content
+    return run_id
+
+
 async def task_once_ended(url: str, task_id: str) -> Task:
     """The task once it has ended: followed with ``SubscribeToTask``, then read with ``GetTask``."""
     async with a2a_client(url, JSONRPC_SSE) as client, asyncio.timeout(WAIT_S):
@@ -165,8 +185,10 @@ def state(task: Task) -> str:
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.agent)
 @pytest.mark.parametrize("wire", WIRES)
 async def test_a_cancel_ends_every_task_involved_canceled(orgs: Orgs, wire: str, target: Target) -> None:
-    if wire.startswith("mcp"):
-        mode = "legacy" if wire == "mcp-2025" else "2026-07-28"
+    mode = "legacy" if wire.startswith("mcp-2025") else "2026-07-28"
+    if wire.endswith("cancel_run"):
+        task_id = await cancel_run_over_mcp(f"{orgs.a.url}/mcp", mode, orgs.a.agent_url(target.agent), target.agent)
+    elif wire.startswith("mcp"):
         task_id = await cancel_over_mcp(f"{orgs.a.url}/mcp", mode, target.tool)
     else:
         task_id = await cancel_over_a2a(orgs.a.agent_url(target.agent), _binding(wire))
