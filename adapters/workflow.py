@@ -27,6 +27,7 @@ from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, SendMessageRequest, TaskState
 from a2a.utils.errors import InvalidParamsError
 
+from gateway.cleanup import finish
 from gateway.errors import RuntimeLoadError
 from gateway.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
 from gateway.federation.hops import message_hop
@@ -157,7 +158,7 @@ class WorkflowExecutor(AgentExecutor):
         finally:
             self._runs.pop(task_id, None)
             run.drop_updates()
-            await asyncio.shield(started)
+            await finish(started)  # the first checkpoint, also when the run is stopped
         record.state = outcome.state
         # The last checkpoint and the outcome are written together: a crash between the two leaves
         # either a finished task (not resumed) or a finished checkpoint whose replay ends the task.
