@@ -36,7 +36,7 @@ from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
-from gateway.push import OutboxPushSender, PushDelivery, create_push_delivery
+from gateway.push import OutboxPushSender, PushDelivery, create_push_delivery, queue_stored_tasks
 from gateway.registry import Registry
 from gateway.required_fields import use_in_sdk_handlers
 from gateway.runtimes import agent_info, build_executor
@@ -276,7 +276,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep, since)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
-        # Push: notifications a stop left in the outbox go out again (in flight then: leased by no one now).
+        # Push: notifications a stop left in the outbox go out again (in flight then: leased by no one now),
+        # after the swept tasks' ends.
+        await queue_stored_tasks(gateway.push.outbox, swept)
         if gateway.db.exclusive:
             await gateway.push.outbox.release_leases()
         gateway.spawn(gateway.push.run(), name="push:delivery")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from gateway.push.addresses import PushAddressPolicy
 from gateway.push.delivery import DeliveryOptions, PushDelivery
 from gateway.push.retry import RetryPolicy
-from gateway.push.sender import OutboxPushSender
+from gateway.push.sender import OutboxPushSender, queue_stored_tasks
 from gateway.settings import Settings
 from gateway.store.database import Database
 
@@ -32,4 +32,4 @@ def create_push_delivery(settings: Settings, db: Database) -> PushDelivery:
     return PushDelivery(db, PushAddressPolicy(allow_private=settings.allow_private_push_urls), options)
 
 
-__all__ = ["OutboxPushSender", "PushAddressPolicy", "PushDelivery", "create_push_delivery"]
+__all__ = ["OutboxPushSender", "PushAddressPolicy", "PushDelivery", "create_push_delivery", "queue_stored_tasks"]

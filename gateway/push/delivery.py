@@ -106,6 +106,8 @@ class PushDelivery:
         # No keep-alive: every try connects to the address checked for it; no proxy from the environment.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=self.options.timeout_s, limits=limits, trust_env=False) as http:
+            if waiting := await self.outbox.pending():
+                logger.info("%d push notification(s) waiting for delivery", waiting)
             try:
                 while True:
                     self._wake.clear()

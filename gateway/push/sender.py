@@ -4,12 +4,14 @@ The request handler calls ``send_notification`` for each task event right after 
 task; the event becomes one outbox row per push config of the task, committed before the handler
 moves on to the next event (so a task's notifications keep its events' order). The runner's path
 (``LocalRunner``) saves the task and its notifications in one transaction (``save_and_notify``).
+A task ended outside both (the start-up sweep of tasks a crash left running) is queued from its
+stored row (``queue_stored_tasks``).
 The payload is what the SDK's ``BasePushNotificationSender`` posts: the event as a ``StreamResponse``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks.push_notification_sender import PushNotificationEvent, PushNotificationSender
@@ -51,3 +53,24 @@ class OutboxPushSender(PushNotificationSender):
             return []
         payload = to_stream_response(event).SerializeToString()
         return [self._outbox.enqueue(task_id, owner, config_id, payload) for owner, config_id in targets]
+
+
+_IDS_PER_QUERY = 500
+
+
+async def queue_stored_tasks(outbox: SqlPushOutbox, task_ids: Sequence[str]) -> int:
+    """Queue each task as stored now for every push config of it; how many notifications were queued."""
+    statements: list[tuple[str, Params]] = []
+    for start in range(0, len(task_ids), _IDS_PER_QUERY):
+        chunk = list(task_ids[start : start + _IDS_PER_QUERY])
+        rows = await outbox.db.fetch_all(
+            "SELECT t.id, t.data, c.owner, c.id FROM tasks t JOIN push_configs c ON c.task_id = t.id "
+            f"WHERE t.id IN ({', '.join('?' * len(chunk))}) ORDER BY t.id, c.id",
+            chunk,
+        )
+        for task_id, data, owner, config_id in rows:
+            payload = to_stream_response(Task.FromString(bytes(data))).SerializeToString()
+            statements.append(outbox.enqueue(task_id, owner, config_id, payload))
+    if statements:
+        await outbox.db.write_many(statements)
+    return len(statements)

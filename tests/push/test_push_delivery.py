@@ -28,6 +28,7 @@ from tests.conftest import make_settings
 from tests.push.receiver import PushReceiver, push_receiver
 
 JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
+JSONRPC_SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
 WAIT_S = 30.0
 # What echo's "wait: 1" produces on the SDK's path, in order: the task, work with progress, the artifact, the end.
 ECHO_WAIT_KINDS = [
@@ -146,6 +147,26 @@ async def test_receiver_failing_twice_gets_every_event_in_order_after_a_restart_
     tmp_path: Path, pg_database: str
 ) -> None:
     await _fails_twice_then_restart(tmp_path, {"SWITCHBOARD_DATABASE_URL": pg_database})
+
+
+async def test_a_task_a_crash_left_running_ends_failed_at_its_receiver(tmp_path: Path) -> None:
+    """The start-up sweep ends the task FAILED; its push configs hear of it like of any other end."""
+    async with push_receiver() as receiver:
+        async with _gateway_process(tmp_path / "data", {}) as (url, proc):
+            async with a2a_client(f"{url}/agents/echo", JSONRPC_SSE) as client:
+                async with asyncio.timeout(WAIT_S):
+                    stream = client.send_message(SendMessageRequest(message=user_message("wait: 120")))
+                    first = await anext(aiter(stream))
+                    await stream.aclose()  # the task goes on working, detached from this caller
+                task_id = first.task.id if first.HasField("task") else first.status_update.task_id
+                await _register(client, task_id, receiver.url)
+            proc.kill()
+        async with _gateway_process(tmp_path / "data", {}):
+            await receiver.wait_for(_ended)
+    ended = receiver.accepted[-1]
+    assert ended.kind() == ("task", "TASK_STATE_FAILED") and ended.body["task"]["id"] == task_id
+    assert "restarted" in ended.body["task"]["status"]["message"]["parts"][0]["text"]
+    assert ended.notification_id
 
 
 async def test_retry_after_is_honoured(tmp_path: Path) -> None:
