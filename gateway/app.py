@@ -276,11 +276,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep, since)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
-        # Push: notifications a stop left in the outbox go out again (in flight then: leased by no one now),
-        # after the swept tasks' ends.
+        # Push: what a stop left in the outbox goes out (what was in flight too: on SQLite no one holds it now),
+        # then the ends of the tasks just swept.
+        await gateway.push.outbox.recover(release_leases=gateway.db.exclusive)
         await queue_stored_tasks(gateway.push.outbox, swept)
-        if gateway.db.exclusive:
-            await gateway.push.outbox.release_leases()
         gateway.spawn(gateway.push.run(), name="push:delivery")
         # gRPC: one server for every agent; the cards list it once its port is bound.
         grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})

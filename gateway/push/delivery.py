@@ -111,8 +111,12 @@ class PushDelivery:
             try:
                 while True:
                     self._wake.clear()
-                    claimed = await self._start_due(http)
-                    await self._wait(claimed)
+                    try:
+                        claimed = await self._start_due(http)
+                        await self._wait(claimed)
+                    except Exception:  # the database failed: keep the worker, look again after a pause
+                        logger.exception("push delivery could not read the outbox; trying again")
+                        await asyncio.sleep(self.options.poll_s)
             finally:
                 for task in self._inflight.values():
                     task.cancel()
@@ -151,7 +155,10 @@ class PushDelivery:
         except Exception as exc:  # a bug here must not stop the worker: the row is tried again later
             logger.exception("push notification %s for task %s: unexpected failure", row.id, row.task_id)
             outcome = Outcome("retry", "error", f"{type(exc).__name__}: {exc}")
-        await self._settle(row, outcome)
+        try:
+            await self._settle(row, outcome)
+        except Exception:  # the row keeps its lease, and is tried again when it ends
+            logger.exception("push notification %s for task %s: its outcome could not be saved", row.id, row.task_id)
         self.wake()
 
     async def _try(self, http: httpx.AsyncClient, row: OutboxRow) -> Outcome:
@@ -188,7 +195,7 @@ class PushDelivery:
 
     async def _settle(self, row: OutboxRow, outcome: Outcome) -> None:
         if outcome.kind == "done":
-            await self.outbox.remove(row.id)
+            await self.outbox.remove(row)
             await self.stats.count("delivered")
             return
         attempts = row.attempts + 1
@@ -203,7 +210,7 @@ class PushDelivery:
             return
         reason = "gave-up" if outcome.kind == "retry" else outcome.reason
         why = f"after {attempts} attempts: {outcome.detail}" if outcome.kind == "retry" else outcome.detail
-        await self.outbox.remove(row.id)
+        await self.outbox.remove(row)
         logger.warning("push notification %s for task %s dropped (%s) %s", row.id, row.task_id, reason, why)
         await self.stats.count(dropped=reason)
 

@@ -11,6 +11,7 @@ The payload is what the SDK's ``BasePushNotificationSender`` posts: the event as
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 from a2a.server.context import ServerCallContext
@@ -51,16 +52,16 @@ class OutboxPushSender(PushNotificationSender):
         targets = await self._configs.dispatch_targets(task_id)
         if not targets:
             return []
-        payload = to_stream_response(event).SerializeToString()
-        return [self._outbox.enqueue(task_id, owner, config_id, payload) for owner, config_id in targets]
+        return self._outbox.enqueue(task_id, targets, to_stream_response(event).SerializeToString())
 
 
 _IDS_PER_QUERY = 500
 
 
 async def queue_stored_tasks(outbox: SqlPushOutbox, task_ids: Sequence[str]) -> int:
-    """Queue each task as stored now for every push config of it; how many notifications were queued."""
+    """Queue each task as stored now for every push config of it; how many tasks had configs."""
     statements: list[tuple[str, Params]] = []
+    queued = 0
     for start in range(0, len(task_ids), _IDS_PER_QUERY):
         chunk = list(task_ids[start : start + _IDS_PER_QUERY])
         rows = await outbox.db.fetch_all(
@@ -68,9 +69,10 @@ async def queue_stored_tasks(outbox: SqlPushOutbox, task_ids: Sequence[str]) -> 
             f"WHERE t.id IN ({', '.join('?' * len(chunk))}) ORDER BY t.id, c.id",
             chunk,
         )
-        for task_id, data, owner, config_id in rows:
-            payload = to_stream_response(Task.FromString(bytes(data))).SerializeToString()
-            statements.append(outbox.enqueue(task_id, owner, config_id, payload))
+        for (task_id, data), targets in itertools.groupby(rows, key=lambda r: (r[0], bytes(r[1]))):
+            payload = to_stream_response(Task.FromString(data)).SerializeToString()
+            statements += outbox.enqueue(task_id, [(r[2], r[3]) for r in targets], payload)
+            queued += 1
     if statements:
         await outbox.db.write_many(statements)
-    return len(statements)
+    return queued

@@ -58,7 +58,7 @@ SCHEMA = (
         lease_ns BIGINT NOT NULL,
         last_error TEXT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS push_outbox_chain ON push_outbox (task_id, owner, config_id, seq)",
-    "CREATE INDEX IF NOT EXISTS push_outbox_due ON push_outbox (due_ns)",
+    "CREATE INDEX IF NOT EXISTS push_outbox_by_due ON push_outbox (due_ns, lease_ns)",
 )
 
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
