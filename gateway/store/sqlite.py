@@ -253,5 +253,8 @@ class SqliteDatabase:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.OperationalError:
                     continue  # busy: the next interval tries again
+                except sqlite3.Error:
+                    # Automatic checkpoints are off: a checkpointer that stopped would let the WAL grow without end.
+                    logger.exception("SQLite: a checkpoint failed; the next interval tries again")
         finally:
             conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.store import SqlTaskStore, open_database
+from gateway.store import sqlite as sqlite_module
 from gateway.store.database import UnstorableValueError
 from gateway.store.sqlite import SqliteDatabase
 from gateway.testing import running_gateway
@@ -174,3 +176,37 @@ async def test_readyz_says_not_ready_while_the_writer_cannot_commit(tmp_path: Pa
         assert response.status_code == 503
         assert "secret" not in response.text and "I/O" not in response.text
         assert (await http.get("/readyz")).status_code == 200
+
+
+class FailingCheckpoints:
+    """The checkpointer's connection: its first checkpoint fails as a corrupt page would, then it works."""
+
+    def __init__(self, conn: sqlite3.Connection, failed: threading.Event, recovered: threading.Event) -> None:
+        self._conn, self._failed, self._recovered = conn, failed, recovered
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if "wal_checkpoint(PASSIVE)" in sql:
+            if not self._failed.is_set():
+                self._failed.set()
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            self._recovered.set()
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_the_checkpointer_survives_a_failed_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Automatic checkpoints are off: a checkpointer that died would let the WAL grow without end."""
+    failed, recovered = threading.Event(), threading.Event()
+    real_connect = sqlite_module._connect
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.01)
+    monkeypatch.setattr(
+        sqlite_module, "_connect", lambda path: FailingCheckpoints(real_connect(path), failed, recovered)
+    )
+    database = await open_database(f"sqlite:///{tmp_path / 'tasks.db'}")
+    try:
+        assert await asyncio.to_thread(recovered.wait, 10), "no checkpoint ran after the failed one"
+        assert failed.is_set()
+    finally:
+        await database.close()
