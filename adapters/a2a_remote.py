@@ -14,7 +14,8 @@ events are mirrored onto it (``gateway.federation.mirror``) and the pair is reco
 - CancelTask here cancels the remote task, and the local task ends as the remote one did;
 - the peer's ``timeout_s`` bounds every wait on it: connecting, a unary call, and the gap
   between two events of a stream (over JSON-RPC/SSE and gRPC alike), so a peer that stops
-  answering ends the call with ``peer-timeout`` instead of holding it open;
+  answering ends the call with ``peer-timeout`` instead of holding it open; a stream silent for
+  that long is followed again as long as the peer still answers for its task (a long quiet task);
 - a push-notification config set here stays here: this gateway's push sender delivers the
   mirrored events (with its URL checks). It is not passed to the peer, which would otherwise
   learn the caller's endpoint and push its own task ids to it.
@@ -256,12 +257,13 @@ class Relay:
         logger.info("%s: resubscribing to remote task %s", self._remote.name, mirror.remote_task_id)
         try:
             await self._stream(client.subscribe(SubscribeToTaskRequest(id=mirror.remote_task_id), context=self._call))
-        except _CALL_ERRORS:
+        except _CALL_ERRORS as exc:
             # Subscribing to a task that already ended is refused: read it instead, which also settles it.
             task = await client.get_task(GetTaskRequest(id=mirror.remote_task_id), context=self._unary())
             await mirror.apply_task(task)
-            if not mirror.settled:
+            if not mirror.settled and not isinstance(exc, PeerTimeoutError):
                 raise
+            # Only silent for ``timeout_s``, and the peer answers for its task: it runs on; follow it again.
 
     def release(self) -> None:
         """The relay is done with its client."""

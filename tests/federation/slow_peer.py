@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -32,7 +32,7 @@ CHUNK = 64 * 1024
 GARBAGE = b"\xff\xfe\x00not json\x80\x81"
 
 Drip = Literal["ok", "drip"]
-Call = Literal["silent", "garbage", "first-event-then-silent"]
+Call = Literal["silent", "garbage", "first-event-then-silent", "quiet-task"]
 
 
 class FakePeer:
@@ -47,6 +47,9 @@ class FakePeer:
         self.catalog_mode: Literal["ok", "drip", "huge"] = "ok"
         self.huge_bytes = 64 * 1024 * 1024
         self.call_mode: Call = "silent"
+        self.quiet_polls = 0
+        """``quiet-task``: GetTask answers WORKING this many times, then COMPLETED (streams stay silent)."""
+        self.get_tasks = 0
         self.grpc_url = ""
         """When set, the cards offer gRPC there (``SilentGrpcPeer``) instead of JSON-RPC here."""
         self.unreachable_url = ""
@@ -134,7 +137,9 @@ class FakePeer:
             body = await _body(receive)
             if self.call_mode == "garbage":
                 await Response(GARBAGE, media_type="application/json")(scope, receive, send)
-            elif self.call_mode == "first-event-then-silent":
+            elif self.call_mode == "quiet-task" and json.loads(body).get("method") == "GetTask":
+                await JSONResponse(self._task_answer(json.loads(body)))(scope, receive, send)
+            elif self.call_mode in ("first-event-then-silent", "quiet-task"):
                 await StreamingResponse(self._first_event(body), media_type="text/event-stream")(scope, receive, send)
             else:
                 await _until_disconnect(receive)
@@ -142,6 +147,13 @@ class FakePeer:
             self.open_calls -= 1
             if self.open_calls == 0:
                 self.calls_closed.set()
+
+    def _task_answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        # A long task that emits nothing: alive (WORKING) when asked, until it completes.
+        self.get_tasks += 1
+        state = "TASK_STATE_WORKING" if self.get_tasks <= self.quiet_polls else "TASK_STATE_COMPLETED"
+        task = {"id": "remote-1", "contextId": "ctx-1", "status": {"state": state}}
+        return {"jsonrpc": "2.0", "id": request.get("id"), "result": task}
 
     async def _first_event(self, body: bytes) -> AsyncIterator[bytes]:
         request = json.loads(body)

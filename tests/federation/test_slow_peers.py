@@ -208,3 +208,15 @@ async def test_import_all_hosts_a_card_still_dripping_at_the_deadline_out_of_ser
     assert entry.remote.source.health == "unchecked", "left for the background check, not judged"
     with pytest.raises(PeerUnavailableError):
         entry.remote.source.usable()
+
+
+async def test_a_long_task_that_emits_nothing_is_followed_while_its_peer_answers(
+    tmp_path: Path, background: BackgroundLoop
+) -> None:
+    # Silent streams, but GetTask answers: the peer is alive and its task still runs, so the relay keeps following.
+    peer = serve(background, FakePeer(streaming=True))
+    peer.call_mode, peer.quiet_polls = "quiet-task", 6  # longer than FOLLOW_ATTEMPTS gaps of silence
+    async with running_gateway(settings_for(tmp_path, ("p", peer, {"timeout_s": TIMEOUT_S}))) as gateway:
+        body = await call(gateway, "p-echo")
+    assert body["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", body
+    assert peer.get_tasks == peer.quiet_polls + 1
