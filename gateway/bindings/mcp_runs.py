@@ -149,14 +149,19 @@ class ResourceNotifier:
     stream on 2026-07-28, counts against the caller's cap. A 2025 subscription is dropped when
     its session ends (``session_ended``), when unsubscribed, or when a delivery to it fails; a
     listen stream's count is given back when the stream ends.
+
+    Updates go out on a session's standalone stream, which any of its requests' ``ServerSession``
+    reaches; each keeps its own request's context alive, so one per session is kept (the first
+    subscription's), not one per subscription.
     """
 
     def __init__(self, bus: SubscriptionBus, counts: CallerCounts, may_follow: FollowCheck = _anyone) -> None:
         self.bus = bus
         self.counts = counts
         self.may_follow = may_follow
-        self._sessions: dict[str, dict[str, ServerSession]] = {}  # uri -> session key -> session
+        self._subscribers: dict[str, set[str]] = {}  # uri -> session keys
         self._uris: dict[str, set[str]] = {}  # session key -> uris
+        self._senders: dict[str, ServerSession] = {}  # session key -> what sends to it
         self._outboxes: dict[str, _Outbox] = {}  # session key -> its notifications not yet sent
 
     @staticmethod
@@ -177,7 +182,8 @@ class ResourceNotifier:
         uri, key = str(params.uri), self._connection_key(ctx)
         await self.may_follow(ctx, uri)
         self._take(ctx, [(uri, key)])
-        self._sessions.setdefault(uri, {})[key] = ctx.session
+        self._senders.setdefault(key, ctx.session)
+        self._subscribers.setdefault(uri, set()).add(key)
         self._uris.setdefault(key, set()).add(uri)
         return EmptyResult()
 
@@ -189,19 +195,20 @@ class ResourceNotifier:
     def session_ended(self, session_id: str) -> None:
         """Forget every subscription of a session that ended."""
         self._outboxes.pop(session_id, None)
-        for uri in self._uris.pop(session_id, set()):
+        for uri in list(self._uris.get(session_id, ())):
             self._drop(uri, session_id)
 
     def _drop(self, uri: str, key: str) -> None:
-        sessions = self._sessions.get(uri, {})
-        sessions.pop(key, None)
-        if not sessions:
-            self._sessions.pop(uri, None)
-        uris = self._uris.get(key)
-        if uris is not None:
-            uris.discard(uri)
-            if not uris:
-                del self._uris[key]
+        subscribers = self._subscribers.get(uri, set())
+        subscribers.discard(key)
+        if not subscribers:
+            self._subscribers.pop(uri, None)
+        uris = self._uris.get(key, set())
+        uris.discard(uri)
+        if not uris:
+            self._uris.pop(key, None)
+            self._senders.pop(key, None)
+            self._outboxes.pop(key, None)
         self.counts.release([(uri, key)])
 
     def listen_guard(self) -> ServerMiddleware[Any]:
@@ -229,11 +236,11 @@ class ResourceNotifier:
 
     def subscription_count(self) -> int:
         """How many (resource, session) subscriptions are held."""
-        return sum(len(sessions) for sessions in self._sessions.values())
+        return sum(len(keys) for keys in self._subscribers.values())
 
     def sessions_of(self, uri: str) -> list[ServerSession]:
         """The sessions subscribed to ``uri``."""
-        return list(self._sessions.get(uri, {}).values())
+        return [self._senders[key] for key in self._subscribers.get(uri, ())]
 
     async def updated(self, uri: str) -> None:
         """Tell every subscriber of ``uri`` that it changed, without waiting for any of them.
@@ -243,7 +250,8 @@ class ResourceNotifier:
         delivered by the bus without blocking.
         """
         await self.bus.publish(ResourceUpdated(uri=uri))
-        for key, session in list(self._sessions.get(uri, {}).items()):
+        for key in list(self._subscribers.get(uri, ())):
+            session = self._senders[key]
             outbox = self._outboxes.get(key)
             if outbox is None or outbox.session is not session:
                 outbox = self._outboxes[key] = _Outbox(session, lambda failed, key=key: self._stalled(key, failed))

@@ -11,7 +11,9 @@ from /proc) from just before the N are opened to once they are open, divided by 
                     alone is this minus ``idle-session``, printed as ``get-stream only``);
 * ``listen-stream`` a 2026-07-28 ``subscriptions/listen`` stream (one POST held open; no session);
 * ``a2a-stream``    an A2A JSON-RPC ``SendStreamingMessage`` to ``echo`` with ``wait: 600``: the SSE
-                    stream and the working task behind it, for comparison with the MCP streams.
+                    stream and the working task behind it, for comparison with the MCP streams;
+* ``subscription``  one 2025-11-25 session starts N runs (``start_run`` of ``echo``, ``wait: 600``; not
+                    counted), then ``resources/subscribe`` to each ``run://``: the subscriptions alone.
 
 Then everything the arm holds is closed (sessions deleted, streams dropped) and the RSS read again:
 CPython keeps freed memory in its allocator, so that figure says what the process kept, not a leak.
@@ -61,7 +63,7 @@ MCP_PATH = "/mcp"
 LEGACY, MODERN = "2025-11-25", "2026-07-28"
 MAX_N = 1000
 SETTLE_S = 1.0  # a pause before each RSS reading, so that the last requests' garbage is gone
-ARMS = ("idle-session", "get-stream", "listen-stream", "a2a-stream")
+ARMS = ("idle-session", "get-stream", "listen-stream", "a2a-stream", "subscription")
 POST_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -194,14 +196,54 @@ async def measure_arm(server: Server, arm: str, n: int, warmup: int) -> dict[str
             opened_s = time.perf_counter() - began
             holding = await _rss_settled(server)
         closed = await _rss_settled(server)
-    grown = holding - started
+    return _row(arm, n, started, holding, closed, opened_s)
+
+
+async def _rpc(http: httpx.AsyncClient, server: Server, headers: dict[str, str], method: str, **params: Any) -> Any:
+    r = await http.post(
+        server.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, headers=headers
+    )
+    if r.status_code != 200 or not r.headers.get("content-type", "").startswith("application/json"):
+        raise BenchError(f"{method}: HTTP {r.status_code} {r.headers.get('content-type')}: {r.text[:200]}")
+    answer = r.json()
+    if "error" in answer:
+        raise BenchError(f"{method}: {answer['error']}")
+    return answer["result"]
+
+
+async def measure_subscriptions(server: Server, n: int, warmup: int) -> dict[str, Any]:
+    """N runs started in one session (not counted), then one subscription to each."""
+    async with httpx.AsyncClient(headers=POST_HEADERS, timeout=httpx.Timeout(30.0), trust_env=False) as http:
+        async with contextlib.AsyncExitStack() as session:
+            headers = await open_session(http, server, session)
+            uris = []
+            for _ in range(n + warmup):
+                started = await _rpc(http, server, headers, "tools/call", name="start_run", arguments=ARGUMENTS)
+                uris.append(started["structuredContent"]["resource"])
+            for uri in uris[:warmup]:
+                await _rpc(http, server, headers, "resources/subscribe", uri=uri)
+                await _rpc(http, server, headers, "resources/unsubscribe", uri=uri)
+            started_rss = await _rss_settled(server)
+            began = time.perf_counter()
+            for uri in uris[warmup:]:
+                await _rpc(http, server, headers, "resources/subscribe", uri=uri)
+            opened_s = time.perf_counter() - began
+            holding = await _rss_settled(server)
+        closed = await _rss_settled(server)  # the session is deleted: its subscriptions are dropped
+    return _row("subscription", n, started_rss, holding, closed, opened_s)
+
+
+ARGUMENTS = {"agent": "echo", "text": "wait: 600"}
+
+
+def _row(arm: str, n: int, started: float, holding: float, closed: float, opened_s: float) -> dict[str, Any]:
     return {
         "arm": arm,
         "n": n,
         "rss_mb_before": round(started, 1),
         "rss_mb_holding": round(holding, 1),
         "rss_mb_after_close": round(closed, 1),
-        "kb_per_item": round(grown * 1024 / n, 1),
+        "kb_per_item": round((holding - started) * 1024 / n, 1),
         "open_s": round(opened_s, 2),
     }
 
@@ -211,6 +253,8 @@ def run_arm(work: Path, arm: str, n: int, warmup: int) -> dict[str, Any]:
     server.start(REPO)
     try:
         server.wait_ready(time.monotonic() + STARTUP_TIMEOUT_S)
+        if arm == "subscription":
+            return asyncio.run(measure_subscriptions(server, n, warmup))
         return asyncio.run(measure_arm(server, arm, n, warmup))
     finally:
         server.stop()
