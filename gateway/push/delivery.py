@@ -118,9 +118,20 @@ class PushDelivery:
                         logger.exception("push delivery could not read the outbox; trying again")
                         await asyncio.sleep(self.options.poll_s)
             finally:
-                for task in self._inflight.values():
-                    task.cancel()
-                await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+                await self._stop_inflight()
+
+    async def _stop_inflight(self) -> None:
+        """Cancel the tries in flight and free their rows for the next start (or another replica) at once."""
+        held = list(self._inflight)
+        for task in self._inflight.values():
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if held:
+            try:
+                async with asyncio.timeout(self.options.timeout_s):
+                    await self.outbox.release(held)
+            except Exception as exc:  # their leases end by themselves
+                logger.warning("push delivery could not release %d notification(s) at stop: %s", len(held), exc)
 
     async def _start_due(self, http: httpx.AsyncClient) -> int:
         free = self.options.concurrency - len(self._inflight)

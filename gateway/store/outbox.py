@@ -119,6 +119,12 @@ class SqlPushOutbox:
             (attempts, due_ns, error, row_id),
         )
 
+    async def release(self, row_ids: Sequence[str]) -> None:
+        """End the leases of rows whose tries were stopped midway (due as they were: tried again at once)."""
+        await self.db.write_many(
+            [("UPDATE push_outbox SET lease_ns = 0 WHERE id = ?", (row_id,)) for row_id in row_ids]
+        )
+
     async def remove(self, row: OutboxRow) -> None:
         """Delete a delivered or dropped head and make the next of its chain due now."""
         chain = (row.task_id, row.owner, row.config_id)

@@ -55,9 +55,16 @@ class PushReceiver:
 
     answers: list[Answer] = field(default_factory=list)
     otherwise: Answer = 200
+    stall: int = 0
+    """How many of the first POSTs get no answer until ``release()`` (recorded with status 0)."""
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """Let stalled POSTs end."""
+        self._released.set()
 
     @property
     def accepted(self) -> list[Delivery]:
@@ -74,7 +81,9 @@ class PushReceiver:
             await self._changed.wait_for(lambda: predicate(self))
 
     async def _hook(self, request: Request) -> Response:
-        answer = self.answers.pop(0) if self.answers else self.otherwise
+        stalled = self.stall > 0
+        self.stall -= 1
+        answer = 0 if stalled else self.answers.pop(0) if self.answers else self.otherwise
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
         delivery = Delivery(
             at=time.monotonic(),
@@ -87,6 +96,9 @@ class PushReceiver:
         async with self._changed:
             self.deliveries.append(delivery)
             self._changed.notify_all()
+        if stalled:
+            await self._released.wait()
+            return Response(status_code=503)
         return Response(status_code=status, headers=headers)
 
 
@@ -102,9 +114,11 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def push_receiver(answers: Iterable[Answer] = (), otherwise: Answer = 200) -> AsyncIterator[PushReceiver]:
+async def push_receiver(
+    answers: Iterable[Answer] = (), otherwise: Answer = 200, stall: int = 0
+) -> AsyncIterator[PushReceiver]:
     """A ``PushReceiver`` served by uvicorn on a free loopback port until the block ends."""
-    receiver = PushReceiver(answers=list(answers), otherwise=otherwise)
+    receiver = PushReceiver(answers=list(answers), otherwise=otherwise, stall=stall)
     sock = free_socket()
     receiver.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
     server = _Server(uvicorn.Config(receiver.app(), log_config=None, access_log=False, timeout_graceful_shutdown=2))
@@ -117,6 +131,7 @@ async def push_receiver(answers: Iterable[Answer] = (), otherwise: Answer = 200)
         yield receiver
     finally:
         listening.cancel()
+        receiver.release()
         server.should_exit = True
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
         sock.close()

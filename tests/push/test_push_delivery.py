@@ -169,6 +169,22 @@ async def test_a_task_a_crash_left_running_ends_failed_at_its_receiver(tmp_path:
     assert ended.notification_id
 
 
+async def test_a_try_cut_short_by_a_stop_is_sent_again_at_once_by_the_next_gateway(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """On a shared database a stopping gateway frees what it had in flight (else its lease holds it 25 s)."""
+    settings = make_settings(tmp_path, database_url=pg_database)
+    async with push_receiver(stall=1) as receiver:
+        async with running_gateway(settings) as gateway, a2a_client(gateway.agent_url("echo"), JSONRPC) as client:
+            await _send_with_push(client, "hello", receiver.url)
+            await receiver.wait_for(lambda r: len(r.deliveries) == 1)  # the first try hangs: the gateway stops
+        async with running_gateway(settings):
+            await receiver.wait_for(_ended, within_s=10.0)
+    cut, *accepted = receiver.deliveries
+    assert cut.status == 0 and accepted[0].notification_id == cut.notification_id
+    assert [d.kind()[0] for d in accepted] == ["task", "artifactUpdate", "statusUpdate"]
+
+
 async def test_retry_after_is_honoured(tmp_path: Path) -> None:
     async with (
         push_receiver(answers=[(503, {"Retry-After": "1"})]) as receiver,
