@@ -2,7 +2,10 @@
 
 The request handler calls ``send_notification`` for each task event right after it saved the
 task; the event becomes one outbox row per push config of the task, committed before the handler
-moves on to the next event (so a task's notifications keep its events' order). The runner's path
+moves on to the next event (so a task's notifications keep its events' order) and before it hands
+the event to any client: an event a client has seen is in the outbox. (Only a crash between the
+task's commit and the outbox's, before anyone saw the event, loses its notification; the SDK
+saves the task itself, so the two cannot share a transaction on this path.) The runner's path
 (``LocalRunner``) saves the task and its notifications in one transaction (``save_and_notify``).
 A task ended outside both (the start-up sweep of tasks a crash left running) is queued from its
 stored row (``queue_stored_tasks``).
