@@ -12,8 +12,11 @@ from typing import Any, TextIO
 import httpx
 
 from gateway.cards import AGENT_CARD_PATH
+from gateway.federation.remote_cards import MAX_CARD_BYTES
 from gateway.keys import KeyConfigError, KeyRing, retire, rotate
 from gateway.signing import CardVerificationError, JwksFetchError, TrustPolicy, fetch_jwks, verify_card_json
+
+FETCH_TIMEOUT_S = 10.0
 
 
 def card_url(url: str) -> str:
@@ -22,12 +25,27 @@ def card_url(url: str) -> str:
 
 
 async def fetch_card(url: str) -> bytes:
-    """The card's bytes exactly as served (verification must see these, not a re-serialisation)."""
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-        response = await http.get(card_url(url), headers={"Accept": "application/json"})
-    if response.status_code != 200:
-        raise CardVerificationError(f"GET {card_url(url)} answered HTTP {response.status_code}", "malformed-json")
-    return response.content
+    """The card's bytes exactly as served (verification must see these, not a re-serialisation).
+
+    The whole fetch must end within ``FETCH_TIMEOUT_S`` (``TimeoutError``), and reading stops past
+    ``MAX_CARD_BYTES``, as when the gateway fetches a peer's card.
+    """
+    target = card_url(url)
+    async with (
+        asyncio.timeout(FETCH_TIMEOUT_S),
+        httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as http,
+        http.stream("GET", target, headers={"Accept": "application/json"}) as response,
+    ):
+        if response.status_code != 200:
+            raise CardVerificationError(f"GET {target} answered HTTP {response.status_code}", "malformed-json")
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_CARD_BYTES:
+                raise CardVerificationError(
+                    f"GET {target}: the card is larger than {MAX_CARD_BYTES} bytes", "malformed-json"
+                )
+    return body
 
 
 def render_card(card: dict[str, Any], out: TextIO) -> None:
@@ -61,8 +79,8 @@ async def show(url: str) -> int:
     try:
         raw = await fetch_card(url)
         card = json.loads(raw)
-    except (httpx.HTTPError, CardVerificationError, json.JSONDecodeError) as exc:
-        sys.stderr.write(f"switchboard: cannot read card at {card_url(url)}: {exc}\n")
+    except (httpx.HTTPError, CardVerificationError, json.JSONDecodeError, TimeoutError) as exc:
+        sys.stderr.write(f"switchboard: cannot read card at {card_url(url)}: {exc or 'no answer in time'}\n")
         return 2
     render_card(card, sys.stdout)
     return 0
@@ -77,8 +95,8 @@ async def verify(url: str, jwks: str | None, allow_origins: Sequence[str]) -> in
     except CardVerificationError as exc:
         sys.stdout.write(f"FAILED ({exc.code}): {exc.reason}\n")
         return 1
-    except (httpx.HTTPError, JwksFetchError, OSError, json.JSONDecodeError) as exc:
-        sys.stdout.write(f"FAILED (unavailable): {exc}\n")
+    except (httpx.HTTPError, JwksFetchError, OSError, json.JSONDecodeError, TimeoutError) as exc:
+        sys.stdout.write(f"FAILED (unavailable): {exc or 'no answer in time'}\n")
         return 1
     sys.stdout.write(f"OK: {verified.card.get('name')} signed by {', '.join(verified.kids)}\n")
     return 0

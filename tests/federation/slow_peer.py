@@ -31,7 +31,6 @@ DRIP_LIMIT_S = 60.0
 CHUNK = 64 * 1024
 GARBAGE = b"\xff\xfe\x00not json\x80\x81"
 
-Drip = Literal["ok", "drip"]
 Call = Literal["silent", "garbage", "first-event-then-silent", "quiet-task"]
 
 
@@ -43,7 +42,7 @@ class FakePeer:
         self.other_ring = KeyRing((SigningKey.generate("ES256"),))
         self.streaming = streaming
         self.url = ""
-        self.card_mode: Drip = "ok"
+        self.card_mode: Literal["ok", "drip", "huge"] = "ok"
         self.catalog_mode: Literal["ok", "drip", "huge"] = "ok"
         self.huge_bytes = 64 * 1024 * 1024
         self.call_mode: Call = "silent"
@@ -54,7 +53,7 @@ class FakePeer:
         """When set, the cards offer gRPC there (``SilentGrpcPeer``) instead of JSON-RPC here."""
         self.unreachable_url = ""
         """Where the card of agent ``down`` says calls go (a closed port: the agent is unreachable)."""
-        self.catalog_sent = 0
+        self.huge_sent = 0
         self.open_calls = 0
         self.calls = threading.Event()
         self.calls_closed = threading.Event()
@@ -103,6 +102,8 @@ class FakePeer:
         body = self.card_bytes(request.path_params["name"])
         if self.card_mode == "drip":
             return StreamingResponse(self._drip(body), media_type="application/json")
+        if self.card_mode == "huge":
+            return StreamingResponse(self._huge(), media_type="application/json")
         return Response(body, media_type="application/json", headers={"Cache-Control": "max-age=300"})
 
     async def _catalog(self, request: Request) -> Response:
@@ -125,8 +126,8 @@ class FakePeer:
     async def _huge(self) -> AsyncIterator[bytes]:
         yield b'{"linkset": [{"item": ['
         chunk = b'{"href": "/x", "title": "x"},' * (CHUNK // 29)
-        while self.catalog_sent < self.huge_bytes and not self.stopped.is_set():
-            self.catalog_sent += len(chunk)
+        while self.huge_sent < self.huge_bytes and not self.stopped.is_set():
+            self.huge_sent += len(chunk)
             yield chunk
             await asyncio.sleep(0)  # a send after the client left returns at once: let the disconnect be seen
 

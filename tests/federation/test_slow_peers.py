@@ -21,9 +21,12 @@ import pytest
 from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog, import_peer
 from gateway.federation.errors import PeerUnavailableError
 from gateway.federation.peers import Peer
+from gateway.federation.remote_cards import MAX_CARD_BYTES
 from gateway.settings import Settings
+from gateway.signing import CardVerificationError
 from gateway.spec import PeerSpec
 from gateway.testing import RunningGateway, running_gateway
+from gateway.verify import fetch_card
 from tests.conftest import make_settings
 from tests.federation.slow_peer import FakePeer, SilentGrpcPeer
 from tests.federation.support import BackgroundLoop, python_agent, rpc, write_yaml
@@ -185,7 +188,7 @@ async def test_an_oversized_catalog_is_refused_while_it_is_read(background: Back
         with pytest.raises(ValueError, match=f"larger than {MAX_CATALOG_BYTES} bytes"):
             await catalog(http, peer.url)
     peer.stopped.set()
-    assert peer.catalog_sent < 16 * MAX_CATALOG_BYTES, f"{peer.catalog_sent} bytes sent of {peer.huge_bytes}"
+    assert peer.huge_sent < 16 * MAX_CATALOG_BYTES, f"{peer.huge_sent} bytes sent of {peer.huge_bytes}"
 
 
 async def test_import_all_hosts_a_card_still_dripping_at_the_deadline_out_of_service(
@@ -220,3 +223,12 @@ async def test_a_long_task_that_emits_nothing_is_followed_while_its_peer_answers
         body = await call(gateway, "p-echo")
     assert body["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", body
     assert peer.get_tasks == peer.quiet_polls + 1
+
+
+async def test_the_cli_stops_reading_an_oversized_card(background: BackgroundLoop) -> None:
+    peer = serve(background, FakePeer())
+    peer.card_mode = "huge"
+    with pytest.raises(CardVerificationError, match=f"larger than {MAX_CARD_BYTES} bytes"):
+        await fetch_card(f"{peer.url}/agents/echo/.well-known/agent-card.json")
+    peer.stopped.set()
+    assert peer.huge_sent < 16 * MAX_CARD_BYTES, f"{peer.huge_sent} bytes sent of {peer.huge_bytes}"
