@@ -61,3 +61,26 @@ async def test_mcp_answers_the_public_host_and_refuses_others(tmp_path: Path) ->
 def test_an_extra_module_that_does_not_load_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(McpSetupError, match="no_such_module"):
         create_app(make_settings(tmp_path, mcp_extra_modules=["tests.mcp.no_such_module"]))
+
+
+async def test_with_auth_off_sessions_are_counted_per_client_address(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, mcp_max_sessions_per_caller=1)
+    async with running_gateway(settings) as gateway, httpx.AsyncClient(base_url=gateway.url) as http:
+        first = await http.post("/mcp", json=INITIALIZE, headers=HEADERS)
+        second = await http.post("/mcp", json=INITIALIZE, headers=HEADERS)
+        await http.delete("/mcp", headers={**HEADERS, "Mcp-Session-Id": first.headers["mcp-session-id"]})
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert "anonymous@127.0.0.1 holds 1 of the 1 open MCP sessions" in second.json()["error"]["message"]
+
+
+def test_the_mcp_limits_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MCP_SESSION_IDLE_S", "90")
+    monkeypatch.setenv("SWITCHBOARD_MCP_MAX_SESSIONS_PER_CALLER", "4")
+    monkeypatch.setenv("SWITCHBOARD_MCP_MAX_SUBSCRIPTIONS_PER_CALLER", "8")
+    settings = Settings()
+    assert (settings.mcp_session_idle_s, settings.mcp_max_sessions_per_caller) == (90.0, 4)
+    assert settings.mcp_max_subscriptions_per_caller == 8 and settings.mcp_max_sessions == 4096
+    app = create_app(settings.model_copy(update={"data_dir": tmp_path}))
+    manager = app.state.mcp.sessions
+    assert manager.session_idle_timeout == 90.0 and manager.sessions.cap == 4 and manager.max_sessions == 4096
