@@ -78,14 +78,22 @@ class UnstorableValueError(GatewayError, ValueError):
 
 
 def check_storable(statements: Sequence[tuple[str, Params]]) -> None:
-    """Raise ``UnstorableValueError`` for a parameter no column can hold (cheap: one type check per value).
+    """Raise ``UnstorableValueError`` for a parameter no column can hold or no driver can send.
 
-    The drivers would raise it too, but mid-batch (SQLite, inside the writer) or as a driver error.
+    An integer past 64 bits; a string that is not UTF-8 (a lone surrogate). The drivers would
+    raise too, but mid-batch (SQLite, inside the writer) or as a driver error. Cheap: a type check
+    per value, and ``isascii`` (no copy) before a string is ever encoded.
     """
     for _, params in statements:
         for value in params:
-            if type(value) is int and value not in _INT64:
+            kind = type(value)
+            if kind is int and value not in _INT64:
                 raise UnstorableValueError(f"{value} does not fit a signed 64-bit integer column")
+            if kind is str and not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise UnstorableValueError(f"{value!a} is not valid UTF-8 text") from None
 
 
 class Database(Protocol):

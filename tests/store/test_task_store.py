@@ -426,3 +426,15 @@ async def test_a_runner_whose_lock_session_ends_takes_its_lock_again(pg_schema_d
     finally:
         await admin.close()
         await db.close()
+
+
+async def test_a_transaction_whose_second_statement_cannot_be_sent_is_rolled_back_whole(db: Database) -> None:
+    """A lone surrogate cannot be encoded by either driver: refused up front, the first insert never made."""
+    insert = "INSERT INTO push_configs (owner, task_id, id, data) VALUES (?, ?, ?, ?)"
+    with pytest.raises(UnstorableValueError, match="UTF-8"):
+        async with asyncio.timeout(5):
+            await db.write_many([(insert, ("ada", "t", "first", b"x")), (insert, ("ada", "t", "\ud800", b"x"))])
+    assert await db.fetch_all("SELECT id FROM push_configs") == []
+    store = SqlTaskStore(db, "echo")
+    await store.save(make_task("after"), as_user("ada"))
+    assert await store.get("after", as_user("ada")) is not None
