@@ -25,6 +25,7 @@ from gateway.auth_http import agent_guard
 from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
+from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.errors import UnknownAgentError
 from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
@@ -244,6 +245,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
     use_in_sdk_handlers()  # the SDK's REQUIRED-field check, 100x cheaper (gateway.required_fields)
     register_with_sdk()  # federation refusals get their own codes on every binding, not INTERNAL
     quiet_client_mistakes()  # a client's mistake is one short log line, without the SDK's traceback
+    use_own_codes_for_v03()  # v0.3 JSON-RPC clients get an error's own code, not -32603
     keyring = load_keyring(settings)
     federation = load_federation(settings, keyring)  # peers' agents are imported before the registry loads
     gateway = Gateway(

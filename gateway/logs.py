@@ -20,11 +20,19 @@ SDK_LOGGERS = (
     "a2a.compat.v0_3.jsonrpc_adapter",
     "a2a.compat.v0_3.rest_adapter",
     "a2a.compat.v0_3.grpc_handler",
+    "a2a.server.request_handlers.request_handler",
 )
 """The SDK modules that log about a request as it is parsed and answered."""
 
-CLIENT_MISTAKES = frozenset({"Failed to validate base JSON-RPC request", "Failed to parse request params"})
-"""Messages the SDK logs with a traceback although what failed is the client's request."""
+CLIENT_MISTAKES = frozenset(
+    {
+        "Failed to validate base JSON-RPC request",
+        "Failed to validate base JSON-RPC request for v0.3",
+        "Failed to parse request params",
+        "Validation failure: %s",  # a call to an operation the agent does not offer (push, extended card)
+    }
+)
+"""Messages the SDK logs as errors (some with a traceback) although what failed is the client's request."""
 
 
 def clip(value: object, limit: int = CLIP_CHARS) -> str:
@@ -41,11 +49,12 @@ class ClientMistakeFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(clip(a) if isinstance(a, str) else a for a in record.args)
-        if record.msg in CLIENT_MISTAKES and record.exc_info:
-            error = record.exc_info[1]
-            record.msg = f"{record.msg}: %s"
-            record.args = (clip(f"{type(error).__name__}: {error}"),)
-            record.exc_info, record.exc_text = None, None
+        if record.msg in CLIENT_MISTAKES:
+            if record.exc_info:
+                error = record.exc_info[1]
+                record.msg = f"{record.msg}: %s"
+                record.args = (*(record.args or ()), clip(f"{type(error).__name__}: {error}"))  # type: ignore[misc]
+                record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
         return True
 

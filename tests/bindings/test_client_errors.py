@@ -125,6 +125,24 @@ async def test_a_huge_jsonrpc_id_is_clipped_in_the_log(
     _quiet(caplog)
 
 
+async def test_a_v0_3_method_sent_as_1_0_is_a_version_error_not_internal(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for method in ("agent/getAuthenticatedExtendedCard", "tasks/get"):
+        response = await http.post(ECHO, content=_rpc(method, {"id": "t1"}), headers=V1)
+        error = response.json()["error"]
+        assert error["code"] == -32009 and "0.3" in error["message"], error
+    _quiet(caplog)
+
+
+async def test_an_operation_the_agent_does_not_offer_logs_no_error(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await http.post(ECHO, content=_rpc("agent/getAuthenticatedExtendedCard", {}))
+    assert response.json()["error"]["code"] in (-32004, -32007)  # unsupported operation, or not configured
+    _quiet(caplog)
+
+
 @pytest.mark.parametrize(
     "part",
     [a2a_v0_3_pb2.Part(), a2a_v0_3_pb2.Part(metadata={"only": "metadata"})],
