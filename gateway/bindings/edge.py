@@ -15,7 +15,9 @@ labelled ``application/json`` unless the client's ``Accept`` prefers ``applicati
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import parse_qsl
 
 from a2a.server import jsonrpc_models
 from a2a.server.request_handlers.response_helpers import build_error_response
@@ -123,6 +125,9 @@ class EdgeGuard:
         headers = Headers(scope=scope)
         if not _is_jsonrpc(scope):
             send = _relabel(send, rest_media_type(headers.get("accept")))
+        if not _is_jsonrpc(scope) and (problem := query_problem(scope.get("query_string", b""))):
+            await error_response(scope, 400, InvalidRequestError(message=problem))(scope, receive, send)
+            return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
@@ -196,6 +201,22 @@ class EdgeGuard:
         await response(scope, receive, send)
 
 
+INT_QUERY_PARAMETERS = frozenset({"historyLength", "pageSize"})
+_INT32 = range(-(2**31), 2**31)
+
+
+def query_problem(query: bytes) -> str | None:
+    """What is wrong with a REST query's integer parameters (the v0.3 adapter answers a bad one with 500)."""
+    if not query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in INT_QUERY_PARAMETERS:
+            text = value.strip()
+            if not re.fullmatch(r"-?[0-9]{1,11}", text) or int(text) not in _INT32:
+                return f"query parameter {name} must be a 32-bit integer, not {value[:40]!r}"
+    return None
+
+
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
@@ -209,6 +230,8 @@ def json_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"the body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+    if json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        return "the body looks like UTF-16 or UTF-32 (it has NUL bytes where JSON has none); send JSON encoded as UTF-8"
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return None  # cannot be deeper than it has brackets: the common case costs two scans in C
     depth = 0

@@ -98,6 +98,33 @@ async def test_undecodable_json_is_a_parse_error_on_jsonrpc(
     _quiet(caplog)
 
 
+async def test_a_body_in_utf_16_is_a_parse_error(http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    body = b"\x00" + _rpc("GetTask", {"id": "t1"})  # Python's JSON reader would take this for UTF-16
+    assert (await http.post(ECHO, content=body, headers=V1)).json()["error"]["code"] == -32700
+    assert (await http.post(f"{ECHO}/message:send", content=body, headers=V1)).status_code == 400
+    _quiet(caplog)
+
+
+@pytest.mark.parametrize("query", ["historyLength=x", "historyLength=2147483648", "pageSize=1e3", "pageSize="])
+@pytest.mark.parametrize("path", ["/v1/tasks/t1", "/tasks/t1", "/tasks"], ids=["v0.3", "v1.0", "list"])
+async def test_a_bad_integer_query_parameter_is_400(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str, query: str
+) -> None:
+    version = {} if path.startswith("/v1") else V1
+    response = await http.get(f"{ECHO}{path}?{query}", headers=version)
+    assert response.status_code == 400, response.text
+    _quiet(caplog)
+
+
+async def test_subscribing_to_an_unknown_task_over_v0_3_rest_is_404(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for method in ("GET", "POST"):
+        response = await http.request(method, f"{ECHO}/v1/tasks/no-such-task:subscribe")
+        assert response.status_code == 404, response.text
+    _quiet(caplog)
+
+
 @pytest.mark.parametrize(
     "body",
     [
