@@ -232,6 +232,8 @@ def json_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
         return f"the body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
     if json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
         return "the body looks like UTF-16 or UTF-32 (it has NUL bytes where JSON has none); send JSON encoded as UTF-8"
+    if _lone_surrogate(body):
+        return "the JSON has a \\u escape of half a UTF-16 surrogate pair, which no string can hold"
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return None  # cannot be deeper than it has brackets: the common case costs two scans in C
     depth = 0
@@ -240,6 +242,28 @@ def json_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
         if depth > max_depth:
             return f"the JSON is nested deeper than {max_depth} levels"
     return None
+
+
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def _lone_surrogate(body: bytes) -> bool:
+    """Whether a ``\\uD800``-``\\uDFFF`` escape in ``body`` is not half of a pair (escaped emoji are pairs)."""
+    if not _SURROGATE_HINT.search(body):
+        return False
+    waiting = -1  # where the low half of a high surrogate just read must start
+    for escape in _ESCAPE.finditer(body):
+        code = int(escape.group(1), 16) if escape.group(1) else -1
+        if waiting >= 0:
+            if escape.start() != waiting or not 0xDC00 <= code <= 0xDFFF:
+                return True
+            waiting = -1
+        elif 0xD800 <= code <= 0xDBFF:
+            waiting = escape.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return True
+    return waiting >= 0
 
 
 def _replay(body: bytes, then: Receive) -> Receive:

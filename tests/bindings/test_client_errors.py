@@ -68,7 +68,11 @@ INVALID_UTF8 = b'{"message": {"role": "ROLE_USER", "parts": [{"text": "\xff\xfe"
 DEEP = b'{"message": ' + b"[" * 1000 + b"]" * 1000 + b"}"
 
 
-@pytest.mark.parametrize("body", [INVALID_UTF8, b"\xff\xfe", DEEP], ids=["utf8-in-text", "utf8-only", "nested-1000"])
+@pytest.mark.parametrize(
+    "body",
+    [INVALID_UTF8, b"\xff\xfe", DEEP, INVALID_UTF8.replace(b"\xff\xfe", b"\\ud83d")],
+    ids=["utf8-in-text", "utf8-only", "nested-1000", "lone-surrogate"],
+)
 async def test_undecodable_json_is_400_on_rest(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, body: bytes
 ) -> None:
@@ -85,8 +89,10 @@ async def test_undecodable_json_is_400_on_rest(
         b"\xff\xfe",
         b'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":' + b"[" * 1000 + b"]" * 1000 + b"}",
         b'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":' + b'{"a":' * 1000 + b"1" + b"}" * 1001,
+        b'{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"\\ud800"}}',
+        b'[{"jsonrpc":"2.0","method":"CancelTask","params":"\\udc00"}]',
     ],
-    ids=["utf8-in-text", "utf8-only", "nested-arrays", "nested-objects"],
+    ids=["utf8-in-text", "utf8-only", "nested-arrays", "nested-objects", "lone-surrogate", "lone-surrogate-batch"],
 )
 async def test_undecodable_json_is_a_parse_error_on_jsonrpc(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, body: bytes
