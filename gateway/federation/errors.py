@@ -169,7 +169,8 @@ def translate(exc: BaseException, peer: str, doing: str) -> PeerError:
     cause = exc.__cause__ if isinstance(exc, A2AClientError) else exc
     if isinstance(cause, ValueError | ParseError):
         # Bytes that are not UTF-8, JSON or the protocol's messages (a raw UnicodeDecodeError from the SDK, ...).
-        return PeerBadResponseError(f"{where}: the peer's answer is not valid A2A: {type(cause).__name__}", peer=peer)
+        problem = f"{type(cause).__name__}: {cause}"[:300]
+        return PeerBadResponseError(f"{where}: the peer's answer is not valid A2A: {problem}", peer=peer)
     if isinstance(cause, httpx.HTTPStatusError):
         status = cause.response.status_code
         error_type = PeerUnavailableError if status >= 500 else PeerRefusedError

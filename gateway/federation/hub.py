@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from gateway.federation.discovery import Imported, import_peer
 from gateway.federation.links import SqlRemoteLinks
-from gateway.federation.peers import Peer, PeerConfigError, RemoteAgent
+from gateway.federation.peers import MAX_ANSWER_BYTES, CappedTransport, Peer, PeerConfigError, RemoteAgent
 from gateway.federation.republish import republish_card
 from gateway.settings import Settings
 from gateway.spec import A2ARuntime, AgentSpec, PeersFile, PeerSpec
@@ -206,7 +206,9 @@ class Federation:
         """Open the clients and the links table (the cards are checked by ``keep_fresh``, in the background)."""
         self.on_change = on_change
         self._cards_http = httpx.AsyncClient(timeout=CARD_FETCH_TIMEOUT_S, follow_redirects=False)
-        self._calls_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0, read=None))
+        self._calls_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0, read=None), transport=CappedTransport(MAX_ANSWER_BYTES)
+        )
         self._links = SqlRemoteLinks(db)
         if not self.remotes:
             return

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from gateway.spec import CredentialsSpec, TrustSpec
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRANSPORTS = (TransportProtocol.JSONRPC.value, TransportProtocol.GRPC.value, TransportProtocol.HTTP_JSON.value)
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most a peer's answer to one call, or one event of its stream, may hold (gRPC has its own 4 MB default)."""
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 class PeerConfigError(RuntimeLoadError):
@@ -119,6 +123,50 @@ class PeerCredentialsInterceptor(ClientCallInterceptor):
 
     async def after(self, args: AfterArgs) -> None:
         """Nothing to do after a call."""
+
+
+class PeerAnswerTooLargeError(ValueError):
+    """A peer's answer (or one event of its stream) went past ``MAX_ANSWER_BYTES``: it is not read further."""
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, url: str, events: bool, limit: int) -> None:
+        self._stream, self._url, self._events, self._limit = stream, url, events, limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        held = 0  # bytes of the answer, or of the event being read (a stream ends each event with a blank line)
+        tail = b""  # the end of the previous chunk: a blank line may be split between two chunks
+        async for chunk in self._stream:
+            ends = [m.end() for m in _EVENT_END.finditer(tail + chunk)] if self._events else []
+            held = len(tail) + len(chunk) - ends[-1] if ends else held + len(chunk)
+            tail = chunk[-3:]
+            if held > self._limit:
+                what = "an event of its stream" if self._events else "its answer"
+                raise PeerAnswerTooLargeError(f"{self._url}: {what} is larger than {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """httpx's transport, with every response read only up to ``limit`` bytes (per event for an event stream)."""
+
+    def __init__(self, limit: int = MAX_ANSWER_BYTES) -> None:
+        self._transport = httpx.AsyncHTTPTransport()
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; its response's body is read through the cap."""
+        response = await self._transport.handle_async_request(request)
+        events = response.headers.get("content-type", "").startswith("text/event-stream")
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _CappedStream(response.stream, str(request.url), events, self._limit)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._transport.aclose()
 
 
 def _channel_factory(secure: bool) -> Callable[[str], grpc.aio.Channel]:

@@ -31,7 +31,7 @@ DRIP_LIMIT_S = 60.0
 CHUNK = 64 * 1024
 GARBAGE = b"\xff\xfe\x00not json\x80\x81"
 
-Call = Literal["silent", "garbage", "first-event-then-silent", "quiet-task"]
+Call = Literal["silent", "garbage", "first-event-then-silent", "quiet-task", "huge-answer"]
 
 
 class FakePeer:
@@ -138,6 +138,9 @@ class FakePeer:
             body = await _body(receive)
             if self.call_mode == "garbage":
                 await Response(GARBAGE, media_type="application/json")(scope, receive, send)
+            elif self.call_mode == "huge-answer":
+                media_type = "text/event-stream" if self.streaming else "application/json"
+                await StreamingResponse(self._huge(), media_type=media_type)(scope, receive, send)
             elif self.call_mode == "quiet-task" and json.loads(body).get("method") == "GetTask":
                 await JSONResponse(self._task_answer(json.loads(body)))(scope, receive, send)
             elif self.call_mode in ("first-event-then-silent", "quiet-task"):

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog, import_peer
 from gateway.federation.errors import PeerUnavailableError
-from gateway.federation.peers import Peer
+from gateway.federation.peers import MAX_ANSWER_BYTES, Peer
 from gateway.federation.remote_cards import MAX_CARD_BYTES
 from gateway.settings import Settings
 from gateway.signing import CardVerificationError
@@ -232,3 +232,19 @@ async def test_the_cli_stops_reading_an_oversized_card(background: BackgroundLoo
         await fetch_card(f"{peer.url}/agents/echo/.well-known/agent-card.json")
     peer.stopped.set()
     assert peer.huge_sent < 16 * MAX_CARD_BYTES, f"{peer.huge_sent} bytes sent of {peer.huge_bytes}"
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["jsonrpc", "jsonrpc-sse"])
+async def test_a_peers_oversized_answer_is_refused_while_it_is_read(
+    tmp_path: Path, background: BackgroundLoop, streaming: bool
+) -> None:
+    # One answer (or one streamed event) far over the limit: reading stops there, the call ends with the reason.
+    peer = serve(background, FakePeer(streaming=streaming))
+    peer.call_mode = "huge-answer"
+    async with running_gateway(settings_for(tmp_path, ("p", peer, {"timeout_s": 5}))) as gateway:
+        body = await call(gateway, "p-echo")
+    peer.stopped.set()
+    error = body["error"]
+    assert error["data"][0]["metadata"]["reason"] == "peer-bad-response", error
+    assert f"larger than {MAX_ANSWER_BYTES} bytes" in error["message"], error
+    assert peer.huge_sent < 2 * MAX_ANSWER_BYTES, f"{peer.huge_sent} bytes sent of {peer.huge_bytes}"
