@@ -94,11 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from gateway.serve import run
     from gateway.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return run(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        # A setting that does not parse stops the start with its reason, not a traceback.
+        detail = f"{exc}: {exc.__cause__}" if isinstance(exc, SettingsError) and exc.__cause__ else str(exc)
+        print(f"switchboard: cannot start: invalid setting: {detail}", file=sys.stderr)
+        return 2
+    return run(settings)
 
 
 def _agents(args: argparse.Namespace) -> int:

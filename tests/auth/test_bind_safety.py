@@ -115,3 +115,11 @@ def test_serve_logs_which_auth_is_on(tmp_path: Path, env: dict[str, str], said: 
     done = serve(tmp_path, "--host", "127.0.0.1", "--agents", str(tmp_path / "no-agents"), **env)
     assert done.returncode == 2
     assert said in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("issuers", ["", "{}", "[{}]"], ids=["empty", "object", "incomplete"])
+def test_an_unreadable_issuer_list_stops_the_start_with_a_reason(tmp_path: Path, issuers: str) -> None:
+    done = serve(tmp_path, "--host", "0.0.0.0", SWITCHBOARD_AUTH_ISSUERS=issuers)
+    assert done.returncode == 2
+    assert "cannot start" in done.stderr and "auth_issuers" in done.stderr
+    assert "Traceback" not in done.stderr
