@@ -16,9 +16,9 @@ from a2a.server.tasks.task_store import TaskStore
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import InvalidParamsError
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct, Value
 
+from gateway.data_parts import data_value
 from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def message_input(message: Message) -> tuple[str, tuple[FileInput, ...], tuple[d
     data = []
     for part in message.parts:
         if part.HasField("data"):
-            value = MessageToDict(part.data)
+            value = data_value(part.data)
             data.append(value if isinstance(value, dict) else {"items": value})
     return _text(message), files, tuple(data)
 

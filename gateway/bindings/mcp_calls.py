@@ -36,11 +36,11 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import A2AError, TaskNotCancelableError, TaskNotFoundError
-from google.protobuf.json_format import MessageToDict
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from gateway.cleanup import CLEANUP_TIMEOUT_S
+from gateway.data_parts import data_value
 from gateway.executor import data_part
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 
@@ -140,7 +140,7 @@ def build_message(call: CallInput, accepted_modes: Sequence[str]) -> Message:
 
 def _artifact(artifact: Any) -> ArtifactOut:
     texts = [p.text for p in artifact.parts if p.HasField("text")]
-    data = [MessageToDict(p.data) for p in artifact.parts if p.HasField("data")]
+    data = [data_value(p.data) for p in artifact.parts if p.HasField("data")]
     files = [p.filename or "file" for p in artifact.parts if p.HasField("raw") or p.HasField("url")]
     text = "\n".join(texts + [f"[file {name}]" for name in files]) or None
     return ArtifactOut(

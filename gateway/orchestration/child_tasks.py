@@ -37,6 +37,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 
+from gateway.data_parts import data_value
 from gateway.executor import METADATA_KEY, data_part
 from gateway.federation.hops import TRACEPARENT
 from gateway.local_tasks import LocalRunner
@@ -123,7 +124,7 @@ def _texts(parts: Sequence[Part]) -> list[str]:
 
 
 def _data(parts: Sequence[Part]) -> list[Any]:
-    return [MessageToDict(p.data) for p in parts if p.HasField("data")]
+    return [data_value(p.data) for p in parts if p.HasField("data")]
 
 
 def _usage(value: Any) -> Usage:

@@ -20,6 +20,7 @@ from typing import Any
 from a2a.types.a2a_pb2 import Artifact, Part
 from google.protobuf.json_format import MessageToDict
 
+from gateway.data_parts import data_value
 from gateway.executor import METADATA_KEY, data_part
 
 STEPS_ARTIFACT = "steps"
@@ -73,7 +74,7 @@ def step_outputs(parts: Sequence[Part]) -> list[StepOutput]:
         if not isinstance(link, dict) or not isinstance(link.get("step"), int | float):
             continue
         text = part.text if part.HasField("text") else None
-        data = MessageToDict(part.data) if part.HasField("data") else None
+        data = data_value(part.data) if part.HasField("data") else None
         last = outputs[-1] if outputs else None
         if last is not None and last.step == int(link["step"]) and last.data is None and data is not None:
             outputs[-1] = StepOutput(last.step, last.agent, last.state, last.task_id, last.text, data)
