@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.types.a2a_pb2 import AgentCard
@@ -27,7 +28,7 @@ from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
-from gateway.errors import UnknownAgentError
+from gateway.errors import StartupError, UnknownAgentError
 from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.federation.errors import register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
@@ -45,7 +46,7 @@ from gateway.settings import Settings, bundled_agents_dir
 from gateway.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.spec import AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
-from gateway.store.database import DeferredDatabase
+from gateway.store.database import Database, DeferredDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,27 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
     ]
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _open_store(url: str) -> Database:
+    """The task database, or a ``StartupError`` saying in one line why it does not open."""
+    try:
+        return await open_database(url)
+    except Exception as exc:  # any driver's error (refused, unknown role or database, bad DSN): one boundary
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(
+            f"cannot open the database {redact_url(url)}: {reason} (--database-url takes postgresql://USER@HOST/DB; "
+            "leave it unset for SQLite in the data dir)"
+        ) from exc
+
+
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """The gateway as an ASGI app; resources open in its lifespan."""
     use_in_sdk_handlers()  # the SDK's REQUIRED-field check, 100x cheaper (gateway.required_fields)
@@ -267,7 +289,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.db.attach(await open_database(settings.store_url))
+        gateway.db.attach(await _open_store(settings.store_url))
         # Runs a stop interrupted resume from their checkpoints (or end FAILED with the reason);
         # the sweep ends every other task a stop left running.
         # On a shared database (replicas), only what has not changed for a while counts as crashed.
@@ -285,14 +307,22 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         gateway.spawn(gateway.push.run(), name="push:delivery")
         # gRPC: one server for every agent; the cards list it once its port is bound.
         grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
-        grpc_server = await start_grpc_server(
-            {name: hosted.handler for name, hosted in gateway.agents.items()},
-            host=settings.host,
-            port=settings.grpc_port,
-            default_agent=settings.grpc_default_agent,
-            context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
-            guard=grpc_guard if gateway.auth.enabled else None,
-        )
+        try:
+            grpc_server = await start_grpc_server(
+                {name: hosted.handler for name, hosted in gateway.agents.items()},
+                host=settings.host,
+                port=settings.grpc_port,
+                default_agent=settings.grpc_default_agent,
+                context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
+                guard=grpc_guard if gateway.auth.enabled else None,
+            )
+        except OSError as exc:
+            for task in list(gateway.background):
+                task.cancel()
+            await asyncio.gather(*gateway.background, return_exceptions=True)
+            await gateway.db.close()
+            hint = "choose another with --grpc-port (SWITCHBOARD_GRPC_PORT), 0 for any free port"
+            raise StartupError(f"{exc}; {hint}") from exc
         grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
         for hosted in gateway.agents.values():
             interface = grpc_interface(grpc_at, hosted.spec.name)

@@ -96,6 +96,13 @@ class CallerLimitError(GatewayError):
     retryable = True
 
 
+class StartupError(GatewayError):
+    """A resource the gateway cannot open at start (database, port); the message says which and what to change."""
+
+    message = "the gateway cannot start"
+    reason = "startup-failed"
+
+
 WIRE: dict[type[GatewayError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import signal
+import socket
 import sys
 import time
+from collections.abc import Iterator
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.auth import AuthSetup
@@ -94,16 +100,69 @@ def run(settings: Settings) -> int:
     except GatewayError as exc:
         logger.error("cannot start: %s", exc.detail)
         return 2
-    logger.info("serving %d agent(s) at %s", len(app.state.gateway.agents), settings.base_url)
-    config = server_config(
-        app,
-        settings,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
+    try:
+        sock = bind_http(settings.host, settings.port)
+    except OSError as exc:
+        logger.error(
+            "cannot start: cannot serve HTTP on %s:%d: %s; choose another with --port (SWITCHBOARD_PORT)",
+            settings.host,
+            settings.port,
+            exc.strerror or exc,
+        )
+        return 2
+    with sock:
+        return asyncio.run(_serve(app, settings, sock))
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound before anything starts, so a taken port is the first thing said."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping on SIGINT/SIGTERM without raising the signal again once stopped.
+
+    uvicorn re-raises a captured signal after serving; the gateway's lifespan still has to close
+    (it runs around the server here), so the signal must not interrupt it.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+async def _serve(app: Starlette, settings: Settings, sock: socket.socket) -> int:
+    """Open the app's resources (its lifespan) first, report a failure as one line, then serve HTTP."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        except GatewayError as exc:
+            logger.error("cannot start: %s", exc.detail)
+            return 2
+        logger.info("serving %d agent(s) at %s", len(app.state.gateway.agents), settings.base_url)
+        config = server_config(
+            app,
+            settings,
+            lifespan="off",  # entered above, so a failure to start is reported before serving is claimed
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        await _Server(config).serve(sockets=[sock])
     return 0
