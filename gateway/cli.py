@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,22 +35,49 @@ def _serve_parser(sub: Any) -> None:
     )
 
 
+def _client_options(p: argparse.ArgumentParser, *, output: bool = True) -> None:
+    """Where the gateway is, how to authenticate, and how to print: the same on every client command."""
+    p.add_argument("--url", default=None, help=f"gateway URL (env SWITCHBOARD_URL, default {DEFAULT_URL})")
+    p.add_argument("--api-key", help="API key sent as X-API-Key (env SWITCHBOARD_API_KEY)")
+    p.add_argument("--token", help="bearer token sent as Authorization (env SWITCHBOARD_TOKEN)")
+    if output:
+        shown = p.add_mutually_exclusive_group()
+        shown.add_argument("--json", action="store_true", help="print JSON for machines (integers stay integers)")
+        shown.add_argument("--quiet", "-q", action="store_true", help="print the result only, no progress")
+
+
 def _client_parsers(sub: Any) -> None:
     p = sub.add_parser("agents", help="list the agents a gateway hosts")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
-    p = sub.add_parser("send", help="send a message to an agent over A2A and print its progress and result")
+    _client_options(p)
+    p = sub.add_parser("send", help="send a message to an agent over A2A and print its result")
     p.add_argument("agent", help="agent name, or an agent's URL")
     p.add_argument("text", nargs="?", default="", help="message text")
     p.add_argument("--file", action="append", default=[], type=Path, help="attach a file (repeatable)")
-    p.add_argument("--stream", action="store_true", help="stream progress live")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
-    p.add_argument("--json", action="store_true", help="print the final task as JSON")
+    p.add_argument("--stream", action="store_true", help="show progress live")
+    _client_options(p)
     p = sub.add_parser("run", help="run a workflow over A2A, with live progress per step, and print its result")
     p.add_argument("workflow", help="workflow name, or its URL")
     p.add_argument("text", nargs="?", default="", help="the request")
     p.add_argument("--file", action="append", default=[], type=Path, help="attach a file (repeatable)")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
-    p.add_argument("--json", action="store_true", help="print the final task as JSON")
+    _client_options(p)
+    tasks = sub.add_parser("tasks", help="list, get, cancel or answer your tasks").add_subparsers(
+        dest="tasks_command", required=True
+    )
+    p = tasks.add_parser("list", help="your tasks, newest first")
+    p.add_argument("--agent", help="only this agent's tasks (default: every agent)")
+    p.add_argument("--state", help="only tasks in this state (working, input-required, completed, ...)")
+    _client_options(p)
+    for action, what in (("get", "print a task"), ("cancel", "cancel a running task")):
+        p = tasks.add_parser(action, help=what)
+        p.add_argument("task_id", help="the task's id")
+        p.add_argument("--agent", help="the task's agent (default: every agent is asked)")
+        _client_options(p)
+    p = tasks.add_parser("reply", help="answer a task that waits for input (input-required)")
+    p.add_argument("task_id", help="the task's id")
+    p.add_argument("text", nargs="?", default="", help="the answer")
+    p.add_argument("--file", action="append", default=[], type=Path, help="attach a file (repeatable)")
+    p.add_argument("--agent", help="the task's agent (default: every agent is asked)")
+    _client_options(p)
 
 
 def _card_parsers(sub: Any) -> None:
@@ -82,9 +110,20 @@ def _mcp_parser(sub: Any) -> None:
     p.add_argument("--log-level", help="debug, info, warning, error (env SWITCHBOARD_LOG_LEVEL)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard-gateway")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="switchboard", description="A protocol gateway for multi-agent systems.")
+    parser.add_argument("--version", action="version", version=f"switchboard {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _client_parsers(sub)
@@ -111,22 +150,50 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _connection(args: argparse.Namespace) -> Any:
+    from gateway.client import Connection
+
+    return Connection(
+        base_url=args.url or os.environ.get("SWITCHBOARD_URL") or DEFAULT_URL,
+        api_key=args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or None,
+        token=args.token or os.environ.get("SWITCHBOARD_TOKEN") or None,
+    )
+
+
+def _mode(args: argparse.Namespace) -> Any:
+    return "json" if args.json else "quiet" if args.quiet else "text"
+
+
 def _agents(args: argparse.Namespace) -> int:
     from gateway.client import list_agents
 
-    return asyncio.run(list_agents(args.url))
+    return asyncio.run(list_agents(_connection(args), _mode(args)))
 
 
 def _send(args: argparse.Namespace) -> int:
     from gateway.client import send
 
-    return asyncio.run(send(args.url, args.agent, args.text, args.file, stream=args.stream, as_json=args.json))
+    conn, stream = _connection(args), args.stream and not args.quiet
+    return asyncio.run(send(conn, args.agent, args.text, args.file, stream=stream, mode=_mode(args)))
 
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.client import run_workflow
 
-    return asyncio.run(run_workflow(args.url, args.workflow, args.text, args.file, as_json=args.json))
+    return asyncio.run(run_workflow(_connection(args), args.workflow, args.text, args.file, mode=_mode(args)))
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from gateway import client
+
+    conn, mode, command = _connection(args), _mode(args), args.tasks_command
+    if command == "list":
+        return asyncio.run(client.list_tasks(conn, args.agent, args.state, mode))
+    if command == "get":
+        return asyncio.run(client.get_task(conn, args.task_id, args.agent, mode))
+    if command == "cancel":
+        return asyncio.run(client.cancel_task(conn, args.task_id, args.agent, mode))
+    return asyncio.run(client.reply_task(conn, args.task_id, args.agent, args.text, args.file, mode))
 
 
 def _card(args: argparse.Namespace) -> int:
@@ -172,6 +239,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "agents": _agents,
     "send": _send,
     "run": _run,
+    "tasks": _tasks,
     "card": _card,
     "keys": _keys,
     "apikey": _apikey,
@@ -182,6 +250,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``switchboard`` and ``python -m gateway``."""
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # grpc's C core would print its own line for a taken port
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -189,6 +258,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`switchboard send ... | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # the CLI's edge: one line on stderr, the traceback only with --debug
+        if args.debug:
+            traceback.print_exc()
+        return _report(exc, args.command)
+
+
+def _report(exc: Exception, command: str) -> int:
+    from gateway.client import CliError, describe
+
+    if isinstance(exc, CliError):
+        sys.stderr.write(f"switchboard {command}: {exc}\n")
+        return exc.code
+    sys.stderr.write(f"switchboard {command}: {describe(exc)} (run with --debug for the traceback)\n")
+    return 1
 
 
 if __name__ == "__main__":

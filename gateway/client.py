@@ -1,177 +1,393 @@
-"""The CLI's A2A client side: list a gateway's agents, send a message and show its progress."""
+"""The CLI's A2A client side: list agents, send a message or run a workflow, and get, list, cancel or answer tasks.
+
+Every mistake a user can make here (no text, a missing file, a wrong URL or key, an unknown task)
+ends as a ``CliError``: one line on stderr and a non-zero exit, never a traceback. On a terminal,
+a task's question (``input-required``) is asked and the answer sent; Ctrl-C cancels the task on
+the server before the command exits.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import mimetypes
+import signal
 import sys
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-from a2a.client import A2AClientError, ClientConfig, ClientFactory
-from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, StreamResponse, Task, TaskState
-from google.protobuf.json_format import MessageToDict
+from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.client.errors import AgentCardResolutionError
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import A2AError, TaskNotFoundError
 
-from gateway.executor import data_part
-from gateway.orchestration.step_outputs import is_steps, step_outputs
+from gateway.cli_output import (
+    TERMINAL,
+    WAITING,
+    Mode,
+    as_json,
+    print_agents,
+    print_message,
+    print_task,
+    print_tasks,
+    readable,
+    render_event,
+    state_name,
+)
 
-TERMINAL = {
-    TaskState.TASK_STATE_COMPLETED,
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_CANCELED,
-    TaskState.TASK_STATE_REJECTED,
-}
-
-
-def _state(state: int) -> str:
-    return TaskState.Name(state).removeprefix("TASK_STATE_").lower().replace("_", "-")
-
-
-def _parts_text(parts: Sequence[Part]) -> str:
-    out = []
-    for part in parts:
-        if part.HasField("text"):
-            out.append(part.text)
-        elif part.HasField("data"):
-            out.append(json.dumps(MessageToDict(part.data), indent=2))
-        elif part.HasField("url"):
-            out.append(f"<file {part.filename or ''} at {part.url}>")
-        elif part.HasField("raw"):
-            out.append(f"<file {part.filename or ''}, {len(part.raw)} bytes>")
-    return "\n".join(out)
+API_KEY_HEADER = "X-API-Key"
+EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+CANCEL_TIMEOUT_S = 10.0
+CREDENTIALS_HINT = "pass --api-key KEY or --token TOKEN (or set SWITCHBOARD_API_KEY / SWITCHBOARD_TOKEN)"
 
 
-def build_message(text: str, files: Sequence[Path]) -> Message:
-    """A user message with ``text`` and one file part per path."""
+class CliError(Exception):
+    """A mistake or failure the CLI reports as one line on stderr, exiting with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the gateway is and how to authenticate to it."""
+
+    base_url: str
+    api_key: str | None = None
+    token: str | None = None
+
+    def agent_url(self, agent: str) -> str:
+        """An agent's URL from its name (a full URL is kept)."""
+        return agent if "://" in agent else f"{self.base_url.rstrip('/')}/agents/{agent}"
+
+    def http(self, timeout: float | None = 30.0) -> httpx.AsyncClient:
+        """An HTTP client sending the credentials with every request (the card fetch included)."""
+        headers = {API_KEY_HEADER: self.api_key} if self.api_key else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout, read=None))
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong, with the server's field-level reasons when it gave some."""
+    if isinstance(exc, A2AError):
+        text = exc.message
+        errors = (exc.data or {}).get("errors") if isinstance(exc.data, dict) else None
+        if isinstance(errors, list) and errors:
+            text += ": " + "; ".join(f"{e.get('field', '?')}: {e.get('message', '')}" for e in errors)
+    elif isinstance(exc, httpx.HTTPError):
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    if " 401" in text or "Unauthorized" in text or "credentials required" in text:
+        text += f" ({CREDENTIALS_HINT})"
+    return text
+
+
+def build_message(text: str, files: Sequence[Path], task: Task | None = None) -> Message:
+    """A user message with ``text`` and one file part per path (in ``task``'s conversation, when given)."""
+    if not text.strip() and not files:
+        raise CliError("nothing to send: give the message text, or a file with --file PATH")
     parts = [Part(text=text)] if text else []
     for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
         media = mimetypes.guess_type(path.name)[0] or "text/plain"
-        parts.append(Part(raw=path.read_bytes(), filename=path.name, media_type=media))
-    return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
+        parts.append(Part(raw=raw, filename=path.name, media_type=media))
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
+    if task is not None:
+        message.task_id, message.context_id = task.id, task.context_id
+    return message
 
 
-def render_event(event: StreamResponse, out: TextIO) -> Task | None:
-    """Print one streamed event as a progress line; returns the task when the event carries one."""
-    if event.HasField("task"):
-        out.write(f"[{_state(event.task.status.state)}] task {event.task.id}\n")
-        return event.task
-    if event.HasField("status_update"):
-        status = event.status_update.status
-        text = _parts_text(status.message.parts)
-        out.write(f"[{_state(status.state)}] {text}\n" if text else f"[{_state(status.state)}]\n")
-    elif event.HasField("artifact_update"):
-        artifact = event.artifact_update.artifact
-        names = [o.name for o in step_outputs(artifact.parts)] if is_steps(artifact) else []
-        for name in names or [artifact.name or artifact.artifact_id]:
-            out.write(f"[artifact] {name}\n")
-    elif event.HasField("message"):
-        out.write(_parts_text(event.message.parts) + "\n")
-    out.flush()
-    return None
+@contextlib.asynccontextmanager
+async def open_agent(conn: Connection, agent: str, *, streaming: bool = True) -> AsyncIterator[Client]:
+    """An A2A client for ``agent``, made by the SDK from the agent's card."""
+    url = conn.agent_url(agent)
+    async with conn.http() as http:
+        try:
+            client = await ClientFactory(ClientConfig(streaming=streaming, httpx_client=http)).create_from_url(url)
+        except AgentCardResolutionError as exc:
+            if exc.status_code == 404:
+                raise CliError(f"no agent at {url} (HTTP 404); `switchboard agents` lists them") from None
+            raise CliError(f"cannot reach agent at {url}: {describe(exc)}") from None
+        except (A2AError, httpx.HTTPError, ValueError) as exc:
+            raise CliError(f"cannot reach agent at {url}: {describe(exc)}") from None
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
-def print_result(task: Task, out: TextIO, as_json: bool, artifacts: Collection[str] | None = None) -> None:
-    """The final state, the status message and every artifact (or only those named in ``artifacts``)."""
-    if as_json:
-        out.write(json.dumps(MessageToDict(task), indent=2) + "\n")
-        return
-    out.write(f"\n== {_state(task.status.state)} ==\n")
-    if task.status.message.parts:
-        out.write(_parts_text(task.status.message.parts) + "\n")
-    for name, parts in _sections(task):
-        if artifacts is None or name in artifacts:
-            out.write(f"\n-- artifact: {name} --\n{_parts_text(parts)}\n")
+async def ask(question: str) -> str | None:
+    """Ask ``question`` on the terminal; the answer line, or None at end of input."""
+    sys.stderr.write(f"{question or 'the agent asks for input'}\n> ")
+    sys.stderr.flush()
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    loop.add_reader(sys.stdin.fileno(), lambda: answer.done() or answer.set_result(sys.stdin.readline()))
+    try:
+        line = await answer
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+    return line.rstrip("\n") if line else None
 
 
-def _sections(task: Task) -> list[tuple[str, Sequence[Part]]]:
-    """Each artifact's name and parts; a run's ``steps`` artifact as one section per step (``step-<n>-<agent>``)."""
-    sections: list[tuple[str, Sequence[Part]]] = []
-    for artifact in task.artifacts:
-        if not is_steps(artifact):
-            sections.append((artifact.name or artifact.artifact_id, artifact.parts))
-            continue
-        for output in step_outputs(artifact.parts):
-            parts = [Part(text=output.text)] if output.text else []
-            sections.append((output.name, parts + ([data_part(output.data)] if output.data is not None else [])))
-    return sections
+@dataclass
+class Conversation:
+    """One task as the CLI follows it: sends, streamed events, and the latest task."""
+
+    client: Client
+    out: TextIO
+    progress: bool
+    task: Task | None = None
+    reply: Message | None = None
+
+    async def send(self, message: Message) -> None:
+        """Send ``message`` and follow its events until the stream ends."""
+        async for event in self.client.send_message(SendMessageRequest(message=message)):
+            if self.progress:
+                render_event(event, self.out)
+            if event.HasField("task"):
+                self.task = event.task
+            elif event.HasField("message"):
+                self.reply = event.message
+            elif self.task is None and event.HasField("status_update"):
+                self.task = Task(id=event.status_update.task_id, context_id=event.status_update.context_id)
+        if self.task is not None:
+            self.task = await self.client.get_task(GetTaskRequest(id=self.task.id))
+
+    async def follow(self, message: Message, interactive: bool) -> None:
+        """Send ``message``; on a terminal, answer each question the task asks until it ends."""
+        await self.send(message)
+        while interactive and self.task is not None and self.task.status.state in WAITING:
+            answer = await ask(readable(self.task.status.message.parts))
+            if answer is None:
+                return
+            await self.send(build_message(answer, (), self.task))
+
+    async def cancel(self) -> str:
+        """Cancel the task on the server (after Ctrl-C); what to tell the user."""
+        if self.task is None:
+            return "interrupted before the agent made a task"
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                task = await self.client.cancel_task(CancelTaskRequest(id=self.task.id))
+        except (A2AError, httpx.HTTPError, TimeoutError) as exc:
+            return f"interrupted; task {self.task.id} could not be canceled: {describe(exc)}"
+        return f"interrupted; task {self.task.id} is {state_name(task.status.state)} on the server"
+
+
+async def until_interrupted(work: Awaitable[None], on_interrupt: Callable[[], Awaitable[str]]) -> bool:
+    """Run ``work``; on Ctrl-C stop it and run ``on_interrupt`` (its message goes to stderr). True if interrupted."""
+    loop = asyncio.get_running_loop()
+    job = asyncio.ensure_future(work)
+    interrupted = asyncio.Event()
+
+    def stop() -> None:
+        interrupted.set()
+        job.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # none here (not the main thread, Windows)
+        loop.add_signal_handler(signal.SIGINT, stop)
+    try:
+        await job
+    except asyncio.CancelledError:
+        if not interrupted.is_set():
+            raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    if interrupted.is_set():
+        sys.stderr.write(f"switchboard: {await on_interrupt()}\n")
+    return interrupted.is_set()
 
 
 async def send(
-    base_url: str,
+    conn: Connection,
     agent: str,
     text: str,
     files: Sequence[Path],
     *,
     stream: bool = False,
-    as_json: bool = False,
+    mode: Mode = "text",
     artifacts: Collection[str] | None = None,
 ) -> int:
-    """Send ``text`` (and files) to ``agent``; exit code 0 when the task completed.
+    """Send ``text`` (and files) to ``agent`` and print the result; 0 when the task completed.
 
-    The final task is printed with every artifact, or only those named in ``artifacts``.
+    Exit codes: 1 the task failed, was canceled or rejected; 3 it waits for input (answer with
+    ``switchboard tasks reply``); 130 interrupted (the task is canceled on the server).
     """
-    url = agent if "://" in agent else f"{base_url.rstrip('/')}/agents/{agent}"
-    out = sys.stdout
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as http:
-        config = ClientConfig(streaming=stream, httpx_client=http)
+    message = build_message(text, files)
+    interactive = sys.stdin.isatty() and mode != "json"
+    async with open_agent(conn, agent) as client:
+        talk = Conversation(client, sys.stdout, progress=stream and mode == "text")
         try:
-            client = await ClientFactory(config).create_from_url(url)
-        except (A2AClientError, httpx.HTTPError) as exc:
-            sys.stderr.write(f"switchboard: cannot reach agent at {url}: {exc}\n")
-            return 2
-        task: Task | None = None
-        try:
-            async for event in client.send_message(SendMessageRequest(message=build_message(text, files))):
-                if stream:
-                    task = render_event(event, out) or task
-                elif event.HasField("task"):
-                    task = event.task
-                if not stream and event.HasField("message"):
-                    out.write(_parts_text(event.message.parts) + "\n")
-                    return 0
-            if task is not None and task.status.state not in TERMINAL:
-                task = await client.get_task(_get(task.id))
-        except A2AClientError as exc:
-            sys.stderr.write(f"switchboard: {exc}\n")
-            return 1
-        finally:
-            await client.close()
+            if await until_interrupted(talk.follow(message, interactive), talk.cancel):
+                return EXIT_INTERRUPTED
+        except A2AError as exc:
+            raise CliError(describe(exc), EXIT_USAGE if talk.task is None else EXIT_TASK_FAILED) from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"lost the connection to {conn.agent_url(agent)}: {describe(exc)}") from None
+    return finish(talk.task, talk.reply, mode, artifacts, agent)
+
+
+def finish(task: Task | None, reply: Message | None, mode: Mode, artifacts: Collection[str] | None, agent: str) -> int:
+    """Print the outcome and choose the exit code."""
     if task is None:
-        return 0
-    print_result(task, out, as_json, artifacts)
-    return 0 if task.status.state == TaskState.TASK_STATE_COMPLETED else 1
+        if reply is not None:
+            print_message(reply, sys.stdout, mode)
+        return EXIT_OK
+    print_task(task, sys.stdout, mode, artifacts)
+    state = task.status.state
+    if state in WAITING:
+        sys.stderr.write(
+            f"switchboard: task {task.id} waits for input; answer with "
+            f"`switchboard tasks reply {task.id} --agent {agent} TEXT`\n"
+        )
+        return EXIT_WAITING
+    if mode == "quiet" and state != TaskState.TASK_STATE_COMPLETED:
+        reason = readable(task.status.message.parts).split("\n", 1)[0]
+        sys.stderr.write(f"switchboard: task {task.id} {state_name(state)}{': ' + reason if reason else ''}\n")
+    return EXIT_OK if state == TaskState.TASK_STATE_COMPLETED else EXIT_TASK_FAILED
 
 
-async def run_workflow(base_url: str, workflow: str, text: str, files: Sequence[Path], *, as_json: bool = False) -> int:
+async def run_workflow(
+    conn: Connection, workflow: str, text: str, files: Sequence[Path], *, mode: Mode = "text"
+) -> int:
     """Run ``workflow`` on ``text`` (and files), streaming each step's progress; prints the run's result.
 
     A run is an A2A task of the workflow agent, so this is a streaming send whose status updates
     are the steps' progress; each step's own output stays on the task, in its ``steps`` artifact
-    (printed as it arrives as ``[artifact] step-<n>-<agent>``).
+    (announced as it arrives as ``[artifact] step-<n>-<agent>``).
     """
-    return await send(base_url, workflow, text, files, stream=True, as_json=as_json, artifacts=("result",))
+    return await send(conn, workflow, text, files, stream=True, mode=mode, artifacts=("result",))
 
 
-def _get(task_id: str) -> Any:
-    from a2a.types.a2a_pb2 import GetTaskRequest
+async def agent_names(conn: Connection) -> list[str]:
+    """The names of the agents the gateway hosts."""
+    return [str(card.get("name", "")) for card in await _cards(conn)]
 
-    return GetTaskRequest(id=task_id)
 
-
-async def list_agents(base_url: str) -> int:
-    """Print the name, description and skills of each agent a gateway hosts."""
-    async with httpx.AsyncClient(timeout=10.0) as http:
+async def _cards(conn: Connection) -> list[dict[str, Any]]:
+    url = f"{conn.base_url.rstrip('/')}/agents"
+    async with conn.http(10.0) as http:
         try:
-            response = await http.get(f"{base_url.rstrip('/')}/agents")
+            response = await http.get(url)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
-            sys.stderr.write(f"switchboard: cannot list agents at {base_url}: {exc}\n")
-            return 2
-    for card in response.json():
-        skills = ", ".join(s.get("id", "") for s in card.get("skills", []))
-        sys.stdout.write(f"{card['name']:<22} {card.get('description', '').splitlines()[0][:70]}\n")
-        sys.stdout.write(f"{'':<22} skills: {skills}\n")
-    return 0
+            cards = response.json()
+        except httpx.HTTPStatusError as exc:
+            raise CliError(f"cannot list agents at {url}: {describe(exc)}") from None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CliError(f"cannot list agents at {url}: {describe(exc)}") from None
+    if not isinstance(cards, list):
+        raise CliError(f"{url} did not answer with a list of agent cards: is it a Switchboard gateway?")
+    return [card for card in cards if isinstance(card, dict)]
+
+
+async def list_agents(conn: Connection, mode: Mode = "text") -> int:
+    """Print the name, description and skills of each agent a gateway hosts."""
+    cards = await _cards(conn)
+    if mode == "json":
+        sys.stdout.write(json.dumps(cards, indent=2) + "\n")
+    elif mode == "quiet":
+        sys.stdout.write("".join(f"{card.get('name', '')}\n" for card in cards))
+    else:
+        print_agents(cards, sys.stdout)
+    return EXIT_OK
+
+
+async def _on_agent(conn: Connection, agent: str | None, task_id: str) -> tuple[str, Task]:
+    """The agent holding ``task_id`` (``agent``, or every hosted agent asked in turn) and the task."""
+    for name in [agent] if agent else await agent_names(conn):
+        async with open_agent(conn, name, streaming=False) as client:
+            try:
+                return name, await client.get_task(GetTaskRequest(id=task_id))
+            except TaskNotFoundError:
+                continue
+            except (A2AError, httpx.HTTPError) as exc:
+                raise CliError(f"cannot get task {task_id} from {name}: {describe(exc)}") from None
+    where = f"agent {agent}" if agent else "any agent of this gateway (for this caller)"
+    raise CliError(f"no task {task_id} on {where}")
+
+
+async def get_task(conn: Connection, task_id: str, agent: str | None, mode: Mode = "text") -> int:
+    """Print one task."""
+    _, task = await _on_agent(conn, agent, task_id)
+    print_task(task, sys.stdout, mode)
+    return EXIT_OK
+
+
+async def list_tasks(conn: Connection, agent: str | None, state: str | None, mode: Mode = "text") -> int:
+    """Print the caller's tasks of ``agent`` (or of every agent), newest first, optionally of one state."""
+    status = TaskState.Value("TASK_STATE_" + state.upper().replace("-", "_")) if state else 0
+    rows: list[tuple[str, Task]] = []
+    for name in [agent] if agent else await agent_names(conn):
+        async with open_agent(conn, name, streaming=False) as client:
+            try:
+                listed = await client.list_tasks(ListTasksRequest(status=status, page_size=100))
+            except (A2AError, httpx.HTTPError) as exc:
+                raise CliError(f"cannot list the tasks of {name}: {describe(exc)}") from None
+        rows += [(name, task) for task in listed.tasks]
+    rows.sort(key=lambda row: row[1].status.timestamp.ToNanoseconds(), reverse=True)
+    if mode == "json":
+        sys.stdout.write(json.dumps([{"agent": a, "task": json.loads(as_json(t))} for a, t in rows], indent=2) + "\n")
+    elif mode == "quiet":
+        sys.stdout.write("".join(f"{task.id}\n" for _, task in rows))
+    else:
+        print_tasks(rows, sys.stdout)
+    return EXIT_OK
+
+
+async def cancel_task(conn: Connection, task_id: str, agent: str | None, mode: Mode = "text") -> int:
+    """Cancel a task; 1 when it had already ended."""
+    name, task = await _on_agent(conn, agent, task_id)
+    if task.status.state in TERMINAL:
+        raise CliError(f"task {task_id} already ended ({state_name(task.status.state)}): nothing to cancel", 1)
+    async with open_agent(conn, name, streaming=False) as client:
+        try:
+            task = await client.cancel_task(CancelTaskRequest(id=task_id))
+        except (A2AError, httpx.HTTPError) as exc:
+            raise CliError(f"cannot cancel task {task_id}: {describe(exc)}", 1) from None
+    if mode == "text":
+        sys.stdout.write(f"task {task_id} is {state_name(task.status.state)}\n")
+    else:
+        print_task(task, sys.stdout, mode)
+    return EXIT_OK
+
+
+async def reply_task(
+    conn: Connection, task_id: str, agent: str | None, text: str, files: Sequence[Path], mode: Mode = "text"
+) -> int:
+    """Answer a task that waits for input, then follow it like ``send``."""
+    name, task = await _on_agent(conn, agent, task_id)
+    if task.status.state not in WAITING:
+        raise CliError(f"task {task_id} is {state_name(task.status.state)}, not waiting for input: nothing to answer")
+    message = build_message(text, files, task)
+    async with open_agent(conn, name) as client:
+        talk = Conversation(client, sys.stdout, progress=mode == "text", task=task)
+        try:
+            if await until_interrupted(talk.follow(message, sys.stdin.isatty() and mode != "json"), talk.cancel):
+                return EXIT_INTERRUPTED
+        except (A2AError, httpx.HTTPError) as exc:
+            raise CliError(f"cannot answer task {task_id}: {describe(exc)}", 1) from None
+    return finish(talk.task, talk.reply, mode, None, name)

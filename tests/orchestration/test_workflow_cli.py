@@ -33,7 +33,7 @@ async def test_run_streams_each_step_and_prints_the_result(gateway: RunningGatew
     assert "step 1/4 · security-reviewer: scanning 1 file" in progress
     assert "step 4/4 · review-lead: started" in progress
     assert lines.index("[artifact] step-3-style-reviewer") < lines.index("[artifact] result")
-    assert "== completed ==" in lines and "-- artifact: result --" in lines
+    assert "== completed ==" in lines and out.count("## Code review report") == 1
     assert "-- artifact: step-1-security-reviewer --" not in lines, "only the run's result is printed in full"
     assert "SEC001 hardcoded-secret" in out
 
@@ -41,4 +41,4 @@ async def test_run_streams_each_step_and_prints_the_result(gateway: RunningGatew
 async def test_run_of_an_unknown_workflow_says_so(gateway: RunningGateway) -> None:
     code, _, err = await switchboard("run", "no-such-flow", "x", "--url", gateway.url)
 
-    assert code == 2 and f"cannot reach agent at {gateway.url}/agents/no-such-flow" in err
+    assert code == 2 and f"no agent at {gateway.url}/agents/no-such-flow (HTTP 404)" in err

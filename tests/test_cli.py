@@ -1,0 +1,172 @@
+"""The ``switchboard`` client commands, run as a user runs them: a subprocess against a real gateway.
+
+Every mistake ends in exactly one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.auth_keys import api_key_line, new_api_key
+from gateway.testing import RunningGateway, running_gateway
+from tests.conftest import make_settings
+
+REPO = Path(__file__).resolve().parents[1]
+PLANTED = REPO / "tests" / "samples" / "planted.py"
+BOX = "def add(item, into=[]):\n    into.append(item)\n    return into\n"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: no SWITCHBOARD_* of the caller's, this checkout first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return env | {"PYTHONPATH": str(REPO), **extra}
+
+
+async def switchboard(*args: str, **env: str) -> tuple[int, str, str]:
+    """Run ``python -m gateway ARGS`` to its end; its exit code, stdout and stderr."""
+    pipe = asyncio.subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, cwd=REPO, env=cli_env(**env), stdin=asyncio.subprocess.DEVNULL,
+        stdout=pipe, stderr=pipe,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_one_line(err: str, *said: str) -> None:
+    """``err`` is one line, no traceback, and says each of ``said``."""
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for text in said:
+        assert text in err, err
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["send", "echo", ""], "nothing to send"),
+        (["send", "echo"], "nothing to send"),
+        (["run", "code-review"], "nothing to send"),
+        (["send", "echo", "hi", "--file", "/nonexistent.py"], "cannot read /nonexistent.py: No such file"),
+        (["send", "no-such-agent", "hi"], "no agent at"),
+        (["tasks", "get", "no-such-task"], "no task no-such-task"),
+        (["tasks", "reply", "no-such-task", "blue", "--agent", "echo"], "no task no-such-task on agent echo"),
+    ],
+    ids=["empty-text", "no-text", "run-no-input", "missing-file", "unknown-agent", "unknown-task", "reply-unknown"],
+)
+async def test_a_mistake_is_one_line_and_exit_2(gateway: RunningGateway, argv: list[str], said: str) -> None:
+    code, _, err = await switchboard(*argv, "--url", gateway.url)
+
+    assert code == 2
+    assert_one_line(err, said)
+
+
+async def test_an_unreachable_gateway_is_one_line() -> None:
+    code, _, err = await switchboard("send", "echo", "hi", "--url", f"http://127.0.0.1:{closed_port()}")
+
+    assert code == 2
+    assert_one_line(err, "cannot reach agent at")
+
+
+async def test_debug_shows_the_traceback(gateway: RunningGateway) -> None:
+    code, _, err = await switchboard("--debug", "send", "echo", "hi", "--file", "/nonexistent.py")
+
+    assert code == 2 and "Traceback" in err and "cannot read /nonexistent.py" in err
+
+
+async def test_version() -> None:
+    code, out, _ = await switchboard("--version")
+
+    assert code == 0 and out.startswith("switchboard ")
+
+
+async def test_a_review_prints_the_report_once_and_integers_as_integers(gateway: RunningGateway) -> None:
+    code, out, _ = await switchboard("run", "code-review", "--file", str(PLANTED), "--url", gateway.url)
+
+    assert code == 0
+    assert out.count("## Code review report") == 1, out
+    assert len(out.splitlines()) < 40, out
+    assert '"total"' not in out, "the report is shown as text; the data is for --json"
+
+    code, out, _ = await switchboard("run", "code-review", "--file", str(PLANTED), "--url", gateway.url, "--json")
+    task = json.loads(out)
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED"
+    data = [p["data"] for a in task["artifacts"] if a["name"] == "result" for p in a["parts"] if "data" in p]
+    summary = data[0]["output"]["summary"]
+    assert summary["total"] == 6 and isinstance(summary["total"], int)
+    assert '"line": 9' in out and '"line": 9.0' not in out and ".0," not in out
+
+
+async def test_quiet_prints_the_result_only(gateway: RunningGateway) -> None:
+    code, out, err = await switchboard("send", "echo", "hello", "--quiet", "--url", gateway.url)
+
+    assert (code, out, err) == (0, "hello\n", "")
+
+
+async def test_a_failed_task_exits_1_with_its_reason(gateway: RunningGateway) -> None:
+    code, out, _ = await switchboard("send", "echo", "fail: out of ink", "--url", gateway.url)
+
+    assert code == 1
+    assert "== failed ==" in out and "out of ink" in out
+
+
+async def test_agents_wraps_descriptions_at_word_boundaries(gateway: RunningGateway) -> None:
+    code, out, _ = await switchboard("agents", "--url", gateway.url, COLUMNS="80")
+
+    assert code == 0
+    words = set((await gateway_descriptions(gateway)).split())
+    shown = [line[23:] for line in out.splitlines() if line[23:] and not line[23:].startswith("skills:")]
+    for line in shown:
+        assert set(line.split()) <= words, f"a word was cut: {line!r}"
+        assert len(line) + 23 <= 80
+    assert "skills: code-review" in out
+
+
+async def gateway_descriptions(gateway: RunningGateway) -> str:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        cards = (await http.get(f"{gateway.url}/agents")).json()
+    return " ".join(card["name"] + " " + card.get("description", "") for card in cards)
+
+
+@pytest.fixture
+async def keyed_gateway(tmp_path: Path) -> AsyncIterator[tuple[RunningGateway, str]]:
+    """A gateway that admits one API key; anonymous callers get 401."""
+    key = new_api_key()
+    settings = make_settings(tmp_path, auth_api_keys=[api_key_line("cli", key, [])])
+    async with running_gateway(settings) as running:
+        yield running, key
+
+
+async def test_a_gateway_with_auth_takes_a_key_or_says_how_to_give_one(
+    keyed_gateway: tuple[RunningGateway, str],
+) -> None:
+    gateway, key = keyed_gateway
+    code, _, err = await switchboard("send", "lint-checker", BOX, "--url", gateway.url)
+    assert code == 2
+    assert_one_line(err, "401", "--api-key")
+
+    code, out, _ = await switchboard("send", "lint-checker", BOX, "--url", gateway.url, "--api-key", key, "-q")
+    assert code == 0 and "fixable by ruff" in out
+
+    code, out, _ = await switchboard(
+        "tasks", "list", "--agent", "lint-checker", "--url", gateway.url, SWITCHBOARD_API_KEY=key
+    )
+    assert code == 0 and "lint-checker" in out and "completed" in out
