@@ -45,11 +45,17 @@ async def _address_allowed(address: str) -> bool:
 
 @dataclass(frozen=True)
 class PinnedTarget:
-    """A push URL with its host replaced by the checked address, and what keeps the original name."""
+    """A push URL's checked addresses (in the resolver's order), and what keeps the original name."""
 
     url: httpx.URL
+    """The URL with its host replaced by the first checked address."""
     host_header: str
     sni_hostname: str
+    addresses: tuple[str, ...] = ()
+
+    def urls(self) -> list[httpx.URL]:
+        """The URL aimed at each checked address in turn (the next is tried when one cannot be reached)."""
+        return [self.url.copy_with(host=address) for address in self.addresses] or [self.url]
 
     @property
     def extensions(self) -> dict[str, str]:
@@ -95,8 +101,8 @@ class PushAddressPolicy:
             for address in addresses:
                 if not await _address_allowed(address):
                     return Refusal("address-refused", f"{host} resolves to {address}, not a public address")
-        address = addresses[0].split("%", 1)[0]
-        return PinnedTarget(parsed.copy_with(host=address), parsed.netloc.decode("ascii"), host)
+        checked = tuple(address.split("%", 1)[0] for address in addresses)
+        return PinnedTarget(parsed.copy_with(host=checked[0]), parsed.netloc.decode("ascii"), host, checked)
 
 
 def _parse(url: str) -> httpx.URL | Refusal:

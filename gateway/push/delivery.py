@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from a2a.types.a2a_pb2 import StreamResponse, TaskPushNotificationConfig
@@ -189,11 +189,7 @@ class PushDelivery:
         try:
             # Bounded as a whole: httpx's timeout is per read, and a receiver could drip its answer.
             async with asyncio.timeout(2 * self.options.timeout_s):
-                request = http.build_request(
-                    "POST", target.url, json=body, headers=headers, extensions=target.extensions
-                )
-                response = await http.send(request, stream=True)  # the answer's body is never read
-                await response.aclose()
+                response = await _send(http, target, body, headers)
         except (httpx.HTTPError, TimeoutError) as exc:
             return Outcome("retry", "unreachable", f"{type(exc).__name__}: {exc}".rstrip(": "))
         if response.is_success:
@@ -224,6 +220,26 @@ class PushDelivery:
         await self.outbox.remove(row)
         logger.warning("push notification %s for task %s dropped (%s) %s", row.id, row.task_id, reason, why)
         await self.stats.count(dropped=reason)
+
+
+async def _send(http: httpx.AsyncClient, target: PinnedTarget, body: Any, headers: dict[str, str]) -> httpx.Response:
+    """POST to the first checked address that takes the connection; the answer's body is never read."""
+    *others, last = target.urls()
+    for url in others:
+        try:
+            return await _send_to(http, url, target, body, headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue  # that address cannot be reached: the next one (a host with a dead IPv6 address)
+    return await _send_to(http, last, target, body, headers)
+
+
+async def _send_to(
+    http: httpx.AsyncClient, url: httpx.URL, target: PinnedTarget, body: Any, headers: dict[str, str]
+) -> httpx.Response:
+    request = http.build_request("POST", url, json=body, headers=headers, extensions=target.extensions)
+    response = await http.send(request, stream=True)
+    await response.aclose()
+    return response
 
 
 def _credentials(config: TaskPushNotificationConfig) -> dict[str, str]:

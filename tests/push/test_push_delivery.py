@@ -308,3 +308,18 @@ async def test_delivery_connects_to_the_address_it_checked_with_the_original_hos
         await _send_with_push(client, "hello", f"http://hooks.example:{port}/hook")
         await receiver.wait_for(_ended)
     assert {d.host for d in receiver.deliveries} == {f"hooks.example:{port}"}
+
+
+async def test_an_unreachable_address_is_passed_over_for_the_next_checked_one(tmp_path: Path) -> None:
+    async with (
+        push_receiver() as receiver,
+        running_gateway(make_settings(tmp_path)) as gateway,
+        a2a_client(gateway.agent_url("echo"), JSONRPC) as client,
+    ):
+        # Nothing listens on 127.0.0.2 (the receiver is bound to 127.0.0.1 only): its connection is refused.
+        _push(gateway).policy.resolver = ScriptedResolver({"hooks.example": ["127.0.0.2", "127.0.0.1"]})
+        port = receiver.url.split(":")[2].split("/")[0]
+        await _send_with_push(client, "hello", f"http://hooks.example:{port}/hook")
+        await receiver.wait_for(_ended)
+        assert _push(gateway).stats.retried == 0
+    assert [d.kind()[0] for d in receiver.deliveries] == ["task", "artifactUpdate", "statusUpdate"]
