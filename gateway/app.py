@@ -117,6 +117,7 @@ class Gateway:
         """Render agent ``name``'s served card again (a remote agent's origin card, or its trust, changed)."""
         hosted = self.agents.get(name)
         if hosted is not None:
+            hosted.spec = self.federation.current_spec(hosted.spec)  # an imported agent: its card's content
             hosted.card = self.render(hosted.card.card)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

@@ -27,7 +27,7 @@ import yaml
 from a2a.types.a2a_pb2 import AgentCard
 from pydantic import ValidationError
 
-from gateway.federation.discovery import Imported, import_peer
+from gateway.federation.discovery import Imported, import_peer, spec_from_card
 from gateway.federation.links import SqlRemoteLinks
 from gateway.federation.peers import MAX_ANSWER_BYTES, CappedTransport, Peer, PeerConfigError, RemoteAgent
 from gateway.federation.republish import republish_card
@@ -168,6 +168,27 @@ class Federation:
             transports=tuple(runtime.transports),
             timeout_s=runtime.timeout_s,
         )
+
+    def current_spec(self, spec: AgentSpec) -> AgentSpec:
+        """``spec``, or for an imported agent whose card verified, the spec made from that card.
+
+        An agent imported before its card verified (a slow peer at start-up) is hosted with a
+        placeholder spec; once its card verifies, routing and agent lists see the card's content.
+        """
+        remote = self.remotes.get(spec.name)
+        runtime = spec.runtime
+        if remote is None or remote.source.trusted is None or spec.name not in self._imported_names:
+            return spec
+        assert isinstance(runtime, A2ARuntime)
+        try:
+            return spec_from_card(remote.source.trusted.json, spec.name, runtime, runtime.peer or remote.peer.name)
+        except ValidationError as exc:
+            logger.warning("%s: its verified card cannot be an agent here; its spec is kept: %s", spec.name, exc)
+            return spec
+
+    @property
+    def _imported_names(self) -> frozenset[str]:
+        return frozenset(spec.name for spec in self.imported)
 
     def republish(self, card: AgentCard) -> AgentCard:
         """``card`` as served: for a remote agent, the origin's card at this gateway's URLs (else unchanged)."""

@@ -171,6 +171,7 @@ async def test_start_up_does_not_wait_for_a_peer_dripping_its_card(
                 slow.card_mode = "ok"  # the peer recovers: its agent comes in when its card verifies
                 await asyncio.wait_for(verified.seen.wait(), BOUND_S)
                 served = (await http.get("/agents/slow-echo/.well-known/agent-card.json")).json()
+                described = gateway.app.state.gateway.describe("slow-echo")
     finally:
         logging.getLogger("gateway.federation").removeHandler(verified)
         slow.stopped.set()
@@ -179,6 +180,8 @@ async def test_start_up_does_not_wait_for_a_peer_dripping_its_card(
     assert slow_spec is not None and "has not been verified yet" in slow_spec.description
     assert "slow-echo is hosted out of service and comes in when it verifies" in caplog.text
     assert served["description"] == "The echo agent of a misbehaving peer.", served
+    assert described.description == "The echo agent of a misbehaving peer.", "routing sees the verified card too"
+    assert described.skills == ("echo",) and described.tags == ("peer",), described
 
 
 async def test_an_oversized_catalog_is_refused_while_it_is_read(background: BackgroundLoop) -> None:
