@@ -13,6 +13,11 @@ dispatch on it.
 
 With no API key and no issuer configured, every caller is anonymous, as in local development.
 
+Composition is never a way around a rule: a workflow's steps, a handoff, a relay and an agent
+reusing another's logic in-process all act as the original caller, and ``AuthPolicy.may_call``
+(the same check the HTTP, gRPC and MCP edges make) decides each, from the caller the call
+context carries (``caller_of``).
+
 A bearer token that verified is remembered (by its SHA-256 digest, never the token) until it
 expires, for at most ``VERIFIED_TOKEN_TTL_S``, and only while its issuer's keys are the ones it
 verified under and due no refetch: a caller that sends the same token on every call (a peer
@@ -23,6 +28,7 @@ admitting its tokens as soon as this gateway fetches the issuer's keys again (as
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +36,6 @@ from pathlib import Path
 
 import httpx
 from a2a.auth.user import UnauthenticatedUser, User
-from a2a.server.routes.common import StarletteUser
 from a2a.types.a2a_pb2 import (
     APIKeySecurityScheme,
     ClientCredentialsOAuthFlow,
@@ -49,7 +54,7 @@ from gateway.auth_keys import ApiKeyTable, AuthConfigError
 from gateway.cards import CardSecurity
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
 from gateway.settings import IssuerSettings, Settings
-from gateway.spec import AgentSpec
+from gateway.spec import AgentSpec, PythonRuntime
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_SCHEME = "apiKey"
@@ -60,12 +65,43 @@ VERIFIED_TOKENS_MAX = 4096
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller: its owner name and the scopes it holds."""
+    """An authenticated caller: its owner name and the scopes it holds.
+
+    ``trusted`` marks the local operator (the stdio pipe), whom no agent's scopes restrict.
+    """
 
     name: str
     scopes: frozenset[str]
     issuer: str = ""
     subject: str = ""
+    trusted: bool = False
+
+    def to_json(self) -> str:
+        """The identity as JSON, to act for the same caller later (a resumed run); never a credential."""
+        value = {"name": self.name, "scopes": sorted(self.scopes), "issuer": self.issuer, "subject": self.subject}
+        return json.dumps({**value, "trusted": True} if self.trusted else value, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Identity | None:
+        """An identity saved by ``to_json`` (None for an empty or unreadable one: act as nobody)."""
+        try:
+            value = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return None
+        scopes = value.get("scopes")
+        return cls(
+            name=value["name"],
+            scopes=frozenset(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else frozenset(),
+            issuer=str(value.get("issuer") or ""),
+            subject=str(value.get("subject") or ""),
+            trusted=value.get("trusted") is True,
+        )
+
+
+LOCAL_OPERATOR = Identity(name="", scopes=frozenset(), trusted=True)
+"""Whoever holds the stdio pipe of ``switchboard mcp``: it owns tasks as the anonymous user does, unrestricted."""
 
 
 class CallerUser(AuthenticatedUser):
@@ -130,9 +166,31 @@ class VerifiedTokens:
         self._entries[self._digest(token)] = (identity, until, keys_version)
 
 
+class A2ACaller(User):
+    """A caller as the A2A SDK sees it (the ``ServerCallContext`` user): its name owns its tasks."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.caller = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always: an anonymous caller is the SDK's ``UnauthenticatedUser``."""
+        return True
+
+    @property
+    def user_name(self) -> str:
+        """The owner the task stores scope rows by."""
+        return self.caller.name
+
+
 def a2a_user(identity: Identity | None) -> User:
     """The A2A user of ``identity``: its name owns the caller's tasks; ``None`` is the anonymous user."""
-    return StarletteUser(CallerUser(identity)) if identity is not None else UnauthenticatedUser()
+    return A2ACaller(identity) if identity is not None else UnauthenticatedUser()
+
+
+def caller_of(user: User) -> Identity | None:
+    """The caller a ``ServerCallContext`` user acts for (None: anonymous), on every binding and in every step."""
+    return user.caller if isinstance(user, A2ACaller) else None
 
 
 # --- what is configured -------------------------------------------------------------------------
@@ -274,6 +332,35 @@ class AuthPolicy:
         raise PermissionDeniedError(
             f"{identity.name} lacks scope(s) {' '.join(sorted(missing))} required by {what or f'agent {spec.name!r}'}",
         )
+
+    def may_call(self, caller: Identity | None, spec: AgentSpec, *, skill: str | None = None) -> str | None:
+        """Why ``caller`` may not send ``spec`` a message (naming ``skill``), or None when it may.
+
+        The check every edge makes for a direct call, for what is not one: a workflow's step, a
+        handoff, a relay, an MCP tool, an agent running another's logic in-process.
+        """
+        if not self.protects(spec) or (caller is not None and caller.trusted):
+            return None
+        if caller is None:
+            return f"agent {spec.name!r} requires an authenticated caller"
+        try:
+            self.authorize(caller, spec, message=True, skill=skill)
+        except PermissionDeniedError as exc:
+            return exc.detail
+        return None
+
+    def may_reuse(self, caller: Identity | None, entrypoint: str, specs: Iterable[AgentSpec]) -> str | None:
+        """Why ``caller`` may not have the logic at ``entrypoint`` (``module:attr``) run in-process, or None.
+
+        Each hosted ``python`` agent serving that entry point must admit the caller, as a message
+        to it would need (an agent reusing the security reviewer's code needs the reviewer's scopes).
+        """
+        for spec in specs:
+            if isinstance(spec.runtime, PythonRuntime) and spec.runtime.entrypoint == entrypoint:
+                refusal = self.may_call(caller, spec)
+                if refusal is not None:
+                    return refusal
+        return None
 
     def all_scopes(self, specs: Iterable[AgentSpec]) -> list[str]:
         """Every scope any protected agent or skill uses, sorted."""

@@ -14,16 +14,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from a2a.auth.user import User
+from a2a.server.routes.common import DefaultServerCallContextBuilder
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.routes import create_protected_resource_routes
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.authentication import AuthCredentials
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import API_KEY_HEADER, AuthPolicy, CallerUser, Identity
+from gateway.auth import API_KEY_HEADER, AuthPolicy, CallerUser, Identity, a2a_user
 from gateway.cards import AGENT_CARD_PATH
 from gateway.errors import AuthenticationError, GatewayError, MissingCredentialsError, PermissionDeniedError, wire_for
 from gateway.spec import AgentSpec
@@ -245,6 +248,15 @@ class McpAuthGuard(_Guard):
 
     def _body(self, scope: Scope, error: GatewayError) -> dict[str, Any]:
         return {"error": "invalid_token", "error_description": error.detail}  # RFC 6750, as MCP clients read it
+
+
+class CallerContextBuilder(DefaultServerCallContextBuilder):
+    """The SDK's HTTP context builder, with the caller the guard admitted as the user (``auth.caller_of`` reads it)."""
+
+    def build_user(self, request: Request) -> User:
+        """The admitted caller, or the SDK's own user (anonymous) for an open agent."""
+        user = request.scope.get("user")
+        return a2a_user(user.caller) if isinstance(user, CallerUser) else super().build_user(request)
 
 
 def agent_guard(

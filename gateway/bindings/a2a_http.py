@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 from starlette.types import ASGIApp
 
+from gateway.auth_http import CallerContextBuilder
 from gateway.bindings.edge import EdgeGuard
 from gateway.cards import AGENT_CARD_PATH, CardDocument
 
@@ -41,11 +42,12 @@ def agent_routes(
     async def card_endpoint(request: Request) -> Response:
         return card().response(request)
 
-    jsonrpc = create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)
+    callers = CallerContextBuilder()  # the caller acts as itself in every step its task starts
+    jsonrpc = create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True, context_builder=callers)
     inner: list[BaseRoute] = [
         Route(AGENT_CARD_PATH, card_endpoint, methods=["GET"]),
         *jsonrpc,
-        *create_rest_routes(handler, enable_v0_3_compat=True),
+        *create_rest_routes(handler, enable_v0_3_compat=True, context_builder=callers),
     ]
     prefix = f"/agents/{name}"
     jsonrpc_app = request_response(jsonrpc[0].endpoint)  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ from mcp_types import (
 )
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import AuthPolicy, CallerUser, a2a_user
+from gateway.auth import LOCAL_OPERATOR, AuthPolicy, CallerUser, a2a_user
 from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
@@ -133,8 +133,10 @@ def _protocol_errors_for_unknown_names(server: MCPServer) -> ServerMiddleware[An
 
 
 def authenticated_caller(ctx: ServerRequestContext[Any, Any]) -> User:
-    """The identity the HTTP auth guard admitted (anonymous with auth off, and on stdio, a local trusted pipe)."""
-    user = ctx.request.scope.get("user") if ctx.request is not None else None
+    """The identity the HTTP auth guard admitted; on stdio, a local trusted pipe, the local operator."""
+    if ctx.request is None:
+        return a2a_user(LOCAL_OPERATOR)
+    user = ctx.request.scope.get("user")
     return a2a_user(user.caller) if isinstance(user, CallerUser) else UnauthenticatedUser()
 
 
