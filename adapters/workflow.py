@@ -27,6 +27,7 @@ from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, SendMessageRequest, TaskState
 from a2a.utils.errors import InvalidParamsError
 
+from gateway.auth import caller_of
 from gateway.cleanup import finish
 from gateway.errors import RuntimeLoadError
 from gateway.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
@@ -93,9 +94,13 @@ async def publish_outcome(updater: TaskUpdater, outcome: Outcome, record: RunRec
     """End the run's task: the ``result`` artifact when it completed, then the final status.
 
     The status update's metadata (kept in the task's metadata) links every step's child task:
-    ``{"switchboard": {"run_id", "steps": [{step, agent, state, task_id}]}}``.
+    ``{"switchboard": {"run_id", "steps": [{step, agent, state, task_id}]}}``, with the failure's
+    ``reason`` when it has one (``permission-denied`` fails an enclosing run too: ``child_tasks``).
     """
-    metadata = {METADATA_KEY: {"run_id": record.run_id, "steps": step_links(record)}}
+    entry: dict[str, object] = {"run_id": record.run_id, "steps": step_links(record)}
+    if outcome.reason:
+        entry["reason"] = outcome.reason
+    metadata = {METADATA_KEY: entry}
     if outcome.state == "completed":
         await UpdaterEmitter(updater).artifact(RESULT_ARTIFACT, text=outcome.text or None, data=outcome.data)
         parts = [Part(text=outcome.text)] if outcome.text else []
@@ -182,6 +187,7 @@ class WorkflowExecutor(AgentExecutor):
         """The run's checkpoint (a new one for a new task), and the caller's answer when this continues one."""
         task = context.current_task
         owner = resolve_user_scope(context.call_context)
+        caller = caller_of(context.call_context.user) if context.call_context is not None else None
         if task is None:
             message = context.message or Message()
             history = [message] if context.message else []
@@ -199,9 +205,12 @@ class WorkflowExecutor(AgentExecutor):
                 fingerprint=self.plan.fingerprint,
                 request=message,
                 hops=incoming_hops(message),
+                caller=caller,
             )
             return fresh, None
         stored = await SqlRunStore(self._host.db).get(self.name, owner, task.id)
+        if stored is not None:
+            stored.caller = caller  # a follow-up acts with the credentials it came with; a resume, as recorded
         waiting = task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         return stored, context.message if waiting else None
 

@@ -10,12 +10,13 @@ through the host at run time, not at build time, so a workflow may name agents b
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import RequestHandler
 
+from gateway.auth import AuthPolicy
 from gateway.errors import RuntimeLoadError, UnknownAgentError
 from gateway.federation.hub import Federation
 from gateway.local_tasks import LocalRunner
@@ -49,6 +50,16 @@ class Host(Protocol):
     @property
     def breakers(self) -> BreakerBoard:
         """One circuit breaker per agent, shared by every run."""
+        ...
+
+    @property
+    def auth(self) -> AuthPolicy:
+        """The inbound auth policy: every step and in-process reuse is checked with it as its caller's."""
+        ...
+
+    @property
+    def registry(self) -> Iterable[AgentSpec]:
+        """Every hosted agent's spec."""
         ...
 
     @property
@@ -100,6 +111,16 @@ class StandaloneHost:
     def breakers(self) -> BreakerBoard:
         """Breakers of this host alone."""
         return self._breakers
+
+    @property
+    def auth(self) -> AuthPolicy:
+        """No auth: a standalone agent is called directly."""
+        return AuthPolicy.disabled()
+
+    @property
+    def registry(self) -> Iterable[AgentSpec]:
+        """There are no other agents."""
+        return ()
 
     @property
     def stopping(self) -> bool:

@@ -54,11 +54,16 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended, as the pattern sees it; the engine publishes it as the run's final artifact."""
+    """How a run ended, as the pattern sees it; the engine publishes it as the run's final artifact.
+
+    ``reason`` is a failure's stable reason when the engine knows one (``permission-denied``: the
+    caller may not run a step), published in the final status's metadata for an enclosing run.
+    """
 
     state: OutcomeState
     text: str
     data: dict[str, Any] | list[Any] | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,8 @@ class Run(Protocol):
 
         Retries, timeouts, the breaker and fallbacks are applied here; a step that still fails
         comes back with ``state="failed"`` and ``error`` set (the pattern's policy decides).
-        Raises ``LimitExceededError`` when the run is out of steps, time or budget.
+        Raises ``LimitExceededError`` when the run is out of steps, time or budget, and
+        ``PermissionDeniedError`` when the run's caller may not run ``agent`` (nor a fallback).
         """
         ...
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from a2a.types.a2a_pb2 import Message
 
+from gateway.auth import Identity
 from gateway.orchestration.api import StepResult
 from gateway.runtime import Usage
 from gateway.store.database import Database
@@ -36,12 +37,13 @@ FINISHED_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancele
 
 _COLUMNS = (
     "run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps, started_ns, updated_ns, "
-    "elapsed_ns"
+    "elapsed_ns, caller"
 )
 _UPSERT = (
-    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, fingerprint = excluded.fingerprint, "
-    "steps = excluded.steps, updated_ns = excluded.updated_ns, elapsed_ns = excluded.elapsed_ns"
+    "steps = excluded.steps, updated_ns = excluded.updated_ns, elapsed_ns = excluded.elapsed_ns, "
+    "caller = excluded.caller"
 )
 
 
@@ -64,7 +66,11 @@ def step_from_json(value: dict[str, Any]) -> StepResult:
 
 @dataclass
 class RunRecord:
-    """One run of a workflow, as checkpointed."""
+    """One run of a workflow, as checkpointed.
+
+    ``caller`` is who the run acts for (None: anonymous): every step is authorised as that caller,
+    so a resumed run's steps are checked as the first ones were. A follow-up's caller replaces it.
+    """
 
     run_id: str
     agent: str
@@ -80,6 +86,7 @@ class RunRecord:
     started_ns: int = field(default_factory=time.time_ns)
     updated_ns: int = 0
     elapsed_ns: int = 0  # time spent running, as of the last checkpoint (see the module docstring)
+    caller: Identity | None = None
     _encoded: dict[int, tuple[StepResult, str, str]] = field(default_factory=dict, repr=False, compare=False)
     _request_bytes: bytes = field(default=b"", repr=False, compare=False)  # the request, encoded once per run
 
@@ -128,13 +135,14 @@ class RunRecord:
             self.started_ns,
             self.updated_ns,
             self.elapsed_ns,
+            self.caller.to_json() if self.caller is not None else "",
         )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
         """A record read back from the database."""
         run_id, agent, owner, task_id, context_id, state, fingerprint, hops, request, steps = row[:10]
-        started, updated, spent = (int(value) for value in row[10:])
+        started, updated, spent = (int(value) for value in row[10:13])
         saved = {int(n): v for n, v in json.loads(steps).items()}
         return cls(
             run_id=run_id,
@@ -151,6 +159,7 @@ class RunRecord:
             started_ns=started,
             updated_ns=updated,
             elapsed_ns=spent if spent >= 0 else max(updated - started, 0),
+            caller=Identity.from_json(row[13]),
         )
 
 

@@ -9,7 +9,9 @@ names its parent in ``reference_task_ids`` and in its message's metadata
 (``{"switchboard": {"parent_task_id", "run_id", "step", "hops", "via"}, "traceparent"}``). Its final task becomes a
 ``StepResult``: the status message's text, the artifacts' data, and what the participant's
 executor put in the status message's metadata (usage, a handoff, whether a failure is retryable,
-see ``gateway.executor.reply_metadata``).
+see ``gateway.executor.reply_metadata``). A child that failed because the run's caller may not run
+what it runs (a nested run's step, an agent reusing another's logic) says so with the reason
+``permission-denied``: the step is ``refused``, and the engine fails the run with it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 
 from gateway.data_parts import data_value
+from gateway.errors import PermissionDeniedError
 from gateway.executor import METADATA_KEY, data_part
 from gateway.federation.hops import TRACEPARENT
 from gateway.local_tasks import LocalRunner
@@ -87,10 +90,11 @@ class StepLink:
 
 @dataclass(frozen=True)
 class ChildOutcome:
-    """A child task's result, and whether trying again might help."""
+    """A child task's result, whether trying again might help, and whether the caller was refused."""
 
     result: StepResult
     retryable: bool = False
+    refused: bool = False
 
 
 def _file_part(file: FileInput) -> Part:
@@ -170,7 +174,9 @@ def step_result(agent: str, task: Task) -> ChildOutcome:
         handoff_note=str(handoff.get("note") or ""),
         error=error,
     )
-    return ChildOutcome(result, retryable=state == "failed" and meta.get("retryable") is True)
+    failed = state == "failed"
+    refused = failed and meta.get("reason") == PermissionDeniedError.reason
+    return ChildOutcome(result, retryable=failed and not refused and meta.get("retryable") is True, refused=refused)
 
 
 def message_result(agent: str, message: Message) -> ChildOutcome:

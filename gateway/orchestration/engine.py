@@ -22,6 +22,12 @@ in-process agent, else through its request handler) under these rules, in order:
   the deadline is a budget of time spent running, measured on a monotonic clock (a wall-clock step
   does not move it) and kept in the checkpoint: a resumed or continued run gets what it had left,
   and the time the gateway was down, or a paused run waited for its answer, does not count;
+- rights: the run acts for its caller (``RunRecord.caller``, carried by the call context and kept
+  in the checkpoint), and each agent a step would run is checked as a direct call from that caller
+  would be (``AuthPolicy.may_call``, naming the step's ``metadata.skill``); one it may not run is
+  passed over for its fallbacks, and when none may run, or a child reports that the caller was
+  refused further down (a nested run, an agent reusing another's logic), the step raises
+  ``PermissionDeniedError`` and the run fails with the reason, whatever the pattern's policy;
 - the agent's circuit breaker (``breaker``): an open circuit fails the step at once;
 - a per-step timeout, after which the child task is canceled on its agent;
 - retries with exponential backoff and full jitter, for retryable failures only (a timeout, or a
@@ -52,8 +58,9 @@ from typing import Protocol
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
 
+from gateway.auth import caller_of
 from gateway.cleanup import finish
-from gateway.errors import UnknownAgentError
+from gateway.errors import PermissionDeniedError, UnknownAgentError
 from gateway.executor import message_input
 from gateway.federation.hops import carried
 from gateway.orchestration.api import (
@@ -316,6 +323,7 @@ class EngineRun:
         self._next_save: asyncio.Future[None] | None = None  # the write that covers every change made since the last
         self._saver: asyncio.Task[None] | None = None
         self._carried = carried(record.request)  # gateway path and trace context, passed to every step
+        self._caller = caller_of(call_context.user) if call_context is not None else None
 
     # -- the Run protocol ------------------------------------------------------------------
 
@@ -496,6 +504,9 @@ class EngineRun:
         limit = next((e for e in leaves if isinstance(e, LimitExceededError)), None)
         if limit is not None:
             return self._limit_outcome(limit)
+        refused = next((e for e in leaves if isinstance(e, PermissionDeniedError)), None)
+        if refused is not None:
+            return Outcome("failed", f"{self.plan.name}: {refused.detail}", reason=refused.reason)
         first = leaves[0]
         if isinstance(first, UnknownAgentError):
             return Outcome("failed", f"{self.plan.name}: {first.detail}")
@@ -546,19 +557,41 @@ class EngineRun:
     ) -> StepResult:
         candidates = (agent, *self.plan.fallbacks.get(agent, ()))
         failures: list[StepResult] = []
+        refusals: list[PermissionDeniedError] = []
         usage: Usage | None = None
+        why = ""
         for index, candidate in enumerate(candidates):
             if index:
-                await self.progress(f"{label} · {candidates[index - 1]} failed; {candidate} takes over")
-            result = await self._with_retries(number, candidate, request, label, follow_up if not index else None)
+                await self.progress(f"{label} · {candidates[index - 1]} {why}; {candidate} takes over")
+            try:
+                self._authorize(candidate, request)
+                result = await self._with_retries(number, candidate, request, label, follow_up if not index else None)
+            except PermissionDeniedError as exc:
+                refusals.append(exc)
+                why = "may not be run by this caller"
+                continue
+            why = "failed"
             usage = add_usage(usage, result.usage)
             if result.state != "failed":
                 return dataclasses.replace(result, usage=usage)
             failures.append(result)
+        if refusals:
+            raise refusals[0]  # nothing the caller may run did the step: the run fails with the reason
         if len(failures) == 1:
             return failures[0]
         why = "; ".join(f"{failure.agent}: {failure.error}" for failure in failures)
         return dataclasses.replace(failures[0], usage=usage, error=f"{agent} and its fallbacks failed ({why})")
+
+    def _authorize(self, agent: str, request: StepInput) -> None:
+        """``PermissionDeniedError`` when the run's caller could not call ``agent`` with this step's message."""
+        spec = self._host.spec(agent)
+        if spec is None:
+            return  # not hosted: the step fails as an unknown agent
+        skill = request.metadata.get("skill")
+        refusal = self._host.auth.may_call(self._caller, spec, skill=skill if isinstance(skill, str) else None)
+        if refusal is not None:
+            logger.warning("run %s of %s: step to %s refused: %s", self.record.task_id, self.plan.name, agent, refusal)
+            raise PermissionDeniedError(refusal)
 
     async def _with_retries(
         self, number: int, agent: str, request: StepInput, label: str, follow_up: tuple[str, str] | None
@@ -623,6 +656,8 @@ class EngineRun:
                 outcome = await self._run_remote(child, message, forward, timeout)
         finally:
             self._running.pop(key, None)
+        if outcome is not None and outcome.refused:
+            raise PermissionDeniedError(outcome.result.error)  # refused further down: never retried
         if outcome is not None:
             return outcome
         if timeout < self.limits.step_timeout_s:

@@ -25,6 +25,7 @@ from a2a.server.agent_execution import RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 
+from gateway.auth import Identity, a2a_user
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.work_queue import SPEC as WORK_QUEUE
 from gateway.orchestration.workflows import fingerprint
@@ -36,20 +37,31 @@ logger = logging.getLogger(__name__)
 
 
 class RunOwner(User):
-    """The caller who started a run, as recorded: resumed steps act for the same owner."""
+    """An owner by name alone, with no scopes (tests act as one)."""
 
     def __init__(self, owner: str) -> None:
         self._owner = owner
 
     @property
     def is_authenticated(self) -> bool:
-        """Whether the run was started by an identified caller."""
+        """Whether the owner is an identified caller."""
         return bool(self._owner)
 
     @property
     def user_name(self) -> str:
         """The owner the task store scopes tasks by."""
         return self._owner
+
+
+def run_owner(record: RunRecord) -> User:
+    """The caller who started a run, as recorded: resumed steps act for it, with the scopes it had.
+
+    A run recorded before callers were (an older version) acts for its owner with no scopes.
+    """
+    caller = record.caller
+    if caller is None and record.owner:
+        caller = Identity(name=record.owner, scopes=frozenset())
+    return a2a_user(caller)
 
 
 def why_not_resumable(record: RunRecord, spec: AgentSpec | None) -> str:
@@ -107,7 +119,7 @@ async def resume_run(handler: DefaultRequestHandler, record: RunRecord, db: Data
     would enter the task's history as if the caller had sent it), so this drives the handler's
     active-task registry directly: the same path a message takes, minus the message.
     """
-    context = ServerCallContext(user=RunOwner(record.owner))
+    context = ServerCallContext(user=run_owner(record))
     try:
         registry = handler._active_task_registry
         active = await registry.get_or_create(

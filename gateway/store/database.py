@@ -66,6 +66,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "elapsed_ns", "BIGINT NOT NULL DEFAULT -1"),
     # The gateway process that last wrote the task (Database.runner): the start-up sweep's judge on a shared database.
     ("tasks", "runner", "TEXT NOT NULL DEFAULT ''"),
+    # The caller a run acts for (``Identity.to_json``): its steps are checked with its scopes, also on resume.
+    ("runs", "caller", "TEXT NOT NULL DEFAULT ''"),
 )
 """Columns added to a table after it was first created: ``migrate`` adds each one a database lacks."""
 

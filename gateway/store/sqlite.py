@@ -97,7 +97,7 @@ class SqliteDatabase:
         self._reader_conn: sqlite3.Connection | None = None
 
     async def migrate(self) -> None:
-        """Create the tables if they do not exist."""
+        """Create the tables if they do not exist, and add the columns a database made by an older version lacks."""
         await self.write_many([(sql.format(blob="BLOB"), ()) for sql in SCHEMA])
         for table, column, kind in ADDED_COLUMNS:
             if column not in {row[1] for row in await self.fetch_all(f"PRAGMA table_info({table})")}:
