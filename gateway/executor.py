@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from a2a.helpers.proto_helpers import new_task
@@ -18,7 +19,9 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, Tas
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.struct_pb2 import Struct, Value
 
+from gateway.auth import Identity, caller_of
 from gateway.data_parts import data_value
+from gateway.errors import PermissionDeniedError
 from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
 
 logger = logging.getLogger(__name__)
@@ -219,7 +222,8 @@ def reply_metadata(reply: Reply, *, retryable: bool = False, reason: str = "") -
     """What orchestration reads from a finished task's status message, as message metadata.
 
     ``{"switchboard": {"usage": {"input_tokens", "output_tokens", "cost"}, "handoff": {"to", "note"},
-    "retryable": true, "reason": "..."}}``, each entry present only when it applies.
+    "retryable": true, "reason": "..."}}``, each entry present only when it applies: ``reason`` with
+    ``retryable``, or alone for a refusal (``permission-denied``, which fails an enclosing run).
     """
     entry: dict[str, Any] = {}
     if reply.usage is not None:
@@ -229,6 +233,8 @@ def reply_metadata(reply: Reply, *, retryable: bool = False, reason: str = "") -
         entry["handoff"] = {"to": reply.handoff_to, "note": reply.handoff_note}
     if retryable:
         entry.update(retryable=True, reason=reason)
+    elif reason == PermissionDeniedError.reason:
+        entry["reason"] = reason
     return {METADATA_KEY: entry} if entry else {}
 
 
@@ -257,12 +263,27 @@ async def finish(updater: TaskUpdater, reply: Reply, metadata: dict[str, Any] | 
     await _FINISH[reply.state](updater, message)
 
 
-class RuntimeExecutor(AgentExecutor):
-    """Runs a ``Runtime`` for each message and reports it as an A2A task."""
+ReuseCheck = Callable[[Identity | None, str], str | None]
+"""Why a caller may not have an agent run the logic at an entry point in-process (``AuthPolicy.may_reuse``)."""
 
-    def __init__(self, name: str, runtime: Runtime) -> None:
+
+class RuntimeExecutor(AgentExecutor):
+    """Runs a ``Runtime`` for each message and reports it as an A2A task.
+
+    With ``reuse``, the runtime's ``AgentCall.may_reuse`` checks the task's caller (else nobody is refused).
+    """
+
+    def __init__(self, name: str, runtime: Runtime, reuse: ReuseCheck | None = None) -> None:
         self.name = name
         self._runtime = runtime
+        self._reuse = reuse
+
+    def _call(self, context: RequestContext) -> AgentCall:
+        call = call_from_context(context)
+        if self._reuse is None or context.call_context is None:
+            return call
+        caller, reuse = caller_of(context.call_context.user), self._reuse
+        return replace(call, reuse_refusal=lambda entrypoint: reuse(caller, entrypoint))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Create the task if new, mark it working, run the runtime, publish its outcome."""
@@ -276,7 +297,10 @@ class RuntimeExecutor(AgentExecutor):
         await updater.start_work()
         retryable, reason = False, ""
         try:
-            reply = await self._runtime(call_from_context(context), UpdaterEmitter(updater))
+            reply = await self._runtime(self._call(context), UpdaterEmitter(updater))
+        except PermissionDeniedError as exc:  # the caller may not have this agent run what it reuses
+            logger.warning("agent %s refused task %s: %s", self.name, task_id, exc.detail)
+            reply, reason = Reply(text=f"{self.name}: {exc.detail}", state="failed"), exc.reason
         except Exception as exc:
             # An agent's bug fails its task with a reason; it never leaves the task running. An error
             # that says it is retryable (an overloaded model) says so in the metadata, for the engine.

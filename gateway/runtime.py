@@ -35,9 +35,23 @@ class Turn:
     text: str
 
 
+def entrypoint_of(logic: Callable[..., object]) -> str:
+    """The ``module:attr`` an agent file names ``logic`` by (``gateway.agents.security:run``)."""
+    return f"{logic.__module__}:{logic.__qualname__}"
+
+
+def _anyone_may(entrypoint: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class AgentCall:
-    """What one A2A message asks of an agent."""
+    """What one A2A message asks of an agent.
+
+    ``reuse_refusal`` says why the caller may not have this agent run another agent's logic
+    in-process (the entry point of that agent's file), or None when it may: reusing an agent's
+    logic is checked as a call to that agent would be (see ``may_reuse``).
+    """
 
     text: str
     files: tuple[FileInput, ...] = ()
@@ -47,6 +61,11 @@ class AgentCall:
     context_id: str = ""
     message_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    reuse_refusal: Callable[[str], str | None] = field(default=_anyone_may, compare=False, repr=False)
+
+    def may_reuse(self, logic: Callable[..., object]) -> str | None:
+        """Why the caller may not have ``logic`` (another agent's entry point) run for it here; None: it may."""
+        return self.reuse_refusal(entrypoint_of(logic))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The review lead: merges the specialists' findings into one ranked, de-duplicated report.
 
 Given findings (data parts or JSON text), it merges them. Given only code, it runs the security,
-complexity and style specialists itself, concurrently and in-process, so it is useful on its own.
+complexity and style specialists itself, concurrently and in-process, so it is useful on its own;
+the caller must then be one the specialists' own agents would admit (``AgentCall.may_reuse``),
+else the review fails with the reason and no specialist runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gateway.agents import complexity, security, style
 from gateway.agents.code_input import sources_from_call
 from gateway.agents.findings import SEVERITY_RANK, Finding, build_reply, count, no_code_reply, rank
 from gateway.agents.lead_input import read_lead_input
+from gateway.errors import PermissionDeniedError
 from gateway.runtime import AgentCall, Emitter, Reply
 
 AGENT = "lead"
@@ -77,7 +80,14 @@ def _absorb(kept: Finding, duplicate: Finding) -> Finding:
 
 
 async def run_specialists(call: AgentCall, emit: Emitter) -> tuple[list[Finding], list[str]]:
-    """Run every specialist on ``call`` at once; their findings, and a note per specialist that failed."""
+    """Run every specialist on ``call`` at once; their findings, and a note per specialist that failed.
+
+    Raises ``PermissionDeniedError`` before any runs when the caller may not use one of them.
+    """
+    for runtime in SPECIALISTS.values():
+        refusal = call.may_reuse(runtime)
+        if refusal is not None:
+            raise PermissionDeniedError(refusal)
     async with asyncio.TaskGroup() as group:
         tasks: dict[str, asyncio.Task[Reply]] = {
             name: group.create_task(runtime(call, emit)) for name, runtime in SPECIALISTS.items()
