@@ -1,0 +1,358 @@
+"""Rights follow the caller: every step of every pattern, and an agent reusing another's logic in-process, is
+authorised as the original caller, exactly as a direct call would be.
+
+The bundled review team with ``security-reviewer`` needing ``sec:run``. alice holds ``reviews:run`` and
+``sec:run``, bob only ``reviews:run``. bob's direct call to the security reviewer is refused; every way of
+reaching it through another agent (code-review, triage, review-lead, a workflow listing it, a nested
+workflow, a work queue, an LLM's ``transfer_to_security_reviewer``) fails the run with the reason and
+returns none of its findings, and it never runs for bob. alice gets the full result. JSON-RPC and MCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, Task, TaskState
+from google.protobuf.json_format import MessageToJson
+
+from gateway.auth import LOCAL_OPERATOR, AuthPolicy, Identity
+from gateway.auth_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
+from gateway.errors import PermissionDeniedError
+from gateway.orchestration.checkpoints import SqlRunStore
+from gateway.settings import bundled_agents_dir
+from gateway.spec import AgentSpec
+from gateway.testing import RunningGateway, running_gateway
+from tests.adapters.llm_server import (
+    ScriptedChatServer,
+    Stream,
+    finish_chunk,
+    scripted_chat_server,
+    text_chunk,
+    tool_chunk,
+)
+from tests.auth.conftest import AGENT_FILES, WAIT_S, api_key, authed_client
+from tests.auth.test_mcp_auth import mcp_client
+from tests.bindings.a2a_clients import BINDINGS
+from tests.conftest import make_settings
+from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.run_client import STREAMING, output_names
+
+JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
+ENTRIES = ["jsonrpc", "mcp"]
+
+CODE = """import subprocess
+PASSWORD = "hunter2-correct-horse-battery"
+
+
+def run(cmd):
+    return subprocess.call(cmd, shell=True)
+"""
+FENCED = f"```python\n{CODE}```"
+SECURITY_MARKS = ("SEC001", "SEC003", "hardcoded-secret", "shell-command")
+REFUSAL = "apikey:bob lacks scope(s) sec:run required by agent 'security-reviewer'"
+
+EXTRA_AGENTS = {
+    "secure-pipeline.yaml": """
+format: 1
+name: secure-pipeline
+description: The security reviewer, then the complexity reviewer on what it found.
+skills: [{id: pipeline, name: Pipeline, description: Two reviews in a row., tags: [review]}]
+runtime: {kind: workflow, pattern: sequential, participants: [security-reviewer, complexity-reviewer]}
+""",
+    "outer-review.yaml": """
+format: 1
+name: outer-review
+description: The code-review workflow, nested in another.
+skills: [{id: outer, name: Outer, description: A nested review., tags: [review]}]
+runtime: {kind: workflow, pattern: sequential, participants: [code-review]}
+""",
+    "review-queue.yaml": """
+format: 1
+name: review-queue
+description: One security review per line of code.
+skills: [{id: queue, name: Queue, description: Reviews each line., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: work-queue
+  participants: [security-reviewer]
+  options: {concurrency: 2, max_attempts: 1}
+""",
+    "router.yaml": """
+format: 1
+name: router
+description: A model that decides who reviews the code.
+skills: [{id: route, name: Route, description: Picks a reviewer., tags: [route]}]
+runtime: {kind: llm, handoffs: [security-reviewer], system_prompt: Pick a reviewer.}
+""",
+    "llm-desk.yaml": """
+format: 1
+name: llm-desk
+description: The router model hands the code to a reviewer.
+skills: [{id: desk, name: Desk, description: Routed review., tags: [review]}]
+runtime: {kind: workflow, pattern: handoff, participants: [router, security-reviewer]}
+""",
+}
+
+
+@dataclass(frozen=True)
+class Keys:
+    """alice may run security reviews, bob may not."""
+
+    alice: str = field(default_factory=new_api_key)
+    bob: str = field(default_factory=new_api_key)
+
+    def lines(self) -> list[str]:
+        return [
+            api_key_line("alice", self.alice, ["reviews:run", "sec:run"]),
+            api_key_line("bob", self.bob, ["reviews:run"]),
+        ]
+
+
+def write_team(folder: Path) -> Path:
+    """The bundled agents, the security reviewer needing ``sec:run``, and the test's workflows."""
+    folder.mkdir(parents=True)
+    for path in bundled_agents_dir().glob("*.yaml"):
+        shutil.copy(path, folder / path.name)
+    security = folder / "security-reviewer.yaml"
+    security.write_text(security.read_text(encoding="utf-8") + 'scopes: ["sec:run"]\n', encoding="utf-8")
+    for name, text in EXTRA_AGENTS.items():
+        (folder / name).write_text(text.lstrip(), encoding="utf-8")
+    return folder
+
+
+@dataclass(frozen=True)
+class Team:
+    gateway: RunningGateway
+    chat: ScriptedChatServer
+    keys: Keys
+
+
+@pytest.fixture
+async def team(tmp_path: Path) -> AsyncIterator[Team]:
+    keys = Keys()
+    async with scripted_chat_server() as chat:
+        settings = make_settings(
+            tmp_path,
+            agents=write_team(tmp_path / "agents"),
+            auth_api_keys=keys.lines(),
+            mcp_tools=["*"],
+            llm_base_url=chat.base_url,
+            llm_model="scripted",
+        )
+        async with running_gateway(settings) as gateway:
+            yield Team(gateway, chat, keys)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A run's end as its caller saw it: failed or not, and everything it was given, as text."""
+
+    failed: bool
+    text: str
+    everything: str
+
+
+def user_message(text: str) -> Message:
+    return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
+
+
+async def ask_jsonrpc(team: Team, agent: str, key: str, text: str) -> Answer:
+    """SendMessage over JSON-RPC with the a2a-sdk client; the final task, as its owner reads it."""
+    async with authed_client(team.gateway.agent_url(agent), JSONRPC, api_key(key)) as client:
+        final: Task | None = None
+        async for event in client.send_message(SendMessageRequest(message=user_message(text))):
+            if event.HasField("task"):
+                final = event.task
+        assert final is not None
+    status = "\n".join(p.text for p in final.status.message.parts if p.HasField("text"))
+    return Answer(final.status.state == TaskState.TASK_STATE_FAILED, status, MessageToJson(final))
+
+
+async def ask_mcp(team: Team, agent: str, key: str, text: str) -> Answer:
+    """The agent's MCP tool, called with MCP's client."""
+    async with mcp_client(team.gateway, "legacy", {"X-API-Key": key}) as client:
+        result = await client.call_tool(agent.replace("-", "_"), {"text": text})
+    structured = result.structured_content or {}
+    everything = json.dumps([structured, [c.model_dump() for c in result.content]])
+    return Answer(result.is_error, str(structured.get("text", "")), everything)
+
+
+ASK = {"jsonrpc": ask_jsonrpc, "mcp": ask_mcp}
+
+
+async def security_tasks(team: Team, owner: str) -> int:
+    """How many tasks the security reviewer ran for ``owner``."""
+    db = team.gateway.app.state.gateway.db
+    row = await db.fetch_one("SELECT count(*) FROM tasks WHERE agent = ? AND owner = ?", ("security-reviewer", owner))
+    assert row is not None
+    return int(row[0])
+
+
+async def assert_refused_then_allowed(team: Team, entry: str, agent: str, text: str, alice_runs: int = 1) -> None:
+    """bob: a failed run naming the missing scope, no security finding, no security task; alice: the findings."""
+    ask = ASK[entry]
+    bob = await ask(team, agent, team.keys.bob, text)
+    assert bob.failed, bob.everything
+    assert REFUSAL in bob.text, bob.text
+    assert not [mark for mark in SECURITY_MARKS if mark in bob.everything], bob.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+    alice = await ask(team, agent, team.keys.alice, text)
+    assert not alice.failed, alice.everything
+    assert "SEC001" in alice.everything, alice.everything
+    assert await security_tasks(team, "apikey:alice") >= alice_runs
+
+
+async def test_bob_is_refused_the_security_reviewer_directly(team: Team) -> None:
+    async with httpx.AsyncClient(base_url=team.gateway.url, timeout=WAIT_S) as http:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+            "messageId": "m1", "role": "ROLE_USER", "parts": [{"text": CODE}]}}}  # fmt: skip
+        answer = await http.post(
+            "/agents/security-reviewer", json=body, headers={"X-API-Key": team.keys.bob, "A2A-Version": "1.0"}
+        )
+    assert answer.status_code == 403 and answer.json()["error"]["message"] == REFUSAL
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_code_review_runs_the_security_step_only_for_a_caller_who_may(entry: str, team: Team) -> None:
+    await assert_refused_then_allowed(team, entry, "code-review", CODE)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_triage_routes_only_to_what_the_caller_may_run(entry: str, team: Team) -> None:
+    # routed to code-review, a nested workflow whose security step bob may not run
+    await assert_refused_then_allowed(team, entry, "triage", f"Review this pull request's Python code\n\n{FENCED}")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_triage_handoff_straight_to_the_security_reviewer_is_refused(entry: str, team: Team) -> None:
+    text = f"Check this code for hard-coded secrets and injection risks\n\n{FENCED}"
+    await assert_refused_then_allowed(team, entry, "triage", text)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_review_lead_runs_the_security_logic_in_process_only_for_a_caller_who_may(entry: str, team: Team) -> None:
+    await assert_refused_then_allowed(team, entry, "review-lead", CODE, alice_runs=0)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_workflow_listing_a_scoped_agent_checks_that_step(entry: str, team: Team) -> None:
+    await assert_refused_then_allowed(team, entry, "secure-pipeline", CODE)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_nested_workflow_fails_the_outer_run_too(entry: str, team: Team) -> None:
+    await assert_refused_then_allowed(team, entry, "outer-review", CODE)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_work_queue_items_are_checked_as_the_caller(entry: str, team: Team) -> None:
+    lines = 'API_TOKEN = "sk-live-0123456789abcdef0123"\nPASSWORD = "hunter2-correct-horse-battery"'
+    await assert_refused_then_allowed(team, entry, "review-queue", lines, alice_runs=2)
+
+
+def transfer(note: str) -> Stream:
+    """The model's answer: hand the code to the security reviewer."""
+    return Stream(
+        [
+            text_chunk("The security reviewer should see this. "),
+            tool_chunk(0, name="transfer_to_security_reviewer", arguments=json.dumps({"reason": note})),
+            finish_chunk("tool_calls"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_an_llm_transfer_is_checked_as_the_caller(entry: str, team: Team) -> None:
+    team.chat.answer(transfer("check for secrets"), transfer("check for secrets"))
+    await assert_refused_then_allowed(team, entry, "llm-desk", FENCED)
+    assert len(team.chat.received) == 2  # the model ran for both; only alice's transfer was followed
+
+
+# --- the caller survives a restart --------------------------------------------------------------
+
+
+async def start_until_first_step(gateway: RunningGateway, key: str, text: str) -> str:
+    """Start ``pipeline`` as the key's holder and return its task id once step 1's output is out."""
+    task_id = ""
+    async with authed_client(gateway.agent_url("pipeline"), STREAMING, api_key(key)) as client:
+        async with asyncio.timeout(WAIT_S):
+            async for event in client.send_message(SendMessageRequest(message=user_message(text))):
+                task_id = task_id or event.task.id or event.status_update.task_id
+                if "step-1-counter" in output_names([event.artifact_update.artifact]):
+                    break
+    return task_id
+
+
+async def test_a_resumed_run_acts_with_the_scopes_its_caller_had(tmp_path: Path) -> None:
+    keys = Keys()
+    scoped = {**python_agent("notes", "gateway.agents.echo:EchoExecutor"), "scopes": ["sec:run"]}
+    files = [python_agent("counter", "counter", log=str(tmp_path / "calls.txt")), scoped]
+    files.append(workflow("pipeline", "sequential", ["counter", "notes"]))
+    agents = agents_folder(tmp_path / "agents", files)
+    settings = make_settings(tmp_path, agents=agents, auth_api_keys=keys.lines())
+    async with running_gateway(settings) as gateway:
+        task_id = await start_until_first_step(gateway, keys.alice, "wait: 2")
+    # the gateway stopped while step 2 (the scoped agent) was running: the run resumes on the next start
+
+    async with running_gateway(settings) as gateway:
+        hosted = gateway.app.state.gateway
+        record = await SqlRunStore(hosted.db).get("pipeline", "apikey:alice", task_id)
+        assert record is not None and record.caller is not None
+        assert (record.caller.name, record.caller.scopes) == ("apikey:alice", frozenset({"reviews:run", "sec:run"}))
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(*hosted.background)
+        async with authed_client(gateway.agent_url("pipeline"), JSONRPC, api_key(keys.alice)) as client:
+            task = await client.get_task(GetTaskRequest(id=task_id))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, MessageToJson(task)
+    assert output_names(task.artifacts) == ["step-1-counter", "step-2-notes", "result"]
+    assert any("resuming after a restart, 1 step(s) already done" in m.parts[0].text for m in task.history)
+
+
+# --- the check itself ----------------------------------------------------------------------------
+
+
+def spec_of(text: str) -> AgentSpec:
+    return AgentSpec.model_validate(yaml.safe_load(text))
+
+
+def test_may_call_gives_the_reason_a_direct_call_would_get() -> None:
+    policy = AuthPolicy(ApiKeyTable([ApiKey.parse(api_key_line("ci", new_api_key()))]), None)
+    vault, echo = spec_of(AGENT_FILES["vault.yaml"]), spec_of(AGENT_FILES["echo.yaml"])
+    reader = Identity("apikey:reader", frozenset({"vault:use"}))
+    assert policy.may_call(reader, vault, skill="read") is None
+    assert policy.may_call(reader, vault, skill="reveal") == (
+        "apikey:reader lacks scope(s) vault:reveal required by skill 'reveal' of agent 'vault'"
+    )
+    with pytest.raises(PermissionDeniedError) as direct:
+        policy.authorize(reader, vault, message=True)
+    assert policy.may_call(reader, vault) == direct.value.detail
+    assert policy.may_call(None, vault) == "agent 'vault' requires an authenticated caller"
+    assert policy.may_call(None, echo) is None  # an open agent
+    assert policy.may_call(LOCAL_OPERATOR, vault) is None  # the stdio pipe
+    assert AuthPolicy.disabled().may_call(None, vault) is None  # auth off: everyone is anonymous
+
+
+def test_reusing_an_agents_logic_needs_that_agents_scopes() -> None:
+    policy = AuthPolicy(ApiKeyTable([ApiKey.parse(api_key_line("ci", new_api_key()))]), None)
+    vault = spec_of(AGENT_FILES["vault.yaml"])
+    everything = Identity("apikey:all", frozenset({"vault:use", "vault:reveal"}))
+    bob = Identity("apikey:bob", frozenset({"vault:use"}))
+    assert policy.may_reuse(everything, "gateway.agents.echo:EchoExecutor", [vault]) is None
+    assert "vault:reveal" in (policy.may_reuse(bob, "gateway.agents.echo:EchoExecutor", [vault]) or "")
+    assert policy.may_reuse(bob, "gateway.agents.style:run", [vault]) is None  # no agent serves it here
+
+
+def test_a_caller_is_kept_as_json_without_its_credential() -> None:
+    alice = Identity("https://id.example.test|alice", frozenset({"a", "b"}), "https://id.example.test", "alice")
+    assert Identity.from_json(alice.to_json()) == alice
+    assert Identity.from_json(LOCAL_OPERATOR.to_json()) == LOCAL_OPERATOR
+    assert Identity.from_json("") is None and Identity.from_json("{not json") is None
