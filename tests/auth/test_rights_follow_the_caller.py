@@ -308,8 +308,10 @@ async def test_a_resumed_run_acts_with_the_scopes_its_caller_had(tmp_path: Path)
         record = await SqlRunStore(hosted.db).get("pipeline", "apikey:alice", task_id)
         assert record is not None and record.caller is not None
         assert (record.caller.name, record.caller.scopes) == ("apikey:alice", frozenset({"reviews:run", "sec:run"}))
+        resuming = [task for task in hosted.background if task.get_name().startswith("resume:")]
+        assert len(resuming) == 1, "the interrupted run resumes in the background"
         async with asyncio.timeout(WAIT_S):
-            await asyncio.gather(*hosted.background)
+            await asyncio.gather(*resuming)
         async with authed_client(gateway.agent_url("pipeline"), JSONRPC, api_key(keys.alice)) as client:
             task = await client.get_task(GetTaskRequest(id=task_id))
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, MessageToJson(task)
