@@ -1,8 +1,9 @@
 """Slow and silent peers: bounded by the peer's ``timeout_s`` and the start-up deadline, never held open.
 
 Real peers on loopback (``slow_peer``): one that never answers a call (over JSON-RPC, JSON-RPC
-with SSE, and gRPC), one that sends the first event of a stream and then nothing, one that drips
-its card a byte at a time, and one whose api-catalog is far over the size limit.
+with SSE, and gRPC), one that sends the first event of a stream and then nothing, one whose task
+runs long without a word (but answers GetTask), one that drips its card a byte at a time, and
+ones whose api-catalog, card or answer is far over its size limit.
 """
 
 from __future__ import annotations
