@@ -14,6 +14,7 @@ import asyncio
 import logging
 import mimetypes
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -197,6 +198,57 @@ def _update(agent: str, event: Any) -> Update | None:
     return None
 
 
+PENDING_REPORTS = 64
+"""How many progress reports may wait for a caller that reads its stream slowly; older ones are dropped."""
+REPORT_DRAIN_S = 10.0
+"""How long a finished call waits for its waiting progress reports to go out."""
+
+
+class ProgressPump:
+    """A call's progress reports, sent in order from a task of their own: the run never waits for its caller.
+
+    A caller that stops reading its stream holds up only its reports: at most ``PENDING_REPORTS``
+    wait, the oldest dropped first (progress is a running commentary; the call's result carries
+    the outcome). A report that fails ends the reporting for this call.
+    """
+
+    def __init__(self, report: Report) -> None:
+        self._report = report
+        self._pending: deque[Update] = deque(maxlen=PENDING_REPORTS)
+        self._sender: asyncio.Task[None] | None = None
+        self._failed = False
+
+    async def __call__(self, update: Update) -> None:
+        """Queue ``update`` (never waits)."""
+        if self._failed:
+            return
+        self._pending.append(update)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        while self._pending:
+            try:
+                await self._report(self._pending.popleft())
+            except Exception:
+                logger.debug("a progress report failed; this call reports no more", exc_info=True)
+                self._failed = True
+                self._pending.clear()
+
+    async def drain(self) -> None:
+        """Wait (bounded) until the waiting reports are out, then stop."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=REPORT_DRAIN_S)
+        self.stop()
+
+    def stop(self) -> None:
+        """Send nothing more."""
+        self._failed = True
+        self._pending.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+
+
 class _EarlyCancel(Exception):
     """A call cancelled before the agent's first event, which names the task to cancel."""
 
@@ -255,9 +307,17 @@ class AgentCaller:
         hosted = self.hosted(agent)
         message = build_message(call, hosted.card.card.default_input_modes)
         runner = hosted.handler.local
-        if runner is not None:
-            return await self._run_local(agent, runner, message, caller, report)
-        return await self._send_to_handler(agent, hosted, message, caller, report)
+        pump = ProgressPump(report)  # the agent's progress never waits for the caller's stream
+        try:
+            if runner is not None:
+                result = await self._run_local(agent, runner, message, caller, pump)
+            else:
+                result = await self._send_to_handler(agent, hosted, message, caller, pump)
+        except BaseException:
+            pump.stop()
+            raise
+        await pump.drain()
+        return result
 
     async def _tell(self, report: Report, update: Update) -> None:
         if self._observe is not None:
