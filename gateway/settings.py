@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     push_timeout_s: float = Field(default=10.0, gt=0, description="connect and read timeout of one try")
     push_concurrency: int = Field(default=16, ge=1, description="notifications in flight at once (one per task)")
     push_poll_s: float = Field(default=1.0, gt=0, description="how often the outbox is read with nothing queued here")
+    push_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) receivers' TLS certificates are checked against; default certifi",
+    )
     # -- end push delivery --
     takeover_after_s: float = Field(
         default=900.0,

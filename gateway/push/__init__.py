@@ -28,6 +28,7 @@ def create_push_delivery(settings: Settings, db: Database) -> PushDelivery:
         timeout_s=settings.push_timeout_s,
         concurrency=settings.push_concurrency,
         poll_s=settings.push_poll_s,
+        ca_file=str(settings.push_ca_file) if settings.push_ca_file else None,
     )
     return PushDelivery(db, PushAddressPolicy(allow_private=settings.allow_private_push_urls), options)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -83,6 +84,8 @@ class DeliveryOptions:
     timeout_s: float = 10.0
     concurrency: int = 16
     poll_s: float = 1.0
+    ca_file: str | None = None
+    """CA certificates receivers' certificates are checked against (default: certifi's)."""
 
 
 class PushDelivery:
@@ -105,7 +108,11 @@ class PushDelivery:
         """Deliver until canceled (the gateway stops): what is in flight then is tried again on the next start."""
         # No keep-alive: every try connects to the address checked for it; no proxy from the environment.
         limits = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(timeout=self.options.timeout_s, limits=limits, trust_env=False) as http:
+        verify: ssl.SSLContext | bool = True
+        if self.options.ca_file:
+            verify = ssl.create_default_context(cafile=self.options.ca_file)
+        client = httpx.AsyncClient(timeout=self.options.timeout_s, limits=limits, trust_env=False, verify=verify)
+        async with client as http:
             if waiting := await self.outbox.pending():
                 logger.info("%d push notification(s) waiting for delivery", waiting)
             try:

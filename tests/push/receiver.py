@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.testing import free_socket
+from tests.push.tls import TlsFiles
 
 STARTUP_TIMEOUT_S = 15.0
 WAIT_S = 30.0
@@ -115,13 +116,15 @@ class _Server(uvicorn.Server):
 
 @asynccontextmanager
 async def push_receiver(
-    answers: Iterable[Answer] = (), otherwise: Answer = 200, stall: int = 0
+    answers: Iterable[Answer] = (), otherwise: Answer = 200, stall: int = 0, tls: TlsFiles | None = None
 ) -> AsyncIterator[PushReceiver]:
-    """A ``PushReceiver`` served by uvicorn on a free loopback port until the block ends."""
+    """A ``PushReceiver`` served by uvicorn on a free loopback port until the block ends (HTTPS with ``tls``)."""
     receiver = PushReceiver(answers=list(answers), otherwise=otherwise, stall=stall)
     sock = free_socket()
-    receiver.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    server = _Server(uvicorn.Config(receiver.app(), log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    receiver.url = f"{'https' if tls else 'http'}://127.0.0.1:{sock.getsockname()[1]}/hook"
+    certs = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
+    config = uvicorn.Config(receiver.app(), log_config=None, access_log=False, timeout_graceful_shutdown=2, **certs)
+    server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     listening = asyncio.create_task(server.listening.wait())
     try:

@@ -26,6 +26,7 @@ from gateway.testing import RunningGateway, free_socket, running_gateway, wait_u
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, task_of, user_message
 from tests.conftest import make_settings
 from tests.push.receiver import PushReceiver, push_receiver
+from tests.push.tls import make_tls
 
 JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
 JSONRPC_SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
@@ -323,3 +324,25 @@ async def test_an_unreachable_address_is_passed_over_for_the_next_checked_one(tm
         await receiver.wait_for(_ended)
         assert _push(gateway).stats.retried == 0
     assert [d.kind()[0] for d in receiver.deliveries] == ["task", "artifactUpdate", "statusUpdate"]
+
+
+async def test_https_delivery_checks_the_certificate_for_the_name_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    tls = make_tls(tmp_path, "hooks.example")
+    settings = make_settings(tmp_path, push_ca_file=tls.ca, push_max_attempts=1)
+    async with (
+        push_receiver(tls=tls) as receiver,
+        running_gateway(settings) as gateway,
+        a2a_client(gateway.agent_url("echo"), JSONRPC) as client,
+    ):
+        names = {"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]}
+        _push(gateway).policy.resolver = ScriptedResolver(names)
+        port = receiver.url.split(":")[2].split("/")[0]
+        await _send_with_push(client, "hello", f"https://hooks.example:{port}/hook")
+        await receiver.wait_for(_ended)
+        assert {d.host for d in receiver.deliveries} == {f"hooks.example:{port}"}
+        # The same address under a name its certificate does not hold: TLS refuses it, nothing is posted.
+        await _send_with_push(client, "hello", f"https://other.example:{port}/hook")
+        await _push(gateway).stats.wait_for(lambda s: s.dropped.get("gave-up", 0) == 3, WAIT_S)
+    assert len(receiver.deliveries) == 3
