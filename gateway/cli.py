@@ -90,6 +90,11 @@ def _card_parsers(sub: Any) -> None:
     p.add_argument("url", help="agent URL or card URL")
     p.add_argument("--jwks", help="pinned JWKS: a URL or a file (default: the card's own jku, if allowed)")
     p.add_argument("--allow-origin", action="append", default=[], help="origin whose jku is trusted (repeatable)")
+    p.add_argument(
+        "--trust-card-origin",
+        action="store_true",
+        help="trust the keys the card's own origin serves at its jku (checks integrity, not who runs the server)",
+    )
     p = sub.add_parser("keys", help="list, rotate or retire the card-signing keys")
     p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="the key to retire")
@@ -201,7 +206,7 @@ def _card(args: argparse.Namespace) -> int:
 
     if args.card_command == "show":
         return asyncio.run(verify.show(args.url))
-    return asyncio.run(verify.verify(args.url, args.jwks, args.allow_origin))
+    return asyncio.run(verify.verify(args.url, args.jwks, args.allow_origin, args.trust_card_origin))
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -17,6 +18,14 @@ from gateway.keys import KeyConfigError, KeyRing, retire, rotate
 from gateway.signing import CardVerificationError, JwksFetchError, TrustPolicy, fetch_jwks, verify_card_json
 
 FETCH_TIMEOUT_S = 10.0
+
+
+class CardFetchError(Exception):
+    """The card URL answered with an HTTP error instead of a card."""
+
+    def __init__(self, url: str, status: int, phrase: str) -> None:
+        super().__init__(f"GET {url} answered HTTP {status}{' ' + phrase if phrase else ''}")
+        self.status = status
 
 
 def card_url(url: str) -> str:
@@ -37,7 +46,7 @@ async def fetch_card(url: str) -> bytes:
         http.stream("GET", target, headers={"Accept": "application/json"}) as response,
     ):
         if response.status_code != 200:
-            raise CardVerificationError(f"GET {target} answered HTTP {response.status_code}", "malformed-json")
+            raise CardFetchError(target, response.status_code, response.reason_phrase)
         body = b""
         async for chunk in response.aiter_bytes():
             body += chunk
@@ -79,21 +88,44 @@ async def show(url: str) -> int:
     try:
         raw = await fetch_card(url)
         card = json.loads(raw)
-    except (httpx.HTTPError, CardVerificationError, json.JSONDecodeError, TimeoutError) as exc:
+    except (httpx.HTTPError, CardFetchError, CardVerificationError, json.JSONDecodeError, TimeoutError) as exc:
         sys.stderr.write(f"switchboard: cannot read card at {card_url(url)}: {exc or 'no answer in time'}\n")
         return 2
     render_card(card, sys.stdout)
     return 0
 
 
-async def verify(url: str, jwks: str | None, allow_origins: Sequence[str]) -> int:
-    """Verify a card's signatures; exit 0 when at least one verifies under the trust policy."""
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``."""
+    parts = urlsplit(card_url(url))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+UNTRUSTED_HINT = (
+    "  hint: nothing says which keys to trust. Pin them with --jwks URL|FILE, allow their origin with "
+    "--allow-origin ORIGIN, or pass --trust-card-origin to trust the keys the card's own origin ({origin}) "
+    "serves (this proves the card is unchanged since that server signed it, not who runs the server)\n"
+)
+
+
+async def verify(url: str, jwks: str | None, allow_origins: Sequence[str], trust_card_origin: bool = False) -> int:
+    """Verify a card's signatures; exit 0 when at least one verifies under the trust policy.
+
+    Trust comes from ``jwks`` (pinned keys), ``allow_origins`` (origins whose ``jku`` may be
+    fetched), or, only when asked, the card's own origin.
+    """
+    origins = (*allow_origins, origin_of(url)) if trust_card_origin else tuple(allow_origins)
     try:
         raw = await fetch_card(url)
-        policy = TrustPolicy(jwks=await _pinned_jwks(jwks), allowed_jku_origins=tuple(allow_origins))
+        policy = TrustPolicy(jwks=await _pinned_jwks(jwks), allowed_jku_origins=origins)
         verified = await verify_card_json(raw, policy)
+    except CardFetchError as exc:
+        sys.stdout.write(f"FAILED (http-{exc.status}): {exc}\n")
+        return 1
     except CardVerificationError as exc:
         sys.stdout.write(f"FAILED ({exc.code}): {exc.reason}\n")
+        if exc.code == "untrusted-jku" and not jwks and not allow_origins and not trust_card_origin:
+            sys.stdout.write(UNTRUSTED_HINT.format(origin=origin_of(url)))
         return 1
     except (httpx.HTTPError, JwksFetchError, OSError, json.JSONDecodeError, TimeoutError) as exc:
         sys.stdout.write(f"FAILED (unavailable): {exc or 'no answer in time'}\n")

@@ -170,3 +170,19 @@ async def test_a_gateway_with_auth_takes_a_key_or_says_how_to_give_one(
         "tasks", "list", "--agent", "lint-checker", "--url", gateway.url, SWITCHBOARD_API_KEY=key
     )
     assert code == 0 and "lint-checker" in out and "completed" in out
+
+
+async def test_card_verify_without_trust_suggests_trusting_the_card_origin(gateway: RunningGateway) -> None:
+    code, out, _ = await switchboard("card", "verify", gateway.agent_url("echo"))
+    assert code == 1
+    assert out.startswith("FAILED (untrusted-jku)") and "--trust-card-origin" in out
+
+    code, out, _ = await switchboard("card", "verify", gateway.agent_url("echo"), "--trust-card-origin")
+    assert (code, out.split(" signed by ")[0]) == (0, "OK: echo")
+
+
+async def test_card_verify_of_a_missing_card_reports_the_http_error(gateway: RunningGateway) -> None:
+    code, out, err = await switchboard("card", "verify", gateway.agent_url("no-such-agent"), "--trust-card-origin")
+
+    assert code == 1 and out.startswith("FAILED (http-404): GET ") and "HTTP 404 Not Found" in out
+    assert "malformed-json" not in out and "Traceback" not in err
