@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth import AuthPolicy
 from gateway.auth_grpc import GrpcAuthGuard
 from gateway.auth_http import agent_guard
-from gateway.bindings.a2a_grpc import grpc_address, grpc_interface, start_grpc_server
+from gateway.bindings.a2a_grpc import GrpcServer, grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.v03_errors import use_own_codes_for_v03
@@ -263,8 +263,36 @@ async def _open_store(url: str) -> Database:
         ) from exc
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
-    """The gateway as an ASGI app; resources open in its lifespan."""
+async def _start_grpc(gateway: Gateway) -> GrpcServer:
+    """Serve every agent over gRPC and list the gRPC interface in their cards; ``StartupError`` if it cannot."""
+    settings = gateway.settings
+    grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
+    try:
+        grpc_server = await start_grpc_server(
+            {name: hosted.handler for name, hosted in gateway.agents.items()},
+            host=settings.host,
+            port=settings.grpc_port,
+            default_agent=settings.grpc_default_agent,
+            context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
+            guard=grpc_guard if gateway.auth.enabled else None,
+        )
+    except OSError as exc:
+        for task in list(gateway.background):
+            task.cancel()
+        await asyncio.gather(*gateway.background, return_exceptions=True)
+        await gateway.db.close()
+        hint = "choose another with --grpc-port (SWITCHBOARD_GRPC_PORT), 0 for any free port"
+        raise StartupError(f"{exc}; {hint}") from exc
+    grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
+    for hosted in gateway.agents.values():
+        interface = grpc_interface(grpc_at, hosted.spec.name)
+        security = gateway.auth.card_security(hosted.spec)
+        hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,), security))
+    return grpc_server
+
+
+def create_app(settings: Settings, registry: Registry | None = None, *, serve_grpc: bool = True) -> Starlette:
+    """The gateway as an ASGI app; resources open in its lifespan (the gRPC listener too, unless not ``serve_grpc``)."""
     use_in_sdk_handlers()  # the SDK's REQUIRED-field check, 100x cheaper (gateway.required_fields)
     register_with_sdk()  # federation refusals get their own codes on every binding, not INTERNAL
     quiet_client_mistakes()  # a client's mistake is one short log line, without the SDK's traceback
@@ -306,29 +334,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         await gateway.push.outbox.recover(release_leases=gateway.db.exclusive)
         await queue_stored_tasks(gateway.push.outbox, swept)
         gateway.spawn(gateway.push.run(), name="push:delivery")
-        # gRPC: one server for every agent; the cards list it once its port is bound.
-        grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
-        try:
-            grpc_server = await start_grpc_server(
-                {name: hosted.handler for name, hosted in gateway.agents.items()},
-                host=settings.host,
-                port=settings.grpc_port,
-                default_agent=settings.grpc_default_agent,
-                context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
-                guard=grpc_guard if gateway.auth.enabled else None,
-            )
-        except OSError as exc:
-            for task in list(gateway.background):
-                task.cancel()
-            await asyncio.gather(*gateway.background, return_exceptions=True)
-            await gateway.db.close()
-            hint = "choose another with --grpc-port (SWITCHBOARD_GRPC_PORT), 0 for any free port"
-            raise StartupError(f"{exc}; {hint}") from exc
-        grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
-        for hosted in gateway.agents.values():
-            interface = grpc_interface(grpc_at, hosted.spec.name)
-            security = gateway.auth.card_security(hosted.spec)
-            hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,), security))
+        # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
+        grpc_server = await _start_grpc(gateway) if serve_grpc else None
         # Federation: remote cards checked (their served cards follow every change), then kept fresh.
         await gateway.federation.start(gateway.db, gateway.refresh_card)
         if gateway.federation.remotes:
@@ -350,7 +357,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             for task in list(gateway.background):
                 task.cancel()
             await asyncio.gather(*gateway.background, return_exceptions=True)
-            await grpc_server.stop()
+            if grpc_server is not None:
+                await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
             await gateway.federation.aclose()

@@ -1,7 +1,7 @@
 """``switchboard mcp``: the gateway in-process, its MCP tools on stdin/stdout.
 
 It builds the same app ``serve`` builds and runs its lifespan (database, agents, signing keys)
-without an HTTP listener, then serves the MCP server on stdio until the client closes stdin.
+without any network listener (no HTTP, no gRPC), then serves the MCP server on stdio until the client closes stdin.
 Stdout carries MCP messages only; logs go to stderr.
 """
 
@@ -29,14 +29,15 @@ async def serve_stdio(app: Starlette) -> None:
 def run_stdio(settings: Settings) -> int:
     """Serve MCP on stdio until the client hangs up; returns the process exit code."""
     configure_logging(settings.log_level)
-    if "grpc_port" not in settings.model_fields_set:
-        # A second gateway process must not fight ``serve`` for the default gRPC port.
-        settings = settings.model_copy(update={"grpc_port": 0})
     try:
-        app = create_app(settings)
+        app = create_app(settings, serve_grpc=False)  # stdio only: no network listener at all
     except GatewayError as exc:
         logger.error("cannot start: %s", exc.detail)
         return 2
     logger.info("serving MCP on stdio with %d agent(s)", len(app.state.gateway.agents))
-    asyncio.run(serve_stdio(app))
+    try:
+        asyncio.run(serve_stdio(app))
+    except GatewayError as exc:
+        logger.error("cannot start: %s", exc.detail)
+        return 2
     return 0
