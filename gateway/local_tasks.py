@@ -494,9 +494,11 @@ class LocalRequestHandler(DefaultRequestHandler):
     on every event through its active-task machinery; a stream gets the agent's events as they
     come and the one that ends the run once its outcome is saved, so a ``GetTask`` after it reads
     what the stream said. Every other message (a follow-up, a push config to store with it, an
-    early return) goes through the SDK. A ``CancelTask`` for a task running on the runner stops
-    its executor (the SDK's handler would only write CANCELED to the store, and the runner's
-    final save would overwrite it); a ``SubscribeToTask`` follows it on the runner.
+    early return) goes through the SDK; a follow-up first claims its task (``Answers``, shared with
+    the runner), which must be waiting for input, so of two answers at once only one runs. A
+    ``CancelTask`` for a task running on the runner stops its executor (the SDK's handler would
+    only write CANCELED to the store, and the runner's final save would overwrite it); a
+    ``SubscribeToTask`` follows it on the runner.
     """
 
     def __init__(
