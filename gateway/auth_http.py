@@ -195,7 +195,7 @@ class AgentAuthGuard(_Guard):
         body, receive = await _read_capped(receive, self.max_body_bytes)
         try:
             doc = json.loads(body) if body is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep, which the edge answers as a parse error
             return receive, rest_send, None  # the SDK answers the parse error; a REST send still needs every scope
         if jsonrpc:
             method = doc.get("method") if isinstance(doc, dict) else None

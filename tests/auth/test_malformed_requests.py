@@ -32,3 +32,15 @@ async def test_a_malformed_jsonrpc_request_to_a_skill_scoped_agent_is_a_client_e
     error = response.json()["error"]
     assert error["code"] != -32603, error  # a client error: invalid request, or the scopes a send needs
     assert not [r for r in caplog.records if r.exc_info or r.levelno > logging.WARNING]
+
+
+@pytest.mark.parametrize("path", ["", "/message:send"], ids=["jsonrpc", "rest"])
+async def test_json_nested_too_deep_for_the_auth_guard_is_a_client_error(
+    http: httpx.AsyncClient, api_keys: ApiKeys, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    body = b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}"  # json.loads gives up (RecursionError) on this
+    response = await http.post(f"/agents/vault{path}", content=body, headers={**V1, "X-API-Key": api_keys.ci})
+    assert response.status_code in (200, 400, 403), response.text  # 403: a REST send naming no skill needs them all
+    if path == "":
+        assert response.json()["error"]["code"] == -32700
+    assert not [r for r in caplog.records if r.exc_info or r.levelno > logging.WARNING]
