@@ -29,8 +29,10 @@ from gateway.auth import Identity, a2a_user
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.work_queue import SPEC as WORK_QUEUE
 from gateway.orchestration.workflows import fingerprint
+from gateway.push.sender import queue_stored_tasks
 from gateway.spec import AgentSpec, WorkflowRuntime
 from gateway.store.database import Database
+from gateway.store.outbox import SqlPushOutbox
 from gateway.store.tasks import abandoned, fail_task, task_runner
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,12 @@ def why_not_resumable(record: RunRecord, spec: AgentSpec | None) -> str:
     return ""
 
 
+async def _fail(db: Database, record: RunRecord, reason: str) -> None:
+    """End the run's task FAILED with ``reason``, and queue that end for the task's push configs."""
+    if await fail_task(db, (record.agent, record.owner, record.task_id), reason):
+        await queue_stored_tasks(SqlPushOutbox(db), [record.task_id])
+
+
 async def recover_runs(
     db: Database, hosted: Mapping[str, AgentSpec], unchanged_since_ns: int | None = None
 ) -> list[RunRecord]:
@@ -105,7 +113,7 @@ async def recover_runs(
         if not reason:
             resumable.append(record)
             continue
-        await fail_task(db, (record.agent, record.owner, record.task_id), reason)
+        await _fail(db, record, reason)
         record.state = "failed"
         await store.save(record)
         logger.warning("run %s of %s cannot resume: %s", record.task_id, record.agent, reason)
@@ -131,4 +139,4 @@ async def resume_run(handler: DefaultRequestHandler, record: RunRecord, db: Data
     except Exception as exc:
         logger.exception("run %s of %s could not resume", record.task_id, record.agent)
         reason = f"The gateway restarted and this run could not resume ({type(exc).__name__}: {exc})."
-        await fail_task(db, (record.agent, record.owner, record.task_id), reason)
+        await _fail(db, record, reason)
