@@ -98,8 +98,8 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _expired(self, phase: str, seconds: float) -> None:
         self._deadline, self._phase = None, ""
-        if self.transport.is_closing():
-            return
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed already, or handed to another protocol (a WebSocket upgrade)
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         logger.info("closed the connection of %s: its request %s did not arrive within %gs", client, phase, seconds)
         if self.cycle is None or not self.cycle.response_started or phase == "headers":
