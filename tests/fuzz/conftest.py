@@ -1,4 +1,4 @@
-"""Fuzz fixtures: two real gateways (open, and with API keys) served from a thread for the whole session.
+"""Fuzz fixtures: two real gateways (open, and with API keys) served from a thread for each fuzz module.
 
 Hypothesis drives plain synchronous clients (httpx, grpc) against them, so the gateways run on
 their own event loop in a background thread. Every log record at ERROR or above, and every
@@ -125,7 +125,7 @@ class Target:
     credentials: tuple[dict[str, str], ...]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def trouble() -> Iterator[Trouble]:
     handler = Trouble()
     root = logging.getLogger()
@@ -139,7 +139,7 @@ def trouble() -> Iterator[Trouble]:
         root.setLevel(level)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def open_gateway(tmp_path_factory: pytest.TempPathFactory, trouble: Trouble) -> Iterator[ThreadedGateway]:
     path = tmp_path_factory.mktemp("fuzz-open")
     with ThreadedGateway(make_settings(path, mcp_tools=["echo"], grpc_default_agent="echo")) as gateway:
@@ -152,7 +152,7 @@ def keys() -> ApiKeys:
     return ApiKeys()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def auth_gateway(
     tmp_path_factory: pytest.TempPathFactory, keys: ApiKeys, trouble: Trouble
 ) -> Iterator[ThreadedGateway]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.conftest import FUZZ, Target, Trouble
 from tests.fuzz.shapes import IDS, JSON, OBJECTS, TEXT, mangled, maybe
-from tests.fuzz.test_fuzz_http import READ_S, check, exchange
+from tests.fuzz.wire import READ_S, check, exchange
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
