@@ -126,6 +126,14 @@ class PushDelivery:
                         await asyncio.sleep(self.options.poll_s)
             finally:
                 await self._stop_inflight()
+                stats = self.stats
+                dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dropped.items())) or "none"
+                logger.info(
+                    "push delivery stopped: %d delivered, %d retried, dropped: %s",
+                    stats.delivered,
+                    stats.retried,
+                    dropped,
+                )
 
     async def _stop_inflight(self) -> None:
         """Cancel the tries in flight and free their rows for the next start (or another replica) at once."""
