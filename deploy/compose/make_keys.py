@@ -39,6 +39,7 @@ def make_keys(directory: Path) -> bool:
     if (directory / KEYS_FILE).exists():
         return False
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o750)  # the group (Prometheus joins it) may enter; others may not
     lines = []
     for name in CALLERS:
         key = new_key()

@@ -110,7 +110,9 @@ async def test_the_image_command_with_the_documented_api_key_file_serves_and_is_
             assert await asyncio.wait_for(health.wait(), 30) == 0, "the image's HEALTHCHECK passes"
             anonymous = await http.post("/agents/complexity-reviewer", json=SEND, headers=V1)
             assert anonymous.status_code == 401, "auth is on"
-            call = await http.post("/agents/complexity-reviewer", json=SEND, headers={**V1, "X-API-Key": keys["operator"]})
+            call = await http.post(
+                "/agents/complexity-reviewer", json=SEND, headers={**V1, "X-API-Key": keys["operator"]}
+            )
             assert (
                 call.status_code == 200 and call.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
             )
