@@ -55,6 +55,8 @@ def test_default_values_render_and_validate() -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
     assert one(objects, "Deployment")["spec"]["replicas"] == 1
+    lint = helm.lint(str(CHART))
+    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint  # 1: INFO
 
 
 def test_production_values_render_and_validate() -> None:

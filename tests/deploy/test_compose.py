@@ -1,0 +1,131 @@
+"""deploy/compose.yaml parses, validates against the Compose specification's JSON schema (as vendored by
+check-jsonschema), and holds together: every file it mounts exists, the gateway runs on PostgreSQL with one
+replica, SWITCHBOARD_INSECURE is only in the `local` profile, and Prometheus, the collector and Grafana point
+at what the stack really has. No Docker engine here: nothing in it is started."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+GATEWAYS = {name: s for name, s in SERVICES.items() if s.get("image") == "switchboard:local" and "entrypoint" not in s}
+
+
+def compose_spec_schema() -> dict[str, Any]:
+    vendored = importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    schema: dict[str, Any] = json.loads(vendored.read_text(encoding="utf-8"))
+    return schema
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each short-syntax volume."""
+    return [tuple(v.split(":")[:2]) for v in service.get("volumes", [])]  # type: ignore[misc]
+
+
+def read_config(name: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((DEPLOY / "compose" / name).read_text(encoding="utf-8"))
+    return config
+
+
+def test_the_compose_file_matches_the_compose_specification() -> None:
+    jsonschema.validate(COMPOSE, compose_spec_schema())
+
+
+def test_every_service_has_an_image_or_a_build_and_what_it_mounts_exists() -> None:
+    for name, service in SERVICES.items():
+        assert service.get("image") or service.get("build"), name
+        if "build" in service:
+            context = (DEPLOY / service["build"]["context"]).resolve()
+            assert (context / service["build"]["dockerfile"]).is_file(), name
+        for source, _ in mounts(service):
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts {source}, which is not in the repository"
+            else:
+                assert source in COMPOSE["volumes"], f"{name}: volume {source} is not declared"
+        for needed in service.get("depends_on", []):
+            assert needed in SERVICES, f"{name} depends on {needed}, which is no service"
+
+
+def test_the_gateway_runs_one_replica_on_postgresql_with_a_healthcheck_on_healthz() -> None:
+    assert set(GATEWAYS) == {"gateway", "gateway-local"}
+    postgres = SERVICES["postgres"]["environment"]
+    for name, gateway in GATEWAYS.items():
+        dsn = urlsplit(gateway["environment"]["SWITCHBOARD_DATABASE_URL"])
+        assert dsn.scheme == "postgresql" and dsn.hostname == "postgres" and dsn.path == f"/{postgres['POSTGRES_DB']}"
+        assert gateway["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert any("/healthz" in part for part in gateway["healthcheck"]["test"]), name
+        assert gateway["deploy"]["replicas"] == 1, "more replicas are cluster mode (issue 16)"
+        assert gateway["read_only"] and "/data" in {target for _, target in mounts(gateway)}
+
+
+def test_insecure_is_only_in_the_local_profile_which_listens_on_loopback_only() -> None:
+    for name, service in SERVICES.items():
+        if "SWITCHBOARD_INSECURE" in service.get("environment", {}):
+            assert service["profiles"] == ["local"], f"{name} serves without auth outside the local profile"
+            assert all(port.startswith("127.0.0.1:") for port in service["ports"]), name
+    secure = GATEWAYS["gateway"]
+    assert secure["profiles"] == ["secure"] and "SWITCHBOARD_INSECURE" not in secure["environment"]
+    keys_file = Path(secure["environment"]["SWITCHBOARD_AUTH_API_KEYS_FILE"])
+    assert ("api-keys", str(keys_file.parent)) in mounts(secure), "the key file comes from the keys service's volume"
+    assert ("api-keys", "/data") in mounts(SERVICES["keys"])
+    assert set(SERVICES["keys"]["profiles"]) == {"local", "secure"}
+
+
+def test_prometheus_scrapes_the_gateway_with_a_key_the_keys_service_makes() -> None:
+    job = read_config("prometheus.yml")["scrape_configs"][0]
+    host, port = job["static_configs"][0]["targets"][0].split(":")
+    for gateway in GATEWAYS.values():
+        assert host in gateway["networks"]["default"]["aliases"]
+    assert port == "8000" and job["metrics_path"] == "/metrics"
+    key_file = Path(job["http_headers"]["X-API-Key"]["files"][0])
+    prometheus = SERVICES["prometheus"]
+    assert ("api-keys", str(key_file.parent)) in mounts(prometheus)
+    assert key_file.stem in ("prometheus",) and "10001" in prometheus["group_add"]
+
+
+def test_the_collector_receives_what_the_gateway_sends_and_exports_to_a_service_of_the_stack() -> None:
+    config = read_config("otel-collector.yaml")
+    for pipeline in config["service"]["pipelines"].values():
+        for part in ("receivers", "processors", "exporters"):
+            assert set(pipeline[part]) <= set(config[part]), f"{part} used but not defined"
+    endpoint = urlsplit(GATEWAYS["gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.hostname == "otel-collector" and endpoint.hostname in SERVICES
+    http = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert http.endswith(f":{endpoint.port}") and GATEWAYS["gateway"]["environment"]["OTEL_EXPORTER_OTLP_PROTOCOL"]
+    for exporter in config["exporters"].values():
+        assert exporter["endpoint"].split(":")[0] in SERVICES
+
+
+def test_grafana_is_provisioned_with_the_datasources_and_the_dashboard() -> None:
+    grafana = dict((target, source) for source, target in mounts(SERVICES["grafana"]))
+    provisioning = DEPLOY / grafana["/etc/grafana/provisioning"]
+    datasources = yaml.safe_load((provisioning / "datasources" / "datasources.yaml").read_text())["datasources"]
+    for source in datasources:
+        assert urlsplit(source["url"]).hostname in SERVICES
+    provider = yaml.safe_load((provisioning / "dashboards" / "dashboards.yaml").read_text())["providers"][0]
+    dashboards = DEPLOY / grafana[provider["options"]["path"]]
+    assert json.loads((dashboards / "switchboard.json").read_text())["uid"] == "switchboard"
+
+
+def test_the_make_keys_script_writes_the_files_the_stack_reads(tmp_path: Path) -> None:
+    import runpy
+
+    make_keys = runpy.run_path(str(DEPLOY / "compose" / "make_keys.py"))["make_keys"]
+    assert make_keys(tmp_path) is True
+    first = (tmp_path / "api-keys").read_text()
+    assert make_keys(tmp_path) is False and (tmp_path / "api-keys").read_text() == first, "kept on the next up"
+    lines = [line for line in first.splitlines() if not line.startswith("#")]
+    assert [line.split(":")[0] for line in lines] == ["operator", "prometheus"]
+    assert all(re.fullmatch(r"[a-z]+:[0-9a-f]{64}", line) for line in lines)
+    assert oct((tmp_path / "prometheus.key").stat().st_mode & 0o777) == "0o640"
