@@ -53,8 +53,6 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError, TaskNotCancelableError
 from google.protobuf.json_format import ParseError
 
-from gateway.cleanup import finish
-from gateway.executor import METADATA_KEY
 from gateway.federation.errors import PeerError, PeerTimeoutError, PeerUnavailableError, translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
 from gateway.federation.hub import Federation
@@ -62,7 +60,9 @@ from gateway.federation.links import RemoteLink
 from gateway.federation.mirror import Mirror
 from gateway.federation.peers import RemoteAgent
 from gateway.federation.remote_cards import TrustedCard
-from gateway.runtimes import Host
+from gateway.hosting.cleanup import finish
+from gateway.hosting.executor import METADATA_KEY
+from gateway.hosting.runtimes import Host
 from gateway.spec import AgentSpec
 
 logger = logging.getLogger(__name__)

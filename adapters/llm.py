@@ -20,9 +20,9 @@ import httpx
 from a2a.server.agent_execution import AgentExecutor
 
 from gateway.errors import GatewayError, RuntimeLoadError
-from gateway.executor import RuntimeExecutor
+from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
-from gateway.runtimes import Host
 from gateway.settings import Settings
 from gateway.spec import AgentSpec, LlmRuntime
 

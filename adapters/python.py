@@ -8,10 +8,10 @@ from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor
 
-from gateway.auth import Identity
+from gateway.auth.policy import Identity
 from gateway.errors import RuntimeLoadError
-from gateway.executor import RuntimeExecutor
-from gateway.runtimes import Host
+from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.runtimes import Host
 from gateway.spec import AgentSpec, PythonRuntime
 
 

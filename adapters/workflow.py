@@ -27,11 +27,12 @@ from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, SendMessageRequest, TaskState
 from a2a.utils.errors import InvalidParamsError
 
-from gateway.auth import caller_of
-from gateway.cleanup import finish
+from gateway.auth.policy import caller_of
 from gateway.errors import RuntimeLoadError
-from gateway.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
 from gateway.federation.hops import message_hop
+from gateway.hosting.cleanup import finish
+from gateway.hosting.executor import METADATA_KEY, UpdaterEmitter, data_part, message_input
+from gateway.hosting.runtimes import Host
 from gateway.orchestration.api import Outcome
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.engine import (
@@ -43,7 +44,6 @@ from gateway.orchestration.engine import (
 )
 from gateway.orchestration.step_outputs import STEPS_ARTIFACT, StepOutput, published_steps, step_parts
 from gateway.orchestration.workflows import InvalidWorkflowError, WorkflowPlan, plan_workflow
-from gateway.runtimes import Host
 from gateway.spec import AgentSpec
 
 logger = logging.getLogger(__name__)

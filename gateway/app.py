@@ -20,30 +20,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import AuthPolicy
-from gateway.auth_grpc import GrpcAuthGuard
-from gateway.auth_http import agent_guard
+from gateway.auth.grpc import GrpcAuthGuard
+from gateway.auth.http import agent_guard
+from gateway.auth.policy import AuthPolicy
 from gateway.bindings.a2a_grpc import GrpcServer, grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.v03_errors import use_own_codes_for_v03
-from gateway.cards import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
+from gateway.cards.build import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
+from gateway.cards.keys import KeyRing
+from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.errors import StartupError, UnknownAgentError
-from gateway.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.federation.errors import register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
-from gateway.keys import KeyRing
-from gateway.local_tasks import LocalRequestHandler, LocalRunner
+from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
+from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
+from gateway.hosting.registry import Registry
+from gateway.hosting.required_fields import use_in_sdk_handlers
+from gateway.hosting.runtimes import agent_info, build_executor
 from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
 from gateway.push import OutboxPushSender, PushDelivery, create_push_delivery, queue_stored_tasks
-from gateway.registry import Registry
-from gateway.required_fields import use_in_sdk_handlers
-from gateway.runtimes import agent_info, build_executor
 from gateway.settings import Settings, bundled_agents_dir
-from gateway.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.spec import AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import Database, DeferredDatabase

@@ -202,7 +202,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from gateway import verify
+    from gateway.cards import verify
 
     if args.card_command == "show":
         return asyncio.run(verify.show(args.url))
@@ -210,13 +210,13 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from gateway.verify import keys
+    from gateway.cards.verify import keys
 
     return keys(args.data_dir, args.action, args.kid)
 
 
 def _apikey(args: argparse.Namespace) -> int:
-    from gateway.auth_keys import AuthConfigError, api_key_line, new_api_key
+    from gateway.auth.api_keys import AuthConfigError, api_key_line, new_api_key
 
     key = new_api_key()
     try:

@@ -17,7 +17,7 @@ from typing import Any, Literal, TextIO
 from a2a.types.a2a_pb2 import Message, Part, StreamResponse, Task, TaskState
 from google.protobuf.json_format import MessageToDict
 
-from gateway.data_parts import data_value, integral
+from gateway.hosting.data_parts import data_value, integral
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 
 Mode = Literal["text", "json", "quiet"]

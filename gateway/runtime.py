@@ -2,7 +2,7 @@
 
 A runtime is an async callable ``(call, emit) -> Reply``. It receives what the caller sent
 (text, files, structured data, earlier turns of the same task), may report progress and emit
-artifacts while it works, and returns one ``Reply``. The executor (``gateway.executor``) maps
+artifacts while it works, and returns one ``Reply``. The executor (``gateway.hosting.executor``) maps
 all of this onto the A2A task lifecycle, so a runtime never touches protocol objects unless it
 wants to (a runtime may instead be an a2a ``AgentExecutor`` for full control).
 """

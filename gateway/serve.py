@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.auth import AuthSetup
+from gateway.auth.policy import AuthSetup
 from gateway.bindings.http_server import server_config
 from gateway.errors import GatewayError
 from gateway.settings import Settings

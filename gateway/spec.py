@@ -75,7 +75,7 @@ _HTTP_URL = r"^https?://[^\s/]+"
 
 
 class TrustSpec(_Strict):
-    """The trust anchors a peer's cards must verify against (``gateway.signing.TrustPolicy``).
+    """The trust anchors a peer's cards must verify against (``gateway.cards.build.signing.TrustPolicy``).
 
     A card's key is looked up by ``kid`` in the pinned JWKS (``jwks`` inline, or ``jwks_file``),
     else fetched from the card's own ``jku`` when its origin is in ``allowed_jku_origins``.

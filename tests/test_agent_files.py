@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import AgentFileError
-from gateway.registry import Registry, load_spec
+from gateway.hosting.registry import Registry, load_spec
 from gateway.settings import bundled_agents_dir
 from gateway.spec import json_schema
 

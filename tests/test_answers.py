@@ -20,7 +20,7 @@ from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, Task, TaskSta
 from a2a.utils.errors import UnsupportedOperationError
 from mcp.client import Client
 
-from gateway.local_tasks import LocalRunner
+from gateway.hosting.local_tasks import LocalRunner
 from gateway.settings import DEFAULT_MCP_TOOLS
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import Binding, a2a_client, artifact_texts, send

@@ -1,4 +1,4 @@
-"""``gateway.cleanup.finish``: cleanup runs to its end under asyncio's and anyio's cancellation, bounded."""
+"""``gateway.hosting.cleanup.finish``: cleanup runs to its end under asyncio's and anyio's cancellation, bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import anyio
 import pytest
 
-from gateway.cleanup import finish
+from gateway.hosting.cleanup import finish
 
 WAIT_S = 10.0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth_keys import api_key_line, new_api_key
+from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.testing import RunningGateway, running_gateway
 from tests.conftest import make_settings
 

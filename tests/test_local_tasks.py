@@ -1,4 +1,5 @@
-"""The local path (``gateway.local_tasks``): the bundled ``echo`` agent's executor run without the SDK's handler.
+"""The local path (``gateway.hosting.local_tasks``): the bundled ``echo`` agent's executor run without the
+SDK's handler.
 
 Each test runs a real gateway (SQLite, bundled agents) and drives ``echo``'s ``LocalRunner``
 directly, then looks at the task through the agent's A2A request handler, as a client would.
@@ -29,9 +30,9 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
-from gateway import local_tasks
 from gateway.app import Gateway
-from gateway.local_tasks import LocalRunner
+from gateway.hosting import local_tasks
+from gateway.hosting.local_tasks import LocalRunner
 from gateway.orchestration.resume import RunOwner
 from gateway.testing import RunningGateway
 from tests.bindings.a2a_clients import Binding, a2a_client

@@ -1,4 +1,5 @@
-"""``gateway.required_fields`` finds what the SDK's ``validate_proto_required_fields`` finds, in the same words."""
+"""``gateway.hosting.required_fields`` finds what the SDK's ``validate_proto_required_fields`` finds, in the same
+words."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from a2a.utils.errors import InvalidParamsError
 from a2a.utils.proto_utils import validate_proto_required_fields
 from google.protobuf.message import Message as ProtoMessage
 
-from gateway.required_fields import validate_required_fields
+from gateway.hosting.required_fields import validate_required_fields
 from gateway.testing import RunningGateway
 
 

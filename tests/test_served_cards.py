@@ -9,8 +9,8 @@ import httpx
 import rfc8785
 from jwcrypto import jwk, jws
 
-from gateway.keys import retire, rotate
-from gateway.signing import TrustPolicy, verify_card_json
+from gateway.cards.keys import retire, rotate
+from gateway.cards.signing import TrustPolicy, verify_card_json
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 

@@ -22,8 +22,8 @@ from jwt import PyJWK
 from jwt.utils import base64url_decode, base64url_encode
 from starlette.responses import JSONResponse
 
-from gateway.keys import KEYS_DIRNAME, KeyConfigError, KeyRing, SigningKey, retire, rotate
-from gateway.signing import (
+from gateway.cards.keys import KEYS_DIRNAME, KeyConfigError, KeyRing, SigningKey, retire, rotate
+from gateway.cards.signing import (
     CardVerificationError,
     JwksFetchError,
     TrustPolicy,

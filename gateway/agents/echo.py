@@ -17,7 +17,7 @@ from a2a.server.events.event_queue_v2 import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Part, TaskState
 
-from gateway.executor import call_from_context, data_part
+from gateway.hosting.executor import call_from_context, data_part
 
 MAX_WAIT_S = 600.0
 _RESUBSCRIBE_WAIT_S = 4.0  # the TCK's "2x streaming timeout"

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 from starlette.types import ASGIApp
 
-from gateway.auth_http import CallerContextBuilder
+from gateway.auth.http import CallerContextBuilder
 from gateway.bindings.edge import EdgeGuard
-from gateway.cards import AGENT_CARD_PATH, CardDocument
+from gateway.cards.build import AGENT_CARD_PATH, CardDocument
 
 Guard = Callable[[ASGIApp, str], ASGIApp]
 """Wraps an agent's app (given its path prefix) in the check every request passes first (auth)."""

@@ -1,6 +1,6 @@
 """The A2A side of an MCP call: every tool call and every run is one A2A task on a hosted agent.
 
-An agent with an in-process executor runs the call on its ``LocalRunner`` (``gateway.local_tasks``):
+An agent with an in-process executor runs the call on its ``LocalRunner`` (``gateway.hosting.local_tasks``):
 one task of the agent, saved at start and end, without the SDK's request handler. Any other agent
 (a workflow, a remote agent) gets it through its request handler (``on_message_send_stream``; the
 result is built from the streamed events). Either way the caller is the ``ServerCallContext``
@@ -40,14 +40,14 @@ from a2a.utils.errors import A2AError, TaskNotCancelableError, TaskNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from gateway.cleanup import CLEANUP_TIMEOUT_S
-from gateway.data_parts import data_value
-from gateway.executor import data_part
+from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S
+from gateway.hosting.data_parts import data_value
+from gateway.hosting.executor import data_part
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 
 if TYPE_CHECKING:
     from gateway.app import HostedAgent
-    from gateway.local_tasks import LocalRunner
+    from gateway.hosting.local_tasks import LocalRunner
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class AgentCaller:
         """Send ``call`` and follow the task until it ends or waits for input, reporting every update.
 
         An agent with a ``LocalRunner`` runs the call in this process as one task of its own
-        (``gateway.local_tasks``); any other (a workflow, a remote agent) through its request
+        (``gateway.hosting.local_tasks``); any other (a workflow, a remote agent) through its request
         handler. Every update also goes to the observer given at construction (run progress,
         resource notifications). Cancelling the caller (an MCP cancellation, a dropped
         connection) cancels the A2A task.

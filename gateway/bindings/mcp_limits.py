@@ -29,7 +29,7 @@ from mcp_types import ErrorData, JSONRPCError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import CallerUser
+from gateway.auth.policy import CallerUser
 from gateway.errors import CallerLimitError, wire_for
 
 logger = logging.getLogger(__name__)

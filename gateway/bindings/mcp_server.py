@@ -36,8 +36,8 @@ from mcp_types import (
 )
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import LOCAL_OPERATOR, AuthPolicy, CallerUser, a2a_user
-from gateway.auth_http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
+from gateway.auth.http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
+from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, CallerUser, a2a_user
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
 from gateway.bindings.mcp_limits import CallerCounts, CallerSessionManager

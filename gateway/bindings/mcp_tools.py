@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 
 from gateway.bindings.mcp_calls import AgentCaller, AgentResult, CallError, CallInput, FileArg, Report, Update
-from gateway.cards import AGENT_CARD_PATH
+from gateway.cards.build import AGENT_CARD_PATH
 from gateway.spec import AgentSpec
 
 logger = logging.getLogger(__name__)

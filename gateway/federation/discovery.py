@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from pydantic import ValidationError
 
-from gateway.cards import AGENT_CARD_PATH
+from gateway.cards.build import AGENT_CARD_PATH
 from gateway.federation.peers import Peer, RemoteAgent
 from gateway.spec import NAME_PATTERN, A2ARuntime, AgentSpec, PeerSpec
 

@@ -21,8 +21,8 @@ from a2a.types.a2a_pb2 import Message
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.struct_pb2 import Value
 
-from gateway.executor import METADATA_KEY
 from gateway.federation.errors import FederationLoopError, HopLimitError
+from gateway.hosting.executor import METADATA_KEY
 
 TRACEPARENT = "traceparent"
 MAX_VIA = 64

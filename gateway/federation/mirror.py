@@ -31,7 +31,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
-from gateway.executor import METADATA_KEY
+from gateway.hosting.executor import METADATA_KEY
 from gateway.store.tasks import stamp_ns
 
 logger = logging.getLogger(__name__)

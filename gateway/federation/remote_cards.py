@@ -4,7 +4,7 @@ A fetch must end within the peer's ``timeout_s`` (connecting, each read and the 
 peer that drips its card cannot hold a check open), and stops reading at ``MAX_CARD_BYTES``.
 The cache honours ``Cache-Control`` (``max-age``; ``no-cache``/``no-store`` mean revalidate every
 time) and revalidates with ``If-None-Match``. A card is verified with
-``gateway.signing.verify_card_json`` over the bytes exactly as received, whenever those bytes
+``gateway.cards.build.signing.verify_card_json`` over the bytes exactly as received, whenever those bytes
 change. A card that fails verification takes its agent out of service (with the reason logged
 and given to every caller) until a card that verifies is served again; a card that cannot be
 fetched keeps the last verified one in use, or, when there is none yet, is tried again on the
@@ -26,8 +26,8 @@ from a2a.client.card_resolver import parse_agent_card
 from a2a.types.a2a_pb2 import AgentCard
 from google.protobuf.json_format import ParseError
 
+from gateway.cards.signing import CardVerificationError, TrustPolicy, VerifiedCard, fetch_jwks, verify_card_json
 from gateway.federation.errors import PeerError, PeerUnavailableError, PeerUntrustedError, translate
-from gateway.signing import CardVerificationError, TrustPolicy, VerifiedCard, fetch_jwks, verify_card_json
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from a2a.types.a2a_pb2 import Message
 
-from gateway.auth import Identity
+from gateway.auth.policy import Identity
 from gateway.orchestration.api import StepResult
 from gateway.runtime import Usage
 from gateway.store.database import Database

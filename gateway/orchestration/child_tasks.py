@@ -1,6 +1,6 @@
 """One step as a child A2A task of its participant, run in-process.
 
-A participant with a ``LocalRunner`` (a ``python`` or ``llm`` runtime, ``gateway.local_tasks``)
+A participant with a ``LocalRunner`` (a ``python`` or ``llm`` runtime, ``gateway.hosting.local_tasks``)
 runs the step's task directly (``LocalChild``); any other (a workflow, a remote agent) gets the
 message through its own request handler (``ChildTask``). Either way the child is an ordinary task
 of the participant, owned by the run's caller (the same ``ServerCallContext``), so the caller can
@@ -9,7 +9,7 @@ names its parent in ``reference_task_ids`` and in its message's metadata
 (``{"switchboard": {"parent_task_id", "run_id", "step", "hops", "via"}, "traceparent"}``). Its final task becomes a
 ``StepResult``: the status message's text, the artifacts' data, and what the participant's
 executor put in the status message's metadata (usage, a handoff, whether a failure is retryable,
-see ``gateway.executor.reply_metadata``). A child that failed because the run's caller may not run
+see ``gateway.hosting.executor.reply_metadata``). A child that failed because the run's caller may not run
 what it runs (a nested run's step, an agent reusing another's logic) says so with the reason
 ``permission-denied``: the step is ``refused``, and the engine fails the run with it.
 """
@@ -39,11 +39,11 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 
-from gateway.data_parts import data_value
 from gateway.errors import PermissionDeniedError
-from gateway.executor import METADATA_KEY, data_part
 from gateway.federation.hops import TRACEPARENT
-from gateway.local_tasks import LocalRunner
+from gateway.hosting.data_parts import data_value
+from gateway.hosting.executor import METADATA_KEY, data_part
+from gateway.hosting.local_tasks import LocalRunner
 from gateway.orchestration.api import StepInput, StepResult, StepState
 from gateway.runtime import FileInput, Usage
 

@@ -58,11 +58,12 @@ from typing import Protocol
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
 
-from gateway.auth import caller_of
-from gateway.cleanup import finish
+from gateway.auth.policy import caller_of
 from gateway.errors import PermissionDeniedError, UnknownAgentError
-from gateway.executor import message_input
 from gateway.federation.hops import carried
+from gateway.hosting.cleanup import finish
+from gateway.hosting.executor import message_input
+from gateway.hosting.runtimes import Host
 from gateway.orchestration.api import (
     AgentInfo,
     LimitExceededError,
@@ -86,7 +87,6 @@ from gateway.orchestration.child_tasks import (
 from gateway.orchestration.step_outputs import StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
 from gateway.runtime import FileInput, Usage
-from gateway.runtimes import Host
 
 logger = logging.getLogger(__name__)
 

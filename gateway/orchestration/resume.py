@@ -25,7 +25,7 @@ from a2a.server.agent_execution import RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 
-from gateway.auth import Identity, a2a_user
+from gateway.auth.policy import Identity, a2a_user
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.work_queue import SPEC as WORK_QUEUE
 from gateway.orchestration.workflows import fingerprint

@@ -20,8 +20,8 @@ from typing import Any
 from a2a.types.a2a_pb2 import Artifact, Part
 from google.protobuf.json_format import MessageToDict
 
-from gateway.data_parts import data_value
-from gateway.executor import METADATA_KEY, data_part
+from gateway.hosting.data_parts import data_value
+from gateway.hosting.executor import METADATA_KEY, data_part
 
 STEPS_ARTIFACT = "steps"
 """The id and name of the artifact that holds every step's output."""

@@ -15,10 +15,10 @@ from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRe
 
 from adapters.llm import ChatCompletionsRuntime, RetryableModelError, build, endpoint_for
 from gateway.errors import RuntimeLoadError
-from gateway.executor import RuntimeExecutor
-from gateway.registry import Registry, load_spec
+from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.registry import Registry, load_spec
+from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Turn, Usage
-from gateway.runtimes import StandaloneHost, build_executor
 from gateway.settings import Settings, bundled_agents_dir
 from gateway.spec import AgentSpec, LlmRuntime, SkillSpec
 from gateway.testing import RecordingEmitter, free_socket, running_gateway

@@ -7,7 +7,7 @@ import uuid
 
 from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
 
-from gateway.data_parts import data_value
+from gateway.hosting.data_parts import data_value
 from gateway.testing import RunningGateway
 from tests.agents.test_review_over_a2a import STREAMING
 from tests.bindings.a2a_clients import a2a_client

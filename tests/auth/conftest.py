@@ -29,7 +29,7 @@ from a2a.utils.constants import TransportProtocol
 from jwcrypto import jwk
 from jwcrypto import jwt as jwcrypto_jwt
 
-from gateway.auth_keys import api_key_line, new_api_key
+from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.settings import IssuerSettings, Settings
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import Binding

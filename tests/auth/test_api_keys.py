@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.auth import AuthPolicy
-from gateway.auth_keys import ApiKey, ApiKeyTable, AuthConfigError, hash_api_key
+from gateway.auth.api_keys import ApiKey, ApiKeyTable, AuthConfigError, hash_api_key
+from gateway.auth.policy import AuthPolicy
 from gateway.cli import main
 from gateway.errors import AuthenticationError, MissingCredentialsError
 from gateway.settings import Settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.auth_jwt import JwksCache, JwtVerifier
+from gateway.auth.jwt import JwksCache, JwtVerifier
 from gateway.errors import AuthenticationError
 from gateway.settings import IssuerSettings
 from gateway.testing import running_gateway

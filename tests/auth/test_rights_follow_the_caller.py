@@ -24,8 +24,8 @@ import yaml
 from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, Task, TaskState
 from google.protobuf.json_format import MessageToJson
 
-from gateway.auth import LOCAL_OPERATOR, AuthPolicy, Identity
-from gateway.auth_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
+from gateway.auth.api_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
+from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, Identity
 from gateway.errors import PermissionDeniedError
 from gateway.orchestration.checkpoints import SqlRunStore
 from gateway.settings import bundled_agents_dir

@@ -13,9 +13,9 @@ import pytest
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from google.protobuf.struct_pb2 import Struct
 
-from gateway.auth import AuthPolicy
-from gateway.auth_jwt import JwtVerifier
-from gateway.auth_keys import ApiKeyTable
+from gateway.auth.api_keys import ApiKeyTable
+from gateway.auth.jwt import JwtVerifier
+from gateway.auth.policy import AuthPolicy
 from gateway.settings import IssuerSettings
 from gateway.spec import AgentSpec
 from gateway.testing import RunningGateway

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from gateway.auth import AuthPolicy, Identity, VerifiedTokens
-from gateway.auth_jwt import JwtVerifier, StaticKeys, TrustedIssuer
-from gateway.auth_keys import ApiKeyTable
+from gateway.auth.api_keys import ApiKeyTable
+from gateway.auth.jwt import JwtVerifier, StaticKeys, TrustedIssuer
+from gateway.auth.policy import AuthPolicy, Identity, VerifiedTokens
 from gateway.errors import AuthenticationError
 from gateway.settings import IssuerSettings
 from tests.auth.conftest import AUDIENCE, ISSUER, JwksServer, Keys, mint

@@ -48,7 +48,7 @@ from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.applications import Starlette
 
 from gateway.agents.echo import EchoExecutor
-from gateway.executor import RuntimeExecutor
+from gateway.hosting.executor import RuntimeExecutor
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ Each shape is measured three ways ("arms"), alternating their order every round 
 
 * ``workflow``  the workflow agent's handler: ``on_message_send(SendMessageRequest, ServerCallContext())``,
                 one run at a time, to its completed task (child tasks, checkpoints, artifacts, status;
-                the no-op participants' child tasks run on their ``LocalRunner``, ``gateway.local_tasks``);
+                the no-op participants' child tasks run on their ``LocalRunner``, ``gateway.hosting.local_tasks``);
 * ``direct``    the same participants through each one's own request handler (``on_message_send``),
                 in sequence for ``seq10``, with ``asyncio.gather`` for the fan-outs;
 * ``bare``      the no-op runtime function itself, awaited the same way (no A2A at all).

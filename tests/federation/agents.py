@@ -11,8 +11,8 @@ from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Part, TaskState
 from google.protobuf.json_format import MessageToDict
 
-from gateway.executor import data_part
 from gateway.federation.hops import call_headers
+from gateway.hosting.executor import data_part
 from gateway.runtime import AgentCall, Emitter, Reply
 
 RECORDED_HEADERS = ("authorization", "x-api-key", "traceparent", "a2a-version")

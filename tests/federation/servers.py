@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.keys import KeyRing, SigningKey
-from gateway.signing import canonical_card, sign_card_dict
+from gateway.cards.keys import KeyRing, SigningKey
+from gateway.cards.signing import canonical_card, sign_card_dict
 
 HMAC_SECRET = "a-shared-secret-that-is-long-enough-for-hs256!"
 VARIANTS = ("genuine", "forged-byte", "untrusted-key", "hs256", "alg-none", "foreign-jku", "unsigned", "flip")

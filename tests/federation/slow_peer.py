@@ -23,8 +23,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.keys import KeyRing, SigningKey
-from gateway.signing import sign_card_dict
+from gateway.cards.keys import KeyRing, SigningKey
+from gateway.cards.signing import sign_card_dict
 
 DRIP_S = 0.2
 DRIP_LIMIT_S = 60.0

@@ -11,9 +11,9 @@ from typing import Any
 import grpc.aio
 import httpx
 
+from gateway.cards.keys import KeyRing, SigningKey
+from gateway.cards.signing import sign_card_dict
 from gateway.federation.peers import Peer, RemoteAgent
-from gateway.keys import KeyRing, SigningKey
-from gateway.signing import sign_card_dict
 from gateway.spec import TrustSpec
 
 BASE = "https://peer.example"

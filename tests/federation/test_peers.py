@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.cards.keys import KeyRing, SigningKey
+from gateway.cards.signing import sign_card_dict
 from gateway.errors import AgentFileError
 from gateway.federation.discovery import import_peer, spec_from_card
 from gateway.federation.hub import Federation, load_peers_file
 from gateway.federation.peers import Peer, PeerConfigError
-from gateway.keys import KeyRing, SigningKey
-from gateway.registry import Registry
-from gateway.signing import sign_card_dict
+from gateway.hosting.registry import Registry
 from gateway.spec import A2ARuntime, AgentSpec, PeerSpec, TrustSpec
 
 BASE = "https://peer.example"

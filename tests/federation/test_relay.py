@@ -28,8 +28,8 @@ from a2a.types.a2a_pb2 import (
 from google.protobuf.json_format import MessageToDict
 from mcp.client import Client as McpClient
 
+from gateway.cards.signing import TrustPolicy, verify_card_json
 from gateway.federation.republish import ORIGIN_EXTENSION_URI
-from gateway.signing import TrustPolicy, verify_card_json
 from tests.federation.conftest import A_TO_B_API_KEY, A_TO_B_TOKEN, USER_TOKEN, Orgs
 from tests.federation.support import rpc
 

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.cards.keys import KeyRing, SigningKey
+from gateway.cards.signing import TrustPolicy, sign_card_dict
 from gateway.federation.errors import PeerUntrustedError
 from gateway.federation.remote_cards import CardSource, max_age
-from gateway.keys import KeyRing, SigningKey
-from gateway.signing import TrustPolicy, sign_card_dict
 
 URL = "https://peer.example/agents/echo/.well-known/agent-card.json"
 RING = KeyRing((SigningKey.generate(),))

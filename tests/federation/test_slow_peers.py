@@ -19,15 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.cards.signing import CardVerificationError
+from gateway.cards.verify import fetch_card
 from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog, import_peer
 from gateway.federation.errors import PeerUnavailableError
 from gateway.federation.peers import MAX_ANSWER_BYTES, Peer
 from gateway.federation.remote_cards import MAX_CARD_BYTES
 from gateway.settings import Settings
-from gateway.signing import CardVerificationError
 from gateway.spec import PeerSpec
 from gateway.testing import RunningGateway, running_gateway
-from gateway.verify import fetch_card
 from tests.conftest import make_settings
 from tests.federation.slow_peer import FakePeer, SilentGrpcPeer
 from tests.federation.support import BackgroundLoop, python_agent, rpc, write_yaml

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.bindings.mcp_server import McpSetupError, select_agents, transport_security
-from gateway.registry import Registry
+from gateway.hosting.registry import Registry
 from gateway.settings import Settings, bundled_agents_dir
 from gateway.testing import running_gateway
 from tests.conftest import make_settings

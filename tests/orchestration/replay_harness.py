@@ -27,7 +27,7 @@ from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Artifact, Message, Part, Role, Task, TaskState, TaskStatus
 
 from gateway.errors import UnknownAgentError
-from gateway.executor import data_part, message_input, reply_metadata
+from gateway.hosting.executor import data_part, message_input, reply_metadata
 from gateway.orchestration.api import AgentInfo, Limits, Outcome, PatternSpec
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.catalog import pattern

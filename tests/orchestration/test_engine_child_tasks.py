@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from a2a.types.a2a_pb2 import Artifact, Message, Part, Role, Task, TaskState, TaskStatus
 
-from gateway.executor import data_part, reply_metadata
+from gateway.hosting.executor import data_part, reply_metadata
 from gateway.orchestration.api import StepInput
 from gateway.orchestration.child_tasks import StepLink, child_message, step_result
 from gateway.runtime import FileInput, Reply, Usage

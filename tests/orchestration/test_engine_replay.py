@@ -11,12 +11,12 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import RequestHandler
 from a2a.types.a2a_pb2 import Message, Part, Role
 
+from gateway.hosting.registry import load_spec
 from gateway.orchestration.api import AgentInfo, Limits, StepResult
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.engine import EngineRun
 from gateway.orchestration.workflows import plan_workflow
-from gateway.registry import load_spec
 from gateway.runtime import Usage
 from gateway.settings import Settings
 from gateway.spec import AgentSpec

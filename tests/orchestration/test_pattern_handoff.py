@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway.hosting.registry import Registry
+from gateway.hosting.runtimes import agent_info
 from gateway.orchestration.api import (
     AgentInfo,
     HandoffCycleError,
@@ -18,9 +20,7 @@ from gateway.orchestration.api import (
 )
 from gateway.orchestration.catalog import pattern
 from gateway.orchestration.handoff import SPEC, HandoffOptions, run
-from gateway.registry import Registry
 from gateway.runtime import FileInput
-from gateway.runtimes import agent_info
 from gateway.settings import bundled_agents_dir
 from gateway.spec import WorkflowRuntime
 from tests.orchestration.scripted_run import ScriptedRun, always, data_of, in_order, result, scripted

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from gateway.errors import AgentFileError, RuntimeLoadError
+from gateway.hosting.registry import Registry, load_spec
+from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.orchestration.api import Limits
 from gateway.orchestration.workflows import ENGINE_OPTIONS, plan_workflow
-from gateway.registry import Registry, load_spec
-from gateway.runtimes import StandaloneHost, build_executor
 from gateway.settings import bundled_agents_dir
 from gateway.spec import WorkflowLimits
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow

@@ -49,9 +49,9 @@ from a2a.types.a2a_pb2 import (
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from gateway.auth_jwt import JwtVerifier, peek
-from gateway.auth_keys import ApiKeyTable, AuthConfigError
-from gateway.cards import CardSecurity
+from gateway.auth.api_keys import ApiKeyTable, AuthConfigError
+from gateway.auth.jwt import JwtVerifier, peek
+from gateway.cards.build import CardSecurity
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
 from gateway.settings import IssuerSettings, Settings
 from gateway.spec import AgentSpec, PythonRuntime

@@ -16,10 +16,10 @@ from typing import Protocol, cast
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import RequestHandler
 
-from gateway.auth import AuthPolicy
+from gateway.auth.policy import AuthPolicy
 from gateway.errors import RuntimeLoadError, UnknownAgentError
 from gateway.federation.hub import Federation
-from gateway.local_tasks import LocalRunner
+from gateway.hosting.local_tasks import LocalRunner
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
@@ -77,7 +77,7 @@ class Host(Protocol):
         ...
 
     def local_runner(self, name: str) -> LocalRunner | None:
-        """Hosted agent ``name``'s in-process runner (``gateway.local_tasks``), or None when it has none."""
+        """Hosted agent ``name``'s in-process runner (``gateway.hosting.local_tasks``), or None when it has none."""
         ...
 
     def spec(self, name: str) -> AgentSpec | None:

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gateway.cards import AGENT_CARD_PATH
+from gateway.cards.build import AGENT_CARD_PATH
+from gateway.cards.keys import KeyConfigError, KeyRing, retire, rotate
+from gateway.cards.signing import CardVerificationError, JwksFetchError, TrustPolicy, fetch_jwks, verify_card_json
 from gateway.federation.remote_cards import MAX_CARD_BYTES
-from gateway.keys import KeyConfigError, KeyRing, retire, rotate
-from gateway.signing import CardVerificationError, JwksFetchError, TrustPolicy, fetch_jwks, verify_card_json
 
 FETCH_TIMEOUT_S = 10.0
 

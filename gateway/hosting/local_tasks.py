@@ -61,9 +61,9 @@ from a2a.utils.errors import (
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
-from gateway.cleanup import finish
-from gateway.executor import RequestValidator, ValidatesRequests, reply_metadata
-from gateway.required_fields import validate_required_fields
+from gateway.hosting.cleanup import finish
+from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
+from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
 
 logger = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import API_KEY_HEADER, AuthPolicy, CallerUser, Identity, a2a_user
-from gateway.cards import AGENT_CARD_PATH
+from gateway.auth.policy import API_KEY_HEADER, AuthPolicy, CallerUser, Identity, a2a_user
+from gateway.cards.build import AGENT_CARD_PATH
 from gateway.errors import AuthenticationError, GatewayError, MissingCredentialsError, PermissionDeniedError, wire_for
 from gateway.spec import AgentSpec
 

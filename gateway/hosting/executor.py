@@ -19,9 +19,9 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, Tas
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.struct_pb2 import Struct, Value
 
-from gateway.auth import Identity, caller_of
-from gateway.data_parts import data_value
+from gateway.auth.policy import Identity, caller_of
 from gateway.errors import PermissionDeniedError
+from gateway.hosting.data_parts import data_value
 from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
 
 logger = logging.getLogger(__name__)

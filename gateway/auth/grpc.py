@@ -18,7 +18,7 @@ from a2a.auth.user import User
 from a2a.server.request_handlers.grpc_handler import DefaultGrpcServerCallContextBuilder
 from google.protobuf import message
 
-from gateway.auth import API_KEY_HEADER, AuthPolicy, Identity, a2a_user
+from gateway.auth.policy import API_KEY_HEADER, AuthPolicy, Identity, a2a_user
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
 from gateway.spec import AgentSpec
 

@@ -30,7 +30,7 @@ from a2a.utils._jcs import CanonicalizationError, canonicalize
 from jwt import api_jws
 from jwt.utils import base64url_decode, base64url_encode
 
-from gateway.keys import KeyRing
+from gateway.cards.keys import KeyRing
 
 JWKS_PATH = "/.well-known/jwks.json"
 DEFAULT_ALGORITHMS = ("ES256", "EdDSA")
