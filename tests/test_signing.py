@@ -1,4 +1,4 @@
-"""Card signing, key handling and verification (gateway.keys, gateway.signing)."""
+"""Card signing, key handling and verification (gateway.cards.keys, gateway.cards.signing)."""
 
 from __future__ import annotations
 
