@@ -18,7 +18,8 @@ import secrets
 import sys
 from pathlib import Path
 
-CALLERS = ("operator", "prometheus")
+CALLERS = {"operator": "", "prometheus": "metrics:read"}
+"""Each caller and the scopes its key grants (a scrape of /metrics on the HTTP port needs metrics:read)."""
 KEYS_FILE = "api-keys"
 
 
@@ -41,10 +42,11 @@ def make_keys(directory: Path) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o750)  # the group (Prometheus joins it) may enter; others may not
     lines = []
-    for name in CALLERS:
+    for name, scopes in CALLERS.items():
         key = new_key()
         write(directory / f"{name}.key", key + "\n")
-        lines.append(f"{name}:{hashlib.sha256(key.encode()).hexdigest()}")
+        line = f"{name}:{hashlib.sha256(key.encode()).hexdigest()}"
+        lines.append(f"{line}:{scopes}" if scopes else line)
     write(directory / KEYS_FILE, "# made by deploy/compose/make_keys.py\n" + "\n".join(lines) + "\n")
     return True
 

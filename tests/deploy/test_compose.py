@@ -127,5 +127,6 @@ def test_the_make_keys_script_writes_the_files_the_stack_reads(tmp_path: Path) -
     assert make_keys(tmp_path) is False and (tmp_path / "api-keys").read_text() == first, "kept on the next up"
     lines = [line for line in first.splitlines() if not line.startswith("#")]
     assert [line.split(":")[0] for line in lines] == ["operator", "prometheus"]
-    assert all(re.fullmatch(r"[a-z]+:[0-9a-f]{64}", line) for line in lines)
+    assert all(re.fullmatch(r"[a-z]+:[0-9a-f]{64}(:[a-z:,]+)?", line) for line in lines)
+    assert lines[1].endswith(":metrics:read"), "Prometheus may read /metrics on the HTTP port when auth is on"
     assert oct((tmp_path / "prometheus.key").stat().st_mode & 0o777) == "0o640"

@@ -34,7 +34,8 @@ def check_service_monitor(monitor: dict[str, Any], objects: list[dict[str, Any]]
     service = one(objects, "Service")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     ports = {p["name"] for p in service["spec"]["ports"]}
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"] and "http" in ports
+    endpoints = [e["port"] for e in monitor["spec"]["endpoints"]]
+    assert endpoints == ["metrics" if "metrics" in ports else "http"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
@@ -146,6 +147,14 @@ def test_optional_resources_render_and_validate_when_enabled() -> None:
     assert json.loads(env["SWITCHBOARD_AUTH_ISSUERS"])[0]["issuer"] == "https://id.example.com"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     assert one(objects, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_a_metrics_port_gets_its_own_listener_service_port_and_scrape() -> None:
+    objects = manifests(render({"metrics": {"port": 9464}, "serviceMonitor": {"enabled": True}}))
+    validate_all(objects)
+    assert env_of(objects)["SWITCHBOARD_METRICS_LISTEN"] == "0.0.0.0:9464"
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container(objects)["ports"]
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
 
 
 def test_values_schema_is_a_valid_schema_and_accepts_the_shipped_values() -> None:
