@@ -105,6 +105,8 @@ def print_task(task: Task, out: TextIO, mode: Mode, names: Collection[str] | Non
     if mode == "json":
         out.write(as_json(task) + "\n")
         return
+    if names is None and any(is_steps(a) for a in task.artifacts) and any(a.name == "result" for a in task.artifacts):
+        names = ("result",)  # a run: its result; each step's output stays on the task (--json, tasks get --json)
     found = sections(task, names)
     status = status_text(task, [text for _, text in found])
     if mode == "quiet":
