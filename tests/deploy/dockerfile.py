@@ -1,75 +1,69 @@
-"""Read what deploy/Dockerfile's final stage runs: its ENV, ENTRYPOINT + CMD, HEALTHCHECK and COPY sources.
+"""Read what deploy/Dockerfile's stages run: ENV, ENTRYPOINT + CMD, HEALTHCHECK and COPY sources.
 
-A small reader for the instructions this Dockerfile uses (exec-form JSON arrays, ``ENV k=v`` pairs,
-backslash continuations), so tests run exactly the command line and environment the image would.
+Parsed by the ``dockerfile`` package, which wraps BuildKit's own Dockerfile parser, so tests run
+exactly the command line and environment an image built from the file would.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import dockerfile
 
 
 @dataclass
 class Stage:
-    """One ``FROM`` stage: its instructions in order, as (keyword, argument text)."""
+    """One ``FROM`` stage: its instructions in order."""
 
     base: str
-    instructions: list[tuple[str, str]] = field(default_factory=list)
+    instructions: list[dockerfile.Command] = field(default_factory=list)
+
+    def last(self, keyword: str) -> dockerfile.Command | None:
+        found = [c for c in self.instructions if c.cmd == keyword]
+        return found[-1] if found else None
 
     def env(self) -> dict[str, str]:
         """The stage's ``ENV`` values (``$PATH``-style references left as written)."""
         values: dict[str, str] = {}
-        for keyword, text in self.instructions:
-            if keyword == "ENV":
-                for pair in shlex.split(text):
-                    name, _, value = pair.partition("=")
-                    values[name] = value
+        for command in self.instructions:
+            if command.cmd == "ENV":
+                values.update(zip(command.value[::2], command.value[1::2], strict=True))
         return values
 
     def exec_form(self, keyword: str) -> list[str]:
         """The JSON array of the last ``keyword`` (ENTRYPOINT, CMD); shell form is refused."""
-        texts = [text for kw, text in self.instructions if kw == keyword]
-        if not texts:
+        command = self.last(keyword)
+        if command is None:
             return []
-        value = json.loads(texts[-1])
-        assert isinstance(value, list), f"{keyword} must be in exec form (a JSON array)"
-        return [str(v) for v in value]
+        assert command.json, f"{keyword} must be in exec form (a JSON array)"
+        return list(command.value)
 
     def healthcheck(self) -> list[str]:
         """The exec-form command of ``HEALTHCHECK ... CMD [...]``."""
-        texts = [text for kw, text in self.instructions if kw == "HEALTHCHECK"]
-        assert texts, "no HEALTHCHECK"
-        _, _, command = texts[-1].partition("CMD ")
-        return [str(v) for v in json.loads(command)]
+        command = self.last("HEALTHCHECK")
+        assert command is not None and command.json and command.value[0] == "CMD", "HEALTHCHECK CMD [...]"
+        return list(command.value[1:])
+
+    def user(self) -> str:
+        command = self.last("USER")
+        return command.value[0] if command is not None else "root"
 
     def copy_sources(self) -> list[str]:
         """What ``COPY`` takes from the build context (not ``--from`` another stage)."""
-        sources = []
-        for keyword, text in self.instructions:
-            if keyword == "COPY" and "--from=" not in text:
-                sources += shlex.split(text)[:-1]
+        sources: list[str] = []
+        for command in self.instructions:
+            if command.cmd == "COPY" and not any(f.startswith("--from=") for f in command.flags):
+                sources += command.value[:-1]
         return sources
 
 
 def read_stages(path: Path) -> list[Stage]:
     """The Dockerfile's stages, in order."""
     stages: list[Stage] = []
-    logical = ""
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not logical and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            logical += line[:-1] + " "
-            continue
-        logical += line
-        keyword, _, text = logical.partition(" ")
-        logical = ""
-        if keyword.upper() == "FROM":
-            stages.append(Stage(base=text.split()[0]))
+    for command in dockerfile.parse_file(str(path)):
+        if command.cmd == "FROM":
+            stages.append(Stage(base=command.value[0]))
         else:
-            stages[-1].instructions.append((keyword.upper(), text.strip()))
+            stages[-1].instructions.append(command)
     return stages
