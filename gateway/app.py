@@ -34,6 +34,7 @@ from gateway.errors import StartupError, UnknownAgentError
 from gateway.federation.errors import register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
+from gateway.hosting.hosted import HostedAgent
 from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
 from gateway.hosting.registry import Registry
 from gateway.hosting.required_fields import use_in_sdk_handlers
@@ -58,17 +59,8 @@ READY_PROBE_TIMEOUT_S = 2.0  # a writer that cannot commit an empty transaction 
 
 
 @dataclass
-class HostedAgent:
-    """One agent as served: its spec, card and request handler."""
-
-    spec: AgentSpec
-    card: CardDocument
-    handler: LocalRequestHandler
-
-
-@dataclass
 class Gateway:
-    """The running gateway's parts, shared by the bindings; the ``Host`` its agents' executors see."""
+    """The running gateway's parts: the bindings' ``BindingHost`` and the executors' ``Host``."""
 
     settings: Settings
     registry: Registry

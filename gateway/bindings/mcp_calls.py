@@ -46,7 +46,7 @@ from gateway.hosting.executor import data_part
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 
 if TYPE_CHECKING:
-    from gateway.app import HostedAgent
+    from gateway.hosting.hosted import HostedAgent
     from gateway.hosting.local_tasks import LocalRunner
 
 logger = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from gateway.errors import GatewayError, PermissionDeniedError
 from gateway.spec import AgentSpec
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.bindings.host import BindingHost
     from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _listed_for_caller(tools: Mapping[str, AgentSpec], allowed: CallerCheck) -> 
     return middleware
 
 
-def _guarded(routes: list[BaseRoute], gateway: Gateway) -> list[BaseRoute]:
+def _guarded(routes: list[BaseRoute], gateway: BindingHost) -> list[BaseRoute]:
     """``/mcp`` behind the auth guard, plus the RFC 9728 metadata naming the issuers (auth off: as is)."""
     policy, settings = gateway.auth, gateway.settings
     if not policy.enabled:
@@ -273,7 +273,7 @@ class McpBinding:
         await self.server.run_stdio_async()
 
 
-def create_mcp_binding(gateway: Gateway, identify: IdentityResolver | None = None) -> McpBinding:
+def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None = None) -> McpBinding:
     """The gateway's MCP server over its hosted agents, with the tools ``mcp_tools`` selects.
 
     The caller ``identify`` names owns the tasks of its calls; by default the caller the auth
