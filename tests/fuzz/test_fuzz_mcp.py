@@ -109,16 +109,18 @@ def test_mcp_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> None
     body, sent = data.draw(mcp_request(modern))
     trouble.take()
     with httpx.Client(base_url=target.gateway.url, timeout=READ_S) as client:
-        if not modern:
-            session = legacy_session(client, credentials) if data.draw(st.integers(0, 3)) else {}
-            if data.draw(st.integers(0, 9)) == 0:
-                session = {"Mcp-Session-Id": data.draw(st.text(alphabet="abcdef0123456789", max_size=40))}
-            sent.update(session)
+        opened = legacy_session(client, credentials) if not modern and data.draw(st.integers(0, 3)) else {}
+        session = opened
+        if not modern and data.draw(st.integers(0, 9)) == 0:
+            session = {"Mcp-Session-Id": data.draw(st.text(alphabet="abcdef0123456789", max_size=40))}
+        sent.update(session)
         sent.update(credentials)
+        verb = data.draw(st.sampled_from(["POST"] * 8 + ["GET", "DELETE"]))
         try:
-            status, text = exchange(
-                client, data.draw(st.sampled_from(["POST"] * 8 + ["GET", "DELETE"])), "/mcp", body, sent
-            )
+            status, text = exchange(client, verb, "/mcp", body, sent)
         except httpx.ReadTimeout:
             return  # a GET stream, or a subscription, stays open: not a failure
+        finally:
+            if opened:  # sessions are counted per caller: end this one, as a client would
+                client.delete("/mcp", headers={**opened, **credentials})
     check(target, trouble, status, text, f"/mcp {sent} {body[:300]!r}")
