@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -121,10 +121,26 @@ class Gateway:
     def render(self, card: AgentCard) -> CardDocument:
         """The card as served: signed with every active key when signing is on."""
         card = self.federation.republish(card)  # a remote agent's: the origin's card at this gateway's URLs
+        card = listed_interfaces(card, self.settings.card_interfaces)
         signer: CardSigner | None = None
         if self.keyring is not None:
             signer = partial(sign_card_dict, keyring=self.keyring, jku=jwks_url(self.settings.base_url))
         return CardDocument.render(card, self.started, signer)
+
+
+def listed_interfaces(card: AgentCard, bindings: Sequence[str]) -> AgentCard:
+    """``card`` listing only the interfaces of ``bindings``, in that order (the card_interfaces setting)."""
+    order = {binding: i for i, binding in enumerate(bindings)}
+    kept = sorted(
+        (i for i in card.supported_interfaces if i.protocol_binding in order), key=lambda i: order[i.protocol_binding]
+    )
+    if list(kept) == list(card.supported_interfaces):
+        return card
+    listed = AgentCard()
+    listed.CopyFrom(card)
+    del listed.supported_interfaces[:]
+    listed.supported_interfaces.extend(kept)
+    return listed
 
 
 def load_registry(settings: Settings, imported: tuple[AgentSpec, ...] = ()) -> Registry:

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     grpc_public_url: str = Field(default="", description="host:port gRPC clients dial; default: base URL host")
     grpc_default_agent: str = Field(default="", description="agent for gRPC calls that name no tenant")
+    card_interfaces: Annotated[list[Literal["JSONRPC", "HTTP+JSON", "GRPC"]], NoDecode] = Field(
+        default=["JSONRPC", "HTTP+JSON", "GRPC"],
+        min_length=1,
+        description="the bindings each card lists, in this order (all are served); comma-separated. "
+        "'JSONRPC,HTTP+JSON' keeps every interface on the card's own origin, as Google ADK's RemoteA2aAgent requires",
+    )
     sign_cards: bool = True
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
     signing_keys: str = Field(default="", description="PEM or JWK text of the signing key(s); default: generated")
@@ -179,7 +185,7 @@ class Settings(BaseSettings):
     insecure: bool = Field(default=False, description="allow serving a non-loopback address with no auth configured")
     # -- end inbound auth --
 
-    @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", mode="before")
+    @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", "card_interfaces", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         # Env values are comma-separated (or a JSON array).
