@@ -136,6 +136,7 @@ def test_optional_resources_render_and_validate_when_enabled() -> None:
             ]
         },
         "otel": {"endpoint": "http://otel-collector:4318"},
+        "mcp": {"allowedHosts": ["mcp.example.com"]},
     }
     objects = manifests(render(values))
     validate_all(objects)
@@ -146,6 +147,10 @@ def test_optional_resources_render_and_validate_when_enabled() -> None:
     assert env["SWITCHBOARD_AGENTS"] == "/etc/switchboard/agents"
     assert json.loads(env["SWITCHBOARD_AUTH_ISSUERS"])[0]["issuer"] == "https://id.example.com"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    assert env["SWITCHBOARD_MCP_ALLOWED_HOSTS"].split(",")[-2:] == [
+        "sb-switchboard.apps.svc.cluster.local",
+        "mcp.example.com",
+    ]
     assert one(objects, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 

@@ -19,6 +19,13 @@ from tests.deploy.chart import manifests, one, render
 from tests.deploy.test_image import IMAGE, SEND, V1, free_port, image_command, image_process
 
 REPO = Path(__file__).resolve().parents[2]
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+MCP_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}},
+}
 PG_DSN = os.environ.get("SWITCHBOARD_TEST_PG_DSN", "")
 
 
@@ -85,6 +92,10 @@ async def start_pod(values: dict[str, Any], tmp_path: Path) -> set[str]:
             jwks = (await http.get("/.well-known/jwks.json")).json()
             assert len(jwks["keys"]) == 1 and jwks["keys"][0]["crv"] == "P-256", "the chart's generated signing key"
             agents = {a["name"] for a in (await http.get("/agents", headers=headers)).json()}
+            # In-cluster MCP clients name the Service; its hosts pass the DNS-rebinding check.
+            service = one(objects, "Service")["metadata"]["name"]
+            mcp = {"Host": f"{service}.apps.svc.cluster.local:8000", "X-API-Key": headers["X-API-Key"], **MCP_HEADERS}
+            assert (await http.post("/mcp", json=MCP_INITIALIZE, headers=mcp)).status_code == 200
     return agents
 
 
@@ -103,3 +114,13 @@ def test_the_pod_command_matches_the_image() -> None:
     container = one(manifests(render()), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == IMAGE.exec_form("CMD") and "command" not in container
     assert subprocess.list2cmdline(container["args"]) == "serve --host 0.0.0.0"
+
+
+async def test_behind_an_ingress_in_cluster_mcp_clients_still_reach_mcp_by_the_service_name(tmp_path: Path) -> None:
+    values = {"ingress": {"enabled": True, "tls": [{"secretName": "tls", "hosts": ["switchboard.local"]}]}}
+    env = {
+        e["name"]: e.get("value")
+        for e in one(manifests(render(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SWITCHBOARD_PUBLIC_URL"] == "https://switchboard.local"
+    await start_pod(values, tmp_path)

@@ -65,9 +65,15 @@ def image_command(stage: Stage) -> list[str]:
 
 @contextmanager
 def image_process(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(image_command(IMAGE), env=env, cwd=cwd, stderr=subprocess.PIPE)
+    """The image's command running in ``cwd``; its log goes to ``cwd/gateway.log`` (shown when the block fails)."""
+    log = cwd / "gateway.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(image_command(IMAGE), env=env, cwd=cwd, stderr=sink)
     try:
         yield proc
+    except BaseException as exc:
+        exc.add_note("gateway log (last 3000 characters):\n" + log.read_text(errors="replace")[-3000:])
+        raise
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -41,6 +41,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s.%s.svc.cluster.local" (include "switchboard.fullname" .) .Release.Namespace }}
 {{- end }}
 
+{{/* The Host names /mcp accepts besides the public URL's: the Service's in-cluster names and mcp.allowedHosts. */}}
+{{- define "switchboard.mcpAllowedHosts" -}}
+{{- $svc := include "switchboard.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (include "switchboard.serviceHost" .) }}
+{{- concat $names .Values.mcp.allowedHosts | uniq | join "," }}
+{{- end }}
+
 {{/* The URL clients reach the gateway at: publicUrl, else the first ingress host, else the Service. */}}
 {{- define "switchboard.publicUrl" -}}
 {{- if .Values.publicUrl }}
