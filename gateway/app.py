@@ -81,6 +81,11 @@ class Gateway:
     def __post_init__(self) -> None:
         self.push = create_push_delivery(self.settings, self.db)
 
+    @property
+    def specs(self) -> dict[str, AgentSpec]:
+        """Every agent's spec by name."""
+        return {spec.name: spec for spec in self.registry}
+
     def handler(self, name: str) -> LocalRequestHandler:
         """The request handler of hosted agent ``name``."""
         hosted = self.agents.get(name)
@@ -172,7 +177,8 @@ def load_keyring(settings: Settings) -> KeyRing | None:
 
 def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
-    card = gateway.render(build_card(spec, settings.base_url, security=gateway.auth.card_security(spec)))
+    security = gateway.auth.card_security(spec, gateway.specs)
+    card = gateway.render(build_card(spec, settings.base_url, security=security))
     push_store = SqlPushConfigStore(gateway.db)
     task_store = SqlTaskStore(gateway.db, spec.name, list_page_bytes=settings.list_tasks_page_bytes)
     executor = build_executor(spec, gateway)
@@ -294,7 +300,7 @@ async def _start_grpc(gateway: Gateway) -> GrpcServer:
     grpc_at = settings.grpc_public_url or grpc_address(settings.base_url, grpc_server.port)
     for hosted in gateway.agents.values():
         interface = grpc_interface(grpc_at, hosted.spec.name)
-        security = gateway.auth.card_security(hosted.spec)
+        security = gateway.auth.card_security(hosted.spec, gateway.specs)
         hosted.card = gateway.render(build_card(hosted.spec, settings.base_url, (interface,), security))
     return grpc_server
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from gateway.auth.jwt import JwtVerifier, peek
 from gateway.cards.build import CardSecurity
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
 from gateway.settings import IssuerSettings, Settings
-from gateway.spec import AgentSpec, PythonRuntime
+from gateway.spec import AgentSpec, PythonRuntime, WorkflowRuntime
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_SCHEME = "apiKey"
@@ -372,10 +372,37 @@ class AuthPolicy:
                     found.update(skill.scopes)
         return sorted(found)
 
-    def card_security(self, spec: AgentSpec) -> CardSecurity | None:
-        """The schemes and requirements ``spec``'s card advertises (``None``: an open agent)."""
-        if not self.protects(spec):
+    def step_scopes(self, spec: AgentSpec, specs: Mapping[str, AgentSpec]) -> dict[str, list[str]] | None:
+        """What the agents a workflow's runs may call need, by agent (nested workflows' too); None for an agent.
+
+        Each protected participant or fallback, at any depth, with the scopes a message to it
+        needs (an empty list: an authenticated caller). Runs check each step as its caller's.
+        """
+        if not self.enabled or not isinstance(spec.runtime, WorkflowRuntime):
             return None
+        found: dict[str, list[str]] = {}
+        seen = {spec.name}
+        pending = list(_callees(spec))
+        while pending:
+            name = pending.pop(0)
+            callee = specs.get(name)
+            if name in seen or callee is None:
+                continue
+            seen.add(name)
+            if self.protects(callee):
+                found[name] = sorted(self.required_scopes(callee, message=True))
+            pending += _callees(callee)
+        return dict(sorted(found.items()))
+
+    def card_security(self, spec: AgentSpec, specs: Mapping[str, AgentSpec] | None = None) -> CardSecurity | None:
+        """The schemes and requirements ``spec``'s card advertises (``None``: an open agent, not a workflow).
+
+        With ``specs`` (every hosted agent), a workflow's card also says what its steps need
+        (``step_scopes``), and an OAuth flow offers those scopes too, so a client can ask for them.
+        """
+        steps = self.step_scopes(spec, specs) if specs is not None else None
+        if not self.protects(spec):
+            return CardSecurity(schemes={}, requirements=(), step_scopes=steps) if steps is not None else None
         schemes: dict[str, SecurityScheme] = {}
         if len(self.api_keys):
             schemes[API_KEY_SCHEME] = SecurityScheme(
@@ -383,8 +410,9 @@ class AuthPolicy:
                     location="header", name=API_KEY_HEADER, description="a gateway API key"
                 )
             )
+        offered = self.required_scopes(spec, message=True).union(*(steps or {}).values())
         for name, issuer in zip(self.scheme_names, self.issuers, strict=True):
-            schemes[name] = _issuer_scheme(issuer, self.required_scopes(spec, message=True))
+            schemes[name] = _issuer_scheme(issuer, offered)
 
         def requirements(scopes: frozenset[str]) -> tuple[SecurityRequirement, ...]:
             listed = StringList(list=sorted(scopes))
@@ -392,8 +420,21 @@ class AuthPolicy:
 
         skills = {s.id: requirements(frozenset(spec.scopes) | frozenset(s.scopes)) for s in spec.skills if s.scopes}
         return CardSecurity(
-            schemes=schemes, requirements=requirements(frozenset(spec.scopes)), skill_requirements=skills
+            schemes=schemes,
+            requirements=requirements(frozenset(spec.scopes)),
+            skill_requirements=skills,
+            step_scopes=steps,
         )
+
+
+def _callees(spec: AgentSpec) -> list[str]:
+    """The agents a workflow's steps may call: its participants, then their fallbacks (none for an agent)."""
+    runtime = spec.runtime
+    if not isinstance(runtime, WorkflowRuntime):
+        return []
+    fallbacks = runtime.options.get("fallbacks")
+    extra = [a for alts in fallbacks.values() for a in alts] if isinstance(fallbacks, dict) else []
+    return [*runtime.participants, *(a for a in extra if isinstance(a, str))]
 
 
 def _issuer_scheme(issuer: IssuerSettings, scopes: frozenset[str]) -> SecurityScheme:

@@ -18,6 +18,7 @@ from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.types.a2a_pb2 import (
     AgentCapabilities,
     AgentCard,
+    AgentExtension,
     AgentInterface,
     AgentProvider,
     AgentSkill,
@@ -25,6 +26,7 @@ from a2a.types.a2a_pb2 import (
     SecurityScheme,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
+from google.protobuf.struct_pb2 import Struct
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,13 +38,40 @@ CARD_CACHE_CONTROL = "public, max-age=300"
 CardSigner = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+STEP_SCOPES_EXTENSION_URI = "urn:switchboard:step-scopes:v1"
+"""A workflow card's extension saying that its steps run as the caller, and what its participants need."""
+
+
 @dataclass(frozen=True)
 class CardSecurity:
-    """What a card says about authentication: its schemes, the agent's requirements and each skill's."""
+    """What a card says about authentication: its schemes, the agent's requirements and each skill's.
+
+    ``step_scopes`` (workflows, with auth on): each agent a run may call, at any depth, with the
+    scopes a message to it needs; published as the ``STEP_SCOPES_EXTENSION_URI`` extension.
+    """
 
     schemes: Mapping[str, SecurityScheme]
     requirements: tuple[SecurityRequirement, ...]
     skill_requirements: Mapping[str, tuple[SecurityRequirement, ...]] = field(default_factory=dict)
+    step_scopes: Mapping[str, list[str]] | None = None
+
+
+def step_scopes_extension(step_scopes: Mapping[str, list[str]]) -> AgentExtension:
+    """The extension telling callers that every step is checked as theirs, and what the participants need."""
+    scopes = sorted({scope for needed in step_scopes.values() for scope in needed})
+    scoped = "; ".join(f"{agent} needs {' '.join(needed)}" for agent, needed in step_scopes.items() if needed)
+    description = (
+        "Each step of a run calls its agent as you, checked at run time as a direct call would be: a step you "
+        "may not run fails the run with the reason (or goes to a declared fallback)."
+    )
+    params = Struct()
+    params.update({"checked": "each step, as the caller, at run time", "scopes": scopes, "agents": dict(step_scopes)})
+    return AgentExtension(
+        uri=STEP_SCOPES_EXTENSION_URI,
+        description=f"{description} {scoped}." if scoped else description,
+        required=False,
+        params=params,
+    )
 
 
 def agent_url(base_url: str, name: str) -> str:
@@ -75,7 +104,9 @@ def build_card(
         provider=AgentProvider(organization=spec.provider, url=base_url),
         supported_interfaces=interfaces,
         capabilities=AgentCapabilities(
-            streaming=spec.capabilities.streaming, push_notifications=spec.capabilities.push_notifications
+            streaming=spec.capabilities.streaming,
+            push_notifications=spec.capabilities.push_notifications,
+            extensions=[step_scopes_extension(security.step_scopes)] if security.step_scopes is not None else [],
         ),
         security_schemes=dict(security.schemes),
         security_requirements=security.requirements,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,10 +26,12 @@ from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRe
 from google.protobuf.json_format import MessageToJson
 
 from gateway.auth.api_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
+from gateway.auth.jwt import JwtVerifier
 from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, Identity
+from gateway.cards.build import STEP_SCOPES_EXTENSION_URI
 from gateway.errors import PermissionDeniedError
 from gateway.orchestration.checkpoints import SqlRunStore
-from gateway.settings import bundled_agents_dir
+from gateway.settings import IssuerSettings, bundled_agents_dir
 from gateway.spec import AgentSpec
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.llm_server import (
@@ -39,7 +42,7 @@ from tests.adapters.llm_server import (
     text_chunk,
     tool_chunk,
 )
-from tests.auth.conftest import AGENT_FILES, WAIT_S, api_key, authed_client
+from tests.auth.conftest import AGENT_FILES, ISSUER, WAIT_S, api_key, authed_client
 from tests.auth.test_mcp_auth import mcp_client
 from tests.bindings.a2a_clients import BINDINGS
 from tests.conftest import make_settings
@@ -358,3 +361,57 @@ def test_a_caller_is_kept_as_json_without_its_credential() -> None:
     assert Identity.from_json(alice.to_json()) == alice
     assert Identity.from_json(LOCAL_OPERATOR.to_json()) == LOCAL_OPERATOR
     assert Identity.from_json("") is None and Identity.from_json("{not json") is None
+
+
+# --- cards say what a workflow's steps need -------------------------------------------------------
+
+
+def step_scopes_of(card: dict[str, Any]) -> dict[str, Any]:
+    extensions = card["capabilities"].get("extensions", [])
+    found = [e for e in extensions if e["uri"] == STEP_SCOPES_EXTENSION_URI]
+    assert len(found) == 1, card["capabilities"]
+    assert found[0].get("required", False) is False
+    return dict(found[0])
+
+
+async def test_workflow_cards_say_which_scopes_their_steps_need(team: Team) -> None:
+    async with httpx.AsyncClient(base_url=team.gateway.url, timeout=WAIT_S) as http:
+        names = ("code-review", "triage", "outer-review", "security-reviewer", "complexity-reviewer")
+        cards = {name: (await http.get(f"/agents/{name}/.well-known/agent-card.json")).json() for name in names}
+    review = step_scopes_of(cards["code-review"])
+    assert review["params"]["scopes"] == ["sec:run"]
+    assert review["params"]["agents"] == {
+        "complexity-reviewer": [],
+        "review-lead": [],
+        "security-reviewer": ["sec:run"],
+        "style-reviewer": [],
+    }
+    assert "checked at run time" in review["description"] and "security-reviewer needs sec:run" in review["description"]
+    assert step_scopes_of(cards["outer-review"])["params"]["agents"]["security-reviewer"] == ["sec:run"]  # nested
+    assert step_scopes_of(cards["triage"])["params"]["scopes"] == ["sec:run"]
+    # calling the workflow itself needs only its own scopes (none): bob may run it, and its steps are checked
+    assert cards["code-review"]["securityRequirements"] == cards["complexity-reviewer"]["securityRequirements"]
+    assert "extensions" not in cards["security-reviewer"]["capabilities"]
+
+
+def test_an_oauth_flow_on_a_workflow_card_offers_its_steps_scopes_too() -> None:
+    issuer = IssuerSettings(issuer=ISSUER, audience="a", jwks={"keys": []}, token_url=f"{ISSUER}/token")
+    policy = AuthPolicy(ApiKeyTable([]), JwtVerifier([]), [issuer])
+    vault = spec_of(AGENT_FILES["vault.yaml"])
+    desk = AgentSpec.model_validate(
+        {
+            "format": 1,
+            "name": "desk",
+            "description": "d",
+            "scopes": ["desk:use"],
+            "skills": [{"id": "desk", "name": "D", "description": "d", "tags": ["t"]}],
+            "runtime": {"kind": "workflow", "pattern": "sequential", "participants": ["vault"]},
+        }
+    )
+    security = policy.card_security(desk, {"vault": vault, "desk": desk})
+    assert security is not None and security.step_scopes == {"vault": ["vault:reveal", "vault:use"]}
+    flow = security.schemes["oauth2"].oauth2_security_scheme.flows.client_credentials
+    assert sorted(flow.scopes) == ["desk:use", "vault:reveal", "vault:use"]
+    assert [list(r.schemes["oauth2"].list) for r in security.requirements] == [["desk:use"]]
+    assert policy.card_security(vault, {"vault": vault}) is not None
+    assert policy.card_security(vault, {"vault": vault}).step_scopes is None  # type: ignore[union-attr]
