@@ -89,6 +89,17 @@ runtime:
   participants: [security-reviewer]
   options: {concurrency: 2, max_attempts: 1}
 """,
+    "review-chat.yaml": """
+format: 1
+name: review-chat
+description: The security and complexity reviewers take turns; a speaker that fails is skipped.
+skills: [{id: chat, name: Chat, description: A review chat., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: group-chat
+  participants: [security-reviewer, complexity-reviewer]
+  options: {max_rounds: 2, on_speaker_failure: skip}
+""",
     "router.yaml": """
 format: 1
 name: router
@@ -200,7 +211,9 @@ async def security_tasks(team: Team, owner: str) -> int:
     return int(row[0])
 
 
-async def assert_refused_then_allowed(team: Team, entry: str, agent: str, text: str, alice_runs: int = 1) -> None:
+async def assert_refused_then_allowed(
+    team: Team, entry: str, agent: str, text: str, alice_runs: int = 1, findings: bool = True
+) -> None:
     """bob: a failed run naming the missing scope, no security finding, no security task; alice: the findings."""
     ask = ASK[entry]
     bob = await ask(team, agent, team.keys.bob, text)
@@ -210,7 +223,7 @@ async def assert_refused_then_allowed(team: Team, entry: str, agent: str, text: 
     assert await security_tasks(team, "apikey:bob") == 0
     alice = await ask(team, agent, team.keys.alice, text)
     assert not alice.failed, alice.everything
-    assert "SEC001" in alice.everything, alice.everything
+    assert "SEC001" in alice.everything or not findings, alice.everything
     assert await security_tasks(team, "apikey:alice") >= alice_runs
 
 
@@ -260,6 +273,13 @@ async def test_a_nested_workflow_fails_the_outer_run_too(entry: str, team: Team)
 async def test_work_queue_items_are_checked_as_the_caller(entry: str, team: Team) -> None:
     lines = 'API_TOKEN = "sk-live-0123456789abcdef0123"\nPASSWORD = "hunter2-correct-horse-battery"'
     await assert_refused_then_allowed(team, entry, "review-queue", lines, alice_runs=2)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_refused_speaker_fails_a_group_chat_that_skips_failed_speakers(entry: str, team: Team) -> None:
+    # the pattern's own policy (skip a failing speaker) does not apply: a refusal fails the run. (A speaker
+    # gets the transcript, which the reviewer cannot parse as code: alice's run is checked by its security task.)
+    await assert_refused_then_allowed(team, entry, "review-chat", CODE, findings=False)
 
 
 def transfer(note: str) -> Stream:
