@@ -14,7 +14,7 @@ import asyncio
 import json
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, Task, TaskState
+from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
 from google.protobuf.json_format import MessageToJson
 
 from gateway.auth.api_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
@@ -44,13 +44,14 @@ from tests.adapters.llm_server import (
 )
 from tests.auth.conftest import AGENT_FILES, ISSUER, WAIT_S, api_key, authed_client
 from tests.auth.test_mcp_auth import mcp_client
-from tests.bindings.a2a_clients import BINDINGS
+from tests.bindings.a2a_clients import BINDINGS, Binding
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 from tests.orchestration.run_client import STREAMING, output_names
 
 JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
 ENTRIES = ["jsonrpc", "mcp"]
+EVERY_ENTRY = ["jsonrpc", "jsonrpc-sse", "rest", "rest-sse", "grpc", "grpc-stream", "mcp"]
 
 CODE = """import subprocess
 PASSWORD = "hunter2-correct-horse-battery"
@@ -166,6 +167,9 @@ async def team(tmp_path: Path) -> AsyncIterator[Team]:
             yield Team(gateway, chat, keys)
 
 
+Ask = Callable[["Team", str, str, str], Awaitable["Answer"]]
+
+
 @dataclass(frozen=True)
 class Answer:
     """A run's end as its caller saw it: failed or not, and everything it was given, as text."""
@@ -179,16 +183,22 @@ def user_message(text: str) -> Message:
     return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
 
 
-async def ask_jsonrpc(team: Team, agent: str, key: str, text: str) -> Answer:
-    """SendMessage over JSON-RPC with the a2a-sdk client; the final task, as its owner reads it."""
-    async with authed_client(team.gateway.agent_url(agent), JSONRPC, api_key(key)) as client:
-        final: Task | None = None
-        async for event in client.send_message(SendMessageRequest(message=user_message(text))):
-            if event.HasField("task"):
-                final = event.task
-        assert final is not None
-    status = "\n".join(p.text for p in final.status.message.parts if p.HasField("text"))
-    return Answer(final.status.state == TaskState.TASK_STATE_FAILED, status, MessageToJson(final))
+def ask_a2a(binding: Binding) -> Ask:
+    """SendMessage with the a2a-sdk client on ``binding``; the final task, as its owner reads it."""
+
+    async def ask(team: Team, agent: str, key: str, text: str) -> Answer:
+        async with authed_client(team.gateway.agent_url(agent), binding, api_key(key)) as client:
+            task_id = ""
+            async for event in client.send_message(SendMessageRequest(message=user_message(text))):
+                if event.HasField("task"):
+                    task_id = event.task.id
+                elif event.HasField("status_update"):
+                    task_id = task_id or event.status_update.task_id
+            final = await client.get_task(GetTaskRequest(id=task_id))
+        status = "\n".join(p.text for p in final.status.message.parts if p.HasField("text"))
+        return Answer(final.status.state == TaskState.TASK_STATE_FAILED, status, MessageToJson(final))
+
+    return ask
 
 
 async def ask_mcp(team: Team, agent: str, key: str, text: str) -> Answer:
@@ -200,7 +210,7 @@ async def ask_mcp(team: Team, agent: str, key: str, text: str) -> Answer:
     return Answer(result.is_error, str(structured.get("text", "")), everything)
 
 
-ASK = {"jsonrpc": ask_jsonrpc, "mcp": ask_mcp}
+ASK: dict[str, Ask] = {"mcp": ask_mcp, **{binding.id: ask_a2a(binding) for binding in BINDINGS}}
 
 
 async def security_tasks(team: Team, owner: str) -> int:
@@ -237,7 +247,7 @@ async def test_bob_is_refused_the_security_reviewer_directly(team: Team) -> None
     assert answer.status_code == 403 and answer.json()["error"]["message"] == REFUSAL
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("entry", EVERY_ENTRY)
 async def test_code_review_runs_the_security_step_only_for_a_caller_who_may(entry: str, team: Team) -> None:
     await assert_refused_then_allowed(team, entry, "code-review", CODE)
 
