@@ -90,6 +90,17 @@ runtime:
   participants: [security-reviewer]
   options: {concurrency: 2, max_attempts: 1}
 """,
+    "guarded-review.yaml": """
+format: 1
+name: guarded-review
+description: The security reviewer, or the complexity reviewer for a caller who may not run it.
+skills: [{id: guarded, name: Guarded, description: A review with a fallback., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: sequential
+  participants: [security-reviewer]
+  options: {fallbacks: {security-reviewer: [complexity-reviewer]}}
+""",
     "review-chat.yaml": """
 format: 1
 name: review-chat
@@ -290,6 +301,18 @@ async def test_a_refused_speaker_fails_a_group_chat_that_skips_failed_speakers(e
     # the pattern's own policy (skip a failing speaker) does not apply: a refusal fails the run. (A speaker
     # gets the transcript, which the reviewer cannot parse as code: alice's run is checked by its security task.)
     await assert_refused_then_allowed(team, entry, "review-chat", CODE, findings=False)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_declared_fallback_takes_a_refused_step(entry: str, team: Team) -> None:
+    bob = await ASK[entry](team, "guarded-review", team.keys.bob, CODE)
+    assert not bob.failed, bob.everything
+    assert "Complexity review" in bob.everything
+    assert entry == "mcp" or "security-reviewer may not be run by this caller" in bob.everything  # the task's history
+    assert not [mark for mark in SECURITY_MARKS if mark in bob.everything], bob.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+    alice = await ASK[entry](team, "guarded-review", team.keys.alice, CODE)
+    assert not alice.failed and "SEC001" in alice.everything, alice.everything
 
 
 def transfer(note: str) -> Stream:
