@@ -35,7 +35,8 @@ WAITING = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_A
 
 def state_name(state: int) -> str:
     """``TASK_STATE_INPUT_REQUIRED`` -> ``input-required``."""
-    return TaskState.Name(state).removeprefix("TASK_STATE_").lower().replace("_", "-")
+    name: str = TaskState.Name(state)
+    return name.removeprefix("TASK_STATE_").lower().replace("_", "-")
 
 
 def as_json(message: Task | Message) -> str:

@@ -144,7 +144,12 @@ async def ask(question: str) -> str | None:
     sys.stderr.flush()
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[str] = loop.create_future()
-    loop.add_reader(sys.stdin.fileno(), lambda: answer.done() or answer.set_result(sys.stdin.readline()))
+
+    def read() -> None:
+        if not answer.done():
+            answer.set_result(sys.stdin.readline())
+
+    loop.add_reader(sys.stdin.fileno(), read)
     try:
         line = await answer
     finally:
@@ -316,16 +321,36 @@ async def list_agents(conn: Connection, mode: Mode = "text") -> int:
     return EXIT_OK
 
 
+async def _ask_agents(
+    conn: Connection, agent: str | None, call: Callable[[Client], Awaitable[Any]], what: str
+) -> AsyncIterator[tuple[str, Any]]:
+    """``call`` on ``agent``'s client, or on every hosted agent's in turn: (name, answer) for each that answered.
+
+    A task not found is no answer. Asked by name, an agent's error is the command's; asking every
+    agent, one that refuses this caller (or is out of service) is passed over.
+    """
+    for name in [agent] if agent else await agent_names(conn):
+        try:
+            async with open_agent(conn, name, streaming=False) as client:
+                answer = await call(client)
+        except TaskNotFoundError:
+            continue
+        except (A2AError, httpx.HTTPError) as exc:
+            if agent is None:
+                continue
+            raise CliError(f"cannot {what} on {name}: {describe(exc)}") from None
+        except CliError:
+            if agent is None:
+                continue
+            raise
+        yield name, answer
+
+
 async def _on_agent(conn: Connection, agent: str | None, task_id: str) -> tuple[str, Task]:
     """The agent holding ``task_id`` (``agent``, or every hosted agent asked in turn) and the task."""
-    for name in [agent] if agent else await agent_names(conn):
-        async with open_agent(conn, name, streaming=False) as client:
-            try:
-                return name, await client.get_task(GetTaskRequest(id=task_id))
-            except TaskNotFoundError:
-                continue
-            except (A2AError, httpx.HTTPError) as exc:
-                raise CliError(f"cannot get task {task_id} from {name}: {describe(exc)}") from None
+    get = GetTaskRequest(id=task_id)
+    async for name, task in _ask_agents(conn, agent, lambda client: client.get_task(get), f"get task {task_id}"):
+        return name, task
     where = f"agent {agent}" if agent else "any agent of this gateway (for this caller)"
     raise CliError(f"no task {task_id} on {where}")
 
@@ -337,16 +362,23 @@ async def get_task(conn: Connection, task_id: str, agent: str | None, mode: Mode
     return EXIT_OK
 
 
+def task_state(name: str | None) -> TaskState | None:
+    """``input-required`` -> ``TASK_STATE_INPUT_REQUIRED`` (None for None: any state)."""
+    if not name:
+        return None
+    try:
+        state: TaskState = TaskState.Value("TASK_STATE_" + name.upper().replace("-", "_"))
+    except ValueError:
+        names = ", ".join(state_name(s) for s in TaskState.values() if s)
+        raise CliError(f"unknown task state {name!r}: one of {names}") from None
+    return state
+
+
 async def list_tasks(conn: Connection, agent: str | None, state: str | None, mode: Mode = "text") -> int:
     """Print the caller's tasks of ``agent`` (or of every agent), newest first, optionally of one state."""
-    status = TaskState.Value("TASK_STATE_" + state.upper().replace("-", "_")) if state else 0
+    request = ListTasksRequest(status=task_state(state), page_size=100)
     rows: list[tuple[str, Task]] = []
-    for name in [agent] if agent else await agent_names(conn):
-        async with open_agent(conn, name, streaming=False) as client:
-            try:
-                listed = await client.list_tasks(ListTasksRequest(status=status, page_size=100))
-            except (A2AError, httpx.HTTPError) as exc:
-                raise CliError(f"cannot list the tasks of {name}: {describe(exc)}") from None
+    async for name, listed in _ask_agents(conn, agent, lambda client: client.list_tasks(request), "list tasks"):
         rows += [(name, task) for task in listed.tasks]
     rows.sort(key=lambda row: row[1].status.timestamp.ToNanoseconds(), reverse=True)
     if mode == "json":

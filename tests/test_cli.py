@@ -67,8 +67,18 @@ def closed_port() -> int:
         (["send", "no-such-agent", "hi"], "no agent at"),
         (["tasks", "get", "no-such-task"], "no task no-such-task"),
         (["tasks", "reply", "no-such-task", "blue", "--agent", "echo"], "no task no-such-task on agent echo"),
+        (["tasks", "list", "--state", "sleeping"], "unknown task state 'sleeping': one of submitted, working"),
     ],
-    ids=["empty-text", "no-text", "run-no-input", "missing-file", "unknown-agent", "unknown-task", "reply-unknown"],
+    ids=[
+        "empty-text",
+        "no-text",
+        "run-no-input",
+        "missing-file",
+        "unknown-agent",
+        "unknown-task",
+        "reply-unknown",
+        "unknown-state",
+    ],
 )
 async def test_a_mistake_is_one_line_and_exit_2(gateway: RunningGateway, argv: list[str], said: str) -> None:
     code, _, err = await switchboard(*argv, "--url", gateway.url)
@@ -186,3 +196,30 @@ async def test_card_verify_of_a_missing_card_reports_the_http_error(gateway: Run
 
     assert code == 1 and out.startswith("FAILED (http-404): GET ") and "HTTP 404 Not Found" in out
     assert "malformed-json" not in out and "Traceback" not in err
+
+
+async def test_a_question_is_answered_later_with_tasks_reply(gateway: RunningGateway) -> None:
+    code, out, err = await switchboard("send", "echo", "ask: colour?", "--url", gateway.url)
+    assert code == 3 and "== input-required ==" in out and "colour?" in out
+    task_id = err.split("switchboard tasks reply ")[1].split()[0]
+    assert_one_line(err, f"task {task_id} waits for input")
+
+    code, out, _ = await switchboard("tasks", "list", "--state", "input-required", "--url", gateway.url)
+    assert code == 0 and task_id in out and "colour?" in out
+
+    code, out, _ = await switchboard("tasks", "reply", task_id, "blue", "--url", gateway.url)
+    assert code == 0 and "You answered: blue" in out
+
+    code, out, err = await switchboard("tasks", "cancel", task_id, "--url", gateway.url)
+    assert code == 1
+    assert_one_line(err, "already ended (completed): nothing to cancel")
+
+
+async def test_tasks_cancel_cancels_a_waiting_task(gateway: RunningGateway) -> None:
+    code, _, err = await switchboard("send", "echo", "ask: colour?", "--url", gateway.url)
+    task_id = err.split("switchboard tasks reply ")[1].split()[0]
+
+    code, out, _ = await switchboard("tasks", "cancel", task_id, "--agent", "echo", "--url", gateway.url)
+    assert (code, out) == (0, f"task {task_id} is canceled\n")
+    code, out, _ = await switchboard("tasks", "get", task_id, "--json", "--url", gateway.url)
+    assert code == 0 and json.loads(out)["status"]["state"] == "TASK_STATE_CANCELED"
