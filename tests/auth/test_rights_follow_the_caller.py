@@ -27,12 +27,14 @@ from google.protobuf.json_format import MessageToJson
 
 from gateway.auth.api_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
 from gateway.auth.jwt import JwtVerifier
-from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, Identity
+from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, Identity, caller_of
 from gateway.cards.build import STEP_SCOPES_EXTENSION_URI
 from gateway.errors import PermissionDeniedError
 from gateway.orchestration.checkpoints import SqlRunStore
+from gateway.orchestration.resume import run_owner
 from gateway.settings import IssuerSettings, bundled_agents_dir
 from gateway.spec import AgentSpec
+from gateway.store import Database
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
@@ -48,6 +50,8 @@ from tests.bindings.a2a_clients import BINDINGS, Binding
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 from tests.orchestration.run_client import STREAMING, output_names
+from tests.orchestration.test_engine_checkpoints import record
+from tests.store.test_task_store import db, pg_schema_dsn  # noqa: F401 -- fixtures
 
 JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
 ENTRIES = ["jsonrpc", "mcp"]
@@ -226,8 +230,10 @@ ASK: dict[str, Ask] = {"mcp": ask_mcp, **{binding.id: ask_a2a(binding) for bindi
 
 async def security_tasks(team: Team, owner: str) -> int:
     """How many tasks the security reviewer ran for ``owner``."""
-    db = team.gateway.app.state.gateway.db
-    row = await db.fetch_one("SELECT count(*) FROM tasks WHERE agent = ? AND owner = ?", ("security-reviewer", owner))
+    gateway_db = team.gateway.app.state.gateway.db
+    row = await gateway_db.fetch_one(
+        "SELECT count(*) FROM tasks WHERE agent = ? AND owner = ?", ("security-reviewer", owner)
+    )
     assert row is not None
     return int(row[0])
 
@@ -468,3 +474,21 @@ def test_an_oauth_flow_on_a_workflow_card_offers_its_steps_scopes_too() -> None:
     assert [list(r.schemes["oauth2"].list) for r in security.requirements] == [["desk:use"]]
     assert policy.card_security(vault, {"vault": vault}) is not None
     assert policy.card_security(vault, {"vault": vault}).step_scopes is None  # type: ignore[union-attr]
+
+
+# --- the caller in the checkpoint, on both databases ------------------------------------------------
+
+
+async def test_a_checkpoint_keeps_its_caller_and_an_older_one_acts_with_no_scopes(db: Database) -> None:  # noqa: F811
+    store = SqlRunStore(db)
+    alice = Identity("apikey:alice", frozenset({"sec:run"}))
+    await store.save(record("t1", owner="apikey:alice", caller=alice))
+    loaded = await store.get("flow", "apikey:alice", "t1")
+    assert loaded is not None and loaded.caller == alice
+    assert caller_of(run_owner(loaded)) == alice, "a resumed run acts as its caller, scopes and all"
+
+    await db.write("ALTER TABLE runs DROP COLUMN caller")  # the table as the previous version made it
+    await db.migrate()  # the next start adds it back, empty
+    older = await store.get("flow", "apikey:alice", "t1")
+    assert older is not None and older.caller is None
+    assert caller_of(run_owner(older)) == Identity("apikey:alice", frozenset()), "its owner, with no scopes"
