@@ -53,7 +53,8 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError, TaskNotCancelableError
 from google.protobuf.json_format import ParseError
 
-from gateway.federation.errors import PeerError, PeerTimeoutError, PeerUnavailableError, translate
+from gateway.errors import PeerError, PeerTimeoutError, PeerUnavailableError
+from gateway.federation.errors import translate
 from gateway.federation.hops import TRACEPARENT, Hop, call_headers, message_hop, next_hop
 from gateway.federation.hub import Federation
 from gateway.federation.links import RemoteLink

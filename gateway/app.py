@@ -30,8 +30,7 @@ from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards.build import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.cards.keys import KeyRing
 from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
-from gateway.errors import StartupError, UnknownAgentError
-from gateway.federation.errors import register_with_sdk
+from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.hosting.hosted import HostedAgent

@@ -1,12 +1,21 @@
 """The gateway's own errors and the one table that maps them onto each wire.
 
 Where the A2A protocol defines an error (task not found, invalid params, ...) the SDK's own
-error class is raised instead; these are for what only the gateway knows about.
+error class is raised instead; these are for what only the gateway knows about. Two families
+share the table: ``GatewayError`` (raised at the gateway's own edge: auth, limits, start-up), and
+``PeerError`` (federation: a call to or through a peer failed, or a loop guard refused it), which
+is an A2A error so that the SDK's handlers answer it on every binding once ``register_with_sdk``
+has taught them its row, and a relaying gateway reads a peer's refusal back as the same class.
+Neither is ever the 500 / -32603 / INTERNAL of a fault inside this gateway, except
+``GatewayError`` itself; the reason is in the message and in the error's details
+(``google.rpc.ErrorInfo`` reason, and for peers metadata ``{"reason", "retryable", "peer"}``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
+
+from a2a.utils.errors import InternalError
 
 
 class WireError(NamedTuple):
@@ -103,7 +112,89 @@ class StartupError(GatewayError):
     reason = "startup-failed"
 
 
-WIRE: dict[type[GatewayError], WireError] = {
+class PeerError(InternalError):
+    """A call to (or through) a peer gateway failed."""
+
+    message = "the peer call failed"
+    reason: ClassVar[str] = "peer-error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, detail: str | None = None, data: dict[str, Any] | None = None, *, peer: str = "") -> None:
+        # ``data`` is given when the SDK's client rebuilds the error from a peer's answer (its ErrorInfo metadata).
+        peer = peer or str((data or {}).get("peer") or "")
+        data = {"reason": self.reason, "retryable": str(self.retryable).lower(), "peer": peer}
+        super().__init__(detail or self.message, data=data)
+
+    @property
+    def peer(self) -> str:
+        """The peer the call went to (as its details say: the SDK's REST client sets them after building it)."""
+        return str((self.data or {}).get("peer") or "")
+
+    @property
+    def detail(self) -> str:
+        """The human-readable message."""
+        return self.message
+
+
+class PeerUnavailableError(PeerError):
+    """The peer could not be reached, or answered with a server error."""
+
+    message = "the peer is unavailable"
+    reason = "peer-unavailable"
+    retryable = True
+
+
+class PeerTimeoutError(PeerError):
+    """The peer did not answer in time."""
+
+    message = "the peer did not answer in time"
+    reason = "peer-timeout"
+    retryable = True
+
+
+class PeerRefusedError(PeerError):
+    """The peer answered, and refused the call (4xx, or an A2A error of its own)."""
+
+    message = "the peer refused the call"
+    reason = "peer-refused"
+
+
+class PeerUntrustedError(PeerError):
+    """The peer's card did not verify against the trust anchors configured for it."""
+
+    message = "the peer's card is not trusted"
+    reason = "peer-card-untrusted"
+
+
+class PeerCredentialsError(PeerError):
+    """This gateway's credentials for the peer are missing or were refused by its token endpoint."""
+
+    message = "no usable credentials for the peer"
+    reason = "peer-credentials"
+
+
+class FederationLoopError(PeerError):
+    """A request came back to a gateway already on its path (A -> B -> A ...)."""
+
+    message = "federation loop"
+    reason = "federation-loop"
+
+
+class HopLimitError(PeerError):
+    """A request went through more gateways than the hop limit allows."""
+
+    message = "hop limit reached"
+    reason = "hop-limit"
+
+
+class PeerBadResponseError(PeerError):
+    """The peer answered with bytes that are not an A2A answer (not UTF-8, not JSON, not the protocol's messages)."""
+
+    message = "the peer's answer is not valid A2A"
+    reason = "peer-bad-response"
+
+
+WIRE: dict[type[GatewayError] | type[PeerError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
     UnknownAgentError: WireError(404, -32001, "NOT_FOUND"),
@@ -115,12 +206,53 @@ WIRE: dict[type[GatewayError], WireError] = {
     AuthenticationError: WireError(401, -32040, "UNAUTHENTICATED"),
     PermissionDeniedError: WireError(403, -32043, "PERMISSION_DENIED"),
     CallerLimitError: WireError(429, -32029, "RESOURCE_EXHAUSTED"),
+    # Federation: a client-side code, never this gateway's INTERNAL.
+    PeerError: WireError(502, -32050, "UNKNOWN"),
+    PeerUnavailableError: WireError(503, -32051, "UNAVAILABLE"),
+    PeerTimeoutError: WireError(504, -32052, "DEADLINE_EXCEEDED"),
+    PeerRefusedError: WireError(424, -32053, "FAILED_PRECONDITION"),
+    PeerUntrustedError: WireError(503, -32054, "FAILED_PRECONDITION"),  # out of service until its card verifies
+    PeerCredentialsError: WireError(503, -32055, "FAILED_PRECONDITION"),
+    FederationLoopError: WireError(409, -32056, "FAILED_PRECONDITION"),
+    HopLimitError: WireError(409, -32057, "FAILED_PRECONDITION"),
+    PeerBadResponseError: WireError(502, -32058, "UNKNOWN"),
 }
 
 
-def wire_for(error: GatewayError) -> WireError:
+def wire_for(error: GatewayError | PeerError) -> WireError:
     """The mapping of ``error``, falling back along its class hierarchy."""
     for cls in type(error).__mro__:
         if cls in WIRE:
             return WIRE[cls]  # type: ignore[index]
     return WIRE[GatewayError]
+
+
+def error_reason(error_type: type[PeerError]) -> str:
+    """The ``google.rpc.ErrorInfo`` reason of ``error_type`` (``hop-limit`` -> ``HOP_LIMIT``)."""
+    return error_type.reason.upper().replace("-", "_")
+
+
+def register_with_sdk() -> None:
+    """Add ``WIRE``'s A2A errors (the ``PeerError`` family) to the SDK's error tables (idempotent).
+
+    The SDK maps an error to its wire form by its exact class, in module-level tables its server
+    handlers (JSON-RPC, REST, gRPC details) and its clients (JSON-RPC code, REST and gRPC
+    ErrorInfo reason, back to a class) all read; without an entry an error is -32603 / 500 /
+    INTERNAL. The JSON-RPC client's reverse table is built once at import, so it is added to too.
+    """
+    from a2a.client.transports import jsonrpc as jsonrpc_client
+    from a2a.server.jsonrpc_models import JSONRPCError
+    from a2a.server.request_handlers import response_helpers
+    from a2a.utils import errors as sdk_errors
+    from a2a.utils.errors import ErrorMapping
+
+    for error_type, wire in WIRE.items():
+        if not issubclass(error_type, PeerError):
+            continue  # a GatewayError is answered by the gateway's edge, before the SDK sees the request
+        reason = error_reason(error_type)
+        sdk_errors.JSON_RPC_ERROR_CODE_MAP[error_type] = wire.jsonrpc_code
+        sdk_errors.A2A_ERROR_MAPPING[error_type] = ErrorMapping(wire.http_status, wire.grpc_status, reason)
+        sdk_errors.A2A_ERROR_REASONS[error_type] = reason
+        sdk_errors.A2A_REASON_TO_ERROR[reason] = error_type
+        response_helpers.EXCEPTION_MAP[error_type] = JSONRPCError
+        jsonrpc_client._JSON_RPC_ERROR_CODE_TO_A2A_ERROR[wire.jsonrpc_code] = error_type

@@ -22,7 +22,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.integrations.httpx_client._compat import httpx2
 
-from gateway.federation.errors import PeerCredentialsError, PeerTimeoutError, PeerUnavailableError
+from gateway.errors import PeerCredentialsError, PeerTimeoutError, PeerUnavailableError
 from gateway.spec import (
     ApiKeyCredentialsSpec,
     BearerCredentialsSpec,

@@ -21,7 +21,7 @@ from a2a.types.a2a_pb2 import Message
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.struct_pb2 import Value
 
-from gateway.federation.errors import FederationLoopError, HopLimitError
+from gateway.errors import FederationLoopError, HopLimitError
 from gateway.hosting.executor import METADATA_KEY
 
 TRACEPARENT = "traceparent"

@@ -30,9 +30,8 @@ from a2a.types.a2a_pb2 import AgentCard
 from a2a.utils.constants import TransportProtocol
 
 from gateway.cards.signing import TrustPolicy
-from gateway.errors import RuntimeLoadError
+from gateway.errors import PeerRefusedError, RuntimeLoadError
 from gateway.federation.credentials import Credentials, build_credentials
-from gateway.federation.errors import PeerRefusedError
 from gateway.federation.remote_cards import CardSource, TrustedCard
 from gateway.spec import CredentialsSpec, TrustSpec
 

@@ -27,7 +27,8 @@ from a2a.types.a2a_pb2 import AgentCard
 from google.protobuf.json_format import ParseError
 
 from gateway.cards.signing import CardVerificationError, TrustPolicy, VerifiedCard, fetch_jwks, verify_card_json
-from gateway.federation.errors import PeerError, PeerUnavailableError, PeerUntrustedError, translate
+from gateway.errors import PeerError, PeerUnavailableError, PeerUntrustedError
+from gateway.federation.errors import translate
 
 logger = logging.getLogger(__name__)
 

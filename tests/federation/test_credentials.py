@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.errors import PeerCredentialsError
 from gateway.federation.credentials import OAuthClientCredentials, build_credentials
-from gateway.federation.errors import PeerCredentialsError
 from gateway.spec import A2ARuntime, ApiKeyCredentialsSpec, BearerCredentialsSpec, OAuthCredentialsSpec
 from tests.federation.servers import TokenServer
 from tests.federation.support import BackgroundLoop

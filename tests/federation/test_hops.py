@@ -6,7 +6,7 @@ import pytest
 from a2a.types.a2a_pb2 import Message
 from a2a.utils.errors import InvalidParamsError
 
-from gateway.federation.errors import FederationLoopError, HopLimitError
+from gateway.errors import FederationLoopError, HopLimitError
 from gateway.federation.hops import (
     MAX_HOP_COUNT,
     Hop,

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.cards.keys import KeyRing, SigningKey
 from gateway.cards.signing import TrustPolicy, sign_card_dict
-from gateway.federation.errors import PeerUntrustedError
+from gateway.errors import PeerUntrustedError
 from gateway.federation.remote_cards import CardSource, max_age
 
 URL = "https://peer.example/agents/echo/.well-known/agent-card.json"

@@ -21,8 +21,8 @@ import pytest
 
 from gateway.cards.signing import CardVerificationError
 from gateway.cards.verify import fetch_card
+from gateway.errors import PeerUnavailableError
 from gateway.federation.discovery import MAX_CATALOG_BYTES, catalog, import_peer
-from gateway.federation.errors import PeerUnavailableError
 from gateway.federation.peers import MAX_ANSWER_BYTES, Peer
 from gateway.federation.remote_cards import MAX_CARD_BYTES
 from gateway.settings import Settings
