@@ -137,22 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Any:
+    """Settings from the environment and ``args``; a setting that does not parse is one line naming it."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from gateway.serve import run
+    from gateway.client import CliError
     from gateway.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
-        settings = Settings(**overrides)
-    except (ValidationError, SettingsError) as exc:
-        # A setting that does not parse stops the start with its reason, not a traceback.
-        detail = f"{exc}: {exc.__cause__}" if isinstance(exc, SettingsError) and exc.__cause__ else str(exc)
-        print(f"switchboard: cannot start: invalid setting: {detail}", file=sys.stderr)
-        return 2
-    return run(settings)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} ({_where(args, str(e['loc'][0]))}): {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"cannot start: invalid setting: {reasons}") from None
+    except SettingsError as exc:  # an env value that is not the JSON its setting needs
+        detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+        raise CliError(f"cannot start: invalid setting: {' '.join(detail.split())}") from None
+
+
+def _where(args: argparse.Namespace, field: str) -> str:
+    env = f"SWITCHBOARD_{field.upper()}"
+    return f"--{field.replace('_', '-')} or {env}" if field in vars(args) else env
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import run
+
+    return run(_settings(args))
 
 
 def _connection(args: argparse.Namespace) -> Any:
@@ -233,10 +247,8 @@ def _apikey(args: argparse.Namespace) -> int:
 
 def _mcp(args: argparse.Namespace) -> int:
     from gateway.bindings.mcp_stdio import run_stdio
-    from gateway.settings import Settings
 
-    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return run_stdio(Settings(**overrides))
+    return run_stdio(_settings(args))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

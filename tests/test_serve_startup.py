@@ -84,3 +84,35 @@ def test_a_taken_grpc_port_says_which_option_to_change(tmp_path: Path, taken_por
 
 def test_a_taken_http_port_says_which_option_to_change(tmp_path: Path, taken_port: int) -> None:
     assert_refused(serve(tmp_path, "--port", str(taken_port)), f"HTTP on 127.0.0.1:{taken_port}", "--port")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (
+            ["serve", "--grpc-port", "99999"],
+            {},
+            "grpc_port (--grpc-port or SWITCHBOARD_GRPC_PORT): Input should be less",
+        ),
+        (
+            ["serve"],
+            {"SWITCHBOARD_PORT": "eighty"},
+            "port (--port or SWITCHBOARD_PORT): Input should be a valid integer",
+        ),
+        (["mcp"], {"SWITCHBOARD_CARD_INTERFACES": "SOAP"}, "card_interfaces.0 (SWITCHBOARD_CARD_INTERFACES): Input"),
+    ],
+    ids=["grpc-port-range", "port-not-a-number", "mcp-card-interfaces"],
+)
+def test_a_setting_that_does_not_parse_is_one_line_naming_it(
+    tmp_path: Path, argv: list[str], env: dict[str, str], said: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    clean |= {"SWITCHBOARD_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO), **env}
+    command = [sys.executable, "-m", "gateway", *argv]
+    done = subprocess.run(
+        command, env=clean, cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "cannot start: invalid setting: " in done.stderr and said in done.stderr
