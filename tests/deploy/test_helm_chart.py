@@ -39,6 +39,12 @@ def check_service_monitor(monitor: dict[str, Any], objects: list[dict[str, Any]]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
+def assert_lints_clean(values: dict[str, Any]) -> None:
+    """``helm lint --strict`` with ``values`` at the chart's Kubernetes floor: nothing above INFO."""
+    lint = helm.lint(str(CHART), values, strict=True, kube_version=KUBE_VERSIONS[0])
+    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint  # 1: INFO
+
+
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     spec = one(objects, "Deployment")["spec"]["template"]["spec"]
     assert len(spec["containers"]) == 1
@@ -56,8 +62,7 @@ def test_default_values_render_and_validate() -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
     assert one(objects, "Deployment")["spec"]["replicas"] == 1
-    lint = helm.lint(str(CHART))
-    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint  # 1: INFO
+    assert_lints_clean({})
 
 
 def test_production_values_render_and_validate() -> None:
@@ -66,6 +71,7 @@ def test_production_values_render_and_validate() -> None:
     rendered = render(values, release="switchboard", namespace="prod")
     objects = manifests(rendered)
     validate_all(objects)
+    assert_lints_clean(values)
     assert {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "ConfigMap"} <= {o["kind"] for o in objects}
     deployment = one(objects, "Deployment")
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
