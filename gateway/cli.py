@@ -246,7 +246,7 @@ def _apikey(args: argparse.Namespace) -> int:
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from gateway.bindings.mcp_stdio import run_stdio
+    from gateway.mcp_stdio import run_stdio
 
     return run_stdio(_settings(args))
 
