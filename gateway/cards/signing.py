@@ -36,6 +36,8 @@ JWKS_PATH = "/.well-known/jwks.json"
 DEFAULT_ALGORITHMS = ("ES256", "EdDSA")
 JWKS_FETCH_TIMEOUT = 5.0
 MAX_JWKS_BYTES = 256 * 1024
+MAX_CARD_BYTES = 1024 * 1024
+"""The most of a card any fetch reads (a peer card, or a card checked by switchboard card verify) before refusing it."""
 
 VerificationCode = Literal[
     "malformed-json",

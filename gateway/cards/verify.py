@@ -14,8 +14,14 @@ import httpx
 
 from gateway.cards.build import AGENT_CARD_PATH
 from gateway.cards.keys import KeyConfigError, KeyRing, retire, rotate
-from gateway.cards.signing import CardVerificationError, JwksFetchError, TrustPolicy, fetch_jwks, verify_card_json
-from gateway.federation.remote_cards import MAX_CARD_BYTES
+from gateway.cards.signing import (
+    MAX_CARD_BYTES,
+    CardVerificationError,
+    JwksFetchError,
+    TrustPolicy,
+    fetch_jwks,
+    verify_card_json,
+)
 
 FETCH_TIMEOUT_S = 10.0
 

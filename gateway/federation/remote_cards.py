@@ -26,13 +26,19 @@ from a2a.client.card_resolver import parse_agent_card
 from a2a.types.a2a_pb2 import AgentCard
 from google.protobuf.json_format import ParseError
 
-from gateway.cards.signing import CardVerificationError, TrustPolicy, VerifiedCard, fetch_jwks, verify_card_json
+from gateway.cards.signing import (
+    MAX_CARD_BYTES,
+    CardVerificationError,
+    TrustPolicy,
+    VerifiedCard,
+    fetch_jwks,
+    verify_card_json,
+)
 from gateway.errors import PeerError, PeerUnavailableError, PeerUntrustedError
 from gateway.federation.errors import translate
 
 logger = logging.getLogger(__name__)
 
-MAX_CARD_BYTES = 1024 * 1024
 DEFAULT_MAX_AGE_S = 300.0
 UNTRUSTED_RECHECK_S = 30.0
 """A card that did not verify is fetched again at most this often (a fixed card is noticed, a bad one not hammered)."""
