@@ -1,9 +1,10 @@
 """Switchboard: a protocol gateway for multi-agent systems.
 
-The packages, from the edge inwards (a module only imports from its own level or below; no
-import circles, checked by ``tests/test_import_circles.py``):
+The packages, from the edge inwards (no module imports another that imports it back, directly
+or not: ``tests/test_import_circles.py``):
 
-- ``cli``, ``client``, ``serve``: the ``switchboard`` command, its A2A/MCP client side, the server process;
+- ``cli``, ``client``, ``serve``, ``mcp_stdio``: the ``switchboard`` command, its A2A/MCP client side, the
+  server process over HTTP and gRPC, and ``switchboard mcp`` over stdio;
 - ``app``: ``create_app(settings)``, the Starlette app and the one lifespan that owns every resource;
 - ``bindings/``: the protocol edge only (A2A JSON-RPC/REST in ``a2a_http``, gRPC in ``a2a_grpc``,
   MCP in ``mcp_*``), serving from ``BindingHost``, a small protocol of what it needs of the gateway;
