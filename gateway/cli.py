@@ -35,11 +35,15 @@ def _serve_parser(sub: Any) -> None:
     )
 
 
+def _credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-key", help="API key sent as X-API-Key (env SWITCHBOARD_API_KEY)")
+    p.add_argument("--token", help="bearer token sent as Authorization (env SWITCHBOARD_TOKEN)")
+
+
 def _client_options(p: argparse.ArgumentParser, *, output: bool = True) -> None:
     """Where the gateway is, how to authenticate, and how to print: the same on every client command."""
     p.add_argument("--url", default=None, help=f"gateway URL (env SWITCHBOARD_URL, default {DEFAULT_URL})")
-    p.add_argument("--api-key", help="API key sent as X-API-Key (env SWITCHBOARD_API_KEY)")
-    p.add_argument("--token", help="bearer token sent as Authorization (env SWITCHBOARD_TOKEN)")
+    _credentials(p)
     if output:
         shown = p.add_mutually_exclusive_group()
         shown.add_argument("--json", action="store_true", help="print JSON for machines (integers stay integers)")
@@ -86,6 +90,7 @@ def _card_parsers(sub: Any) -> None:
     )
     p = card.add_parser("show", help="print a card readably")
     p.add_argument("url", help="agent URL or card URL")
+    _credentials(p)
     p = card.add_parser("verify", help="verify a card's signatures; non-zero exit with the reason on failure")
     p.add_argument("url", help="agent URL or card URL")
     p.add_argument("--jwks", help="pinned JWKS: a URL or a file (default: the card's own jku, if allowed)")
@@ -95,6 +100,7 @@ def _card_parsers(sub: Any) -> None:
         action="store_true",
         help="trust the keys the card's own origin serves at its jku (checks integrity, not who runs the server)",
     )
+    _credentials(p)
     p = sub.add_parser("keys", help="list, rotate or retire the card-signing keys")
     p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="the key to retire")
@@ -218,9 +224,11 @@ def _tasks(args: argparse.Namespace) -> int:
 def _card(args: argparse.Namespace) -> int:
     from gateway.cards import verify
 
+    args.url, url = None, args.url  # the card's URL, not the gateway's
+    headers = _connection(args).headers()
     if args.card_command == "show":
-        return asyncio.run(verify.show(args.url))
-    return asyncio.run(verify.verify(args.url, args.jwks, args.allow_origin, args.trust_card_origin))
+        return asyncio.run(verify.show(url, headers))
+    return asyncio.run(verify.verify(url, args.jwks, args.allow_origin, args.trust_card_origin, headers))
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -76,12 +76,16 @@ class Connection:
         """An agent's URL from its name (a full URL is kept)."""
         return agent if "://" in agent else f"{self.base_url.rstrip('/')}/agents/{agent}"
 
-    def http(self, timeout: float | None = 30.0) -> httpx.AsyncClient:
-        """An HTTP client sending the credentials with every request (the card fetch included)."""
+    def headers(self) -> dict[str, str]:
+        """The credential headers: ``X-API-Key`` and/or ``Authorization: Bearer``."""
         headers = {API_KEY_HEADER: self.api_key} if self.api_key else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout, read=None))
+        return headers
+
+    def http(self, timeout: float | None = 30.0) -> httpx.AsyncClient:
+        """An HTTP client sending the credentials with every request (the card fetch included)."""
+        return httpx.AsyncClient(headers=self.headers(), timeout=httpx.Timeout(timeout, read=None))
 
 
 def describe(exc: BaseException) -> str:

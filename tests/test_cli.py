@@ -223,3 +223,25 @@ async def test_tasks_cancel_cancels_a_waiting_task(gateway: RunningGateway) -> N
     assert (code, out) == (0, f"task {task_id} is canceled\n")
     code, out, _ = await switchboard("tasks", "get", task_id, "--json", "--url", gateway.url)
     assert code == 0 and json.loads(out)["status"]["state"] == "TASK_STATE_CANCELED"
+
+
+async def test_card_commands_send_the_credentials() -> None:
+    seen: list[bytes] = []
+    answered = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        answered.set()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        code, out, err = await switchboard("card", "show", f"http://127.0.0.1:{port}/agents/x", "--api-key", "k-123")
+        async with asyncio.timeout(10):
+            await answered.wait()
+
+    assert code == 2 and "HTTP 404" in err
+    assert b"x-api-key: k-123" in seen[0].lower()

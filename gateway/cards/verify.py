@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -39,7 +39,7 @@ def card_url(url: str) -> str:
     return url if url.endswith(".json") else url.rstrip("/") + AGENT_CARD_PATH
 
 
-async def fetch_card(url: str) -> bytes:
+async def fetch_card(url: str, headers: Mapping[str, str] | None = None) -> bytes:
     """The card's bytes exactly as served (verification must see these, not a re-serialisation).
 
     The whole fetch must end within ``FETCH_TIMEOUT_S`` (``TimeoutError``), and reading stops past
@@ -49,7 +49,7 @@ async def fetch_card(url: str) -> bytes:
     async with (
         asyncio.timeout(FETCH_TIMEOUT_S),
         httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as http,
-        http.stream("GET", target, headers={"Accept": "application/json"}) as response,
+        http.stream("GET", target, headers={"Accept": "application/json", **(headers or {})}) as response,
     ):
         if response.status_code != 200:
             raise CardFetchError(target, response.status_code, response.reason_phrase)
@@ -89,10 +89,10 @@ async def _pinned_jwks(source: str | None) -> dict[str, Any] | None:
     return loaded
 
 
-async def show(url: str) -> int:
+async def show(url: str, headers: Mapping[str, str] | None = None) -> int:
     """Print a card readably."""
     try:
-        raw = await fetch_card(url)
+        raw = await fetch_card(url, headers)
         card = json.loads(raw)
     except (httpx.HTTPError, CardFetchError, CardVerificationError, json.JSONDecodeError, TimeoutError) as exc:
         sys.stderr.write(f"switchboard: cannot read card at {card_url(url)}: {exc or 'no answer in time'}\n")
@@ -114,7 +114,13 @@ UNTRUSTED_HINT = (
 )
 
 
-async def verify(url: str, jwks: str | None, allow_origins: Sequence[str], trust_card_origin: bool = False) -> int:
+async def verify(
+    url: str,
+    jwks: str | None,
+    allow_origins: Sequence[str],
+    trust_card_origin: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> int:
     """Verify a card's signatures; exit 0 when at least one verifies under the trust policy.
 
     Trust comes from ``jwks`` (pinned keys), ``allow_origins`` (origins whose ``jku`` may be
@@ -122,7 +128,7 @@ async def verify(url: str, jwks: str | None, allow_origins: Sequence[str], trust
     """
     origins = (*allow_origins, origin_of(url)) if trust_card_origin else tuple(allow_origins)
     try:
-        raw = await fetch_card(url)
+        raw = await fetch_card(url, headers)
         policy = TrustPolicy(jwks=await _pinned_jwks(jwks), allowed_jku_origins=origins)
         verified = await verify_card_json(raw, policy)
     except CardFetchError as exc:
