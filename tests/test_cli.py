@@ -239,7 +239,7 @@ async def test_card_commands_send_the_credentials() -> None:
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        code, out, err = await switchboard("card", "show", f"http://127.0.0.1:{port}/agents/x", "--api-key", "k-123")
+        code, _, err = await switchboard("card", "show", f"http://127.0.0.1:{port}/agents/x", "--api-key", "k-123")
         async with asyncio.timeout(10):
             await answered.wait()
 
