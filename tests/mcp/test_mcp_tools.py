@@ -48,6 +48,8 @@ async def test_review_lead_reports_progress_and_a_structured_result(mcp: McpTarg
     report = next(a["data"] for a in outcome["artifacts"] if a.get("data"))
     rules = {f["rule"].split()[0] for f in report["findings"]}
     assert {"SEC001", "CPX001", "F401"} <= rules
+    # integers stay integers through the data part's protobuf Value (every number a double there)
+    assert type(report["summary"]["total"]) is int and all(type(f["line"]) is int for f in report["findings"])
     assert progress, "at least one progress notification"
     assert [v for v, _ in progress] == sorted({v for v, _ in progress}), "progress strictly increases"
     assert all(m and m.startswith("review-lead") for _, m in progress), progress
