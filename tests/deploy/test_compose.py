@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import jsonschema
+import pytest
 import yaml
+
+from gateway.testing import wait_until_ready
+from tests.deploy.test_image import IMAGE, SEND, V1, free_port, image_env, image_process, make_compose_keys
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+PG_DSN = os.environ.get("SWITCHBOARD_TEST_PG_DSN", "")
 GATEWAYS = {name: s for name, s in SERVICES.items() if s.get("image") == "switchboard:local" and "entrypoint" not in s}
 
 
@@ -31,6 +38,11 @@ def compose_spec_schema() -> dict[str, Any]:
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     """(source, target) of each short-syntax volume."""
     return [tuple(v.split(":")[:2]) for v in service.get("volumes", [])]  # type: ignore[misc]
+
+
+def with_defaults(value: str) -> str:
+    """Compose's interpolation with nothing set: ``${NAME:-default}`` is its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", lambda m: m[1], value)
 
 
 def read_config(name: str) -> dict[str, Any]:
@@ -130,3 +142,33 @@ def test_the_make_keys_script_writes_the_files_the_stack_reads(tmp_path: Path) -
     assert all(re.fullmatch(r"[a-z]+:[0-9a-f]{64}(:[a-z:,]+)?", line) for line in lines)
     assert lines[1].endswith(":metrics:read"), "Prometheus may read /metrics on the HTTP port when auth is on"
     assert oct((tmp_path / "prometheus.key").stat().st_mode & 0o777) == "0o640"
+
+
+@pytest.mark.skipif(not PG_DSN, reason="SWITCHBOARD_TEST_PG_DSN is not set")
+async def test_the_secure_gateway_service_starts_with_its_environment_and_the_keys_service_keys(tmp_path: Path) -> None:
+    """The `gateway` service's environment run through the image's command: the DSN pointed at the test
+    database, the key volume at what make_keys.py wrote, the collector at a closed loopback port."""
+    service = GATEWAYS["gateway"]
+    volume = dict((target, source) for source, target in mounts(service))
+    keys_dir = Path(service["environment"]["SWITCHBOARD_AUTH_API_KEYS_FILE"]).parent
+    assert volume[str(keys_dir)] == "api-keys"
+    keys = make_compose_keys(tmp_path / "api-keys")
+    port = free_port()
+    env = image_env(IMAGE, tmp_path, port) | {k: with_defaults(str(v)) for k, v in service["environment"].items()}
+    assert env["SWITCHBOARD_PUBLIC_URL"] == "http://localhost:8000"
+    env |= {
+        "SWITCHBOARD_DATABASE_URL": PG_DSN,
+        "SWITCHBOARD_AUTH_API_KEYS_FILE": str(tmp_path / "api-keys" / "api-keys"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: never stops the gateway
+        "SWITCHBOARD_PORT": str(port),
+    }
+    with image_process(env, tmp_path) as proc:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            await wait_until_ready(http, proc, timeout_s=60)
+            assert (await http.post("/agents/complexity-reviewer", json=SEND, headers=V1)).status_code == 401
+            call = await http.post(
+                "/agents/complexity-reviewer", json=SEND, headers={**V1, "X-API-Key": keys["operator"]}
+            )
+            assert (
+                call.status_code == 200 and call.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+            )
