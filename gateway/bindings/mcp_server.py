@@ -37,13 +37,13 @@ from mcp_types import (
 from starlette.routing import BaseRoute, Route
 
 from gateway.auth.http import McpAuthGuard, protected_resource_metadata_url, protected_resource_routes
-from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, CallerUser, a2a_user
+from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, CallerUser, Identity, a2a_user
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
 from gateway.bindings.mcp_limits import CallerCounts, CallerSessionManager
 from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
-from gateway.errors import GatewayError, PermissionDeniedError
+from gateway.errors import GatewayError
 from gateway.spec import AgentSpec
 
 if TYPE_CHECKING:
@@ -155,15 +155,10 @@ def _agent_scopes(
         agent = arguments.get("agent") if name == "start_run" and isinstance(arguments, Mapping) else None
         spec = tools.get(name) if isinstance(name, str) else None
         spec = spec or (specs.get(agent) if isinstance(agent, str) else None)
-        user = ctx.request.scope.get("user") if ctx.request is not None else None
-        if spec is not None and ctx.request is not None and policy.protects(spec):
-            try:
-                if not isinstance(user, CallerUser):
-                    raise PermissionDeniedError(f"agent {spec.name!r} requires an authenticated caller")
-                policy.authorize(user.caller, spec, message=True)
-            except PermissionDeniedError as exc:
-                logger.warning("refused MCP tools/call %s (agent %s): %s", name, spec.name, exc.detail)
-                return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
+        refusal = policy.may_call(_caller(ctx), spec) if spec is not None and ctx.request is not None else None
+        if refusal is not None:
+            logger.warning("refused MCP tools/call %s (agent %s): %s", name, spec.name if spec else "", refusal)
+            return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
         return await call_next(ctx)
 
     return middleware
@@ -174,17 +169,18 @@ CallerCheck = Callable[[ServerRequestContext[Any, Any], AgentSpec], bool]
 
 
 def caller_check(policy: AuthPolicy) -> CallerCheck:
-    """The check ``_agent_scopes`` makes of a call to an agent's tool or ``start_run`` (a message naming no skill)."""
+    """Whether a caller may call an agent's tool or ``start_run``: ``AuthPolicy.may_call``, as every step is checked."""
 
     def check(ctx: ServerRequestContext[Any, Any], spec: AgentSpec) -> bool:
-        if ctx.request is None or not policy.protects(spec):
-            return True
-        user = ctx.request.scope.get("user")
-        if not isinstance(user, CallerUser):
-            return False
-        return not policy.required_scopes(spec, message=True) - user.caller.scopes
+        return ctx.request is None or policy.may_call(_caller(ctx), spec) is None
 
     return check
+
+
+def _caller(ctx: ServerRequestContext[Any, Any]) -> Identity | None:
+    """The authenticated caller of an MCP request over HTTP (None: anonymous)."""
+    user = ctx.request.scope.get("user") if ctx.request is not None else None
+    return user.caller if isinstance(user, CallerUser) else None
 
 
 def _listed_for_caller(tools: Mapping[str, AgentSpec], allowed: CallerCheck) -> ServerMiddleware[Any]:
