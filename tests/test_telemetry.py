@@ -1,4 +1,4 @@
-"""The SDK's spans are off unless tracing is configured (gateway/telemetry.py)."""
+"""The SDK's spans are off unless asked for (gateway/telemetry/sdk_spans.py); the gateway's own spans are not theirs."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from gateway.telemetry import SDK_SWITCH, configure_sdk_tracing
     [
         ({}, False),
         ({"OTEL_TRACES_EXPORTER": "none"}, False),
-        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        # An exporter configured exports the gateway's own spans; the SDK's (about a hundred per
+        # request) stay off unless asked for with SWITCHBOARD_TRACING=on or the SDK's own switch.
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, False),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "SWITCHBOARD_TRACING": "on"}, True),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_SDK_DISABLED": "true"}, False),
         ({"SWITCHBOARD_TRACING": "on"}, True),
         ({"SWITCHBOARD_TRACING": "off", "OTEL_TRACES_EXPORTER": "otlp"}, False),
@@ -42,7 +45,8 @@ def _sdk_spans_in_a_fresh_process(**env: str) -> str:
 
 def test_a_gateway_without_tracing_configured_creates_no_sdk_spans() -> None:
     assert _sdk_spans_in_a_fresh_process() == "False"
-    assert _sdk_spans_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "True"
+    assert _sdk_spans_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "False"
+    assert _sdk_spans_in_a_fresh_process(SWITCHBOARD_TRACING="on") == "True"
 
 
 def _sdk_wrappers_in_a_fresh_process(**env: str) -> str:
@@ -60,4 +64,5 @@ def _sdk_wrappers_in_a_fresh_process(**env: str) -> str:
 
 def test_with_the_sdk_spans_off_its_methods_are_not_wrapped_at_all() -> None:
     assert _sdk_wrappers_in_a_fresh_process() == "False"
-    assert _sdk_wrappers_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "True"
+    assert _sdk_wrappers_in_a_fresh_process(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317") == "False"
+    assert _sdk_wrappers_in_a_fresh_process(SWITCHBOARD_TRACING="on") == "True"

@@ -1,16 +1,20 @@
-"""Tracing: the A2A SDK's OpenTelemetry spans, on only when something would export them.
+"""The A2A SDK's own OpenTelemetry spans: off unless asked for.
 
 a2a-sdk wraps every request-handler, dispatcher and event-queue method in a span (about a
 hundred per SendMessage) whenever ``opentelemetry-api`` is importable, and decides so once, when
-``a2a.utils.telemetry`` is first imported, from ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED``. With no
-tracer provider configured those spans are non-recording, yet they still cost CPU on every
-request. So the gateway sets that variable to ``false`` unless tracing is configured:
+``a2a.utils.telemetry`` is first imported, from ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED``. Even
+non-recording they cost CPU on every request, and recording they say little an operator needs
+that the gateway's own spans (``gateway.telemetry.tracing``: request, task, step, relay, store)
+do not. So the gateway sets that variable to ``false`` unless they are asked for:
 
-* ``SWITCHBOARD_TRACING=on`` / ``off`` decides outright (``auto``, the default, looks at the rest);
-* ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` set by the operator is always respected;
-* ``OTEL_TRACES_EXPORTER`` (other than ``none``), ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` mean an exporter is configured: spans stay on;
-* ``OTEL_SDK_DISABLED=true`` means off.
+* ``SWITCHBOARD_TRACING=on`` turns them on (with the gateway's spans), ``off`` turns all spans off;
+* under ``auto`` (the default), ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` set by the operator is
+  respected, and otherwise they are off.
+
+``tracing_configured`` says whether the gateway's own spans are exported: ``SWITCHBOARD_TRACING=on``,
+or an exporter configured (``OTEL_TRACES_EXPORTER`` other than ``none``,
+``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), unless
+``OTEL_SDK_DISABLED=true``.
 
 This runs when the ``gateway`` package is imported, before any module of it imports the SDK,
 which is why it reads the environment itself rather than through ``Settings``.
@@ -46,7 +50,7 @@ def tracing_configured(environ: MutableMapping[str, str]) -> bool:
 
 
 def configure_sdk_tracing(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Turn the SDK's spans off in ``environ`` unless tracing is configured; whether they stay on.
+    """Turn the SDK's spans off in ``environ`` unless asked for; whether they are on.
 
     An explicit ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED`` wins over ``auto``. Has no effect once
     ``a2a.utils.telemetry`` has been imported (the SDK read the variable then).
@@ -54,7 +58,7 @@ def configure_sdk_tracing(environ: MutableMapping[str, str] = os.environ) -> boo
     choice = environ.get(TRACING_ENV, "auto").strip().lower()
     if SDK_SWITCH in environ and choice not in _ON | _OFF:
         return environ[SDK_SWITCH].strip().lower() == "true"
-    wanted = tracing_configured(environ)
+    wanted = choice in _ON
     environ[SDK_SWITCH] = "true" if wanted else "false"
     return wanted
 
