@@ -28,7 +28,9 @@ Peer failures are ``PeerError``s with ``retryable`` set as the engine needs it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -65,6 +67,7 @@ from gateway.hosting.cleanup import finish
 from gateway.hosting.executor import METADATA_KEY
 from gateway.hosting.runtimes import Host
 from gateway.spec import AgentSpec
+from gateway.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +131,23 @@ class Relay:
         return ClientCallContext(service_parameters=parameters, timeout=self._remote.peer.timeout_s)
 
     async def run(self) -> None:
-        """Relay the message and mirror the remote task until it ends or waits for input."""
+        """Relay the message and mirror the remote task until it ends or waits for input (timed, and a span)."""
         context = self._context
         inbound = message_hop(context.message, call_headers(context.call_context))
         hop = next_hop(inbound, self._federation.gateway_id, self._federation.max_hops)
+        started = time.perf_counter()
+        attributes = {"peer": self._peer, "a2a.agent": self._remote.name}
+        try:
+            with tracing.span(f"relay {self._peer}", tracing.CLIENT, attributes, traceparent=inbound.traceparent):
+                # the peer continues this span's trace (its traceparent), when traced
+                await self._relay(
+                    dataclasses.replace(hop, traceparent=tracing.current_traceparent() or hop.traceparent)
+                )
+        finally:
+            metrics.PEER_RELAY_DURATION.labels(self._peer).observe(time.perf_counter() - started)
+
+    async def _relay(self, hop: Hop) -> None:
+        context = self._context
         links = self._federation.links
         if context.current_task is not None:
             self.link = await links.get(self._remote.name, self.task_id)

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth.grpc import GrpcAuthGuard
 from gateway.auth.http import agent_guard
 from gateway.auth.policy import AuthPolicy
-from gateway.bindings.a2a_grpc import GrpcServer, grpc_address, grpc_interface, start_grpc_server
+from gateway.bindings.a2a_grpc import GrpcServer, Observe, grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.v03_errors import use_own_codes_for_v03
@@ -47,6 +47,8 @@ from gateway.settings import Settings, bundled_agents_dir
 from gateway.spec import AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import Database, DeferredDatabase
+from gateway.telemetry.operating import Operating, start_tracing
+from gateway.telemetry.store import MeasuredDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class Gateway:
     started: float = field(default_factory=time.time)
     ready: bool = False
     stopping: bool = False
+    operating: Operating | None = None
+    """Metrics, request telemetry and the audit trail (``gateway.telemetry``)."""
     push: PushDelivery = field(init=False)
     """Push notifications: the outbox's delivery worker and the push-URL policy."""
 
@@ -115,6 +119,18 @@ class Gateway:
         if hosted is not None:
             hosted.spec = self.federation.current_spec(hosted.spec)  # an imported agent: its card's content
             hosted.card = self.render(hosted.card.card)
+        remote = self.federation.remotes.get(name)
+        if remote is not None and self.operating is not None:
+            self.operating.record_trust(name, remote.peer.name, remote.source.health, remote.source.problem)
+
+    def push_counts(self) -> tuple[int, int, int]:
+        """Push notifications delivered, retried and dropped since start (``/metrics``)."""
+        stats = self.push.stats
+        return stats.delivered, stats.retried, sum(stats.dropped.values())
+
+    def peer_cards(self) -> list[tuple[str, str]]:
+        """(peer, card health) of every remote agent (``/metrics``)."""
+        return [(remote.peer.name, remote.source.health) for remote in self.federation.remotes.values()]
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` in the background until it ends or the gateway stops."""
@@ -145,6 +161,23 @@ def listed_interfaces(card: AgentCard, bindings: Sequence[str]) -> AgentCard:
     del listed.supported_interfaces[:]
     listed.supported_interfaces.extend(kept)
     return listed
+
+
+class _Sources:
+    """What ``/metrics`` reads of the running gateway when scraped."""
+
+    def __init__(self, gateway: Gateway, sessions: Any) -> None:
+        self.gateway = gateway
+        self.sessions = sessions
+
+    def push_counts(self) -> tuple[int, int, int]:
+        return self.gateway.push_counts()
+
+    def mcp_sessions(self) -> int:
+        return len(self.sessions.sessions)
+
+    def peer_cards(self) -> list[tuple[str, str]]:
+        return self.gateway.peer_cards()
 
 
 def load_registry(settings: Settings, imported: tuple[AgentSpec, ...] = ()) -> Registry:
@@ -276,7 +309,7 @@ async def _open_store(url: str) -> Database:
         ) from exc
 
 
-async def _start_grpc(gateway: Gateway) -> GrpcServer:
+async def _start_grpc(gateway: Gateway, observe: Observe | None = None) -> GrpcServer:
     """Serve every agent over gRPC and list the gRPC interface in their cards; ``StartupError`` if it cannot."""
     settings = gateway.settings
     grpc_guard = GrpcAuthGuard(gateway.auth, {n: h.spec for n, h in gateway.agents.items()})
@@ -288,6 +321,7 @@ async def _start_grpc(gateway: Gateway) -> GrpcServer:
             default_agent=settings.grpc_default_agent,
             context_builder=grpc_guard.context_builder if gateway.auth.enabled else None,
             guard=grpc_guard if gateway.auth.enabled else None,
+            observe=observe,
         )
     except OSError as exc:
         for task in list(gateway.background):
@@ -312,14 +346,18 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
     use_own_codes_for_v03()  # v0.3 JSON-RPC clients get an error's own code, not -32603
     keyring = load_keyring(settings)
     federation = load_federation(settings, keyring)  # peers' agents are imported before the registry loads
+    traced = start_tracing(settings, federation.gateway_id)  # spans exported when OTEL_* says so (once per process)
     gateway = Gateway(
         settings=settings,
         registry=registry or load_registry(settings, federation.imported),
+        db=MeasuredDatabase() if settings.metrics or traced else DeferredDatabase(),
         keyring=keyring,
         federation=federation,
     )
     gateway.auth = AuthPolicy.from_settings(settings, gateway.http)  # inbound credentials; JWKS over gateway.http
-    routes = _root_routes(gateway)
+    names = [spec.name for spec in gateway.registry]
+    operating = gateway.operating = Operating.build(settings, gateway.auth, gateway.db, names)
+    routes = _root_routes(gateway) + operating.routes()
     for spec in gateway.registry:
         hosted = _host(gateway, spec)
         gateway.agents[spec.name] = hosted
@@ -332,6 +370,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.db.attach(await _open_store(settings.store_url))
+        operating.attach(_Sources(gateway, mcp.sessions))
+        await operating.start(gateway.spawn)
         # Runs a stop interrupted resume from their checkpoints (or end FAILED with the reason);
         # the sweep ends every other task a stop left running.
         # On a shared database (replicas), only what has not changed for a while counts as crashed.
@@ -348,7 +388,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         await queue_stored_tasks(gateway.push.outbox, swept)
         gateway.spawn(gateway.push.run(), name="push:delivery")
         # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
-        grpc_server = await _start_grpc(gateway) if serve_grpc else None
+        observe = operating.telemetry.grpc_call if operating.telemetry.active else None
+        grpc_server = await _start_grpc(gateway, observe) if serve_grpc else None
         # Federation: remote cards checked (their served cards follow every change), then kept fresh.
         await gateway.federation.start(gateway.db, gateway.refresh_card)
         if gateway.federation.remotes:
@@ -376,10 +417,11 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
                 await hosted.handler.aclose()
             await gateway.federation.aclose()
             await gateway.http.aclose()
+            await operating.stop()  # the audit rows still queued are written
             await gateway.db.close()
             gc.unfreeze()  # what this app built may be collected again (tests start many apps in one process)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=operating.middleware())
     app.state.gateway = gateway
     app.state.mcp = mcp
     return app

@@ -28,6 +28,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
     p.add_argument("--log-level", help="debug, info, warning, error (env SWITCHBOARD_LOG_LEVEL)")
     p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        help="log lines as JSON or text; auto: text on a terminal (env SWITCHBOARD_LOG_FORMAT)",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -113,6 +118,17 @@ def _card_parsers(sub: Any) -> None:
     p.add_argument("--scopes", default="", help="comma-separated scopes the key grants")
 
 
+def _audit_parser(sub: Any) -> None:
+    p = sub.add_parser("audit", help="read the audit trail: calls, refusals, admin and trust changes")
+    p.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d, or an ISO 8601 time (default 24h)")
+    p.add_argument("--caller", default="", help="only this caller (apikey:NAME or ISSUER|SUBJECT)")
+    p.add_argument("--agent", default="", help="only this agent")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many rows, newest (default 1000)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
+    p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
+
+
 def _mcp_parser(sub: Any) -> None:
     p = sub.add_parser("mcp", help="serve the MCP tools on stdin/stdout (for IDEs and assistants); logs go to stderr")
     p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
@@ -140,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_parsers(sub)
     _card_parsers(sub)
     _mcp_parser(sub)
+    _audit_parser(sub)
     return parser
 
 
@@ -233,8 +250,21 @@ def _card(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     from gateway.cards.verify import keys
+    from gateway.telemetry.audit_cli import record_admin
 
-    return keys(args.data_dir, args.action, args.kid)
+    code = keys(args.data_dir, args.action, args.kid)
+    if code == 0 and args.action in ("rotate", "retire"):
+        record_admin(args.data_dir, f"keys.{args.action}", args.kid or "")
+    return code
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from gateway.settings import Settings
+    from gateway.telemetry.audit_cli import show
+
+    overrides = {k: v for k, v in vars(args).items() if k in ("data_dir", "database_url") and v is not None}
+    settings = Settings(**overrides)
+    return show(settings.store_url, args.since, args.caller, args.agent, args.limit, as_json=args.json)
 
 
 def _apikey(args: argparse.Namespace) -> int:
@@ -269,6 +299,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": _keys,
     "apikey": _apikey,
     "mcp": _mcp,
+    "audit": _audit,
 }
 
 

@@ -35,15 +35,22 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)  # an access-log line's fields (gateway.telemetry.access)
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str) -> None:
-    """Structured JSON logs on stderr."""
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """Logs on stderr: JSON lines, or readable text (``auto``: text when stderr is a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT) if text else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -82,7 +89,7 @@ def unsafe_bind(settings: Settings, setup: AuthSetup | None = None) -> str | Non
 
 def run(settings: Settings) -> int:
     """Serve until interrupted; returns the process exit code."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         setup = AuthSetup.from_settings(settings)
     except GatewayError as exc:

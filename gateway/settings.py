@@ -184,6 +184,26 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(default=False, description="allow serving a non-loopback address with no auth configured")
     # -- end inbound auth --
+    # -- operating (gateway/telemetry/): metrics, access log, audit; traces are configured by OTEL_* --
+    metrics: bool = Field(default=True, description="count requests, runs, relays, store calls; serve /metrics")
+    metrics_scope: str = Field(
+        default="metrics:read", description="scope a caller needs for /metrics on the HTTP port when auth is on"
+    )
+    metrics_listen: str = Field(
+        default="", description="host:port of a listener serving only /metrics, no auth (then not on the HTTP port)"
+    )
+    access_log: bool = Field(default=True, description="one INFO line per request (logger switchboard.access)")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="log lines as JSON or readable text; auto: text on a terminal, JSON otherwise"
+    )
+    audit: bool = Field(default=True, description="keep the audit trail (table audit): calls, refusals, admin actions")
+    audit_required: bool = Field(
+        default=False, description="a call whose audit row cannot be written is answered 503 instead of succeeding"
+    )
+    audit_retention_days: float = Field(
+        default=90.0, ge=0, description="audit rows older than this are deleted; 0 keeps all"
+    )
+    # -- end operating --
 
     @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", "card_interfaces", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from google.protobuf import message
 from gateway.auth.policy import API_KEY_HEADER, AuthPolicy, Identity, a2a_user
 from gateway.errors import AuthenticationError, MissingCredentialsError, PermissionDeniedError
 from gateway.spec import AgentSpec
+from gateway.telemetry.access import note_caller, note_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class GrpcAuthGuard:
         except (AuthenticationError, PermissionDeniedError) as error:
             level = logging.INFO if isinstance(error, MissingCredentialsError) else logging.WARNING
             logger.log(level, "refused gRPC %s (agent %s): %s", method, agent, error.detail)
+            note_refusal(error.detail)
             raise
         _caller.set(identity)
+        note_caller(identity.name)
 
 
 class CallerContextBuilder(DefaultGrpcServerCallContextBuilder):

@@ -30,6 +30,7 @@ from gateway.auth.policy import API_KEY_HEADER, AuthPolicy, CallerUser, Identity
 from gateway.cards.build import AGENT_CARD_PATH
 from gateway.errors import AuthenticationError, GatewayError, MissingCredentialsError, PermissionDeniedError, wire_for
 from gateway.spec import AgentSpec
+from gateway.telemetry.access import note_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class _Guard:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: Refused, what: str) -> None:
         level = logging.INFO if isinstance(error, MissingCredentialsError) else logging.WARNING
         logger.log(level, "refused %s %s (%s): %s", scope["method"], scope["path"], what, error.detail)
+        note_refusal(error.detail)
         await _drain(receive, max(self.max_body_bytes, DRAIN_BYTES))
         response = JSONResponse(self._body(scope, error), status_code=wire_for(error).http_status)
         for challenge in challenges(self.policy, error, self.resource_metadata):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -221,6 +221,15 @@ def _version_gate(version: str) -> Callable[[grpc.aio.ServicerContext], Awaitabl
     return gate
 
 
+Observe = Callable[[grpc.aio.ServicerContext, str, Any], AbstractAsyncContextManager[None]]
+"""Wraps each call (``gateway.telemetry.access.Telemetry.grpc_call``): its span, metrics, log line, audit row."""
+
+
+@asynccontextmanager
+async def _unobserved(context: grpc.aio.ServicerContext, method: str, request: Any) -> AsyncIterator[None]:
+    yield
+
+
 @dataclass(frozen=True)
 class _Service:
     """One A2A gRPC service: the protocol version it speaks and each agent's servicer for it."""
@@ -233,6 +242,7 @@ class _Service:
     unnamed: str  # what a call that names no agent (and finds no default) is told
     guard: CallGuard | None = None
     check: Callable[[str, message.Message], None] | None = None  # the request itself, before any agent sees it
+    observe: Observe = _unobserved  # telemetry around each call (gateway.telemetry.access)
 
     async def servicer_for(
         self, request: message.Message | _Unparsed, context: grpc.aio.ServicerContext, method: str = ""
@@ -270,7 +280,7 @@ class _Service:
 
 def _unary(service: _Service, method: str) -> Callable[..., Awaitable[Any]]:
     async def call(request: message.Message | _Unparsed, context: grpc.aio.ServicerContext) -> Any:
-        async with service.edge(context, method):
+        async with service.observe(context, method, request), service.edge(context, method):
             servicer = await service.servicer_for(request, context, method)
             return await getattr(servicer, method)(request, context)
 
@@ -279,7 +289,7 @@ def _unary(service: _Service, method: str) -> Callable[..., Awaitable[Any]]:
 
 def _streaming(service: _Service, method: str) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: message.Message | _Unparsed, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with service.edge(context, method):
+        async with service.observe(context, method, request), service.edge(context, method):
             servicer = await service.servicer_for(request, context, method)
             async for item in getattr(servicer, method)(request, context):
                 yield item
@@ -327,6 +337,7 @@ async def start_grpc_server(
     default_agent: str = "",
     context_builder: GrpcServerCallContextBuilder | None = None,
     guard: CallGuard | None = None,
+    observe: Observe | None = None,
 ) -> GrpcServer:
     """Serve A2A (v1.0 and v0.3), health and reflection for ``agents`` on ``host:port`` (0: a free port).
 
@@ -345,6 +356,7 @@ async def start_grpc_server(
             "the request names no agent: set its tenant to the agent's name, as the GRPC interface "
             "of the agent's card says",
             guard,
+            observe=observe or _unobserved,
         ),
         _Service(
             A2A_V03_SERVICE,
@@ -356,6 +368,7 @@ async def start_grpc_server(
             "(SWITCHBOARD_GRPC_DEFAULT_AGENT); call with A2A 1.0 and the agent's name as tenant",
             guard,
             check_v03_request,
+            observe or _unobserved,
         ),
     ]
     # grpcio sets SO_REUSEPORT by default: a second gateway on the same port would silently

@@ -23,6 +23,7 @@ from gateway.auth.policy import Identity, caller_of
 from gateway.errors import PermissionDeniedError
 from gateway.hosting.data_parts import data_value
 from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
+from gateway.telemetry.access import message_skill, note_task
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,10 @@ class TaskContextBuilder(SimpleRequestContextBuilder):
             stored = task or await self._tasks.get(task_id, context)
             if stored is not None and stored.context_id:
                 context_id = stored.context_id
-        return await super().build(context=context, params=params, task_id=task_id, context_id=context_id, task=task)
+        built = await super().build(context=context, params=params, task_id=task_id, context_id=context_id, task=task)
+        if built.task_id:
+            note_task(built.task_id, message_skill(params.message) if params is not None else "")
+        return built
 
 
 class UpdaterEmitter:

@@ -65,6 +65,8 @@ from gateway.hosting.cleanup import finish
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
+from gateway.telemetry import tracing
+from gateway.telemetry.access import message_skill, note_task
 
 logger = logging.getLogger(__name__)
 
@@ -297,10 +299,11 @@ class LocalRunner:
         agent's events as it is applied, then None once the run's outcome is saved (as ``subscribe``
         does for a subscriber who comes later).
         """
-        if not message.task_id:
-            return await self._run(message, context, progress, started, watcher)
-        with self.answers.claimed(message.task_id):
-            return await self._run(message, context, progress, started, watcher)
+        with tracing.span(f"task {self.agent}", attributes={"a2a.agent": self.agent}):
+            if not message.task_id:
+                return await self._run(message, context, progress, started, watcher)
+            with self.answers.claimed(message.task_id):
+                return await self._run(message, context, progress, started, watcher)
 
     async def _run(
         self,
@@ -322,6 +325,7 @@ class LocalRunner:
             task = Task()
             task.CopyFrom(stored)
             message.context_id = task.context_id
+        note_task(task.id, message_skill(message))
         if task.status.HasField("message"):
             task.history.append(task.status.message)
             task.status.ClearField("message")

@@ -87,6 +87,7 @@ from gateway.orchestration.child_tasks import (
 from gateway.orchestration.step_outputs import StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
 from gateway.runtime import FileInput, Usage
+from gateway.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +350,11 @@ class EngineRun:
             request, self._answer = step_input(self._answer), None  # the caller's answer goes to the step that asked
         self._check_budget()
         self._check_deadline()
-        result = await self._fallback_chain(number, agent, request, label, follow_up)
+        started = time.perf_counter()
+        pattern = self.plan.pattern.name
+        with tracing.span(f"step {label}", attributes={"workflow.pattern": pattern, "a2a.agent": agent}):
+            result = await self._fallback_chain(number, agent, request, label, follow_up)
+        metrics.WORKFLOW_STEP_DURATION.labels(pattern).observe(time.perf_counter() - started)
         if self.canceled:
             raise RunCanceledError
         if self._host.stopping:
@@ -388,8 +393,10 @@ class EngineRun:
                 )
             )
         try:
-            async with asyncio.timeout(max(self.remaining(), 0.0) + DEADLINE_GRACE_S) as deadline:
-                outcome = await self.plan.pattern.run(self, self.plan.options)
+            attributes = {"workflow.pattern": self.plan.pattern.name, "workflow.name": self.plan.name}
+            with tracing.span(f"workflow {self.plan.name}", attributes=attributes):
+                async with asyncio.timeout(max(self.remaining(), 0.0) + DEADLINE_GRACE_S) as deadline:
+                    outcome = await self.plan.pattern.run(self, self.plan.options)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -400,7 +407,10 @@ class EngineRun:
             raise RunCanceledError
         await self._updates.flush()  # every step's progress and output before the outcome
         if not isinstance(outcome, Outcome):
-            return Outcome("failed", f"{self.plan.name}: the pattern returned {type(outcome).__name__}, not an Outcome")
+            outcome = Outcome(
+                "failed", f"{self.plan.name}: the pattern returned {type(outcome).__name__}, not an Outcome"
+            )
+        metrics.WORKFLOW_RUNS.labels(self.plan.pattern.name, outcome.state).inc()
         return outcome
 
     async def cancel(self) -> int:
@@ -491,6 +501,7 @@ class EngineRun:
             raise LimitExceededError("cost", f"the budget of {limits.max_cost:g} is spent")
 
     def _limit_outcome(self, exc: LimitExceededError) -> Outcome:
+        metrics.LIMIT_TRIPS.labels(exc.limit).inc()
         return Outcome("failed", str(exc), {"limit": exc.limit, "steps": len(self.record.steps)})
 
     def _error_outcome(self, exc: Exception) -> Outcome:
@@ -601,6 +612,7 @@ class EngineRun:
         usage: Usage | None = None
         for attempt in range(limits.retries + 1):
             if not breaker.acquire(limits.breaker_threshold, limits.breaker_reset_s):
+                metrics.BREAKER_REFUSALS.labels(agent).inc()
                 return StepResult(agent, "failed", usage=usage, error=f"circuit open for {agent}")
             try:
                 outcome = await self._attempt(number, agent, request, label, follow_up)
@@ -614,6 +626,7 @@ class EngineRun:
                 breaker.record(ok=True)
             else:
                 breaker.release()
+            metrics.breaker_state(agent, breaker.state(limits.breaker_threshold, limits.breaker_reset_s))
             usage = add_usage(usage, result.usage)
             result = dataclasses.replace(result, usage=usage)
             if result.state != "failed" or not outcome.retryable or attempt == limits.retries:
@@ -624,6 +637,7 @@ class EngineRun:
             await self.progress(
                 f"{label} · {agent}: {result.error}; retry {attempt + 1} of {limits.retries} in {delay:.2f}s"
             )
+            metrics.RETRIES.inc()
             await asyncio.sleep(delay)
             follow_up = None  # a retry starts a fresh child task
         raise AssertionError("unreachable: the last attempt returns")
@@ -638,7 +652,9 @@ class EngineRun:
         except UnknownAgentError as exc:
             return ChildOutcome(StepResult(agent, "failed", error=exc.detail))
         record = self.record
-        link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1, *self._carried)
+        via, traceparent = self._carried
+        traceparent = tracing.current_traceparent() or traceparent  # the step's span, when traced
+        link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1, via, traceparent)
         timeout = min(self.limits.step_timeout_s, self.remaining())
 
         async def forward(text: str) -> None:

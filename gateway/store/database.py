@@ -59,6 +59,19 @@ SCHEMA = (
         last_error TEXT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS push_outbox_chain ON push_outbox (task_id, owner, config_id, seq)",
     "CREATE INDEX IF NOT EXISTS push_outbox_by_due ON push_outbox (due_ns, lease_ns)",
+    # The audit trail (gateway.telemetry.audit): append-only, pruned by age; never contents or secrets.
+    """CREATE TABLE IF NOT EXISTS audit (
+        at_ns BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        binding TEXT NOT NULL,
+        method TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ns)",
 )
 
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
