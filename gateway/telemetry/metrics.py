@@ -129,12 +129,13 @@ class TaskCounts:
     def __init__(self, count: Callable[[], Any], clock: Callable[[], float] = time.monotonic) -> None:
         self._count = count
         self._clock = clock
+        self.ttl_s = TASK_COUNT_TTL_S
         self._at = float("-inf")
         self.by_state: dict[str, int] = {}
 
     async def refresh(self) -> None:
         """Count again if the last count is older than the TTL; a slow or failed count keeps the last one."""
-        if self._clock() - self._at < TASK_COUNT_TTL_S:
+        if self._clock() - self._at < self.ttl_s:
             return
         self._at = self._clock()
         try:
