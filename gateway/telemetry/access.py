@@ -233,15 +233,21 @@ class Telemetry:
         )
 
     def finish(
-        self, record: RequestRecord, outcome: str, status: int, seconds: float, what: str, audited_already: bool
+        self,
+        record: RequestRecord,
+        outcome: str,
+        status: int,
+        seconds: float,
+        what: tuple[str, str],
+        audited_already: bool,
     ) -> None:
-        """Count, log and audit a finished request."""
+        """Count, log and audit a finished request (``what``: its method and path, or ``GRPC`` and its rpc)."""
         if self.metrics_on:
             self._measure(record, outcome, seconds)
         if not audited_already and self.audited(record, outcome):
             self.write_audit(record, outcome)
         if self.access_log and ACCESS.isEnabledFor(logging.INFO):
-            log_access(record, what, status, seconds)
+            log_access(record, f"{what[0]} {clip(what[1])}", status, seconds)
 
     # -- gRPC --------------------------------------------------------------------------------
 
@@ -274,14 +280,14 @@ class Telemetry:
                         outcome = "failed"
                         await context.abort(grpc.StatusCode.UNAVAILABLE, "the audit trail cannot be written")
                     finally:
-                        self.finish(record, outcome, 200, time.perf_counter() - started, f"GRPC {method}", True)
+                        self.finish(record, outcome, 200, time.perf_counter() - started, ("GRPC", method), True)
                     return
         finally:
             CURRENT.reset(token)
             if streaming and self.metrics_on:
                 metrics.STREAMS_OPEN.dec()
         status = _GRPC_HTTP.get(outcome, 400)
-        self.finish(record, outcome, status, time.perf_counter() - started, f"GRPC {method}", False)
+        self.finish(record, outcome, status, time.perf_counter() - started, ("GRPC", method), False)
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
@@ -420,18 +426,11 @@ class _Exchange:
         telemetry, record, scope = self.edge.telemetry, self.record, self.scope
         started = time.perf_counter()
         token = CURRENT.set(record)
-        traceparent = ""
-        if tracing.TRACER is not None:
-            traceparent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), "")
         try:
-            attributes = {"http.request.method": scope["method"], "url.path": scope["path"]}
-            with tracing.request_span(f"{scope['method']} {record.binding}", traceparent, attributes) as span:
+            if tracing.TRACER is None:
                 await self.edge.app(scope, self._receive, self._send)
-                if span is not None:
-                    span.set_attribute("http.response.status_code", self.status)
-                    span.set_attribute("a2a.method", record.method)
-                    if record.task_id:
-                        span.set_attribute("a2a.task_id", record.task_id)
+            else:
+                await self._traced()
         finally:
             CURRENT.reset(token)
             if self.stream and telemetry.metrics_on:
@@ -441,8 +440,19 @@ class _Exchange:
             outcome = outcome_of_status(self.status)
             if outcome == "ok" and self.error:
                 outcome = "error"
-            what = f"{scope['method']} {clip(scope['path'])}"
+            what = (scope["method"], scope["path"])
             telemetry.finish(record, outcome, self.status, time.perf_counter() - started, what, self.audited)
+
+    async def _traced(self) -> None:
+        scope, record = self.scope, self.record
+        traceparent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), "")
+        attributes = {"http.request.method": scope["method"], "url.path": clip(scope["path"])}
+        with tracing.request_span(f"{scope['method']} {record.binding}", traceparent, attributes) as span:
+            await self.edge.app(scope, self._receive, self._send)
+            span.set_attribute("http.response.status_code", self.status)
+            span.set_attribute("a2a.method", record.method)
+            if record.task_id:
+                span.set_attribute("a2a.task_id", record.task_id)
 
     async def _receive(self) -> Message:
         return await self.receive()
