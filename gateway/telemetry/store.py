@@ -1,5 +1,5 @@
 """Store latency: the gateway's ``DeferredDatabase`` with each call timed
-(``switchboard_store_duration_seconds{op}``) and, when traced, a span."""
+(``switchboard_store_duration_seconds{op}``) and, inside a traced request, a span (background polls make none)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class MeasuredDatabase(DeferredDatabase):
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own committed transaction (measured)."""
         started = time.perf_counter()
-        with tracing.span("store write"):
+        with tracing.child_span("store write"):
             try:
                 return await self.db.write(sql, params)
             finally:
@@ -30,7 +30,7 @@ class MeasuredDatabase(DeferredDatabase):
     async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
         """Run several statements in one committed transaction (measured)."""
         started = time.perf_counter()
-        with tracing.span("store write_many"):
+        with tracing.child_span("store write_many"):
             try:
                 await self.db.write_many(statements)
             finally:
@@ -39,7 +39,7 @@ class MeasuredDatabase(DeferredDatabase):
     async def fetch_one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row (measured)."""
         started = time.perf_counter()
-        with tracing.span("store fetch_one"):
+        with tracing.child_span("store fetch_one"):
             try:
                 return await self.db.fetch_one(sql, params)
             finally:
@@ -48,7 +48,7 @@ class MeasuredDatabase(DeferredDatabase):
     async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows (measured)."""
         started = time.perf_counter()
-        with tracing.span("store fetch_all"):
+        with tracing.child_span("store fetch_all"):
             try:
                 return await self.db.fetch_all(sql, params)
             finally:
@@ -57,7 +57,7 @@ class MeasuredDatabase(DeferredDatabase):
     async def scan(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows of a read that may visit many rows (measured)."""
         started = time.perf_counter()
-        with tracing.span("store scan"):
+        with tracing.child_span("store scan"):
             try:
                 return await self.db.scan(sql, params)
             finally:

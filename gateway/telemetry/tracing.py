@@ -151,6 +151,14 @@ def span(
     return tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
 
 
+def child_span(name: str) -> contextlib.AbstractContextManager[Any]:
+    """A span only inside another (a store call made by a request, not by a background poll)."""
+    tracer = TRACER
+    if tracer is None or not trace.get_current_span().get_span_context().is_valid:
+        return _NO_SPAN
+    return tracer.start_as_current_span(name)
+
+
 def current_traceparent() -> str:
     """The W3C ``traceparent`` of the current span, or ``""`` (tracing off, no span)."""
     if TRACER is None:

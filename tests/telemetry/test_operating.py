@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.auth_keys import api_key_line, new_api_key
+from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.cli import main
 from gateway.testing import RunningGateway, running_gateway
 from tests.auth.conftest import api_key, authed_client

@@ -120,8 +120,11 @@ async def test_a_workflow_step_on_a_second_gateway_is_one_trace_across_both_proc
         assert task.status.state == 3, task  # completed
 
         def whole_trace(spans: list[ExportedSpan]) -> bool:
-            relays = [s for s in spans if s.name == "relay b" and s.pid == a.proc.pid]  # type: ignore[union-attr]
-            return any(s.parent_id == r.span_id and s.pid == b.proc.pid for r in relays for s in spans)  # type: ignore[union-attr]
+            """B's request span under A's relay span, and A's request span (exported last, as it ends last)."""
+            relay = next((s for s in spans if s.name == "relay b"), None)
+            if relay is None or not any(s.parent_id == relay.span_id for s in spans):
+                return False
+            return any(s.trace_id == relay.trace_id and s.name == "POST jsonrpc" and not s.parent_id for s in spans)
 
         spans = found.wait_for(whole_trace)
         relay = next(s for s in spans if s.name == "relay b")
