@@ -44,6 +44,7 @@ from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S
 from gateway.hosting.data_parts import data_value
 from gateway.hosting.executor import data_part
 from gateway.orchestration.step_outputs import is_steps, step_outputs
+from gateway.telemetry.access import note_agent
 
 if TYPE_CHECKING:
     from gateway.hosting.hosted import HostedAgent
@@ -305,6 +306,7 @@ class AgentCaller:
         connection) cancels the A2A task.
         """
         hosted = self.hosted(agent)
+        note_agent(agent)  # the request's metrics label and audit row name the agent the tool runs
         message = build_message(call, hosted.card.card.default_input_modes)
         runner = hosted.handler.local
         pump = ProgressPump(report)  # the agent's progress never waits for the caller's stream
