@@ -122,8 +122,8 @@ async def test_a_workflow_step_on_a_second_gateway_is_one_trace_across_both_proc
         def whole_trace(spans: list[ExportedSpan]) -> bool:
             """B's request span under A's relay span, and A's request span (exported last, as it ends last)."""
             relay = next((s for s in spans if s.name == "relay b"), None)
-            if relay is None or not any(s.parent_id == relay.span_id for s in spans):
-                return False
+            if relay is None or not any(s.parent_id == relay.span_id and s.name == "POST jsonrpc" for s in spans):
+                return False  # B's request span ends with B's stream, which may close after A's request ended
             return any(s.trace_id == relay.trace_id and s.name == "POST jsonrpc" and not s.parent_id for s in spans)
 
         spans = found.wait_for(whole_trace)
