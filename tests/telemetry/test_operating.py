@@ -184,3 +184,14 @@ async def test_an_audit_write_that_fails_is_counted_and_fails_the_call_when_requ
             assert answer.json()["error"]["status"] == "UNAVAILABLE"
         else:
             assert answer.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_metrics_on_their_own_listener_leave_the_http_port(tmp_path: Path) -> None:
+    from tests.federation.support import free_port
+
+    listen = f"127.0.0.1:{free_port()}"
+    async with serving(tmp_path, metrics_listen=listen, auth_api_keys=_keys(tmp_path)[1]) as (_gateway, http):
+        assert (await http.get("/metrics")).status_code == 404
+        async with httpx.AsyncClient(timeout=10) as plain:
+            found = samples((await plain.get(f"http://{listen}/metrics")).text)  # no credentials asked
+    assert ("switchboard_mcp_sessions", ()) in found and ("process_cpu_seconds_total", ()) in found
