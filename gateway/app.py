@@ -32,6 +32,7 @@ from gateway.cards.keys import KeyRing
 from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
+from gateway.hosting.cluster import AgentLog, Cluster
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.hosting.hosted import HostedAgent
 from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
@@ -81,8 +82,12 @@ class Gateway:
     push: PushDelivery = field(init=False)
     """Push notifications: the outbox's delivery worker and the push-URL policy."""
 
+    cluster: Cluster = field(init=False)
+    """On PostgreSQL: live events and cancels between replicas (``gateway.hosting.cluster``)."""
+
     def __post_init__(self) -> None:
         self.push = create_push_delivery(self.settings, self.db)
+        self.cluster = Cluster(self.db, lambda: self.settings.store_url)
 
     @property
     def specs(self) -> dict[str, AgentSpec]:
@@ -218,9 +223,10 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     validate = limit_parts(settings.max_message_parts, own_check)
     push_sender = OutboxPushSender(push_store, gateway.push.outbox, gateway.push.wake)
     local = None
+    log = AgentLog(gateway.cluster, spec.name, task_store)
     if spec.runtime.kind in LOCAL_RUNTIMES:
-        save = partial(push_sender.save_and_notify, task_store)
-        local = LocalRunner(spec.name, executor, task_store, save, validate)
+        save = partial(push_sender.save_and_notify, task_store, also=log.start_statements)
+        local = LocalRunner(spec.name, executor, task_store, save, validate, log)
     handler = LocalRequestHandler(
         local=local,
         new_tasks_on_runner=isinstance(executor, RuntimeExecutor),
@@ -233,6 +239,8 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
         push_url_validator=gateway.push.policy.allows,  # checked again at every delivery
         interrupted_task_timeout=settings.interrupted_task_timeout,
     )
+    handler.join(log)
+    push_sender.published = log.published
     return HostedAgent(spec=spec, card=card, handler=handler)
 
 
@@ -387,6 +395,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         await gateway.push.outbox.recover(release_leases=gateway.db.exclusive)
         await queue_stored_tasks(gateway.push.outbox, swept)
         gateway.spawn(gateway.push.run(), name="push:delivery")
+        await gateway.cluster.start()  # PostgreSQL: follow and cancel tasks running on other replicas
         # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
         observe = operating.telemetry.grpc_call if operating.telemetry.active else None
         grpc_server = await _start_grpc(gateway, observe) if serve_grpc else None
@@ -415,6 +424,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
                 await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
+            await gateway.cluster.close()
             await gateway.federation.aclose()
             await gateway.http.aclose()
             await operating.stop()  # the audit rows still queued are written

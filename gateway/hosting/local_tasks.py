@@ -18,8 +18,9 @@ A2A message that starts a new task on a ``RuntimeExecutor`` agent runs this way 
 (``LocalRequestHandler``): a streaming call to the no-op agent then takes less time here than on
 the SDK's own server (``tests/benchmarks/bench_federation.py``).
 The events of a running local task reach the caller that started it and live subscribers on
-this process (``SubscribeToTask`` on the agent's URL, through ``LocalRequestHandler``), not
-another replica's. An agent that answers with a message instead of a task completes its task
+this process (``SubscribeToTask`` on the agent's URL, through ``LocalRequestHandler``); on
+PostgreSQL also those on other replicas, and a cancel asked for on another replica reaches the
+runner (``gateway.hosting.cluster``). An agent that answers with a message instead of a task completes its task
 with that message as the status message.
 """
 
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event, EventQueue
@@ -62,9 +64,11 @@ from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.hosting.cleanup import finish
+from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
+from gateway.store.tasks import INTERRUPTIBLE
 from gateway.telemetry import tracing
 from gateway.telemetry.access import message_skill, note_task
 
@@ -264,8 +268,10 @@ class LocalRunner:
         store: TaskStore,
         save: SaveTask | None = None,
         validate: RequestValidator | None = None,
+        log: AgentLog | None = None,
     ) -> None:
         self.agent = agent
+        self._log = log  # on PostgreSQL: each run's events go to the other replicas (``gateway.hosting.cluster``)
         self._executor = executor
         # ``validate`` checks each message first (default: the executor's own check, if it has one)
         self._validate = validate or (executor.validate_request if isinstance(executor, ValidatesRequests) else None)
@@ -277,6 +283,10 @@ class LocalRunner:
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
         return task_id in self._running
+
+    def running_ids(self) -> list[str]:
+        """The ids of the tasks working on this path right now."""
+        return list(self._running)
 
     async def run(
         self,
@@ -341,6 +351,11 @@ class LocalRunner:
         queue = TaskEventQueue(task, progress or _no_progress)
         if watcher is not None:
             queue.watchers.append(watcher)
+        publishing = None
+        if self._log is not None and self._log.active:
+            published: Watcher = asyncio.Queue()  # unbounded: the run never drops what other replicas follow
+            queue.watchers.append(published)
+            publishing = asyncio.ensure_future(self._log.publish(task, context, published))
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
         saved = asyncio.Event()  # set once the run's outcome is saved
         self._running[task.id] = _Running(work, saved, queue, request)
@@ -353,6 +368,8 @@ class LocalRunner:
                 self._running.pop(task.id, None)
                 saved.set()
                 queue.close()
+                if publishing is not None:  # the run's ending events are out before its caller hears of them
+                    await finish(publishing)
         return task
 
     async def cancel(self, task_id: str) -> bool:
@@ -514,6 +531,8 @@ class LocalRequestHandler(DefaultRequestHandler):
         self._runs: set[asyncio.Future[Task]] = set()
         self._answers = local.answers if local is not None else Answers()
         self._turns: set[asyncio.Task[None]] = set()  # answers' turns read on after their caller left
+        self.log: AgentLog | None = None
+        """On PostgreSQL, tasks running on other replicas are followed and canceled through it (``cluster``)."""
 
     def _on_runner(self, params: SendMessageRequest) -> LocalRunner | None:
         """The runner when it takes this message (see the class); None when the SDK does."""
@@ -643,6 +662,24 @@ class LocalRequestHandler(DefaultRequestHandler):
             turn.cancel()
         await asyncio.gather(*self._turns, return_exceptions=True)
 
+    def join(self, log: AgentLog) -> None:
+        """On PostgreSQL: follow and cancel tasks running on other replicas, and let them cancel ours."""
+        self.log = log
+        log.attach(self)
+
+    async def runs_here(self, task_id: str) -> bool:
+        """Whether task ``task_id`` runs in this process (on the runner or the SDK's path)."""
+        if self.local is not None and self.local.is_running(task_id):
+            return True
+        return await self._active_task_registry.get(task_id) is not None
+
+    async def cancel_here(self, task_id: str, owner: str) -> None:
+        """Cancel task ``task_id`` of ``owner``, asked for on another replica, as a cancel here would."""
+        try:
+            await self.on_cancel_task(CancelTaskRequest(id=task_id), ServerCallContext(user=_Owner(owner)))
+        except Exception as exc:
+            logger.warning("could not cancel task %s of %s for another replica: %s", task_id, owner, exc)
+
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         """Cancel a running local task on its runner; any other through the SDK.
 
@@ -658,6 +695,12 @@ class LocalRequestHandler(DefaultRequestHandler):
                 raise TaskNotFoundError
             if await self.local.cancel(params.id):
                 return await self.task_store.get(params.id, context) or task
+        elif self.log is not None and self.log.active and await self._active_task_registry.get(params.id) is None:
+            task = await self.task_store.get(params.id, context)
+            if task is not None and task.status.state in INTERRUPTIBLE:
+                ended = await self.log.cancel_elsewhere(task, context)
+                if ended is not None:
+                    return ended
         return await super().on_cancel_task(params, context)
 
     async def on_subscribe_to_task(
@@ -669,10 +712,31 @@ class LocalRequestHandler(DefaultRequestHandler):
             if await self.task_store.get(params.id, context) is None:
                 raise TaskNotFoundError
             events = self.local.subscribe(params.id)
+        elif self.log is not None and self.log.active and await self._active_task_registry.get(params.id) is None:
+            task = await self.task_store.get(params.id, context)
+            if task is not None and task.status.state in INTERRUPTIBLE:
+                events = await self.log.follow(task, context)  # running on another replica
         if events is None:
             events = super().on_subscribe_to_task(params, context)
         async for event in events:
             yield event
+
+
+class _Owner(User):
+    """The caller a cancel asked for on another replica acts for: the task's owner."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Whoever asked was checked on their replica."""
+        return True
+
+    @property
+    def user_name(self) -> str:
+        """The owner the task is stored under."""
+        return self._name
 
 
 def _ends_run(event: Event) -> bool:

@@ -15,7 +15,7 @@ The payload is what the SDK's ``BasePushNotificationSender`` posts: the event as
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks.push_notification_sender import PushNotificationEvent, PushNotificationSender
@@ -26,6 +26,9 @@ from gateway.store.database import Params
 from gateway.store.outbox import SqlPushOutbox
 from gateway.store.tasks import SqlPushConfigStore, SqlTaskStore
 
+AlsoSaved = Callable[[Task, ServerCallContext], list[tuple[str, Params]]]
+Published = Callable[[str, PushNotificationEvent], Awaitable[None]]
+
 
 class OutboxPushSender(PushNotificationSender):
     """Queues each event for every push config of its task; ``wake`` tells the delivery worker."""
@@ -34,22 +37,33 @@ class OutboxPushSender(PushNotificationSender):
         self._configs = configs
         self._outbox = outbox
         self._wake = wake
+        self.published: Published | None = None
+        """Also told of each event (the SDK's path calls this sender for each one, once saved, in order)."""
 
     async def send_notification(self, task_id: str, event: PushNotificationEvent) -> None:
         """Queue ``event`` for delivery to each config of ``task_id`` (nothing when it has none)."""
+        if self.published is not None:
+            await self.published(task_id, event)
         statements = await self._statements(task_id, event)
         if statements:
             await self._outbox.db.write_many(statements)
             self._wake()
 
-    async def save_and_notify(self, store: SqlTaskStore, task: Task, context: ServerCallContext) -> None:
-        """Save ``task`` and queue it as a notification in one transaction: both happen or neither."""
+    async def save_and_notify(
+        self, store: SqlTaskStore, task: Task, context: ServerCallContext, also: AlsoSaved | None = None
+    ) -> None:
+        """Save ``task`` and queue it as a notification in one transaction: both happen or neither.
+
+        ``also`` adds statements of its own to that transaction (a cluster's first event of a run).
+        """
         statements = await self._statements(task.id, task)
-        if not statements:
+        extra = also(task, context) if also is not None else []
+        if not statements and not extra:
             await store.save(task, context)
             return
-        await store.db.write_many([store.save_statement(task, context), *statements])
-        self._wake()
+        await store.db.write_many([store.save_statement(task, context), *extra, *statements])
+        if statements:
+            self._wake()
 
     async def _statements(self, task_id: str, event: PushNotificationEvent) -> list[tuple[str, Params]]:
         targets = await self._configs.dispatch_targets(task_id)

@@ -28,6 +28,29 @@ _HELD_RUNNER_LOCKS = (
 )
 
 
+CLUSTER_SCHEMA = (
+    # Live task events for subscribers on every replica (gateway.hosting.cluster), in order per task by seq.
+    """CREATE TABLE IF NOT EXISTS task_events (
+        task_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        kind SMALLINT NOT NULL,
+        data BYTEA NOT NULL,
+        at_ns BIGINT NOT NULL,
+        PRIMARY KEY (task_id, seq))""",
+    "CREATE INDEX IF NOT EXISTS task_events_by_time ON task_events (at_ns)",
+    # Cancels asked for on one replica of a task running on another (gateway.hosting.cluster).
+    """CREATE TABLE IF NOT EXISTS task_cancels (
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        requested_ns BIGINT NOT NULL,
+        PRIMARY KEY (agent, owner, task_id))""",
+)
+"""PostgreSQL's own tables: only replicas share a database, so SQLite has none of these."""
+
+
 def runner_key(runner: str) -> int:
     """The second key of ``runner``'s advisory lock (a collision only makes a dead runner look alive)."""
     return zlib.crc32(runner.encode()) & 0x7FFFFFFF
@@ -136,6 +159,8 @@ class PostgresDatabase:
             await conn.execute("SELECT pg_advisory_xact_lock(7245061)")
             for sql in SCHEMA:
                 await conn.execute(sql.format(blob="BYTEA"))
+            for sql in CLUSTER_SCHEMA:
+                await conn.execute(sql)
             for table, column, kind in ADDED_COLUMNS:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 

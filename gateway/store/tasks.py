@@ -160,6 +160,10 @@ class SqlTaskStore(TaskStore):
         params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
         return _UPSERT, (*params, task.SerializeToString(), self._db.runner)
 
+    def owner_of(self, context: ServerCallContext) -> str:
+        """The owner a task saved for ``context``'s caller is stored under."""
+        return self._owner(context)
+
     @property
     def db(self) -> Database:
         """The database the tasks are in."""
@@ -248,14 +252,16 @@ _FAIL_IF_UNCHANGED = (
 FAIL_ATTEMPTS = 3  # a task rewritten this often while being failed is being worked on: it is left alone
 
 
-def _failed(agent: str, owner: str, data: bytes, reason: str) -> tuple[str, tuple[Any, ...]]:
-    """The statement that ends the task stored as ``data`` FAILED, only if its row still holds ``data``.
+def _failed(
+    agent: str, owner: str, data: bytes, reason: str, state: TaskState = TaskState.TASK_STATE_FAILED
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that ends the task stored as ``data`` FAILED (or ``state``), only if its row still holds ``data``.
 
     Compare-and-set: a write that landed since ``data`` was read (a COMPLETED save pending in the
     same SQLite flush, another replica's progress) wins, and the statement changes no row.
     """
     task = _parse(data)
-    task.status.state = TaskState.TASK_STATE_FAILED
+    task.status.state = state
     task.status.message.CopyFrom(
         Message(
             message_id=f"sweep-{task.id}",
@@ -312,16 +318,21 @@ async def task_runner(db: Database, key: TaskKey) -> tuple[str, int]:
     return (str(row[0]), int(row[1])) if row else ("", _NO_TIME)
 
 
-async def fail_task(db: Database, key: TaskKey, reason: str) -> bool:
-    """End one task as FAILED with ``reason`` unless it already ended; whether it was ended here."""
+async def fail_task(db: Database, key: TaskKey, reason: str, state: TaskState = TaskState.TASK_STATE_FAILED) -> bool:
+    """End one task as FAILED (or ``state``) with ``reason`` unless it already ended; whether it was ended here."""
     agent, owner, _ = key
     for _ in range(FAIL_ATTEMPTS):
         row = await db.fetch_one("SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
         if row is None or row[1] not in INTERRUPTIBLE:
             return False
-        if await db.write(*_failed(agent, owner, row[0], reason)):
+        if await db.write(*_failed(agent, owner, row[0], reason, state)):
             return True
     return False
+
+
+async def cancel_task(db: Database, key: TaskKey, reason: str) -> bool:
+    """End one task CANCELED (its process is gone) unless it already ended; whether it was ended here."""
+    return await fail_task(db, key, reason, TaskState.TASK_STATE_CANCELED)
 
 
 class SqlPushConfigStore(PushNotificationConfigStore):

@@ -1,0 +1,379 @@
+"""Replicas on one PostgreSQL: a task's live events and its cancel reach every replica through the database.
+
+Only on PostgreSQL (``Cluster.start`` does nothing on SQLite, whose path stays as it was).
+
+Events: the replica running a task on its ``LocalRunner`` appends each event to ``task_events``
+with a per-task sequence number, and its run's first state (the task saved working) in the same
+transaction as that save (``start_statements``). Each append NOTIFYs ``(task id, seq)`` only; a
+``SubscribeToTask`` on any other replica (``follow``) reads the rows it has not seen, woken by the
+notification or, should one be lost or late, by a poll every ``POLL_S``: a lost NOTIFY costs
+latency, never an event. The events that end a run are appended after the run's outcome is saved,
+so a subscriber told COMPLETED reads COMPLETED. Events of tasks ended ``KEEP_EVENTS_S`` ago are pruned.
+
+Cancel: a ``CancelTask`` on a replica that is not running the task writes a row to
+``task_cancels`` and NOTIFYs; the replica running it cancels it through its runner's own cancel
+path (the agent's cancel, its child steps, a relay's peer) and the caller waits, bounded, for the
+task's final state, which is what it is told. When the process that last wrote the task is gone
+(its runner lock is free), the task is ended CANCELED directly.
+
+The SDK's ``a2a.server.cluster`` (``VersionedDatabaseTaskStore``, ``DatabaseTaskEventStream``) is not
+used: it serves ``DefaultRequestHandlerV2`` on a SQLAlchemy engine and task table of its own, and its
+stream only polls (0.5 s by default); the runner's tasks are saved by ``SqlTaskStore`` on asyncpg,
+and a cross-replica event should cost a NOTIFY, not a poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.server.tasks.task_manager import append_artifact_to_task
+from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
+from a2a.utils.proto_utils import to_stream_response
+
+from gateway.store.database import Database, Params
+from gateway.store.tasks import INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "switchboard_task_events"
+CANCELS_CHANNEL = "switchboard_task_cancels"
+POLL_S = 1.0
+"""The backstop: a subscriber or a runner reads the tables this often even when no NOTIFY came."""
+CANCEL_CONFIRM_S = 15.0
+"""How long a cancel waits for the replica running the task to report its final state."""
+KEEP_EVENTS_S = 3600.0
+"""Events of a task are pruned this long after it ended."""
+PRUNE_EVERY_S = 60.0
+LATE_END_S = 5.0
+"""A task saved ended this long ago without its ending events (its replica died between): the row is the end."""
+START, EVENT = 0, 1  # task_events.kind: a run's first state (a Task), or a live event (a StreamResponse)
+
+_APPEND = (
+    "WITH e AS (INSERT INTO task_events (task_id, seq, agent, owner, kind, data, at_ns) "
+    "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM task_events WHERE task_id = ? RETURNING task_id, seq) "
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', task_id || ' ' || seq) FROM e"
+)
+_ENDED = (
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+    TaskState.TASK_STATE_INPUT_REQUIRED,
+    TaskState.TASK_STATE_AUTH_REQUIRED,
+)
+
+
+class CancelsHere(Protocol):
+    """A request handler that cancels its agent's tasks running in this process."""
+
+    async def runs_here(self, task_id: str) -> bool:
+        """Whether task ``task_id`` is running in this process."""
+
+    async def cancel_here(self, task_id: str, owner: str) -> None:
+        """Cancel task ``task_id`` (of ``owner``) through the handler's own cancel path."""
+
+
+def _append(task: Task, agent: str, owner: str, kind: int, data: bytes) -> tuple[str, Params]:
+    return _APPEND, (task.id, agent, owner, kind, data, time.time_ns(), task.id)
+
+
+def _ends(event: Event) -> bool:
+    return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in _ENDED
+
+
+class Cluster:
+    """This process's part of the cluster: one LISTEN session, the subscribers it wakes, cancels it acts on."""
+
+    def __init__(self, db: Database, dsn: Callable[[], str]) -> None:
+        self.db = db
+        self._dsn = dsn
+        self.active = False
+        """True once started on PostgreSQL; everything here is skipped otherwise."""
+        self.handlers: dict[str, CancelsHere] = {}
+        """Each hosted agent's request handler, which cancels a task running here on request."""
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._conn: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen for events and cancels (PostgreSQL only), and start the backstop poll and the pruning."""
+        if self.db.dialect != "postgresql":
+            return
+        import asyncpg
+
+        self._conn = await asyncpg.connect(self._dsn())
+        await self._conn.add_listener(EVENTS_CHANNEL, self._on_event)
+        await self._conn.add_listener(CANCELS_CHANNEL, self._on_cancel)
+        self.active = True
+        self._spawn(self._poll_cancels())
+        self._spawn(self._prune())
+
+    async def close(self) -> None:
+        """Stop listening."""
+        self.active = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self._wake(payload.partition(" ")[0])
+
+    def _wake(self, task_id: str) -> None:
+        for waiter in self._waiters.get(task_id, ()):
+            waiter.set()
+
+    def _on_cancel(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        agent, _, task_id = payload.partition(" ")
+        self._spawn(self._cancel_here(agent, task_id))
+
+    async def _cancel_here(self, agent: str, task_id: str) -> None:
+        """Cancel task ``task_id`` of ``agent`` if it runs here (its request row is then done with)."""
+        handler = self.handlers.get(agent)
+        if handler is None or not await handler.runs_here(task_id):
+            return
+        row = await self.db.fetch_one(
+            "DELETE FROM task_cancels WHERE agent = ? AND task_id = ? RETURNING owner", (agent, task_id)
+        )
+        if row is not None:  # taken by this replica only once, however many times it was woken
+            await handler.cancel_here(task_id, str(row[0]))
+
+    async def _poll_cancels(self) -> None:
+        """The backstop for a lost cancel NOTIFY: look for cancels of the tasks running here."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                rows = await self.db.fetch_all("SELECT agent, task_id FROM task_cancels")
+                for agent, task_id in rows:
+                    await self._cancel_here(agent, task_id)
+            except Exception as exc:
+                logger.warning("could not act on cancel requests: %s", exc)
+
+    async def _prune(self) -> None:
+        ended = ", ".join(str(int(s)) for s in _ENDED)
+        while True:
+            try:
+                cutoff = time.time_ns() - int(KEEP_EVENTS_S * 1e9)
+                await self.db.write(
+                    "DELETE FROM task_events e WHERE e.at_ns < ? AND NOT EXISTS (SELECT 1 FROM tasks t "
+                    f"WHERE t.id = e.task_id AND t.agent = e.agent AND t.owner = e.owner AND t.state NOT IN ({ended}))",
+                    (cutoff,),
+                )
+                await self.db.write("DELETE FROM task_cancels WHERE requested_ns < ?", (cutoff,))
+            except Exception as exc:
+                logger.warning("could not prune old task events: %s", exc)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    def waiter(self, task_id: str) -> asyncio.Event:
+        """An event set whenever task ``task_id`` gets a new event row (``forget`` it after)."""
+        waiter = asyncio.Event()
+        self._waiters.setdefault(task_id, set()).add(waiter)
+        return waiter
+
+    def forget(self, task_id: str, waiter: asyncio.Event) -> None:
+        """Stop waking ``waiter``."""
+        waiters = self._waiters.get(task_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[task_id]
+
+
+class AgentLog:
+    """One hosted agent's side of the cluster: its runner publishes, its handler follows and cancels."""
+
+    def __init__(self, cluster: Cluster, agent: str, store: SqlTaskStore) -> None:
+        self.cluster = cluster
+        self.agent = agent
+        self.store = store
+
+    @property
+    def active(self) -> bool:
+        """Whether events and cancels cross replicas (PostgreSQL)."""
+        return self.cluster.active
+
+    def attach(self, handler: CancelsHere) -> None:
+        """Cancels asked for elsewhere reach ``handler``."""
+        self.cluster.handlers[self.agent] = handler
+
+    def start_statements(self, task: Task, context: ServerCallContext) -> list[tuple[str, Params]]:
+        """What to commit with the save of a task that starts working: its first state, for followers."""
+        if not self.active or task.status.state != TaskState.TASK_STATE_WORKING:
+            return []
+        return [_append(task, self.agent, self.store.owner_of(context), START, task.SerializeToString())]
+
+    async def publish(self, task: Task, context: ServerCallContext, events: asyncio.Queue[Event | None]) -> None:
+        """Append a run's events from ``events`` in order; those that end it once the run is saved (None)."""
+        owner = self.store.owner_of(context)
+        ending: list[Event] = []
+        while (event := await events.get()) is not None:
+            if ending or _ends(event):
+                ending.append(event)
+            else:
+                await self._append(task, owner, event)
+        for event in ending:
+            await self._append(task, owner, event)
+
+    async def published(self, task_id: str, event: Event) -> None:
+        """An event of a task on the SDK's path, saved (``OutboxPushSender``): a ``Task`` starts a run."""
+        if not self.active:
+            return
+        task = Task(id=task_id)
+        if isinstance(event, Task):
+            statement = _append(task, self.agent, "", START, event.SerializeToString())
+        else:
+            statement = _append(task, self.agent, "", EVENT, to_stream_response(event).SerializeToString())
+        try:
+            await self.cluster.db.write(*statement)
+        except Exception as exc:
+            logger.warning("could not publish an event of task %s: %s", task_id, exc)
+
+    async def _append(self, task: Task, owner: str, event: Event) -> None:
+        data = to_stream_response(event).SerializeToString()
+        try:
+            await self.cluster.db.write(*_append(task, self.agent, owner, EVENT, data))
+        except Exception as exc:  # followers still end from the saved row (``LATE_END_S``)
+            logger.warning("could not publish an event of task %s: %s", task.id, exc)
+
+    async def follow(self, task: Task, context: ServerCallContext) -> AsyncIterator[Event] | None:
+        """Task ``task``'s live events as published by the replica running it; None when it publishes none."""
+        owner = self.store.owner_of(context)
+        runner, _ = await task_runner(self.cluster.db, (self.agent, owner, task.id))
+        if runner == self.cluster.db.runner:
+            return None  # this replica runs it (the SDK's path): the handler's own subscription
+        rows = await self._rows(task.id, owner, None)
+        if not rows:
+            return None
+        return self._followed(task.id, owner, rows)
+
+    async def _rows(self, task_id: str, owner: str, after: int | None) -> list[tuple[Any, ...]]:
+        # By task id and agent: the caller's right to the task was checked on its row (ids are minted here).
+        if after is None:  # from the current run's first state
+            return await self.cluster.db.fetch_all(
+                "SELECT seq, kind, data FROM task_events WHERE task_id = ? AND agent = ? AND seq >= "
+                "(SELECT MAX(seq) FROM task_events WHERE task_id = ? AND agent = ? AND kind = ?) ORDER BY seq",
+                (task_id, self.agent, task_id, self.agent, START),
+            )
+        return await self.cluster.db.fetch_all(
+            "SELECT seq, kind, data FROM task_events WHERE task_id = ? AND agent = ? AND seq > ? ORDER BY seq",
+            (task_id, self.agent, after),
+        )
+
+    async def _followed(self, task_id: str, owner: str, rows: list[tuple[Any, ...]]) -> AsyncIterator[Event]:
+        waiter = self.cluster.waiter(task_id)
+        try:
+            snapshot = Task.FromString(bytes(rows[0][2]))
+            for _, _, data in rows[1:]:
+                _apply(snapshot, _event(data))
+            cursor = int(rows[-1][0])
+            yield snapshot
+            if snapshot.status.state in _ENDED:
+                return
+            quiet_since = time.monotonic()
+            while True:
+                waiter.clear()
+                rows = await self._rows(task_id, owner, cursor)
+                for seq, _, data in rows:
+                    cursor = int(seq)
+                    event = _event(data)
+                    yield event
+                    if _ends(event):
+                        return
+                if rows:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > LATE_END_S and (end := await self._stored_end(task_id, owner)):
+                    yield end
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), POLL_S)
+        finally:
+            self.cluster.forget(task_id, waiter)
+
+    async def _published(self, task_id: str, owner: str) -> bool:
+        row = await self.cluster.db.fetch_one(
+            "SELECT 1 FROM task_events WHERE task_id = ? AND agent = ? AND kind = ? LIMIT 1",
+            (task_id, self.agent, START),
+        )
+        return row is not None
+
+    async def _stored_end(self, task_id: str, owner: str) -> TaskStatusUpdateEvent | None:
+        """The task's end as saved, when it ended without its ending events (its replica died in between)."""
+        row = await self.cluster.db.fetch_one(
+            "SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", (self.agent, owner, task_id)
+        )
+        if row is None or row[1] not in _ENDED:
+            return None
+        task = Task.FromString(bytes(row[0]))
+        return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
+
+    async def cancel_elsewhere(self, task: Task, context: ServerCallContext) -> Task | None:
+        """Cancel ``task``, running on another replica; its final state. None when this replica wrote it last."""
+        owner = self.store.owner_of(context)
+        key = (self.agent, owner, task.id)
+        runner, _ = await task_runner(self.cluster.db, key)
+        if not runner or runner == self.cluster.db.runner or not await self._published(task.id, owner):
+            return None  # written here last, or not on a runner (the SDK's path): the handler's own cancel
+        if not await self.cluster.db.live_runners({runner}):
+            await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
+            return await self.store.get(task.id, context)
+        waiter = self.cluster.waiter(task.id)
+        try:
+            await self.cluster.db.write_many(
+                [
+                    (
+                        "INSERT INTO task_cancels (agent, owner, task_id, requested_ns) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (agent, owner, task_id) DO NOTHING",
+                        (self.agent, owner, task.id, time.time_ns()),
+                    ),
+                    ("SELECT pg_notify(?, ?)", (CANCELS_CHANNEL, f"{self.agent} {task.id}")),
+                ]
+            )
+            async with asyncio.timeout(CANCEL_CONFIRM_S):
+                while True:
+                    waiter.clear()
+                    now = await self.store.get(task.id, context)
+                    if now is None or now.status.state not in INTERRUPTIBLE:
+                        return now
+                    if not await self.cluster.db.live_runners({runner}):  # it died meanwhile
+                        await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
+                        return await self.store.get(task.id, context)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter.wait(), POLL_S)
+        except TimeoutError:
+            logger.warning("task %s of %s: its replica did not confirm the cancel in time", task.id, self.agent)
+            return await self.store.get(task.id, context)
+        finally:
+            self.cluster.forget(task.id, waiter)
+
+
+def _apply(task: Task, event: Event) -> None:
+    """``event`` applied to ``task`` as the SDK's task manager applies it (the runner's ``TaskEventQueue`` too)."""
+    if isinstance(event, Task):
+        task.CopyFrom(event)
+    elif isinstance(event, TaskStatusUpdateEvent):
+        if event.metadata:
+            task.metadata.MergeFrom(event.metadata)
+        if task.status.HasField("message"):
+            task.history.append(task.status.message)
+        task.status.CopyFrom(event.status)
+    elif isinstance(event, TaskArtifactUpdateEvent):
+        append_artifact_to_task(task, event)
+
+
+def _event(data: bytes) -> Event:
+    response = StreamResponse.FromString(bytes(data))
+    return getattr(response, response.WhichOneof("payload") or "task")
