@@ -28,6 +28,8 @@ from tests.auth.conftest import ApiKeys, write_agents
 from tests.conftest import make_settings
 
 EXAMPLES = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "30"))
+TIMEOUT_S = max(120, EXAMPLES)
+"""pytest-timeout's limit for one fuzz test: the suite's 120 s, or a second per example in a long run."""
 START_S = 30.0
 
 settings.register_profile(

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import FUZZ, Target, Trouble
+from tests.fuzz.conftest import FUZZ, TIMEOUT_S, Target, Trouble
 from tests.fuzz.shapes import PARAMS_V1, TEXT, maybe
 
 CALL_S = 5.0
@@ -50,6 +50,7 @@ def grpc_call(draw: st.DrawFn, agents: tuple[str, ...]) -> tuple[MethodDescripto
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(data=st.data())
 def test_grpc_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> None:

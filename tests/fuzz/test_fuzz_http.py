@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import FUZZ, Target, Trouble
+from tests.fuzz.conftest import FUZZ, TIMEOUT_S, Target, Trouble
 from tests.fuzz.shapes import STREAMING_METHODS, headers, jsonrpc_body, rest_path
 from tests.fuzz.wire import READ_S, check, exchange
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(data=st.data())
 def test_jsonrpc_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> None:
@@ -35,6 +36,7 @@ def test_jsonrpc_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> 
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(data=st.data())
 def test_rest_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import FUZZ, Target, Trouble
+from tests.fuzz.conftest import FUZZ, TIMEOUT_S, Target, Trouble
 from tests.fuzz.shapes import IDS, JSON, OBJECTS, TEXT, mangled, maybe
 from tests.fuzz.wire import READ_S, check, exchange
 
@@ -101,21 +101,23 @@ def legacy_session(client: httpx.Client, credentials: dict[str, str]) -> dict[st
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(data=st.data())
 def test_mcp_fuzz(target: Target, trouble: Trouble, data: st.DataObject) -> None:
+    # Every draw comes before any request, so a slow or failed request cannot change what is drawn.
     modern = data.draw(st.booleans())
     credentials = data.draw(st.sampled_from(target.credentials))
     body, sent = data.draw(mcp_request(modern))
+    open_session = not modern and data.draw(st.integers(0, 3)) > 0
+    forged = data.draw(st.text(alphabet="abcdef0123456789", max_size=40)) if not modern else None
+    use_forged = forged is not None and data.draw(st.integers(0, 9)) == 0
+    verb = data.draw(st.sampled_from(["POST"] * 8 + ["GET", "DELETE"]))
     trouble.take()
     with httpx.Client(base_url=target.gateway.url, timeout=READ_S) as client:
-        opened = legacy_session(client, credentials) if not modern and data.draw(st.integers(0, 3)) else {}
-        session = opened
-        if not modern and data.draw(st.integers(0, 9)) == 0:
-            session = {"Mcp-Session-Id": data.draw(st.text(alphabet="abcdef0123456789", max_size=40))}
-        sent.update(session)
+        opened = legacy_session(client, credentials) if open_session else {}
+        sent.update({"Mcp-Session-Id": forged} if use_forged and forged is not None else opened)
         sent.update(credentials)
-        verb = data.draw(st.sampled_from(["POST"] * 8 + ["GET", "DELETE"]))
         try:
             status, text = exchange(client, verb, "/mcp", body, sent)
         except httpx.ReadTimeout:
