@@ -96,6 +96,11 @@ async def start_pod(values: dict[str, Any], tmp_path: Path) -> set[str]:
             service = one(objects, "Service")["metadata"]["name"]
             mcp = {"Host": f"{service}.apps.svc.cluster.local:8000", "X-API-Key": headers["X-API-Key"], **MCP_HEADERS}
             assert (await http.post("/mcp", json=MCP_INITIALIZE, headers=mcp)).status_code == 200
+            metrics_port = values.get("metrics", {}).get("port")
+            if metrics_port:  # a listener of its own, without credentials; none on the HTTP port
+                scrape = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                assert scrape.status_code == 200 and "switchboard_requests_total" in scrape.text
+                assert (await http.get("/metrics", headers=headers)).status_code == 404
     return agents
 
 
@@ -124,3 +129,7 @@ async def test_behind_an_ingress_in_cluster_mcp_clients_still_reach_mcp_by_the_s
     }
     assert env["SWITCHBOARD_PUBLIC_URL"] == "https://switchboard.local"
     await start_pod(values, tmp_path)
+
+
+async def test_a_pod_with_a_metrics_port_serves_metrics_there_without_credentials(tmp_path: Path) -> None:
+    await start_pod({"metrics": {"port": free_port()}}, tmp_path)

@@ -121,6 +121,10 @@ async def test_the_image_command_with_the_documented_api_key_file_serves_and_is_
             assert (
                 call.status_code == 200 and call.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
             )
+            # The compose stack's Prometheus scrapes with its key (scope metrics:read); the operator's has none.
+            scrape = await http.get("/metrics", headers={"X-API-Key": keys["prometheus"]})
+            assert scrape.status_code == 200 and 'switchboard_requests_total{agent="complexity-reviewer"' in scrape.text
+            assert (await http.get("/metrics", headers={"X-API-Key": keys["operator"]})).status_code == 403
 
 
 def test_the_image_command_without_auth_exits_2_saying_what_to_configure(tmp_path: Path) -> None:
