@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=3.0, help="seconds of load per arm per round")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--split", action="store_true", help="also one arm per part: metrics, access log, audit")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
     receiver_port = free_port()
@@ -105,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{HOST}:{receiver_port}/v1/traces",
     }
     servers = [gateway(work, "all-off", **OFF), gateway(work, "defaults"), gateway(work, "traced", **traced_env)]
+    if args.split:
+        for part in ("METRICS", "ACCESS_LOG", "AUDIT"):
+            only = {**OFF, f"SWITCHBOARD_{part}": "true"}
+            servers.append(gateway(work, f"{part.lower()}-only", **only))
     try:
         receiver.start(Path.cwd())
         for server in servers:
