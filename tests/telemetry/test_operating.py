@@ -3,6 +3,7 @@ holds a row per call and per refusal; the access log names the caller and the ta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -195,3 +196,26 @@ async def test_metrics_on_their_own_listener_leave_the_http_port(tmp_path: Path)
         async with httpx.AsyncClient(timeout=10) as plain:
             found = samples((await plain.get(f"http://{listen}/metrics")).text)  # no credentials asked
     assert ("switchboard_mcp_sessions", ()) in found and ("process_cpu_seconds_total", ()) in found
+
+
+async def test_a_scrape_during_load_answers_within_its_timeout(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (gateway, http):
+        gateway.app.state.gateway.operating.collector.tasks.ttl_s = 0  # the database is counted on every scrape
+        message = {"message": {"role": "ROLE_USER", "messageId": "m", "parts": [{"text": "load"}]}}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": message}
+
+        async def caller() -> None:
+            for _ in range(10):
+                assert (await http.post("/agents/echo", json=body, headers=V1)).status_code == 200
+
+        load = [asyncio.create_task(caller()) for _ in range(16)]
+        try:
+            for _ in range(3):
+                async with asyncio.timeout(5):  # a Prometheus scrape_timeout is 10 s by default
+                    found = await scrape(http)
+                assert ("switchboard_streams_open", ()) in found
+        finally:
+            await asyncio.gather(*load)
+        found = await scrape(http)
+    ok = {"agent": "echo", "binding": "jsonrpc", "method": "SendMessage", "outcome": "ok"}
+    assert value(found, "switchboard_requests_total", **ok) >= 160
