@@ -83,6 +83,7 @@ def test_production_values_render_and_validate() -> None:
     assert env["SWITCHBOARD_DATABASE_URL"] == {"secretKeyRef": {"name": "switchboard-db", "key": "dsn"}}
     assert env["SWITCHBOARD_PUBLIC_URL"] == "https://switchboard.example.com"
     assert "SWITCHBOARD_INSECURE" not in env
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics", "scraped without a key"
     assert not by_kind(objects, "Secret"), "every secret comes from the operator's own Secrets"
     assert "cluster mode" in rendered[NOTES].lower() and "issue 16" in rendered[NOTES]
 
