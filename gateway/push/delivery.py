@@ -29,6 +29,7 @@ import httpx
 from a2a.types.a2a_pb2 import StreamResponse, TaskPushNotificationConfig
 from google.protobuf.json_format import MessageToDict
 
+from gateway.hosting.data_parts import integral
 from gateway.push.addresses import PinnedTarget, PushAddressPolicy, Refusal
 from gateway.push.retry import RetryPolicy, parse_retry_after, retryable_status
 from gateway.store.database import Database
@@ -199,7 +200,7 @@ class PushDelivery:
     async def _post(
         self, http: httpx.AsyncClient, row: OutboxRow, config: TaskPushNotificationConfig, target: PinnedTarget
     ) -> Outcome:
-        body = MessageToDict(StreamResponse.FromString(row.payload))
+        body = notification_body(row.payload)
         headers = {"Host": target.host_header, NOTIFICATION_ID_HEADER: row.id, **_credentials(config)}
         try:
             # Bounded as a whole: httpx's timeout is per read, and a receiver could drip its answer.
@@ -266,3 +267,9 @@ def _credentials(config: TaskPushNotificationConfig) -> dict[str, str]:
     if config.HasField("authentication") and auth.scheme and auth.credentials:
         headers["Authorization"] = f"{auth.scheme} {auth.credentials}"
     return headers
+
+
+def notification_body(payload: bytes) -> dict[str, Any]:
+    """The JSON body of a notification: the stored ``StreamResponse``, its data parts' integers kept integers."""
+    body: dict[str, Any] = integral(MessageToDict(StreamResponse.FromString(payload)))
+    return body

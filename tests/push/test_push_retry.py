@@ -36,3 +36,20 @@ def test_which_answers_are_worth_another_try() -> None:
         502,
         503,
     ]
+
+
+def test_a_notification_body_keeps_the_integers_of_its_data_parts():
+    from a2a.types.a2a_pb2 import Artifact, Part, StreamResponse, TaskArtifactUpdateEvent
+    from google.protobuf.json_format import ParseDict
+    from google.protobuf.struct_pb2 import Value
+
+    from gateway.push.delivery import notification_body
+
+    data = ParseDict({"fixable": 13, "ratio": 0.5, "lines": [9, 10]}, Value())
+    event = TaskArtifactUpdateEvent(
+        task_id="t", context_id="c", artifact=Artifact(artifact_id="a", parts=[Part(data=data)])
+    )
+    body = notification_body(StreamResponse(artifact_update=event).SerializeToString())
+    (part,) = body["artifactUpdate"]["artifact"]["parts"]
+    assert part["data"] == {"fixable": 13, "ratio": 0.5, "lines": [9, 10]}
+    assert type(part["data"]["fixable"]) is int
