@@ -51,7 +51,8 @@ def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("cluster")
     orgs = [org(f"r{n}", root, SWITCHBOARD_DATABASE_URL=cluster_dsn) for n in (1, 2, 3)]
     for replica in orgs:
-        python_agent(replica.folder / "agents", "echo", "gateway.agents.echo:EchoExecutor")
+        python_agent(replica.folder / "agents", "echo", "gateway.agents.echo:EchoExecutor")  # the SDK's path
+        python_agent(replica.folder / "agents", "ticker", "tests.store.cluster_agents:ticker")  # the runner's
     try:
         for replica in orgs:
             replica.start()
@@ -115,15 +116,22 @@ def live(events: list[StreamResponse]) -> list[bytes]:
     return [e.SerializeToString() for e in events if not e.HasField("task")]
 
 
+LONG = {"echo": "wait: 3", "ticker": "12"}  # about 3 s of progress each
+LONGER = {"echo": "wait: 4", "ticker": "16"}
+
+
+@pytest.mark.parametrize("agent", ["echo", "ticker"])
 @pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
-async def test_a_stream_on_one_replica_is_followed_live_from_the_others(replicas: list[Org], binding: Binding) -> None:
+async def test_a_stream_on_one_replica_is_followed_live_from_the_others(
+    replicas: list[Org], binding: Binding, agent: str
+) -> None:
     r1, r2, r3 = replicas
     async with (
-        a2a_client(r1.agent_url("echo"), binding) as c1,
-        a2a_client(r2.agent_url("echo"), binding) as c2,
-        a2a_client(r3.agent_url("echo"), binding) as c3,
+        a2a_client(r1.agent_url(agent), binding) as c1,
+        a2a_client(r2.agent_url(agent), binding) as c2,
+        a2a_client(r3.agent_url(agent), binding) as c3,
     ):
-        task_id, origin = await start_stream(c1, "wait: 3")
+        task_id, origin = await start_stream(c1, LONG[agent])
         on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task_id)))
         await origin.until(4)  # R3 joins mid-stream
         on_r3 = Stream(c3.subscribe(SubscribeToTaskRequest(id=task_id)))
@@ -147,13 +155,14 @@ async def test_a_stream_on_one_replica_is_followed_live_from_the_others(replicas
                 assert snapshot.status.message.message_id == last.status_update.status.message.message_id
 
 
+@pytest.mark.parametrize("agent", ["echo", "ticker"])
 @pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
 async def test_a_cancel_on_another_replica_stops_the_agent_where_it_runs(
-    replicas: list[Org], cluster_dsn: str, binding: Binding
+    replicas: list[Org], cluster_dsn: str, binding: Binding, agent: str
 ) -> None:
     r1, _, r3 = replicas
-    async with a2a_client(r1.agent_url("echo"), binding) as c1, a2a_client(r3.agent_url("echo"), binding) as c3:
-        task_id, origin = await start_stream(c1, "wait: 4")
+    async with a2a_client(r1.agent_url(agent), binding) as c1, a2a_client(r3.agent_url(agent), binding) as c3:
+        task_id, origin = await start_stream(c1, LONGER[agent])
         await origin.until(2)
         async with asyncio.timeout(WAIT_S):
             answer = await c3.cancel_task(CancelTaskRequest(id=task_id))

@@ -1,0 +1,18 @@
+"""An agent for the cluster tests that runs on the ``LocalRunner`` (a ``(call, emit)`` runtime, not an executor)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.runtime import AgentCall, Emitter, Reply
+
+TICK_S = 0.25
+
+
+async def ticker(call: AgentCall, emit: Emitter) -> Reply:
+    """Counts to the number it is sent, one progress update every ``TICK_S``."""
+    count = int(call.text)
+    for n in range(count):
+        await emit.progress(f"tick {n + 1} of {count}")
+        await asyncio.sleep(TICK_S)
+    return Reply(text=f"ticked {count}")
