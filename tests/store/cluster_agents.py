@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from gateway.runtime import AgentCall, Emitter, Reply
 
@@ -16,3 +17,16 @@ async def ticker(call: AgentCall, emit: Emitter) -> Reply:
         await emit.progress(f"tick {n + 1} of {count}")
         await asyncio.sleep(TICK_S)
     return Reply(text=f"ticked {count}")
+
+
+async def stamper(call: AgentCall, emit: Emitter) -> Reply:
+    """After ``settle`` seconds, ``count`` progress updates each carrying the time it was sent (ns since the epoch).
+
+    Sent ``"count settle gap"``: the latency benchmark's probe (``tests/benchmarks/bench_cluster.py``).
+    """
+    count, settle, gap = call.text.split()
+    await asyncio.sleep(float(settle))
+    for _ in range(int(count)):
+        await emit.progress(str(time.time_ns()))
+        await asyncio.sleep(float(gap))
+    return Reply(text="stamped")
