@@ -104,8 +104,11 @@ class Cluster:
         self._appender: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Listen for events and cancels (PostgreSQL only), and start the backstop poll and the pruning."""
+    async def start(self, *, listen: bool = True) -> None:
+        """Listen for events and cancels (PostgreSQL only), and start the backstop poll and the pruning.
+
+        Without ``listen`` no NOTIFY arrives here: what a replica that loses every one of them does.
+        """
         if self.db.dialect != "postgresql":
             return
         import asyncpg
@@ -116,8 +119,9 @@ class Cluster:
         self._appender = await asyncpg.create_pool(
             self._dsn(), min_size=1, max_size=4, server_settings={"synchronous_commit": "off"}
         )
-        await self._conn.add_listener(EVENTS_CHANNEL, self._on_event)
-        await self._conn.add_listener(CANCELS_CHANNEL, self._on_cancel)
+        if listen:
+            await self._conn.add_listener(EVENTS_CHANNEL, self._on_event)
+            await self._conn.add_listener(CANCELS_CHANNEL, self._on_cancel)
         self.active = True
         self._spawn(self._poll_cancels())
         self._spawn(self._prune())
@@ -178,19 +182,23 @@ class Cluster:
                 logger.warning("could not act on cancel requests: %s", exc)
 
     async def _prune(self) -> None:
-        ended = ", ".join(str(int(s)) for s in _ENDED)
         while True:
             try:
-                cutoff = time.time_ns() - int(KEEP_EVENTS_S * 1e9)
-                await self.db.write(
-                    "DELETE FROM task_events e WHERE e.at_ns < ? AND NOT EXISTS (SELECT 1 FROM tasks t "
-                    f"WHERE t.id = e.task_id AND t.agent = e.agent AND t.owner = e.owner AND t.state NOT IN ({ended}))",
-                    (cutoff,),
-                )
-                await self.db.write("DELETE FROM task_cancels WHERE requested_ns < ?", (cutoff,))
+                await self.prune(time.time_ns())
             except Exception as exc:
                 logger.warning("could not prune old task events: %s", exc)
             await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def prune(self, now_ns: int) -> None:
+        """Delete the events of tasks that ended (or were deleted) ``KEEP_EVENTS_S`` before ``now_ns``."""
+        cutoff = now_ns - int(KEEP_EVENTS_S * 1e9)
+        ended = ", ".join(str(int(s)) for s in _ENDED)
+        await self.db.write(
+            "DELETE FROM task_events e WHERE e.at_ns < ? AND NOT EXISTS (SELECT 1 FROM tasks t "
+            f"WHERE t.id = e.task_id AND t.agent = e.agent AND (t.state NOT IN ({ended}) OR t.updated_ns >= ?))",
+            (cutoff, cutoff),
+        )
+        await self.db.write("DELETE FROM task_cancels WHERE requested_ns < ?", (cutoff,))
 
     def waiter(self, task_id: str) -> asyncio.Event:
         """An event set whenever task ``task_id`` gets a new event row (``forget`` it after)."""

@@ -1,0 +1,127 @@
+"""The cluster's event log and cancel on PostgreSQL, between two databases (two runner ids) in one process.
+
+A follower that gets no NOTIFY at all still sees every event, in order, from the table (the
+backstop poll); a cancel of a task whose process is gone ends it CANCELED directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from a2a.server.events.event_queue import Event
+from a2a.types.a2a_pb2 import Message, Part, Role, Task, TaskState, TaskStatus, TaskStatusUpdateEvent
+
+from gateway.hosting.cluster import KEEP_EVENTS_S, AgentLog, Cluster
+from gateway.store import SqlTaskStore, open_database
+from gateway.store.database import Database
+from tests.store.test_task_store import as_user
+
+pytest_plugins = ["tests.store.test_task_store"]  # pg_schema_dsn
+WAIT_S = 10.0
+
+
+def update(task: Task, state: TaskState, text: str) -> TaskStatusUpdateEvent:
+    message = Message(role=Role.ROLE_AGENT, message_id=text, task_id=task.id, parts=[Part(text=text)])
+    return TaskStatusUpdateEvent(
+        task_id=task.id, context_id=task.context_id, status=TaskStatus(state=state, message=message)
+    )
+
+
+async def started(db: Database, log: AgentLog, store: SqlTaskStore) -> Task:
+    """A task saved working with its run's first state, as the runner saves it."""
+    task = Task(id="t-cluster", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_WORKING))
+    context = as_user("ada")
+    await db.write_many([store.save_statement(task, context), *log.start_statements(task, context)])
+    return task
+
+
+async def test_a_follower_that_gets_no_notify_still_sees_every_event_in_order(pg_schema_dsn: str) -> None:
+    db_a, db_b = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    here, there = Cluster(db_a, lambda: pg_schema_dsn), Cluster(db_b, lambda: pg_schema_dsn)
+    await here.start()
+    await there.start(listen=False)  # every NOTIFY lost
+    try:
+        store_a, store_b = SqlTaskStore(db_a, "echo"), SqlTaskStore(db_b, "echo")
+        log_a, log_b = AgentLog(here, "echo", store_a), AgentLog(there, "echo", store_b)
+        task = await started(db_a, log_a, store_a)
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        publishing = asyncio.ensure_future(log_a.publish(task, as_user("ada"), events))
+        sent = [update(task, TaskState.TASK_STATE_WORKING, f"step {n}") for n in range(1, 6)]
+        for event in sent[:2]:
+            events.put_nowait(event)
+        appended = here.waiter(task.id)  # the publishing side listens: woken by each of its appends
+        async with asyncio.timeout(WAIT_S):
+            while len(await db_a.fetch_all("SELECT seq FROM task_events")) < 3:
+                await appended.wait()
+                appended.clear()
+        followed = await log_b.follow(task, as_user("ada"))
+        assert followed is not None
+        seen: list[Event] = []
+
+        async def read() -> None:
+            async for event in followed:
+                seen.append(event)
+
+        reading = asyncio.ensure_future(read())
+        for event in sent[2:]:
+            events.put_nowait(event)
+        end = update(task, TaskState.TASK_STATE_COMPLETED, "done")
+        events.put_nowait(end)
+        events.put_nowait(None)  # the run's outcome is saved: its ending events go out
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(publishing, reading)
+    finally:
+        await here.close()
+        await there.close()
+        await db_a.close()
+        await db_b.close()
+
+    snapshot = seen[0]
+    assert isinstance(snapshot, Task)
+    assert snapshot.status.message.message_id == "step 2", "the snapshot is the task as of the last event before"
+    assert seen[1:] == [*sent[2:], end], "every later event once, in order, to the end"
+
+
+async def test_a_cancel_of_a_task_whose_process_is_gone_ends_it_canceled_directly(pg_schema_dsn: str) -> None:
+    db_a, db_b = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    here, there = Cluster(db_a, lambda: pg_schema_dsn), Cluster(db_b, lambda: pg_schema_dsn)
+    await here.start()
+    await there.start()
+    try:
+        store_a, store_b = SqlTaskStore(db_a, "echo"), SqlTaskStore(db_b, "echo")
+        task = await started(db_a, AgentLog(here, "echo", store_a), store_a)
+        await here.close()
+        await db_a.close()  # its process is gone: the runner lock is free
+        async with asyncio.timeout(WAIT_S):
+            ended = await AgentLog(there, "echo", store_b).cancel_elsewhere(task, as_user("ada"))
+        stored = await store_b.get(task.id, as_user("ada"))
+    finally:
+        await there.close()
+        await db_b.close()
+
+    assert ended is not None and ended.status.state == TaskState.TASK_STATE_CANCELED
+    assert stored is not None and stored.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_events_are_pruned_once_their_task_ended_a_while_ago_and_kept_while_it_runs(pg_schema_dsn: str) -> None:
+    db = await open_database(pg_schema_dsn)
+    cluster = Cluster(db, lambda: pg_schema_dsn)
+    await cluster.start()
+    try:
+        store = SqlTaskStore(db, "echo")
+        log = AgentLog(cluster, "echo", store)
+        running = await started(db, log, store)
+        ended = Task(id="t-ended", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_WORKING))
+        await db.write_many([store.save_statement(ended, as_user("ada")), *log.start_statements(ended, as_user("ada"))])
+        ended.status.state = TaskState.TASK_STATE_COMPLETED
+        ended.status.timestamp.FromNanoseconds(1)  # ended long ago
+        await store.save(ended, as_user("ada"))
+        later = time.time_ns() + int(KEEP_EVENTS_S * 2e9)
+        await cluster.prune(later)
+        left = {row[0] for row in await db.fetch_all("SELECT task_id FROM task_events")}
+    finally:
+        await cluster.close()
+        await db.close()
+
+    assert left == {running.id}
