@@ -31,9 +31,9 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
 from gateway.app import Gateway
+from gateway.auth.policy import RunOwner
 from gateway.hosting import local_tasks
 from gateway.hosting.local_tasks import LocalRunner
-from gateway.orchestration.resume import RunOwner
 from gateway.testing import RunningGateway
 from tests.bindings.a2a_clients import Binding, a2a_client
 

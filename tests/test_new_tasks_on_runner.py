@@ -40,7 +40,7 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from google.protobuf.json_format import ParseDict
 
 from gateway.app import Gateway
-from gateway.orchestration.resume import RunOwner
+from gateway.auth.policy import RunOwner
 from gateway.runtime import AgentCall, Emitter, Reply
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import WAIT_S, Binding, a2a_client, artifact_texts, start, user_message

@@ -166,6 +166,23 @@ class VerifiedTokens:
         self._entries[self._digest(token)] = (identity, until, keys_version)
 
 
+class RunOwner(User):
+    """An owner by name alone, with no scopes: a resumed run's or a cross-replica cancel's caller (tests act as one)."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Whether the owner is an identified caller."""
+        return bool(self._owner)
+
+    @property
+    def user_name(self) -> str:
+        """The owner the task store scopes tasks by."""
+        return self._owner
+
+
 class A2ACaller(User):
     """A caller as the A2A SDK sees it (the ``ServerCallContext`` user): its name owns its tasks."""
 

@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event, EventQueue
@@ -63,6 +62,7 @@ from a2a.utils.errors import (
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
+from gateway.auth.policy import RunOwner
 from gateway.hosting.cleanup import finish
 from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
@@ -676,7 +676,7 @@ class LocalRequestHandler(DefaultRequestHandler):
     async def cancel_here(self, task_id: str, owner: str) -> None:
         """Cancel task ``task_id`` of ``owner``, asked for on another replica, as a cancel here would."""
         try:
-            await self.on_cancel_task(CancelTaskRequest(id=task_id), ServerCallContext(user=_Owner(owner)))
+            await self.on_cancel_task(CancelTaskRequest(id=task_id), ServerCallContext(user=RunOwner(owner)))
         except Exception as exc:
             logger.warning("could not cancel task %s of %s for another replica: %s", task_id, owner, exc)
 
@@ -720,23 +720,6 @@ class LocalRequestHandler(DefaultRequestHandler):
             events = super().on_subscribe_to_task(params, context)
         async for event in events:
             yield event
-
-
-class _Owner(User):
-    """The caller a cancel asked for on another replica acts for: the task's owner."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        """Whoever asked was checked on their replica."""
-        return True
-
-    @property
-    def user_name(self) -> str:
-        """The owner the task is stored under."""
-        return self._name
 
 
 def _ends_run(event: Event) -> bool:

@@ -38,23 +38,6 @@ from gateway.store.tasks import abandoned, fail_task, task_runner
 logger = logging.getLogger(__name__)
 
 
-class RunOwner(User):
-    """An owner by name alone, with no scopes (tests act as one)."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    @property
-    def is_authenticated(self) -> bool:
-        """Whether the owner is an identified caller."""
-        return bool(self._owner)
-
-    @property
-    def user_name(self) -> str:
-        """The owner the task store scopes tasks by."""
-        return self._owner
-
-
 def run_owner(record: RunRecord) -> User:
     """The caller who started a run, as recorded: resumed steps act for it, with the scopes it had.
 

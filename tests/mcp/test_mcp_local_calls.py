@@ -20,8 +20,8 @@ from a2a.utils.errors import TaskNotFoundError
 from mcp.client import Client
 
 from gateway.app import Gateway, create_app
+from gateway.auth.policy import RunOwner
 from gateway.bindings.mcp_server import create_mcp_binding
-from gateway.orchestration.resume import RunOwner
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.mcp.conftest import HTTP_ARMS, Arm, McpTarget, task_once_ended
