@@ -245,3 +245,9 @@ async def test_card_commands_send_the_credentials() -> None:
 
     assert code == 2 and "HTTP 404" in err
     assert b"x-api-key: k-123" in seen[0].lower()
+
+
+async def test_retiring_a_key_that_does_not_exist_names_it_and_how_to_list_keys(tmp_path: Path) -> None:
+    code, _, err = await switchboard("keys", "retire", "no-such-kid", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "no signing key 'no-such-kid'", "switchboard keys")

@@ -158,7 +158,10 @@ def keys(data_dir: Path, action: str, kid: str | None) -> int:
             ring = retire(data_dir, kid)
         else:
             ring = KeyRing.load_or_create(data_dir)
-    except (KeyConfigError, KeyError) as exc:
+    except KeyError:
+        sys.stderr.write(f"switchboard: no signing key {kid!r} in {data_dir}; 'switchboard keys' lists them\n")
+        return 2
+    except KeyConfigError as exc:
         sys.stderr.write(f"switchboard: {exc}\n")
         return 2
     for key in ring.keys:
