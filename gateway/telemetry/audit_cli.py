@@ -74,6 +74,8 @@ def show(store_url: str, since: str, caller: str, agent: str, limit: int, *, as_
         rows = read_sqlite(store_url.removeprefix("sqlite:///"), sql, params)
     else:
         rows = asyncio.run(read_postgres(store_url, sql, params))
+    if not rows and not as_json:
+        sys.stderr.write("switchboard audit: no entries match\n")
     for row in reversed(rows):
         entry = AuditEntry(*row)
         if as_json:
