@@ -205,7 +205,10 @@ class WorkflowRuntime(_Strict):
     """An orchestration: a pattern over participants, itself an agent."""
 
     kind: Literal["workflow"]
-    pattern: str = Field(description="a pattern of gateway.orchestration.catalog, e.g. sequential or concurrent")
+    pattern: str = Field(
+        description="a pattern registered under the switchboard.patterns entry points (the built-ins: sequential, "
+        "concurrent, ...), or a PatternSpec by import string, module:attribute",
+    )
     participants: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
     options: dict[str, Any] = Field(
         default={},
@@ -297,15 +300,8 @@ class PeersFile(_Strict):
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the agent file format, as committed in ``agent_cards/schema.json``."""
+    """The JSON Schema of the agent file format (``gateway.orchestration.file_schema`` adds the patterns' options)."""
     schema = AgentSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Switchboard agent file, format 1"
     return schema
-
-
-if __name__ == "__main__":  # python -m gateway.spec > agent_cards/schema.json
-    import json
-    import sys
-
-    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

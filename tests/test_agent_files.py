@@ -5,19 +5,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from gateway.errors import AgentFileError
 from gateway.hosting.registry import Registry, load_spec
+from gateway.orchestration.catalog import builtin_names
+from gateway.orchestration.file_schema import agent_file_schema
 from gateway.settings import bundled_agents_dir
-from gateway.spec import json_schema
 
 SHIPPED = sorted(bundled_agents_dir().glob("*.yaml"))
 
 
 def test_committed_schema_matches_the_model() -> None:
     committed = json.loads((bundled_agents_dir() / "schema.json").read_text())
-    assert committed == json_schema(), "regenerate: python -m gateway.spec > agent_cards/schema.json"
+    assert committed == agent_file_schema(), (
+        "regenerate: python -m gateway.orchestration.file_schema > agent_cards/schema.json"
+    )
+
+
+def test_the_schema_checks_the_options_of_every_built_in_pattern() -> None:
+    schema = json.loads((bundled_agents_dir() / "schema.json").read_text())
+    checked = [rule["if"]["properties"]["pattern"]["const"] for rule in schema["$defs"]["WorkflowRuntime"]["allOf"]]
+    assert checked == builtin_names() and {"sequential", "concurrent", "work-queue"} <= set(checked)
+    review = yaml.safe_load((bundled_agents_dir() / "code-review.yaml").read_text())
+    jsonschema.validate(review, schema)
+    review["runtime"]["options"]["merge"] = "loudest"
+    with pytest.raises(jsonschema.ValidationError, match="loudest"):
+        jsonschema.validate(review, schema)
+    review["runtime"]["options"] = {"merge": "concatenate", "colour": "blue"}
+    with pytest.raises(jsonschema.ValidationError, match="colour"):
+        jsonschema.validate(review, schema)
+    review["runtime"]["options"] = {"fallbacks": {"style-reviewer": ["echo"]}}
+    jsonschema.validate(review, schema)  # the engine's own option is allowed beside each pattern's
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_file_validates_against_the_schema(path: Path) -> None:
+    schema = json.loads((bundled_agents_dir() / "schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

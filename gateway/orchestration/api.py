@@ -159,7 +159,8 @@ Pattern = Callable[[Run, Any], Awaitable[Outcome]]
 class PatternSpec:
     """A named pattern: its function ``(run, options) -> Outcome`` and its options model.
 
-    Each pattern module exports one ``SPEC``; ``gateway.orchestration.catalog`` lists them all.
+    Each pattern module exports one ``SPEC``, registered under the ``switchboard.patterns`` entry points
+    or named by import string (``gateway.orchestration.catalog``).
     """
 
     name: str

@@ -12,11 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.orchestration.api import Limits, OrchestrationError, PatternOptions, PatternSpec
+from gateway.orchestration.catalog import PatternNotFoundError
 from gateway.orchestration.catalog import pattern as find_pattern
 from gateway.spec import NAME_PATTERN, AgentSpec, WorkflowRuntime
 
@@ -40,6 +41,11 @@ class _EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fallbacks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], list[Annotated[str, Field(pattern=NAME_PATTERN)]]] = {}
+
+
+def engine_options_schema(ref_template: str) -> dict[str, Any]:
+    """The JSON Schema of the options the engine takes for itself (``ENGINE_OPTIONS``)."""
+    return _EngineOptions.model_json_schema(ref_template=ref_template)
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,8 @@ def plan_workflow(spec: AgentSpec) -> WorkflowPlan:
         raise InvalidWorkflowError("runtime.kind", f"{spec.name} is not a workflow")
     try:
         pattern = find_pattern(runtime.pattern)
-    except (KeyError, ImportError) as exc:
-        detail = exc.args[0] if isinstance(exc, KeyError) else f"pattern {runtime.pattern!r} is not available: {exc}"
-        raise InvalidWorkflowError("runtime.pattern", str(detail)) from exc
+    except PatternNotFoundError as exc:
+        raise InvalidWorkflowError("runtime.pattern", exc.detail) from exc
     participants = tuple(runtime.participants)
     if len(participants) < pattern.min_participants:
         raise InvalidWorkflowError(
