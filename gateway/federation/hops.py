@@ -39,6 +39,8 @@ class Hop:
     hops: int = 0
     via: tuple[str, ...] = ()
     traceparent: str = ""
+    max_hops: int | None = None
+    """The nesting limit of the outermost run on the way (``max_hops`` in the entry): a nested run keeps to it too."""
 
     def metadata(self) -> dict[str, Any]:
         """The message metadata that carries this hop."""
@@ -100,7 +102,8 @@ def hop_of(metadata: Mapping[str, Any], headers: Mapping[str, str] | None = None
     raw_via = entry.get("via", [])
     via = tuple(v for v in raw_via if isinstance(v, str) and _GATEWAY_ID.match(v)) if isinstance(raw_via, list) else ()
     traceparent = valid_traceparent(metadata.get(TRACEPARENT)) or valid_traceparent((headers or {}).get(TRACEPARENT))
-    return Hop(hops=hops, via=via[:MAX_VIA], traceparent=traceparent)
+    ceiling = hop_count(entry["max_hops"]) if isinstance(entry.get("max_hops"), int | float) else None
+    return Hop(hops=hops, via=via[:MAX_VIA], traceparent=traceparent, max_hops=ceiling)
 
 
 def _plain(value: Value, keys: tuple[str, ...] = ()) -> Any:
@@ -123,7 +126,7 @@ def message_hop(message: Message | None, headers: Mapping[str, str] | None = Non
     fields = message.metadata.fields  # only the entries read here are converted (a step's has several more)
     metadata: dict[str, Any] = {}
     if METADATA_KEY in fields:
-        metadata[METADATA_KEY] = _plain(fields[METADATA_KEY], ("hops", "via"))
+        metadata[METADATA_KEY] = _plain(fields[METADATA_KEY], ("hops", "via", "max_hops"))
     if TRACEPARENT in fields:
         metadata[TRACEPARENT] = _plain(fields[TRACEPARENT])
     return hop_of(metadata, headers)

@@ -45,6 +45,7 @@ from gateway.hosting.data_parts import data_value
 from gateway.hosting.executor import METADATA_KEY, data_part
 from gateway.hosting.local_tasks import LocalRunner
 from gateway.orchestration.api import StepInput, StepResult, StepState
+from gateway.orchestration.step_outputs import is_steps
 from gateway.runtime import FileInput, Usage
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class StepLink:
     hops: int
     via: tuple[str, ...] = ()
     traceparent: str = ""
+    max_hops: int | None = None  # the run's nesting limit, which a nested run keeps to as well as its own
 
     def metadata(self) -> dict[str, Any]:
         """The child message's metadata; the run's gateway path and trace context pass on (``federation.hops``)."""
@@ -80,6 +82,8 @@ class StepLink:
             "step": self.step,
             "hops": self.hops,
         }
+        if self.max_hops is not None:
+            entry["max_hops"] = self.max_hops
         if self.via:
             entry["via"] = list(self.via)
         meta: dict[str, Any] = {METADATA_KEY: entry}
@@ -148,7 +152,9 @@ def step_result(agent: str, task: Task) -> ChildOutcome:
     if state is None:
         reason = f"{agent} ended in {TaskState.Name(task.status.state)}, not a final state"
         return ChildOutcome(StepResult(agent, "failed", status_text, task_id=task.id, error=reason))
-    artifact_parts = [part for artifact in task.artifacts for part in artifact.parts]
+    # A nested run's ``steps`` artifact is its log, not its answer (its ``result`` holds what it answered): counting
+    # it made each level carry its inner runs' data twice over, doubling the data per level of nesting.
+    artifact_parts = [part for artifact in task.artifacts if not is_steps(artifact) for part in artifact.parts]
     data = _data(artifact_parts) or _data(task.status.message.parts)
     text = status_text or ("\n".join(_texts(artifact_parts)) if state == "completed" else "")
     reported = task.status.message.metadata.fields.get(METADATA_KEY) if task.status.HasField("message") else None

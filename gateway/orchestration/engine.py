@@ -60,7 +60,7 @@ from a2a.types.a2a_pb2 import Message
 
 from gateway.auth.policy import caller_of
 from gateway.errors import PermissionDeniedError, UnknownAgentError
-from gateway.federation.hops import carried
+from gateway.federation.hops import carried, message_hop
 from gateway.hosting.cleanup import finish
 from gateway.hosting.executor import message_input
 from gateway.hosting.runtimes import Host
@@ -299,7 +299,12 @@ class EngineRun:
         self.plan = plan
         self.record = record
         self.participants = plan.participants
-        self.limits: Limits = plan.limits
+        ceiling = message_hop(record.request).max_hops  # a run nested in another keeps to the outer run's limit too
+        self.limits: Limits = (
+            plan.limits
+            if ceiling is None or ceiling >= plan.limits.max_hops
+            else dataclasses.replace(plan.limits, max_hops=ceiling)
+        )
         self.request = step_input(record.request)
         self.canceled = False
         self._host = host
@@ -654,7 +659,16 @@ class EngineRun:
         record = self.record
         via, traceparent = self._carried
         traceparent = tracing.current_traceparent() or traceparent  # the step's span, when traced
-        link = StepLink(record.task_id, record.context_id, record.run_id, number, record.hops + 1, via, traceparent)
+        link = StepLink(
+            record.task_id,
+            record.context_id,
+            record.run_id,
+            number,
+            record.hops + 1,
+            via,
+            traceparent,
+            self.limits.max_hops,
+        )
         timeout = min(self.limits.step_timeout_s, self.remaining())
 
         async def forward(text: str) -> None:

@@ -56,8 +56,12 @@ def step_input(request: StepInput, previous: StepResult | None, number: int) -> 
     return StepInput(text=previous.text or request.text, data=tuple(data), files=request.files)
 
 
-def _report(number: int, agent: str, state: str, text: str = "", error: str = "") -> dict[str, Any]:
-    return {"step": number, "agent": agent, "state": state, "text": clip(text, SUMMARY_CHARS), "error": error}
+def _report(number: int, agent: str, state: str, text: str = "", error: str = "", by: str = "") -> dict[str, Any]:
+    """One step's line in the run's data; ``by`` is who did the step when a fallback took over from ``agent``."""
+    report = {"step": number, "agent": by or agent, "state": state, "text": clip(text, SUMMARY_CHARS), "error": error}
+    if by and by != agent:
+        report["fallback_for"] = agent
+    return report
 
 
 async def run(run: Run, options: SequentialOptions) -> Outcome:
@@ -81,7 +85,7 @@ async def run(run: Run, options: SequentialOptions) -> Outcome:
             await run.progress(f"{label} · {agent}: skipped ({keyword!r} in the previous output)")
             continue
         result = await run.step(agent, step_input(run.request, previous, number), label=label)
-        reports.append(_report(number, agent, result.state, result.text, result.error))
+        reports.append(_report(number, agent, result.state, result.text, result.error, by=result.agent))
         if result.state == "input-required" or (not result.ok and FAILURE in options.early_exit_on):
             return ended(result, f"step {number} of {total}", data())
         if not result.ok:

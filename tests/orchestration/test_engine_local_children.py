@@ -138,7 +138,13 @@ async def test_a_python_step_runs_without_the_handler_and_leaves_a_linked_child_
     assert child.status.state == TaskState.TASK_STATE_COMPLETED and text_of(child) == "hello"
     sent = child.history[0]
     assert list(sent.reference_task_ids) == [run.id]
-    assert meta(sent) == {"parent_task_id": run.id, "run_id": meta(run)["run_id"], "step": 1.0, "hops": 1.0}
+    assert meta(sent) == {
+        "parent_task_id": run.id,
+        "run_id": meta(run)["run_id"],
+        "step": 1.0,
+        "hops": 1.0,
+        "max_hops": 8.0,
+    }
     assert [p.text for p in child.history[1].parts] == ["counted call 1"], "the child's progress is in its history"
     assert output_names(run.artifacts) == ["step-1-counter", "result"]
     assert step_output(run, "step-1-counter").task_id == step["task_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import a2a_client
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
-from tests.orchestration.run_client import STREAMING, RunLog, get_task, list_tasks, request
+from tests.orchestration.run_client import STREAMING, RunLog, data_of, get_task, list_tasks, request
 from tests.orchestration.run_client import run_workflow as run
 
 QUICK = {"retries": 0, "step_timeout_s": 10}
@@ -156,6 +157,8 @@ async def test_a_fallback_takes_over_from_a_failing_or_open_circuit_agent(tmp_pa
         assert log.task.status.state == TaskState.TASK_STATE_COMPLETED, log.text
         assert log.artifacts == ["step-1-backup", "result"]
         assert "step 1/1 · broken failed; backup takes over" in log.progress
+        (step,) = data_of(log.artifact("result"))["steps"]
+        assert (step["agent"], step["fallback_for"], step["state"]) == ("backup", "broken", "completed")
     assert calls.read_text().splitlines() == ["first", "second"]
     assert len(broken) == 1, "the second run found the circuit open and went straight to the fallback"
 
@@ -254,3 +257,37 @@ async def test_nested_workflows_run_as_child_tasks_up_to_the_hop_limit(tmp_path:
 
     assert nested.task.status.state == TaskState.TASK_STATE_COMPLETED and nested.text == "deep", nested.text
     assert failed_with(too_deep, "hop limit reached: 2 levels of nested runs, the limit is 1"), too_deep.text
+
+
+async def test_an_outer_runs_hop_limit_bounds_the_runs_nested_below_it(tmp_path: Path) -> None:
+    files = (
+        workflow("inner", "sequential", ["echo"]),
+        workflow("middle", "sequential", ["inner"]),
+        workflow("outer", "sequential", ["middle"], limits={"max_hops": 1}),
+    )
+    async with serving(tmp_path, *files) as gateway:
+        too_deep = await run(gateway, "outer", "deeper")
+        (middle,) = await list_tasks(gateway, "middle")
+        (inner,) = await list_tasks(gateway, "inner")
+        echoed = await list_tasks(gateway, "echo")
+
+    assert failed_with(too_deep, "hop limit reached: 2 levels of nested runs, the limit is 1"), too_deep.text
+    assert middle.status.state == TaskState.TASK_STATE_FAILED, "middle's own limit is 8; outer's 1 holds below it"
+    assert inner.status.state == TaskState.TASK_STATE_FAILED
+    assert echoed == [], "nothing past the limit ran"
+
+
+async def test_a_nested_runs_result_grows_by_a_level_not_by_doubling(tmp_path: Path) -> None:
+    levels = 9
+    files = [python_agent("answerer", "answer", text="done"), workflow("w1", "sequential", ["answerer"])]
+    files += [workflow(f"w{n}", "sequential", [f"w{n - 1}"]) for n in range(2, levels + 1)]
+    async with serving(tmp_path, *files) as gateway:
+        sizes = []
+        for n in (1, 2, levels):
+            log = await run(gateway, f"w{n}", "go")
+            assert log.task.status.state == TaskState.TASK_STATE_COMPLETED, log.text
+            sizes.append(len(json.dumps(data_of(log.artifact("result")))))
+
+    one, two, nine = sizes
+    per_level = two - one
+    assert nine <= one + (levels - 1) * per_level * 1.2, f"result data by level 1, 2, {levels}: {sizes}"

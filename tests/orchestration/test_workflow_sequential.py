@@ -48,7 +48,13 @@ async def test_each_step_is_a_child_task_linked_to_the_run(tmp_path: Path) -> No
         sent = child.history[0]
         assert child.status.state == TaskState.TASK_STATE_COMPLETED
         assert list(sent.reference_task_ids) == [run.task.id], "the child names its parent"
-        assert meta(sent) == {"parent_task_id": run.task.id, "run_id": meta(run.task)["run_id"], "step": n, "hops": 1}
+        assert meta(sent) == {
+            "parent_task_id": run.task.id,
+            "run_id": meta(run.task)["run_id"],
+            "step": n,
+            "hops": 1,
+            "max_hops": 8,
+        }
         assert child.context_id == run.task.context_id, "children share the run's context"
     assert [s["task_id"] for s in meta(run.task)["steps"]] == [children[n].task_id for n in (1, 2, 3)]
     assert "step 1/3 · counter: started" in run.progress
