@@ -45,7 +45,7 @@ from gateway.orchestration.breaker import BreakerBoard
 from gateway.orchestration.resume import recover_runs, resume_run
 from gateway.push import OutboxPushSender, PushDelivery, create_push_delivery, queue_stored_tasks
 from gateway.settings import Settings, bundled_agents_dir
-from gateway.spec import AgentSpec
+from gateway.spec import FRAMEWORKS, AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import Database, DeferredDatabase
 from gateway.telemetry.operating import Operating, start_tracing
@@ -54,7 +54,7 @@ from gateway.telemetry.store import MeasuredDatabase
 logger = logging.getLogger(__name__)
 
 API_CATALOG_PATH = "/.well-known/api-catalog"
-LOCAL_RUNTIMES = ("python", "llm", "a2a")
+LOCAL_RUNTIMES = ("python", "llm", "a2a", "command", *FRAMEWORKS)
 """Runtime kinds whose executors run in this process, so steps and MCP calls may use ``LocalRunner``."""
 SWEEP_REASON = "The gateway restarted while this task was running; it did not finish. Send the request again."
 READY_PROBE_TIMEOUT_S = 2.0  # a writer that cannot commit an empty transaction by then is not ready

@@ -8,9 +8,10 @@ is generated from these models; a test fails when the two drift apart.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # an RFC 6749 scope-token
@@ -173,11 +174,71 @@ class McpRuntime(_Strict):
 
 
 class CommandRuntime(_Strict):
-    """A subprocess speaking JSON on stdin/stdout."""
+    """A local program as an agent (``adapters.command``): an argv list, never a shell string.
+
+    ``{python}`` in ``argv`` is the gateway's own interpreter (``[{python}, -m, ruff, ...]`` finds a tool
+    installed beside the gateway on any machine); ``{input}`` is the path of each input file, with
+    ``input: file``. Nothing of the gateway's environment is inherited but the names in ``env``.
+    """
 
     kind: Literal["command"]
-    argv: list[str] = Field(min_length=1)
-    timeout_s: float = Field(default=60.0, gt=0)
+    argv: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    input: Literal["stdin", "file"] = Field(
+        default="stdin",
+        description="stdin: the message on standard input; file: each file sent (or the text) written to a "
+        "fresh folder, its path given as {input} in argv",
+    )
+    input_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: the message's text (or its one file); json: {text, files, data, history, task_id, "
+        "context_id} as one JSON object",
+    )
+    input_name: str = Field(
+        default="input.txt", pattern=r"^[\w.-]+$", description="file name for the text, with input: file"
+    )
+    output: Literal["text", "json"] = Field(
+        default="text", description="text: stdout is the reply's text; json: stdout is one JSON value (a data artifact)"
+    )
+    success_exit_codes: list[int] = Field(default=[0], min_length=1, description="exit codes that complete the task")
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds before the program is killed and the task fails")
+    max_output_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="stdout plus stderr; past it the program is killed, the task fails"
+    )
+    kill_grace_s: float = Field(default=5.0, ge=0, description="seconds between SIGTERM and SIGKILL")
+    cwd: str = Field(default="", description="working directory, relative to the agent file; default: a fresh folder")
+    env: list[Annotated[str, Field(pattern=ENV_NAME_PATTERN)]] = Field(
+        default=[], description="NAMES of the gateway's environment variables the program gets (nothing else)"
+    )
+    set_env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+        default={}, description="variables set for the program (no secrets: name them in env instead)"
+    )
+
+    @model_validator(mode="after")
+    def _input_placeholder(self) -> CommandRuntime:
+        named = any("{input}" in arg for arg in self.argv)
+        if self.input == "file" and not named:
+            raise ValueError("with input: file, argv must name {input} where the input file's path goes")
+        if self.input == "stdin" and named:
+            raise ValueError("{input} is a file path: set input: file to use it")
+        return self
+
+
+FRAMEWORKS = ("langgraph", "openai-agents", "crewai", "adk", "agent-framework")
+"""Runtime kinds that host an agent object of an agent framework (``adapters.<framework>``)."""
+
+
+class FrameworkRuntime(_Strict):
+    """An agent object of an agent framework, by import string (``adapters.framework``).
+
+    ``agent`` names the framework's own object (a compiled LangGraph graph, an Agents SDK ``Agent``,
+    a ``Crew``...) or a function returning one; its module may sit beside the agent file.
+    """
+
+    kind: Literal["langgraph", "openai-agents", "crewai", "adk", "agent-framework"]
+    agent: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="module:attribute")
+    options: dict[str, Any] = Field(default={}, description="the adapter's options (see its module)")
+    input_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
+    output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
 
 
 class WorkflowLimits(_Strict):
@@ -218,7 +279,7 @@ class WorkflowRuntime(_Strict):
 
 
 RuntimeSpec = Annotated[
-    PythonRuntime | LlmRuntime | A2ARuntime | McpRuntime | CommandRuntime | WorkflowRuntime,
+    PythonRuntime | LlmRuntime | A2ARuntime | McpRuntime | CommandRuntime | FrameworkRuntime | WorkflowRuntime,
     Field(discriminator="kind"),
 ]
 
@@ -243,6 +304,17 @@ class AgentSpec(_Strict):
     )
     enabled: bool = True
     runtime: RuntimeSpec
+    _file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> Path | None:
+        """The agent file this spec was read from (None for a spec built in code or imported from a peer)."""
+        return self._file
+
+    def read_from(self, path: Path) -> AgentSpec:
+        """This spec, remembering ``path`` as its file (modules beside it are importable by its runtime)."""
+        self._file = path
+        return self
 
     @field_validator("description", "provider", "version")
     @classmethod

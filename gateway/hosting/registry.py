@@ -23,7 +23,7 @@ def load_spec(path: Path) -> AgentSpec:
     if not isinstance(raw, dict):
         raise AgentFileError(f"{path.name}: expected a mapping at the top level")
     try:
-        return AgentSpec.model_validate(raw)
+        return AgentSpec.model_validate(raw).read_from(path)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
         raise AgentFileError(f"{path.name}: {problems}") from exc

@@ -31,7 +31,21 @@ ADAPTERS: dict[str, str] = {
     "llm": "adapters.llm:build",
     "workflow": "adapters.workflow:build",
     "a2a": "adapters.a2a_remote:build",
+    "command": "adapters.command:build",
+    "langgraph": "adapters.langgraph:build",
+    "openai-agents": "adapters.openai_agents:build",
+    "crewai": "adapters.crewai:build",
+    "adk": "adapters.adk:build",
+    "agent-framework": "adapters.agent_framework:build",
 }
+EXTRAS: dict[str, str] = {
+    "langgraph": "langgraph",
+    "openai-agents": "openai-agents",
+    "crewai": "crewai",
+    "adk": "adk",
+    "agent-framework": "agent-framework",
+}
+"""The optional extra (``pip install 'switchboard-gateway[<extra>]'``) a framework runtime needs."""
 
 
 class Host(Protocol):
@@ -169,5 +183,17 @@ def build_executor(spec: AgentSpec, host: Host) -> AgentExecutor:
     if target is None:
         raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not available in this version")
     module_name, _, attr = target.partition(":")
-    builder = cast(Builder, getattr(importlib.import_module(module_name), attr))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(spec.runtime.kind)
+        if exc.name == module_name:
+            raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not available") from exc
+        if extra is None:
+            raise
+        raise RuntimeLoadError(
+            f"{spec.name}: runtime '{spec.runtime.kind}' needs its framework ({exc}); "
+            f"install it with: pip install 'switchboard-gateway[{extra}]'"
+        ) from exc
+    builder = cast(Builder, getattr(module, attr))
     return builder(spec, host)
