@@ -11,7 +11,12 @@ The first agent gets the request as sent. Each next agent gets the request's tex
 plus a handoff envelope, as a ``{"handoff": {...}}`` data part and as readable text after the
 request: who handed off and why (``note``), the work done so far and its findings, the remaining
 work and the success criteria. ``input_filter`` compacts the history it carries: ``full``,
-``last`` (only the last result), ``summary`` (each summary cut to ``summary_chars``) or ``none``.
+``last`` (only the last result), ``summary`` (each summary cut to ``summary_chars``), ``none``, or
+``compact``: when the history is longer than ``compact_tokens`` (at ``CHARS_PER_TOKEN``), a model
+summarises it to that budget first, as a step of the run (so its usage counts against the run's
+budget, it is checkpointed and replayed like any step): ``compact_agent``, by default the agent the
+work is handed to (its own model). The summary stands in for the history, cut to the budget should the
+model overrun it; a failed summary falls back to ``summary`` cuts, saying so in the progress.
 
 Handing off to an agent already on the path raises ``HandoffCycleError`` naming the path, unless
 ``allow_revisit``; a hop past ``min(max_hops, run.limits.max_hops)`` raises
@@ -97,8 +102,10 @@ class HandoffOptions(PatternOptions):
     min_score: float = Field(default=3.0, ge=0)
     fallback_agent: str = ""
     rules: tuple[HandoffRule, ...] = ()
-    input_filter: Literal["full", "last", "summary", "none"] = "full"
+    input_filter: Literal["full", "last", "summary", "none", "compact"] = "full"
     summary_chars: int = Field(default=500, ge=1)
+    compact_tokens: int = Field(default=500, ge=16)  # input_filter compact: the history's budget
+    compact_agent: str = ""  # input_filter compact: who summarises (default: the agent handed to)
     success_criteria: str = ""
     allow_revisit: bool = False
     max_hops: int | None = Field(default=None, ge=0)  # default: the run's limit
@@ -150,8 +157,8 @@ def next_hop(result: StepResult, rules: tuple[HandoffRule, ...]) -> Hop:
 
 
 def envelope(run: Run, options: HandoffOptions, work: list[Work], hop: Hop) -> dict[str, Any]:
-    """The handoff envelope for the next agent, its history compacted by ``input_filter``."""
-    kept = {"full": work, "last": work[-1:], "summary": work, "none": []}[options.input_filter]
+    """The handoff envelope for the next agent, its history compacted by ``input_filter`` (but ``compact``)."""
+    kept = {"full": work, "last": work[-1:], "summary": work, "none": [], "compact": work}[options.input_filter]
     limit = options.summary_chars if options.input_filter == "summary" else None
     return {
         "original_request": run.request.text,
@@ -168,6 +175,40 @@ def _cut(text: str, limit: int | None) -> str:
     return text if limit is None else clip(text, limit)
 
 
+CHARS_PER_TOKEN = 4
+"""The rough size of a token, for a budget given in tokens (no tokenizer: the model's own is unknown here)."""
+
+
+def history_text(work: list[dict[str, Any]]) -> str:
+    """The work done so far as the next agent reads it."""
+    return "\n".join(f"[{item['agent']}]\n{item['summary']}" for item in work)
+
+
+async def compact(run: Run, options: HandoffOptions, handed: dict[str, Any], to: str, label: str) -> dict[str, Any]:
+    """``handed`` with its history summarised to ``compact_tokens`` by a model when it is longer."""
+    budget = options.compact_tokens * CHARS_PER_TOKEN
+    history = history_text(handed["work_done"])
+    if len(history) <= budget:
+        return handed
+    summariser = options.compact_agent or to
+    ask = (
+        f"Summarise the work below for {to}, who takes over the request, in at most {options.compact_tokens} tokens. "
+        "Keep decisions, results, open questions and anything the next agent must not redo; drop the rest. "
+        "Answer with the summary only.\n\n"
+        f"Request: {run.request.text}\n\nWork done so far:\n{history}"
+    )
+    request = StepInput(ask, ({"compact": {"max_tokens": options.compact_tokens, "for": to}},))
+    result = await run.step(summariser, request, label=f"{label}: compact for {to}")
+    if result.ok and result.text.strip():
+        summary = clip(result.text.strip(), budget)
+        return {**handed, "work_done": [{"agent": f"summary by {summariser}", "summary": summary}]}
+    await run.progress(f"{label}: compact by {summariser} {result.state}; history cut to {budget} characters instead")
+    cut = [
+        {**item, "summary": clip(item["summary"], budget // len(handed["work_done"]))} for item in handed["work_done"]
+    ]
+    return {**handed, "work_done": cut}
+
+
 def handoff_input(run: Run, handed: dict[str, Any], to: str) -> StepInput:
     """The next agent's message: the request as sent, then the envelope as text and as a data part."""
     lines = [run.request.text, "", f"--- handed off from {handed['from']} to {to} ---"]
@@ -175,7 +216,7 @@ def handoff_input(run: Run, handed: dict[str, Any], to: str) -> StepInput:
         lines.append(f"Note: {handed['note']}")
     if handed["work_done"]:
         lines += ["", "Work done so far:"]
-        lines += [f"[{item['agent']}]\n{item['summary']}" for item in handed["work_done"]]
+        lines.append(history_text(handed["work_done"]))
     if handed["findings"]:
         lines += ["", f"Findings so far: {len(handed['findings'])} (in the handoff data part)"]
     if handed["remaining_work"]:
@@ -238,7 +279,7 @@ def _routing(ranked: list[Match]) -> list[dict[str, Any]]:
 
 async def run(run: Run, options: HandoffOptions) -> Outcome:
     """Start at the entry (or the best match), then follow rules and transfers until an agent ends it."""
-    configured = [options.entry, options.fallback_agent, *(rule.to for rule in options.rules)]
+    configured = [options.entry, options.fallback_agent, options.compact_agent, *(rule.to for rule in options.rules)]
     problem = not_participants(run, [name for name in configured if name])
     if problem:
         return Outcome("failed", f"handoff: {problem}")
@@ -264,7 +305,10 @@ async def run(run: Run, options: HandoffOptions) -> Outcome:
         if problem:
             return Outcome("failed", f"handoff: {problem}", _data(run, options, path, work, hop, extra))
         await run.progress(f"hop {len(path)}: {agent}{ARROW}{hop.to}")
-        message = handoff_input(run, envelope(run, options, work, hop), hop.to)
+        handed = envelope(run, options, work, hop)
+        if options.input_filter == "compact":
+            handed = await compact(run, options, handed, hop.to, f"hop {len(path)}")
+        message = handoff_input(run, handed, hop.to)
         agent = hop.to
         path.append(agent)
 

@@ -23,7 +23,7 @@ from gateway.orchestration.handoff import SPEC, HandoffOptions, run
 from gateway.runtime import FileInput
 from gateway.settings import bundled_agents_dir
 from gateway.spec import WorkflowRuntime
-from tests.orchestration.scripted_run import ScriptedRun, always, data_of, in_order, result, scripted
+from tests.orchestration.scripted_run import Responder, ScriptedRun, always, data_of, in_order, result, scripted
 
 
 def options(**values: object) -> HandoffOptions:
@@ -410,3 +410,52 @@ async def test_triage_lists_the_agents_when_nothing_matches(registry: Registry) 
     assert outcome.state == "failed" and chat.steps == []
     assert outcome.text.startswith("no agent matches this request")
     assert all(f"- {name} (score 0): " in outcome.text for name in chat.participants)
+
+
+def compact_relay(summariser: Responder) -> ScriptedRun:
+    """a -> b -> c, whose history passes 64 characters (16 tokens) at the second hop only; ``sum`` summarises."""
+    script = {
+        "a": always(transfer("b", text="first " + "x" * 50, data={"findings": [{"rule": "A1"}]})),
+        "b": always(transfer("c", text="second", note="finish", data={"findings": [{"rule": "B1"}]})),
+        "c": always("done"),
+        "sum": summariser,
+    }
+    return scripted(script, request="go")
+
+
+async def test_compact_has_a_model_summarise_a_long_history_to_its_budget_as_a_step_of_the_run() -> None:
+    chat = compact_relay(always("a and b ranked A1, B1"))
+
+    outcome = await run(chat, options(input_filter="compact", compact_tokens=16, compact_agent="sum"))
+
+    assert outcome.state == "completed"
+    assert chat.agents_called == ["a", "b", "sum", "c"], "the first hop's history was within the budget"
+    assert [item["agent"] for item in envelope_of(chat, "b")["work_done"]] == ["a"]
+    envelope = envelope_of(chat, "c")
+    assert envelope["work_done"] == [{"agent": "summary by sum", "summary": "a and b ranked A1, B1"}]
+    assert [finding["rule"] for finding in envelope["findings"]] == ["A1", "B1"], "findings are kept whole"
+    (asked,) = chat.inputs_of("sum")
+    assert "in at most 16 tokens" in asked.text and "[a]\nfirst xxx" in asked.text and "[b]\nsecond" in asked.text
+    assert asked.data == ({"compact": {"max_tokens": 16, "for": "c"}},)
+    assert "[a]\nfirst" not in chat.inputs_of("c")[0].text, "the next agent reads the summary, not the history"
+    assert [item["agent"] for item in data_of(outcome)["envelope"]["work_done"]] == ["a", "b", "c"]
+
+
+async def test_compact_cuts_the_history_to_its_budget_when_the_summary_fails() -> None:
+    chat = compact_relay(always(result(state="failed", error="model down")))
+
+    outcome = await run(chat, options(input_filter="compact", compact_tokens=16, compact_agent="sum"))
+
+    assert outcome.state == "completed"
+    assert all(len(item["summary"]) <= 32 for item in envelope_of(chat, "c")["work_done"])
+    assert "hop 2: compact by sum failed; history cut to 64 characters instead" in chat.progress_messages
+
+
+async def test_compact_by_default_asks_the_agent_handed_to() -> None:
+    chat = compact_relay(always("unused"))
+    chat.responders = {**chat.responders, "c": in_order("summary by c's own model", then="done")}
+
+    await run(chat, options(input_filter="compact", compact_tokens=16))
+
+    assert chat.agents_called == ["a", "b", "c", "c"]
+    assert envelope_of(chat, "c", 1)["work_done"] == [{"agent": "summary by c", "summary": "summary by c's own model"}]
