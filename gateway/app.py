@@ -36,6 +36,7 @@ from gateway.hosting.cluster import AgentLog, Cluster
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.hosting.hosted import HostedAgent
 from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
+from gateway.hosting.mcp_clients import McpClientPool
 from gateway.hosting.registry import Registry
 from gateway.hosting.required_fields import use_in_sdk_handlers
 from gateway.hosting.runtimes import agent_info, build_executor
@@ -74,6 +75,8 @@ class Gateway:
     auth: AuthPolicy = field(default_factory=AuthPolicy.disabled)
     breakers: BreakerBoard = field(default_factory=BreakerBoard)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    mcp_clients: McpClientPool = field(default_factory=McpClientPool)
+    """MCP sessions of agents that use MCP servers (``gateway.hosting.mcp_clients``)."""
     started: float = field(default_factory=time.time)
     ready: bool = False
     stopping: bool = False
@@ -424,6 +427,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
                 await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
+            await gateway.mcp_clients.aclose()  # after the agents: their tasks may still be calling tools
             await gateway.cluster.close()
             await gateway.federation.aclose()
             await gateway.http.aclose()

@@ -55,48 +55,8 @@ class PythonRuntime(_Strict):
     options: dict[str, Any] = {}
 
 
-class LlmRuntime(_Strict):
-    """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
-
-    kind: Literal["llm"]
-    model: str = Field(default="", description="overrides the model setting")
-    system_prompt: str = ""
-    handoffs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
-        default=[], description="agents this one may transfer to, each offered as a transfer_to_<agent> tool"
-    )
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    input_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
-    output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
-
-
-SignatureAlgorithm = Literal["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"]
-TransportName = Literal["JSONRPC", "GRPC", "HTTP+JSON"]
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _HTTP_URL = r"^https?://[^\s/]+"
-
-
-class TrustSpec(_Strict):
-    """The trust anchors a peer's cards must verify against (``gateway.cards.build.signing.TrustPolicy``).
-
-    A card's key is looked up by ``kid`` in the pinned JWKS (``jwks`` inline, or ``jwks_file``),
-    else fetched from the card's own ``jku`` when its origin is in ``allowed_jku_origins``.
-    """
-
-    jwks: dict[str, Any] | None = Field(default=None, description="pinned JWKS (public keys), inline")
-    jwks_file: str = Field(default="", description="pinned JWKS in a file, relative to the file that names it")
-    allowed_jku_origins: list[Annotated[str, Field(pattern=_HTTP_URL)]] = Field(
-        default=[], description="origins (scheme://host[:port]) whose jku key sets may be fetched"
-    )
-    algorithms: list[SignatureAlgorithm] = Field(default=["ES256", "EdDSA"], min_length=1)
-    require_signature: bool = Field(default=True, description="false accepts an unsigned card, never a bad signature")
-
-    @model_validator(mode="after")
-    def _has_anchor(self) -> TrustSpec:
-        if self.jwks is not None and self.jwks_file:
-            raise ValueError("give jwks or jwks_file, not both")
-        if self.require_signature and self.jwks is None and not self.jwks_file and not self.allowed_jku_origins:
-            raise ValueError("no trust anchor: give jwks, jwks_file or allowed_jku_origins")
-        return self
 
 
 class NoCredentialsSpec(_Strict):
@@ -138,6 +98,111 @@ CredentialsSpec = Annotated[
 ]
 
 
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # what a chat model's function names allow (and MCP's names)
+
+
+class McpServerSpec(_Strict):
+    """An MCP server: a local program speaking MCP on stdin/stdout, or a Streamable HTTP endpoint.
+
+    Secrets are never in the file: a stdio server gets the environment variables named in ``env``
+    (besides the MCP SDK's safe defaults such as PATH and HOME), an HTTP server the ``credentials``.
+    """
+
+    name: str = Field(default="", pattern=r"^([a-z][a-z0-9-]{0,62})?$", description="for messages and logs")
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        default=[], description="argv of a stdio server (a list, never a shell string)"
+    )
+    url: str = Field(default="", pattern=r"^(https?://[^\s/]+\S*)?$", description="a Streamable HTTP endpoint")
+    env: list[Annotated[str, Field(pattern=ENV_NAME_PATTERN)]] = Field(
+        default=[], description="NAMES of environment variables passed on to a stdio server"
+    )
+    credentials: CredentialsSpec | None = Field(default=None, description="what an HTTP server is sent")
+    start_timeout_s: float = Field(default=20.0, gt=0, description="seconds to start and initialize a session")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSpec:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("give command (a stdio server) or url (a Streamable HTTP server), exactly one")
+        if self.command and self.credentials is not None:
+            raise ValueError("credentials are for an HTTP server; a stdio server gets env variables by name")
+        if self.url and self.env:
+            raise ValueError("env is for a stdio server; an HTTP server gets credentials")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How messages name the server: its name, else its program or its URL's host."""
+        if self.name:
+            return self.name
+        if self.command:
+            return self.command[0].rpartition("/")[2]
+        return self.url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+
+
+class McpToolsSpec(McpServerSpec):
+    """An MCP server whose tools a chat model may call: only those in ``tools`` are offered or run."""
+
+    tools: list[Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]] = Field(
+        min_length=1, description="allow-list: the server's tools the model is offered"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds one tool call may take")
+
+
+class FunctionToolSpec(_Strict):
+    """A Python function (sync or async) offered to a chat model as a tool, by import string.
+
+    Its name, description and JSON schema come from its signature and docstring unless given here.
+    """
+
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="module:attribute")
+    name: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
+    description: str = ""
+    parameters: dict[str, Any] | None = Field(default=None, description="JSON schema of the arguments")
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds one call may take")
+
+
+class LlmRuntime(_Strict):
+    """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
+
+    kind: Literal["llm"]
+    model: str = Field(default="", description="overrides the model setting")
+    system_prompt: str = ""
+    handoffs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default=[], description="agents this one may transfer to, each offered as a transfer_to_<agent> tool"
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    input_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
+    output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
+
+
+SignatureAlgorithm = Literal["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"]
+TransportName = Literal["JSONRPC", "GRPC", "HTTP+JSON"]
+
+
+class TrustSpec(_Strict):
+    """The trust anchors a peer's cards must verify against (``gateway.cards.build.signing.TrustPolicy``).
+
+    A card's key is looked up by ``kid`` in the pinned JWKS (``jwks`` inline, or ``jwks_file``),
+    else fetched from the card's own ``jku`` when its origin is in ``allowed_jku_origins``.
+    """
+
+    jwks: dict[str, Any] | None = Field(default=None, description="pinned JWKS (public keys), inline")
+    jwks_file: str = Field(default="", description="pinned JWKS in a file, relative to the file that names it")
+    allowed_jku_origins: list[Annotated[str, Field(pattern=_HTTP_URL)]] = Field(
+        default=[], description="origins (scheme://host[:port]) whose jku key sets may be fetched"
+    )
+    algorithms: list[SignatureAlgorithm] = Field(default=["ES256", "EdDSA"], min_length=1)
+    require_signature: bool = Field(default=True, description="false accepts an unsigned card, never a bad signature")
+
+    @model_validator(mode="after")
+    def _has_anchor(self) -> TrustSpec:
+        if self.jwks is not None and self.jwks_file:
+            raise ValueError("give jwks or jwks_file, not both")
+        if self.require_signature and self.jwks is None and not self.jwks_file and not self.allowed_jku_origins:
+            raise ValueError("no trust anchor: give jwks, jwks_file or allowed_jku_origins")
+        return self
+
+
 class A2ARuntime(_Strict):
     """A remote agent by card URL (federation); the only runtime whose file may hold a URL.
 
@@ -166,11 +231,15 @@ class A2ARuntime(_Strict):
 
 
 class McpRuntime(_Strict):
-    """One tool of an MCP server, wrapped as an agent."""
+    """One tool of an MCP server, wrapped as an agent.
+
+    The card's skill comes from the tool's description and input schema unless the file gives skills.
+    """
 
     kind: Literal["mcp"]
-    server: str
-    tool: str
+    server: McpServerSpec
+    tool: str = Field(pattern=TOOL_NAME_PATTERN)
+    timeout_s: float = Field(default=300.0, gt=0, description="seconds a tool call may take")
 
 
 class CommandRuntime(_Strict):
@@ -295,7 +364,9 @@ class AgentSpec(_Strict):
     default_input_modes: list[str] = ["text/plain"]
     default_output_modes: list[str] = ["text/plain", "application/json"]
     capabilities: CapabilitiesSpec = CapabilitiesSpec()
-    skills: list[SkillSpec] = Field(min_length=1)
+    skills: list[SkillSpec] = Field(
+        default=[], description="at least one; an mcp agent without any gets one from its tool's description and schema"
+    )
     security: Literal["default", "none"] = Field(
         default="default", description="'none' publishes the agent without authentication (conformance agents)"
     )
@@ -323,6 +394,12 @@ class AgentSpec(_Strict):
         if _URL_RE.search(value):
             raise ValueError("URLs do not belong in an agent file; they come from the public URL setting")
         return value
+
+    @model_validator(mode="after")
+    def _has_skills(self) -> AgentSpec:
+        if not self.skills and self.runtime.kind != "mcp":
+            raise ValueError("skills: give at least one skill")
+        return self
 
     @model_validator(mode="after")
     def _scopes_need_security(self) -> AgentSpec:

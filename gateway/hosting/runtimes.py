@@ -20,6 +20,7 @@ from gateway.auth.policy import AuthPolicy
 from gateway.errors import RuntimeLoadError, UnknownAgentError
 from gateway.federation.hub import Federation
 from gateway.hosting.local_tasks import LocalRunner
+from gateway.hosting.mcp_clients import McpClientPool
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
@@ -86,6 +87,11 @@ class Host(Protocol):
         """The peers and remote agents (``a2a`` agents relay through it)."""
         ...
 
+    @property
+    def mcp_clients(self) -> McpClientPool:
+        """The gateway's MCP client sessions, one per server, closed when it stops."""
+        ...
+
     def handler(self, name: str) -> RequestHandler:
         """The A2A request handler of hosted agent ``name``; ``UnknownAgentError`` when none."""
         ...
@@ -110,6 +116,7 @@ class StandaloneHost:
         self._settings = settings if settings is not None else Settings()
         self._breakers = BreakerBoard()
         self._federation = Federation(agents_dir=self._settings.agents)
+        self._mcp_clients = McpClientPool()
 
     @property
     def settings(self) -> Settings:
@@ -145,6 +152,11 @@ class StandaloneHost:
     def federation(self) -> Federation:
         """No peers (a remote agent with its own trust settings can still be built)."""
         return self._federation
+
+    @property
+    def mcp_clients(self) -> McpClientPool:
+        """Sessions of this host alone (``aclose`` them when done)."""
+        return self._mcp_clients
 
     def handler(self, name: str) -> RequestHandler:
         """There are no other agents."""

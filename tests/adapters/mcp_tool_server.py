@@ -1,0 +1,98 @@
+"""A small MCP server (the SDK's ``MCPServer``) the MCP tool and runtime tests start for real.
+
+``python -m tests.adapters.mcp_tool_server`` serves it over stdio; ``http_app()`` is the same
+server's Streamable HTTP app, for a uvicorn the test runs. Tools that leave evidence write a
+line to ``$MCP_TEST_DIR/<tool>.log`` (``env: [MCP_TEST_DIR]`` in the agent file), so a test can
+tell what ran on the server's side, including a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+
+server = MCPServer("switchboard-test-tools")
+
+
+def _note(tool: str, line: str) -> None:
+    folder = os.environ.get("MCP_TEST_DIR")
+    if folder:
+        with (Path(folder) / f"{tool}.log").open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Adds two integers."""
+    _note("add", f"{a}+{b}")
+    return a + b
+
+
+@server.tool()
+def word_count(text: str) -> str:
+    """Counts the words of a text."""
+    _note("word_count", text)
+    return f"{len(text.split())} words"
+
+
+@server.tool()
+def shout(text: str) -> str:
+    """Repeats the text in capitals."""
+    return text.upper()
+
+
+@server.tool()
+def delete_everything() -> str:
+    """Deletes everything (never allow-listed: a test proves it never runs)."""
+    _note("delete_everything", "ran")
+    return "deleted"
+
+
+@server.tool()
+async def countdown(steps: int, ctx: Context) -> str:
+    """Counts down, reporting progress at each step; waits for a cancellation when steps is 0."""
+    try:
+        for done in range(1, steps + 1):
+            await ctx.report_progress(done, steps, f"step {done} of {steps}")
+        if steps == 0:
+            _note("countdown", "waiting")
+            await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        _note("countdown", "cancelled")
+        raise
+    return f"lift-off after {steps} steps"
+
+
+@server.tool()
+def refuse(reason: str) -> str:
+    """Always fails, with the reason given."""
+    raise ToolError(reason)
+
+
+@server.tool()
+def exit_now() -> str:
+    """Ends the server process at once (a crash)."""
+    _note("exit_now", "exiting")
+    os._exit(3)
+
+
+def http_app() -> Starlette:
+    """The server over Streamable HTTP at ``/mcp`` (loopback; no DNS-rebinding check)."""
+    return server.streamable_http_app(
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+
+
+if __name__ == "__main__":
+    if "--hang" in sys.argv:  # starts, then never answers (a server that hangs at start)
+        sys.stdin.read()
+    else:
+        _note("started", str(os.getpid()))
+        server.run("stdio")
