@@ -167,3 +167,5 @@ class PatternSpec:
     run: Pattern
     options: type[PatternOptions]
     min_participants: int = 1
+    check: Callable[[Any, tuple[str, ...]], None] | None = None
+    """Checks at load what the options alone cannot: ``(options, participants)``; a ``ValueError`` refuses the file."""

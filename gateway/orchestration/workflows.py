@@ -97,6 +97,11 @@ def plan_workflow(spec: AgentSpec) -> WorkflowPlan:
         options = pattern.options.model_validate(pattern_values)
     except ValidationError as exc:
         raise InvalidWorkflowError("runtime.options", _problems(exc, "runtime.options")) from exc
+    if pattern.check is not None:
+        try:
+            pattern.check(options, participants)
+        except ValueError as exc:
+            raise InvalidWorkflowError("runtime.options", str(exc)) from exc
     strays = sorted(set(engine.fallbacks) - set(participants))
     if strays:
         raise InvalidWorkflowError("runtime.options.fallbacks", f"fallbacks for non-participants: {', '.join(strays)}")
