@@ -51,6 +51,7 @@ from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, op
 from gateway.store.database import Database, DeferredDatabase
 from gateway.telemetry.operating import Operating, start_tracing
 from gateway.telemetry.store import MeasuredDatabase
+from gateway.triggers import Triggers
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +376,10 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         guard = agent_guard(gateway.auth, spec, settings.base_url, settings.max_body_bytes)
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
     routes += UNKNOWN_AGENT_ROUTES
+    triggers = Triggers(
+        gateway, list(gateway.registry), nats_url=settings.nats_url, max_body_bytes=settings.max_body_bytes
+    )
+    routes[:0] = triggers.routes()  # webhooks and A2A pushes: /triggers/{agent}/{trigger}
     mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
     routes[:0] = mcp.routes  # first: the router tries routes in order, and /mcp is one exact path
 
@@ -414,6 +419,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         for run in resumable:
             logger.info("resuming run %s of %s after %d step(s)", run.task_id, run.agent, len(run.steps))
             gateway.spawn(resume_run(gateway.handler(run.agent), run, gateway.db), name=f"resume:{run.task_id}")
+        await triggers.start(gateway.spawn)  # NATS consumers and schedules; webhooks arrive through routes
         try:
             async with mcp.running():  # MCP: its session manager and run watchers live in this lifespan
                 yield
@@ -423,6 +429,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
             for task in list(gateway.background):
                 task.cancel()
             await asyncio.gather(*gateway.background, return_exceptions=True)
+            await triggers.aclose()
             if grpc_server is not None:
                 await grpc_server.stop()
             for hosted in gateway.agents.values():
@@ -438,4 +445,5 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
     app = Starlette(routes=routes, lifespan=lifespan, middleware=operating.middleware())
     app.state.gateway = gateway
     app.state.mcp = mcp
+    app.state.triggers = triggers
     return app

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     allow_private_push_urls: bool = Field(
         default=False, description="let push URLs reach loopback/private/link-local addresses (tests, closed networks)"
     )
+    # -- triggers (gateway/triggers/) --
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="the NATS server of nats triggers")
+    # -- end triggers --
     # -- push delivery (gateway/push/) --
     push_max_attempts: int = Field(default=8, ge=1, le=100, description="tries per notification, then it is dropped")
     push_retry_base_s: float = Field(default=1.0, gt=0, description="backoff after the first failed try; doubles")

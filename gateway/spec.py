@@ -353,6 +353,112 @@ RuntimeSpec = Annotated[
 ]
 
 
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h|d)$"
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+TaskStateName = Literal["completed", "failed", "canceled", "rejected", "input-required"]
+
+
+class _TriggerBase(_Strict):
+    """What every trigger declares: its name, who its runs belong to, and the skill they name."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique among the agent's triggers; part of its URL")
+    owner: str = Field(
+        default="",
+        max_length=200,
+        description="the owner of the runs it starts (default: anonymous without auth, 'trigger:<agent>/<name>' with)",
+    )
+    scopes: list[Scope] = Field(default=[], description="scopes its runs act with (checked as a caller's would be)")
+    skill: str = Field(default="", description="the skill id its messages name in metadata.skill")
+
+
+class WebhookTriggerSpec(_TriggerBase):
+    """An HTTP webhook at ``/triggers/<agent>/<name>``, signed as Standard Webhooks sign (HMAC-SHA256).
+
+    Each request carries ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and
+    ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``; a JSON body arrives
+    as a data part, any other as text. An id seen before answers with the run it started.
+    """
+
+    kind: Literal["webhook"]
+    secret_env: str = Field(pattern=ENV_NAME_PATTERN, description="NAME of the env var holding the secret (whsec_...)")
+    tolerance_s: float = Field(default=300.0, gt=0, le=86400, description="how far a timestamp may be from now")
+
+
+class NatsTriggerSpec(_TriggerBase):
+    """A NATS JetStream subject, read by a durable consumer (server: the nats_url setting).
+
+    A message is acknowledged once its run is recorded; one that is not valid input (not JSON, or
+    refused by the agent) is dead-lettered with its reason and not delivered again.
+    """
+
+    kind: Literal["nats"]
+    stream: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the stream (created for the subject if missing)")
+    subject: str = Field(pattern=r"^[^\s]+$")
+    durable: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", description="default: sb-<agent>-<name>")
+    max_in_flight: int = Field(default=16, ge=1, le=1024, description="runs started and not finished, at most")
+    max_deliver: int = Field(default=5, ge=1, description="deliveries of a message that keeps failing, then DLQ")
+    ack_wait_s: float = Field(default=30.0, gt=0, description="seconds before an unacknowledged message is resent")
+    dead_letter_subject: str = Field(default="", description="also publish dead letters here (with a reason header)")
+
+
+class ScheduleTriggerSpec(_TriggerBase):
+    """A schedule, in UTC: ``every: 15m`` (slots at multiples of it since the epoch) or ``at: "02:30"`` daily.
+
+    Each slot starts one run, whichever replica or restart sees it first; a slot missed while the
+    gateway was down runs once when it starts again (only the latest one).
+    """
+
+    kind: Literal["schedule"]
+    every: str = Field(default="", pattern=rf"^$|{DURATION_PATTERN}", description="<n>s, <n>m, <n>h or <n>d")
+    at: str = Field(default="", pattern=rf"^$|{CLOCK_PATTERN}", description="HH:MM, every day (UTC)")
+    input: str | dict[str, Any] = Field(default="", description="the message: text, or an object sent as data")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ScheduleTriggerSpec:
+        if bool(self.every) == bool(self.at):
+            raise ValueError("give exactly one of every or at")
+        return self
+
+
+class PushTriggerSpec(_TriggerBase):
+    """A2A push notifications from a peer's task, received at ``/triggers/<agent>/<name>``.
+
+    The peer's push config carries the token (``X-A2A-Notification-Token``); when the pushed task
+    reaches one of ``states`` a run starts with its status and artifacts as data, once per task.
+    """
+
+    kind: Literal["push"]
+    token_env: str = Field(pattern=ENV_NAME_PATTERN, description="NAME of the env var holding the expected token")
+    states: list[TaskStateName] = Field(default=["completed"], min_length=1)
+
+
+TriggerSpec = Annotated[
+    WebhookTriggerSpec | NatsTriggerSpec | ScheduleTriggerSpec | PushTriggerSpec, Field(discriminator="kind")
+]
+
+
+class CacheSpec(_Strict):
+    """Completed results kept and answered again for the same request (opt-in)."""
+
+    ttl_s: float = Field(gt=0, description="seconds a result is answered from the cache")
+    max_entries: int = Field(
+        default=1000, ge=1, le=1_000_000, description="results kept, least recently used first out"
+    )
+    shared: bool = Field(
+        default=False, description="true: one caller's result may answer another's (same scopes); only if safe"
+    )
+
+
+class AdmissionSpec(_Strict):
+    """Concurrency caps: over them a caller is told to retry later (or a workflow takes its fallback)."""
+
+    max_concurrent: int | None = Field(default=None, ge=1, description="runs of this agent at once")
+    max_queued: int = Field(default=0, ge=0, description="runs waiting for a slot beyond max_concurrent")
+    per_caller_concurrent: int | None = Field(default=None, ge=1, description="runs of one caller at once")
+    queue_timeout_s: float = Field(default=5.0, gt=0, description="how long a queued run waits for a slot")
+    retry_after_s: float = Field(default=1.0, gt=0, description="the retry-after hint given to a refused caller")
+
+
 class AgentSpec(_Strict):
     """One agent file."""
 
@@ -374,6 +480,9 @@ class AgentSpec(_Strict):
         default=[], description="scopes a caller's token or API key needs for any call to this agent"
     )
     enabled: bool = True
+    triggers: list[TriggerSpec] = Field(default=[], description="what else may start this agent: webhook, nats, ...")
+    cache: CacheSpec | None = None
+    admission: AdmissionSpec | None = None
     runtime: RuntimeSpec
     _file: Path | None = PrivateAttr(default=None)
 
@@ -399,6 +508,13 @@ class AgentSpec(_Strict):
     def _has_skills(self) -> AgentSpec:
         if not self.skills and self.runtime.kind != "mcp":
             raise ValueError("skills: give at least one skill")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_triggers(self) -> AgentSpec:
+        names = [t.name for t in self.triggers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"trigger names must be unique: {names}")
         return self
 
     @model_validator(mode="after")

@@ -133,6 +133,13 @@ def _within(rows: list[tuple[Any, ...]], budget: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+STARTED_BY = "switchboard.started_by"
+"""The ``ServerCallContext.state`` key of what started a run when no caller's message did (``gateway.triggers``).
+
+Only the gateway builds the call contexts that carry it, so a caller cannot claim a trigger started its task.
+"""
+
+
 class SqlTaskStore(TaskStore):
     """One agent's tasks in SQLite or PostgreSQL; ``save`` returns only after the row is committed."""
 
@@ -155,8 +162,15 @@ class SqlTaskStore(TaskStore):
         await self._db.write(*self.save_statement(task, context))
 
     def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
-        """What ``save`` runs, for a caller that commits it with other statements (its push notifications)."""
+        """What ``save`` runs, for a caller that commits it with other statements (its push notifications).
+
+        A task started by a trigger (``STARTED_BY`` in the call's state) keeps what started it in
+        its metadata's ``trigger`` entry, whichever executor built it.
+        """
         self.new_ids.saved(task.id)
+        started_by = context.state.get(STARTED_BY)
+        if started_by is not None and "trigger" not in task.metadata:
+            task.metadata.update({"trigger": started_by})
         params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
         return _UPSERT, (*params, task.SerializeToString(), self._db.runner)
 

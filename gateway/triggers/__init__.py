@@ -1,0 +1,163 @@
+"""Event triggers: what else may start an agent or workflow besides a caller's message.
+
+Declared per agent in its file (``triggers:``): an HTTP ``webhook`` (Standard Webhooks HMAC
+signature, replay window, ``gateway.triggers.webhook``), A2A ``push`` notifications from a peer's
+task (``gateway.triggers.push``), a NATS JetStream subject (``gateway.triggers.nats``) and a
+``schedule`` (``gateway.triggers.schedule``). Every event is recorded in the trigger ledger and
+starts at most one run (``gateway.triggers.ledger``, ``gateway.triggers.runs``), an ordinary
+task of the agent whose metadata says what started it. Webhooks and pushes arrive at
+``POST /triggers/{agent}/{trigger}``; an answer names the run (202 new, 200 a repeat).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.errors import GatewayError, PayloadTooLargeError, wire_for
+from gateway.spec import (
+    AgentSpec,
+    NatsTriggerSpec,
+    PushTriggerSpec,
+    ScheduleTriggerSpec,
+    TriggerSpec,
+    WebhookTriggerSpec,
+)
+from gateway.triggers import push, webhook
+from gateway.triggers.runs import EventBusyError, InvalidEventError, Started, TriggerEvent, TriggerHost, TriggerRuns
+from gateway.triggers.schedule import ScheduleRunner
+
+logger = logging.getLogger(__name__)
+
+TRIGGER_PATH = "/triggers/{agent}/{trigger}"
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
+class TriggerNotConfiguredError(GatewayError):
+    """A trigger whose secret (an environment variable) is not set: it refuses every event until it is."""
+
+    message = "the trigger is not configured"
+    reason = "trigger-not-configured"
+    retryable = True
+
+
+def _error(error: GatewayError, status: int | None = None, headers: Mapping[str, str] | None = None) -> Response:
+    wire = wire_for(error)
+    code = status or wire.http_status
+    body = {"error": {"code": code, "status": wire.grpc_status, "reason": error.reason, "message": error.detail}}
+    return JSONResponse(body, status_code=code, headers=dict(headers or {}))
+
+
+def _answer(started: Started) -> Response:
+    if started.dead:
+        body = {
+            "error": {"code": 422, "status": "INVALID_ARGUMENT", "reason": "invalid-event", "message": started.reason}
+        }
+        return JSONResponse({**body, **started.to_json()}, status_code=422)
+    return JSONResponse(started.to_json(), status_code=200 if started.duplicate else 202)
+
+
+class Triggers:
+    """Every hosted agent's triggers: the HTTP endpoint, and the consumers and schedules run in the lifespan."""
+
+    def __init__(
+        self,
+        host: TriggerHost,
+        specs: list[AgentSpec],
+        *,
+        nats_url: str,
+        max_body_bytes: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.runs = TriggerRuns(host)
+        self._triggers = {(spec.name, t.name): t for spec in specs for t in spec.triggers}
+        self._nats_url = nats_url
+        self._max_body = max_body_bytes
+        self._env = env if env is not None else os.environ
+
+    def __len__(self) -> int:
+        return len(self._triggers)
+
+    def routes(self) -> list[BaseRoute]:
+        """``POST /triggers/{agent}/{trigger}`` for webhooks and A2A pushes."""
+        return [Route(TRIGGER_PATH, self.receive, methods=["POST"])] if self._triggers else []
+
+    async def start(self, spawn: Spawn) -> None:
+        """Create the ledger's tables; start each NATS consumer and schedule in the background."""
+        if not self._triggers:
+            return
+        await self.runs.ledger.create()
+        for (agent, name), trigger in self._triggers.items():
+            if isinstance(trigger, NatsTriggerSpec):
+                from gateway.triggers.nats import NatsConsumer
+
+                spawn(NatsConsumer(self._nats_url, agent, trigger, self.runs).run(), f"trigger:{agent}/{name}")
+            elif isinstance(trigger, ScheduleTriggerSpec):
+                spawn(
+                    ScheduleRunner(agent, trigger, self.runs.ledger, self.runs.start).run(), f"trigger:{agent}/{name}"
+                )
+            elif self._secret(trigger) is None:
+                env = trigger.secret_env if isinstance(trigger, WebhookTriggerSpec) else trigger.token_env
+                logger.error("trigger %s of %s refuses every event: the env var %s is not set", name, agent, env)
+
+    async def aclose(self) -> None:
+        """Stop following the runs triggers started."""
+        await self.runs.aclose()
+
+    def _secret(self, trigger: TriggerSpec) -> str | None:
+        name = trigger.secret_env if isinstance(trigger, WebhookTriggerSpec) else getattr(trigger, "token_env", "")
+        return self._env.get(name) or None
+
+    async def receive(self, request: Request) -> Response:
+        """One webhook request or A2A push notification (see the module)."""
+        agent, name = request.path_params["agent"], request.path_params["trigger"]
+        trigger = self._triggers.get((agent, name))
+        if not isinstance(trigger, WebhookTriggerSpec | PushTriggerSpec):
+            message = f"agent {agent!r} has no webhook or push trigger named {name!r}"
+            return JSONResponse({"error": {"code": 404, "status": "NOT_FOUND", "message": message}}, status_code=404)
+        body = await request.body()
+        if len(body) > self._max_body:
+            return _error(PayloadTooLargeError(f"the body is over {self._max_body} bytes"))
+        secret = self._secret(trigger)
+        if secret is None:
+            return _error(TriggerNotConfiguredError(f"trigger {name!r} has no secret set"), 503)
+        try:
+            event = await self._event(agent, trigger, secret, request, body)
+            if isinstance(event, str):
+                return JSONResponse({"status": event})
+            return _answer(await self.runs.start(event))
+        except EventBusyError as exc:
+            return _error(exc, 409, {"Retry-After": "1"})
+        except InvalidEventError as exc:
+            return _error(exc, 422)
+        except GatewayError as exc:
+            return _error(exc)
+
+    async def _event(
+        self, agent: str, trigger: WebhookTriggerSpec | PushTriggerSpec, secret: str, request: Request, body: bytes
+    ) -> TriggerEvent | str:
+        if isinstance(trigger, WebhookTriggerSpec):
+            event_id = webhook.verify(trigger, secret, request.headers, body, time.time())
+            event = TriggerEvent(agent, trigger, event_id, (), {}, body)
+            try:
+                parts = webhook.body_parts(body, request.headers.get("content-type", ""))
+            except ValueError as exc:
+                await self.runs.ledger.dead_letter(event.key, self.runs.owner(agent, trigger), str(exc), body)
+                raise InvalidEventError(str(exc)) from None
+            return TriggerEvent(agent, trigger, event_id, parts, {}, body)
+        push.check_token(secret, request.headers)
+        try:
+            notification = push.parse(body)
+            return await push.pushed_event(self.runs.ledger, agent, trigger, notification, body)
+        except ValueError as exc:
+            raise InvalidEventError(str(exc)) from None
+
+
+__all__ = ["TRIGGER_PATH", "Triggers"]
