@@ -9,7 +9,7 @@ with results, so they stay small, typed and testable against a scripted ``Run``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -143,6 +143,14 @@ class Run(Protocol):
 
     def describe(self, agent: str) -> AgentInfo:
         """What the card of ``agent`` says about it."""
+        ...
+
+    def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
+        """Which of ``agents`` the run's checkpoint holds the result of this very step for (a resumed run), else None.
+
+        A pattern that picks an agent by what is happening now (which agent is idle) asks this first, so a
+        resumed run gives each step to the agent whose finished result it holds instead of doing the step again.
+        """
         ...
 
 

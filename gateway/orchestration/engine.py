@@ -383,6 +383,15 @@ class EngineRun:
         """What the card of ``agent`` says about it."""
         return self._host.describe(agent)
 
+    def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
+        """The first of ``agents`` whose result for this step (its next repeat) the checkpoint holds, unreplayed."""
+        for agent in agents:
+            digest = step_key(agent, request, label)
+            again = self._asked.get(digest, 0)
+            if (f"{digest}.{again}" if again else digest) in self._recorded:
+                return agent
+        return None
+
     # -- the run as a whole ----------------------------------------------------------------
 
     async def execute(self) -> Outcome:

@@ -1,27 +1,34 @@
 """Work queue (swarm): a batch of items shared out over a pool of agents.
 
 Items come from ``{"items": [...]}`` in the request's data, else one per non-empty line of its
-text. At most ``concurrency`` items are in flight (an ``asyncio.Semaphore``). Agents take items in
-turn: item ``i`` goes to the ``i``-th agent (counting round the pool), and a failed item is
-re-queued at the back for the next agent in turn that has not tried it yet (any, once all have),
-until ``max_attempts``. Who gets an attempt depends only on the item and its attempts so far,
-never on which agents are busy at that moment: a resumed run (``engine``) replays its finished
-attempts at once, in another order than they finished, and must ask the same agent for each
-attempt to be given its result.
+text. An object item's ``priority`` (a number, default 0) orders the queue: higher first, then in
+the order given; a failed item is re-queued behind the items of its own priority. At most
+``concurrency`` items are in flight (an ``asyncio.Semaphore``).
 
-The outcome lists every item (status, agent, attempts, output) with counts and the failed items.
-It completes unless no item succeeded, or one failed and ``fail_run_if_any_failed`` is set. More
-items than ``run.limits.max_steps`` raises ``LimitExceededError`` before any work starts; the engine
-raises it mid-batch when retries run out of steps.
+Who takes an attempt (``assign``): ``least-loaded`` (the default) gives it to the agent with the
+fewest of this batch's items in flight among those that have not tried the item yet (any, once
+all have), ties going to the item's turn round the pool; ``in-turn`` gives item ``i`` to the
+``i``-th agent. Either way a resumed run (``engine``) first asks ``run.recorded`` which agent's
+finished result the checkpoint holds for the attempt, so a replayed attempt goes to that agent and
+is not done again, whatever the load is now.
+
+An item still failing after ``max_attempts`` is dead-lettered: the outcome's ``dead_letter`` lists
+it with every attempt's agent and error, and the progress says so. The outcome lists every item
+(status, agent, attempts, output) with counts. It completes unless no item succeeded, or one failed
+and ``fail_run_if_any_failed`` is set. More items than ``run.limits.max_steps`` raises
+``LimitExceededError`` before any work starts; the engine raises it mid-batch when retries run out
+of steps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
-from collections import deque
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -46,6 +53,7 @@ class WorkQueueOptions(PatternOptions):
     concurrency: int = Field(default=4, ge=1)
     max_attempts: int = Field(default=2, ge=1)
     fail_run_if_any_failed: bool = False
+    assign: Literal["least-loaded", "in-turn"] = "least-loaded"
 
 
 @dataclass
@@ -56,6 +64,12 @@ class Item:
     value: Any
     attempts: list[dict[str, str]] = field(default_factory=list)
     result: StepResult | None = None
+
+    @property
+    def priority(self) -> float:
+        """The item's ``priority`` when it is an object with a number there, else 0 (higher goes first)."""
+        value = self.value.get("priority") if isinstance(self.value, dict) else None
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
     @property
     def tried(self) -> set[str]:
@@ -106,15 +120,18 @@ def item_input(request: StepInput, item: Item, total: int) -> StepInput:
 
 @dataclass(frozen=True)
 class Pool:
-    """Which agent gets an item's next attempt: the item's turn round the pool, untried agents first."""
+    """Which agent gets an item's next attempt (see the module docstring)."""
 
     agents: tuple[str, ...]
+    least_loaded: bool = True
 
-    def pick(self, item: Item) -> str:
-        """The agent for ``item``'s next attempt (see the module docstring)."""
+    def preference(self, item: Item, load: Counter[str]) -> list[str]:
+        """Every agent, the one to ask first first: untried before tried, then the least loaded, then in turn."""
         start = (item.index + len(item.attempts)) % len(self.agents)
         order = self.agents[start:] + self.agents[:start]
-        return next((agent for agent in order if agent not in item.tried), order[0])
+        turn = {agent: place for place, agent in enumerate(order)}
+        busy = load if self.least_loaded else Counter[str]()
+        return sorted(order, key=lambda agent: (agent in item.tried, busy[agent], turn[agent]))
 
 
 @dataclass
@@ -125,15 +142,27 @@ class Batch:
     options: WorkQueueOptions
     items: list[Item]
     pool: Pool
-    queue: deque[Item] = field(default_factory=deque)
+    queue: list[tuple[float, int, int]] = field(default_factory=list)  # a heap of (-priority, arrival, item index)
+    arrivals: itertools.count[int] = field(default_factory=itertools.count)
+    load: Counter[str] = field(default_factory=Counter)  # items in flight per agent
     finished: int = 0
     in_flight: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def enqueue(self, item: Item) -> None:
+        """Queue ``item`` behind the items of its priority that are already queued."""
+        heapq.heappush(self.queue, (-item.priority, next(self.arrivals), item.index))
+
+    def pick(self, item: Item, message: StepInput) -> str:
+        """The agent for ``item``'s next attempt: whose result a resumed run holds for it, else by preference."""
+        preference = self.pool.preference(item, self.load)
+        return self.run.recorded(preference, message, self._label(item)) or preference[0]
+
     async def process(self) -> None:
         """Work through the queue, ``concurrency`` items at a time, until every item is done or out of attempts."""
         gate = asyncio.Semaphore(self.options.concurrency)
-        self.queue.extend(self.items)
+        for item in self.items:
+            self.enqueue(item)
         async with asyncio.TaskGroup() as group:
             while self.queue or self.in_flight:
                 if not self.queue:
@@ -141,22 +170,24 @@ class Batch:
                     await self.changed.wait()
                     continue
                 await gate.acquire()
-                item = self.queue.popleft()
-                agent = self.pool.pick(item)
+                item = self.items[heapq.heappop(self.queue)[2]]
+                message = item_input(self.run.request, item, len(self.items))
+                agent = self.pick(item, message)
                 self.in_flight += 1
-                group.create_task(self.attempt(item, agent, gate))
+                self.load[agent] += 1
+                group.create_task(self.attempt(item, agent, message, gate))
 
-    async def attempt(self, item: Item, agent: str, gate: asyncio.Semaphore) -> None:
+    async def attempt(self, item: Item, agent: str, message: StepInput, gate: asyncio.Semaphore) -> None:
         """One attempt at ``item`` by ``agent``; a failure is re-queued while attempts remain."""
-        message = item_input(self.run.request, item, len(self.items))
         try:
             result = await self.run.step(agent, message, label=self._label(item))
         finally:
             gate.release()
+            self.load[agent] -= 1
         item.attempts.append({"agent": agent, "state": result.state, "error": result.error})
         retry = not result.ok and len(item.attempts) < self.options.max_attempts
         if retry:
-            self.queue.append(item)
+            self.enqueue(item)
         else:
             item.result = result
             self.finished += 1
@@ -169,6 +200,8 @@ class Batch:
         if retry:
             tries = f"attempt {len(item.attempts)}/{self.options.max_attempts}"
             return f"{head} {result.state} on {agent} ({tries}); re-queued"
+        if item.status == "failed":
+            return f"{head} dead-lettered after {len(item.attempts)} attempts, last by {agent}: {result.error}"
         return f"{head} {item.status} by {agent} ({self.finished} of {len(self.items)} finished)"
 
     def _label(self, item: Item) -> str:
@@ -185,7 +218,12 @@ class Batch:
             f"{r['index'] + 1}. {r['status']} ({r['agent']}): {clip(r['output'], SUMMARY_CHARS)}" for r in reports
         ]
         failing = not done or (bool(failed) and self.options.fail_run_if_any_failed)
-        data = {"items": reports, "counts": counts, "failed": failed}
+        dead = [
+            {"index": item.index, "item": item.value, "attempts": item.attempts}
+            for item in self.items
+            if item.status != "done"
+        ]
+        data = {"items": reports, "counts": counts, "failed": failed, "dead_letter": dead}
         return Outcome("failed" if failing else "completed", "\n".join(lines), data)
 
 
@@ -200,7 +238,8 @@ async def run(run: Run, options: WorkQueueOptions) -> Outcome:
         return Outcome("failed", 'work queue: no items; send {"items": [...]} as data or one item per line of text')
     if len(values) > run.limits.max_steps:
         raise LimitExceededError("step", f"{len(values)} items but the run allows {run.limits.max_steps} steps")
-    batch = Batch(run, options, [Item(index, value) for index, value in enumerate(values)], Pool(tuple(agents)))
+    pool = Pool(tuple(agents), least_loaded=options.assign == "least-loaded")
+    batch = Batch(run, options, [Item(index, value) for index, value in enumerate(values)], pool)
     await run.progress(f"{len(values)} items over {len(agents)} agents, {options.concurrency} at a time")
     try:
         await batch.process()

@@ -83,6 +83,10 @@ class ScriptedRun:
         """The scripted card facts of ``agent`` (a bare description when none were given)."""
         return self.infos.get(agent) or AgentInfo(name=agent, description=f"the {agent} agent")
 
+    def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
+        """Nothing is checkpointed here."""
+        return None
+
     @property
     def agents_called(self) -> list[str]:
         """Every step's agent, in order."""

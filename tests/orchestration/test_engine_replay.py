@@ -184,8 +184,9 @@ def slow_agent(slow: str) -> Script:
     return answer
 
 
-async def test_a_resumed_work_queue_asks_the_same_agent_for_each_item_as_the_run_it_resumes() -> None:
-    flow = harness_plan("work-queue", ["quick", "slow"], {"concurrency": 2}, NO_ENGINE_RETRIES)
+async def test_a_resumed_in_turn_work_queue_asks_the_same_agent_for_each_item_as_the_run_it_resumes() -> None:
+    options = {"concurrency": 2, "assign": "in-turn"}
+    flow = harness_plan("work-queue", ["quick", "slow"], options, NO_ENGINE_RETRIES)
     script = slow_agent("slow")  # quick is free again while slow still works: a pool that prefers idle agents differs
     whole = await execute(flow, new_record("1\n2\n3\n4"), script)
 
@@ -194,3 +195,20 @@ async def test_a_resumed_work_queue_asks_the_same_agent_for_each_item_as_the_run
         done = len(RunRecord.from_row(row).steps)
         assert len(resumed.calls) == 4 - done, "no finished item is done again"
         assert resumed.outcome == whole.outcome
+
+
+async def test_a_resumed_least_loaded_work_queue_replays_each_finished_item_from_the_agent_that_did_it() -> None:
+    flow = harness_plan("work-queue", ["quick", "slow"], {"concurrency": 2}, NO_ENGINE_RETRIES)
+    script = slow_agent("slow")  # quick is free again while slow still works, so quick takes more items
+    whole = await execute(flow, new_record("1\n2\n3\n4\n5\n6"), script)
+    by = [item["agent"] for item in data_of(whole.outcome)["items"]]
+    assert by.count("quick") > by.count("slow"), f"the idle agent takes more items: {by}"
+
+    for row in whole.checkpoints:
+        resumed = await resume(flow, row, script)
+        saved = RunRecord.from_row(row).steps
+        assert len(resumed.calls) == 6 - len(saved), "no finished item is done again, whatever the load is now"
+        items = data_of(resumed.outcome)["items"]
+        assert [item["status"] for item in items] == ["done"] * 6
+        replayed = {result.text for result in saved.values()}
+        assert replayed <= {item["output"] for item in items}, "each replayed item keeps the agent that did it"

@@ -14,6 +14,7 @@ from a2a.client import Client
 from a2a.types.a2a_pb2 import CancelTaskRequest, SendMessageRequest, TaskState
 from a2a.utils.errors import InvalidParamsError
 
+from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import a2a_client
 from tests.conftest import make_settings
@@ -291,3 +292,28 @@ async def test_a_nested_runs_result_grows_by_a_level_not_by_doubling(tmp_path: P
     one, two, nine = sizes
     per_level = two - one
     assert nine <= one + (levels - 1) * per_level * 1.2, f"result data by level 1, 2, {levels}: {sizes}"
+
+
+async def test_a_work_queue_over_a2a_takes_high_priority_items_first_and_dead_letters_what_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    calls = tmp_path / "calls.txt"
+    items = [{"text": "low"}, {"text": "high", "priority": 9}, {"text": "mid", "priority": 1}]
+    files = (
+        python_agent("counter", "counter", log=str(calls)),
+        python_agent("broken", "fail"),
+        workflow("queue", "work-queue", ["counter"], {"concurrency": 1}),
+        workflow("doomed", "work-queue", ["broken"], {"max_attempts": 2}, QUICK),
+    )
+    async with serving(tmp_path, *files) as gateway:
+        message = request()
+        message.parts.append(data_part({"items": items}))
+        ordered = await run(gateway, "queue", message)
+        doomed = await run(gateway, "doomed", "one")
+
+    assert ordered.task.status.state == TaskState.TASK_STATE_COMPLETED, ordered.text
+    assert calls.read_text().splitlines() == ["high", "mid", "low"]
+    assert doomed.task.status.state == TaskState.TASK_STATE_FAILED
+    (dead,) = data_of(doomed.task.status.message)["dead_letter"]
+    assert [a["agent"] for a in dead["attempts"]] == ["broken", "broken"], doomed.text
+    assert any("item 1/1 dead-lettered after 2 attempts" in p for p in doomed.progress), doomed.progress

@@ -158,3 +158,61 @@ async def test_the_pool_can_be_named() -> None:
     await run(pool, WorkQueueOptions(agents=("c", "b"), concurrency=1))
 
     assert pool.agents_called == ["c", "b", "c"]
+
+
+async def test_higher_priority_items_are_taken_first_and_a_retry_waits_behind_its_own_priority() -> None:
+    items = ["low", {"text": "urgent", "priority": 10}, {"text": "mid", "priority": 5}, {"text": "x", "priority": 10}]
+    failed_once: set[str] = set()
+
+    def x_fails_once(agent: str, request: StepInput) -> StepResult:
+        if request.text == "x" and "x" not in failed_once:
+            failed_once.add("x")
+            return result(state="failed", error="not yet", agent=agent)
+        return upper(agent, request)
+
+    pool = scripted({"a": x_fails_once, "b": x_fails_once}, request=StepInput("", data=({"items": items},)))
+
+    outcome = await run(pool, WorkQueueOptions(concurrency=1, max_attempts=2))
+
+    assert [step.request.text for step in pool.steps] == ["urgent", "x", "x", "mid", "low"]
+    assert data_of(outcome)["counts"] == {"total": 4, "done": 4, "failed": 0}
+
+
+async def test_the_least_loaded_agent_takes_the_next_item() -> None:
+    release = asyncio.Event()
+    quick_calls: list[str] = []
+
+    async def slow(agent: str, request: StepInput) -> StepResult:
+        await release.wait()
+        return upper(agent, request)
+
+    def quick(agent: str, request: StepInput) -> StepResult:
+        quick_calls.append(request.text)
+        if len(quick_calls) == 3:  # slow still holds item 1; quick did 2, 3 and 4 one after the other
+            release.set()
+        return upper(agent, request)
+
+    pool = scripted({"slow": slow, "quick": quick}, request="1\n2\n3\n4")
+    async with asyncio.timeout(WAIT_S):
+        outcome = await run(pool, WorkQueueOptions(concurrency=2))
+
+    by = {item["item"]: item["agent"] for item in data_of(outcome)["items"]}
+    assert by == {"1": "slow", "2": "quick", "3": "quick", "4": "quick"}, "in turn, slow would have had item 3"
+
+
+async def test_an_item_out_of_attempts_is_dead_lettered_with_every_attempt() -> None:
+    pool = scripted({"a": fails_on("bad"), "b": fails_on("bad")}, request="good\nbad")
+
+    outcome = await run(pool, WorkQueueOptions(concurrency=1, max_attempts=2))
+
+    assert data_of(outcome)["dead_letter"] == [
+        {
+            "index": 1,
+            "item": "bad",
+            "attempts": [
+                {"agent": "b", "state": "failed", "error": "b cannot do bad"},
+                {"agent": "a", "state": "failed", "error": "a cannot do bad"},
+            ],
+        }
+    ]
+    assert "item 2/2 dead-lettered after 2 attempts, last by a: a cannot do bad" in pool.progress_messages

@@ -108,6 +108,8 @@ def _options(draw: st.DrawFn, pattern: str, agents: tuple[str, ...]) -> dict[str
         "concurrency": draw(st.integers(1, 3)),
         "max_attempts": draw(st.integers(1, 3)),
         "fail_run_if_any_failed": draw(st.booleans()),
+        # least-loaded hands an unfinished item to whichever agent is idle at the resume: not the same run
+        "assign": "in-turn",
     }
 
 
