@@ -3,24 +3,31 @@
 One call is one streamed ``POST {base}/chat/completions``: the agent file's system prompt, the
 task's earlier turns and the caller's message (files inline as fenced blocks, data parts as JSON)
 go out; text deltas come back as chunks of the reply artifact, and each agent named in the file's
-``handoffs`` is offered as a ``transfer_to_<agent>`` function tool. Token usage is reported for
-budgets. The endpoint, model and key come from settings (``SWITCHBOARD_LLM_*``); an agent file's
-``runtime.model`` overrides the model. The key is sent as a Bearer token and nothing else.
+``handoffs`` is offered as a ``transfer_to_<agent>`` function tool. The file's tools (Python
+functions, allow-listed tools of MCP servers: ``adapters.tools``) are offered too: when the model
+calls them they run (progress as status updates), their results go back to the model, and it is
+asked again, up to ``max_tool_rounds`` times. A tool the model was not offered never runs: the
+model is told so. Token usage is reported for budgets, summed over the rounds. The endpoint,
+model and key come from settings (``SWITCHBOARD_LLM_*``); an agent file's ``runtime.model``
+overrides the model. The key is sent as a Bearer token and nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import httpx
 from a2a.server.agent_execution import AgentExecutor
 
+from adapters.tools import Tool, Toolbox, ToolOutcome
 from gateway.errors import GatewayError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.mcp_clients import McpServerError
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
 from gateway.settings import Settings
@@ -32,6 +39,7 @@ HANDOFF_PREFIX = "transfer_to_"
 MAX_TOOL_NAME = 64  # the OpenAI API's limit on function names
 CONNECT_TIMEOUT_S = 10.0
 _ERROR_BODY_CHARS = 300
+PARAGRAPH = "\n\n"  # between the texts of the model's turns around tool calls
 
 
 class RetryableModelError(GatewayError):
@@ -155,9 +163,9 @@ def user_content(call: AgentCall) -> str:
     return "\n\n".join(blocks)
 
 
-def build_messages(system_prompt: str, call: AgentCall) -> list[dict[str, str]]:
+def build_messages(system_prompt: str, call: AgentCall) -> list[dict[str, Any]]:
     """System prompt, earlier turns of the task (user/assistant), then the current message."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt else []
     for turn in call.history:
         if turn.text:
             messages.append({"role": "user" if turn.role == "user" else "assistant", "content": turn.text})
@@ -185,6 +193,7 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 
 @dataclass
 class _ToolCall:
+    id: str = ""
     name: str = ""
     arguments: str = ""
 
@@ -198,9 +207,10 @@ class _Answer:
     tokens: tuple[int, int] | None = None  # (prompt, completion), from the usage chunk
     finished: bool = False
 
-    def add_tool_delta(self, index: int, name: str, arguments: str) -> None:
-        # Tool calls arrive in pieces keyed by index: the name first, the arguments spread over many deltas.
+    def add_tool_delta(self, index: int, name: str, arguments: str, call_id: str = "") -> None:
+        # Tool calls arrive in pieces keyed by index: the id and name first, the arguments spread over many deltas.
         call = self.tool_calls.setdefault(index, _ToolCall())
+        call.id = call.id or call_id
         call.name += name
         call.arguments += arguments
 
@@ -212,8 +222,15 @@ class _TextArtifact:
         self._emit, self._name = emit, name
         self._held: str | None = None
         self._started = False
+        self._separate = False
+
+    def separate(self) -> None:
+        """The next chunk starts a new paragraph (the model's next turn), if any text came before."""
+        self._separate = self._started or self._held is not None
 
     async def add(self, chunk: str) -> None:
+        if self._separate:
+            chunk, self._separate = PARAGRAPH + chunk, False
         if self._held is not None:
             await self._send(self._held, last=False)
         self._held = chunk
@@ -256,7 +273,10 @@ def _apply(answer: _Answer, chunk: dict[str, Any]) -> list[str]:
             for tool in delta.get("tool_calls") or []:
                 function = tool.get("function") or {}
                 answer.add_tool_delta(
-                    int(tool.get("index", 0)), function.get("name") or "", function.get("arguments") or ""
+                    int(tool.get("index", 0)),
+                    function.get("name") or "",
+                    function.get("arguments") or "",
+                    str(tool.get("id") or ""),
                 )
             answer.finished = answer.finished or bool(choice.get("finish_reason"))
     except (AttributeError, TypeError, ValueError) as exc:
@@ -302,41 +322,78 @@ async def _error_message(response: httpx.Response) -> str:
 class ChatCompletionsRuntime:
     """One agent's ``(call, emit) -> Reply`` over an OpenAI-compatible chat-completions endpoint."""
 
-    def __init__(self, name: str, runtime: LlmRuntime, endpoint: ModelEndpoint) -> None:
+    def __init__(self, name: str, runtime: LlmRuntime, endpoint: ModelEndpoint, toolbox: Toolbox | None = None) -> None:
         self.name = name
         self.endpoint = endpoint
         self._system_prompt = runtime.system_prompt
-        self._tools = handoff_tools(runtime.handoffs)
+        self._handoffs = handoff_tools(runtime.handoffs)
+        self._toolbox = toolbox
+        self._max_rounds = runtime.max_tool_rounds
 
-    def request_body(self, call: AgentCall) -> dict[str, Any]:
-        """The chat-completions request for ``call``."""
+    def request_body(self, messages: list[dict[str, Any]], tools: dict[str, Tool] | None = None) -> dict[str, Any]:
+        """The chat-completions request for ``messages``, offering the handoffs and ``tools``."""
         body: dict[str, Any] = {
             "model": self.endpoint.model,
-            "messages": build_messages(self._system_prompt, call),
+            "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self._tools:
-            body["tools"] = [tool for _, tool in self._tools.values()]
+        offered = [tool for _, tool in self._handoffs.values()] + [t.definition() for t in (tools or {}).values()]
+        if offered:
+            body["tools"] = offered
         if self.endpoint.temperature is not None:
             body["temperature"] = self.endpoint.temperature
         return body
 
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
-        """Ask the model, streaming its text; a reply, a handoff, or a failure saying what went wrong."""
+        """Ask the model, running the tools it calls; a reply, a handoff, or a failure saying what went wrong."""
         await emit.progress(f"{self.name}: thinking")
+        try:
+            tools = await self._toolbox.tools() if self._toolbox else {}
+        except McpServerError as exc:
+            return self._failed(f"out of service: {exc.detail}")
+        messages = build_messages(self._system_prompt, call)
+        artifact = _TextArtifact(emit, Reply.artifact_name)
+        texts: list[str] = []
+        calls: list[_ToolCall] = []
+        tokens: tuple[int, int] | None = None
+        try:
+            for turn in range(self._max_rounds + 1):
+                artifact.separate()
+                answer = await self._ask(self.request_body(messages, tools), artifact)
+                if isinstance(answer, Reply):
+                    return replace(answer, usage=self._usage(tokens)) if tokens else answer  # the rounds before
+                tokens = _add(tokens, answer.tokens)
+                texts.append("".join(answer.text))
+                calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
+                if not calls or any(c.name in self._handoffs for c in calls):
+                    break
+                if turn == self._max_rounds:
+                    return self._failed(
+                        f"the model still called tools after {self._max_rounds} rounds (max_tool_rounds)",
+                        self._usage(tokens),
+                    )
+                messages += await self._run_tools(calls, tools, "".join(answer.text), emit)
+        finally:
+            await artifact.close()
+        reply = self._reply(PARAGRAPH.join(t for t in texts if t), calls, self._usage(tokens))
+        await emit.progress(
+            f"{self.name}: handing off to {reply.handoff_to}" if reply.is_handoff else f"{self.name}: done"
+        )
+        return reply
+
+    async def _ask(self, body: dict[str, Any], artifact: _TextArtifact) -> _Answer | Reply:
+        """One streamed request: the model's answer, or a failed reply saying why there is none."""
         headers = {"Accept": "text/event-stream"}
         if self.endpoint.api_key:
             headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
         timeout = httpx.Timeout(self.endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s))
-        artifact = _TextArtifact(emit, Reply.artifact_name)
         try:
             async with (
                 httpx.AsyncClient(timeout=timeout) as http,
-                http.stream("POST", self.endpoint.completions_url, json=self.request_body(call), headers=headers) as r,
+                http.stream("POST", self.endpoint.completions_url, json=body, headers=headers) as r,
             ):
-                failure = await self._refusal(r)
-                answer = failure or await read_answer(r, artifact)
+                return await self._refusal(r) or await read_answer(r, artifact)
         except httpx.TimeoutException:
             return self._failed(
                 f"model endpoint {self.endpoint.host} did not answer within {self.endpoint.timeout_s:g}s"
@@ -347,15 +404,40 @@ class ChatCompletionsRuntime:
             return self._failed(f"connection to model endpoint {self.endpoint.host} failed: {_cause(exc)}")
         except _StreamError as exc:
             return self._failed(f"model endpoint {self.endpoint.host} sent {exc}")
-        finally:
-            await artifact.close()
-        if isinstance(answer, Reply):
-            return answer
-        reply = self._reply(answer)
-        await emit.progress(
-            f"{self.name}: handing off to {reply.handoff_to}" if reply.is_handoff else f"{self.name}: done"
-        )
-        return reply
+
+    async def _run_tools(
+        self, calls: list[_ToolCall], tools: dict[str, Tool], text: str, emit: Emitter
+    ) -> list[dict[str, Any]]:
+        """Run the model's tool calls in order; the assistant turn and one tool message per call."""
+        ids = [call.id or f"call_{i}" for i, call in enumerate(calls)]
+        turn: dict[str, Any] = {"role": "assistant", "content": text or None}
+        turn["tool_calls"] = [
+            {"id": i, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for i, c in zip(ids, calls, strict=True)
+        ]
+        answers = [turn]
+        for call_id, call in zip(ids, calls, strict=True):
+            outcome = await self._run_tool(call, tools, emit)
+            answers.append({"role": "tool", "tool_call_id": call_id, "content": outcome.for_model})
+        return answers
+
+    async def _run_tool(self, call: _ToolCall, tools: dict[str, Tool], emit: Emitter) -> ToolOutcome:
+        tool = tools.get(call.name)
+        if tool is None:  # never run: the model is told what it may call instead
+            offered = ", ".join([*self._handoffs, *tools]) or "none"
+            logger.warning("agent %s: the model called %s, which it was not offered", self.name, call.name)
+            return ToolOutcome(f"there is no tool {call.name!r} here; the tools are: {offered}", is_error=True)
+        try:
+            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return ToolOutcome(f"the arguments of {call.name} are not JSON ({exc.msg})", is_error=True)
+        if not isinstance(arguments, dict):
+            return ToolOutcome(f"the arguments of {call.name} must be a JSON object", is_error=True)
+        await emit.progress(f"{self.name}: calling {call.name}")
+        outcome = await tool.run(arguments, lambda text: emit.progress(f"{self.name}: {text}"))
+        if outcome.is_error:
+            await emit.progress(f"{self.name}: {call.name} failed: {outcome.text}")
+        return outcome
 
     async def _refusal(self, response: httpx.Response) -> Reply | None:
         """A failed reply for a refused request; raises ``RetryableModelError`` for 429 and 5xx."""
@@ -378,23 +460,16 @@ class ChatCompletionsRuntime:
             )
         return self._failed(f"model endpoint {self.endpoint.host} refused the request (HTTP {status}): {detail}")
 
-    def _reply(self, answer: _Answer) -> Reply:
-        text = "".join(answer.text)
-        usage = self._usage(answer.tokens)
-        calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
-        unknown = [c.name for c in calls if c.name not in self._tools]
-        if unknown:
-            offered = ", ".join(self._tools) or "none"
-            return self._failed(f"the model called unknown tool(s) {', '.join(unknown)}; offered: {offered}", usage)
-        if not calls:
+    def _reply(self, text: str, calls: list[_ToolCall], usage: Usage | None) -> Reply:
+        handoff = next((c for c in calls if c.name in self._handoffs), None)
+        if handoff is None:
             return Reply(text=text, usage=usage)
-        first = calls[0]
         try:
-            arguments = json.loads(first.arguments) if first.arguments.strip() else {}
+            arguments = json.loads(handoff.arguments) if handoff.arguments.strip() else {}
         except json.JSONDecodeError:
-            return self._failed(f"the model called {first.name} with arguments that are not JSON", usage)
+            return self._failed(f"the model called {handoff.name} with arguments that are not JSON", usage)
         note = arguments.get("reason", "") if isinstance(arguments, dict) else ""
-        agent = self._tools[first.name][0]
+        agent = self._handoffs[handoff.name][0]
         return Reply(text=text, usage=usage, handoff_to=agent, handoff_note=str(note))
 
     def _usage(self, tokens: tuple[int, int] | None) -> Usage | None:
@@ -409,6 +484,12 @@ class ChatCompletionsRuntime:
     def _redact(self, text: str) -> str:
         # An endpoint may echo the key back in its error; it never reaches a reply or a log.
         return text.replace(self.endpoint.api_key, "***") if self.endpoint.api_key else text
+
+
+def _add(tokens: tuple[int, int] | None, more: tuple[int, int] | None) -> tuple[int, int] | None:
+    if more is None:
+        return tokens
+    return more if tokens is None else (tokens[0] + more[0], tokens[1] + more[1])
 
 
 def _cause(exc: Exception) -> str:
@@ -427,4 +508,8 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     long_names = [n for n in map(handoff_tool_name, runtime.handoffs) if len(n) > MAX_TOOL_NAME]
     if long_names:
         raise RuntimeLoadError(f"{spec.name}: handoff tool names over {MAX_TOOL_NAME} characters: {long_names}")
-    return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint))
+    for server in runtime.mcp_servers:
+        if server.command and shutil.which(server.command[0]) is None:
+            raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {server.command[0]!r}")
+    toolbox = Toolbox(spec, runtime, host.mcp_clients)
+    return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox or None))

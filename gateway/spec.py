@@ -160,6 +160,11 @@ class FunctionToolSpec(_Strict):
     parameters: dict[str, Any] | None = Field(default=None, description="JSON schema of the arguments")
     timeout_s: float = Field(default=60.0, gt=0, description="seconds one call may take")
 
+    @property
+    def tool_name(self) -> str:
+        """The name the model sees: ``name``, else the function's own."""
+        return self.name or self.function.rpartition(":")[2].rpartition(".")[2]
+
 
 class LlmRuntime(_Strict):
     """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
@@ -173,6 +178,25 @@ class LlmRuntime(_Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     input_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
     output_price_per_1k: float | None = Field(default=None, ge=0, description="default: the llm price setting")
+    mcp_servers: list[McpToolsSpec] = Field(
+        default=[], description="MCP servers whose allow-listed tools the model is offered"
+    )
+    tools: list[FunctionToolSpec] = Field(default=[], description="Python functions the model is offered as tools")
+    max_tool_rounds: int = Field(
+        default=8, ge=1, le=64, description="model turns with tool calls per task before it must answer"
+    )
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> LlmRuntime:
+        names = [tool for server in self.mcp_servers for tool in server.tools]
+        names += [tool.tool_name for tool in self.tools]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"tool names must be unique across mcp_servers and tools: {twice}")
+        handoff_like = [name for name in names if name.startswith("transfer_to_")]
+        if handoff_like:
+            raise ValueError(f"transfer_to_<agent> names are the handoffs'; rename the tools {handoff_like}")
+        return self
 
 
 SignatureAlgorithm = Literal["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"]

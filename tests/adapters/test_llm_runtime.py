@@ -156,11 +156,16 @@ async def test_transfer_call_becomes_a_handoff_with_the_note(chat: ScriptedChatS
     assert tools[0]["function"]["parameters"]["properties"]["reason"]["type"] == "string"
 
 
-async def test_unknown_tool_fails_naming_it(chat: ScriptedChatServer) -> None:
-    chat.answer(Stream([tool_chunk(0, name="delete_everything", arguments="{}"), finish_chunk("tool_calls")]))
+async def test_a_tool_it_was_not_offered_is_refused_and_the_model_told(chat: ScriptedChatServer) -> None:
+    chat.answer(
+        Stream([tool_chunk(0, name="delete_everything", arguments="{}", call_id="c1"), finish_chunk("tool_calls")]),
+        Stream([text_chunk("I cannot do that."), finish_chunk()]),
+    )
     reply, _ = await ask(make_runtime(chat.base_url, handoffs=["critic"]))
-    assert reply.state == "failed"
-    assert "unknown tool(s) delete_everything" in reply.text and "transfer_to_critic" in reply.text
+    assert (reply.state, reply.text) == ("completed", "I cannot do that.")
+    told = chat.received[1].body["messages"][-1]
+    assert told["role"] == "tool" and told["tool_call_id"] == "c1"
+    assert told["content"] == "ERROR: there is no tool 'delete_everything' here; the tools are: transfer_to_critic"
 
 
 @pytest.mark.parametrize(
