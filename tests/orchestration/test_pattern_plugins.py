@@ -36,6 +36,7 @@ from tests.team_patterns.relay import SPEC as RELAY
 RELAY_IMPORT = "tests.team_patterns.relay:SPEC"
 BUILT_IN = [
     "concurrent",
+    "contract-net",
     "graph",
     "group-chat",
     "handoff",
@@ -100,7 +101,7 @@ def test_a_pattern_named_by_import_string_needs_no_registration() -> None:
 @pytest.mark.parametrize(
     ("pattern_ref", "options", "field", "says"),
     [
-        ("relays", {}, "runtime.pattern", "unknown pattern 'relays'; known: concurrent, graph, group-chat"),
+        ("relays", {}, "runtime.pattern", "unknown pattern 'relays'; known: concurrent, contract-net, graph"),
         ("tests.team_patterns.nowhere:SPEC", {}, "runtime.pattern", "cannot be loaded from tests.team_patterns"),
         ("tests.team_patterns.relay:NOPE", {}, "runtime.pattern", "has no attribute 'NOPE'"),
         ("tests.team_patterns.relay:run", {}, "runtime.pattern", "relay:run is a function, not a PatternSpec"),
