@@ -12,3 +12,12 @@ from gateway.runtime import AgentCall, Emitter, Reply
 async def noop(call: AgentCall, emit: Emitter) -> Reply:
     """Does nothing and answers "ok"."""
     return Reply(text="ok")
+
+
+async def noop_bidder(call: AgentCall, emit: Emitter) -> Reply:
+    """Bids at once when called for bids (a ``contract_net`` data part), else does nothing and answers "ok"."""
+    if any(isinstance(part.get("contract_net"), dict) for part in call.data):
+        phase = next(part["contract_net"] for part in call.data if isinstance(part.get("contract_net"), dict))
+        if phase.get("phase") == "call-for-bids":
+            return Reply(text="bid", data={"bid": {"capability": 1.0, "cost": 1.0, "confidence": 0.5}})
+    return Reply(text="ok")
