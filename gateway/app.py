@@ -52,6 +52,7 @@ from gateway.store.database import Database, DeferredDatabase
 from gateway.telemetry.operating import Operating, start_tracing
 from gateway.telemetry.store import MeasuredDatabase
 from gateway.triggers import Triggers
+from gateway.ui import ui_routes
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +371,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
     names = [spec.name for spec in gateway.registry]
     operating = gateway.operating = Operating.build(settings, gateway.auth, gateway.db, names)
     routes = _root_routes(gateway) + operating.routes()
+    if settings.ui:
+        routes[:0] = ui_routes(gateway)  # the dashboard, and a browser's view of an agent's URL (before the agents')
     for spec in gateway.registry:
         hosted = _host(gateway, spec)
         gateway.agents[spec.name] = hosted

@@ -207,6 +207,13 @@ class Settings(BaseSettings):
         default=90.0, ge=0, description="audit rows older than this are deleted; 0 keeps all"
     )
     # -- end operating --
+    # -- the web dashboard (gateway/ui/) --
+    ui: bool = Field(default=True, description="serve the web dashboard at /ui (and redirect / there)")
+    ui_operator_scope: str = Field(
+        default="switchboard:operator",
+        description="scope whose holder sees every caller's tasks, runs and audit rows in the dashboard",
+    )
+    # -- end web dashboard --
 
     @field_validator("mcp_tools", "mcp_allowed_hosts", "mcp_extra_modules", "card_interfaces", mode="before")
     @classmethod

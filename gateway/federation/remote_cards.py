@@ -92,6 +92,13 @@ class CardSource:
         self._checked_at = float("-inf")
         self._lock: asyncio.Lock | None = None
 
+    @property
+    def checked_at(self) -> float | None:
+        """When the card was last fetched and checked, as Unix time (None: not yet); the dashboard shows it."""
+        if self._checked_at == float("-inf"):
+            return None
+        return time.time() - (time.monotonic() - self._checked_at)
+
     def stale(self, now: float | None = None) -> bool:
         """Whether the card must be revalidated before it is used again."""
         moment = time.monotonic() if now is None else now

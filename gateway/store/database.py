@@ -23,6 +23,9 @@ SCHEMA = (
         PRIMARY KEY (agent, owner, id))""",
     "CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (agent, owner, updated_ns DESC, id DESC)",
     "CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state)",
+    # The dashboard's task list over every agent (gateway.ui.tasks): a caller's, and every owner's for an operator.
+    "CREATE INDEX IF NOT EXISTS tasks_by_owner_time ON tasks (owner, updated_ns DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS tasks_by_any_time ON tasks (updated_ns DESC, id DESC)",
     """CREATE TABLE IF NOT EXISTS push_configs (
         owner TEXT NOT NULL,
         task_id TEXT NOT NULL,

@@ -1,0 +1,260 @@
+// A task's page: its state, live drawing and steps (a workflow run), messages and artifacts, and
+// what the caller can do: cancel it, or answer the question it asks (input-required). Fed by the
+// same A2A stream clients use (SendStreamingMessage, SubscribeToTask), followed with
+// reconnection (session.follow).
+
+import { badge, h, replace, short, when } from "./dom.js";
+import { drawRun } from "./drawing.js";
+import { taskPath } from "./links.js";
+import { RunModel, textOf } from "./run_model.js";
+import { GatewayError, follow, isInterrupted, isTerminal, rpc, stream } from "./session.js";
+
+function partView(part) {
+  if (typeof part.text === "string") return h("pre", { class: "text" }, part.text);
+  if (part.data !== undefined) return h("pre", { class: "data" }, JSON.stringify(part.data, null, 2));
+  if (part.raw !== undefined || part.url !== undefined) {
+    const size = part.raw ? `${Math.floor((part.raw.length * 3) / 4)} bytes` : part.url;
+    return h("p", { class: "file" }, `file ${part.filename || "(unnamed)"} · ${part.mediaType || "?"} · ${size}`);
+  }
+  return h("pre", { class: "data" }, JSON.stringify(part));
+}
+
+function newMessage(text, files, task) {
+  const parts = [];
+  if (text.trim()) parts.push({ text });
+  parts.push(...files);
+  const message = { role: "ROLE_USER", messageId: crypto.randomUUID(), parts };
+  if (task) {
+    message.taskId = task.id;
+    message.contextId = task.contextId;
+  }
+  return message;
+}
+
+/** A file input's files as A2A parts ({raw (base64), filename, mediaType}). */
+export async function fileParts(input) {
+  const parts = [];
+  for (const file of input?.files || []) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    parts.push({ raw: btoa(text), filename: file.name, mediaType: file.type || guessType(file.name) });
+  }
+  return parts;
+}
+
+function guessType(name) {
+  if (name.endsWith(".py")) return "text/x-python";
+  if (name.endsWith(".json")) return "application/json";
+  return "text/plain";
+}
+
+/**
+ * Send `text` and files to `agent` as a new task, streaming; resolves with an opener for
+ * session.follow once the first event names the task (so the page can show it at its URL).
+ */
+export function startTask(agent, message, signal) {
+  return new Promise((resolve, reject) => {
+    const early = [];
+    let deliver = (event) => early.push(event);
+    let started = false;
+    const done = stream(agent, "SendStreamingMessage", { message }, (event) => {
+      deliver(event);
+      const task = event.task || event.statusUpdate || event.artifactUpdate;
+      if (!started && task) {
+        started = true;
+        resolve({
+          taskId: event.task ? event.task.id : task.taskId,
+          open: async (onEvent) => {
+            deliver = onEvent;
+            for (const e of early.splice(0)) onEvent(e);
+            await done;
+          },
+        });
+      }
+    }, signal);
+    done.then(
+      () => {
+        if (!started) reject(new GatewayError("the agent answered with a message, not a task", { status: 200 }));
+      },
+      (error) => {
+        if (!started) reject(error);
+      },
+    );
+  });
+}
+
+export class TaskView {
+  constructor(root, agent, taskId, context) {
+    this.root = root;
+    this.agent = agent;
+    this.taskId = taskId;
+    this.context = context; // {remote: Map(agent -> peer), workflows: Set(agent)}
+    this.model = new RunModel();
+    this.connection = "connecting";
+    this.error = null;
+    this.controller = new AbortController();
+    this.notice = "";
+  }
+
+  stop() {
+    this.controller.abort();
+  }
+
+  /** Follow the task (from `first`, a stream already open, when given) and draw it as it changes. */
+  async run(first = null) {
+    const on = {
+      task: (task) => {
+        this.model.setTask(task);
+        this.render();
+      },
+      event: (event) => {
+        this.model.apply(event);
+        this.render();
+      },
+      settled: () => isTerminal(this.model.task) || isInterrupted(this.model.task),
+      connection: (state, wait) => {
+        this.connection = state === "reconnecting" ? `reconnecting in ${(wait / 1000).toFixed(1)} s` : state;
+        this.render();
+      },
+    };
+    try {
+      await follow(this.agent, this.taskId, on, this.controller.signal, first);
+    } catch (error) {
+      this.error = error;
+      this.render();
+    }
+  }
+
+  async cancel() {
+    try {
+      const task = await rpc(this.agent, "CancelTask", { id: this.taskId });
+      this.model.setTask(task);
+      this.notice = "";
+    } catch (error) {
+      this.notice = `cancel refused: ${error.message}`;
+    }
+    this.render();
+  }
+
+  async answer(form) {
+    const text = form.elements.answer.value;
+    if (!text.trim()) return;
+    const message = newMessage(text, [], this.model.task);
+    form.elements.answer.disabled = true;
+    try {
+      const started = await startTask(this.agent, message, this.controller.signal);
+      this.notice = "";
+      this.run(started.open);
+    } catch (error) {
+      this.notice = `answer refused: ${error.message}`;
+      this.render();
+    }
+  }
+
+  render() {
+    if (this.controller.signal.aborted) return; // another page is showing
+    if (this.error) {
+      const notFound = this.error instanceof GatewayError && this.error.notFound;
+      replace(
+        this.root,
+        h("h1", {}, `${this.agent} · task ${short(this.taskId)}`),
+        h("p", { class: "error", "data-role": notFound ? "not-found" : "error" },
+          notFound ? `Task ${this.taskId} not found on ${this.agent}.` : `Could not load the task: ${this.error.message}`),
+      );
+      document.body.dataset.loaded = "task";
+      return;
+    }
+    const model = this.model;
+    const task = model.task;
+    if (!task) {
+      replace(this.root, h("p", { class: "muted" }, "Loading…"));
+      return;
+    }
+    const ended = isTerminal(task);
+    const waiting = isInterrupted(task);
+    const isRun = this.context.workflows.has(this.agent) || model.steps.size > 0;
+    replace(
+      this.root,
+      h("h1", {}, `${this.agent} · ${isRun ? "run" : "task"} `, h("code", { "data-role": "task-id" }, task.id)),
+      h("p", { class: "meta" },
+        badge(task.status?.state),
+        " ",
+        h("span", { class: `connection conn-${this.connection.split(" ")[0]}`, "data-role": "connection" }, this.connection),
+        task.status?.timestamp ? ` · updated ${when(task.status.timestamp)}` : "",
+        ` · ${model.events} streamed event(s)`),
+      this.parentLink(task),
+      this.notice ? h("p", { class: "error", "data-role": "notice" }, this.notice) : null,
+      ended ? null : h("p", { class: "actions" },
+        h("button", { type: "button", class: "danger", "data-role": "cancel", on: { click: () => this.cancel() } }, "Cancel")),
+      waiting ? this.answerForm(task) : null,
+      isRun && model.steps.size ? this.runSection(model) : null,
+      task.status?.message && !waiting ? h("section", { "data-role": "status-message" },
+        h("h2", {}, "Status message"), ...(task.status.message.parts || []).map(partView)) : null,
+      this.outputs(model, isRun, ended),
+      this.history(task, model),
+    );
+    document.body.dataset.loaded = ended || waiting ? "task" : "task-live";
+  }
+
+  parentLink(task) {
+    const first = (task.history || [])[0];
+    const parent = first?.metadata?.switchboard?.parent_task_id;
+    if (!parent) return null;
+    return h("p", { class: "meta" }, "step of run ", h("a", { href: taskPath("_", parent), "data-role": "parent" }, short(parent)));
+  }
+
+  answerForm(task) {
+    const question = textOf(task.status?.message) || "The agent asks for input.";
+    const form = h("form", { class: "answer", "data-role": "answer-form", on: { submit: (e) => { e.preventDefault(); this.answer(form); } } },
+      h("p", { class: "question", "data-role": "question" }, question),
+      h("label", {}, "Your answer ", h("input", { name: "answer", type: "text", required: true, autocomplete: "off" })),
+      " ",
+      h("button", { type: "submit" }, "Answer"));
+    return form;
+  }
+
+  runSection(model) {
+    const rows = [...model.steps.values()].map((step) => {
+      const took = step.seenAt && step.endedAt ? `${((step.endedAt - step.seenAt) / 1000).toFixed(2)} s` : "";
+      return h("tr", { "data-step-row": step.label },
+        h("td", {}, step.label),
+        h("td", {}, step.taskId ? h("a", { href: taskPath(step.agent, step.taskId) }, step.agent) : step.agent),
+        h("td", {}, badge(step.state)),
+        h("td", {}, step.lines.at(-1) || ""),
+        h("td", {}, took));
+    });
+    return h("section", { class: "run" },
+      h("h2", {}, "Run"),
+      h("div", { class: "drawing-box" }, drawRun(model, this.context.remote)),
+      h("table", { "data-role": "steps" },
+        h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "agent"), h("th", {}, "state"), h("th", {}, "last progress"), h("th", {}, "took"))),
+        h("tbody", {}, rows)),
+      model.runLines.length ? h("details", {}, h("summary", {}, `run log (${model.runLines.length} lines)`),
+        h("pre", { class: "text" }, model.runLines.map((l) => l.text).join("\n"))) : null);
+  }
+
+  outputs(model, isRun, ended) {
+    const artifacts = model.outputs();
+    if (!artifacts.length) return null;
+    if (isRun) {
+      if (!ended) return null;
+      return h("section", { class: "report", "data-role": "report" }, h("h2", {}, "Report"),
+        ...artifacts.flatMap((a) => (a.parts || []).map(partView)));
+    }
+    return h("section", { "data-role": "artifacts" }, h("h2", {}, "Artifacts"),
+      ...artifacts.map((a) => h("div", { class: "artifact" }, h("h3", {}, a.name || a.artifactId), ...(a.parts || []).map(partView))));
+  }
+
+  history(task, model) {
+    const messages = (task.history || []).filter((m) => m.role === "ROLE_USER" || model.steps.size === 0);
+    if (!messages.length) return null;
+    return h("section", { "data-role": "history" }, h("h2", {}, "Messages"),
+      h("ol", { class: "history" }, messages.map((m) =>
+        h("li", { class: m.role === "ROLE_USER" ? "user" : "agent" },
+          h("span", { class: "role" }, m.role === "ROLE_USER" ? "you" : this.agent),
+          ...(m.parts || []).map(partView)))));
+  }
+}
+
+export { newMessage };
