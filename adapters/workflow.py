@@ -18,6 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -45,6 +46,7 @@ from gateway.orchestration.engine import (
 from gateway.orchestration.step_outputs import STEPS_ARTIFACT, StepOutput, published_steps, step_parts
 from gateway.orchestration.workflows import InvalidWorkflowError, WorkflowPlan, plan_workflow
 from gateway.spec import AgentSpec
+from gateway.store.leases import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,12 @@ class WorkflowExecutor(AgentExecutor):
         """Start, continue or resume the run of this task, and end its task with the outcome."""
         task_id, context_id = context.task_id or "", context.context_id or ""
         updater = TaskUpdater(event_queue, task_id, context_id)
+        lease = await self._lease(context)
+        if lease is False:
+            return  # another replica runs it: this one must not write to it
         record, answer = await self._record(context, event_queue)
+        if record is not None:
+            record.lease = lease
         if record is None:
             await updater.failed(
                 updater.new_agent_message([Part(text=f"{self.name}: this run has no checkpoint to continue from")])
@@ -157,9 +164,12 @@ class WorkflowExecutor(AgentExecutor):
         except RunCanceledError:
             return  # the cancel request ends the task
         except RunInterruptedError:
+            if run.lease_lost:
+                logger.warning("run %s of %s stopped here: its lease was lost to another replica", task_id, self.name)
+                return  # another replica may run it now: nothing more is written from here
             await run.flush_updates()  # the finished steps' outputs (a resumed run publishes only those not shown)
             logger.info("run %s of %s interrupted by shutdown; it resumes on the next start", task_id, self.name)
-            return  # the task stays running and the checkpoint as it is, to resume on the next start
+            return  # the task stays running and the checkpoint as it is, to resume (another replica's lease: now)
         finally:
             self._runs.pop(task_id, None)
             run.drop_updates()
@@ -170,6 +180,23 @@ class WorkflowExecutor(AgentExecutor):
         ended = run.save_soon()
         await publish_outcome(updater, outcome, record)
         await asyncio.shield(ended)
+
+    async def _lease(self, context: RequestContext) -> Lease | Literal[False] | None:
+        """On PostgreSQL the run's lease, taken (or kept from a takeover) for this execution; False when held elsewhere.
+
+        The lease is lost when another replica may run the run: the asyncio task running this execution is
+        then canceled, and its writes are refused (``gateway.store.leases``).
+        """
+        leases = self._host.leases
+        if leases is None:
+            return None
+        key = (self.name, resolve_user_scope(context.call_context), context.task_id or "")
+        lease = await leases.take(key)
+        if lease is None:
+            logger.warning("run %s of %s runs on another replica (its lease is live): not here", key[2], key[0])
+            return False
+        leases.run_by(lease, asyncio.current_task())
+        return lease
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Cancel the run: every child task still running (or waiting for input) is canceled first."""

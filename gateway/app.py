@@ -34,6 +34,7 @@ from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
 from gateway.hosting.cluster import AgentLog, Cluster
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
+from gateway.hosting.failover import Failover
 from gateway.hosting.hosted import HostedAgent
 from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
 from gateway.hosting.mcp_clients import McpClientPool
@@ -49,6 +50,7 @@ from gateway.settings import Settings, bundled_agents_dir
 from gateway.spec import FRAMEWORKS, AgentSpec
 from gateway.store import SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import Database, DeferredDatabase
+from gateway.store.leases import LeaseBook, leased_keys
 from gateway.telemetry.operating import Operating, start_tracing
 from gateway.telemetry.store import MeasuredDatabase
 from gateway.triggers import Triggers
@@ -89,6 +91,8 @@ class Gateway:
 
     cluster: Cluster = field(init=False)
     """On PostgreSQL: live events and cancels between replicas (``gateway.hosting.cluster``)."""
+    leases: LeaseBook | None = None
+    """On PostgreSQL: the leases of the workflow runs running here (``gateway.store.leases``)."""
 
     def __post_init__(self) -> None:
         self.push = create_push_delivery(self.settings, self.db)
@@ -301,6 +305,18 @@ def _root_routes(gateway: Gateway) -> list[BaseRoute]:
     ]
 
 
+async def _start_leases(gateway: Gateway) -> frozenset[tuple[str, str, str]]:
+    """On PostgreSQL: this replica's ``LeaseBook``, renewing and fencing its runs; the runs with a lease now."""
+    if gateway.db.dialect != "postgresql":
+        return frozenset()
+    gateway.leases = LeaseBook(gateway.db, gateway.db.runner)
+    for hosted in gateway.agents.values():
+        if isinstance(hosted.handler.task_store, SqlTaskStore):
+            hosted.handler.task_store.leases = gateway.leases
+    gateway.leases.start()
+    return frozenset(await leased_keys(gateway.db))
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password, fit for a log line."""
     parts = urlsplit(url)
@@ -396,8 +412,9 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         # On a shared database (replicas), only what has not changed for a while counts as crashed.
         since = None if gateway.db.exclusive else time.time_ns() - int(settings.takeover_after_s * 1e9)
         hosted_specs = {name: hosted.spec for name, hosted in gateway.agents.items()}
-        resumable = await recover_runs(gateway.db, hosted_specs, since)
-        keep = frozenset((run.agent, run.owner, run.task_id) for run in resumable)
+        leased = await _start_leases(gateway)  # PostgreSQL: runs with a lease are taken over through it
+        resumable = await recover_runs(gateway.db, hosted_specs, since, skip=leased)
+        keep = frozenset((run.agent, run.owner, run.task_id) for run in resumable) | leased
         swept = await fail_interrupted(gateway.db, SWEEP_REASON, keep, since)
         if swept:
             logger.warning("ended %d task(s) left running by an earlier stop: %s", len(swept), ", ".join(swept))
@@ -419,6 +436,9 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         gc.collect()
         gc.freeze()
         gateway.ready = True
+        if gateway.leases is not None:
+            failover = Failover(gateway.db, gateway.leases, gateway.cluster, lambda: gateway.specs, gateway.handler)
+            gateway.spawn(failover.run(), name="cluster:failover")
         for run in resumable:
             logger.info("resuming run %s of %s after %d step(s)", run.task_id, run.agent, len(run.steps))
             gateway.spawn(resume_run(gateway.handler(run.agent), run, gateway.db), name=f"resume:{run.task_id}")
@@ -438,6 +458,9 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
             await gateway.mcp_clients.aclose()  # after the agents: their tasks may still be calling tools
+            if gateway.leases is not None:  # the runs stopped here resume on another replica now
+                await gateway.leases.release_all()
+                await gateway.leases.stop()
             await gateway.cluster.close()
             await gateway.federation.aclose()
             await gateway.http.aclose()

@@ -143,6 +143,11 @@ class Cluster:
         """Append one event row (``_append``'s parameters) and NOTIFY, on the appending pool."""
         await self._appender.execute(_APPEND_NOW, *params)
 
+    async def publish_end(self, agent: str, owner: str, task: Task) -> None:
+        """Tell followers that ``task`` ended as stored (ended by another replica than the one running it)."""
+        event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
+        await self.append(_append(task, agent, owner, EVENT, to_stream_response(event).SerializeToString())[1])
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -309,8 +314,10 @@ class AgentLog:
             while True:
                 waiter.clear()
                 rows = await self._rows(task_id, owner, cursor)
-                for seq, _, data in rows:
+                for seq, kind, data in rows:
                     cursor = int(seq)
+                    if kind == START:  # a run started again (resumed elsewhere): its updates follow
+                        continue
                     event = _event(data)
                     yield event
                     if _ends(event):

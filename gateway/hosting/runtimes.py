@@ -26,6 +26,7 @@ from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
 from gateway.spec import AgentSpec
 from gateway.store.database import Database
+from gateway.store.leases import LeaseBook
 
 ADAPTERS: dict[str, str] = {
     "python": "adapters.python:build",
@@ -80,6 +81,11 @@ class Host(Protocol):
     @property
     def stopping(self) -> bool:
         """Whether the gateway is shutting down (a step that ends now ended because of it)."""
+        ...
+
+    @property
+    def leases(self) -> LeaseBook | None:
+        """On PostgreSQL, the leases of the workflow runs running here (``gateway.store.leases``); else None."""
         ...
 
     @property
@@ -147,6 +153,11 @@ class StandaloneHost:
     def stopping(self) -> bool:
         """Never: a standalone host does not shut down."""
         return False
+
+    @property
+    def leases(self) -> LeaseBook | None:
+        """None: no other replica could run its work."""
+        return None
 
     @property
     def federation(self) -> Federation:

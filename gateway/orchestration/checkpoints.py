@@ -30,6 +30,7 @@ from gateway.auth.policy import Identity
 from gateway.orchestration.api import StepResult
 from gateway.runtime import Usage
 from gateway.store.database import Database
+from gateway.store.leases import Lease, fence_clause
 from gateway.store.tasks import INTERRUPTIBLE
 
 RunState = Literal["running", "input-required", "completed", "failed", "canceled"]
@@ -45,6 +46,7 @@ _UPSERT = (
     "steps = excluded.steps, updated_ns = excluded.updated_ns, elapsed_ns = excluded.elapsed_ns, "
     "caller = excluded.caller"
 )
+_UPSERT_FENCED = _UPSERT + fence_clause("excluded.agent, excluded.owner, excluded.task_id")
 
 
 _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepResult))
@@ -89,6 +91,8 @@ class RunRecord:
     caller: Identity | None = None
     _encoded: dict[int, tuple[StepResult, str, str]] = field(default_factory=dict, repr=False, compare=False)
     _request_bytes: bytes = field(default=b"", repr=False, compare=False)  # the request, encoded once per run
+    lease: Lease | None = field(default=None, repr=False, compare=False)
+    """On PostgreSQL, the run's lease on this replica: its checkpoints are written only while it is held."""
 
     def _steps_json(self) -> str:
         # A checkpoint is saved after every step: encode each step once, not the whole run each time
@@ -170,8 +174,11 @@ class SqlRunStore:
         self._db = db
 
     async def save(self, record: RunRecord) -> None:
-        """Insert or update the run; returns after the write committed."""
+        """Insert or update the run; returns after the write committed (fenced by the run's lease, if it has one)."""
         record.updated_ns = time.time_ns()
+        if record.lease is not None:  # ``LeaseLostError`` once another replica may run it
+            await self._db.write(_UPSERT_FENCED, (*record.row(), *record.lease.fence()))
+            return
         await self._db.write(_UPSERT, record.row())
 
     async def get(self, agent: str, owner: str, task_id: str) -> RunRecord | None:

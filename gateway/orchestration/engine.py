@@ -331,6 +331,11 @@ class EngineRun:
         self._carried = carried(record.request)  # gateway path and trace context, passed to every step
         self._caller = caller_of(call_context.user) if call_context is not None else None
 
+    @property
+    def lease_lost(self) -> bool:
+        """Whether this replica lost the run's lease (``gateway.store.leases``): it must stop and write nothing."""
+        return self.record.lease is not None and self.record.lease.lost
+
     # -- the Run protocol ------------------------------------------------------------------
 
     async def step(self, agent: str, request: StepInput, *, label: str = "") -> StepResult:
@@ -362,7 +367,7 @@ class EngineRun:
         metrics.WORKFLOW_STEP_DURATION.labels(pattern).observe(time.perf_counter() - started)
         if self.canceled:
             raise RunCanceledError
-        if self._host.stopping:
+        if self._host.stopping or self.lease_lost:
             raise RunInterruptedError  # the step ended because its agent stopped: not a result to keep
         self.record.steps[number] = result
         self.record.keys[number] = key
@@ -416,6 +421,8 @@ class EngineRun:
                 raise
             outcome = self._limit_outcome(self._deadline_error())
         except Exception as exc:
+            if self.lease_lost:  # another replica may run it now: no outcome of this one's counts
+                raise RunInterruptedError from exc
             outcome = self._error_outcome(exc)
         if self.canceled:
             raise RunCanceledError
@@ -659,7 +666,7 @@ class EngineRun:
     async def _attempt(
         self, number: int, agent: str, request: StepInput, label: str, follow_up: tuple[str, str] | None
     ) -> ChildOutcome:
-        if self._host.stopping:
+        if self._host.stopping or self.lease_lost:
             raise RunInterruptedError
         try:
             child = self._child(agent)

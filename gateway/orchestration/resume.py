@@ -12,13 +12,14 @@ checkpointed step, so no finished step runs twice.
 Several replicas on one PostgreSQL: a starting replica takes over only runs whose task was last
 written by a process that is gone (``store.tasks.abandoned``: its runner lock is free), so a live
 replica's run is neither failed nor resumed twice, however long its step stays silent. Not done
-here (a lease, later): taking over from a replica that is alive but stuck, or at any time but a start.
+here: runs with a lease (every run started on PostgreSQL now) are taken over through it, from a
+replica that died or stopped renewing it, at any time (``gateway.hosting.failover``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
@@ -33,7 +34,7 @@ from gateway.push.sender import queue_stored_tasks
 from gateway.spec import AgentSpec, WorkflowRuntime
 from gateway.store.database import Database
 from gateway.store.outbox import SqlPushOutbox
-from gateway.store.tasks import abandoned, fail_task, task_runner
+from gateway.store.tasks import TaskKey, abandoned, fail_task, task_runner
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +79,21 @@ async def _fail(db: Database, record: RunRecord, reason: str) -> None:
 
 
 async def recover_runs(
-    db: Database, hosted: Mapping[str, AgentSpec], unchanged_since_ns: int | None = None
+    db: Database,
+    hosted: Mapping[str, AgentSpec],
+    unchanged_since_ns: int | None = None,
+    skip: Collection[TaskKey] = (),
 ) -> list[RunRecord]:
     """The interrupted runs that can resume; every other one is failed here with the reason.
 
     With ``unchanged_since_ns`` (a shared database), only runs whose task was ``abandoned`` by the
     process that last wrote it are taken: a live replica's run is left alone, however silent.
+    Runs in ``skip`` (those with a lease, on PostgreSQL) are left to their lease's takeover
+    (``gateway.hosting.failover``), at any time, not only at a start.
     """
     store = SqlRunStore(db)
     resumable: list[RunRecord] = []
-    records = await store.interrupted()
+    records = [r for r in await store.interrupted() if (r.agent, r.owner, r.task_id) not in skip]
     runners = [await task_runner(db, (r.agent, r.owner, r.task_id)) for r in records]
     for record, gone in zip(records, await abandoned(db, runners, unchanged_since_ns), strict=True):
         if not gone:

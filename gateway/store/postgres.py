@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 import asyncpg
 
 from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
+from gateway.store.leases import FENCE_SQLSTATE, LEASE_SCHEMA, LeaseLostError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,17 @@ def _numbered(sql: str) -> str:
     """Turn the stores' ``?`` placeholders into PostgreSQL's ``$1, $2, ...``."""
     counter = iter(range(1, 10_000))
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+@contextlib.contextmanager
+def _fenced() -> Iterator[None]:
+    """A write refused by ``switchboard_fence`` raises ``LeaseLostError`` (``gateway.store.leases``)."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", "") == FENCE_SQLSTATE:
+            raise LeaseLostError(str(exc)) from exc
+        raise
 
 
 def _count(status: str) -> int:
@@ -159,7 +172,7 @@ class PostgresDatabase:
             await conn.execute("SELECT pg_advisory_xact_lock(7245061)")
             for sql in SCHEMA:
                 await conn.execute(sql.format(blob="BYTEA"))
-            for sql in CLUSTER_SCHEMA:
+            for sql in (*CLUSTER_SCHEMA, *LEASE_SCHEMA):
                 await conn.execute(sql)
             for table, column, kind in ADDED_COLUMNS:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
@@ -167,15 +180,17 @@ class PostgresDatabase:
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own transaction."""
         check_storable(((sql, params),))
-        status = await self._pool.execute(_numbered(sql), *params)
+        with _fenced():
+            status = await self._pool.execute(_numbered(sql), *params)
         return _count(status)
 
     async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
         """Run several statements in one transaction (rolled back whole on any error, by asyncpg)."""
         check_storable(statements)
-        async with self._pool.acquire() as conn, conn.transaction():
-            for sql, params in statements:
-                await conn.execute(_numbered(sql), *params)
+        with _fenced():
+            async with self._pool.acquire() as conn, conn.transaction():
+                for sql, params in statements:
+                    await conn.execute(_numbered(sql), *params)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row, or None."""

@@ -41,6 +41,7 @@ from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_lis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.store.database import INT64_MAX, INT64_MIN, Database, Params
+from gateway.store.leases import LeaseBook, fence_clause
 
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
@@ -49,6 +50,8 @@ _UPSERT = (
     "ON CONFLICT (agent, owner, id) DO UPDATE SET context_id = excluded.context_id, state = excluded.state, "
     "updated_ns = excluded.updated_ns, data = excluded.data, runner = excluded.runner"
 )
+_UPSERT_FENCED = _UPSERT + fence_clause("excluded.agent, excluded.owner, excluded.id")
+"""A leased run's task: written only while this replica holds the run's lease (``gateway.store.leases``)."""
 INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
 LIST_PAGE_BYTES = 4 * 1024 * 1024
 """A ListTasks page stops adding tasks past this many stored bytes (and gives a next page token)."""
@@ -156,22 +159,32 @@ class SqlTaskStore(TaskStore):
         self._list_page_bytes = list_page_bytes
         self.new_ids = NewTaskIds()
         """The id generator for this agent's new tasks (give it to the request context builder)."""
+        self.leases: LeaseBook | None = None
+        """On PostgreSQL: the leases of runs on this replica; a leased task's writes are fenced by its lease."""
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
-        """Insert or replace the task for the caller."""
+        """Insert or replace the task for the caller; a leased run's lease is released once its task stops running."""
         await self._db.write(*self.save_statement(task, context))
+        if self.leases is not None and task.status.state not in INTERRUPTIBLE:
+            lease = self.leases.held.get((self._agent, self._owner(context), task.id))
+            if lease is not None:
+                await self.leases.release(lease)
 
     def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
         """What ``save`` runs, for a caller that commits it with other statements (its push notifications).
 
         A task started by a trigger (``STARTED_BY`` in the call's state) keeps what started it in
-        its metadata's ``trigger`` entry, whichever executor built it.
+        its metadata's ``trigger`` entry, whichever executor built it. ``LeaseLostError`` for a
+        leased run's task whose lease this replica lost.
         """
         self.new_ids.saved(task.id)
         started_by = context.state.get(STARTED_BY)
         if started_by is not None and "trigger" not in task.metadata:
             task.metadata.update({"trigger": started_by})
-        params = (self._agent, self._owner(context), task.id, task.context_id, task.status.state, _updated_ns(task))
+        owner = self._owner(context)
+        params = (self._agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
+        if self.leases is not None and (lease := self.leases.held.get((self._agent, owner, task.id))) is not None:
+            return _UPSERT_FENCED, (*params, task.SerializeToString(), self._db.runner, *lease.fence())
         return _UPSERT, (*params, task.SerializeToString(), self._db.runner)
 
     def owner_of(self, context: ServerCallContext) -> str:

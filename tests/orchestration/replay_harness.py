@@ -127,6 +127,7 @@ class ScriptedHost:
         self.db = db
         self.breakers = BreakerBoard()
         self.stopping = False
+        self.leases = None
         self._agents = agents
 
     def handler(self, name: str) -> Any:

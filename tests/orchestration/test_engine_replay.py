@@ -35,6 +35,7 @@ class NoAgents:
         self.db = db
         self.breakers = BreakerBoard()
         self.stopping = False
+        self.leases = None
         self.asked: list[str] = []
 
     def handler(self, name: str) -> RequestHandler:

@@ -1,0 +1,172 @@
+"""Failover between replicas on one PostgreSQL: a dead or paused replica's work is taken over while the others run.
+
+Every ``SCAN_S`` each replica:
+
+- takes the expired leases (``gateway.store.leases``) of workflow runs it hosts whose task is still
+  submitted or working, and resumes each run from its last checkpoint (the engine replays finished
+  steps, so none runs twice); a run that cannot resume (no checkpoint yet, its workflow changed)
+  ends FAILED with the reason. Taking a lease is one conditional UPSERT: of replicas scanning at
+  once, one wins.
+- ends FAILED, with the reason, every other task left submitted or working by a process that is
+  gone (its runner lock is free, ``Database.live_runners``) for at least ``DEAD_GRACE_S``: a plain
+  agent's task cannot resume mid-run. The grace covers a live replica whose lock's session was cut
+  (a database restart) and is being taken again. Followers on every replica see the end at once.
+
+Bounds (lease ``TTL_S`` 5 s, ``SCAN_S`` 1 s): a killed replica's workflow runs resume on another
+replica within about 6 s of its last lease renewal (plus the resume's first step), its plain tasks
+end FAILED within about ``SCAN_S + DEAD_GRACE_S`` (3 s) of its death; a paused (SIGSTOP) replica
+loses its runs' leases the same way and, when it continues, stops those runs before writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.types.a2a_pb2 import Task
+
+from gateway.hosting.cluster import Cluster
+from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
+from gateway.orchestration.resume import resume_run, why_not_resumable
+from gateway.push.sender import queue_stored_tasks
+from gateway.spec import AgentSpec, WorkflowRuntime
+from gateway.store.database import Database
+from gateway.store.leases import Key, LeaseBook
+from gateway.store.outbox import SqlPushOutbox
+from gateway.store.tasks import INTERRUPTIBLE, fail_task
+
+logger = logging.getLogger(__name__)
+
+SCAN_S = 1.0
+"""How often a replica looks for expired leases and for tasks of dead replicas."""
+DEAD_GRACE_S = 2.0
+"""How long a task's replica must have been seen gone before the task is ended FAILED."""
+TAKE_BATCH = 16
+DEAD_REASON = (
+    "The gateway replica running this task stopped before the task finished, and an agent's task cannot resume "
+    "on another replica; send the request again."
+)
+NO_CHECKPOINT_REASON = (
+    "The gateway replica running this workflow run stopped before its first checkpoint; send the request again."
+)
+_STATES = ", ".join(str(int(s)) for s in INTERRUPTIBLE)
+_EXPIRED = (
+    "SELECT l.agent, l.owner, l.task_id FROM leases l JOIN tasks t "
+    "ON t.agent = l.agent AND t.owner = l.owner AND t.id = l.task_id "
+    f"WHERE l.expires_at <= now() AND t.state IN ({_STATES}) AND l.agent = ANY(?) "
+    f"ORDER BY l.expires_at LIMIT {TAKE_BATCH}"
+)
+_LEFT_RUNNING = (
+    f"SELECT t.agent, t.owner, t.id, t.runner FROM tasks t WHERE t.state IN ({_STATES}) AND t.runner <> '' "
+    "AND t.runner <> ? AND NOT EXISTS "
+    "(SELECT 1 FROM leases l WHERE l.agent = t.agent AND l.owner = t.owner AND l.task_id = t.id)"
+)
+
+
+class Failover:
+    """This replica's part in taking over the work of replicas that died or stopped renewing their leases."""
+
+    def __init__(
+        self,
+        db: Database,
+        leases: LeaseBook,
+        cluster: Cluster,
+        specs: Callable[[], Mapping[str, AgentSpec]],
+        handler: Callable[[str], DefaultRequestHandler],
+    ) -> None:
+        self.db = db
+        self.leases = leases
+        self.cluster = cluster
+        self._specs = specs
+        self._handler = handler
+        self._gone_since: dict[str, float] = {}  # runner -> when this replica first saw it gone
+        self._resuming: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Scan every ``SCAN_S`` (with jitter, so replicas do not scan in step) until canceled."""
+        try:
+            while True:
+                await asyncio.sleep(SCAN_S * random.uniform(0.75, 1.25))
+                try:
+                    await self.take_over()
+                    await self.sweep()
+                except Exception as exc:  # a database outage: try again next scan
+                    logger.warning("failover scan failed: %s", exc)
+        finally:
+            for task in list(self._resuming):
+                task.cancel()
+            await asyncio.gather(*self._resuming, return_exceptions=True)
+
+    async def take_over(self) -> list[Key]:
+        """Take the expired leases of runs hosted here and resume them; the keys taken."""
+        workflows = [name for name, spec in self._specs().items() if isinstance(spec.runtime, WorkflowRuntime)]
+        if not workflows:
+            return []
+        taken = []
+        for agent, owner, task_id in await self.db.fetch_all(_EXPIRED, (workflows,)):
+            key = (str(agent), str(owner), str(task_id))
+            if key in self.leases.held or await self.leases.take(key) is None:
+                continue  # running here already, or another replica won it
+            taken.append(key)
+            await self._resume(key)
+        return taken
+
+    async def _resume(self, key: Key) -> None:
+        lease = self.leases.held[key]
+        record = await SqlRunStore(self.db).get(*key)
+        reason = NO_CHECKPOINT_REASON if record is None else why_not_resumable(record, self._specs().get(key[0]))
+        if record is None or reason:
+            if await fail_task(self.db, key, reason):
+                await self._ended(key)
+            if record is not None:
+                record.state = "failed"
+                record.lease = lease
+                await SqlRunStore(self.db).save(record)
+            await self.leases.release(lease)
+            logger.warning("run %s of %s cannot resume: %s", key[2], key[0], reason)
+            return
+        steps, epoch = len(record.steps), lease.epoch
+        logger.warning("taking over run %s of %s after %d step(s) (epoch %d)", key[2], key[0], steps, epoch)
+        task = asyncio.ensure_future(self._resumed(key, record))
+        self._resuming.add(task)
+        task.add_done_callback(self._resuming.discard)
+
+    async def _resumed(self, key: Key, record: RunRecord) -> None:
+        await resume_run(self._handler(key[0]), record, self.db)
+        lease = self.leases.held.get(key)
+        if lease is not None and (lease.task is None or lease.task.done()):
+            await self.leases.release(lease)  # the execution ended without a save that releases it
+
+    async def sweep(self) -> list[str]:
+        """End FAILED the tasks (not leased runs) of replicas gone for ``DEAD_GRACE_S``; their ids."""
+        rows = await self.db.fetch_all(_LEFT_RUNNING, (self.db.runner,))
+        runners = {str(row[3]) for row in rows}
+        live = await self.db.live_runners(runners) if runners else set()
+        now = time.monotonic()
+        for runner in list(self._gone_since):
+            if runner not in runners or runner in live:
+                del self._gone_since[runner]
+        ended = []
+        for agent, owner, task_id, runner in rows:
+            if runner in live:
+                continue
+            if now - self._gone_since.setdefault(runner, now) < DEAD_GRACE_S:
+                continue
+            key = (str(agent), str(owner), str(task_id))
+            if await fail_task(self.db, key, DEAD_REASON):
+                await self._ended(key)
+                ended.append(key[2])
+        if ended:
+            logger.warning("ended %d task(s) of gone replicas FAILED: %s", len(ended), ", ".join(ended))
+        return ended
+
+    async def _ended(self, key: Key) -> None:
+        """Followers see the task's stored end; its push configs are told."""
+        row = await self.db.fetch_one("SELECT data FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
+        if row is not None:
+            await self.cluster.publish_end(key[0], key[1], Task.FromString(bytes(row[0])))
+        await queue_stored_tasks(SqlPushOutbox(self.db), [key[2]])

@@ -1,0 +1,339 @@
+"""Failover between gateway replicas on one PostgreSQL, under kill -9, SIGSTOP/SIGCONT and SIGTERM (issue #16).
+
+Each replica is a real ``python -m gateway serve`` process; clients are the SDK's own. The workflow
+``pipeline`` runs three probe agents in sequence (``tests.store.cluster_agents._probe``), which
+stamp every moment their code runs into one file shared by all processes: two executions of the
+same step overlapping in time would show as interleaved stamps (``overlaps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from a2a.client import Client
+from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest, TaskState
+
+from gateway.hosting.failover import DEAD_REASON, SCAN_S
+from gateway.store.leases import BEAT_S, TTL_S
+from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message
+from tests.federation.support import Org, org, python_agent, workflow
+from tests.store.test_task_store import _run_sql
+
+pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
+
+WAIT_S = 90.0
+SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
+GRPC = next(b for b in BINDINGS if b.id == "grpc-stream")
+FAILOVER_BOUND_S = TTL_S + 1.25 * SCAN_S + 4.0  # the lease, one scan, and the resume on a loaded 2-core machine
+ENDED = (TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED)
+STEPS = ("a", "b", "c")
+
+
+@pytest.fixture
+def cluster_dsn() -> Iterator[str]:
+    """A schema of this test's own in the test database (dropped afterwards)."""
+    dsn = os.environ["SWITCHBOARD_TEST_PG_DSN"]
+    schema = f"sb_failover_{uuid.uuid4().hex[:12]}"
+    _run_sql(dsn, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        _run_sql(dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int], list[Org]]]:
+    """Start ``n`` replicas sharing the database and one probe log (stopped afterwards, however they ended)."""
+    started: list[Org] = []
+
+    def start(n: int) -> list[Org]:
+        probe_log = tmp_path / "probe.log"
+        orgs = [
+            org(f"r{i}", tmp_path, SWITCHBOARD_DATABASE_URL=cluster_dsn, SWITCHBOARD_PROBE_LOG=str(probe_log))
+            for i in range(1, n + 1)
+        ]
+        for replica in orgs:
+            agents = replica.folder / "agents"
+            for step in STEPS:
+                python_agent(agents, f"probe-{step}", f"tests.store.cluster_agents:probe_{step}")
+            python_agent(agents, "ticker", "tests.store.cluster_agents:ticker")
+            python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
+            workflow(agents, "pipeline", "sequential", [f"probe-{step}" for step in STEPS])
+        started.extend(orgs)
+        for replica in orgs:
+            replica.start()
+        for replica in orgs:
+            replica.wait_ready()
+        return orgs
+
+    try:
+        yield start
+    finally:
+        for replica in started:
+            if replica.proc is not None and replica.proc.poll() is None:
+                replica.proc.send_signal(signal.SIGCONT)  # a paused one must be able to stop
+            replica.stop()
+
+
+class Stream:
+    """A stream read in the background, to its end or its connection's loss."""
+
+    def __init__(self, events: AsyncIterator[StreamResponse]) -> None:
+        self.events: list[StreamResponse] = []
+        self.error: BaseException | None = None
+        self._more = asyncio.Event()
+        self.reading = asyncio.ensure_future(self._read(events))
+
+    async def _read(self, events: AsyncIterator[StreamResponse]) -> None:
+        try:
+            async for event in events:
+                self.events.append(event)
+                self._more.set()
+        except Exception as exc:  # the replica serving it was killed
+            self.error = exc
+
+    async def until(self, count: int) -> None:
+        """Wait (bounded) for ``count`` events."""
+        async with asyncio.timeout(WAIT_S):
+            while len(self.events) < count:
+                self._more.clear()
+                await self._more.wait()
+
+    @property
+    def task_id(self) -> str:
+        first = self.events[0]
+        return first.task.id if first.HasField("task") else first.status_update.task_id
+
+
+def state_of(event: StreamResponse) -> int:
+    if event.HasField("task"):
+        return event.task.status.state
+    if event.HasField("status_update"):
+        return event.status_update.status.state
+    return TaskState.TASK_STATE_UNSPECIFIED
+
+
+async def start_stream(client: Client, text: str) -> Stream:
+    stream = Stream(client.send_message(SendMessageRequest(message=user_message(text))))
+    await stream.until(1)
+    return stream
+
+
+Stamp = tuple[str, int, str, int]  # key, pid, kind, ns
+
+
+def stamps(log: Path) -> list[Stamp]:
+    """Every probe stamp so far."""
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        key, pid, kind, ns = line.split()
+        rows.append((key, int(pid), kind, int(ns)))
+    return rows
+
+
+def executions(rows: list[Stamp]) -> dict[str, list[tuple[int, int, int]]]:
+    """Per step key, each execution as (pid, first stamp, last stamp of work); a cancel stamp is no work."""
+    runs: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    current: dict[tuple[str, int], int] = {}
+    for key, pid, kind, ns in rows:
+        if kind == "start":
+            runs[key].append((pid, ns, ns))
+            current[(key, pid)] = len(runs[key]) - 1
+        elif kind in ("tick", "end"):
+            index = current[(key, pid)]
+            owner, first, _ = runs[key][index]
+            runs[key][index] = (owner, first, ns)
+    return runs
+
+
+def overlaps(rows: list[Stamp]) -> list[str]:
+    """Steps that executed twice at the same time (two executions' stamps interleave)."""
+    found = []
+    for key, runs in executions(rows).items():
+        ordered = sorted(runs, key=lambda run: run[1])
+        for before, after in itertools.pairwise(ordered):
+            if after[1] <= before[2]:
+                found.append(f"{key}: pid {before[0]} ran until {before[2]}, pid {after[0]} started at {after[1]}")
+    return found
+
+
+async def wait_for_stamp(log: Path, found: Callable[[list[Stamp]], bool], what: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:  # the probe log is a file other processes append to: read it until it shows ``what``
+            if found(stamps(log)):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def stored(dsn: str, task_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT id, state, data FROM tasks WHERE id = ANY($1)", task_ids)
+        return {row["id"]: (int(row["state"]), bytes(row["data"])) for row in rows}
+    finally:
+        await conn.close()
+
+
+async def wait_ended(dsn: str, task_ids: list[str]) -> dict[str, int]:
+    """Wait (bounded) until every task is stored ended; their states."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            rows = await stored(dsn, task_ids)
+            if len(rows) == len(task_ids) and all(state in ENDED for state, _ in rows.values()):
+                return {task_id: state for task_id, (state, _) in rows.items()}
+            await asyncio.sleep(0.2)
+
+
+def status_text(data: bytes) -> str:
+    from a2a.types.a2a_pb2 import Task
+
+    task = Task.FromString(data)
+    return " ".join(p.text for p in task.status.message.parts)
+
+
+def first_start_after(rows: list[Stamp], key: str, pids: set[int], after_ns: int) -> int | None:
+    starts = [ns for k, pid, kind, ns in rows if k == key and pid in pids and kind == "start" and ns > after_ns]
+    return min(starts) if starts else None
+
+
+async def test_a_killed_replicas_runs_resume_elsewhere_and_its_tasks_fail_with_the_reason_under_load(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2, r3 = start_replicas(3)
+    log = tmp_path / "probe.log"
+    survivors = {r2.proc.pid, r3.proc.pid}  # type: ignore[union-attr]
+    labels = [f"k{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
+    async with (
+        a2a_client(r1.agent_url("pipeline"), SSE) as runs_r1,
+        a2a_client(r1.agent_url("ticker"), SSE) as ticks_r1,
+        a2a_client(r2.agent_url("pipeline"), SSE) as runs_r2,
+        a2a_client(r3.agent_url("pipeline"), GRPC) as runs_r3,
+        a2a_client(r2.agent_url("pipeline"), SSE) as follow_runs_r2,
+        a2a_client(r3.agent_url("pipeline"), GRPC) as follow_runs_r3,
+        a2a_client(r2.agent_url("ticker"), SSE) as follow_ticks_r2,
+        a2a_client(r3.agent_url("ticker"), GRPC) as follow_ticks_r3,
+    ):
+        runs = [await start_stream(runs_r1, f"{label} 15") for label in labels]  # 1.5 s a step
+        tickers = [await start_stream(ticks_r1, "60") for _ in range(3)]  # 15 s of progress
+        elsewhere = [await start_stream(runs_r2, "w2 10"), await start_stream(runs_r3, "w3 10")]
+        followers = [
+            Stream((follow_runs_r2 if n % 2 else follow_runs_r3).subscribe(SubscribeToTaskRequest(id=s.task_id)))
+            for n, s in enumerate(runs)
+        ] + [
+            Stream((follow_ticks_r2 if n % 2 else follow_ticks_r3).subscribe(SubscribeToTaskRequest(id=s.task_id)))
+            for n, s in enumerate(tickers)
+        ]
+        for follower in followers:
+            await follower.until(1)
+        # Mid-workflow: every run on R1 is in its second step; mid-stream: every ticker has ticked.
+        await wait_for_stamp(
+            log, lambda rows: all(any(r[0] == f"{label}:b" for r in rows) for label in labels), "every run in step b"
+        )
+        for ticker in tickers:
+            await ticker.until(3)
+        r1.proc.kill()  # type: ignore[union-attr]  # kill -9
+        killed_ns = time.time_ns()
+        r1.proc.wait(timeout=10)  # type: ignore[union-attr]
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(*(f.reading for f in followers), *(s.reading for s in elsewhere))
+
+    run_ids = [s.task_id for s in runs]
+    ticker_ids = [s.task_id for s in tickers]
+    other_ids = [s.task_id for s in elsewhere]
+    states = await wait_ended(cluster_dsn, run_ids + ticker_ids + other_ids)  # every acknowledged task is found
+    rows = await stored(cluster_dsn, ticker_ids)
+    assert [states[i] for i in run_ids] == [TaskState.TASK_STATE_COMPLETED] * len(run_ids), "every run resumed"
+    assert [states[i] for i in other_ids] == [TaskState.TASK_STATE_COMPLETED] * 2, "the survivors' own runs"
+    assert [states[i] for i in ticker_ids] == [TaskState.TASK_STATE_FAILED] * len(ticker_ids)
+    assert all(DEAD_REASON in status_text(rows[i][1]) for i in ticker_ids), "a plain task fails with the reason"
+    for follower, task_id in zip(followers, run_ids + ticker_ids, strict=True):
+        assert follower.error is None, f"the subscriber of {task_id} on a survivor lost its stream"
+        assert state_of(follower.events[-1]) == states[task_id], "each subscriber on a survivor saw the end"
+
+    probe = stamps(log)
+    assert overlaps(probe) == [], "no step ran on two replicas at once"
+    took = []
+    for label in labels:
+        assert [r for r in probe if r[0] == f"{label}:a" and r[2] == "start"].__len__() == 1, "a finished step replays"
+        resumed = first_start_after(probe, f"{label}:b", survivors, killed_ns)
+        assert resumed is not None, f"{label}'s step b ran again on a survivor"
+        took.append((resumed - killed_ns) / 1e9)
+    print(f"\nfailover: runs resumed {sorted(round(t, 2) for t in took)} s after the kill (bound {FAILOVER_BOUND_S} s)")
+    print(f"chaos: {len(run_ids)} runs resumed, {len(ticker_ids)} tasks failed with the reason, 2 other runs completed")
+    assert max(took) <= FAILOVER_BOUND_S
+
+
+async def test_a_paused_replica_that_comes_back_stops_the_run_another_replica_took_over(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2 = start_replicas(2)
+    log = tmp_path / "probe.log"
+    pid1, pid2 = r1.proc.pid, r2.proc.pid  # type: ignore[union-attr]
+    label = f"p-{uuid.uuid4().hex[:6]}"
+    async with a2a_client(r1.agent_url("pipeline"), SSE) as on_r1, a2a_client(r2.agent_url("pipeline"), SSE) as on_r2:
+        run = await start_stream(on_r1, f"{label} 40")  # 4 s a step
+        follower = Stream(on_r2.subscribe(SubscribeToTaskRequest(id=run.task_id)))
+        await follower.until(1)
+        await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" and r[1] == pid1 for r in rows), "b on R1")
+        os.kill(pid1, signal.SIGSTOP)
+        await wait_for_stamp(
+            log, lambda rows: any(r[0] == f"{label}:b" and r[1] == pid2 for r in rows), "R2 took the run over"
+        )
+        continued_ns = time.time_ns()
+        os.kill(pid1, signal.SIGCONT)
+        async with asyncio.timeout(WAIT_S):
+            await follower.reading
+
+    states = await wait_ended(cluster_dsn, [run.task_id])
+    assert states[run.task_id] == TaskState.TASK_STATE_COMPLETED
+    assert state_of(follower.events[-1]) == TaskState.TASK_STATE_COMPLETED
+    probe = stamps(log)
+    assert overlaps(probe) == [], "the paused replica did not run its step on after it came back"
+    late = [r for r in probe if r[1] == pid1 and r[3] > continued_ns and r[2] != "canceled"]
+    assert late == [], "nothing of the run executed on R1 once it continued"
+    assert "lost the lease" in r1.logged()
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(f"{r1.url}/readyz")).status_code == 200, "the paused replica serves again"
+
+
+async def test_a_replica_stopped_gracefully_hands_its_runs_over_at_once(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2 = start_replicas(2)
+    log = tmp_path / "probe.log"
+    pid1, pid2 = r1.proc.pid, r2.proc.pid  # type: ignore[union-attr]
+    label = f"t-{uuid.uuid4().hex[:6]}"
+    async with a2a_client(r1.agent_url("pipeline"), SSE) as on_r1, a2a_client(r2.agent_url("pipeline"), SSE) as on_r2:
+        run = await start_stream(on_r1, f"{label} 40")
+        follower = Stream(on_r2.subscribe(SubscribeToTaskRequest(id=run.task_id)))
+        await follower.until(1)
+        await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" and r[1] == pid1 for r in rows), "b on R1")
+        term_ns = time.time_ns()
+        r1.stop()  # SIGTERM (uvicorn first waits up to 5 s for open connections, this stream among them)
+        stopped_ns = time.time_ns()
+        async with asyncio.timeout(WAIT_S):
+            await follower.reading
+
+    states = await wait_ended(cluster_dsn, [run.task_id])
+    assert states[run.task_id] == TaskState.TASK_STATE_COMPLETED, "handed over, not canceled"
+    probe = stamps(log)
+    assert overlaps(probe) == []
+    resumed = first_start_after(probe, f"{label}:b", {pid2}, 0)
+    assert resumed is not None
+    took = (resumed - stopped_ns) / 1e9
+    print(f"\nhandover: resumed on R2 {(resumed - term_ns) / 1e9:.2f} s after SIGTERM, {took:.2f} s after R1 exited")
+    # R1 renewed the lease until it exited: left to expire, it could not be taken before TTL_S - BEAT_S after that.
+    assert took < TTL_S - BEAT_S, "released at shutdown, not left to expire"
