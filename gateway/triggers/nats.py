@@ -184,5 +184,5 @@ class NatsConsumer:
             await self._nc.publish(self.trigger.dead_letter_subject, message.data, headers=headers)
         logger.warning("nats trigger %s dead-lettered event %s: %s", self.trigger.name, event.event_id, reason)
         await message.term()
-        async with self.runs.recorded:
-            self.runs.recorded.notify_all()
+        if not recorded:
+            await self.runs.note_recorded()

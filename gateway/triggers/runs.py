@@ -130,6 +130,14 @@ class TriggerRuns:
         self._runs: set[asyncio.Task[None]] = set()
         self.recorded = asyncio.Condition()
         """Notified after each event is recorded (started, a duplicate, or dead-lettered)."""
+        self.count = 0
+        """Events recorded since the gateway started (each delivery counts)."""
+
+    async def note_recorded(self) -> None:
+        """Count one more event recorded, and wake whoever waits on ``recorded``."""
+        async with self.recorded:
+            self.count += 1
+            self.recorded.notify_all()
 
     def owner(self, agent: str, trigger: TriggerSpec) -> str:
         """The owner of the runs of ``trigger``."""
@@ -152,11 +160,13 @@ class TriggerRuns:
         try:
             async with lock:
                 started = await self._start(event)
+        except InvalidEventError:
+            await self.note_recorded()  # dead-lettered: recorded too
+            raise
         finally:
             if not lock.locked():
                 self._starting.pop(key, None)
-        async with self.recorded:
-            self.recorded.notify_all()
+        await self.note_recorded()
         return started
 
     async def _start(self, event: TriggerEvent) -> Started:
