@@ -37,7 +37,7 @@ from a2a.server.agent_execution import AgentExecutor
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters.python import import_string
-from gateway.errors import RuntimeLoadError
+from gateway.errors import GatewayError, RuntimeLoadError
 from gateway.hosting.cleanup import finish
 from gateway.hosting.executor import RuntimeExecutor
 from gateway.hosting.runtimes import Host
@@ -50,6 +50,14 @@ MAX_WAITING = 1000
 """Runs waiting for input an adapter remembers at most (the oldest is forgotten first)."""
 ARGUMENTS_SHOWN = 200
 """Characters of a tool call's arguments shown in its progress message."""
+
+
+class ModelUnavailableError(GatewayError):
+    """A framework's model answered 429 or 5xx: the same call may succeed later."""
+
+    message = "the framework's model is temporarily unavailable"
+    reason = "model-unavailable"
+    retryable: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,12 @@ class FrameworkAdapter(ABC):
             raise
         except Exception as exc:
             logger.exception("%s agent %s raised on task %s", self.framework, self.name, call.task_id)
+            status = getattr(exc, "status_code", None)
+            if isinstance(status, int) and (status == 429 or status >= 500):
+                # the model is overloaded or down: the engine may retry the step (RuntimeExecutor says so)
+                raise ModelUnavailableError(
+                    f"the {self.framework} agent's model answered HTTP {status}: {exc}"
+                ) from exc
             turn.reply = Reply(
                 text=f"{self.name}: the {self.framework} agent raised {type(exc).__name__}: {exc}", state="failed"
             )

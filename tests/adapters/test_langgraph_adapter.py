@@ -1,0 +1,155 @@
+"""A LangGraph graph served by the gateway: A2A on JSON-RPC and gRPC, MCP, interrupts, cancel, a workflow step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("langgraph", reason="the langgraph extra is not installed: pip install '.[langgraph]'")
+pytest.importorskip("langchain_openai", reason="the test graph's model needs langchain-openai")
+
+from a2a.types.a2a_pb2 import TaskState
+from google.protobuf.json_format import MessageToDict
+
+from gateway.testing import RunningGateway
+from tests.adapters.framework_harness import (
+    A2A_ARMS,
+    call_tool,
+    cancel_when,
+    converse,
+    framework_gateway,
+)
+from tests.adapters.llm_server import (
+    ScriptedChatServer,
+    Status,
+    Stream,
+    finish_chunk,
+    text_chunk,
+    tool_chunk,
+    usage_chunk,
+)
+from tests.bindings.a2a_clients import Binding, a2a_client
+from tests.orchestration.run_client import run_workflow
+
+Served = tuple[RunningGateway, ScriptedChatServer]
+AGENTS = Path(__file__).parent / "frameworks" / "langgraph"
+OSLO = '{"city": "Oslo"}'
+QUESTION = "Send this forecast to the team? (yes/no)"
+
+
+def forecast_answers() -> list[Stream]:
+    """The model calls the forecast tool, then answers with what it returned."""
+    return [
+        Stream(
+            [
+                tool_chunk(0, name="forecast", arguments='{"city": "Oslo"}'),
+                finish_chunk("tool_calls"),
+                usage_chunk(10, 5),
+            ]
+        ),
+        Stream([text_chunk("Sunny "), text_chunk("in Oslo."), finish_chunk(), usage_chunk(20, 4)]),
+    ]
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[RunningGateway, ScriptedChatServer]]:
+    async with framework_gateway(tmp_path, AGENTS, monkeypatch) as pair:
+        yield pair
+
+
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
+async def test_the_graph_answers_streaming_its_tool_call_and_tokens(served: Served, binding: Binding) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers())
+    async with a2a_client(gateway.agent_url("weather-graph"), binding) as client:
+        seen = await converse(client, "Weather in Oslo?")
+    assert seen.state == TaskState.TASK_STATE_COMPLETED, seen.text
+    assert seen.text == "Sunny in Oslo." == seen.artifact_text()
+    assert seen.chunks[:2] == ["Sunny ", "in Oslo."], "model tokens stream as they come"
+    assert 'weather-graph: calling forecast({"city": "Oslo"})' in seen.progress
+    assert "weather-graph: forecast returned" in seen.progress
+    assert "weather-graph: asking the model" in seen.progress, "get_stream_writer() shows as progress"
+    assert seen.usage == {"input_tokens": 30, "output_tokens": 9, "cost": 0}
+    sent = chat.received[1].body["messages"]
+    assert sent[0] == {"role": "user", "content": "Weather in Oslo?"} and sent[-1]["content"] == "Sunny in Oslo, 21 C"
+
+
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
+async def test_an_interrupt_asks_for_input_and_the_answer_resumes_the_graph(served: Served, binding: Binding) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers())
+    async with a2a_client(gateway.agent_url("weather-graph"), binding) as client:
+        asked = await converse(client, "Weather in Oslo? Send it.")
+        assert asked.state == TaskState.TASK_STATE_INPUT_REQUIRED, asked.text
+        assert asked.text == QUESTION
+        done = await converse(client, "yes", task_id=asked.task.id)
+    assert done.task.id == asked.task.id and done.state == TaskState.TASK_STATE_COMPLETED, done.text
+    assert done.text == "Sent to the team."
+    assert len(chat.received) == 2, "the resumed graph did not call the model again"
+
+
+async def test_the_graph_is_an_mcp_tool_whose_question_is_elicited(
+    served: Served,
+) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers())
+    result = await call_tool(gateway, "weather_graph", "Weather in Oslo? Send it.", answer="no")
+    assert result.questions == [QUESTION]
+    assert result.outcome["state"] == "completed" and result.outcome["text"] == "Not sent.", result.outcome
+    assert any("calling forecast" in said for said in result.progress), result.progress
+
+
+async def test_a_thread_is_the_a2a_context(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers(), Stream([text_chunk("You asked about Oslo."), finish_chunk()]))
+    async with a2a_client(gateway.agent_url("weather-graph"), A2A_ARMS[0]) as client:
+        first = await converse(client, "Weather in Oslo?")
+        second = await converse(client, "Which city did I ask about?", context_id=first.task.context_id)
+    assert second.text == "You asked about Oslo."
+    history = [m.get("content") for m in chat.received[2].body["messages"]]
+    assert history[0] == "Weather in Oslo?" and history[-1] == "Which city did I ask about?", history
+
+
+async def test_cancel_mid_run_cancels_the_graph(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(Stream([text_chunk("Thinking")], done=False, stall=True))
+    async with a2a_client(gateway.agent_url("weather-graph"), A2A_ARMS[1]) as client:
+        task, progress = await cancel_when(client, "Weather in Oslo?", "asking the model")
+    assert task.status.state == TaskState.TASK_STATE_CANCELED
+    assert "weather-graph: asking the model" in progress
+
+
+async def test_a_graph_that_raises_mid_stream_fails_with_the_reason(
+    served: Served,
+) -> None:
+    gateway, chat = served
+    chat.answer(Status(400, "context too long"))
+    async with a2a_client(gateway.agent_url("weather-graph"), A2A_ARMS[0]) as client:
+        seen = await converse(client, "Weather in Oslo?")
+    assert seen.state == TaskState.TASK_STATE_FAILED
+    assert seen.text.startswith("weather-graph: the langgraph agent raised "), seen.text
+    assert seen.text.endswith("Error code: 400 - context too long"), seen.text
+
+
+async def test_an_overloaded_model_fails_the_step_as_retryable(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(Status(503, "overloaded"), Status(503, "overloaded"), Status(503, "overloaded"))
+    async with a2a_client(gateway.agent_url("weather-graph"), A2A_ARMS[0]) as client:
+        seen = await converse(client, "Weather in Oslo?")
+    assert seen.state == TaskState.TASK_STATE_FAILED and "503" in seen.text, seen.text
+    meta = MessageToDict(seen.task.status.message.metadata)["switchboard"]
+    assert meta["retryable"] is True and meta["reason"] == "model-unavailable"
+
+
+async def test_the_graph_is_a_step_of_a_sequential_workflow(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers())
+    run = await run_workflow(gateway, "weather-pipeline", "Weather in Oslo?")
+    assert run.task.status.state == TaskState.TASK_STATE_COMPLETED, run.text
+    assert run.step("step-1-weather-graph").text == "Sunny in Oslo."
+    assert run.text == "SUNNY IN OSLO."
+    assert any("calling forecast" in said for said in run.progress), run.progress
