@@ -227,6 +227,7 @@ class AgentLog:
         self.cluster = cluster
         self.agent = agent
         self.store = store
+        self._turns: set[str] = set()  # tasks whose current turn on the SDK's path has its first state appended
 
     @property
     def active(self) -> bool:
@@ -256,18 +257,34 @@ class AgentLog:
             await self._append(task, owner, event)
 
     async def published(self, task_id: str, event: Event) -> None:
-        """An event of a task on the SDK's path, saved (``OutboxPushSender``): a ``Task`` starts a run."""
+        """An event of a task on the SDK's path, saved (``OutboxPushSender``): a ``Task`` starts a run.
+
+        A turn whose first event is no ``Task`` (an answer to a task waiting for input, a cancel)
+        starts a run too: after that event, the task as saved with it is appended as the run's
+        first state, so a subscriber joining later starts from it (one that follows already skips it).
+        """
         if not self.active:
             return
         task = Task(id=task_id)
-        if isinstance(event, Task):
-            statement = _append(task, self.agent, "", START, event.SerializeToString())
-        else:
-            statement = _append(task, self.agent, "", EVENT, to_stream_response(event).SerializeToString())
         try:
-            await self.cluster.append(statement[1])
+            if isinstance(event, Task):
+                await self.cluster.append(_append(task, self.agent, "", START, event.SerializeToString())[1])
+                self._turns.add(task_id)
+                return
+            data = to_stream_response(event).SerializeToString()
+            await self.cluster.append(_append(task, self.agent, "", EVENT, data)[1])
+            if task_id not in self._turns and not _ends(event):
+                self._turns.add(task_id)
+                row = await self.cluster.db.fetch_one(
+                    "SELECT data FROM tasks WHERE agent = ? AND id = ?", (self.agent, task_id)
+                )
+                if row is not None:
+                    await self.cluster.append(_append(task, self.agent, "", START, bytes(row[0]))[1])
         except Exception as exc:
             logger.warning("could not publish an event of task %s: %s", task_id, exc)
+        finally:
+            if _ends(event):
+                self._turns.discard(task_id)
 
     async def _append(self, task: Task, owner: str, event: Event) -> None:
         data = to_stream_response(event).SerializeToString()
@@ -316,7 +333,7 @@ class AgentLog:
                 rows = await self._rows(task_id, owner, cursor)
                 for seq, kind, data in rows:
                     cursor = int(seq)
-                    if kind == START:  # a run started again (resumed elsewhere): its updates follow
+                    if kind == START:  # a run resumed elsewhere, or a turn begun without a Task: updates follow
                         continue
                     event = _event(data)
                     yield event

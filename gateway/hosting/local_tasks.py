@@ -695,13 +695,23 @@ class LocalRequestHandler(DefaultRequestHandler):
                 raise TaskNotFoundError
             if await self.local.cancel(params.id):
                 return await self.task_store.get(params.id, context) or task
-        elif self.log is not None and self.log.active and await self._active_task_registry.get(params.id) is None:
+        elif self.log is not None and self.log.active:
+            # By the task's last writer, not this process's active tasks: one parked here waiting for input
+            # may have been answered on another replica, which runs it now.
             task = await self.task_store.get(params.id, context)
             if task is not None and task.status.state in INTERRUPTIBLE:
                 ended = await self.log.cancel_elsewhere(task, context)
                 if ended is not None:
                     return ended
-        return await super().on_cancel_task(params, context)
+        if await self._active_task_registry.get(params.id) is not None:
+            return await super().on_cancel_task(params, context)  # its agent's cancel, reported as every event
+        task = await super().on_cancel_task(params, context)
+        if task is not None and self._push_sender is not None:
+            # Ended in the store only (a task waiting for input that no run holds here): its end is
+            # still an event, for push configs and the other replicas' subscribers.
+            end = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
+            await self._push_sender.send_notification(task.id, end)
+        return task
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
@@ -712,7 +722,7 @@ class LocalRequestHandler(DefaultRequestHandler):
             if await self.task_store.get(params.id, context) is None:
                 raise TaskNotFoundError
             events = self.local.subscribe(params.id)
-        elif self.log is not None and self.log.active and await self._active_task_registry.get(params.id) is None:
+        elif self.log is not None and self.log.active:  # by the task's last writer, as a cancel is
             task = await self.task_store.get(params.id, context)
             if task is not None and task.status.state in INTERRUPTIBLE:
                 events = await self.log.follow(task, context)  # running on another replica

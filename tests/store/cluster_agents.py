@@ -1,10 +1,16 @@
-"""An agent for the cluster tests that runs on the ``LocalRunner`` (a ``(call, emit)`` runtime, not an executor)."""
+"""Agents for the cluster tests: ``(call, emit)`` runtimes on the ``LocalRunner``, and an executor on the SDK's path."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+
+from a2a.helpers.proto_helpers import new_task
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events.event_queue import EventQueue
+from a2a.server.tasks.task_updater import TaskUpdater
+from a2a.types.a2a_pb2 import Part, TaskState
 
 from gateway.runtime import AgentCall, Emitter, Reply
 
@@ -77,3 +83,50 @@ async def probe_b(call: AgentCall, emit: Emitter) -> Reply:
 async def probe_c(call: AgentCall, emit: Emitter) -> Reply:
     """Step c (``_probe``)."""
     return await _probe("c", call, emit)
+
+
+async def asker(call: AgentCall, emit: Emitter) -> Reply:
+    """Asks for a name (the task waits for input), then greets whoever answered: a follow-up on any replica."""
+    if not call.history:
+        return Reply(text="who is there?", state="input-required")
+    return Reply(text=f"hello {call.text}")
+
+
+class StepperExecutor(AgentExecutor):
+    """An executor on the SDK's path: sent a number, that many progress updates ``TICK_S`` apart, then done.
+
+    Sent ``ask``, it waits for input; the answer's turn (whose first event is a status update, not
+    a ``Task``) works in four steps and completes greeting the answer.
+    """
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Work in steps, or ask, as the message says."""
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        text = context.get_user_input().strip()
+        if context.current_task is None:
+            history = [context.message] if context.message else []
+            await event_queue.enqueue_event(
+                new_task(updater.task_id, updater.context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
+            )
+        elif context.current_task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+            await _steps(updater, 4)
+            await updater.complete(updater.new_agent_message([Part(text=f"hello {text}")]))
+            return
+        if text == "ask":
+            await updater.requires_input(updater.new_agent_message([Part(text="who is there?")]))
+            return
+        await _steps(updater, int(text))
+        await updater.complete(updater.new_agent_message([Part(text=f"stepped {text}")]))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Mark the task canceled."""
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.cancel(updater.new_agent_message([Part(text="canceled on request")]))
+
+
+async def _steps(updater: TaskUpdater, count: int) -> None:
+    for n in range(count):
+        await updater.update_status(
+            TaskState.TASK_STATE_WORKING, updater.new_agent_message([Part(text=f"step {n + 1} of {count}")])
+        )
+        await asyncio.sleep(TICK_S)

@@ -1,0 +1,205 @@
+"""The rest of the cross-replica matrix, on three ``python -m gateway serve`` replicas sharing one PostgreSQL.
+
+An answer to a task waiting for input, sent to R2, continues the task R1 started; a cancel on R3
+of a task waiting for input on R1 ends it CANCELED everywhere; a push config set on R2 fires for
+the events R1 produces; an agent on the SDK's path whose first event is a status update (not a
+``Task``) is followed live from the other replicas too. On every binding, through the SDK's own
+clients, for an agent on the runner (``(call, emit)``) and one on the SDK's path (an executor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+    TaskPushNotificationConfig,
+    TaskState,
+)
+from a2a.utils.errors import A2AError
+
+from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, user_message
+from tests.federation.support import Org, org, python_agent
+from tests.push.receiver import PushReceiver, push_receiver
+from tests.store.test_cluster_replicas import (
+    WAIT_S,
+    Stream,
+    live,
+    start_stream,
+    state_of,
+    stored_state,
+)
+
+pytest_plugins = ["tests.store.test_cluster_replicas"]  # cluster_dsn: a schema of the module's own
+STREAMING = [b for b in BINDINGS if b.streaming]
+UNARY = [b for b in BINDINGS if not b.streaming]
+pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
+
+ASKING = {"asker": "ask", "stepper": "ask", "echo": "ask: who is there?"}
+ANSWERED = {"asker": "hello ada", "stepper": "hello ada", "echo": "You answered: ada"}
+WORKING = {"ticker": "10", "stepper": "10", "echo": "wait: 2.5"}  # about 2.5 s of progress each
+
+
+@pytest.fixture(scope="module")
+def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
+    """R1, R2, R3 on one database; push URLs may reach the test's loopback receiver."""
+    root = tmp_path_factory.mktemp("matrix")
+    env = {"SWITCHBOARD_DATABASE_URL": cluster_dsn, "SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS": "true"}
+    orgs = [org(f"r{n}", root, **env) for n in (1, 2, 3)]
+    for replica in orgs:
+        folder = replica.folder / "agents"
+        python_agent(folder, "echo", "gateway.agents.echo:EchoExecutor")
+        python_agent(folder, "ticker", "tests.store.cluster_agents:ticker")
+        python_agent(folder, "asker", "tests.store.cluster_agents:asker")
+        python_agent(folder, "stepper", "tests.store.cluster_agents:StepperExecutor")
+    try:
+        for replica in orgs:
+            replica.start()
+        for replica in orgs:
+            replica.wait_ready()
+        yield orgs
+    finally:
+        for replica in orgs:
+            replica.stop()
+
+
+async def waiting_task(replica: Org, agent: str, binding: Binding) -> Task:
+    """A task of ``agent`` started on ``replica`` and now waiting for input."""
+    async with a2a_client(replica.agent_url(agent), binding) as client:
+        task = await sent(client, ASKING[agent])
+    assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    return task
+
+
+async def sent(client, text: str, task: Task | None = None) -> Task:  # type: ignore[no-untyped-def]
+    """Send ``text`` (an answer to ``task`` when given) and read the task its turn leaves."""
+    message = user_message(text, task_id=task.id if task else "", context_id=task.context_id if task else "")
+    async with asyncio.timeout(WAIT_S):
+        async for event in client.send_message(SendMessageRequest(message=message)):
+            task_id = event.task.id if event.HasField("task") else event.status_update.task_id
+    return await client.get_task(GetTaskRequest(id=task_id))
+
+
+@pytest.mark.parametrize("agent", sorted(ASKING))
+@pytest.mark.parametrize("binding", UNARY, ids=lambda b: b.id)
+async def test_an_answer_on_another_replica_continues_the_task(
+    replicas: list[Org],
+    cluster_dsn: str,
+    binding: Binding,
+    agent: str,
+) -> None:
+    r1, r2, r3 = replicas
+    task = await waiting_task(r1, agent, binding)
+    async with a2a_client(r2.agent_url(agent), binding) as c2, a2a_client(r3.agent_url(agent), binding) as c3:
+        answered = await sent(c2, "ada", task)
+        seen_on_r3 = await c3.get_task(GetTaskRequest(id=task.id))
+
+    assert answered.id == task.id and answered.context_id == task.context_id
+    assert answered.status.state == TaskState.TASK_STATE_COMPLETED
+    assert ANSWERED[agent] in "".join(p.text for p in answered.status.message.parts) + "".join(
+        p.text for a in answered.artifacts for p in a.parts
+    )
+    assert seen_on_r3.status.state == TaskState.TASK_STATE_COMPLETED
+    assert "ada" in [p.text for m in seen_on_r3.history for p in m.parts], "the answer is in the task's history"
+    assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_COMPLETED
+
+
+@pytest.mark.parametrize("agent", sorted(ASKING))
+@pytest.mark.parametrize("binding", UNARY, ids=lambda b: b.id)
+async def test_a_cancel_on_another_replica_ends_a_task_waiting_for_input(
+    replicas: list[Org],
+    cluster_dsn: str,
+    binding: Binding,
+    agent: str,
+) -> None:
+    r1, r2, r3 = replicas
+    task = await waiting_task(r1, agent, binding)
+    async with (
+        push_receiver() as receiver,
+        a2a_client(r1.agent_url(agent), binding) as c1,
+        a2a_client(r2.agent_url(agent), binding) as c2,
+        a2a_client(r3.agent_url(agent), binding) as c3,
+    ):
+        config = TaskPushNotificationConfig(task_id=task.id, id="hook", url=receiver.url, token="tok")
+        await c2.create_task_push_notification_config(config)
+        async with asyncio.timeout(WAIT_S):
+            answer = await c3.cancel_task(CancelTaskRequest(id=task.id))
+        seen_on_r1 = await c1.get_task(GetTaskRequest(id=task.id))
+        with pytest.raises(A2AError):  # over: an answer now is refused, on the replica that started it too
+            await sent(c1, "ada", task)
+        await receiver.wait_for(lambda r: _reached(r, task.id, "TASK_STATE_CANCELED"))
+
+    assert answer.status.state == TaskState.TASK_STATE_CANCELED
+    assert seen_on_r1.status.state == TaskState.TASK_STATE_CANCELED
+    assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_CANCELED
+
+
+@pytest.mark.parametrize("agent", sorted(WORKING))
+@pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
+async def test_a_push_config_set_on_another_replica_fires_for_events_produced_on_the_first(
+    replicas: list[Org], binding: Binding, agent: str
+) -> None:
+    r1, r2, _ = replicas
+    async with (
+        push_receiver() as receiver,
+        a2a_client(r1.agent_url(agent), binding) as c1,
+        a2a_client(r2.agent_url(agent), binding) as c2,
+    ):
+        task_id, origin = await start_stream(c1, WORKING[agent])
+        config = TaskPushNotificationConfig(task_id=task_id, id="hook", url=receiver.url, token="tok")
+        await c2.create_task_push_notification_config(config)
+        async with asyncio.timeout(WAIT_S):
+            await origin.reading
+        await receiver.wait_for(lambda r: _reached(r, task_id, "TASK_STATE_COMPLETED"))
+
+    assert state_of(origin.events[-1]) == TaskState.TASK_STATE_COMPLETED
+    assert all(d.token == "tok" for d in receiver.deliveries)
+
+
+def _reached(receiver: PushReceiver, task_id: str, state: str) -> bool:
+    """Whether ``receiver`` was told task ``task_id`` reached ``state``."""
+    for delivery in receiver.accepted:
+        payload = next(iter(delivery.body.values()))
+        if payload.get("taskId", payload.get("id")) == task_id and delivery.kind()[1] == state:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
+async def test_an_answers_turn_on_another_replica_is_followed_live_from_the_others(
+    replicas: list[Org], binding: Binding
+) -> None:
+    """The answer's turn runs on R2 (on the SDK's path: its first event is a status update); R1 and R3 follow it."""
+    r1, r2, r3 = replicas
+    agent = "stepper"
+    task = await waiting_task(r1, agent, binding)
+    async with (
+        a2a_client(r1.agent_url(agent), binding) as c1,
+        a2a_client(r2.agent_url(agent), binding) as c2,
+        a2a_client(r3.agent_url(agent), binding) as c3,
+    ):
+        message = user_message("ada", task_id=task.id, context_id=task.context_id)
+        origin = Stream(c2.send_message(SendMessageRequest(message=message)))
+        await origin.until(1)
+        on_r1 = Stream(c1.subscribe(SubscribeToTaskRequest(id=task.id)))
+        await origin.until(3)  # R3 joins mid-turn
+        on_r3 = Stream(c3.subscribe(SubscribeToTaskRequest(id=task.id)))
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(origin.reading, on_r1.reading, on_r3.reading)
+
+    expected = live(origin.events)
+    assert state_of(origin.events[-1]) == TaskState.TASK_STATE_COMPLETED
+    for followed in (on_r1.events, on_r3.events):
+        assert followed[0].HasField("task"), "a subscription starts with the task as it is"
+        assert followed[0].task.status.state == TaskState.TASK_STATE_WORKING
+        got = live(followed)
+        assert len(got) >= 2, "live events reached the other replica"
+        assert got == expected[-len(got) :], "every live event after the snapshot, in order, none twice"
+        assert state_of(followed[-1]) == TaskState.TASK_STATE_COMPLETED
