@@ -40,7 +40,7 @@ from gateway.hosting.local_tasks import LocalRequestHandler, LocalRunner
 from gateway.hosting.mcp_clients import McpClientPool
 from gateway.hosting.registry import Registry
 from gateway.hosting.required_fields import use_in_sdk_handlers
-from gateway.hosting.runtimes import agent_info, build_executor
+from gateway.hosting.runtimes import DescribesAgent, agent_info, build_executor
 from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
@@ -59,7 +59,7 @@ from gateway.ui import ui_routes
 logger = logging.getLogger(__name__)
 
 API_CATALOG_PATH = "/.well-known/api-catalog"
-LOCAL_RUNTIMES = ("python", "llm", "a2a", "command", *FRAMEWORKS)
+LOCAL_RUNTIMES = ("python", "llm", "a2a", "mcp", "command", *FRAMEWORKS)
 """Runtime kinds whose executors run in this process, so steps and MCP calls may use ``LocalRunner``."""
 SWEEP_REASON = "The gateway restarted while this task was running; it did not finish. Send the request again."
 READY_PROBE_TIMEOUT_S = 2.0  # a writer that cannot commit an empty transaction by then is not ready
@@ -223,11 +223,13 @@ def load_keyring(settings: Settings) -> KeyRing | None:
 
 def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     settings = gateway.settings
+    executor = build_executor(spec, gateway)
+    if isinstance(executor, DescribesAgent):
+        spec = executor.describe(spec)  # before the card is built from it
     security = gateway.auth.card_security(spec, gateway.specs)
     card = gateway.render(build_card(spec, settings.base_url, security=security))
     push_store = SqlPushConfigStore(gateway.db)
     task_store = SqlTaskStore(gateway.db, spec.name, list_page_bytes=settings.list_tasks_page_bytes)
-    executor = build_executor(spec, gateway)
     own_check = executor.validate_request if isinstance(executor, ValidatesRequests) else None
     validate = limit_parts(settings.max_message_parts, own_check)
     push_sender = OutboxPushSender(push_store, gateway.push.outbox, gateway.push.wake)

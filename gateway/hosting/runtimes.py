@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import RequestHandler
@@ -33,6 +33,7 @@ ADAPTERS: dict[str, str] = {
     "llm": "adapters.llm:build",
     "workflow": "adapters.workflow:build",
     "a2a": "adapters.a2a_remote:build",
+    "mcp": "adapters.mcp:build",
     "command": "adapters.command:build",
     "langgraph": "adapters.langgraph:build",
     "openai-agents": "adapters.openai_agents:build",
@@ -195,6 +196,15 @@ def agent_info(spec: AgentSpec) -> AgentInfo:
         tags=tuple(dict.fromkeys(tag for skill in spec.skills for tag in skill.tags)),
         examples=tuple(example for skill in spec.skills for example in skill.examples),
     )
+
+
+@runtime_checkable
+class DescribesAgent(Protocol):
+    """An executor that completes its agent's spec from what it runs (an ``mcp`` agent's skill, from its tool)."""
+
+    def describe(self, spec: AgentSpec) -> AgentSpec:
+        """``spec`` as the card should show it."""
+        ...
 
 
 Builder = Callable[[AgentSpec, Host], AgentExecutor]

@@ -1,0 +1,224 @@
+"""The ``mcp`` runtime: one tool of an MCP server, published as an A2A agent.
+
+At start the server is asked for its tools (a server that is missing, hangs, or lacks the tool
+stops the start with the reason); the agent's card gets a skill from the tool's description and
+input schema unless the file gives skills. A message becomes the tool's arguments: its first data
+part that matches the input schema, else its text, as the one string argument of a tool that
+takes one, or as a JSON object. Arguments that do not match the tool's input schema are refused (invalid params) before
+a task exists. The call runs over the gateway's session with the server
+(``gateway.hosting.mcp_clients``): its progress notifications are status updates, an A2A cancel
+cancels the call (the SDK sends ``notifications/cancelled``), its text content is the ``result``
+artifact, its structured content the ``structured`` data artifact, any other content block a data
+artifact of its own; a result with ``isError`` fails the task with the tool's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import weakref
+from typing import Any
+
+import jsonschema
+import mcp_types as types
+from a2a.server.agent_execution import AgentExecutor
+from a2a.types.a2a_pb2 import SendMessageRequest
+from a2a.utils.errors import InvalidParamsError
+
+from gateway.errors import RuntimeLoadError
+from gateway.hosting.executor import RuntimeExecutor, message_input
+from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, server_key
+from gateway.hosting.runtimes import Host
+from gateway.runtime import AgentCall, Emitter, Reply
+from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
+
+_TYPE_EXAMPLES: dict[str, Any] = {
+    "string": "...",
+    "integer": 1,
+    "number": 1.5,
+    "boolean": True,
+    "array": [],
+    "object": {},
+}
+
+
+_PROBED: weakref.WeakKeyDictionary[McpClientPool, dict[str, tuple[types.Tool, ...]]] = weakref.WeakKeyDictionary()
+"""Each gateway's (pool's) servers' tools as listed at start: one probe per server, however many agents use it."""
+
+
+def list_tools_now(server: McpServerSpec, pool: McpClientPool) -> tuple[types.Tool, ...]:
+    """``server``'s tools, asked from a thread of its own (start-up is not async); ``McpServerError`` if it fails."""
+    probed = _PROBED.setdefault(pool, {})
+    key = server_key(server)
+    if key not in probed:
+
+        async def probe() -> tuple[types.Tool, ...]:
+            probe_pool = McpClientPool()
+            try:
+                return await probe_pool.list_tools(server)
+            finally:
+                await probe_pool.aclose()
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-probe") as thread:
+            probed[key] = thread.submit(asyncio.run, probe()).result()
+    return probed[key]
+
+
+def find_tool(server: McpServerSpec, name: str, pool: McpClientPool) -> types.Tool:
+    """Tool ``name`` as ``server`` lists it; ``RuntimeLoadError`` when the server cannot be reached or lacks it."""
+    try:
+        tools = list_tools_now(server, pool)
+    except McpServerError as exc:
+        raise RuntimeLoadError(exc.detail) from exc
+    listed = {tool.name: tool for tool in tools}
+    if name not in listed:
+        raise RuntimeLoadError(f"MCP server {server.label} has no tool {name!r}; it has: {', '.join(listed)}")
+    return listed[name]
+
+
+def text_argument(schema: dict[str, Any]) -> str | None:
+    """The one string property a text message fills, when the schema has exactly one (required, if any are)."""
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or []
+    candidates = required if required else list(properties)
+    if len(candidates) == 1 and (properties.get(candidates[0]) or {}).get("type") == "string":
+        return str(candidates[0])
+    return None
+
+
+def skill_of(tool: types.Tool, server: McpServerSpec) -> SkillSpec:
+    """A card skill describing ``tool``: its description, and what its input is."""
+    schema = tool.input_schema
+    properties: dict[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    fields = [
+        f"{name} ({spec.get('type', 'any')}{', required' if name in required else ''})"
+        for name, spec in properties.items()
+    ]
+    text_field = text_argument(schema)
+    if text_field is not None:
+        takes = f"Send the {text_field} as text, or a JSON object as a data part."
+        examples = []
+    else:
+        takes = "Send a JSON object as a data part (or as text)" + (f": {', '.join(fields)}." if fields else ".")
+        example = {name: _TYPE_EXAMPLES.get(str(spec.get("type"))) for name, spec in properties.items()}
+        examples = [json.dumps(example)]
+    description = tool.description or f"The {tool.name} tool of MCP server {server.label}."
+    return SkillSpec(
+        id=tool.name,
+        name=tool.title or (tool.annotations.title if tool.annotations else None) or tool.name,
+        description=f"{description.strip()} {takes}",
+        tags=["mcp", "tool", tool.name],
+        examples=examples,
+        input_modes=["text/plain", "application/json"] if text_field else ["application/json", "text/plain"],
+        output_modes=["text/plain", "application/json"],
+    )
+
+
+class McpToolRuntime:
+    """``(call, emit) -> Reply`` calling one tool of an MCP server with the message as its arguments."""
+
+    def __init__(self, name: str, runtime: McpRuntime, tool: types.Tool, pool: McpClientPool) -> None:
+        self.name, self.tool, self._runtime, self._pool = name, tool, runtime, pool
+        self._text_field = text_argument(tool.input_schema)
+        self._validator = jsonschema.Draft202012Validator(tool.input_schema)
+
+    def arguments(self, text: str, data: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+        """The tool arguments a message carries; ``InvalidParamsError`` saying what to send instead.
+
+        The first data part that matches the input schema; else the text, as the one string
+        argument or as a JSON object. (A workflow step's message carries data parts of its own,
+        such as ``sequential``, beside the previous step's text.)
+        """
+        for part in data:
+            if self._validator.is_valid(part):
+                return dict(part)
+        if self._text_field is not None and (text or not data):
+            arguments: dict[str, Any] = {self._text_field: text}
+        elif data and not text.strip():
+            arguments = dict(data[0])
+        else:
+            arguments = self._json_text(text)
+        problems = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        if problems:
+            where = "/".join(map(str, problems[0].absolute_path)) or "the arguments"
+            raise InvalidParamsError(
+                message=f"{self.name}: {where}: {problems[0].message} (the input schema of tool {self.tool.name})"
+            )
+        return arguments
+
+    def _json_text(self, text: str) -> dict[str, Any]:
+        if not text.strip():
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise InvalidParamsError(
+                message=f"{self.name} takes a JSON object (tool {self.tool.name}'s arguments): "
+                "send it as a data part or as JSON text"
+            )
+        return value
+
+    async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
+        """Call the tool; its content as artifacts, or a failure with the tool's message."""
+        arguments = self.arguments(call.text, call.data)
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            await emit.progress(message or (f"{progress:g}/{total:g}" if total else f"{progress:g}"))
+
+        try:
+            result = await self._pool.call_tool(
+                self._runtime.server, self.tool.name, arguments, timeout_s=self._runtime.timeout_s, progress=progress
+            )
+        except (McpCallError, McpServerError) as exc:
+            return Reply(text=f"{self.name}: {exc.detail}", state="failed")
+        texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
+        if result.is_error:
+            return Reply(text=f"{self.name}: {' '.join(texts) or 'the tool failed'}", state="failed")
+        others = [block for block in result.content if not isinstance(block, types.TextContent)]
+        for index, block in enumerate(others, start=1):
+            await emit.artifact(
+                f"content-{index}", data=block.model_dump(mode="json", by_alias=True, exclude_none=True)
+            )
+        structured = result.structured_content
+        if structured is not None:
+            await emit.artifact(
+                "structured", data=structured if isinstance(structured, dict | list) else {"value": structured}
+            )
+        return Reply(text="\n".join(texts))
+
+
+class McpToolExecutor(RuntimeExecutor):
+    """The executor of an ``mcp`` agent: refuses a message that is not the tool's arguments, describes the tool."""
+
+    def __init__(self, runtime: McpToolRuntime) -> None:
+        super().__init__(runtime.name, runtime)
+        self.tool_runtime = runtime
+
+    def validate_request(self, params: SendMessageRequest) -> None:
+        """Invalid params, before any task exists, for a message that cannot be the tool's arguments."""
+        text, _, data = message_input(params.message)
+        self.tool_runtime.arguments(text, data)
+
+    def describe(self, spec: AgentSpec) -> AgentSpec:
+        """``spec`` with the tool's skill when the file gives none."""
+        if spec.skills:
+            return spec
+        runtime = spec.runtime
+        assert isinstance(runtime, McpRuntime)
+        return spec.model_copy(update={"skills": [skill_of(self.tool_runtime.tool, runtime.server)]})
+
+
+def build(spec: AgentSpec, host: Host) -> AgentExecutor:
+    """The executor for an ``mcp`` agent; ``RuntimeLoadError`` when its server or tool cannot be had."""
+    runtime = spec.runtime
+    if not isinstance(runtime, McpRuntime):
+        raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not an mcp runtime")
+    try:
+        tool = find_tool(runtime.server, runtime.tool, host.mcp_clients)
+    except RuntimeLoadError as exc:
+        raise RuntimeLoadError(f"{spec.name}: {exc.detail}") from exc
+    return McpToolExecutor(McpToolRuntime(spec.name, runtime, tool, host.mcp_clients))

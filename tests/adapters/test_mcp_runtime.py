@@ -1,0 +1,206 @@
+"""The ``mcp`` runtime: tools of a real MCP server (stdio) published as signed A2A agents, on every binding."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import InvalidParamsError
+from google.protobuf.json_format import MessageToDict
+
+from gateway.errors import RuntimeLoadError
+from gateway.hosting.executor import data_part
+from gateway.testing import RunningGateway, running_gateway
+from tests.adapters.mcp_servers import TEST_DIR_ENV, evidence, stdio_server
+from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, artifact_texts
+from tests.conftest import make_settings
+
+WAIT_S = 30.0
+
+
+def mcp_agent(name: str, tool: str, *, description: str = "", **server: Any) -> dict[str, Any]:
+    """An agent file publishing ``tool`` of the stdio test server (no skills: they come from the tool)."""
+    return {
+        "format": 1,
+        "name": name,
+        "description": description or f"The {tool} tool as an agent.",
+        "runtime": {"kind": "mcp", "server": stdio_server(**server), "tool": tool, "timeout_s": 20},
+    }
+
+
+def write_agents(folder: Path, *files: dict[str, Any]) -> Path:
+    folder.mkdir(exist_ok=True)
+    for file in files:
+        (folder / f"{file['name']}.yaml").write_text(yaml.safe_dump(file))
+    return folder
+
+
+@pytest.fixture
+def evidence_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    monkeypatch.setenv(TEST_DIR_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, evidence_dir: Path) -> AsyncIterator[RunningGateway]:
+    pipeline = {
+        "format": 1,
+        "name": "shout-then-count",
+        "description": "Shouts the text, then counts its words.",
+        "skills": [{"id": "pipe", "name": "Pipe", "description": "Two MCP tools in a row.", "tags": ["mcp"]}],
+        "runtime": {"kind": "workflow", "pattern": "sequential", "participants": ["shout", "word-count"]},
+    }
+    agents = write_agents(
+        tmp_path / "agents",
+        mcp_agent("adder", "add"),
+        mcp_agent("shout", "shout"),
+        mcp_agent("word-count", "word_count"),
+        mcp_agent("countdown", "countdown"),
+        mcp_agent("refuser", "refuse"),
+        pipeline,
+    )
+    async with running_gateway(make_settings(tmp_path, agents=agents)) as running:
+        yield running
+
+
+def data_message(data: dict[str, Any]) -> Message:
+    return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[data_part(data)])
+
+
+def text_message(text: str) -> Message:
+    return Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
+
+
+async def run(gateway: RunningGateway, agent: str, binding: Binding, message: Message) -> tuple[Task, list[str]]:
+    """Send ``message``; the task as stored at the end, and the status texts streamed on the way."""
+    statuses: list[str] = []
+    task_id = ""
+    async with a2a_client(gateway.agent_url(agent), binding) as client, asyncio.timeout(WAIT_S):
+        async for event in client.send_message(SendMessageRequest(message=message)):
+            if event.HasField("task"):
+                task_id = event.task.id
+            if event.HasField("status_update"):
+                task_id = event.status_update.task_id
+                statuses += [p.text for p in event.status_update.status.message.parts]
+        return await client.get_task(GetTaskRequest(id=task_id)), statuses
+
+
+def structured(task: Task) -> Any:
+    (artifact,) = [a for a in task.artifacts if a.name == "structured"]
+    return MessageToDict(artifact.parts[0].data)
+
+
+@pytest.mark.parametrize("binding", BINDINGS, ids=lambda b: b.id)
+async def test_a_tool_answers_as_an_agent_on_every_binding(gateway: RunningGateway, binding: Binding) -> None:
+    task, _ = await run(gateway, "adder", binding, data_message({"a": 2, "b": 40}))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+    assert artifact_texts(task) == ["42"]
+    assert structured(task) == {"result": 42}
+    task, _ = await run(gateway, "shout", binding, text_message("hello there"))
+    assert artifact_texts(task) == ["HELLO THERE"]
+
+
+async def test_the_card_is_signed_and_its_skill_comes_from_the_tool(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient() as http:
+        card = (await http.get(f"{gateway.agent_url('adder')}/.well-known/agent-card.json")).json()
+    assert card["signatures"], "every card the gateway serves is signed"
+    (skill,) = card["skills"]
+    assert skill["id"] == "add" and skill["tags"] == ["mcp", "tool", "add"]
+    assert skill["description"] == (
+        "Adds two integers. Send a JSON object as a data part (or as text): a (integer, required), "
+        "b (integer, required)."
+    )
+    assert skill["examples"] == ['{"a": 1, "b": 1}']
+    bindings = {interface["protocolBinding"] for interface in card["supportedInterfaces"]}
+    assert bindings == {"JSONRPC", "HTTP+JSON", "GRPC"}
+
+
+async def test_progress_streams_as_status_updates(gateway: RunningGateway) -> None:
+    streaming = next(b for b in BINDINGS if b.id == "grpc-stream")
+    task, statuses = await run(gateway, "countdown", streaming, data_message({"steps": 3}))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [s for s in statuses if s.startswith("step")] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
+    assert artifact_texts(task) == ["lift-off after 3 steps"]
+
+
+async def test_a_tool_error_fails_the_task_with_its_message(gateway: RunningGateway) -> None:
+    task, _ = await run(gateway, "refuser", BINDINGS[0], text_message("disk full"))
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert task.status.message.parts[0].text == "refuser: Error executing tool refuse: disk full"
+
+
+@pytest.mark.parametrize("binding", [BINDINGS[0], BINDINGS[4]], ids=lambda b: b.id)
+async def test_arguments_that_do_not_match_the_schema_are_invalid_params(
+    gateway: RunningGateway, binding: Binding
+) -> None:
+    async with a2a_client(gateway.agent_url("adder"), binding) as client, asyncio.timeout(WAIT_S):
+        with pytest.raises(InvalidParamsError, match=r"adder: a: 'two' is not of type 'integer'"):
+            await anext(client.send_message(SendMessageRequest(message=data_message({"a": "two", "b": 1}))))
+        with pytest.raises(InvalidParamsError, match="adder takes a JSON object"):
+            await anext(client.send_message(SendMessageRequest(message=text_message("two plus one"))))
+
+
+async def test_a_cancel_cancels_the_mcp_call(gateway: RunningGateway, evidence_dir: Path) -> None:
+    binding = BINDINGS[0]
+    async with a2a_client(gateway.agent_url("countdown"), binding) as client, asyncio.timeout(WAIT_S):
+        request = SendMessageRequest(message=data_message({"steps": 0}))
+        request.configuration.return_immediately = True
+        task = await client.send_message(request).__anext__()
+        task_id = task.task.id if task.HasField("task") else task.status_update.task_id
+        # the tool says when it waits (another process: no event to wait on)
+        while evidence(evidence_dir, "countdown") != ["waiting"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        while evidence(evidence_dir, "countdown") != ["waiting", "cancelled"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_mcp_agents_are_steps_of_a_sequential_workflow(gateway: RunningGateway) -> None:
+    task, _ = await run(gateway, "shout-then-count", BINDINGS[4], text_message("a small step"))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+    assert "3 words" in task.status.message.parts[0].text
+
+
+async def test_one_server_process_serves_every_agent_and_task(gateway: RunningGateway, evidence_dir: Path) -> None:
+    await asyncio.gather(*(run(gateway, "adder", BINDINGS[0], data_message({"a": i, "b": 1})) for i in range(5)))
+    await run(gateway, "shout", BINDINGS[0], text_message("x"))
+    # one probe at start for the six agents of the same server, then one session shared by every task
+    assert len(evidence(evidence_dir, "started")) == 1 + 1
+
+
+def test_a_missing_server_or_tool_stops_the_start(tmp_path: Path, evidence_dir: Path) -> None:
+    from gateway.app import create_app
+
+    missing = mcp_agent("gone", "add")
+    missing["runtime"]["server"] = {"name": "ghost", "command": ["no-such-mcp-server"]}
+    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "a", missing))
+    with pytest.raises(RuntimeLoadError, match=r"gone: MCP server ghost cannot start: no program 'no-such-mcp-server'"):
+        create_app(settings)
+    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "b", mcp_agent("teleport", "teleport")))
+    with pytest.raises(RuntimeLoadError, match=r"teleport: MCP server tools has no tool 'teleport'; it has: add, "):
+        create_app(settings)
+    hang = mcp_agent("hang", "add", start_timeout_s=1)
+    hang["runtime"]["server"]["command"] = [sys.executable, hang["runtime"]["server"]["command"][1], "--hang"]
+    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "c", hang))
+    with pytest.raises(RuntimeLoadError, match=r"hang: MCP server tools did not start within 1s"):
+        create_app(settings)
