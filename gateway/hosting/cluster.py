@@ -7,8 +7,10 @@ with a per-task sequence number, and its run's first state (the task saved worki
 transaction as that save (``start_statements``). Each append NOTIFYs ``(task id, seq)`` only; a
 ``SubscribeToTask`` on any other replica (``follow``) reads the rows it has not seen, woken by the
 notification or, should one be lost or late, by a poll every ``POLL_S``: a lost NOTIFY costs
-latency, never an event. The events that end a run are appended after the run's outcome is saved,
-so a subscriber told COMPLETED reads COMPLETED. Events of tasks ended ``KEEP_EVENTS_S`` ago are pruned.
+latency, never an event; a LISTEN session that drops is reconnected and wakes every follower to
+catch up from the table (``gateway.hosting.listener``). The events that end a run are appended
+after the run's outcome is saved, so a subscriber told COMPLETED reads COMPLETED. Events of tasks
+ended ``KEEP_EVENTS_S`` ago are pruned.
 
 Cancel: a ``CancelTask`` on a replica that is not running the task writes a row to
 ``task_cancels`` and NOTIFYs; the replica running it cancels it through its runner's own cancel
@@ -37,6 +39,7 @@ from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
 from a2a.utils.proto_utils import to_stream_response
 
+from gateway.hosting.listener import Listener
 from gateway.store.database import Database, Params
 from gateway.store.tasks import INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
 
@@ -100,7 +103,8 @@ class Cluster:
         self.handlers: dict[str, CancelsHere] = {}
         """Each hosted agent's request handler, which cancels a task running here on request."""
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._conn: Any = None
+        self.listener: Listener | None = None
+        """The LISTEN session (reconnected when it drops); None when not listening."""
         self._appender: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -113,15 +117,15 @@ class Cluster:
             return
         import asyncpg
 
-        self._conn = await asyncpg.connect(self._dsn())
+        if listen:
+            channels = {EVENTS_CHANNEL: self._on_event, CANCELS_CHANNEL: self._on_cancel}
+            self.listener = Listener(self._dsn, channels, self._caught_up)
+            await self.listener.start()
         # Live events need no fsync of their own: a PostgreSQL crash may lose the last few (the task row,
         # saved durably, still ends followers: ``LATE_END_S``); an fsync per event would cost 1-2 ms.
         self._appender = await asyncpg.create_pool(
             self._dsn(), min_size=1, max_size=4, server_settings={"synchronous_commit": "off"}
         )
-        if listen:
-            await self._conn.add_listener(EVENTS_CHANNEL, self._on_event)
-            await self._conn.add_listener(CANCELS_CHANNEL, self._on_cancel)
         self.active = True
         self._spawn(self._poll_cancels())
         self._spawn(self._prune())
@@ -132,9 +136,9 @@ class Cluster:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self.listener is not None:
+            await self.listener.close()
+            self.listener = None
         if self._appender is not None:
             await self._appender.close()
             self._appender = None
@@ -155,6 +159,13 @@ class Cluster:
 
     def _on_event(self, conn: object, pid: int, channel: str, payload: str) -> None:
         self._wake(payload.partition(" ")[0])
+
+    def _caught_up(self) -> None:
+        """The LISTEN session is back: every follower and the cancels read what a lost NOTIFY may have hidden."""
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+        self._spawn(self._take_cancels())
 
     def _wake(self, task_id: str) -> None:
         for waiter in self._waiters.get(task_id, ()):
@@ -179,12 +190,15 @@ class Cluster:
         """The backstop for a lost cancel NOTIFY: look for cancels of the tasks running here."""
         while True:
             await asyncio.sleep(POLL_S)
-            try:
-                rows = await self.db.fetch_all("SELECT agent, task_id FROM task_cancels")
-                for agent, task_id in rows:
-                    await self._cancel_here(agent, task_id)
-            except Exception as exc:
-                logger.warning("could not act on cancel requests: %s", exc)
+            await self._take_cancels()
+
+    async def _take_cancels(self) -> None:
+        try:
+            rows = await self.db.fetch_all("SELECT agent, task_id FROM task_cancels")
+            for agent, task_id in rows:
+                await self._cancel_here(agent, task_id)
+        except Exception as exc:
+            logger.warning("could not act on cancel requests: %s", exc)
 
     async def _prune(self) -> None:
         while True:

@@ -1,7 +1,8 @@
 """The cluster's event log and cancel on PostgreSQL, between two databases (two runner ids) in one process.
 
 A follower that gets no NOTIFY at all still sees every event, in order, from the table (the
-backstop poll); a cancel of a task whose process is gone ends it CANCELED directly.
+backstop poll); a LISTEN session cut mid-stream comes back and wakes its followers to catch up;
+a cancel of a task whose process is gone ends it CANCELED directly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import Message, Part, Role, Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 
@@ -125,3 +127,57 @@ async def test_events_are_pruned_once_their_task_ended_a_while_ago_and_kept_whil
         await db.close()
 
     assert left == {running.id}
+
+
+async def test_a_dropped_listen_session_comes_back_and_its_followers_catch_up(pg_schema_dsn: str) -> None:
+    db_a, db_b = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    here, there = Cluster(db_a, lambda: pg_schema_dsn), Cluster(db_b, lambda: pg_schema_dsn)
+    await here.start()
+    await there.start()
+    admin = await asyncpg.connect(pg_schema_dsn)
+    try:
+        store_a, store_b = SqlTaskStore(db_a, "echo"), SqlTaskStore(db_b, "echo")
+        log_a, log_b = AgentLog(here, "echo", store_a), AgentLog(there, "echo", store_b)
+        task = await started(db_a, log_a, store_a)
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        publishing = asyncio.ensure_future(log_a.publish(task, as_user("ada"), events))
+        followed = await log_b.follow(task, as_user("ada"))
+        assert followed is not None and there.listener is not None
+        seen: list[Event] = []
+        first = asyncio.Event()
+
+        async def read() -> None:
+            async for event in followed:
+                seen.append(event)
+                first.set()
+
+        reading = asyncio.ensure_future(read())
+        async with asyncio.timeout(WAIT_S):
+            await first.wait()  # the snapshot: following
+        woken = there.waiter(task.id)
+        # The follower's LISTEN session is cut (a PostgreSQL restart or a proxy would do the same).
+        await admin.execute("SELECT pg_terminate_backend($1)", there.listener.server_pid)
+        sent = [update(task, TaskState.TASK_STATE_WORKING, f"step {n}") for n in range(1, 4)]
+        for event in sent:
+            events.put_nowait(event)  # published while the follower does not listen
+        async with asyncio.timeout(WAIT_S):
+            while there.listener.reconnects < 1:  # woken to catch up once it is back (a NOTIFY may come first)
+                woken.clear()
+                await woken.wait()
+        assert there.listener.connected.is_set()
+        woken.clear()
+        end = update(task, TaskState.TASK_STATE_COMPLETED, "done")
+        events.put_nowait(end)
+        events.put_nowait(None)
+        async with asyncio.timeout(WAIT_S):
+            await woken.wait()  # a NOTIFY again (the backstop poll never sets a waiter)
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(publishing, reading)
+    finally:
+        await admin.close()
+        await here.close()
+        await there.close()
+        await db_a.close()
+        await db_b.close()
+
+    assert seen[1:] == [*sent, end], "every event once, in order, across the drop"
