@@ -32,6 +32,7 @@ from gateway.cards.keys import KeyRing
 from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
+from gateway.hosting.cache import build_cache
 from gateway.hosting.cluster import AgentLog, Cluster
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
 from gateway.hosting.failover import Failover
@@ -252,6 +253,9 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     )
     handler.join(log)
     push_sender.published = log.published
+    handler.cache = build_cache(spec)  # opt-in per agent (``cache:``); the runner and the SDK's path share it
+    if local is not None:
+        local.cache = handler.cache
     return HostedAgent(spec=spec, card=card, handler=handler)
 
 

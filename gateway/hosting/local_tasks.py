@@ -63,6 +63,7 @@ from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.auth.policy import RunOwner
+from gateway.hosting.cache import ResultCache
 from gateway.hosting.cleanup import finish
 from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
@@ -79,6 +80,9 @@ Watcher = asyncio.Queue[Event | None]
 Started = Callable[[Task], Awaitable[None]]
 SaveTask = Callable[[Task, ServerCallContext], Awaitable[None]]
 """Saves a task (and queues its push notifications in the same transaction: ``OutboxPushSender.save_and_notify``)."""
+
+CacheLookup = tuple[str | None, Task | None]
+"""A request's cache key (None: not cacheable) and the task answering it from the cache (None: a miss)."""
 
 CANCEL_WAIT_S = 10.0
 SUBSCRIBER_BUFFER = 1024
@@ -279,6 +283,8 @@ class LocalRunner:
         self._save_task = save or store.save
         self._running: dict[str, _Running] = {}
         self.answers = Answers()
+        self.cache: ResultCache | None = None
+        """The agent's result cache (``gateway.hosting.cache``) when its file asks for one."""
 
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
@@ -310,10 +316,32 @@ class LocalRunner:
         does for a subscriber who comes later).
         """
         with tracing.span(f"task {self.agent}", attributes={"a2a.agent": self.agent}):
-            if not message.task_id:
+            if message.task_id:
+                with self.answers.claimed(message.task_id):
+                    return await self._run(message, context, progress, started, watcher)
+            cache = self.cache
+            key = cache.key(message, context) if cache is not None else None
+            if cache is None or key is None:
                 return await self._run(message, context, progress, started, watcher)
-            with self.answers.claimed(message.task_id):
-                return await self._run(message, context, progress, started, watcher)
+            hit = cache.answer(key, message, context)
+            if hit is not None:
+                return await self._answered(hit, message, context, started, watcher)
+            task = await self._run(message, context, progress, started, watcher)
+            cache.keep(key, task, context)
+            return task
+
+    async def _answered(
+        self, hit: Task, message: Message, context: ServerCallContext, started: Started | None, watcher: Watcher | None
+    ) -> Task:
+        """A task answered from the cache: saved once, already completed; told as a run's start and end would be."""
+        message.task_id, message.context_id = hit.id, hit.context_id
+        await self._store.save(hit, context)
+        note_task(hit.id, message_skill(message))
+        if started is not None:
+            await started(hit)
+        if watcher is not None:
+            watcher.put_nowait(hit)
+        return hit
 
     async def _run(
         self,
@@ -533,6 +561,8 @@ class LocalRequestHandler(DefaultRequestHandler):
         self._turns: set[asyncio.Task[None]] = set()  # answers' turns read on after their caller left
         self.log: AgentLog | None = None
         """On PostgreSQL, tasks running on other replicas are followed and canceled through it (``cluster``)."""
+        self.cache: ResultCache | None = None
+        """The agent's result cache, for messages the SDK's path runs (the runner has its own reference)."""
 
     def _on_runner(self, params: SendMessageRequest) -> LocalRunner | None:
         """The runner when it takes this message (see the class); None when the SDK does."""
@@ -563,7 +593,13 @@ class LocalRequestHandler(DefaultRequestHandler):
         if local is None and params.message.task_id:
             return await self._answer(params, context)
         if local is None:
-            return await super().on_message_send(params, context)
+            key, hit = await self._from_cache(params, context)
+            if hit is not None:
+                return apply_history_length(hit, params.configuration)
+            result = await super().on_message_send(params, context)
+            if key is not None and self.cache is not None and isinstance(result, Task):
+                self.cache.keep(key, result, context)
+            return result
         task = await asyncio.shield(self._start(local, params, context))
         return apply_history_length(task, params.configuration)
 
@@ -582,8 +618,18 @@ class LocalRequestHandler(DefaultRequestHandler):
                 self._read_on(answer, release)
             return
         if local is None or not self._agent_card.capabilities.streaming:
+            key, hit = await self._from_cache(params, context)
+            if hit is not None:
+                yield _shown(hit, params)
+                return
+            task_id = ""
             async for event in super().on_message_send_stream(params, context):
+                task_id = task_id or _event_task_id(event)
                 yield event
+            if key is not None and self.cache is not None and task_id:
+                ended = await self.task_store.get(task_id, context)
+                if ended is not None:
+                    self.cache.keep(key, ended, context)
             return
         watcher: Watcher = asyncio.Queue()
         run = self._start(local, params, context, watcher)
@@ -596,6 +642,24 @@ class LocalRequestHandler(DefaultRequestHandler):
         await run  # done by now: raises when the run failed (an unwritable store)
         for event in ending:
             yield _shown(event, params)
+
+    async def _from_cache(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> tuple[str | None, Task | None]:
+        """The cache key of a new task the SDK's path would run (None: not cacheable), and the hit when there is one.
+
+        A message with a push config is never answered from the cache: its caller waits for notifications.
+        """
+        cache = self.cache
+        if cache is None or params.configuration.HasField("task_push_notification_config"):
+            return None, None
+        key = cache.key(params.message, context)
+        hit = cache.answer(key, params.message, context) if key is not None else None
+        if hit is not None:
+            validate_required_fields(params)
+            await self.task_store.save(hit, context)
+            note_task(hit.id, message_skill(params.message))
+        return key, hit
 
     async def _answer(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         """A message that continues a task, through the SDK, claimed until its turn is over (``Answers``).
@@ -735,6 +799,12 @@ class LocalRequestHandler(DefaultRequestHandler):
 def _ends_run(event: Event) -> bool:
     """Whether ``event`` ends a run on the runner (a final or interrupted state; a message reply arrives as one)."""
     return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in ENDED
+
+
+def _event_task_id(event: Event) -> str:
+    if isinstance(event, Task):
+        return event.id
+    return event.task_id if isinstance(event, TaskStatusUpdateEvent | TaskArtifactUpdateEvent) else ""
 
 
 def _shown(event: Event, params: SendMessageRequest) -> Event:
