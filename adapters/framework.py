@@ -31,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from a2a.server.agent_execution import AgentExecutor
@@ -215,11 +216,14 @@ class FrameworkAdapter(ABC):
     framework: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, name: str, agent: Any, options: BaseModel, prices: Prices = Prices()) -> None:
+    def __init__(
+        self, name: str, agent: Any, options: BaseModel, prices: Prices = Prices(), folder: Path | None = None
+    ) -> None:
         self.name = name
         self.agent = agent
         self.options = options
         self.prices = prices
+        self.folder = folder or Path.cwd()  # the agent file's: relative paths in its options are from here
         self.waiting: Waiting[Any] = Waiting()
 
     @classmethod
@@ -371,7 +375,8 @@ def build_adapter(spec: AgentSpec, host: Host, adapter: type[FrameworkAdapter]) 
         where = spec.file.name if spec.file is not None else spec.name
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise RuntimeLoadError(f"{where}: runtime.options: {problems}") from exc
-    return adapter(spec.name, load_agent(spec, adapter), options, prices_for(runtime, host))
+    folder = spec.file.parent if spec.file is not None else None
+    return adapter(spec.name, load_agent(spec, adapter), options, prices_for(runtime, host), folder)
 
 
 def build_framework(spec: AgentSpec, host: Host, adapter: type[FrameworkAdapter]) -> AgentExecutor:

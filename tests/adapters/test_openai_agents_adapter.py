@@ -1,0 +1,149 @@
+"""An OpenAI Agents SDK agent behind the gateway: A2A on JSON-RPC and gRPC, MCP, approvals, cancel, a workflow step."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("agents", reason="the openai-agents extra is not installed: pip install '.[openai-agents]'")
+
+from a2a.types.a2a_pb2 import TaskState
+
+from gateway.testing import RunningGateway
+from tests.adapters.framework_harness import A2A_ARMS, call_tool, cancel_when, converse, framework_gateway
+from tests.adapters.llm_server import (
+    ScriptedChatServer,
+    Status,
+    Stream,
+    finish_chunk,
+    text_chunk,
+    tool_chunk,
+    usage_chunk,
+)
+from tests.bindings.a2a_clients import Binding, a2a_client
+from tests.orchestration.run_client import run_workflow
+
+Served = tuple[RunningGateway, ScriptedChatServer]
+AGENTS = Path(__file__).parent / "frameworks" / "openai_agents"
+SEND = {"city": "Oslo", "team": "ops"}
+QUESTION = f"Approve running send_forecast({json.dumps(SEND)})? Answer yes or no."
+
+
+def call(name: str, arguments: dict[str, str], call_id: str, tokens: tuple[int, int]) -> Stream:
+    """A model turn that calls one tool (call ids must be unique within a run)."""
+    chunk = tool_chunk(0, name=name, arguments=json.dumps(arguments), call_id=call_id)
+    return Stream([chunk, finish_chunk("tool_calls"), usage_chunk(*tokens)])
+
+
+def handoff_and_forecast(run: str = "a") -> list[Stream]:
+    """Triage hands off to the forecaster, which calls the forecast tool."""
+    return [
+        call("transfer_to_forecaster", {}, f"{run}1", (5, 1)),
+        call("forecast", {"city": "Oslo"}, f"{run}2", (10, 5)),
+    ]
+
+
+def says(*texts: str, tokens: tuple[int, int] = (20, 4)) -> Stream:
+    return Stream([*(text_chunk(t) for t in texts), finish_chunk(), usage_chunk(*tokens)])
+
+
+@pytest.fixture
+async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
+    async with framework_gateway(tmp_path, AGENTS, monkeypatch) as pair:
+        yield pair
+
+
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
+async def test_the_agent_answers_streaming_its_handoff_and_tool_calls(served: Served, binding: Binding) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast(), says("Sunny ", "in Oslo."))
+    async with a2a_client(gateway.agent_url("weather-agents"), binding) as client:
+        seen = await converse(client, "Weather in Oslo?")
+    assert seen.state == TaskState.TASK_STATE_COMPLETED, seen.text
+    assert seen.text == "Sunny in Oslo." == seen.artifact_text()
+    assert seen.chunks[:2] == ["Sunny ", "in Oslo."], "model text streams as it comes"
+    assert "weather-agents: forecaster is working" in seen.progress, "the handoff stayed inside the agent"
+    assert 'weather-agents: calling forecast({"city": "Oslo"})' in seen.progress
+    assert "weather-agents: forecast returned" in seen.progress
+    assert seen.usage == {"input_tokens": 35, "output_tokens": 10, "cost": 0}
+
+
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
+async def test_a_tool_needing_approval_asks_and_the_answer_runs_it(served: Served, binding: Binding) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast(), call("send_forecast", SEND, "a3", (12, 5)), says("Sent.", tokens=(20, 4)))
+    async with a2a_client(gateway.agent_url("weather-agents"), binding) as client:
+        asked = await converse(client, "Weather in Oslo? Send it to ops.")
+        assert asked.state == TaskState.TASK_STATE_INPUT_REQUIRED, asked.text
+        assert asked.text == QUESTION
+        assert asked.usage["input_tokens"] == 27, "the first turn's usage"
+        done = await converse(client, "yes", task_id=asked.task.id)
+    assert done.task.id == asked.task.id and done.state == TaskState.TASK_STATE_COMPLETED, done.text
+    assert done.text == "Sent."
+    assert done.usage["input_tokens"] == 20, "the second turn counts only its own tokens"
+    tool_output = chat.received[3].body["messages"][-1]
+    assert tool_output["role"] == "tool" and tool_output["content"] == "Sent the Oslo forecast to ops."
+
+
+async def test_a_refused_approval_does_not_run_the_tool(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast(), call("send_forecast", SEND, "a3", (12, 5)), says("Not sent."))
+    async with a2a_client(gateway.agent_url("weather-agents"), A2A_ARMS[0]) as client:
+        asked = await converse(client, "Weather in Oslo? Send it to ops.")
+        done = await converse(client, "no", task_id=asked.task.id)
+    assert done.state == TaskState.TASK_STATE_COMPLETED and done.text == "Not sent."
+    tool_output = chat.received[3].body["messages"][-1]
+    assert tool_output["role"] == "tool" and "Sent the Oslo forecast" not in tool_output["content"]
+
+
+async def test_the_agent_is_an_mcp_tool_whose_approval_is_elicited(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast(), call("send_forecast", SEND, "a3", (12, 5)), says("Sent."))
+    result = await call_tool(gateway, "weather_agents", "Weather in Oslo? Send it to ops.", answer="yes")
+    assert result.questions == [QUESTION]
+    assert result.outcome["state"] == "completed" and result.outcome["text"] == "Sent.", result.outcome
+    assert any("calling send_forecast" in said for said in result.progress), result.progress
+
+
+async def test_a_conversation_is_one_session(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast("a"), says("Sunny in Oslo."), says("You asked about Oslo."))
+    async with a2a_client(gateway.agent_url("weather-agents"), A2A_ARMS[0]) as client:
+        first = await converse(client, "Weather in Oslo?")
+        second = await converse(client, "Which city did I ask about?", context_id=first.task.context_id)
+    assert second.text == "You asked about Oslo."
+    contents = [m.get("content") for m in chat.received[-1].body["messages"]]
+    assert "Weather in Oslo?" in contents and contents[-1] == "Which city did I ask about?", contents
+
+
+async def test_cancel_mid_run_cancels_the_run(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(
+        call("transfer_to_forecaster", {}, "a1", (5, 1)), Stream([text_chunk("Thinking")], done=False, stall=True)
+    )
+    async with a2a_client(gateway.agent_url("weather-agents"), A2A_ARMS[1]) as client:
+        task, progress = await cancel_when(client, "Weather in Oslo?", "forecaster is working")
+    assert task.status.state == TaskState.TASK_STATE_CANCELED, progress
+
+
+async def test_an_agent_that_raises_mid_stream_fails_with_the_reason(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(call("transfer_to_forecaster", {}, "a1", (5, 1)), Status(400, "context too long"))
+    async with a2a_client(gateway.agent_url("weather-agents"), A2A_ARMS[0]) as client:
+        seen = await converse(client, "Weather in Oslo?")
+    assert seen.state == TaskState.TASK_STATE_FAILED
+    assert seen.text.startswith("weather-agents: the openai-agents agent raised BadRequestError"), seen.text
+    assert "context too long" in seen.text
+
+
+async def test_the_agent_is_a_step_of_a_sequential_workflow(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*handoff_and_forecast(), says("Sunny in Oslo."))
+    run = await run_workflow(gateway, "weather-relay", "Weather in Oslo?")
+    assert run.task.status.state == TaskState.TASK_STATE_COMPLETED, run.text
+    assert run.step("step-1-weather-agents").text == "Sunny in Oslo."
+    assert run.text == "Sunny in Oslo."
+    assert any("calling forecast" in said for said in run.progress), run.progress
