@@ -18,7 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -90,6 +90,10 @@ class RunUpdates:
         await self._updater.add_artifact(
             step_parts(outputs), artifact_id=STEPS_ARTIFACT, name=STEPS_ARTIFACT, append=append or None
         )
+
+    async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
+        """One update replacing the artifact ``name`` with one data part (a pattern's live view)."""
+        await self._updater.add_artifact([data_part(data)], artifact_id=name, name=name)
 
 
 async def publish_outcome(updater: TaskUpdater, outcome: Outcome, record: RunRecord) -> None:

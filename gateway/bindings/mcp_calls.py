@@ -101,6 +101,7 @@ class Update:
     task_id: str
     state: str
     text: str
+    artifact: str = ""  # the artifact an artifact update replaced or added to (not the steps' outputs)
 
 
 class CallError(ToolError):
@@ -195,7 +196,8 @@ def _update(agent: str, event: Any) -> Update | None:
     if isinstance(event, TaskArtifactUpdateEvent):
         names = [o.name for o in step_outputs(event.artifact.parts)] if is_steps(event.artifact) else []
         produced = ", ".join(repr(n) for n in names or [event.artifact.name or event.artifact.artifact_id])
-        return Update(agent, event.task_id, "working", f"produced artifact {produced}")
+        changed = "" if names else event.artifact.artifact_id
+        return Update(agent, event.task_id, "working", f"produced artifact {produced}", changed)
     return None
 
 

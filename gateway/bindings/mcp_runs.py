@@ -1,11 +1,13 @@
-"""Long runs over MCP: ``start_run``, ``get_run``, ``cancel_run`` and the ``run://{run_id}`` resource.
+"""Long runs over MCP: ``start_run``, ``get_run``, ``cancel_run`` and the ``run://{run_id}`` resources.
 
 A run is an A2A task on any hosted agent (its id is the task id), started in the background so
 the tool call returns at once. Its progress is kept here and every update is announced as a
 ``notifications/resources/updated`` for ``run://{run_id}``: to ``resources/subscribe``
 subscribers on 2025-11-25 sessions, and on ``subscriptions/listen`` streams on 2026-07-28.
 The task itself lives in the agent's task store, owner-scoped, so another caller's run is
-simply not found. (The MCP tasks extension, SEP-2663, would be the protocol-native form of
+simply not found. ``run://{run_id}/artifacts/{name}`` is one artifact of the run as it is now (a
+blackboard's board, live), announced as updated whenever the run's task replaces or adds to it.
+(The MCP tasks extension, SEP-2663, would be the protocol-native form of
 this; the SDK does not ship it.)
 """
 
@@ -50,11 +52,33 @@ logger = logging.getLogger(__name__)
 RUN_SCHEME = "run://"
 WAITING_STATES = frozenset({"submitted", "working"})
 MAX_TRACKED_RUNS = 10_000
+ARTIFACTS_PATH = "artifacts"
 
 
 def run_uri(run_id: str) -> str:
     """The resource that shows a run."""
     return f"{RUN_SCHEME}{run_id}"
+
+
+def artifact_uri(run_id: str, name: str) -> str:
+    """The resource that shows one artifact of a run."""
+    return f"{run_uri(run_id)}/{ARTIFACTS_PATH}/{name}"
+
+
+def run_of(uri: str) -> str:
+    """The run id a ``run://`` URI names (the run's own resource, or one of its artifacts')."""
+    return uri.removeprefix(RUN_SCHEME).split("/", 1)[0]
+
+
+class RunArtifact(BaseModel):
+    """One artifact of a run, as it is now."""
+
+    run_id: str
+    agent: str
+    state: str = Field(description="the run's A2A task state")
+    name: str
+    text: str | None = None
+    data: dict[str, Any] | list[Any] | None = None
 
 
 class RunProgress(BaseModel):
@@ -284,6 +308,8 @@ class RunBoard:
         run.updates += 1
         run.message = progress_message(update)
         await self.notifier.updated(run_uri(update.task_id))
+        if update.artifact:
+            await self.notifier.updated(artifact_uri(update.task_id, update.artifact))
 
     def get(self, run_id: str) -> _Run | None:
         """What is known of the run's progress in this process."""
@@ -351,7 +377,7 @@ class Runs:
         if not uri.startswith(RUN_SCHEME):
             return  # not a run: honoured as the SDK honours any URI, and counted
         try:
-            await self._find(uri.removeprefix(RUN_SCHEME), ServerCallContext(user=self._identify(ctx)))
+            await self._find(run_of(uri), ServerCallContext(user=self._identify(ctx)))
         except CallError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc), data={"uri": uri}) from None
 
@@ -386,6 +412,26 @@ class Runs:
         except CallError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return json.dumps(self._status(result).model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+
+    async def read_artifact(self, ctx: Context, run_id: str, name: str) -> str:
+        """The ``run://{run_id}/artifacts/{name}`` resource: that artifact of the run, now, as JSON."""
+        try:
+            result = await self._find(run_id, call_context(self._identify, ctx))
+        except CallError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        found = [a for a in result.artifacts if a.name == name]
+        if not found:
+            have = ", ".join(sorted({a.name for a in result.artifacts})) or "none yet"
+            raise ResourceNotFoundError(f"run {clip(run_id)!r} has no artifact {clip(name)!r} (it has: {have})")
+        artifact = RunArtifact(
+            run_id=result.task_id,
+            agent=result.agent,
+            state=result.state,
+            name=name,
+            text=found[-1].text,
+            data=found[-1].data,
+        )
+        return json.dumps(artifact.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
 
     def register(self, server: MCPServer) -> None:
         """Add the run tools and the ``run://{run_id}`` resource template."""
@@ -435,3 +481,14 @@ class Runs:
             description="A run's state, progress and result as JSON; subscribe to follow it.",
             mime_type="application/json",
         )(read_run)
+
+        async def read_run_artifact(run_id: str, name: str, ctx: Context) -> str:
+            return await runs.read_artifact(ctx, run_id, name)
+
+        server.resource(
+            RUN_SCHEME + "{run_id}/" + ARTIFACTS_PATH + "/{name}",
+            name="run-artifact",
+            title="One artifact of a run, live",
+            description="An artifact of a run as it is now (a blackboard's board), as JSON; subscribe to follow it.",
+            mime_type="application/json",
+        )(read_run_artifact)

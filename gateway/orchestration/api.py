@@ -145,6 +145,13 @@ class Run(Protocol):
         """What the card of ``agent`` says about it."""
         ...
 
+    async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
+        """Replace the run's artifact ``name`` with ``data`` while the run goes on (a live view, e.g. a blackboard).
+
+        ``steps`` and ``result`` are the engine's own (``ValueError``). A resumed run publishes it again.
+        """
+        ...
+
     def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
         """Which of ``agents`` the run's checkpoint holds the result of this very step for (a resumed run), else None.
 

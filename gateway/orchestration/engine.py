@@ -53,7 +53,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
@@ -84,7 +84,7 @@ from gateway.orchestration.child_tasks import (
     cancel_task,
     child_message,
 )
-from gateway.orchestration.step_outputs import StepOutput
+from gateway.orchestration.step_outputs import STEPS_ARTIFACT, StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
 from gateway.runtime import FileInput, Usage
 from gateway.telemetry import metrics, tracing
@@ -95,6 +95,8 @@ CANCEL_TIMEOUT_S = 10.0
 """How long canceling one child task may take before the engine stops waiting."""
 DEADLINE_GRACE_S = 5.0
 """Past the deadline, how long a pattern gets to notice (its next step raises) before it is stopped."""
+RESERVED_ARTIFACTS = frozenset({STEPS_ARTIFACT, "result"})
+"""Artifacts a pattern may not replace: every step's output, and the run's outcome."""
 PUBLISH_INTERVAL_S = 0.025
 """How long the run's progress and step outputs wait to be published together (``RunPublisher``)."""
 
@@ -115,6 +117,9 @@ class RunEvents(Protocol):
     async def steps(self, outputs: Sequence[StepOutput]) -> None:
         """One artifact update of the run's ``steps`` artifact with these steps' outputs (``step_outputs``)."""
 
+    async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
+        """One artifact update that replaces the run's artifact ``name`` with ``data`` (a pattern's live view)."""
+
 
 class RunPublisher:
     """The run's progress and step outputs, published in batches by one writer.
@@ -125,7 +130,8 @@ class RunPublisher:
     writer that waits ``interval`` seconds (or until ``flush``) and then publishes what queued
     meanwhile as at most two events: one working status update with every progress line, in
     order, one text part each, then one update of the ``steps`` artifact with every step's
-    output, in step order (``step_outputs``). Every line and every output is published; only how
+    output, in step order (``step_outputs``), then one update per artifact a pattern replaced
+    (``artifact``: only the latest value of each). Every line and every output is published; only how
     they are grouped into events changes, and progress shows at most ``interval`` late. ``flush``
     publishes at once and waits until everything queued is out; ``close`` drops what is left (a
     canceled run's task has ended).
@@ -136,6 +142,7 @@ class RunPublisher:
         self._interval = interval
         self._lines: list[str] = []
         self._steps: list[StepOutput] = []
+        self._artifacts: dict[str, dict[str, Any] | list[Any]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._due: asyncio.Future[None] | None = None
         self._closed = False
@@ -152,6 +159,12 @@ class RunPublisher:
             self._steps.append(output)
             self._wake()
 
+    def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
+        """Queue the new value of a pattern's artifact ``name`` (a later one replaces it before it is out)."""
+        if not self._closed:
+            self._artifacts[name] = data
+            self._wake()
+
     async def flush(self) -> None:
         """Publish what is queued now, and wait until it is out."""
         _resolve(self._due)
@@ -163,6 +176,7 @@ class RunPublisher:
         self._closed = True
         self._lines.clear()
         self._steps.clear()
+        self._artifacts.clear()
         _resolve(self._due)
 
     def _wake(self) -> None:
@@ -175,14 +189,17 @@ class RunPublisher:
 
     async def _write(self, due: asyncio.Future[None]) -> None:
         await due
-        while (self._lines or self._steps) and not self._closed:
+        while (self._lines or self._steps or self._artifacts) and not self._closed:
             steps, self._steps = self._steps, []
             lines, self._lines = self._lines, []
+            artifacts, self._artifacts = self._artifacts, {}
             try:
                 if lines:
                     await self._events.progress(*lines)
                 if steps:
                     await self._events.steps(sorted(steps, key=lambda output: output.step))
+                for name, data in artifacts.items():
+                    await self._events.artifact(name, data)
             except Exception as exc:  # the run's task ended under us (a cancel): nothing more to show
                 logger.warning("could not publish the run's progress: %s", exc)
                 self.close()
@@ -387,6 +404,13 @@ class EngineRun:
     def describe(self, agent: str) -> AgentInfo:
         """What the card of ``agent`` says about it."""
         return self._host.describe(agent)
+
+    async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
+        """Replace the run's artifact ``name`` with ``data``, live (queued as progress is: ``RunPublisher``)."""
+        if name in RESERVED_ARTIFACTS:
+            raise ValueError(f"the artifact {name!r} is the engine's own")
+        if not self.canceled:
+            self._updates.artifact(name, data)
 
     def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
         """The first of ``agents`` whose result for this step (its next repeat) the checkpoint holds, unreplayed."""

@@ -149,12 +149,16 @@ class Events:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.outputs: list[StepOutput] = []
+        self.artifacts: list[tuple[str, Any]] = []
 
     async def progress(self, *lines: str) -> None:
         self.lines.extend(lines)
 
     async def steps(self, outputs: Sequence[StepOutput]) -> None:
         self.outputs.extend(outputs)
+
+    async def artifact(self, name: str, data: Any) -> None:
+        self.artifacts.append((name, data))
 
 
 def plan(

@@ -50,6 +50,7 @@ class ScriptedRun:
     infos: Mapping[str, AgentInfo] = field(default_factory=dict)
     steps: list[RecordedStep] = field(default_factory=list)
     progress_messages: list[str] = field(default_factory=list)
+    artifacts: list[tuple[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     started: int = 0
@@ -78,6 +79,10 @@ class ScriptedRun:
     async def progress(self, text: str) -> None:
         """Remember a progress message."""
         self.progress_messages.append(text)
+
+    async def artifact(self, name: str, data: Any) -> None:
+        """Remember an artifact's new value."""
+        self.artifacts.append((name, data))
 
     def describe(self, agent: str) -> AgentInfo:
         """The scripted card facts of ``agent`` (a bare description when none were given)."""

@@ -35,6 +35,7 @@ from tests.team_patterns.relay import SPEC as RELAY
 
 RELAY_IMPORT = "tests.team_patterns.relay:SPEC"
 BUILT_IN = [
+    "blackboard",
     "concurrent",
     "contract-net",
     "graph",
@@ -101,7 +102,7 @@ def test_a_pattern_named_by_import_string_needs_no_registration() -> None:
 @pytest.mark.parametrize(
     ("pattern_ref", "options", "field", "says"),
     [
-        ("relays", {}, "runtime.pattern", "unknown pattern 'relays'; known: concurrent, contract-net, graph"),
+        ("relays", {}, "runtime.pattern", "unknown pattern 'relays'; known: blackboard, concurrent, contract-net"),
         ("tests.team_patterns.nowhere:SPEC", {}, "runtime.pattern", "cannot be loaded from tests.team_patterns"),
         ("tests.team_patterns.relay:NOPE", {}, "runtime.pattern", "has no attribute 'NOPE'"),
         ("tests.team_patterns.relay:run", {}, "runtime.pattern", "relay:run is a function, not a PatternSpec"),
