@@ -11,6 +11,7 @@
 import { stateName } from "./dom.js";
 
 const ENDINGS = /^(completed|failed|canceled|rejected|input-required)\b/;
+const NOT_NEWS = /^(started|answer sent)$/;
 
 export class RunModel {
   constructor() {
@@ -104,6 +105,7 @@ export class RunModel {
     }
     const step = this.step(label, agent, source);
     step.lines.push(said);
+    if (!ENDINGS.test(said) && !NOT_NEWS.test(said)) step.progress = said;
     const ending = said.match(ENDINGS);
     this.move(step, ending ? ending[1] : "working");
   }
@@ -117,6 +119,8 @@ export class RunModel {
       agent,
       number: numbered ? Number(numbered[1]) : null,
       taskId: "",
+      output: "",
+      progress: "",
       state: "submitted",
       history: [],
       lines: [],
@@ -145,7 +149,10 @@ export class RunModel {
 
   linkParts(artifact) {
     if (artifact.artifactId !== "steps") return;
-    for (const part of artifact.parts || []) this.link(part.metadata?.switchboard);
+    for (const part of artifact.parts || []) {
+      const step = this.link(part.metadata?.switchboard);
+      if (step && typeof part.text === "string" && !step.output) step.output = part.text.trim().split("\n")[0];
+    }
   }
 
   linkAll(metadata) {
@@ -154,7 +161,7 @@ export class RunModel {
 
   /** A step's link to its child task: {step, agent, state, task_id}. */
   link(entry) {
-    if (!entry || typeof entry.agent !== "string" || entry.step === undefined) return;
+    if (!entry || typeof entry.agent !== "string" || entry.step === undefined) return null;
     const number = Number(entry.step);
     let step = [...this.steps.values()].find((s) => s.number === number);
     step ??= [...this.steps.values()].find((s) => s.agent === entry.agent && s.number === null);
@@ -162,6 +169,7 @@ export class RunModel {
     step.number = number;
     step.taskId = String(entry.task_id || step.taskId || "");
     if (entry.state && !["working", "submitted"].includes(entry.state)) this.move(step, String(entry.state));
+    return step;
   }
 
   /** The run's result artifact (a workflow) or every artifact but the steps (any task). */

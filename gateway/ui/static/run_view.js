@@ -189,7 +189,7 @@ export class TaskView {
         h("button", { type: "button", class: "danger", "data-role": "cancel", on: { click: () => this.cancel() } }, "Cancel")),
       waiting ? this.answerForm(task) : null,
       isRun && model.steps.size ? this.runSection(model) : null,
-      task.status?.message && !waiting ? h("section", { "data-role": "status-message" },
+      task.status?.message && !waiting && !(isRun && ended && model.outputs().length) ? h("section", { "data-role": "status-message" },
         h("h2", {}, "Status message"), ...(task.status.message.parts || []).map(partView)) : null,
       this.outputs(model, isRun, ended),
       this.history(task, model),
@@ -216,19 +216,20 @@ export class TaskView {
 
   runSection(model) {
     const rows = [...model.steps.values()].map((step) => {
-      const took = step.seenAt && step.endedAt ? `${((step.endedAt - step.seenAt) / 1000).toFixed(2)} s` : "";
+      // Seen to start and end in different events of the stream (one event holding both says nothing of the time).
+      const took = step.seenAt && step.endedAt > step.seenAt ? `${((step.endedAt - step.seenAt) / 1000).toFixed(2)} s` : "";
       return h("tr", { "data-step-row": step.label },
         h("td", {}, step.label),
         h("td", {}, step.taskId ? h("a", { href: taskPath(step.agent, step.taskId) }, step.agent) : step.agent),
         h("td", {}, badge(step.state)),
-        h("td", {}, step.lines.at(-1) || ""),
+        h("td", {}, step.output || step.progress || step.lines.at(-1) || ""),
         h("td", {}, took));
     });
     return h("section", { class: "run" },
       h("h2", {}, "Run"),
       h("div", { class: "drawing-box" }, drawRun(model, this.context.remote)),
       h("table", { "data-role": "steps" },
-        h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "agent"), h("th", {}, "state"), h("th", {}, "last progress"), h("th", {}, "took"))),
+        h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "agent"), h("th", {}, "state"), h("th", {}, "output or progress"), h("th", {}, "took"))),
         h("tbody", {}, rows)),
       model.runLines.length ? h("details", {}, h("summary", {}, `run log (${model.runLines.length} lines)`),
         h("pre", { class: "text" }, model.runLines.map((l) => l.text).join("\n"))) : null);
@@ -239,8 +240,11 @@ export class TaskView {
     if (!artifacts.length) return null;
     if (isRun) {
       if (!ended) return null;
+      const parts = artifacts.flatMap((a) => a.parts || []);
+      const data = parts.filter((p) => p.data !== undefined);
       return h("section", { class: "report", "data-role": "report" }, h("h2", {}, "Report"),
-        ...artifacts.flatMap((a) => (a.parts || []).map(partView)));
+        ...parts.filter((p) => p.data === undefined).map(partView),
+        data.length ? h("details", {}, h("summary", {}, "the report's data (JSON)"), ...data.map(partView)) : null);
     }
     return h("section", { "data-role": "artifacts" }, h("h2", {}, "Artifacts"),
       ...artifacts.map((a) => h("div", { class: "artifact" }, h("h3", {}, a.name || a.artifactId), ...(a.parts || []).map(partView))));
