@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run_tck.sh — run the A2A TCK against this checkout's gateway (its `echo` agent).
+# run_tck.sh — run the A2A TCK against this checkout's gateway (its `echo` agent, or $TCK_AGENT).
 #
 # Usage:
 #   tests/conformance/run_tck.sh [TCK_DIR] [-- extra run_tck.py / pytest arguments]
@@ -12,9 +12,11 @@
 # <gateway>/agents/echo, prints the TCK's summary line and stops the gateway on exit.
 #
 # Environment (all optional):
+#   TCK_AGENT       the agent to test (default: echo); SWITCHBOARD_AGENTS names its folder when
+#                   it is not a bundled agent (tests/conformance/run_tck_mcp.sh does both)
 #   TCK_TRANSPORT   transports to test (default: jsonrpc,http_json,grpc)
 #   SWITCHBOARD_GRPC_DEFAULT_AGENT
-#                   default echo here: the TCK's gRPC client sends no tenant
+#                   default $TCK_AGENT here: the TCK's gRPC client sends no tenant
 #   TCK_LEVEL       must | should | may (default: all levels)
 #   TCK_VENV, TCK_LOG, TCK_REF, TCK_PYTHON, TCK_WAIT
 #                   passed through to run-a2a-tck (see that script)
@@ -81,11 +83,11 @@ trap 'exit 143' TERM
 echo "run_tck.sh: starting the gateway on 127.0.0.1:$PORT (data dir $DATA_DIR)"
 SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS="${SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS:-true}" \
 SWITCHBOARD_GRPC_PORT="${SWITCHBOARD_GRPC_PORT:-0}" \
-SWITCHBOARD_GRPC_DEFAULT_AGENT="${SWITCHBOARD_GRPC_DEFAULT_AGENT:-echo}" \
+SWITCHBOARD_GRPC_DEFAULT_AGENT="${SWITCHBOARD_GRPC_DEFAULT_AGENT:-${TCK_AGENT:-echo}}" \
   "${GATEWAY[@]}" serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA_DIR" >"$GATEWAY_LOG" 2>&1 &
 GATEWAY_PID=$!
 
-SUT_URL="http://127.0.0.1:$PORT/agents/echo"
+SUT_URL="http://127.0.0.1:$PORT/agents/${TCK_AGENT:-echo}"
 CARD_URL="$SUT_URL/.well-known/agent-card.json"
 for _ in $(seq 1 150); do
   kill -0 "$GATEWAY_PID" 2>/dev/null || { cat "$GATEWAY_LOG" >&2; die "the gateway exited during start-up"; }
