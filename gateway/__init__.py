@@ -16,6 +16,7 @@ or not: ``tests/test_import_circles.py``):
 - ``push/``: push notifications through a durable outbox;
 - ``store/``: SQLite and PostgreSQL (tasks, run checkpoints, push configs, outbox);
 - ``agents/``: the bundled offline agents;
+- ``ui/``: the web dashboard at ``/ui`` (static pages over A2A, and a read-only owner-isolated JSON API);
 - ``errors``, ``settings``, ``spec`` (the agent-file format), ``runtime`` (the contract a ``python``
   agent is written against), ``logs``, ``telemetry``, ``testing``: shared by all of the above.
 """

@@ -89,7 +89,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return updated_ns, task_id
 
 
-def _sql(query: TaskQuery) -> tuple[str, list[Any]]:
+def task_sql(query: TaskQuery) -> tuple[str, list[Any]]:
+    """The SELECT (and its parameters) of one page of ``query``: one more row than the page, to know if more follow."""
     where: list[str] = []
     args: list[Any] = []
     if query.owner is not None:
@@ -159,7 +160,7 @@ def _row(
 
 async def list_tasks(db: Database, query: TaskQuery, workflows: frozenset[str]) -> dict[str, Any]:
     """One page of tasks as JSON: ``{"tasks": [...], "next": cursor or ""}``."""
-    sql, args = _sql(query)
+    sql, args = task_sql(query)
     rows = await db.scan(sql, args)
     page = rows[: query.limit]
     tasks = [_row(*row) | {"run": row[0] in workflows} for row in page]

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.testing import RunningGateway, running_gateway
 from gateway.ui.pages import CSP, STATIC_DIR
+from gateway.ui.tasks import TaskQuery, encode_cursor, task_sql
 from tests.conftest import make_settings
 from tests.ui.conftest import KEYS, key_lines, protected_agents
 
@@ -208,3 +209,17 @@ def test_the_front_end_never_parses_markup_or_inlines_code() -> None:
         assert not forbidden.search(text), f"{path.name}: {forbidden.search(text)}"
         if path.suffix == ".html":
             assert not re.search(r"<script(?![^>]*\bsrc=)|\son\w+=|style=|<style", text), path.name
+
+
+@pytest.mark.parametrize(("owner", "index"), [("apikey:alice", "tasks_by_owner_time"), (None, "tasks_by_any_time")])
+async def test_a_page_of_tasks_is_read_through_an_index_without_sorting_the_history(
+    gateway: RunningGateway, owner: str | None, index: str
+) -> None:
+    """What keeps a page's cost flat as history grows: SQLite walks an index in order and stops after the page."""
+    query = TaskQuery(owner=owner, limit=25, cursor=encode_cursor(2**62, "f"))
+    sql, args = task_sql(query)
+    plan = " ".join(
+        str(row[-1]) for row in await gateway.app.state.gateway.db.fetch_all("EXPLAIN QUERY PLAN " + sql, args)
+    )
+    assert f"USING INDEX {index}" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
