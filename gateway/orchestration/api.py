@@ -75,6 +75,8 @@ class AgentInfo:
     skills: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    circuit: str = "closed"
+    """The agent's circuit breaker in this gateway (closed, half-open, open): how its recent calls went."""
 
 
 @dataclass(frozen=True)

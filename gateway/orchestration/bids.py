@@ -11,7 +11,8 @@ A bidder answers a call for bids with a data part ``{"bid": {capability, cost, l
 as malformed, with pydantic's reason. An answer with no ``bid`` at all is from an agent that does
 not speak contract-net: its bid is derived from its card (the share of the required capabilities,
 or of the request's terms, its skills, tags and examples cover; ``matching``) and from how its
-earlier steps in this run went (confidence halves with each failure), at the derived cost.
+calls have gone: confidence starts at 0.5 and halves for each contract it failed in this run and
+again when its circuit breaker is half-open; an agent whose circuit is open gets no derived bid.
 """
 
 from __future__ import annotations
@@ -122,15 +123,18 @@ def read_bid(result: StepResult, required: Sequence[str]) -> BidReport:
     return report
 
 
-def derive(info: AgentInfo, request: str, required: Sequence[str], cost: float, failures: int) -> Bid:
-    """The bid of an agent that cannot bid, from its card and its failures so far in this run."""
+def derive(info: AgentInfo, request: str, required: Sequence[str], cost: float, failures: int) -> Bid | None:
+    """The bid of an agent that cannot bid, from its card and how its calls went; None when its circuit is open."""
+    if info.circuit == "open":
+        return None
     if required:
         weights = card_weights(info)
         capability = sum(1 for need in required if all(t in weights for t in terms(need))) / len(required)
     else:
         asked = set(terms(prose(request)))
         capability = len(score(request, info).terms) / len(asked) if asked else 0.0
-    return Bid(capability=min(capability, 1.0), cost=cost, load=0.0, confidence=0.5 / 2**failures)
+    doubt = failures + (1 if info.circuit == "half-open" else 0)
+    return Bid(capability=min(capability, 1.0), cost=cost, load=0.0, confidence=0.5 / 2**doubt)
 
 
 def rank_bids(reports: Sequence[BidReport], weights: Weights, min_capability: float, max_cost: float | None) -> None:

@@ -132,8 +132,11 @@ class ContractNet:
         options = self.options
         info = self.run.describe(report.agent)
         failures = self.failures.get(report.agent, 0)
-        report.bid = derive(info, self.run.request.text, options.required_capabilities, options.derived_cost, failures)
-        report.capability = capability_of(report.bid, options.required_capabilities)
+        bid = derive(info, self.run.request.text, options.required_capabilities, options.derived_cost, failures)
+        if bid is None:
+            report.status, report.reason = "ineligible", f"its circuit is {info.circuit}: recent calls failed"
+            return
+        report.bid, report.capability = bid, capability_of(bid, options.required_capabilities)
 
     def award_input(self, number: int, report: BidReport, coalition: Sequence[str]) -> StepInput:
         """What a contractor is asked: the task, with its bid and the coalition it is part of."""

@@ -402,8 +402,10 @@ class EngineRun:
             self._updates.progress(text)
 
     def describe(self, agent: str) -> AgentInfo:
-        """What the card of ``agent`` says about it."""
-        return self._host.describe(agent)
+        """What the card of ``agent`` says about it, and the state of its circuit breaker."""
+        limits = self.limits
+        circuit = self._host.breakers(agent).state(limits.breaker_threshold, limits.breaker_reset_s)
+        return dataclasses.replace(self._host.describe(agent), circuit=circuit)
 
     async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
         """Replace the run's artifact ``name`` with ``data``, live (queued as progress is: ``RunPublisher``)."""

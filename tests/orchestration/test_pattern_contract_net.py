@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
+from gateway.orchestration.api import AgentInfo
+from gateway.orchestration.bids import Bid, derive
 from gateway.orchestration.workflows import InvalidWorkflowError, plan_workflow
 from gateway.spec import AgentSpec
 from gateway.testing import running_gateway
@@ -138,3 +141,16 @@ def test_bad_contract_net_options_are_refused_at_load(options: dict[str, Any], s
     with pytest.raises(InvalidWorkflowError) as refused:
         plan_workflow(spec)
     assert says in refused.value.detail
+
+
+def test_a_derived_bid_comes_from_the_card_and_how_the_agents_calls_went() -> None:
+    card = AgentInfo("translator", "Translates documents.", skills=("Translation",), tags=("translation", "french"))
+
+    assert derive(card, "translate the manual", ["translation", "french"], 2.0, 0) == Bid(
+        capability=1.0, cost=2.0, confidence=0.5
+    )
+    assert derive(card, "anything", ["translation", "review"], 2.0, 0).capability == 0.5  # type: ignore[union-attr]
+    assert derive(card, "translate the french manual", [], 1.0, 1).confidence == 0.25  # type: ignore[union-attr]
+    half_open = dataclasses.replace(card, circuit="half-open")
+    assert derive(half_open, "x", ["translation"], 1.0, 1).confidence == 0.125  # type: ignore[union-attr]
+    assert derive(dataclasses.replace(card, circuit="open"), "x", ["translation"], 1.0, 0) is None
