@@ -19,6 +19,7 @@ from gateway.spec import AgentSpec
 from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import a2a_client
 from tests.conftest import make_settings
+from tests.mcp.conftest import MODERN
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.replay_harness import Answer, execute, new_record, plan, resume
@@ -163,7 +164,8 @@ async def once_in(gateway: RunningGateway, agent: str, task_id: str, states: set
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
-async def test_the_board_is_a_live_mcp_resource_that_subscribers_follow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_the_board_is_a_live_mcp_resource_that_subscribers_follow(tmp_path: Path, mode: str) -> None:
     files = [
         *team(),
         python_agent("asker", f"{AGENTS}:asker"),
@@ -185,7 +187,7 @@ async def test_the_board_is_a_live_mcp_resource_that_subscribers_follow(tmp_path
     folder = agents_folder(tmp_path / "agents", files)
     async with (
         running_gateway(make_settings(tmp_path, agents=folder)) as gateway,
-        Client(f"{gateway.url}/mcp", mode="legacy", message_handler=on_message) as client,
+        Client(f"{gateway.url}/mcp", mode=mode, message_handler=on_message) as client,
     ):
         with anyio.fail_after(TIMEOUT_S):
             started = await client.call_tool("start_run", {"agent": "desk", "text": "write the release note"})
@@ -193,9 +195,15 @@ async def test_the_board_is_a_live_mcp_resource_that_subscribers_follow(tmp_path
             uri = f"run://{run_id}/artifacts/blackboard"
             paused = await once_in(gateway, "desk", run_id, {TaskState.TASK_STATE_INPUT_REQUIRED})  # the asker asks
             board_then = json.loads((await client.read_resource(uri)).contents[0].text)
-            await client.subscribe_resource(uri)
-            await client.call_tool("start_run", {"agent": "desk", "text": "carol", "task_id": run_id})
-            await changed.wait()
+            answer = {"agent": "desk", "text": "carol", "task_id": run_id}
+            if mode == MODERN:  # 2026-07-28: a subscriptions/listen stream
+                async with client.listen(resource_subscriptions=[uri]) as subscription:
+                    await client.call_tool("start_run", answer)
+                    updated.append(str((await anext(aiter(subscription))).uri))
+            else:  # 2025-11-25: resources/subscribe, then notifications on the session
+                await client.subscribe_resource(uri)
+                await client.call_tool("start_run", answer)
+                await changed.wait()
             await once_in(gateway, "desk", run_id, {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED})
             done = json.loads((await client.read_resource(uri)).contents[0].text)
             unknown = await client.call_tool("get_run", {"run_id": "nope"})
