@@ -5,9 +5,10 @@ request's first data part (its ``state`` member when it has one), with the schem
 defaults filled in. The run goes in steps: every node whose turn it is runs at once, as a child
 task, getting the text its predecessors produced (the request's text, for ``start``) and a data
 part ``{"state": ..., "graph": {"node", "visit"}}``. Each node's output updates the state: its
-data's ``state`` member when it has one, else its data, key by key, plus its text under
-``text_to`` when the node names a field. Two nodes of one step writing different values to one
-key fail the run (give each branch its own field), as does a state the schema refuses.
+data's ``state`` member when it has one (a nested graph's), else its data, key by key, or its
+whole data under ``data_to`` (a nested workflow's result), plus its text under ``text_to``.
+Two nodes of one step writing different values to one key fail the run (give each branch its own
+field), as does a state the schema refuses.
 
 Then each node's edges are tested on the new state (``graph_model``), in file order: every edge
 that holds is taken, so two edges that hold fan out to two nodes, which run together in the next
@@ -68,8 +69,11 @@ def schema_problem(schema: Mapping[str, Any], state: Mapping[str, Any], what: st
 
 def node_update(node: Node, result: StepResult) -> dict[str, Any]:
     """What a finished node writes to the state (see the module docstring)."""
-    data = result.data if isinstance(result.data, dict) else {}
-    update = dict(data["state"]) if isinstance(data.get("state"), dict) else dict(data)
+    if node.data_to:
+        update: dict[str, Any] = {node.data_to: result.data}
+    else:
+        data = result.data if isinstance(result.data, dict) else {}
+        update = dict(data["state"]) if isinstance(data.get("state"), dict) else dict(data)
     if node.text_to:
         update[node.text_to] = result.text
     return update

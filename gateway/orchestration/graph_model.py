@@ -72,6 +72,9 @@ class Node(_Data):
 
     agent: NodeName
     text_to: str = Field(default="", description="a state field the node's text is written to (its data merges)")
+    data_to: str = Field(
+        default="", description="a state field the node's data is written to whole, instead of merged key by key"
+    )
     join: bool = Field(default=False, description="wait for every branch that can still reach this node (fan-in)")
 
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
+from gateway.errors import AgentFileError
 from gateway.hosting.executor import data_part
+from gateway.hosting.registry import Registry
 from gateway.orchestration.api import Limits
 from gateway.orchestration.graph_model import Compare, holds
 from gateway.orchestration.workflows import InvalidWorkflowError, plan_workflow
@@ -49,7 +51,7 @@ FAN: dict[str, Any] = {
     "nodes": {
         "split": {"agent": "splitter"},
         "left": {"agent": "lefty"},
-        "right": {"agent": "shouting-team"},
+        "right": {"agent": "shouting-team", "data_to": "shouted"},
         "right2": {"agent": "righty"},
         "merge": {"agent": "joiner", "join": True, "text_to": "merged"},
     },
@@ -133,6 +135,7 @@ async def test_fan_out_runs_branches_together_and_a_join_waits_for_every_branch(
     assert result["state"]["merged"] == "left branch\n\nright branch", "the join got both branches' texts"
     assert result["state"]["left"] == result["state"]["right"] == "done"
     assert nested.text == "GO BOTH WAYS", "a node may be a nested workflow"
+    assert "steps" not in result["state"] and result["state"]["shouted"]["steps"][0]["agent"] == "shout"
     assert log.text == "left branch\n\nright branch"
 
 
@@ -171,6 +174,14 @@ def test_a_bad_graph_is_refused_at_load_with_the_reason(change: Any, says: str) 
         plan_workflow(spec)
     assert refused.value.field == "runtime.options"
     assert says in refused.value.detail, refused.value.detail
+
+
+def test_a_gateway_refuses_to_load_a_bad_graph_naming_the_file_and_the_field(tmp_path: Path) -> None:
+    options = copy.deepcopy(LOOP)
+    options["edges"].pop(2)
+    folder = loop_folder(tmp_path, options)
+    with pytest.raises(AgentFileError, match=r"fix-loop\.yaml: runtime\.options: .*unreachable from 'triage': checker"):
+        Registry.load(folder)
 
 
 def test_conditions_compare_typed_values_never_substrings() -> None:
