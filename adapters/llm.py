@@ -14,9 +14,11 @@ overrides the model. The key is sent as a Bearer token and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -24,11 +26,13 @@ from typing import Any, ClassVar
 import httpx
 from a2a.server.agent_execution import AgentExecutor
 
+from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from adapters.tools import Tool, Toolbox, ToolOutcome
 from gateway.errors import GatewayError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor
 from gateway.hosting.mcp_clients import McpServerError
 from gateway.hosting.runtimes import Host
+from gateway.push.retry import parse_retry_after
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
 from gateway.settings import Settings
 from gateway.spec import AgentSpec, LlmRuntime
@@ -39,6 +43,8 @@ HANDOFF_PREFIX = "transfer_to_"
 MAX_TOOL_NAME = 64  # the OpenAI API's limit on function names
 CONNECT_TIMEOUT_S = 10.0
 _ERROR_BODY_CHARS = 300
+RETRY_AFTER_TRIES = 2
+"""How many times a 429/503 with a short enough ``Retry-After`` is waited out before the step fails retryable."""
 PARAGRAPH = "\n\n"  # between the texts of the model's turns around tool calls
 
 
@@ -155,12 +161,36 @@ def _file_block(file: FileInput) -> str:
     return f"File {file.name} ({file.media_type or 'binary'}, {size} bytes) is not text and is not shown."
 
 
+def _shown(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A data part as the model reads it: a handoff envelope only for its findings (its text says the rest)."""
+    if set(data) != {"handoff"} or not isinstance(data["handoff"], dict):
+        return data
+    findings = data["handoff"].get("findings")
+    return {"handoff_findings": findings} if findings else None
+
+
 def user_content(call: AgentCall) -> str:
-    """The caller's message as one text: the text, then each file and data part as a fenced block."""
+    """The caller's message as one text: the text, then each file and data part as a fenced block.
+
+    A handoff envelope (``orchestration.handoff``) comes as readable text and as a data part; the model
+    gets it once: the text, and of the data part only the findings, which the text only counts.
+    """
     blocks = [call.text] if call.text else []
     blocks += [_file_block(f) for f in call.files]
-    blocks += [_fence(json.dumps(d, indent=2, ensure_ascii=False), "json") for d in call.data]
+    shown = [part for part in map(_shown, call.data) if part is not None]
+    blocks += [_fence(json.dumps(d, indent=2, ensure_ascii=False), "json") for d in shown]
     return "\n\n".join(blocks)
+
+
+def call_max_tokens(call: AgentCall, configured: int | None) -> int | None:
+    """The ``max_tokens`` of this call: the agent's, or less when the request asks for a compact answer."""
+    asked = [
+        part["compact"]["max_tokens"]
+        for part in call.data
+        if isinstance(part.get("compact"), dict) and isinstance(part["compact"].get("max_tokens"), int)
+    ]
+    limits = [limit for limit in (configured, *asked) if limit is not None and limit > 0]
+    return min(limits) if limits else None
 
 
 def build_messages(system_prompt: str, call: AgentCall) -> list[dict[str, Any]]:
@@ -206,6 +236,8 @@ class _Answer:
     tool_calls: dict[int, _ToolCall] = field(default_factory=dict)
     tokens: tuple[int, int] | None = None  # (prompt, completion), from the usage chunk
     finished: bool = False
+    refused: bool = False  # a ``refusal`` delta, or finish_reason content_filter
+    logprobs: list[float] = field(default_factory=list)  # of the text's tokens, when the endpoint sends them
 
     def add_tool_delta(self, index: int, name: str, arguments: str, call_id: str = "") -> None:
         # Tool calls arrive in pieces keyed by index: the id and name first, the arguments spread over many deltas.
@@ -270,6 +302,12 @@ def _apply(answer: _Answer, chunk: dict[str, Any]) -> list[str]:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 texts.append(str(delta["content"]))
+            if delta.get("refusal"):
+                texts.append(str(delta["refusal"]))
+                answer.refused = True
+            answer.refused = answer.refused or choice.get("finish_reason") == "content_filter"
+            for token in (choice.get("logprobs") or {}).get("content") or []:
+                answer.logprobs.append(float(token["logprob"]))
             for tool in delta.get("tool_calls") or []:
                 function = tool.get("function") or {}
                 answer.add_tool_delta(
@@ -303,10 +341,12 @@ async def read_answer(response: httpx.Response, artifact: _TextArtifact) -> _Ans
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds (a number, or an HTTP date), None when it has none."""
+    value = response.headers.get("retry-after", "")
     try:
-        return float(response.headers.get("retry-after", ""))
+        return max(0.0, float(value))
     except ValueError:
-        return None
+        return parse_retry_after(value, time.time())
 
 
 async def _error_message(response: httpx.Response) -> str:
@@ -329,11 +369,24 @@ class ChatCompletionsRuntime:
         self._handoffs = handoff_tools(runtime.handoffs)
         self._toolbox = toolbox
         self._max_rounds = runtime.max_tool_rounds
+        self._max_tokens = runtime.max_tokens
+        self._schema = runtime.output_schema
+        self._retry_after_max_s = runtime.retry_after_max_s
+        self._escalation = runtime.escalation
+        self.stronger = stronger_endpoint(endpoint, runtime)
 
-    def request_body(self, messages: list[dict[str, Any]], tools: dict[str, Tool] | None = None) -> dict[str, Any]:
-        """The chat-completions request for ``messages``, offering the handoffs and ``tools``."""
+    def request_body(
+        self,
+        messages: list[dict[str, Any]],
+        tools: dict[str, Tool] | None = None,
+        *,
+        endpoint: ModelEndpoint | None = None,
+        max_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        """The chat-completions request for ``messages`` to ``endpoint``, offering the handoffs and ``tools``."""
+        endpoint = endpoint or self.endpoint
         body: dict[str, Any] = {
-            "model": self.endpoint.model,
+            "model": endpoint.model,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -341,57 +394,105 @@ class ChatCompletionsRuntime:
         offered = [tool for _, tool in self._handoffs.values()] + [t.definition() for t in (tools or {}).values()]
         if offered:
             body["tools"] = offered
-        if self.endpoint.temperature is not None:
-            body["temperature"] = self.endpoint.temperature
+        if endpoint.temperature is not None:
+            body["temperature"] = endpoint.temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if self._escalation is not None and "low-confidence" in self._escalation.on and endpoint is self.endpoint:
+            body["logprobs"] = True  # the answer's token probabilities, for its confidence (``llm_tiers``)
         return body
 
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
-        """Ask the model, running the tools it calls; a reply, a handoff, or a failure saying what went wrong."""
+        """Ask the model, running the tools it calls; a reply, a handoff, or a failure saying what went wrong.
+
+        With an ``escalation``, a poor answer is asked again of the stronger model (``adapters.llm_tiers``).
+        """
         await emit.progress(f"{self.name}: thinking")
         try:
             tools = await self._toolbox.tools() if self._toolbox else {}
         except McpServerError as exc:
             return self._failed(f"out of service: {exc.detail}")
-        messages = build_messages(self._system_prompt, call)
-        artifact = _TextArtifact(emit, Reply.artifact_name)
-        texts: list[str] = []
-        calls: list[_ToolCall] = []
-        tokens: tuple[int, int] | None = None
-        try:
-            for turn in range(self._max_rounds + 1):
-                artifact.separate()
-                answer = await self._ask(self.request_body(messages, tools), artifact)
-                if isinstance(answer, Reply):
-                    return replace(answer, usage=self._usage(tokens)) if tokens else answer  # the rounds before
-                tokens = _add(tokens, answer.tokens)
-                texts.append("".join(answer.text))
-                calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
-                if not calls or any(c.name in self._handoffs for c in calls):
-                    break
-                if turn == self._max_rounds:
-                    return self._failed(
-                        f"the model still called tools after {self._max_rounds} rounds (max_tool_rounds)",
-                        self._usage(tokens),
-                    )
-                messages += await self._run_tools(calls, tools, "".join(answer.text), emit)
-        finally:
-            await artifact.close()
-        reply = self._reply(PARAGRAPH.join(t for t in texts if t), calls, self._usage(tokens))
+        max_tokens = call_max_tokens(call, self._max_tokens)
+        reply, judged = await self._converse(call, emit, tools, self.endpoint, max_tokens)
+        policy, stronger = self._escalation, self.stronger
+        why = why_escalate(policy, judged, self._schema) if policy and stronger and judged.text is not None else ""
+        if policy is not None and stronger is not None and why and reply.state == "completed" and not reply.is_handoff:
+            await emit.progress(f"{self.name}: escalating to {stronger.model}: {why}")
+            cheap_usage = reply.usage
+            limit = call_max_tokens(call, policy.max_tokens or self._max_tokens)
+            reply, judged = await self._converse(call, emit, tools, stronger, limit)
+            reply = replace(reply, usage=_sum_usage(cheap_usage, reply.usage))
+        problem = (
+            schema_problem(self._schema, judged.text) if reply.state == "completed" and not reply.is_handoff else ""
+        )
+        if problem:
+            return self._failed(f"the answer does not match output_schema ({problem})", reply.usage)
         await emit.progress(
             f"{self.name}: handing off to {reply.handoff_to}" if reply.is_handoff else f"{self.name}: done"
         )
         return reply
 
-    async def _ask(self, body: dict[str, Any], artifact: _TextArtifact) -> _Answer | Reply:
+    async def _converse(
+        self, call: AgentCall, emit: Emitter, tools: dict[str, Tool], endpoint: ModelEndpoint, max_tokens: int | None
+    ) -> tuple[Reply, Judged]:
+        """One model's answer to ``call``, tool rounds and all, and what it showed of its quality."""
+        messages = build_messages(self._system_prompt, call)
+        artifact = _TextArtifact(emit, Reply.artifact_name)  # a new answer replaces the artifact (no append)
+        texts: list[str] = []
+        calls: list[_ToolCall] = []
+        tokens: tuple[int, int] | None = None
+        refused = False
+        logprobs: list[float] = []
+        try:
+            for turn in range(self._max_rounds + 1):
+                artifact.separate()
+                body = self.request_body(messages, tools, endpoint=endpoint, max_tokens=max_tokens)
+                answer = await self._ask(body, artifact, endpoint, emit)
+                if isinstance(answer, Reply):  # the rounds before count
+                    return (replace(answer, usage=self._usage(tokens, endpoint)) if tokens else answer), Judged("")
+                tokens = _add(tokens, answer.tokens)
+                texts.append("".join(answer.text))
+                refused, logprobs = refused or answer.refused, logprobs + answer.logprobs
+                calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
+                if not calls or any(c.name in self._handoffs for c in calls):
+                    break
+                if turn == self._max_rounds:
+                    reason = f"the model still called tools after {self._max_rounds} rounds (max_tool_rounds)"
+                    return self._failed(reason, self._usage(tokens, endpoint)), Judged("")
+                messages += await self._run_tools(calls, tools, "".join(answer.text), emit)
+        finally:
+            await artifact.close()
+        reply = self._reply(PARAGRAPH.join(t for t in texts if t), calls, self._usage(tokens, endpoint))
+        final = texts[-1] if texts else ""
+        return reply, Judged(final, refused, confidence(final, logprobs))
+
+    async def _ask(
+        self, body: dict[str, Any], artifact: _TextArtifact, endpoint: ModelEndpoint, emit: Emitter
+    ) -> _Answer | Reply:
+        """One streamed request, a 429/503's ``Retry-After`` waited out (up to ``retry_after_max_s``, twice)."""
+        for attempt in range(RETRY_AFTER_TRIES + 1):
+            try:
+                return await self._ask_once(body, artifact, endpoint)
+            except RetryableModelError as exc:
+                wait = exc.retry_after
+                if wait is None or wait > self._retry_after_max_s or attempt == RETRY_AFTER_TRIES:
+                    raise
+                await emit.progress(f"{self.name}: model busy (HTTP {exc.status_code}); retrying in {wait:g}s")
+                await asyncio.sleep(wait)  # the endpoint asked for this wait
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _ask_once(
+        self, body: dict[str, Any], artifact: _TextArtifact, endpoint: ModelEndpoint
+    ) -> _Answer | Reply:
         """One streamed request: the model's answer, or a failed reply saying why there is none."""
         headers = {"Accept": "text/event-stream"}
-        if self.endpoint.api_key:
-            headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
-        timeout = httpx.Timeout(self.endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s))
+        if endpoint.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        timeout = httpx.Timeout(endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, endpoint.timeout_s))
         try:
             async with (
                 httpx.AsyncClient(timeout=timeout) as http,
-                http.stream("POST", self.endpoint.completions_url, json=body, headers=headers) as r,
+                http.stream("POST", endpoint.completions_url, json=body, headers=headers) as r,
             ):
                 return await self._refusal(r) or await read_answer(r, artifact)
         except httpx.TimeoutException:
@@ -472,10 +573,10 @@ class ChatCompletionsRuntime:
         agent = self._handoffs[handoff.name][0]
         return Reply(text=text, usage=usage, handoff_to=agent, handoff_note=str(note))
 
-    def _usage(self, tokens: tuple[int, int] | None) -> Usage | None:
+    def _usage(self, tokens: tuple[int, int] | None, endpoint: ModelEndpoint | None = None) -> Usage | None:
         if tokens is None:
             return None
-        return Usage(tokens[0], tokens[1], self.endpoint.cost(*tokens))
+        return Usage(tokens[0], tokens[1], (endpoint or self.endpoint).cost(*tokens))
 
     def _failed(self, reason: str, usage: Usage | None = None) -> Reply:
         logger.warning("agent %s: %s", self.name, reason)
@@ -490,6 +591,29 @@ def _add(tokens: tuple[int, int] | None, more: tuple[int, int] | None) -> tuple[
     if more is None:
         return tokens
     return more if tokens is None else (tokens[0] + more[0], tokens[1] + more[1])
+
+
+def _sum_usage(first: Usage | None, second: Usage | None) -> Usage | None:
+    if first is None or second is None:
+        return first or second
+    return Usage(
+        first.input_tokens + second.input_tokens,
+        first.output_tokens + second.output_tokens,
+        first.cost + second.cost,
+    )
+
+
+def stronger_endpoint(endpoint: ModelEndpoint, runtime: LlmRuntime) -> ModelEndpoint | None:
+    """The escalation tier's endpoint: the same server, the stronger model, its own prices."""
+    policy = runtime.escalation
+    if policy is None:
+        return None
+    return replace(
+        endpoint,
+        model=policy.model,
+        input_price_per_1k=_first(policy.input_price_per_1k, endpoint.input_price_per_1k),
+        output_price_per_1k=_first(policy.output_price_per_1k, endpoint.output_price_per_1k),
+    )
 
 
 def _cause(exc: Exception) -> str:

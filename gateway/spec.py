@@ -166,6 +166,19 @@ class FunctionToolSpec(_Strict):
         return self.name or self.function.rpartition(":")[2].rpartition(".")[2]
 
 
+class EscalationSpec(_Strict):
+    """A stronger model that answers when the agent's model refused, broke ``output_schema`` or was unsure."""
+
+    model: str = Field(min_length=1, description="the stronger model, on the same endpoint")
+    on: list[Literal["refusal", "invalid", "low-confidence"]] = Field(
+        default=["refusal", "invalid", "low-confidence"], min_length=1, description="which signs of a poor answer"
+    )
+    min_confidence: float = Field(default=0.5, ge=0, le=1, description="below this confidence the answer escalates")
+    input_price_per_1k: float | None = Field(default=None, ge=0, description="the stronger model's prices")
+    output_price_per_1k: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1, description="default: the agent's max_tokens")
+
+
 class LlmRuntime(_Strict):
     """A chat model behind an OpenAI-compatible endpoint (settings supply URL and key)."""
 
@@ -184,6 +197,14 @@ class LlmRuntime(_Strict):
     tools: list[FunctionToolSpec] = Field(default=[], description="Python functions the model is offered as tools")
     max_tool_rounds: int = Field(
         default=8, ge=1, le=64, description="model turns with tool calls per task before it must answer"
+    )
+    max_tokens: int | None = Field(default=None, ge=1, description="the most tokens the model may write per call")
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="a JSON Schema every answer must satisfy (else it escalates or fails)"
+    )
+    escalation: EscalationSpec | None = Field(default=None, description="a stronger model for poor answers")
+    retry_after_max_s: float = Field(
+        default=30.0, ge=0, description="a 429/503's Retry-After up to this long is waited out, then the call retried"
     )
 
     @model_validator(mode="after")

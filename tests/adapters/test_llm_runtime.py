@@ -206,7 +206,7 @@ async def test_overloaded_endpoint_raises_a_retryable_error(
 ) -> None:
     chat.answer(Status(status, "try later", headers))
     with pytest.raises(RetryableModelError) as caught:
-        await ask(make_runtime(chat.base_url))
+        await ask(make_runtime(chat.base_url, retry_after_max_s=5))  # 7 s is longer than it waits out
     error = caught.value
     assert error.retryable and error.status_code == status and error.retry_after == retry_after
     assert f"HTTP {status}: try later" in str(error)
