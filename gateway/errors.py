@@ -194,7 +194,24 @@ class PeerBadResponseError(PeerError):
     reason = "peer-bad-response"
 
 
-WIRE: dict[type[GatewayError] | type[PeerError], WireError] = {
+class StoreUnavailableError(InternalError):
+    """The shared task store (PostgreSQL) cannot be reached right now: new work is refused until it is back.
+
+    Retryable: nothing was accepted, so the same request can be sent again (to any replica). Its
+    wire form is the one clients retry: HTTP 503, gRPC UNAVAILABLE, and on JSON-RPC (where A2A
+    defines no retryable code) a server error whose data says ``"retryable": "true"``, as the
+    peer errors' data does.
+    """
+
+    message = "the task store is unreachable right now; send the request again shortly"
+    reason: ClassVar[str] = "store-unavailable"
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, detail: str | None = None, data: dict[str, Any] | None = None) -> None:
+        super().__init__(detail or self.message, data={"reason": self.reason, "retryable": "true"})
+
+
+WIRE: dict[type[GatewayError] | type[InternalError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
     UnknownAgentError: WireError(404, -32001, "NOT_FOUND"),
@@ -216,10 +233,11 @@ WIRE: dict[type[GatewayError] | type[PeerError], WireError] = {
     FederationLoopError: WireError(409, -32056, "FAILED_PRECONDITION"),
     HopLimitError: WireError(409, -32057, "FAILED_PRECONDITION"),
     PeerBadResponseError: WireError(502, -32058, "UNKNOWN"),
+    StoreUnavailableError: WireError(503, -32060, "UNAVAILABLE"),
 }
 
 
-def wire_for(error: GatewayError | PeerError) -> WireError:
+def wire_for(error: GatewayError | InternalError) -> WireError:
     """The mapping of ``error``, falling back along its class hierarchy."""
     for cls in type(error).__mro__:
         if cls in WIRE:
@@ -227,7 +245,7 @@ def wire_for(error: GatewayError | PeerError) -> WireError:
     return WIRE[GatewayError]
 
 
-def error_reason(error_type: type[PeerError]) -> str:
+def error_reason(error_type: type[PeerError] | type[StoreUnavailableError]) -> str:
     """The ``google.rpc.ErrorInfo`` reason of ``error_type`` (``hop-limit`` -> ``HOP_LIMIT``)."""
     return error_type.reason.upper().replace("-", "_")
 
@@ -247,7 +265,7 @@ def register_with_sdk() -> None:
     from a2a.utils.errors import ErrorMapping
 
     for error_type, wire in WIRE.items():
-        if not issubclass(error_type, PeerError):
+        if not issubclass(error_type, PeerError | StoreUnavailableError):
             continue  # a GatewayError is answered by the gateway's edge, before the SDK sees the request
         reason = error_reason(error_type)
         sdk_errors.JSON_RPC_ERROR_CODE_MAP[error_type] = wire.jsonrpc_code

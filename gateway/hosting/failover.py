@@ -14,7 +14,7 @@ Every ``SCAN_S`` each replica:
 
 Bounds (lease ``TTL_S`` 5 s, ``SCAN_S`` 1 s): a killed replica's workflow runs resume on another
 replica within about 6 s of its last lease renewal (plus the resume's first step), its plain tasks
-end FAILED within about ``SCAN_S + DEAD_GRACE_S`` (3 s) of its death; a paused (SIGSTOP) replica
+end FAILED within about ``SCAN_S + DEAD_GRACE_S`` (4 s) of its death; a paused (SIGSTOP) replica
 loses its runs' leases the same way and, when it continues, stops those runs before writing.
 """
 
@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 SCAN_S = 1.0
 """How often a replica looks for expired leases and for tasks of dead replicas."""
-DEAD_GRACE_S = 2.0
-"""How long a task's replica must have been seen gone before the task is ended FAILED."""
+DEAD_GRACE_S = 3.0
+"""How long a task's replica must have been seen gone before the task is ended FAILED (a live replica whose
+lock's session was cut takes it again within about a second: ``store.postgres.RELOCK_DELAYS_S``)."""
 TAKE_BATCH = 16
 DEAD_REASON = (
     "The gateway replica running this task stopped before the task finished, and an agent's task cannot resume "

@@ -63,8 +63,9 @@ from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.auth.policy import RunOwner
+from gateway.errors import StoreUnavailableError
 from gateway.hosting.cache import ResultCache
-from gateway.hosting.cleanup import finish
+from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S, finish
 from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
@@ -85,6 +86,8 @@ CacheLookup = tuple[str | None, Task | None]
 """A request's cache key (None: not cacheable) and the task answering it from the cache (None: a miss)."""
 
 CANCEL_WAIT_S = 10.0
+SAVE_RETRY_S = 120.0
+"""How long a run's outcome is saved again and again while the task store is unreachable (a database restart)."""
 SUBSCRIBER_BUFFER = 1024
 """How far a subscriber may fall behind a running task before it is dropped (as the SDK's ``max_queue_size``)."""
 """How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
@@ -391,7 +394,7 @@ class LocalRunner:
             await self._follow(work, request, queue, started)
         finally:  # also when the caller was canceled: its cancel goes on once the outcome is saved
             try:
-                await finish(self._save(task, context))
+                await finish(self._save_outcome(task, context), SAVE_RETRY_S + CLEANUP_TIMEOUT_S)
             finally:
                 self._running.pop(task.id, None)
                 saved.set()
@@ -519,6 +522,21 @@ class LocalRunner:
     async def _save(self, task: Task, context: ServerCallContext) -> None:
         await self._save_task(task, context)
 
+    async def _save_outcome(self, task: Task, context: ServerCallContext) -> None:
+        """The run's last save, tried again while the store is unreachable (``SAVE_RETRY_S``): an acknowledged
+        task is not left working because PostgreSQL restarted while it ran."""
+        delay, deadline = 0.1, asyncio.get_running_loop().time() + SAVE_RETRY_S
+        while True:
+            try:
+                await self._save(task, context)
+                return
+            except StoreUnavailableError:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                logger.warning("task %s of %s: the store is unreachable; saving its outcome again", task.id, self.agent)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
 
 class _NotToldError(Exception):
     """A run's ``started`` callback failed: the caller could not be told its task exists."""
@@ -587,8 +605,15 @@ class LocalRequestHandler(DefaultRequestHandler):
             run.add_done_callback(lambda _: watcher.put_nowait(None))  # also when it failed before any event
         return run
 
+    def _refuse_while_unreachable(self) -> None:
+        """``StoreUnavailableError`` (retryable) while the shared store is unreachable: no work is accepted then."""
+        db = getattr(self.task_store, "db", None)
+        if db is not None and not db.available:
+            raise StoreUnavailableError
+
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         """A new task on the runner: its outcome once saved; any other message through the SDK."""
+        self._refuse_while_unreachable()
         local = self._on_runner(params)
         if local is None and params.message.task_id:
             return await self._answer(params, context)
@@ -607,6 +632,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         """A new task on the runner: its events, the last once saved; any other message through the SDK."""
+        self._refuse_while_unreachable()
         local = self._on_runner(params)
         if local is None and params.message.task_id:
             release = await self._claim_waiting(params, context)

@@ -129,6 +129,10 @@ class Database(Protocol):
     def runner(self) -> str:
         """This gateway process's id on the database, recorded with every task it writes."""
 
+    @property
+    def available(self) -> bool:
+        """False while the database cannot be reached (a shared one, down or cut off): new work is refused."""
+
     async def live_runners(self, runners: set[str]) -> set[str]:
         """Those of ``runners`` whose gateway process is provably alive (on a shared database: holds its lock)."""
 
@@ -174,6 +178,11 @@ class DeferredDatabase:
     def runner(self) -> str:
         """The opened database's id for this process."""
         return self.db.runner
+
+    @property
+    def available(self) -> bool:
+        """Whether the opened database answered its last call."""
+        return self.db.available
 
     async def live_runners(self, runners: set[str]) -> set[str]:
         """Those of ``runners`` whose process is alive."""

@@ -15,13 +15,14 @@ from typing import Any
 
 import asyncpg
 
+from gateway.errors import StoreUnavailableError
 from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 from gateway.store.leases import FENCE_SQLSTATE, LEASE_SCHEMA, LeaseLostError
 
 logger = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"\?")
-RELOCK_DELAYS_S = (0.05, 0.2, 1.0, 5.0)  # then every 5 s until it is taken again
+RELOCK_DELAYS_S = (0.05, 0.2, 0.5, 1.0)  # then every second until it is taken again (within failover's grace)
 RUNNER_LOCKS = 7245062
 """The advisory-lock namespace (first key) of the locks gateway processes hold while they live."""
 _HELD_RUNNER_LOCKS = (
@@ -65,15 +66,14 @@ def _numbered(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
-@contextlib.contextmanager
-def _fenced() -> Iterator[None]:
-    """A write refused by ``switchboard_fence`` raises ``LeaseLostError`` (``gateway.store.leases``)."""
-    try:
-        yield
-    except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", "") == FENCE_SQLSTATE:
-            raise LeaseLostError(str(exc)) from exc
-        raise
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+"""What asyncpg raises while PostgreSQL is down, restarting or cut off (asyncpg's ``CannotConnectNowError`` too)."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNREACHABLE) or (
+        isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(("08", "57P"))
+    )
 
 
 def _count(status: str) -> int:
@@ -147,6 +147,26 @@ class PostgresDatabase:
         self._lock = lock
         self.runner = runner
         """This process's id on the database; its ``RunnerLock`` says it is alive."""
+        self.available = True
+        """False from a call that could not reach PostgreSQL until one that could (new work is refused meanwhile)."""
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Translate at the driver's boundary: a fenced write refused (``LeaseLostError``), PostgreSQL unreachable
+        (``StoreUnavailableError``, retryable); and note whether PostgreSQL answered (``available``)."""
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", "") == FENCE_SQLSTATE:
+                raise LeaseLostError(str(exc)) from exc
+            if _unreachable(exc):
+                self.available = False
+                raise StoreUnavailableError(f"PostgreSQL is unreachable: {type(exc).__name__}") from exc
+            raise
+        except _UNREACHABLE as exc:
+            self.available = False
+            raise StoreUnavailableError(f"PostgreSQL is unreachable: {type(exc).__name__}: {exc}") from exc
+        self.available = True
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
@@ -163,7 +183,8 @@ class PostgresDatabase:
 
     async def live_runners(self, runners: set[str]) -> set[str]:
         """Those of ``runners`` whose process still holds its lock."""
-        held = {row[0] for row in await self._pool.fetch(_HELD_RUNNER_LOCKS, RUNNER_LOCKS)}
+        with self._reaching():
+            held = {row[0] for row in await self._pool.fetch(_HELD_RUNNER_LOCKS, RUNNER_LOCKS)}
         return {runner for runner in runners if runner_key(runner) in held}
 
     async def migrate(self) -> None:
@@ -180,26 +201,29 @@ class PostgresDatabase:
     async def write(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own transaction."""
         check_storable(((sql, params),))
-        with _fenced():
+        with self._reaching():
             status = await self._pool.execute(_numbered(sql), *params)
         return _count(status)
 
     async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
         """Run several statements in one transaction (rolled back whole on any error, by asyncpg)."""
         check_storable(statements)
-        with _fenced():
+        with self._reaching():
             async with self._pool.acquire() as conn, conn.transaction():
                 for sql, params in statements:
                     await conn.execute(_numbered(sql), *params)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        row = await self._pool.fetchrow(_numbered(sql), *params)
+        with self._reaching():
+            row = await self._pool.fetchrow(_numbered(sql), *params)
         return tuple(row) if row is not None else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows."""
-        return [tuple(r) for r in await self._pool.fetch(_numbered(sql), *params)]
+        with self._reaching():
+            rows = await self._pool.fetch(_numbered(sql), *params)
+        return [tuple(r) for r in rows]
 
     async def scan(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """All rows of a read that may visit many of them (asyncpg never blocks the loop on one)."""

@@ -79,6 +79,7 @@ class SqliteDatabase:
 
     dialect = "sqlite"
     exclusive = True  # no other process writes: in-process caches of what is stored stay true
+    available = True  # a file of this process's: never unreachable as a server is
 
     def __init__(self, path: str) -> None:
         self._lock: IO[bytes] | None = None

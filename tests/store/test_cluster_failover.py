@@ -9,6 +9,7 @@ same step overlapping in time would show as interleaved stamps (``overlaps``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -17,6 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -24,10 +26,11 @@ import pytest
 from a2a.client import Client
 from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest, TaskState
 
+from gateway.errors import StoreUnavailableError, register_with_sdk
 from gateway.hosting.failover import DEAD_REASON, SCAN_S
 from gateway.store.leases import BEAT_S, TTL_S
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message
-from tests.federation.support import Org, org, python_agent, workflow
+from tests.federation.support import V1, BackgroundLoop, Org, TcpProxy, free_port, org, python_agent, rpc, workflow
 from tests.store.test_task_store import _run_sql
 
 pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
@@ -53,14 +56,14 @@ def cluster_dsn() -> Iterator[str]:
 
 
 @pytest.fixture
-def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int], list[Org]]]:
+def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[..., list[Org]]]:
     """Start ``n`` replicas sharing the database and one probe log (stopped afterwards, however they ended)."""
     started: list[Org] = []
 
-    def start(n: int) -> list[Org]:
+    def start(n: int, dsn: str = cluster_dsn) -> list[Org]:
         probe_log = tmp_path / "probe.log"
         orgs = [
-            org(f"r{i}", tmp_path, SWITCHBOARD_DATABASE_URL=cluster_dsn, SWITCHBOARD_PROBE_LOG=str(probe_log))
+            org(f"r{i}", tmp_path, SWITCHBOARD_DATABASE_URL=dsn, SWITCHBOARD_PROBE_LOG=str(probe_log))
             for i in range(1, n + 1)
         ]
         for replica in orgs:
@@ -210,7 +213,7 @@ def first_start_after(rows: list[Stamp], key: str, pids: set[int], after_ns: int
 
 
 async def test_a_killed_replicas_runs_resume_elsewhere_and_its_tasks_fail_with_the_reason_under_load(
-    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
 ) -> None:
     r1, r2, r3 = start_replicas(3)
     log = tmp_path / "probe.log"
@@ -277,7 +280,7 @@ async def test_a_killed_replicas_runs_resume_elsewhere_and_its_tasks_fail_with_t
 
 
 async def test_a_paused_replica_that_comes_back_stops_the_run_another_replica_took_over(
-    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
 ) -> None:
     r1, r2 = start_replicas(2)
     log = tmp_path / "probe.log"
@@ -310,7 +313,7 @@ async def test_a_paused_replica_that_comes_back_stops_the_run_another_replica_to
 
 
 async def test_a_replica_stopped_gracefully_hands_its_runs_over_at_once(
-    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
 ) -> None:
     r1, r2 = start_replicas(2)
     log = tmp_path / "probe.log"
@@ -337,3 +340,88 @@ async def test_a_replica_stopped_gracefully_hands_its_runs_over_at_once(
     print(f"\nhandover: resumed on R2 {(resumed - term_ns) / 1e9:.2f} s after SIGTERM, {took:.2f} s after R1 exited")
     # R1 renewed the lease until it exited: left to expire, it could not be taken before TTL_S - BEAT_S after that.
     assert took < TTL_S - BEAT_S, "released at shutdown, not left to expire"
+
+
+class OutageProxy(TcpProxy):
+    """A proxy in front of PostgreSQL that the test cuts (every connection dropped, new ones refused) and restores."""
+
+    refusing = False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        await super()._handle(reader, writer)
+
+    def cut(self) -> None:
+        """PostgreSQL is unreachable from now on."""
+        self.refusing = True
+        self.sever()
+
+    def restore(self) -> None:
+        """PostgreSQL is reachable again."""
+        self.refusing = False
+
+
+@pytest.fixture
+def outage(cluster_dsn: str) -> Iterator[tuple[OutageProxy, str]]:
+    """A proxy to the test database, and the DSN through it."""
+    background = BackgroundLoop()
+    target = urlsplit(cluster_dsn)
+    proxy = OutageProxy(background, target.port or 5432, free_port())
+    try:
+        yield proxy, urlunsplit(target._replace(netloc=target.netloc.replace(f":{target.port}", f":{proxy.port}")))
+    finally:
+        proxy.restore()
+        background.close()
+
+
+async def status_becomes(http: httpx.AsyncClient, url: str, status: int) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:  # a replica notices the outage (or the recovery) at its next database call
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url)).status_code == status:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def test_while_postgresql_is_unreachable_replicas_are_not_ready_refuse_new_work_retryably_and_lose_no_task(
+    start_replicas: Callable[..., list[Org]], outage: tuple[OutageProxy, str], cluster_dsn: str
+) -> None:
+    register_with_sdk()  # the SDK's client reads the gRPC error's reason back as the gateway's error
+    proxy, via_proxy = outage
+    r1, r2 = start_replicas(2, via_proxy)
+    new_work = {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hello"}]}}
+    async with (
+        a2a_client(r1.agent_url("ticker"), SSE) as ticks,
+        a2a_client(r2.agent_url("echo"), GRPC) as echo_grpc,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        acknowledged = await start_stream(ticks, "40")  # 10 s of progress, streamed from R1
+        await acknowledged.until(2)
+        proxy.cut()
+        for replica in (r1, r2):
+            await status_becomes(http, f"{replica.url}/readyz", 503)
+        jsonrpc = await rpc(http, r2.agent_url("echo"), "SendMessage", new_work)
+        rest = await http.post(f"{r2.agent_url('echo')}/message:send", json=new_work, headers=V1)
+        with pytest.raises(StoreUnavailableError):
+            async for _ in echo_grpc.send_message(SendMessageRequest(message=user_message("hello"))):
+                pass
+        seen_during_outage = len(acknowledged.events)
+        await acknowledged.until(seen_during_outage + 2)  # the stream stays open and live through the outage
+        proxy.restore()
+        for replica in (r1, r2):
+            await status_becomes(http, f"{replica.url}/readyz", 200)
+        async with asyncio.timeout(WAIT_S):
+            await acknowledged.reading
+        after = await rpc(http, r2.agent_url("echo"), "SendMessage", new_work)
+
+    error = jsonrpc["error"]
+    assert error["code"] == -32060, error
+    assert error["data"][0]["metadata"] == {"reason": "store-unavailable", "retryable": "true"}
+    assert rest.status_code == 503, rest.text
+    assert rest.json()["error"]["status"] == "UNAVAILABLE"
+    assert acknowledged.error is None and state_of(acknowledged.events[-1]) == TaskState.TASK_STATE_COMPLETED
+    states = await wait_ended(cluster_dsn, [acknowledged.task_id])
+    assert states[acknowledged.task_id] == TaskState.TASK_STATE_COMPLETED, "the acknowledged task was not lost"
+    assert after["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", "new work is taken again"
