@@ -29,6 +29,7 @@ from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards.build import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.cards.keys import KeyRing
+from gateway.cards.shared_keys import KEYS_CHANNEL, SharedKeys
 from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
@@ -83,6 +84,8 @@ class Gateway:
     mcp_clients: McpClientPool = field(default_factory=McpClientPool)
     """MCP sessions of agents that use MCP servers (``gateway.hosting.mcp_clients``)."""
     started: float = field(default_factory=time.time)
+    cards_modified: float = 0.0
+    """When the signing keys last changed while running (0: not since start); cards' Last-Modified."""
     ready: bool = False
     stopping: bool = False
     operating: Operating | None = None
@@ -153,6 +156,13 @@ class Gateway:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    def use_keyring(self, keyring: KeyRing) -> None:
+        """Sign with ``keyring`` from now on: every served card is signed again, the JWKS is its keys."""
+        self.keyring = keyring
+        self.cards_modified = time.time()  # If-Modified-Since from before the change gets the new card
+        for hosted in self.agents.values():
+            hosted.card = self.render(hosted.card.card)
+
     def render(self, card: AgentCard) -> CardDocument:
         """The card as served: signed with every active key when signing is on."""
         card = self.federation.republish(card)  # a remote agent's: the origin's card at this gateway's URLs
@@ -160,7 +170,7 @@ class Gateway:
         signer: CardSigner | None = None
         if self.keyring is not None:
             signer = partial(sign_card_dict, keyring=self.keyring, jku=jwks_url(self.settings.base_url))
-        return CardDocument.render(card, self.started, signer)
+        return CardDocument.render(card, self.cards_modified or self.started, signer)
 
 
 def listed_interfaces(card: AgentCard, bindings: Sequence[str]) -> AgentCard:
@@ -344,6 +354,25 @@ async def _open_store(url: str) -> Database:
         ) from exc
 
 
+async def _share_keys(gateway: Gateway) -> None:
+    """On PostgreSQL without keys in settings: the replicas' shared key ring, reloaded when it changes.
+
+    See ``gateway.cards.shared_keys``; this replica's data-dir keys seed the ring on the cluster's first start.
+    """
+    settings = gateway.settings
+    if gateway.keyring is None or gateway.db.dialect != "postgresql" or settings.signing_keys:
+        return
+    if settings.signing_key_files:
+        return
+    shared = SharedKeys(gateway.db, gateway.use_keyring)
+    ring = await shared.start(gateway.keyring.signing_keys(), settings.signing_alg)
+    gateway.use_keyring(ring)
+    if not settings.gateway_id:  # one id for the cluster on hop paths: from its oldest key, as one gateway's
+        gateway.federation.gateway_id = derive_gateway_id("", [ring.keys[0].kid], settings.base_url)
+    gateway.cluster.on_notify(KEYS_CHANNEL, shared.notified)
+    gateway.spawn(shared.watch(), name="keys:watch")
+
+
 async def _start_grpc(gateway: Gateway, observe: Observe | None = None) -> GrpcServer:
     """Serve every agent over gRPC and list the gRPC interface in their cards; ``StartupError`` if it cannot."""
     settings = gateway.settings
@@ -429,6 +458,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         await gateway.push.outbox.recover(release_leases=gateway.db.exclusive)
         await queue_stored_tasks(gateway.push.outbox, swept)
         gateway.spawn(gateway.push.run(), name="push:delivery")
+        await _share_keys(gateway)  # PostgreSQL: every replica signs with the same keys, rotated live
         await gateway.cluster.start()  # PostgreSQL: follow and cancel tasks running on other replicas
         # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
         observe = operating.telemetry.grpc_call if operating.telemetry.active else None

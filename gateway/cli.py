@@ -110,6 +110,12 @@ def _card_parsers(sub: Any) -> None:
     p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="the key to retire")
     p.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state folder (default ./.switchboard)")
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("SWITCHBOARD_DATABASE_URL", ""),
+        help="PostgreSQL DSN: the replicas' shared keys, changed on every running replica at once "
+        "(env SWITCHBOARD_DATABASE_URL)",
+    )
     apikey = sub.add_parser("apikey", help="make API keys for callers").add_subparsers(
         dest="apikey_command", required=True
     )
@@ -252,9 +258,10 @@ def _keys(args: argparse.Namespace) -> int:
     from gateway.cards.verify import keys
     from gateway.telemetry.audit_cli import record_admin
 
-    code = keys(args.data_dir, args.action, args.kid)
+    shared = args.database_url if args.database_url.startswith(("postgresql://", "postgres://")) else ""
+    code = keys(args.data_dir, args.action, args.kid, shared)
     if code == 0 and args.action in ("rotate", "retire"):
-        record_admin(args.data_dir, f"keys.{args.action}", args.kid or "")
+        record_admin(args.data_dir, f"keys.{args.action}", args.kid or "", shared)
     return code
 
 

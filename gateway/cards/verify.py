@@ -146,20 +146,23 @@ async def verify(
     return 0
 
 
-def keys(data_dir: Path, action: str, kid: str | None) -> int:
-    """List, rotate or retire the signing keys in ``data_dir``."""
+def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -> int:
+    """List, rotate or retire the signing keys: the replicas' shared ring on PostgreSQL, else ``data_dir``'s."""
+    if action == "retire" and not kid:
+        sys.stderr.write("switchboard: keys retire needs a KID\n")
+        return 2
+    where = "the database" if database_url else str(data_dir)
     try:
-        if action == "rotate":
+        if database_url:
+            ring = asyncio.run(_shared_keys(database_url, action, kid or ""))
+        elif action == "rotate":
             ring = rotate(data_dir)
         elif action == "retire":
-            if not kid:
-                sys.stderr.write("switchboard: keys retire needs a KID\n")
-                return 2
-            ring = retire(data_dir, kid)
+            ring = retire(data_dir, kid or "")
         else:
             ring = KeyRing.load_or_create(data_dir)
     except KeyError:
-        sys.stderr.write(f"switchboard: no signing key {kid!r} in {data_dir}; 'switchboard keys' lists them\n")
+        sys.stderr.write(f"switchboard: no signing key {kid!r} in {where}; 'switchboard keys' lists them\n")
         return 2
     except KeyConfigError as exc:
         sys.stderr.write(f"switchboard: {exc}\n")
@@ -169,3 +172,19 @@ def keys(data_dir: Path, action: str, kid: str | None) -> int:
         until = f" until {key.not_after.isoformat()}" if key.not_after else ""
         sys.stdout.write(f"{key.kid}  {key.alg:<6} {state}{until}\n")
     return 0
+
+
+async def _shared_keys(database_url: str, action: str, kid: str) -> KeyRing:
+    """``keys`` on the shared ring (``gateway.cards.shared_keys``): every running replica follows at once."""
+    from gateway.cards import shared_keys
+    from gateway.store import open_database
+
+    db = await open_database(database_url)
+    try:
+        if action == "rotate":
+            return await shared_keys.rotate(db)
+        if action == "retire":
+            return await shared_keys.retire(db, kid)
+        return await shared_keys.load_ring(db)
+    finally:
+        await db.close()

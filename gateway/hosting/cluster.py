@@ -39,7 +39,7 @@ from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
 from a2a.utils.proto_utils import to_stream_response
 
-from gateway.hosting.listener import Listener
+from gateway.hosting.listener import Listener, Notified
 from gateway.store.database import Database, Params
 from gateway.store.tasks import INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
 
@@ -92,6 +92,13 @@ def _ends(event: Event) -> bool:
     return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in _ENDED
 
 
+def _payload_to(callback: Callable[[str], None]) -> Notified:
+    def notified(conn: object, pid: int, channel: str, payload: str) -> None:
+        callback(payload)
+
+    return notified
+
+
 class Cluster:
     """This process's part of the cluster: one LISTEN session, the subscribers it wakes, cancels it acts on."""
 
@@ -103,6 +110,7 @@ class Cluster:
         self.handlers: dict[str, CancelsHere] = {}
         """Each hosted agent's request handler, which cancels a task running here on request."""
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._also: dict[str, Callable[[str], None]] = {}  # other channels listened to (``on_notify``)
         self.listener: Listener | None = None
         """The LISTEN session (reconnected when it drops); None when not listening."""
         self._appender: Any = None
@@ -118,7 +126,9 @@ class Cluster:
         import asyncpg
 
         if listen:
-            channels = {EVENTS_CHANNEL: self._on_event, CANCELS_CHANNEL: self._on_cancel}
+            channels: dict[str, Notified] = {EVENTS_CHANNEL: self._on_event, CANCELS_CHANNEL: self._on_cancel}
+            for channel, callback in self._also.items():
+                channels[channel] = _payload_to(callback)
             self.listener = Listener(self._dsn, channels, self._caught_up)
             await self.listener.start()
         # Live events need no fsync of their own: a PostgreSQL crash may lose the last few (the task row,
@@ -160,8 +170,15 @@ class Cluster:
     def _on_event(self, conn: object, pid: int, channel: str, payload: str) -> None:
         self._wake(payload.partition(" ")[0])
 
+    def on_notify(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Before ``start``: call ``callback(payload)`` for each NOTIFY on ``channel``, and ``callback("")``
+        when the LISTEN session comes back after a drop (a NOTIFY may have been lost meanwhile)."""
+        self._also[channel] = callback
+
     def _caught_up(self) -> None:
         """The LISTEN session is back: every follower and the cancels read what a lost NOTIFY may have hidden."""
+        for callback in self._also.values():
+            callback("")
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()

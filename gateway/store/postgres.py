@@ -50,6 +50,14 @@ CLUSTER_SCHEMA = (
         task_id TEXT NOT NULL,
         requested_ns BIGINT NOT NULL,
         PRIMARY KEY (agent, owner, task_id))""",
+    # The card-signing keys every replica signs with (gateway.cards.shared_keys), oldest first by added_ns.
+    """CREATE TABLE IF NOT EXISTS signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        added_ns BIGINT NOT NULL,
+        retired BOOLEAN NOT NULL DEFAULT FALSE,
+        not_after_ns BIGINT)""",
 )
 """PostgreSQL's own tables: only replicas share a database, so SQLite has none of these."""
 
