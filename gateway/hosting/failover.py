@@ -21,13 +21,14 @@ loses its runs' leases the same way and, when it continues, stops those runs bef
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.types.a2a_pb2 import Task
+from a2a.types.a2a_pb2 import Task, TaskState
 
 from gateway.hosting.cluster import Cluster
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
@@ -47,6 +48,9 @@ DEAD_GRACE_S = 3.0
 """How long a task's replica must have been seen gone before the task is ended FAILED (a live replica whose
 lock's session was cut takes it again within about a second: ``store.postgres.RELOCK_DELAYS_S``)."""
 TAKE_BATCH = 16
+PRUNE_EVERY_SCANS = 60
+KEEP_LEASES_S = 3600
+"""The lease row of a run whose task ended is deleted this long after the lease was last held."""
 DEAD_REASON = (
     "The gateway replica running this task stopped before the task finished, and an agent's task cannot resume "
     "on another replica; send the request again."
@@ -55,6 +59,9 @@ NO_CHECKPOINT_REASON = (
     "The gateway replica running this workflow run stopped before its first checkpoint; send the request again."
 )
 _STATES = ", ".join(str(int(s)) for s in INTERRUPTIBLE)
+_OPEN = ", ".join(
+    str(int(s)) for s in (*INTERRUPTIBLE, TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED)
+)
 _EXPIRED = (
     "SELECT l.agent, l.owner, l.task_id FROM leases l JOIN tasks t "
     "ON t.agent = l.agent AND t.owner = l.owner AND t.id = l.task_id "
@@ -65,6 +72,12 @@ _LEFT_RUNNING = (
     f"SELECT t.agent, t.owner, t.id, t.runner FROM tasks t WHERE t.state IN ({_STATES}) AND t.runner <> '' "
     "AND t.runner <> ? AND NOT EXISTS "
     "(SELECT 1 FROM leases l WHERE l.agent = t.agent AND l.owner = t.owner AND l.task_id = t.id)"
+)
+
+_PRUNE = (
+    "DELETE FROM leases l WHERE l.expires_at < now() - make_interval(secs => ?) AND NOT EXISTS "
+    "(SELECT 1 FROM tasks t WHERE t.agent = l.agent AND t.owner = l.owner AND t.id = l.task_id "
+    f"AND t.state IN ({_OPEN}))"
 )
 
 
@@ -89,12 +102,15 @@ class Failover:
 
     async def run(self) -> None:
         """Scan every ``SCAN_S`` (with jitter, so replicas do not scan in step) until canceled."""
+        scans = itertools.count(1)
         try:
             while True:
                 await asyncio.sleep(SCAN_S * random.uniform(0.75, 1.25))
                 try:
                     await self.take_over()
                     await self.sweep()
+                    if next(scans) % PRUNE_EVERY_SCANS == 0:
+                        await self.prune()
                 except Exception as exc:  # a database outage: try again next scan
                     logger.warning("failover scan failed: %s", exc)
         finally:
@@ -164,6 +180,10 @@ class Failover:
         if ended:
             logger.warning("ended %d task(s) of gone replicas FAILED: %s", len(ended), ", ".join(ended))
         return ended
+
+    async def prune(self) -> None:
+        """Delete the leases of runs whose task finished (or is gone) ``KEEP_LEASES_S`` ago: none can run again."""
+        await self.db.write(_PRUNE, (KEEP_LEASES_S,))
 
     async def _ended(self, key: Key) -> None:
         """Followers see the task's stored end; its push configs are told."""

@@ -11,6 +11,8 @@ from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message, Task, TaskState, TaskStatus
 
 from gateway.auth.policy import RunOwner
+from gateway.hosting.cluster import Cluster
+from gateway.hosting.failover import Failover
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.store import leases as leases_module
 from gateway.store.database import Database
@@ -160,3 +162,22 @@ async def test_a_released_lease_is_free_at_once_and_its_holders_last_writes_stil
         await SqlRunStore(first).save(record)
     await mine.stop()
     await theirs.stop()
+
+
+async def test_the_leases_of_runs_that_ended_long_ago_are_pruned_and_those_of_open_runs_kept(
+    replicas: tuple[Database, Database],
+) -> None:
+    first, _ = replicas
+    mine = LeaseBook(first, first.runner)
+    tasks = SqlTaskStore(first, KEY[0])
+    context = ServerCallContext(user=RunOwner(KEY[1]))
+    for task_id, state in (("ended", TaskState.TASK_STATE_COMPLETED), ("waiting", TaskState.TASK_STATE_INPUT_REQUIRED)):
+        task = _task(state)
+        task.id = task_id
+        await tasks.save(task, context)
+        assert await mine.take((KEY[0], KEY[1], task_id)) is not None
+    await first.write("UPDATE leases SET replica = '', expires_at = now() - interval '2 hours'")
+    failover = Failover(first, mine, Cluster(first, lambda: ""), dict, lambda name: None)  # type: ignore[arg-type,return-value]
+    await failover.prune()
+    assert await first.fetch_all("SELECT task_id FROM leases") == [("waiting",)]
+    await mine.stop()
