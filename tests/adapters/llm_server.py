@@ -81,8 +81,17 @@ def usage_chunk(prompt: int, completion: int) -> dict[str, Any]:
     return {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
 
 
+CHUNK_FIELDS = {
+    "id": "chatcmpl-scripted",
+    "object": "chat.completion.chunk",
+    "created": 1767225600,
+    "model": "scripted",
+}
+"""What every real chunk carries besides its choices (SDKs such as ``openai`` and Agent Framework read them)."""
+
+
 def _sse(event: Event) -> str:
-    return event if isinstance(event, str) else f"data: {json.dumps(event)}\n\n"
+    return event if isinstance(event, str) else f"data: {json.dumps({**CHUNK_FIELDS, **event})}\n\n"
 
 
 class ScriptedChatServer:
@@ -93,6 +102,7 @@ class ScriptedChatServer:
         self.received: list[Received] = []
         self.url = ""
         self._release = asyncio.Event()
+        self._arrived = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -106,6 +116,7 @@ class ScriptedChatServer:
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
         self.received.append(Received(request.url.path, dict(request.headers), body))
+        self._arrived.set()
         answer = self.script.pop(0) if self.script else Status(500, "no scripted answer left")
         if isinstance(answer, Status):
             payload = {"error": {"message": answer.message, "type": "scripted"}}
@@ -119,6 +130,13 @@ class ScriptedChatServer:
             await self._release.wait()
         if stream.done:
             yield "data: [DONE]\n\n"
+
+    async def requests(self, count: int) -> list[Received]:
+        """The requests received, once there are ``count`` (bound the wait with a timeout)."""
+        while len(self.received) < count:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.received
 
     def app(self) -> Starlette:
         """The server's ASGI app."""

@@ -1,0 +1,50 @@
+"""Google ADK agents for the ``adk`` adapter's tests, on the scripted model server named by ``CHAT_URL_ENV``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price list at import
+
+from google.adk.agents import BaseAgent, LlmAgent
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events import Event
+from google.adk.models.lite_llm import LiteLlm
+from google.adk.tools import FunctionTool
+from google.genai import types
+
+CHAT_URL_ENV = "SWITCHBOARD_TEST_CHAT_URL"
+
+
+def lookup(topic: str) -> str:
+    """Look up what is known about a topic."""
+    return f"notes on {topic}"
+
+
+def deploy(version: str) -> str:
+    """Deploy a version to production."""
+    return f"deployed {version}"
+
+
+def assistant() -> LlmAgent:
+    """An LLM agent with a plain tool and one that needs the caller's confirmation."""
+    model = LiteLlm(model="openai/test-model", api_base=os.environ[CHAT_URL_ENV], api_key="sk-test")
+    return LlmAgent(
+        name="release_assistant",
+        model=model,
+        instruction="You help ship releases.",
+        tools=[FunctionTool(lookup), FunctionTool(deploy, require_confirmation=True)],
+    )
+
+
+class BrokenAgent(BaseAgent):
+    """Says one thing, then raises."""
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        content = types.Content(role="model", parts=[types.Part(text="starting")])
+        yield Event(author=self.name, invocation_id=ctx.invocation_id, content=content, partial=True)
+        raise RuntimeError("the release database is unreachable")
+
+
+broken = BrokenAgent(name="broken")

@@ -1,0 +1,219 @@
+"""A Microsoft Agent Framework agent and workflow served by the gateway: A2A, MCP, approvals, cancel, workflows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from a2a.types.a2a_pb2 import TaskState
+from mcp.client import ClientRequestContext
+from mcp_types import ElicitRequestParams, ElicitResult
+
+pytest.importorskip(
+    "agent_framework.openai",
+    reason="Agent Framework is not installed: pip install 'switchboard-gateway[agent-framework]'",
+)
+
+from adapters.agent_framework import AgentFrameworkAdapter
+from adapters.framework import NoOptions, Prices
+from gateway.runtime import AgentCall
+from gateway.testing import RecordingEmitter
+from tests.adapters import agent_framework_agents
+from tests.adapters.framework_e2e import (
+    ARMS,
+    STREAMING_ARMS,
+    WAIT_S,
+    agent_file,
+    ask,
+    cancel_mid_run,
+    chat_for_agents,
+    mcp_client,
+    sequential_file,
+    serving,
+)
+from tests.adapters.llm_server import ScriptedChatServer, Stream, finish_chunk, text_chunk, tool_chunk, usage_chunk
+from tests.bindings.a2a_clients import BINDINGS
+from tests.orchestration.run_client import run_workflow
+
+AGENT = "release-assistant"
+MODULE = "tests.adapters.agent_framework_agents"
+
+
+def lookup_then_answer(chat: ScriptedChatServer) -> None:
+    """The model looks a topic up, then answers in two chunks."""
+    chat.answer(
+        Stream(
+            [tool_chunk(0, name="lookup", arguments='{"topic": "2.0"}'), finish_chunk("tool_calls"), usage_chunk(7, 2)]
+        ),
+        Stream([text_chunk("2.0 is "), text_chunk("ready."), finish_chunk(), usage_chunk(11, 3)]),
+    )
+
+
+def deploy_then_answer(chat: ScriptedChatServer) -> None:
+    """The model calls the tool that needs approval; once confirmed, it answers."""
+    chat.answer(
+        Stream([tool_chunk(0, name="deploy", arguments='{"version": "2.0"}'), finish_chunk("tool_calls")]),
+        Stream([text_chunk("Deployed 2.0."), finish_chunk()]),
+    )
+
+
+@pytest.fixture
+async def chat(monkeypatch: pytest.MonkeyPatch) -> Any:
+    async with chat_for_agents(monkeypatch) as server:
+        yield server
+
+
+def agents(tmp_path: Path) -> Path:
+    folder = tmp_path / "agents"
+    agent_file(folder, AGENT, "agent-framework", f"{MODULE}:assistant")
+    agent_file(folder, "broken", "agent-framework", f"{MODULE}:broken")
+    agent_file(folder, "publisher", "agent-framework", f"{MODULE}:publishing")
+    sequential_file(folder, "release-pipeline", [AGENT, "echo"])
+    sequential_file(folder, "thrifty-pipeline", [AGENT, "echo"], max_tokens=10)
+    return folder
+
+
+@pytest.mark.parametrize("binding", ARMS, ids=lambda b: b.id)
+async def test_answers_with_tool_progress_and_usage(chat: ScriptedChatServer, tmp_path: Path, binding: Any) -> None:
+    lookup_then_answer(chat)
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        outcome = await ask(gateway, AGENT, binding, "Is 2.0 ready?")
+    assert outcome.state == TaskState.TASK_STATE_COMPLETED, outcome.text
+    assert outcome.artifact_text == "2.0 is ready."
+    assert outcome.usage == {"input_tokens": 18, "output_tokens": 5, "cost": 0}
+    sent = chat.received[1].body["messages"]
+    assert sent[-1]["role"] == "tool" and "notes on 2.0" in sent[-1]["content"], "the tool ran and the model saw it"
+    if binding.streaming:
+        assert f'{AGENT}: calling lookup({{"topic": "2.0"}})' in outcome.progress
+        assert f"{AGENT}: lookup returned" in outcome.progress
+        assert outcome.chunks[:2] == ["2.0 is ", "ready."], "the answer streamed in chunks"
+
+
+@pytest.mark.parametrize("binding", STREAMING_ARMS, ids=lambda b: b.id)
+async def test_a_approval_goes_input_required_and_the_answer_resumes(
+    chat: ScriptedChatServer, tmp_path: Path, binding: Any
+) -> None:
+    deploy_then_answer(chat)
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        waiting = await ask(gateway, AGENT, binding, "Ship 2.0")
+        assert waiting.state == TaskState.TASK_STATE_INPUT_REQUIRED, waiting.text
+        assert waiting.text.startswith('Approve deploy({"version": "2.0"})? Answer yes or no.')
+        done = await ask(gateway, AGENT, binding, "yes", task_id=waiting.task.id)
+    assert done.state == TaskState.TASK_STATE_COMPLETED, done.text
+    assert done.task.id == waiting.task.id and done.artifact_text == "Deployed 2.0."
+    tool_message = chat.received[-1].body["messages"][-1]
+    assert tool_message["role"] == "tool" and "deployed 2.0" in tool_message["content"], "the confirmed tool ran"
+
+
+async def test_a_refusal_reaches_the_model_and_the_tool_never_runs(chat: ScriptedChatServer, tmp_path: Path) -> None:
+    chat.answer(
+        Stream([tool_chunk(0, name="deploy", arguments='{"version": "2.0"}'), finish_chunk("tool_calls")]),
+        Stream([text_chunk("Not deployed."), finish_chunk()]),
+    )
+    binding = next(b for b in BINDINGS if b.id == "jsonrpc")
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        waiting = await ask(gateway, AGENT, binding, "Ship 2.0")
+        done = await ask(gateway, AGENT, binding, "no", task_id=waiting.task.id)
+    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text == "Not deployed."
+    tool_message = chat.received[-1].body["messages"][-1]
+    assert tool_message["role"] == "tool" and "reject" in tool_message["content"].lower(), tool_message
+
+
+class Approver:
+    """An MCP elicitation callback that answers every question with ``answer``."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.questions = answer, list[str]()
+
+    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        self.questions.append(params.message)
+        return ElicitResult(action="accept", content={"answer": self.answer})
+
+
+async def test_as_an_mcp_tool_the_approval_is_an_elicitation(chat: ScriptedChatServer, tmp_path: Path) -> None:
+    deploy_then_answer(chat)
+    approver = Approver("yes")
+    async with (
+        serving(tmp_path, agents(tmp_path), tools=[AGENT]) as gateway,
+        mcp_client(gateway, elicitation_callback=approver) as client,
+    ):
+        with anyio.fail_after(WAIT_S):
+            result = await client.call_tool(AGENT.replace("-", "_"), {"text": "Ship 2.0"})
+    outcome = result.structured_content or {}
+    assert not result.is_error and outcome["state"] == "completed", outcome
+    assert approver.questions and approver.questions[0].startswith('Approve deploy({"version": "2.0"})?')
+    assert "Deployed 2.0." in " ".join(a.get("text") or "" for a in outcome["artifacts"])
+
+
+@pytest.mark.parametrize("binding", [b for b in ARMS if not b.streaming], ids=lambda b: b.id)
+async def test_a_run_is_canceled_mid_model_call(chat: ScriptedChatServer, tmp_path: Path, binding: Any) -> None:
+    chat.answer(Stream([text_chunk("Thinking about it")], stall=True), Stream([text_chunk("after"), finish_chunk()]))
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        task = await cancel_mid_run(gateway, AGENT, binding, "Think hard", chat)
+        again = await ask(gateway, AGENT, binding, "still there?")
+    assert task.status.state == TaskState.TASK_STATE_CANCELED
+    assert again.state == TaskState.TASK_STATE_COMPLETED and again.artifact_text == "after", "the agent serves on"
+
+
+async def test_is_a_step_of_a_sequential_workflow(chat: ScriptedChatServer, tmp_path: Path) -> None:
+    lookup_then_answer(chat)
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        run = await run_workflow(gateway, "release-pipeline", "Is 2.0 ready?")
+    assert run.task.status.state == TaskState.TASK_STATE_COMPLETED, run.text
+    assert run.step(f"step-1-{AGENT}").text == "2.0 is ready."
+    assert run.text == "2.0 is ready.", "echo repeated the agent's answer"
+    assert "step 1/2 · release-assistant: lookup returned" in run.progress, "the step's progress reached the run"
+
+
+async def test_its_usage_counts_against_a_runs_token_budget(chat: ScriptedChatServer, tmp_path: Path) -> None:
+    lookup_then_answer(chat)
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        run = await run_workflow(gateway, "thrifty-pipeline", "Is 2.0 ready?")
+    assert run.task.status.state == TaskState.TASK_STATE_FAILED
+    assert "23 tokens used of a 10-token budget" in run.text, run.text
+
+
+async def test_an_agent_raising_mid_stream_fails_its_task_and_the_gateway_serves_on(
+    chat: ScriptedChatServer, tmp_path: Path
+) -> None:
+    lookup_then_answer(chat)
+    binding = next(b for b in BINDINGS if b.id == "grpc-stream")
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        failed = await ask(gateway, "broken", binding, "go")
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            health = await http.get("/healthz")
+        fine = await ask(gateway, AGENT, binding, "Is 2.0 ready?")
+    assert failed.state == TaskState.TASK_STATE_FAILED
+    assert failed.text == "broken: the agent-framework agent raised RuntimeError: the release database is unreachable"
+    assert failed.chunks == ["starting"], "what streamed before the failure was kept"
+    assert health.status_code == 200 and fine.state == TaskState.TASK_STATE_COMPLETED
+
+
+@pytest.mark.parametrize("binding", STREAMING_ARMS, ids=lambda b: b.id)
+async def test_a_workflows_request_goes_input_required_and_the_answer_is_its_response(
+    chat: ScriptedChatServer, tmp_path: Path, binding: Any
+) -> None:
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        waiting = await ask(gateway, "publisher", binding, "Release notes 2.0")
+        other = await ask(gateway, "publisher", binding, "Blog post")
+        done = await ask(gateway, "publisher", binding, "a changelog", task_id=waiting.task.id)
+    assert waiting.state == other.state == TaskState.TASK_STATE_INPUT_REQUIRED, (waiting.text, other.text)
+    assert waiting.text == "Publish 'Release notes 2.0'? Say what to add."
+    assert other.text == "Publish 'Blog post'? Say what to add.", "each task runs a workflow of its own"
+    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text == "published with a changelog"
+
+
+async def test_a_data_part_answers_an_approval(chat: ScriptedChatServer) -> None:
+    deploy_then_answer(chat)
+    adapter = AgentFrameworkAdapter("rel", agent_framework_agents.assistant(), NoOptions(), Prices())
+    first = await adapter(AgentCall(text="Ship 2.0", task_id="t1"), RecordingEmitter())
+    assert first.state == "input-required" and "t1" in adapter.waiting
+    emit = RecordingEmitter()
+    async with asyncio.timeout(WAIT_S):
+        done = await adapter(AgentCall(text="", data=({"approved": True},), task_id="t1"), emit)
+    assert done.state == "completed" and done.text == "Deployed 2.0."
+    assert emit.progress_messages == ["rel: deploy returned"]
