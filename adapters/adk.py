@@ -38,7 +38,6 @@ from adapters.framework import (
     FrameworkAdapter,
     FrameworkEvent,
     InputRequired,
-    Prices,
     Status,
     TextDelta,
     TokensUsed,
@@ -109,14 +108,15 @@ class AdkAdapter(FrameworkAdapter):
     framework: ClassVar[str] = "adk"
     Options: ClassVar[type[BaseModel]] = AdkOptions
 
-    def __init__(self, name: str, agent: Any, options: BaseModel, prices: Prices) -> None:
-        super().__init__(name, agent, options, prices)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.options
         assert isinstance(options, AdkOptions)
-        if isinstance(agent, Runner):
-            self.runner = agent
+        if isinstance(self.agent, Runner):
+            self.runner = self.agent
         else:
-            app = options.app_name or agent.name
-            self.runner = Runner(agent=agent, app_name=app, session_service=InMemorySessionService())
+            app = options.app_name or self.agent.name
+            self.runner = Runner(agent=self.agent, app_name=app, session_service=InMemorySessionService())
         self.user_id = options.user_id
 
     @classmethod

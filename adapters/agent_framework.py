@@ -33,7 +33,6 @@ from adapters.framework import (
     FrameworkEvent,
     InputRequired,
     NoOptions,
-    Prices,
     TextDelta,
     TokensUsed,
     ToolCall,
@@ -93,18 +92,22 @@ class AgentFrameworkAdapter(FrameworkAdapter):
     framework: ClassVar[str] = "agent-framework"
     Options: ClassVar[type[NoOptions]] = NoOptions
 
-    def __init__(self, name: str, agent: Any, options: NoOptions, prices: Prices) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._make: Callable[[], Workflow] | None = None
+        agent = self.agent
         if inspect.isfunction(agent):
             made = agent()
             if isinstance(made, Workflow):
                 self._make = agent
             agent = made
         if isinstance(agent, Workflow):
-            agent = agent.as_agent(name=name)
+            agent = agent.as_agent(name=self.name)
         if not isinstance(agent, SupportsAgentRun):
-            raise RuntimeLoadError(f"{name}: got a {type(agent).__name__}, not an Agent Framework agent or Workflow")
-        super().__init__(name, agent, options, prices)
+            raise RuntimeLoadError(
+                f"{self.name}: got a {type(agent).__name__}, not an Agent Framework agent or Workflow"
+            )
+        self.agent = agent
         self._busy: str = ""  # the task a single workflow object is running
 
     @classmethod
