@@ -142,14 +142,15 @@ class LangGraphAdapter(FrameworkAdapter):
         config = self._config(call)
         modes: list[StreamMode] = ["updates", "messages", "custom"]
         parts: AsyncIterator[Any] = self.graph.astream(await self._input(call, config), config, stream_mode=modes)
+        answer: dict[str, Any] = {}  # what this run's updates said last: the answer, without reading the state
         async for mode, data in parts:  # (mode, data) with several modes
-            for event in self._events(mode, data):
+            for event in self._events(mode, data, answer):
                 yield event
                 if isinstance(event, InputRequired):
                     return
-        yield await self._answer(config)
+        yield await self._answer(config, answer)
 
-    def _events(self, mode: str, data: Any) -> list[FrameworkEvent]:
+    def _events(self, mode: str, data: Any, answer: dict[str, Any]) -> list[FrameworkEvent]:
         if mode == "messages":
             chunk, metadata = data
             streamed = isinstance(chunk, AIMessageChunk) and self._streams(metadata)
@@ -161,25 +162,43 @@ class LangGraphAdapter(FrameworkAdapter):
             if node == INTERRUPT:
                 return [*events, InputRequired("\n".join(question_of(i.value) for i in update))]
             events += _update_events(node, update)
+            self._note_answer(update, answer)
         return events
+
+    def _note_answer(self, update: Any, answer: dict[str, Any]) -> None:
+        options = self.options
+        assert isinstance(options, LangGraphOptions)
+        if not isinstance(update, dict):
+            return
+        if options.output_key and options.output_key in update:
+            answer["output"] = update[options.output_key]
+        messages = update.get(options.messages_key)
+        for message in messages if isinstance(messages, list) else [messages]:
+            if isinstance(message, BaseMessage) and message.type == "ai":
+                answer["text"] = content_text(message.content)
 
     def _streams(self, metadata: Any) -> bool:
         options = self.options
         assert isinstance(options, LangGraphOptions)
         return not options.stream_nodes or metadata.get("langgraph_node") in options.stream_nodes
 
-    async def _answer(self, config: RunnableConfig) -> Answer:
+    async def _answer(self, config: RunnableConfig, seen: dict[str, Any]) -> Answer:
+        """The run's answer, from its updates; from the thread's state when they did not say it."""
         options = self.options
         assert isinstance(options, LangGraphOptions)
-        values = (await self.graph.aget_state(config)).values
-        if options.output_key:
-            value = values.get(options.output_key) if isinstance(values, dict) else None
-            if isinstance(value, dict | list):
-                return Answer(data=value)
-            return Answer(text="" if value is None else str(value))
-        messages = values.get(options.messages_key, []) if isinstance(values, dict) else []
-        last = next((m for m in reversed(messages) if isinstance(m, BaseMessage) and m.type == "ai"), None)
-        return Answer(text=content_text(last.content) if last is not None else "")
+        key = "output" if options.output_key else "text"
+        if key not in seen:
+            values = (await self.graph.aget_state(config)).values
+            values = values if isinstance(values, dict) else {}
+            self._note_answer(
+                {k: v for k, v in values.items() if k in (options.output_key, options.messages_key)}, seen
+            )
+        if not options.output_key:
+            return Answer(text=str(seen.get("text", "")))
+        value = seen.get("output")
+        return (
+            Answer(data=value) if isinstance(value, dict | list) else Answer(text="" if value is None else str(value))
+        )
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:

@@ -68,7 +68,9 @@ class RunningGateway:
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
     """A listening-ready socket bound to a free port (handed to uvicorn, so no port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off on the connections it accepts (else a streamed answer's
+    # small writes wait ~40 ms for the client's delayed ACK), as serve() does for the gateway's own socket.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock

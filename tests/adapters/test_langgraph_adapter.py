@@ -10,10 +10,16 @@ import pytest
 pytest.importorskip("langgraph", reason="the langgraph extra is not installed: pip install '.[langgraph]'")
 pytest.importorskip("langchain_openai", reason="the test graph's model needs langchain-openai")
 
+from typing import Any, TypedDict
+
 from a2a.types.a2a_pb2 import TaskState
 from google.protobuf.json_format import MessageToDict
+from langgraph.graph import END, START, StateGraph
 
-from gateway.testing import RunningGateway
+from adapters.framework import Prices
+from adapters.langgraph import LangGraphAdapter, LangGraphOptions
+from gateway.runtime import AgentCall, Emitter
+from gateway.testing import RecordingEmitter, RunningGateway
 from tests.adapters.framework_harness import (
     A2A_ARMS,
     call_tool,
@@ -153,3 +159,30 @@ async def test_the_graph_is_a_step_of_a_sequential_workflow(served: Served) -> N
     assert run.step("step-1-weather-graph").text == "Sunny in Oslo."
     assert run.text == "SUNNY IN OSLO."
     assert any("calling forecast" in said for said in run.progress), run.progress
+
+
+class Counted(TypedDict):
+    text: str
+    report: dict[str, int]
+
+
+def counting_graph() -> StateGraph[Counted]:
+    """A graph of one node and no model: the words of its input, as a report."""
+
+    def count(state: Counted) -> dict[str, Any]:
+        return {"report": {"words": len(state["text"].split())}}
+
+    graph = StateGraph(Counted)
+    graph.add_node("count", count)
+    graph.add_edge(START, "count")
+    graph.add_edge("count", END)
+    return graph
+
+
+async def test_an_uncompiled_graph_answers_with_its_output_key_from_a_data_message() -> None:
+    adapter = LangGraphAdapter("counter", counting_graph(), LangGraphOptions(output_key="report"), Prices())
+    emit = RecordingEmitter()
+    sink: Emitter = emit
+    reply = await adapter(AgentCall(text="", data=({"text": "one two three"},), context_id="c1"), sink)
+    assert reply.state == "completed" and reply.data == {"words": 3}
+    assert emit.progress_messages == ["counter: count done"]

@@ -1,0 +1,241 @@
+"""Framework adapter overhead: a LangGraph graph through the gateway against the graph run directly, in one process.
+
+The gateway app is built in-process (as ``bench_orchestration.py`` does) over two agents: the
+LangGraph test graph of ``tests/adapters/frameworks/langgraph`` (``weather_graph:build``: one
+model call per run, no tools on this path) and a no-op python agent (``noop_agent.noop``). The
+graph's model is LangChain's ``ChatOpenAI`` at the tests' scripted OpenAI-compatible server,
+started in the same process, answering every call with the same short streamed text. Four arms,
+their order alternating every round:
+
+* ``graph-gateway``  the graph agent's A2A request handler (``on_message_send``), to its completed task;
+* ``graph-direct``   the same graph (compiled with an in-memory checkpointer, as the adapter runs it)
+  with ``ainvoke`` on a fresh thread: running the framework agent directly;
+* ``graph-stream``   the same graph streamed directly with the adapter's stream modes (updates,
+  messages, custom), every part read: what token streaming costs in LangGraph itself;
+* ``noop-gateway``   the no-op agent's handler, the same way as the graph's;
+* ``noop-direct``    the no-op function called directly.
+
+The adapter's added cost is ``p50(graph-gateway) - p50(graph-direct)``, the gateway's own
+``p50(noop-gateway) - p50(noop-direct)``; the target (issue #19) is the first <= 1.5x the second.
+A second ratio, reported to explain the first, leaves LangGraph's own streaming out:
+``(p50(graph-gateway) - p50(graph-stream)) / (p50(noop-gateway) - p50(noop-direct))``.
+Usage::
+
+    python tests/benchmarks/bench_framework_adapter.py --quick     # under a minute
+    python tests/benchmarks/bench_framework_adapter.py             # a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from a2a.server.context import ServerCallContext  # noqa: E402
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest  # noqa: E402
+
+from gateway.app import Gateway, create_app  # noqa: E402
+from gateway.runtime import AgentCall  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
+from tests.adapters.llm_server import Stream, finish_chunk, scripted_chat_server, text_chunk, usage_chunk  # noqa: E402
+from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
+from tests.benchmarks.bench_orchestration import RunFn, _completed, _NullEmitter, window  # noqa: E402
+from tests.benchmarks.noop_agent import noop  # noqa: E402
+from tests.orchestration.fixture_agents import agent_file, agents_folder, python_agent  # noqa: E402
+
+GRAPH = "tests.adapters.frameworks.langgraph.weather_graph:build"
+ANSWER = "Sunny in Oslo."
+QUESTION = "Weather in Oslo?"
+ARMS = ("graph-gateway", "graph-direct", "graph-stream", "noop-gateway", "noop-direct")
+STREAM_MODES = ["updates", "messages", "custom"]
+TARGET_RATIO = 1.5
+
+
+class Forever(list[Any]):
+    """A script that never runs out: every model call gets the same answer."""
+
+    def pop(self, index: Any = -1) -> Any:
+        return self[0]
+
+
+def write_agents(folder: Path) -> Path:
+    files = [
+        python_agent("noop", "tests.benchmarks.noop_agent:noop"),
+        agent_file("bench-graph", {"kind": "langgraph", "agent": GRAPH}),
+    ]
+    return agents_folder(folder, files)
+
+
+def a2a_request(text: str) -> SendMessageRequest:
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
+    return SendMessageRequest(message=message)
+
+
+def arm_runner(gateway: Gateway, arm: str, graph: Any) -> RunFn:
+    """One run through ``arm`` (see the module docstring)."""
+    if arm == "graph-direct":
+
+        async def run_graph() -> None:
+            config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+            state = await graph.ainvoke({"messages": [{"role": "user", "content": QUESTION}]}, config)
+            if state["messages"][-1].content != ANSWER:
+                raise BenchError(f"the graph answered {state['messages'][-1].content!r}")
+
+        return run_graph
+    if arm == "graph-stream":
+
+        async def stream_graph() -> None:
+            config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+            request = {"messages": [{"role": "user", "content": QUESTION}]}
+            parts = [part async for part in graph.astream(request, config, stream_mode=STREAM_MODES)]
+            if not parts:
+                raise BenchError("the graph streamed nothing")
+
+        return stream_graph
+    if arm == "noop-direct":
+        emitter = _NullEmitter()
+
+        async def run_noop() -> None:
+            await noop(AgentCall(text="hi"), emitter)
+
+        return run_noop
+    agent, text = ("bench-graph", QUESTION) if arm == "graph-gateway" else ("noop", "hi")
+    handler = gateway.agents[agent].handler
+
+    async def run_handler() -> None:
+        task = await handler.on_message_send(a2a_request(text), ServerCallContext())
+        _completed(task, agent)
+
+    return run_handler
+
+
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, list[list[float]]]:
+    walls: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+    async with scripted_chat_server() as chat:
+        chat.script = Forever(
+            [Stream([text_chunk("Sunny "), text_chunk("in Oslo."), finish_chunk(), usage_chunk(9, 4)])]
+        )
+        os.environ["OPENAI_BASE_URL"] = chat.base_url
+        os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+        settings = Settings(
+            data_dir=work / "data", agents=write_agents(work / "agents"), grpc_port=0, sign_cards=False, mcp_tools=[]
+        )
+        app = create_app(settings)
+        gateway: Gateway = app.state.gateway
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        from tests.adapters.frameworks.langgraph.weather_graph import build
+
+        graph = build().copy({"checkpointer": InMemorySaver()})
+        async with app.router.lifespan_context(app):
+            runners = {arm: arm_runner(gateway, arm, graph) for arm in ARMS}
+            for runner in runners.values():
+                await window(runner, args.warmup, 3)
+            for r in range(args.rounds):
+                for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
+                    wall, _cpu = await window(runners[arm], args.window, args.min_runs)
+                    walls[arm].append(wall)
+                    p50 = percentile(wall, 0.5) or 0.0
+                    print(f"  round {r + 1}/{args.rounds} {arm:<14} {len(wall):5d} runs  p50 {p50:8.3f} ms", flush=True)
+    return walls
+
+
+def added(
+    walls: dict[str, list[list[float]]], index: int | None = None, floor: str = "graph-direct"
+) -> tuple[float, float, float] | None:
+    """(added ms over ``floor``, the no-op agent's added ms, their ratio), pooled or of round ``index``."""
+
+    def p50(arm: str) -> float:
+        samples = walls[arm] if index is None else [walls[arm][index]]
+        return percentile([x for s in samples for x in s], 0.5) or 0.0
+
+    graph, gateway = p50("graph-gateway") - p50(floor), p50("noop-gateway") - p50("noop-direct")
+    return (graph, gateway, graph / gateway) if gateway > 0 else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="LangGraph adapter overhead vs the gateway's own for a no-op agent.")
+    p.add_argument("--quick", action="store_true", help="2 short rounds")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
+    p.add_argument("--min-runs", type=int, default=5)
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--out", type=Path, default=Path("bench-results/framework_adapter.json"))
+    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.quick else 6)
+    args.window = args.window or (1.0 if args.quick else 3.0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load = list(os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-framework-"))
+    try:
+        walls = asyncio.run(measure(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    pooled = added(walls)
+    by_round = [added(walls, i) for i in range(args.rounds)]
+    hosting = added(walls, floor="graph-stream")
+    hosting_by_round = [added(walls, i, floor="graph-stream") for i in range(args.rounds)]
+    ratio = Ratio(
+        "langgraph adapter's added p50 / gateway's added p50 for a no-op python agent",
+        pooled[2] if pooled else None,
+        TARGET_RATIO,
+        "<=",
+        "x",
+        "(p50 graph-gateway - p50 graph-direct) / (p50 noop-gateway - p50 noop-direct), pooled rounds",
+        [r[2] if r else None for r in by_round],
+    )
+    explained = Ratio(
+        "gateway's cost of hosting the streamed graph / gateway's added p50 for a no-op python agent",
+        hosting[2] if hosting else None,
+        None,
+        "<=",
+        "x",
+        "(p50 graph-gateway - p50 graph-stream) / (p50 noop-gateway - p50 noop-direct): LangGraph's streaming left out",
+        [r[2] if r else None for r in hosting_by_round],
+    )
+    arms = {
+        arm: {"runs": sum(map(len, w)), "p50_ms": percentile([x for s in w for x in s], 0.5)}
+        for arm, w in walls.items()
+    }
+    for arm, figures in arms.items():
+        print(f"{arm:<14} {figures['runs']:6d} runs  p50 {figures['p50_ms']:.3f} ms")
+    if pooled:
+        print(f"added p50: langgraph adapter {pooled[0]:.3f} ms, no-op python agent {pooled[1]:.3f} ms")
+    if hosting:
+        print(f"over the graph streamed directly: {hosting[0]:.3f} ms")
+    rows = ratio_rows([ratio, explained])
+    print_report({"phases": {}, "ratios": rows, "skipped": {}})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "framework-adapter",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(load),
+        "config": {"rounds": args.rounds, "window_s": args.window},
+        "arms": arms,
+        "added_ms": {"langgraph": pooled[0], "noop": pooled[1]} if pooled else None,
+        "hosting_streamed_graph_ms": hosting[0] if hosting else None,
+        "ratios": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    missed = pooled is None or pooled[2] > TARGET_RATIO
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
