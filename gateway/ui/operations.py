@@ -71,8 +71,11 @@ def _relay_latency() -> dict[str, dict[str, float]]:
 def peers_json(federation: Federation) -> dict[str, Any]:
     """Each partner gateway: its trust anchors, its agents imported here with their card state, relay latency."""
     latency = _relay_latency()
+    known = dict(federation.peers)
+    for remote in federation.remotes.values():  # a remote agent's own file may name a peer the peers file does not
+        known.setdefault(remote.peer.name, remote.peer)
     peers = []
-    for name, peer in federation.peers.items():
+    for name, peer in known.items():
         policy = peer.policy
         agents = [
             {
@@ -90,6 +93,7 @@ def peers_json(federation: Federation) -> dict[str, Any]:
             {
                 "name": name,
                 "baseUrl": peer.base_url,
+                "configured": "peers file" if name in federation.peers else "agent file",
                 "trust": {
                     "pinnedKids": pinned,
                     "jkuOrigins": list(policy.allowed_jku_origins),

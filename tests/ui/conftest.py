@@ -48,6 +48,23 @@ def protected_agents(into: Path) -> Path:
     return folder
 
 
+MARKUP = '<img src=x onerror="window.__pwned = 3"><script>window.__pwned = 4</script><b>bold</b>'
+MARKUP_AGENT = f"""format: 1
+name: markup
+description: 'A card whose fields hold markup: {MARKUP}'
+skills:
+  - id: markup
+    name: '<i>skill</i> {MARKUP}'
+    description: '{MARKUP}'
+    tags: [test]
+    examples: ['{MARKUP}']
+runtime:
+  kind: python
+  entrypoint: gateway.agents.echo:EchoExecutor
+"""
+"""An agent whose card's text fields hold HTML and script (shown as text, never run)."""
+
+
 # --- a real gateway process, a real browser -------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,7 +217,9 @@ async def chromium() -> AsyncIterator[Browser]:
 async def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayProcess]:
     """One gateway process for a module's browser tests (the bundled agents, echo protected)."""
     home = tmp_path_factory.mktemp("ui-gateway")
-    process = await GatewayProcess(home / "data", protected_agents(home)).start()
+    agents = protected_agents(home)
+    (agents / "markup.yaml").write_text(MARKUP_AGENT, encoding="utf-8")
+    process = await GatewayProcess(home / "data", agents).start()
     try:
         yield process
     finally:

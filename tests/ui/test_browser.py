@@ -16,7 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.ui.conftest import KEYS, PAGE_TIMEOUT_MS, SCREENSHOTS, GatewayProcess, TcpProxy, loaded, sign_in
+from tests.ui.conftest import KEYS, MARKUP, PAGE_TIMEOUT_MS, SCREENSHOTS, GatewayProcess, TcpProxy, loaded, sign_in
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
@@ -182,6 +182,17 @@ async def test_an_answer_carrying_markup_shows_as_text(alice: Page, gateway_proc
     assert hostile in await alice.inner_text("[data-role=artifacts]")
     assert await alice.evaluate("window.__pwned") is None
     assert (await alice.locator("main script, main img, main b").count()) == 0
+
+
+async def test_markup_in_a_card_shows_as_text(alice: Page, gateway_process: GatewayProcess) -> None:
+    card = await alice.locator("[data-agent=markup]").inner_text()
+    assert f"A card whose fields hold markup: {MARKUP}" in card
+    await alice.goto(f"{gateway_process.url}/ui/agents/markup")
+    await loaded(alice, "agent")
+    page = await alice.inner_text("main")
+    assert f"<i>skill</i> {MARKUP}" in page and f"e.g. {MARKUP}" in page
+    assert await alice.evaluate("window.__pwned") is None
+    assert await alice.locator("main script, main img, main b, main i").count() == 0
 
 
 async def test_a_second_user_sees_neither_the_first_users_runs_nor_their_task_by_id(

@@ -15,7 +15,7 @@ export async function peersPage(root) {
     h("p", { class: "meta" }, "This gateway's id on hop paths: ", h("code", {}, gatewayId)),
     peers.length ? h("div", { "data-role": "peers" }, peers.map((peer) =>
       h("article", { class: "card", "data-peer": peer.name },
-        h("h2", {}, peer.name, " ", h("small", {}, peer.baseUrl)),
+        h("h2", {}, peer.name, " ", h("small", {}, `${peer.baseUrl || ""} · from the ${peer.configured}`)),
         h("p", {}, "Trust anchors: ",
           peer.trust.pinnedKids.length ? `pinned keys ${peer.trust.pinnedKids.join(", ")}` : "no pinned keys",
           peer.trust.jkuOrigins.length ? `; key sets fetched from ${peer.trust.jkuOrigins.join(", ")}` : "",
