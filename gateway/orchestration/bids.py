@@ -18,7 +18,7 @@ again when its circuit breaker is half-open; an agent whose circuit is open gets
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -61,8 +61,6 @@ class BidReport:
     capability: float = 0.0
     score: float | None = None
     reason: str = ""
-    task_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eligible(self) -> bool:
@@ -71,7 +69,7 @@ class BidReport:
 
     def to_json(self) -> dict[str, Any]:
         """The report as the run's data shows it."""
-        value: dict[str, Any] = {"agent": self.agent, "status": self.status, "task_id": self.task_id}
+        value: dict[str, Any] = {"agent": self.agent, "status": self.status}  # its child task: the steps artifact
         if self.bid is not None:
             value["bid"] = self.bid.model_dump()
             value["capability"] = round(self.capability, 4)
@@ -99,7 +97,7 @@ def capability_of(bid: Bid, required: Sequence[str]) -> float:
 
 def read_bid(result: StepResult, required: Sequence[str]) -> BidReport:
     """What a bidder's finished step says (``declined``, ``malformed``, ``bid``, or None data: derive)."""
-    report = BidReport(result.agent, "failed", task_id=result.task_id)
+    report = BidReport(result.agent, "failed")
     if result.state == "rejected":
         report.status, report.reason = "declined", result.text or "rejected the call for bids"
         return report

@@ -114,7 +114,9 @@ class ContractNet:
         reports = []
         for name, task in zip(asked, steps, strict=True):
             if task in done:
-                reports.append(read_bid(task.result(), self.options.required_capabilities))
+                report = read_bid(task.result(), self.options.required_capabilities)
+                report.agent = name  # the bidder's bid, also when a fallback of it answered
+                reports.append(report)
             else:
                 why = f"no bid within the {self.options.bid_deadline_s:g}s deadline"
                 reports.append(BidReport(name, "late", reason=why))

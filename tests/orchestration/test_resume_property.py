@@ -5,7 +5,8 @@ Random workflows of every pattern, over agents whose answers are a function of w
 result handed to the wrong step shows), and comes some event-loop passes late, so steps started
 together finish in another order than they started. Some answers fail (some retryably: the
 engine retries, then a fallback takes over), some ask for input (the run pauses), some hand off,
-approve, vote or plan. The uninterrupted run keeps every checkpoint it wrote; the run is resumed
+approve, vote or plan, bid (some bids malformed, declined or left to be derived) or write to a
+blackboard (some writes stale, so refused and retried). The uninterrupted run keeps every checkpoint it wrote; the run is resumed
 from one of them, as a gateway killed right after that checkpoint committed resumes it, and the
 resumed run may be interrupted and resumed again. The outcome (state, text and data) must be the
 same, and a step finished before the interruption must not reach its agent again.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ PATTERNS = (
     "maker-checker",
     "magentic",
     "work-queue",
+    "graph",
+    "contract-net",
+    "blackboard",
 )
 RACING = ("work-queue", "work-queue", "concurrent")  # drawn more often: steps run at once and finish out of order
 ITEMS = ("alpha", "beta", "gamma", "delta", "epsilon")
@@ -97,6 +102,21 @@ def _options(draw: st.DrawFn, pattern: str, agents: tuple[str, ...]) -> dict[str
         }
     if pattern == "maker-checker":
         return {"max_iterations": draw(st.integers(1, 3))}
+    if pattern == "graph":
+        return _graph(draw, agents)
+    if pattern == "contract-net":
+        return {
+            "award": draw(st.integers(1, min(2, len(agents)))),
+            "max_announcements": draw(st.integers(1, 3)),
+            "derive_bids_for": draw(st.sampled_from([[], [agents[-1]]])),
+        }
+    if pattern == "blackboard":
+        return {
+            "parallel": draw(st.integers(1, 3)),
+            "max_conflict_retries": draw(st.integers(0, 2)),
+            "on_failure": draw(st.sampled_from(["fail", "skip"])),
+            "done_when": draw(st.sampled_from([None, {"field": "approved", "op": "eq", "value": True}])),
+        }
     if pattern == "magentic":
         return {
             "max_iterations": draw(st.integers(1, 4)),
@@ -111,6 +131,44 @@ def _options(draw: st.DrawFn, pattern: str, agents: tuple[str, ...]) -> dict[str
         # least-loaded hands an unfinished item to whichever agent is idle at the resume: not the same run
         "assign": "in-turn",
     }
+
+
+def _graph(draw: st.DrawFn, agents: tuple[str, ...]) -> dict[str, Any]:
+    """A chain of the agents, looping back from the last while ``approved`` is false; maybe a fan-in to the last."""
+    first, last = agents[0], agents[-1]
+    edges: list[dict[str, Any]] = [{"from": a, "to": b} for a, b in itertools.pairwise(agents)]
+    fan = len(agents) >= 3 and draw(st.booleans())
+    if fan:
+        edges.append({"from": first, "to": last})
+    approved = {"field": "approved", "op": "eq", "value": False}
+    edges += [{"from": last, "to": first, "when": approved}, {"from": last, "to": "end", "when": {"not": approved}}]
+    nodes = {a: {"agent": a, "join": fan and a == last} for a in agents}
+    return {"start": first, "nodes": nodes, "edges": edges}
+
+
+def _turn(agent: str, tag: str, data: tuple[dict[str, Any], ...], choose: random.Random, delay: int) -> Answer | None:
+    """A contract-net bid or a blackboard write, when the step asks for one (None for every other step)."""
+    for part in data:
+        phase = part.get("contract_net")
+        if isinstance(phase, dict) and phase.get("phase") == "call-for-bids":
+            kind = choose.random()
+            bid: Any = {"capability": round(choose.random(), 2), "cost": choose.randint(0, 5), "confidence": 0.5}
+            if kind < 0.1:
+                bid = {"cost": -1}  # malformed
+            elif kind < 0.2:
+                bid = None  # declines
+            elif kind < 0.3:
+                return Answer(f"{agent} cannot bid on {tag}", data={"note": tag}, delay=delay)  # derived
+            return Answer(f"{agent} bids on {tag}", data={"bid": bid}, delay=delay)
+        view = part.get("blackboard")
+        if isinstance(view, dict):
+            if choose.random() < 0.4:
+                return Answer(f"{agent} passes on {tag}", data={"write": None}, delay=delay)
+            stale = choose.random() < 0.3 and view["version"] > 0
+            change = {"draft": f"{agent} on {tag}", "approved": choose.random() < 0.5}
+            write = {"base_version": view["version"] - stale, "set": change}
+            return Answer(f"{agent} writes {tag}", data={"write": write}, delay=delay)
+    return None
 
 
 @st.composite
@@ -148,6 +206,9 @@ def scripted_agents(scenario: Scenario) -> Script:
             return Answer(f"{agent} cannot do {tag}", "failed", retryable=retryable, delay=delay)
         if roll < scenario.fail_rate + scenario.ask_rate:
             return Answer(f"{agent} asks which one for {tag}?", "input-required", delay=delay)
+        turn = _turn(agent, tag, data, choose, delay)
+        if turn is not None:
+            return turn
         approve = choose.random() < 0.5
         others = scenario.participants
         steps = [{"agent": choose.choice(others), "task": f"part {n} of {tag}"} for n in range(choose.randint(1, 2))]
