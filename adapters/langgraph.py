@@ -12,7 +12,8 @@ is streamed with ``stream_mode`` updates, messages and custom: model tokens stre
 reply's artifact, each node's update and tool call shows as progress (as does anything a node
 writes with ``get_stream_writer()``), token usage is counted for budgets. An ``interrupt(...)``
 leaves the task ``input-required`` with the interrupt's value as the question; the caller's
-answer on the same task resumes the graph with ``Command(resume=answer)``. The answer is the
+answer on the same task resumes the graph with ``Command(resume=answer)``. A static breakpoint
+(``interrupt_before``/``interrupt_after``) pauses the same way, and any answer goes on. The answer is the
 state's ``output_key`` when the file names one, else the last AI message's text.
 """
 
@@ -131,8 +132,12 @@ class LangGraphAdapter(FrameworkAdapter):
         """The graph's input: the answer to its interrupt on a follow-up, else the caller's message."""
         options = self.options
         assert isinstance(options, LangGraphOptions)
-        if call.history and (await self.graph.aget_state(config)).interrupts:
-            return Command(resume=call.data[0] if call.data and not call.text else call.text)
+        if call.history:  # a follow-up: the graph waits at an interrupt(...) or at a breakpoint
+            state = await self.graph.aget_state(config)
+            if state.interrupts:
+                return Command(resume=call.data[0] if call.data and not call.text else call.text)
+            if state.next:
+                return None  # LangGraph's way to go on from a breakpoint (interrupt_before/after)
         if call.data and not call.text and not call.files:
             return dict(call.data[0])
         return {options.messages_key: [{"role": "user", "content": user_content(call)}]}
@@ -145,9 +150,10 @@ class LangGraphAdapter(FrameworkAdapter):
         answer: dict[str, Any] = {}  # what this run's updates said last: the answer, without reading the state
         async for mode, data in parts:  # (mode, data) with several modes
             for event in self._events(mode, data, answer):
-                yield event
                 if isinstance(event, InputRequired):
+                    yield event if event.question else await self._breakpoint(config)
                     return
+                yield event
         yield await self._answer(config, answer)
 
     def _events(self, mode: str, data: Any, answer: dict[str, Any]) -> list[FrameworkEvent]:
@@ -176,6 +182,11 @@ class LangGraphAdapter(FrameworkAdapter):
         for message in messages if isinstance(messages, list) else [messages]:
             if isinstance(message, BaseMessage) and message.type == "ai":
                 answer["text"] = content_text(message.content)
+
+    async def _breakpoint(self, config: RunnableConfig) -> InputRequired:
+        """The question for a graph stopped at a static breakpoint (``interrupt_before``/``interrupt_after``)."""
+        waiting = ", ".join((await self.graph.aget_state(config)).next) or "its next step"
+        return InputRequired(f"The graph paused before {waiting}; send any message to go on.")
 
     def _streams(self, metadata: Any) -> bool:
         options = self.options

@@ -14,11 +14,12 @@ from typing import Any, TypedDict
 
 from a2a.types.a2a_pb2 import TaskState
 from google.protobuf.json_format import MessageToDict
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from adapters.framework import Prices
 from adapters.langgraph import LangGraphAdapter, LangGraphOptions
-from gateway.runtime import AgentCall, Emitter
+from gateway.runtime import AgentCall, Emitter, Turn
 from gateway.testing import RecordingEmitter, RunningGateway
 from tests.adapters.framework_harness import (
     A2A_ARMS,
@@ -186,3 +187,16 @@ async def test_an_uncompiled_graph_answers_with_its_output_key_from_a_data_messa
     reply = await adapter(AgentCall(text="", data=({"text": "one two three"},), context_id="c1"), sink)
     assert reply.state == "completed" and reply.data == {"words": 3}
     assert emit.progress_messages == ["counter: count done"]
+
+
+async def test_a_breakpoint_asks_to_go_on_and_any_answer_continues() -> None:
+    graph = counting_graph().compile(interrupt_before=["count"], checkpointer=InMemorySaver())
+    adapter = LangGraphAdapter("counter", graph, LangGraphOptions(output_key="report"), Prices())
+    sink: Emitter = RecordingEmitter()
+    first = AgentCall(text="", data=({"text": "a b"},), context_id="c2", task_id="t2")
+    paused = await adapter(first, sink)
+    assert paused.state == "input-required"
+    assert paused.text == "The graph paused before count; send any message to go on."
+    answer = AgentCall(text="go", context_id="c2", task_id="t2", history=(Turn("user", ""), Turn("agent", paused.text)))
+    done = await adapter(answer, sink)
+    assert done.state == "completed" and done.data == {"words": 2}
