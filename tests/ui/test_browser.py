@@ -154,6 +154,23 @@ async def test_code_review_of_the_planted_sample_draws_four_steps_live_then_the_
     assert (await alice.locator("[data-role=parent]").count()) == 1
 
 
+async def test_a_handoff_and_maker_checker_rounds_are_drawn_as_they_ran(
+    alice: Page, gateway_process: GatewayProcess
+) -> None:
+    await send_from_page(alice, gateway_process.url, "triage", "review this code for security problems", [PLANTED])
+    await wait_state(alice, "completed")
+    steps = await alice.locator("svg[data-role=drawing] [data-step]").all()
+    assert [await s.get_attribute("data-agent") for s in steps] == ["code-review"], "the nested run is one step"
+    assert "routed to code-review" in (await alice.locator("main").text_content() or ""), "in the run log"
+    await send_from_page(alice, gateway_process.url, "lint-fix", "fix the lint", [PLANTED])
+    await alice.wait_for_selector("[data-role=drawing] .node.end")
+    steps = await alice.locator("svg[data-role=drawing] [data-step]").all()
+    agents = [await s.get_attribute("data-agent") for s in steps]
+    assert len(agents) >= 2 and agents[:2] == ["lint-fixer", "lint-checker"]
+    xs = [await alice.evaluate("(e) => e.getBoundingClientRect().x", await s.element_handle()) for s in steps]
+    assert xs == sorted(set(xs)), "each round after the last: a chain"
+
+
 async def test_a_long_echo_run_is_canceled_from_the_page(alice: Page, gateway_process: GatewayProcess) -> None:
     task_id = await send_from_page(alice, gateway_process.url, "echo", "wait: 120")
     await alice.wait_for_selector("[data-role=connection]:text('live')")

@@ -83,8 +83,19 @@ export class RunModel {
 
   lines(message, source) {
     for (const part of message.parts || []) {
-      if (typeof part.text === "string") {
-        for (const line of part.text.split("\n")) if (line.trim()) this.line(line, source);
+      if (typeof part.text !== "string") continue;
+      // One line per part, except a nested run's progress, forwarded as one part: its first line names
+      // the step ("<label> · <agent>: ...") and the lines after it are that step's own run's progress.
+      const [first, ...nested] = part.text.split("\n").filter((line) => line.trim());
+      if (first === undefined) continue;
+      const step = this.line(first, source);
+      for (const line of nested) {
+        if (step) {
+          step.lines.push(line);
+          step.progress = line;
+        } else {
+          this.line(line, source);
+        }
       }
     }
   }
@@ -94,20 +105,21 @@ export class RunModel {
     const colon = at >= 0 ? text.indexOf(": ", at + 3) : -1;
     if (at < 0 || colon < 0) {
       this.runLines.push({ text, at: Date.now() });
-      return;
+      return null;
     }
     const label = text.slice(0, at);
     const agent = text.slice(at + 3, colon);
     const said = text.slice(colon + 2);
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(agent)) {
       this.runLines.push({ text, at: Date.now() });
-      return;
+      return null;
     }
     const step = this.step(label, agent, source);
     step.lines.push(said);
     if (!ENDINGS.test(said) && !NOT_NEWS.test(said)) step.progress = said;
     const ending = said.match(ENDINGS);
     this.move(step, ending ? ending[1] : "working");
+    return step;
   }
 
   step(label, agent, source) {

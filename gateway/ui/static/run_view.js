@@ -11,7 +11,11 @@ import { GatewayError, follow, isInterrupted, isTerminal, rpc, stream } from "./
 
 function partView(part) {
   if (typeof part.text === "string") return h("pre", { class: "text" }, part.text);
-  if (part.data !== undefined) return h("pre", { class: "data" }, JSON.stringify(part.data, null, 2));
+  if (part.data !== undefined) {
+    const json = JSON.stringify(part.data, null, 2);
+    const pre = h("pre", { class: "data" }, json);
+    return json.length > 600 ? h("details", {}, h("summary", {}, `data (JSON, ${json.length} characters)`), pre) : pre;
+  }
   if (part.raw !== undefined || part.url !== undefined) {
     const size = part.raw ? `${Math.floor((part.raw.length * 3) / 4)} bytes` : part.url;
     return h("p", { class: "file" }, `file ${part.filename || "(unnamed)"} · ${part.mediaType || "?"} · ${size}`);
