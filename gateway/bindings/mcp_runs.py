@@ -6,7 +6,8 @@ the tool call returns at once. Its progress is kept here and every update is ann
 subscribers on 2025-11-25 sessions, and on ``subscriptions/listen`` streams on 2026-07-28.
 The task itself lives in the agent's task store, owner-scoped, so another caller's run is
 simply not found. ``run://{run_id}/artifacts/{name}`` is one artifact of the run as it is now (a
-blackboard's board, live), announced as updated whenever the run's task replaces or adds to it.
+blackboard's board, live), announced as updated whenever the task of a run started over MCP
+replaces or adds to it (a run started over A2A is read the same way, and followed over A2A).
 (The MCP tasks extension, SEP-2663, would be the protocol-native form of
 this; the SDK does not ship it.)
 """

@@ -127,6 +127,7 @@ async def in_process_binding(tmp_path: Path) -> AsyncIterator[Client]:
             yield client
 
 
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
 async def test_another_callers_run_is_not_found(tmp_path: Path) -> None:
     alice, bob = {"test/user": "alice"}, {"test/user": "bob"}
     async with in_process_binding(tmp_path) as client:
@@ -135,6 +136,10 @@ async def test_another_callers_run_is_not_found(tmp_path: Path) -> None:
             run_id = (started.structured_content or {})["run_id"]
             peek = await client.call_tool("get_run", {"run_id": run_id}, meta=bob)
             steal = await client.call_tool("cancel_run", {"run_id": run_id}, meta=bob)
+            with pytest.raises(MCPError, match=r"no run .*another caller"):
+                await client.read_resource(f"run://{run_id}/artifacts/result", meta=bob)
+            with pytest.raises(MCPError, match="another caller"):
+                await client.subscribe_resource(f"run://{run_id}/artifacts/result", meta=bob)
             own = await client.call_tool("cancel_run", {"run_id": run_id}, meta=alice)
     assert peek.is_error and steal.is_error and "another caller" in peek.content[0].text
     assert (own.structured_content or {})["state"] == "canceled"

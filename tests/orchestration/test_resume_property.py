@@ -6,10 +6,11 @@ result handed to the wrong step shows), and comes some event-loop passes late, s
 together finish in another order than they started. Some answers fail (some retryably: the
 engine retries, then a fallback takes over), some ask for input (the run pauses), some hand off,
 approve, vote or plan, bid (some bids malformed, declined or left to be derived) or write to a
-blackboard (some writes stale, so refused and retried). The uninterrupted run keeps every checkpoint it wrote; the run is resumed
-from one of them, as a gateway killed right after that checkpoint committed resumes it, and the
-resumed run may be interrupted and resumed again. The outcome (state, text and data) must be the
-same, and a step finished before the interruption must not reach its agent again.
+blackboard (some writes stale, so refused and retried). The uninterrupted run keeps every
+checkpoint it wrote; the run is resumed from one of them, as a gateway killed right after that
+checkpoint committed resumes it, and the resumed run may be interrupted and resumed again. The
+outcome (state, text and data) must be the same, and a step finished before the interruption
+must not reach its agent again.
 
 Left out: ``first-success`` and ``fail_fast`` of the concurrent pattern, whose outcome depends on
 which step finishes first, also without any interruption (``engine`` module docstring).
