@@ -10,6 +10,8 @@ API adds only reads A2A has no method for, each owner-isolated like the protocol
 - ``GET /ui/api/tasks``: the caller's tasks on every agent, newest first, a page at a time:
   ``limit`` (1-100, default 25), ``cursor`` (the last page's ``next``), ``agent``, ``kind=runs``,
   ``state=active``, ``id`` (one task, to find its agent);
+- ``GET /ui/api/task``: ``{owner, task}``, one task read-only (``agent``, ``id``): the caller's own, or
+  any owner's for an operator (A2A's ``GetTask`` answers only for the caller's own);
 - ``GET /ui/api/peers``: partner gateways, their trust anchors, imported agents with their card
   state, relay latency;
 - ``GET /ui/api/keys``: the card-signing keys, their kid, algorithm and state (current, retiring);
@@ -29,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from a2a.utils.errors import TaskNotFoundError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -44,7 +47,7 @@ from gateway.store.database import Database
 from gateway.telemetry.access import note_refusal
 from gateway.telemetry.operating import Operating
 from gateway.ui.operations import agents_json, audit_json, keys_json, metrics_json, peers_json
-from gateway.ui.tasks import MAX_PAGE, BadQueryError, TaskQuery, list_tasks
+from gateway.ui.tasks import MAX_PAGE, BadQueryError, TaskQuery, list_tasks, read_task
 
 API_PREFIX = "/ui/api"
 NO_STORE = {"Cache-Control": "no-store", "Vary": f"Authorization, {API_KEY_HEADER}"}
@@ -127,6 +130,8 @@ class DashboardApi:
                 return _gateway_error(error)
             except BadQueryError as error:
                 return error_response(400, "INVALID_ARGUMENT", str(error))
+            except TaskNotFoundError as error:
+                return error_response(404, "NOT_FOUND", str(error))
 
         return Route(f"{API_PREFIX}{path}", endpoint, methods=["GET"])
 
@@ -143,6 +148,16 @@ class DashboardApi:
         workflows = tuple(n for n, h in self.host.agents.items() if isinstance(h.spec.runtime, WorkflowRuntime))
         query = TaskQuery.parse(viewer.owner_filter, request.query_params, workflows)
         return await list_tasks(self.host.db, query, frozenset(workflows))
+
+    async def task(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """One task, read-only: any owner's for an operator (A2A's GetTask shows only the caller's own)."""
+        agent, task_id = request.query_params.get("agent", ""), request.query_params.get("id", "")
+        if not agent or not task_id:
+            raise BadQueryError("give the task's agent and id: ?agent=NAME&id=TASK_ID")
+        found = await read_task(self.host.db, agent, task_id, viewer.owner_filter)
+        if found is None:
+            raise TaskNotFoundError(f"task {task_id} not found on {agent}")
+        return found
 
     async def peers(self, request: Request, viewer: Viewer) -> dict[str, Any]:
         """Partner gateways and the trust in their agents."""
@@ -182,6 +197,7 @@ class DashboardApi:
             "/me": self.me,
             "/agents": self.agents,
             "/tasks": self.tasks,
+            "/task": self.task,
             "/peers": self.peers,
             "/keys": self.keys,
             "/audit": self.audit,

@@ -166,3 +166,18 @@ async def list_tasks(db: Database, query: TaskQuery, workflows: frozenset[str]) 
     tasks = [_row(*row) | {"run": row[0] in workflows} for row in page]
     after = encode_cursor(int(page[-1][5]), str(page[-1][2])) if len(rows) > query.limit else ""
     return {"tasks": tasks, "next": after}
+
+
+async def read_task(db: Database, agent: str, task_id: str, owner: str | None) -> dict[str, Any] | None:
+    """One task as the A2A JSON wire shows it, with its owner (``owner`` None: whoever owns it), or None."""
+    sql = "SELECT owner, data FROM tasks WHERE agent = ? AND id = ?"
+    args: list[Any] = [agent, task_id]
+    if owner is not None:
+        sql += " AND owner = ?"
+        args.append(owner)
+    rows = await db.fetch_all(sql + " LIMIT 1", args)
+    if not rows:
+        return None
+    task = Task()
+    task.ParseFromString(bytes(rows[0][1]))
+    return {"owner": rows[0][0], "task": MessageToDict(task)}

@@ -80,6 +80,22 @@ async def test_a_caller_lists_only_its_own_tasks_and_an_operator_lists_all(http:
     assert [(t["agent"], t["state"], t["summary"]) for t in found] == [("echo", "TASK_STATE_COMPLETED", "alice's")]
 
 
+async def test_one_task_is_read_by_its_owner_or_an_operator_only(http: httpx.AsyncClient) -> None:
+    task_id = await send_echo(http, "alice", "alice's")
+    params = {"agent": "echo", "id": task_id}
+    own = await http.get("/ui/api/task", params=params, headers=as_("alice"))
+    other = await http.get("/ui/api/task", params=params, headers=as_("bob"))
+    missing = await http.get("/ui/api/task", params={"agent": "echo", "id": "nope"}, headers=as_("bob"))
+    ops = await http.get("/ui/api/task", params=params, headers=as_("ops"))
+    assert own.json()["task"]["id"] == task_id and own.json()["owner"] == "apikey:alice"
+    assert own.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["error"]["message"] == f"task {task_id} not found on echo"
+    assert ops.json()["owner"] == "apikey:alice" and ops.json()["task"]["artifacts"][0]["parts"][0]["text"] == "alice's"
+    bad = await http.get("/ui/api/task", params={"agent": "echo"}, headers=as_("ops"))
+    assert bad.status_code == 400 and "agent and id" in bad.json()["error"]["message"]
+
+
 async def test_tasks_come_a_page_at_a_time_newest_first(http: httpx.AsyncClient) -> None:
     sent = [await send_echo(http, "alice", f"task {n}") for n in range(7)]
     seen: list[str] = []

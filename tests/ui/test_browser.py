@@ -247,6 +247,10 @@ async def test_a_second_user_sees_neither_the_first_users_runs_nor_their_task_by
         await ops.goto(f"{base}/ui/runs")
         await loaded(ops, "runs")
         assert (await ops.locator(f"[data-task='{task_id}']").count()) == 1, "an operator sees every caller's tasks"
+        await ops.click(f"[data-task='{task_id}'] td:first-child a")
+        await loaded(ops, "task")
+        assert "apikey:alice's task, shown to you as an operator" in await ops.inner_text("[data-role=owner]")
+        assert "alice's secret" in await ops.inner_text("[data-role=artifacts]")
     finally:
         await ops.context.close()
 

@@ -38,7 +38,7 @@ const app = {
     const info = await this.agentInfo();
     const remote = new Map([...info.values()].filter((a) => a.origin).map((a) => [a.name, a.origin.peer || "a peer"]));
     const workflows = new Set([...info.values()].filter((a) => a.kind === "workflow").map((a) => a.name));
-    return { remote, workflows };
+    return { remote, workflows, operator: Boolean(this.me?.operator && this.me?.auth) };
   },
 };
 

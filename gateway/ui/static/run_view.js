@@ -7,7 +7,7 @@ import { badge, h, replace, short, when } from "./dom.js";
 import { drawRun } from "./drawing.js";
 import { taskPath } from "./links.js";
 import { RunModel, textOf } from "./run_model.js";
-import { GatewayError, follow, isInterrupted, isTerminal, rpc, stream } from "./session.js";
+import { GatewayError, api, follow, isInterrupted, isTerminal, rpc, stream } from "./session.js";
 
 function partView(part) {
   if (typeof part.text === "string") return h("pre", { class: "text" }, part.text);
@@ -125,8 +125,23 @@ export class TaskView {
     try {
       await follow(this.agent, this.taskId, on, this.controller.signal, first);
     } catch (error) {
+      if (error instanceof GatewayError && error.notFound && this.context.operator && (await this.asOperator())) return;
       this.error = error;
       this.render();
+    }
+  }
+
+  /** Another caller's task, for an operator: read once through the dashboard API (A2A shows only one's own). */
+  async asOperator() {
+    try {
+      const found = await api("/task", { agent: this.agent, id: this.taskId });
+      this.owner = found.owner;
+      this.connection = "read-only";
+      this.model.setTask(found.task);
+      this.render();
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -187,11 +202,13 @@ export class TaskView {
         h("span", { class: `connection conn-${this.connection.split(" ")[0]}`, "data-role": "connection" }, this.connection),
         task.status?.timestamp ? ` · updated ${when(task.status.timestamp)}` : "",
         ` · ${model.events} streamed event(s)`),
+      this.owner !== undefined ? h("p", { class: "meta", "data-role": "owner" },
+        `${this.owner || "the anonymous caller"}'s task, shown to you as an operator (read-only; reload to refresh)`) : null,
       this.parentLink(task),
       this.notice ? h("p", { class: "error", "data-role": "notice" }, this.notice) : null,
-      ended ? null : h("p", { class: "actions" },
+      ended || this.owner !== undefined ? null : h("p", { class: "actions" },
         h("button", { type: "button", class: "danger", "data-role": "cancel", on: { click: () => this.cancel() } }, "Cancel")),
-      waiting ? this.answerForm(task) : null,
+      waiting && this.owner === undefined ? this.answerForm(task) : null,
       isRun && model.steps.size ? this.runSection(model) : null,
       task.status?.message && !waiting && !(isRun && ended && model.outputs().length) ? h("section", { "data-role": "status-message" },
         h("h2", {}, "Status message"), ...(task.status.message.parts || []).map(partView)) : null,
