@@ -364,6 +364,15 @@ class WorkflowLimits(_Strict):
     deadline_s: float | None = Field(default=None, gt=0, description="wall-clock seconds per run; default 600")
     max_tokens: int | None = Field(default=None, ge=1, description="token budget from reported usage; default none")
     max_cost: float | None = Field(default=None, gt=0, description="cost budget from reported usage; default none")
+    reserve_tokens: int | None = Field(
+        default=None, ge=0, description="tokens a step holds of the budget while it runs; default: learnt"
+    )
+    reserve_cost: float | None = Field(
+        default=None, ge=0, description="cost a step holds of the budget while it runs; default: learnt"
+    )
+    over_budget: Literal["refuse", "trim"] | None = Field(
+        default=None, description="a step whose reservation does not fit: refuse (fail the run) or trim (skip it)"
+    )
     step_timeout_s: float | None = Field(default=None, gt=0, description="seconds per step attempt; default 120")
     retries: int | None = Field(default=None, ge=0, description="retries of a retryable step failure; default 2")
     backoff_base_s: float | None = Field(default=None, ge=0, description="first retry's backoff cap; default 0.2")

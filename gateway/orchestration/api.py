@@ -89,6 +89,9 @@ class Limits:
     deadline_s: float = 600.0
     max_tokens: int | None = None
     max_cost: float | None = None
+    reserve_tokens: int | None = None  # what a step holds of the budget while it runs (``budget``)
+    reserve_cost: float | None = None
+    over_budget: Literal["refuse", "trim"] = "refuse"
     step_timeout_s: float = 120.0
     retries: int = 2
     backoff_base_s: float = 0.2

@@ -73,6 +73,7 @@ from gateway.orchestration.api import (
     StepInput,
     StepResult,
 )
+from gateway.orchestration.budget import Budget, Trimmed
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.child_tasks import (
     Child,
@@ -339,8 +340,7 @@ class EngineRun:
         self._recorded = {key: number for number, key in record.keys.items()}  # finished steps not replayed yet
         self._taken = set(record.steps)  # step numbers in use
         self._lowest_free = 1
-        self._tokens = 0
-        self._cost = 0.0
+        self._budget = Budget(self.limits)
         self._running: dict[int, Child] = {}
         self._attempts = 0
         self._next_save: asyncio.Future[None] | None = None  # the write that covers every change made since the last
@@ -371,16 +371,25 @@ class EngineRun:
         if saved is not None and follow_up is None:
             if number not in self._published:
                 self._publish_output(number, saved)  # finished, checkpointed, not shown before a crash
-            self._account(saved.usage)
+            self._budget.account(saved.usage)
             return saved
         if follow_up is not None and self._answer is not None:
             request, self._answer = step_input(self._answer), None  # the caller's answer goes to the step that asked
-        self._check_budget()
         self._check_deadline()
+        try:
+            held = self._budget.reserve(f"{label} · {agent}", self._max_tokens_of(agent))
+        except Trimmed as trimmed:
+            held, result = None, StepResult(agent, "failed", error=str(trimmed))
+            await self.progress(str(trimmed))
         started = time.perf_counter()
         pattern = self.plan.pattern.name
-        with tracing.span(f"step {label}", attributes={"workflow.pattern": pattern, "a2a.agent": agent}):
-            result = await self._fallback_chain(number, agent, request, label, follow_up)
+        if held is not None:
+            try:
+                with tracing.span(f"step {label}", attributes={"workflow.pattern": pattern, "a2a.agent": agent}):
+                    result = await self._fallback_chain(number, agent, request, label, follow_up)
+            except BaseException:
+                self._budget.release(held)
+                raise
         metrics.WORKFLOW_STEP_DURATION.labels(pattern).observe(time.perf_counter() - started)
         if self.canceled:
             raise RunCanceledError
@@ -390,7 +399,8 @@ class EngineRun:
         self.record.keys[number] = key
         await self.checkpoint()
         self._publish(number, label, result)
-        self._account(result.usage)
+        if held is not None:
+            self._budget.settle(held, result.usage)
         return result
 
     async def progress(self, text: str) -> None:
@@ -530,22 +540,11 @@ class EngineRun:
         if self.remaining() <= 0:
             raise self._deadline_error()
 
-    def _account(self, usage: Usage | None) -> None:
-        if usage is not None:
-            self._tokens += usage.input_tokens + usage.output_tokens
-            self._cost += usage.cost
-        limits = self.limits
-        if limits.max_tokens is not None and self._tokens > limits.max_tokens:
-            raise LimitExceededError("token", f"{self._tokens} tokens used of a {limits.max_tokens}-token budget")
-        if limits.max_cost is not None and self._cost > limits.max_cost:
-            raise LimitExceededError("cost", f"{self._cost:g} spent of a {limits.max_cost:g} budget")
-
-    def _check_budget(self) -> None:
-        limits = self.limits
-        if limits.max_tokens is not None and self._tokens >= limits.max_tokens:
-            raise LimitExceededError("token", f"all {limits.max_tokens} tokens of the budget are used")
-        if limits.max_cost is not None and self._cost >= limits.max_cost:
-            raise LimitExceededError("cost", f"the budget of {limits.max_cost:g} is spent")
+    def _max_tokens_of(self, agent: str) -> int | None:
+        """The most tokens ``agent`` writes per call, when its file bounds it (an ``llm`` agent's ``max_tokens``)."""
+        spec = self._host.spec(agent)
+        bound = getattr(spec.runtime, "max_tokens", None) if spec is not None else None
+        return bound if isinstance(bound, int) else None
 
     def _limit_outcome(self, exc: LimitExceededError) -> Outcome:
         metrics.LIMIT_TRIPS.labels(exc.limit).inc()

@@ -112,8 +112,10 @@ async def test_an_exhausted_token_budget_ends_the_run(tmp_path: Path) -> None:
     async with serving(tmp_path, *files) as gateway:
         log = await run(gateway, "pricey", "go")
 
-    assert failed_with(log, "token limit reached: 1200 tokens used of a 1000-token budget"), log.text
-    assert log.artifacts == ["step-1-spender", "step-2-spender"] and not calls.exists()
+    # The second step would hold as much as the first spent (600), which does not fit: refused before it starts.
+    expected = "token limit reached: step 2/3 · spender is estimated at 600 tokens, and 600 spent and 0 held"
+    assert failed_with(log, expected), log.text
+    assert log.artifacts == ["step-1-spender"] and not calls.exists()
 
 
 async def test_the_deadline_ends_a_run_that_outlives_it(tmp_path: Path) -> None:
@@ -317,3 +319,20 @@ async def test_a_work_queue_over_a2a_takes_high_priority_items_first_and_dead_le
     (dead,) = data_of(doomed.task.status.message)["dead_letter"]
     assert [a["agent"] for a in dead["attempts"]] == ["broken", "broken"], doomed.text
     assert any("item 1/1 dead-lettered after 2 attempts" in p for p in doomed.progress), doomed.progress
+
+
+@pytest.mark.parametrize("policy", ["refuse", "trim"])
+async def test_a_fan_out_reserves_its_budget_before_its_steps_start(tmp_path: Path, policy: str) -> None:
+    spenders = [python_agent(name, "spender", tokens=250) for name in ("a", "b", "c", "d")]
+    limits = {"max_tokens": 800, "reserve_tokens": 250, "over_budget": policy, **QUICK}
+    files = (*spenders, workflow("fan", "concurrent", ["a", "b", "c", "d"], {"min_successes": 3}, limits))
+    async with serving(tmp_path, *files) as gateway:
+        log = await run(gateway, "fan", "go")
+        children = [task for name in ("a", "b", "c", "d") for task in await list_tasks(gateway, name)]
+
+    assert len(children) == 3, "three reservations of 250 fit in 800; the fourth step never started"
+    if policy == "refuse":
+        assert failed_with(log, "token limit reached: step 4/4 · d is estimated at 250 tokens, and 0 spent"), log.text
+    else:
+        assert log.task.status.state == TaskState.TASK_STATE_COMPLETED, log.text
+        assert any(p.startswith("trimmed: step 4/4 · d is estimated at 250") for p in log.progress), log.progress
