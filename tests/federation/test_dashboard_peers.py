@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 
 from tests.federation.conftest import Orgs
 from tests.federation.support import rpc
+from tests.ui.conftest import PAGE_TIMEOUT_MS, chromium, loaded
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+__all__ = ["chromium"]  # the browser fixture, used here too
 
 
 def send_params(text: str) -> dict[str, Any]:
@@ -46,3 +54,22 @@ async def test_an_agent_whose_card_fails_verification_is_listed_out_of_service_w
     assert peer["configured"] == "agent file", "its trust comes from the agent's own file"
     out = [a for a in peer["outOfService"] if a["name"] == "forged-byte"]
     assert len(out) == 1 and out[0]["health"] == "untrusted" and "bad-signature" in out[0]["problem"]
+
+
+async def test_a_step_on_another_gateway_is_drawn_as_a_hop_to_its_peer(orgs: Orgs, chromium: Browser) -> None:
+    """Org A's slow-partner workflow runs its step on org B's echo: the run page draws that step dashed, via b."""
+    context = await chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    try:
+        await page.goto(f"{orgs.a.url}/ui/agents/slow-partner")
+        await loaded(page, "agent")
+        await page.fill("[data-role=try] textarea[name=text]", "hello, partner")
+        await page.click("[data-role=try] button[type=submit]")
+        await page.wait_for_selector("[data-role=drawing] .node.end.state-completed", timeout=PAGE_TIMEOUT_MS)
+        step = page.locator("svg[data-role=drawing] [data-step]")
+        assert await step.count() == 1
+        assert await step.get_attribute("data-agent") == "b-echo"
+        assert "remote" in (await step.get_attribute("class") or "").split()
+        assert "via b" in (await step.text_content() or "")
+    finally:
+        await context.close()
