@@ -17,7 +17,7 @@ from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 from tests.orchestration.mcp_run import call_workflow
-from tests.orchestration.run_client import data_of, get_task, run_workflow
+from tests.orchestration.run_client import data_of, get_task, list_tasks, run_workflow
 
 BIDDER = "tests.orchestration.bidders:bidder"
 BIDDERS = ["flaky", "cheap", "pricey", "broken", "shy", "plain"]
@@ -84,8 +84,10 @@ async def test_a_late_bid_is_left_out_and_its_step_canceled(tmp_path: Path) -> N
     ]
     async with running_gateway(make_settings(tmp_path, agents=agents_folder(tmp_path / "agents", files))) as gateway:
         log = await run_workflow(gateway, "tender", "do it")
+        late = await list_tasks(gateway, "sleepy")
 
     assert log.task.status.state == TaskState.TASK_STATE_COMPLETED, log.text
+    assert [t.status.state for t in late] == [TaskState.TASK_STATE_CANCELED], "the late bid's task was canceled"
     bids = by_agent(data_of(log.artifact("result"))["rounds"][0]["bids"])
     assert bids["sleepy"] == {
         "agent": "sleepy",
