@@ -4,7 +4,8 @@ An adapter (``adapters.langgraph``, ``adapters.openai_agents``...) subclasses ``
 and turns one A2A message into the framework's run, yielding plain events as the framework
 streams them; the base maps those onto the task:
 
-- ``TextDelta``: chunks of the ``result`` artifact, as they come (the reply's text is their sum,
+- ``TextDelta``: chunks of the ``result`` artifact, as they come (with ``chunk_interval_s`` set, those
+  that come that soon after the last chunk are gathered into one; the reply's text is their sum,
   unless an ``Answer`` says otherwise);
 - ``Status``, ``ToolCall``, ``ToolResult``: working status updates (progress, on MCP too);
 - ``TokensUsed``: added up into the reply's usage, which budgets of workflow runs count (priced by
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 MAX_WAITING = 1000
 """Runs waiting for input an adapter remembers at most (the oldest is forgotten first)."""
+CHUNK_INTERVAL_S = 0.05
+"""What an adapter's ``chunk_interval_s`` may be: deltas within 50 ms of the last chunk go into the next."""
 ARGUMENTS_SHOWN = 200
 """Characters of a tool call's arguments shown in its progress message."""
 
@@ -173,22 +177,34 @@ class Waiting(Generic[T]):
 
 
 class _TextArtifact:
-    """Streams text deltas as chunks of one artifact, holding one back so the last can say so."""
+    """Streams text deltas as chunks of one artifact.
 
-    def __init__(self, emit: Emitter, name: str) -> None:
-        self._emit, self._name = emit, name
+    Deltas that come within ``interval_s`` of the last chunk are gathered into the next one (a fast
+    model's tokens become a few chunks, not one event each, while a slow one's still show as they
+    come), and one chunk is held back so that the last can say it is.
+    """
+
+    def __init__(self, emit: Emitter, name: str, interval_s: float) -> None:
+        self._emit, self._name, self._interval_s = emit, name, interval_s
+        self._pending: list[str] = []
         self._held: str | None = None
         self._started = False
+        self._cut_at = time.monotonic()
 
-    async def add(self, chunk: str) -> None:
+    async def add(self, delta: str) -> None:
+        self._pending.append(delta)
+        now = time.monotonic()
+        if now - self._cut_at < self._interval_s:
+            return
         if self._held is not None:
             await self._send(self._held, last=False)
-        self._held = chunk
+        self._held, self._pending, self._cut_at = "".join(self._pending), [], now
 
     async def close(self) -> None:
-        if self._held is not None:
-            await self._send(self._held, last=True)
-            self._held = None
+        rest = (self._held or "") + "".join(self._pending)
+        self._held, self._pending = None, []
+        if rest:
+            await self._send(rest, last=True)
 
     async def _send(self, text: str, *, last: bool) -> None:
         # The first chunk creates the artifact; the SDK refuses an append to one that does not exist.
@@ -215,6 +231,8 @@ class FrameworkAdapter(ABC):
 
     framework: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    chunk_interval_s: ClassVar[float] = 0.0
+    """Gather deltas that come within this long of the last chunk (``CHUNK_INTERVAL_S``); 0: one chunk each."""
 
     def __init__(
         self, name: str, agent: Any, options: BaseModel, prices: Prices = Prices(), folder: Path | None = None
@@ -242,7 +260,7 @@ class FrameworkAdapter(ABC):
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
         """Run ``call`` on the framework, mapping its events onto the task."""
         turn = _Turn()
-        artifact = _TextArtifact(emit, Reply.artifact_name)
+        artifact = _TextArtifact(emit, Reply.artifact_name, self.chunk_interval_s)
         events = self.stream(call)
         try:
             async for event in events:

@@ -33,6 +33,7 @@ from langgraph.types import Command, StreamMode
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.framework import (
+    CHUNK_INTERVAL_S,
     Answer,
     FrameworkAdapter,
     FrameworkEvent,
@@ -103,6 +104,8 @@ def _update_events(node: str, update: Any) -> list[FrameworkEvent]:
 
 class LangGraphAdapter(FrameworkAdapter):
     """A compiled LangGraph graph behind the gateway (see the module)."""
+
+    chunk_interval_s = CHUNK_INTERVAL_S  # a fast model's tokens: a few chunks, not an event each
 
     framework = "langgraph"
     Options = LangGraphOptions

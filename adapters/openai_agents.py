@@ -29,6 +29,7 @@ from agents.run_state import RunState
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.framework import (
+    CHUNK_INTERVAL_S,
     Answer,
     FrameworkAdapter,
     FrameworkEvent,
@@ -87,6 +88,8 @@ def _final(output: Any) -> Answer:
 
 class OpenAIAgentsAdapter(FrameworkAdapter):
     """An Agents SDK ``Agent`` behind the gateway (see the module)."""
+
+    chunk_interval_s = CHUNK_INTERVAL_S  # a fast model's tokens: a few chunks, not an event each
 
     framework = "openai-agents"
     Options = OpenAIAgentsOptions

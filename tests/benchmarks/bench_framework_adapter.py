@@ -124,8 +124,14 @@ def arm_runner(gateway: Gateway, arm: str, graph: Any) -> RunFn:
     return run_handler
 
 
-async def measure(args: argparse.Namespace, work: Path) -> dict[str, list[list[float]]]:
-    walls: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+Samples = dict[str, list[list[float]]]
+"""Per arm, one list of per-run milliseconds per round."""
+
+
+async def measure(args: argparse.Namespace, work: Path) -> tuple[Samples, Samples]:
+    """Wall and CPU milliseconds of every run, per arm and round."""
+    walls: Samples = {arm: [] for arm in ARMS}
+    cpus: Samples = {arm: [] for arm in ARMS}
     async with scripted_chat_server() as chat:
         chat.script = Forever(
             [Stream([text_chunk("Sunny "), text_chunk("in Oslo."), finish_chunk(), usage_chunk(9, 4)])]
@@ -148,11 +154,12 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, list[list[f
                 await window(runner, args.warmup, 3)
             for r in range(args.rounds):
                 for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-                    wall, _cpu = await window(runners[arm], args.window, args.min_runs)
+                    wall, cpu = await window(runners[arm], args.window, args.min_runs)
                     walls[arm].append(wall)
+                    cpus[arm].append(cpu)
                     p50 = percentile(wall, 0.5) or 0.0
                     print(f"  round {r + 1}/{args.rounds} {arm:<14} {len(wall):5d} runs  p50 {p50:8.3f} ms", flush=True)
-    return walls
+    return walls, cpus
 
 
 def added(
@@ -184,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = list(os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="switchboard-bench-framework-"))
     try:
-        walls = asyncio.run(measure(args, work))
+        walls, cpus = asyncio.run(measure(args, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pooled = added(walls)
@@ -209,17 +216,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(p50 graph-gateway - p50 graph-stream) / (p50 noop-gateway - p50 noop-direct): LangGraph's streaming left out",
         [r[2] if r else None for r in hosting_by_round],
     )
+    cpu_pooled = added(cpus)
+    by_cpu = Ratio(
+        "the same, in CPU time (the process's, the in-process model server's included in every graph arm)",
+        cpu_pooled[2] if cpu_pooled else None,
+        None,
+        "<=",
+        "x",
+        "(p50 cpu graph-gateway - p50 cpu graph-direct) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
+        [r[2] if r else None for r in (added(cpus, i) for i in range(args.rounds))],
+    )
+    cpu_hosting = added(cpus, floor="graph-stream")
+    by_cpu_hosting = Ratio(
+        "hosting the streamed graph, in CPU time",
+        cpu_hosting[2] if cpu_hosting else None,
+        None,
+        "<=",
+        "x",
+        "(p50 cpu graph-gateway - p50 cpu graph-stream) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
+        [r[2] if r else None for r in (added(cpus, i, floor="graph-stream") for i in range(args.rounds))],
+    )
     arms = {
-        arm: {"runs": sum(map(len, w)), "p50_ms": percentile([x for s in w for x in s], 0.5)}
+        arm: {
+            "runs": sum(map(len, w)),
+            "p50_ms": percentile([x for s in w for x in s], 0.5),
+            "p50_cpu_ms": percentile([x for s in cpus[arm] for x in s], 0.5),
+        }
         for arm, w in walls.items()
     }
     for arm, figures in arms.items():
-        print(f"{arm:<14} {figures['runs']:6d} runs  p50 {figures['p50_ms']:.3f} ms")
+        print(
+            f"{arm:<14} {figures['runs']:6d} runs  p50 {figures['p50_ms']:.3f} ms  cpu {figures['p50_cpu_ms']:.3f} ms"
+        )
     if pooled:
         print(f"added p50: langgraph adapter {pooled[0]:.3f} ms, no-op python agent {pooled[1]:.3f} ms")
     if hosting:
         print(f"over the graph streamed directly: {hosting[0]:.3f} ms")
-    rows = ratio_rows([ratio, explained])
+    rows = ratio_rows([ratio, explained, by_cpu, by_cpu_hosting])
     print_report({"phases": {}, "ratios": rows, "skipped": {}})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -230,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "arms": arms,
         "added_ms": {"langgraph": pooled[0], "noop": pooled[1]} if pooled else None,
         "hosting_streamed_graph_ms": hosting[0] if hosting else None,
+        "added_cpu_ms": {"langgraph": cpu_pooled[0], "noop": cpu_pooled[1]} if cpu_pooled else None,
+        "hosting_streamed_graph_cpu_ms": cpu_hosting[0] if cpu_hosting else None,
         "ratios": rows,
     }
     args.out.write_text(json.dumps(report, indent=2, default=str))
