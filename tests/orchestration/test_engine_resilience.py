@@ -19,6 +19,7 @@ from gateway.testing import RunningGateway, running_gateway
 from tests.bindings.a2a_clients import a2a_client
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.run_client import STREAMING, RunLog, data_of, get_task, list_tasks, request
 from tests.orchestration.run_client import run_workflow as run
 
@@ -336,3 +337,22 @@ async def test_a_fan_out_reserves_its_budget_before_its_steps_start(tmp_path: Pa
     else:
         assert log.task.status.state == TaskState.TASK_STATE_COMPLETED, log.text
         assert any(p.startswith("trimmed: step 4/4 · d is estimated at 250") for p in log.progress), log.progress
+
+
+async def test_budget_trimming_and_dead_letters_show_through_an_mcp_tool_call(tmp_path: Path) -> None:
+    spenders = [python_agent(name, "spender", tokens=250) for name in ("a", "b", "c")]
+    limits = {"max_tokens": 600, "reserve_tokens": 250, "over_budget": "trim", **QUICK}
+    files = (
+        *spenders,
+        python_agent("broken", "fail"),
+        workflow("fan", "concurrent", ["a", "b", "c"], {"min_successes": 2}, limits),
+        workflow("doomed", "work-queue", ["broken"], {"max_attempts": 2}, QUICK),
+    )
+    async with serving(tmp_path, *files) as gateway:
+        fan = await call_workflow(gateway, "fan", {"text": "go"})
+        doomed = await call_workflow(gateway, "doomed", {"text": "one\ntwo"})
+
+    assert not fan.is_error, fan.result
+    assert any("trimmed: step 3/3 · c is estimated at 250 tokens" in p for p in fan.progress), fan.progress
+    assert doomed.is_error
+    assert any("item 2/2 dead-lettered after 2 attempts" in p for p in doomed.progress), doomed.progress
