@@ -8,8 +8,9 @@ takes one, or as a JSON object. Arguments that do not match the tool's input sch
 a task exists. The call runs over the gateway's session with the server
 (``gateway.hosting.mcp_clients``): its progress notifications are status updates, an A2A cancel
 cancels the call (the SDK sends ``notifications/cancelled``), its text content is the ``result``
-artifact, its structured content the ``structured`` data artifact, any other content block a data
-artifact of its own; a result with ``isError`` fails the task with the tool's message.
+artifact, its structured content the ``structured`` data artifact (unless it only wraps the text,
+as ``{"result": ...}``), any other content block a data artifact of its own; a result with
+``isError`` fails the task with the tool's message.
 """
 
 from __future__ import annotations
@@ -124,12 +125,13 @@ class McpToolRuntime:
         self._text_field = text_argument(tool.input_schema)
         self._validator = jsonschema.Draft202012Validator(tool.input_schema)
 
-    def arguments(self, text: str, data: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    def arguments(self, text: str, data: tuple[dict[str, Any], ...], *, check: bool = True) -> dict[str, Any]:
         """The tool arguments a message carries; ``InvalidParamsError`` saying what to send instead.
 
         The first data part that matches the input schema; else the text, as the one string
         argument or as a JSON object. (A workflow step's message carries data parts of its own,
-        such as ``sequential``, beside the previous step's text.)
+        such as ``sequential``, beside the previous step's text.) Without ``check`` the arguments
+        are not checked against the schema again (``validate_request`` did, and the server will).
         """
         for part in data:
             if self._validator.is_valid(part):
@@ -140,6 +142,8 @@ class McpToolRuntime:
             arguments = dict(data[0])
         else:
             arguments = self._json_text(text)
+        if not check:
+            return arguments
         problems = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
         if problems:
             where = "/".join(map(str, problems[0].absolute_path)) or "the arguments"
@@ -164,7 +168,7 @@ class McpToolRuntime:
 
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
         """Call the tool; its content as artifacts, or a failure with the tool's message."""
-        arguments = self.arguments(call.text, call.data)
+        arguments = self.arguments(call.text, call.data, check=False)  # checked by validate_request
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await emit.progress(message or (f"{progress:g}/{total:g}" if total else f"{progress:g}"))
@@ -183,12 +187,21 @@ class McpToolRuntime:
             await emit.artifact(
                 f"content-{index}", data=block.model_dump(mode="json", by_alias=True, exclude_none=True)
             )
+        text = "\n".join(texts)
         structured = result.structured_content
-        if structured is not None:
+        if structured is not None and not _repeats(structured, text):
             await emit.artifact(
                 "structured", data=structured if isinstance(structured, dict | list) else {"value": structured}
             )
-        return Reply(text="\n".join(texts))
+        return Reply(text=text)
+
+
+def _repeats(structured: Any, text: str) -> bool:
+    """Whether ``structured`` only wraps the text result (``{"result": value}``, as MCPServer wraps a plain return)."""
+    if not isinstance(structured, dict) or list(structured) != ["result"]:
+        return False
+    value = structured["result"]
+    return text == (value if isinstance(value, str) else json.dumps(value))
 
 
 class McpToolExecutor(RuntimeExecutor):

@@ -43,6 +43,12 @@ def word_count(text: str) -> str:
 
 
 @server.tool()
+def stats(text: str) -> dict[str, int]:
+    """Counts the words and characters of a text."""
+    return {"words": len(text.split()), "chars": len(text)}
+
+
+@server.tool()
 def shout(text: str) -> str:
     """Repeats the text in capitals."""
     return text.upper()

@@ -74,6 +74,7 @@ async def gateway(tmp_path: Path, evidence_dir: Path) -> AsyncIterator[RunningGa
         mcp_agent("adder", "add"),
         mcp_agent("shout", "shout"),
         mcp_agent("word-count", "word_count"),
+        mcp_agent("stats", "stats"),
         mcp_agent("countdown", "countdown"),
         mcp_agent("refuser", "refuse"),
         pipeline,
@@ -114,9 +115,11 @@ async def test_a_tool_answers_as_an_agent_on_every_binding(gateway: RunningGatew
     task, _ = await run(gateway, "adder", binding, data_message({"a": 2, "b": 40}))
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
     assert artifact_texts(task) == ["42"]
-    assert structured(task) == {"result": 42}
+    assert [a.name for a in task.artifacts] == ["result"], "{'result': 42} only repeats the text"
     task, _ = await run(gateway, "shout", binding, text_message("hello there"))
     assert artifact_texts(task) == ["HELLO THERE"]
+    task, _ = await run(gateway, "stats", binding, text_message("hello big world"))
+    assert structured(task) == {"words": 3, "chars": 15}
 
 
 async def test_the_card_is_signed_and_its_skill_comes_from_the_tool(gateway: RunningGateway) -> None:

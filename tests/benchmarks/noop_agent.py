@@ -6,6 +6,8 @@ root on ``sys.path`` so the gateway's ``python`` adapter can import it.
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway.runtime import AgentCall, Emitter, Reply
 
 
@@ -20,4 +22,10 @@ async def noop_bidder(call: AgentCall, emit: Emitter) -> Reply:
         phase = next(part["contract_net"] for part in call.data if isinstance(part.get("contract_net"), dict))
         if phase.get("phase") == "call-for-bids":
             return Reply(text="bid", data={"bid": {"capability": 1.0, "cost": 1.0, "confidence": 0.5}})
+    return Reply(text="ok")
+
+
+async def wait_briefly(call: AgentCall, emit: Emitter) -> Reply:
+    """Waits a millisecond (as an agent waiting on I/O does), then answers "ok"."""
+    await asyncio.sleep(0.001)
     return Reply(text="ok")

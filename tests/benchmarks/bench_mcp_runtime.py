@@ -1,0 +1,239 @@
+"""The ``mcp`` runtime's added latency, against the gateway's own for a no-op ``python`` agent, in one run.
+
+The gateway app is built in-process (as ``bench_cache.py`` does) over two agents: ``bench-mcp``,
+the ``shout`` tool of ``tests/adapters/mcp_tool_server.py`` (a real MCP server, over stdio) as an
+``mcp``-runtime agent, and ``bench-noop``, a python agent running ``noop_agent.noop``. Four arms,
+their order alternating every round:
+
+* ``mcp-gateway``     the mcp agent's request handler: a task, the tool call on the gateway's pooled session;
+* ``mcp-direct``      the same tool called with the MCP SDK's ``Client`` on a session of its own (the floor);
+* ``python-gateway``  the no-op agent's request handler: a task on its runner;
+* ``python-direct``   ``await noop(call, emit)``, the function called directly (the floor);
+* ``wait-gateway``    a python agent that waits 1 ms (``noop_agent.wait_briefly``), through its handler;
+* ``wait-direct``     ``await wait_briefly(call, emit)`` (the floor).
+
+What the gateway adds to an MCP tool is ``p50(mcp-gateway) - p50(mcp-direct)``; what it adds to a
+function is ``p50(python-gateway) - p50(python-direct)``. Target (issue #19): the first is at most
+1.5x the second, in wall time (CPU time is reported beside it: this process's only, so the MCP
+server's own work is in neither arm). The no-op agent never lets the event loop wait; an agent
+that does (any real agent, an MCP tool call among them) costs the gateway more: its start and end
+are committed in two loop passes instead of one. The ``wait`` arms measure that, and the report
+gives the MCP runtime's added p50 over a waiting agent's too (INFO). Usage::
+
+    python tests/benchmarks/bench_mcp_runtime.py --quick     # under half a minute
+    python tests/benchmarks/bench_mcp_runtime.py             # about a minute and a half
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from a2a.server.context import ServerCallContext  # noqa: E402
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task  # noqa: E402
+from mcp.client import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
+
+from gateway.app import Gateway, create_app  # noqa: E402
+from gateway.runtime import AgentCall, Reply  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
+from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
+from tests.benchmarks.bench_orchestration import RunFn, _completed, _NullEmitter, window  # noqa: E402
+from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
+from tests.orchestration.fixture_agents import agents_folder, python_agent  # noqa: E402
+
+TOOL_SERVER = REPO / "tests" / "adapters" / "mcp_tool_server.py"
+MCP_GATEWAY, MCP_DIRECT, PY_GATEWAY, PY_DIRECT = "mcp-gateway", "mcp-direct", "python-gateway", "python-direct"
+WAIT_GATEWAY, WAIT_DIRECT = "wait-gateway", "wait-direct"
+ARMS = (MCP_GATEWAY, MCP_DIRECT, PY_GATEWAY, PY_DIRECT, WAIT_GATEWAY, WAIT_DIRECT)
+MCP_AGENT, NOOP_AGENT, WAIT_AGENT = "bench-mcp", "bench-noop", "bench-wait"
+TEXT = "hi"
+TARGET_RATIO = 1.5
+Samples = dict[str, dict[str, list[list[float]]]]
+
+
+def write_agents(folder: Path) -> Path:
+    server = {"name": "bench-tools", "command": [sys.executable, str(TOOL_SERVER)]}
+    mcp_agent = {
+        "format": 1,
+        "name": MCP_AGENT,
+        "description": "The shout tool as an agent.",
+        "runtime": {"kind": "mcp", "server": server, "tool": "shout"},
+    }
+    agents = [
+        mcp_agent,
+        python_agent(NOOP_AGENT, "tests.benchmarks.noop_agent:noop"),
+        python_agent(WAIT_AGENT, "tests.benchmarks.noop_agent:wait_briefly"),
+    ]
+    return agents_folder(folder, agents)
+
+
+def request() -> SendMessageRequest:
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=TEXT)])
+    return SendMessageRequest(message=message)
+
+
+def gateway_runner(gateway: Gateway, agent: str, answer: str) -> RunFn:
+    handler = gateway.agents[agent].handler
+
+    async def run() -> None:
+        task = await handler.on_message_send(request(), ServerCallContext())
+        _completed(task, agent)
+        assert isinstance(task, Task)
+        if task.status.message.parts[0].text != answer:
+            raise BenchError(f"{agent} answered {task.status.message.parts[0].text!r}, not {answer!r}")
+
+    return run
+
+
+def mcp_direct_runner(client: Client) -> RunFn:
+    async def run() -> None:
+        result = await client.call_tool("shout", {"text": TEXT})
+        if result.is_error or result.content[0].text != TEXT.upper():  # type: ignore[union-attr]
+            raise BenchError(f"shout answered {result}")
+
+    return run
+
+
+def python_direct_runner(function: Callable[[AgentCall, Any], Awaitable[Reply]]) -> RunFn:
+    emit = _NullEmitter()
+
+    async def run() -> None:
+        reply = await function(AgentCall(text=TEXT, message_id=str(uuid.uuid4())), emit)
+        if reply.text != "ok":
+            raise BenchError(f"noop answered {reply.text!r}")
+
+    return run
+
+
+async def measure(args: argparse.Namespace, work: Path) -> Samples:
+    settings = Settings(
+        data_dir=work / "data", agents=write_agents(work / "agents"), grpc_port=0, sign_cards=False, mcp_tools=[]
+    )
+    app = create_app(settings)
+    gateway: Gateway = app.state.gateway
+    samples: Samples = {arm: {"wall": [], "cpu": []} for arm in ARMS}
+    params = StdioServerParameters(command=sys.executable, args=[str(TOOL_SERVER)])
+    async with app.router.lifespan_context(app), Client(params) as client:
+        runners = {
+            MCP_GATEWAY: gateway_runner(gateway, MCP_AGENT, TEXT.upper()),
+            MCP_DIRECT: mcp_direct_runner(client),
+            PY_GATEWAY: gateway_runner(gateway, NOOP_AGENT, "ok"),
+            PY_DIRECT: python_direct_runner(noop),
+            WAIT_GATEWAY: gateway_runner(gateway, WAIT_AGENT, "ok"),
+            WAIT_DIRECT: python_direct_runner(wait_briefly),
+        }
+        for runner in runners.values():  # warm-up: the sessions, imports, the first tasks of each agent
+            await window(runner, args.warmup, 2)
+        for r in range(args.rounds):
+            for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
+                wall, cpu = await window(runners[arm], args.window, args.min_runs)
+                samples[arm]["wall"].append(wall)
+                samples[arm]["cpu"].append(cpu)
+                p50 = percentile(wall, 0.5) or 0.0
+                print(f"  round {r + 1}/{args.rounds} {arm:<14} {len(wall):6d} runs  p50 {p50:8.3f} ms", flush=True)
+    return samples
+
+
+def p50(samples: Samples, arm: str, kind: str, index: int | None = None) -> float:
+    rounds = samples[arm][kind] if index is None else [samples[arm][kind][index]]
+    return percentile([x for s in rounds for x in s], 0.5) or 0.0
+
+
+def added(samples: Samples, arms: tuple[str, str], kind: str, index: int | None = None) -> float:
+    """p50(gateway arm) - p50(direct arm), in ``kind`` time."""
+    return p50(samples, arms[0], kind, index) - p50(samples, arms[1], kind, index)
+
+
+MCP, PYTHON, WAIT = (MCP_GATEWAY, MCP_DIRECT), (PY_GATEWAY, PY_DIRECT), (WAIT_GATEWAY, WAIT_DIRECT)
+
+
+def added_ratio(samples: Samples, kind: str, floor: tuple[str, str], index: int | None = None) -> float:
+    """What the gateway adds to the MCP tool over what it adds to the ``floor`` agent, p50s in ``kind`` time."""
+    return added(samples, MCP, kind, index) / added(samples, floor, kind, index)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="The mcp runtime's added p50 against a no-op python agent's.")
+    p.add_argument("--quick", action="store_true", help="2 short rounds")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
+    p.add_argument("--min-runs", type=int, default=20)
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--out", type=Path, default=Path("bench-results/mcp_runtime.json"))
+    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.quick else 6)
+    args.window = args.window or (1.0 if args.quick else 3.0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load = list(os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-mcp-runtime-"))
+    try:
+        samples = asyncio.run(measure(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = [
+        Ratio(
+            f"mcp runtime added / {name} added ({kind} p50)",
+            added_ratio(samples, kind, floor),
+            TARGET_RATIO if (kind, floor) == ("wall", PYTHON) else None,
+            "<=",
+            "x",
+            f"(p50 mcp-gateway - p50 mcp-direct) / (p50 {floor[0]} - p50 {floor[1]}), {kind} ms, pooled rounds",
+            [added_ratio(samples, kind, floor, i) for i in range(args.rounds)],
+        )
+        for name, floor in (("no-op python agent", PYTHON), ("waiting python agent", WAIT))
+        for kind in ("wall", "cpu")
+    ]
+    arms = {
+        arm: {
+            "runs": sum(map(len, s["wall"])),
+            "p50_wall_ms": p50(samples, arm, "wall"),
+            "p50_cpu_ms": p50(samples, arm, "cpu"),
+        }
+        for arm, s in samples.items()
+    }
+    for arm, figures in arms.items():
+        print(
+            f"{arm:<14} {figures['runs']:6d} runs  p50 wall {figures['p50_wall_ms']:.3f} ms  "
+            f"cpu {figures['p50_cpu_ms']:.3f} ms"
+        )
+    for kind in ("wall", "cpu"):
+        print(
+            f"added p50 {kind}: mcp runtime {added(samples, MCP, kind):.3f} ms, no-op python agent "
+            f"{added(samples, PYTHON, kind):.3f} ms, waiting python agent {added(samples, WAIT, kind):.3f} ms"
+        )
+    rows = ratio_rows(ratios)
+    print_report({"phases": {}, "ratios": rows, "skipped": {}})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "mcp_runtime",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(load),
+        "config": {"rounds": args.rounds, "window_s": args.window},
+        "arms": arms,
+        "ratios": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    missed = ratios[0].value is None or ratios[0].value > TARGET_RATIO
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
