@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 
 import httpx
 from a2a.server.agent_execution import AgentExecutor
+from a2a.types.a2a_pb2 import SendMessageRequest
 
 from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from adapters.tools import Tool, Toolbox, ToolOutcome
-from gateway.errors import GatewayError, RuntimeLoadError
+from gateway.errors import GatewayError, PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor
 from gateway.hosting.mcp_clients import McpServerError
 from gateway.hosting.runtimes import Host
@@ -620,6 +621,20 @@ def _cause(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+class ToolsExecutor(RuntimeExecutor):
+    """The executor of an ``llm`` agent with tools: refuses a message while one of its MCP servers is out of service."""
+
+    def __init__(self, name: str, runtime: ChatCompletionsRuntime, toolbox: Toolbox) -> None:
+        super().__init__(name, runtime)
+        self._toolbox = toolbox
+
+    def validate_request(self, params: SendMessageRequest) -> None:
+        """Unavailable, with the reason, before any task exists."""
+        problem = self._toolbox.out_of_service()
+        if problem is not None:
+            raise PeerUnavailableError(f"{self.name} is out of service: {problem}")
+
+
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     """The executor for an ``llm`` agent, on the endpoint the host's settings name.
 
@@ -636,4 +651,6 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
         if server.command and shutil.which(server.command[0]) is None:
             raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {server.command[0]!r}")
     toolbox = Toolbox(spec, runtime, host.mcp_clients)
-    return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox or None))
+    if not toolbox:
+        return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint))
+    return ToolsExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox), toolbox)

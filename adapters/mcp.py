@@ -7,7 +7,9 @@ part that matches the input schema, else its text, as the one string argument of
 takes one, or as a JSON object. Arguments that do not match the tool's input schema are refused (invalid params) before
 a task exists. The call runs over the gateway's session with the server
 (``gateway.hosting.mcp_clients``): its progress notifications are status updates, an A2A cancel
-cancels the call (the SDK sends ``notifications/cancelled``), its text content is the ``result``
+cancels the call (the SDK sends ``notifications/cancelled``). While the server is out of service
+(``gateway.hosting.mcp_clients``: it failed to start or exited too often) a message is refused as
+unavailable, the reason in the error, before a task exists. Its text content is the ``result``
 artifact, its structured content the ``structured`` data artifact (unless it only wraps the text,
 as ``{"result": ...}``), any other content block a data artifact of its own; a result with
 ``isError`` fails the task with the tool's message.
@@ -27,7 +29,7 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.types.a2a_pb2 import SendMessageRequest
 from a2a.utils.errors import InvalidParamsError
 
-from gateway.errors import RuntimeLoadError
+from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor, message_input
 from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, server_key
 from gateway.hosting.runtimes import Host
@@ -152,6 +154,15 @@ class McpToolRuntime:
             )
         return arguments
 
+    @property
+    def server(self) -> McpServerSpec:
+        """The MCP server the tool is on."""
+        return self._runtime.server
+
+    def out_of_service(self) -> str | None:
+        """Why the tool's server is out of service now, or None."""
+        return self._pool.out_of_service(self._runtime.server)
+
     def _json_text(self, text: str) -> dict[str, Any]:
         if not text.strip():
             return {}
@@ -212,9 +223,14 @@ class McpToolExecutor(RuntimeExecutor):
         self.tool_runtime = runtime
 
     def validate_request(self, params: SendMessageRequest) -> None:
-        """Invalid params, before any task exists, for a message that cannot be the tool's arguments."""
+        """Before any task exists: unavailable while the server is out of service; invalid params for a
+        message that cannot be the tool's arguments."""
+        runtime = self.tool_runtime
+        problem = runtime.out_of_service()
+        if problem is not None:
+            raise PeerUnavailableError(f"{runtime.name} is out of service: {problem}", peer=runtime.server.label)
         text, _, data = message_input(params.message)
-        self.tool_runtime.arguments(text, data)
+        runtime.arguments(text, data)
 
     def describe(self, spec: AgentSpec) -> AgentSpec:
         """``spec`` with the tool's skill when the file gives none."""

@@ -185,6 +185,10 @@ class Toolbox:
     def __bool__(self) -> bool:
         return bool(self._functions or self._servers)
 
+    def out_of_service(self) -> str | None:
+        """Why one of the agent's MCP servers is out of service now, or None."""
+        return next(filter(None, (self._pool.out_of_service(server) for server in self._servers)), None)
+
     async def tools(self) -> dict[str, Tool]:
         """Every tool the model may call, by name; ``McpServerError`` when a server cannot be reached.
 

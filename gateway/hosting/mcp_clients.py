@@ -64,9 +64,12 @@ class McpCallError(GatewayError):
     reason = "mcp-call-failed"
 
 
+_IDENTITY = {"command", "url", "env", "credentials"}
+
+
 def server_key(server: McpServerSpec) -> str:
-    """What makes two specs the same server (one session): everything but its display name."""
-    return server.model_dump_json(exclude={"name"})
+    """What makes two specs the same server (one session): how it is reached, not its name, timeouts or tools."""
+    return server.model_dump_json(include=_IDENTITY)
 
 
 class _CredentialsAuth(httpx2.Auth):
@@ -136,6 +139,10 @@ class McpConnection:
     def label(self) -> str:
         """The server as messages name it."""
         return self.server.label
+
+    def out_of_service(self) -> str | None:
+        """Why the server is out of service now, or None (it may be called, or started)."""
+        return self.problem if time.monotonic() < self._down_until else None
 
     async def client(self) -> Client:
         """The live session, started (again) when there is none; ``McpServerError`` when it cannot be."""
@@ -321,6 +328,11 @@ class McpClientPool:
         if connection is None:
             connection = self._connections[key] = McpConnection(server, self._env)
         return connection
+
+    def out_of_service(self, server: McpServerSpec) -> str | None:
+        """Why ``server`` is out of service now (after repeated failures), or None."""
+        connection = self._connections.get(server_key(server))
+        return connection.out_of_service() if connection is not None else None
 
     async def list_tools(self, server: McpServerSpec) -> tuple[types.Tool, ...]:
         """The tools ``server`` lists; ``McpServerError`` when it cannot be reached."""

@@ -20,7 +20,9 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 
 from adapters.llm import ChatCompletionsRuntime, endpoint_for
 from adapters.tools import Toolbox
-from gateway.errors import RuntimeLoadError
+from gateway.errors import PeerUnavailableError, RuntimeLoadError
+from gateway.hosting import mcp_clients
+from gateway.hosting.executor import ValidatesRequests
 from gateway.hosting.mcp_clients import McpClientPool
 from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.runtime import AgentCall, Reply
@@ -284,3 +286,27 @@ def test_tool_names_must_be_unique_and_not_handoffs() -> None:
         AgentSpec.model_validate(twice)
     with pytest.raises(ValueError, match=r"give command .* or url"):
         AgentSpec.model_validate(agent_file("helper", kind="llm", mcp_servers=[{"tools": ["add"]}]))
+
+
+async def test_an_agent_whose_server_is_out_of_service_refuses_messages_before_a_task(
+    chat: ScriptedChatServer, tmp_path: Path
+) -> None:
+    crash = "import sys; sys.stderr.write('bad config\\n'); sys.exit(2)"
+    server = {"name": "flaky", "command": [sys.executable, "-c", crash], "tools": ["add"]}
+    spec = AgentSpec.model_validate(agent_file("helper", kind="llm", mcp_servers=[server]))
+    host = StandaloneHost(make_settings(tmp_path, llm_base_url=chat.base_url, llm_model="m"))
+    executor = build_executor(spec, host)
+    assert isinstance(executor, ValidatesRequests)
+    message = Message(role=Role.ROLE_USER, message_id="m1", parts=[Part(text="add")])
+    executor.validate_request(SendMessageRequest(message=message))  # not out of service yet
+    runtime = runtime_with_tools(chat, host.mcp_clients, mcp_servers=[server])
+    try:
+        for _ in range(mcp_clients.MAX_FAILURES):
+            reply, _ = await ask(runtime)
+            assert reply.state == "failed" and "exited before its session started; its stderr ends: bad config" in (
+                reply.text
+            )
+        with pytest.raises(PeerUnavailableError, match="helper is out of service: MCP server flaky exited"):
+            executor.validate_request(SendMessageRequest(message=message))
+    finally:
+        await host.mcp_clients.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,8 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 
-from gateway.errors import RuntimeLoadError
+from gateway.errors import PeerUnavailableError, RuntimeLoadError
+from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.mcp_servers import TEST_DIR_ENV, evidence, stdio_server
@@ -207,3 +209,28 @@ def test_a_missing_server_or_tool_stops_the_start(tmp_path: Path, evidence_dir: 
     settings = make_settings(tmp_path, agents=write_agents(tmp_path / "c", hang))
     with pytest.raises(RuntimeLoadError, match=r"hang: MCP server tools did not start within 1s"):
         create_app(settings)
+
+
+async def test_a_server_that_keeps_dying_takes_the_agent_out_of_service_and_stops_with_the_gateway(
+    tmp_path: Path, evidence_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(mcp_clients, "MAX_FAILURES", 1)  # the first exit already takes it out (default: 3 in 60 s)
+    agents = write_agents(tmp_path / "agents", mcp_agent("crash", "exit_now"), mcp_agent("adder", "add"))
+    binding = BINDINGS[0]
+    async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
+        task, _ = await run(gateway, "crash", binding, text_message(""))
+        assert task.status.state == TaskState.TASK_STATE_FAILED
+        assert task.status.message.parts[0].text == "crash: tool exit_now of MCP server tools failed: Connection closed"
+        task, _ = await run(gateway, "adder", binding, data_message({"a": 1, "b": 2}))
+        assert task.status.state == TaskState.TASK_STATE_FAILED
+        assert "adder: MCP server tools is out of service: MCP server tools ended its session" in (
+            task.status.message.parts[0].text
+        )
+        async with a2a_client(gateway.agent_url("adder"), binding) as client, asyncio.timeout(WAIT_S):
+            with pytest.raises(PeerUnavailableError, match="adder is out of service: MCP server tools ended"):
+                await anext(client.send_message(SendMessageRequest(message=data_message({"a": 1, "b": 2}))))
+        pids = [int(pid) for pid in evidence(evidence_dir, "started")]
+    assert "MCP server tools is out of service" in caplog.text
+    for pid in pids:  # the probe's, the one that exited, and none left running by the gateway
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

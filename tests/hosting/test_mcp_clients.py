@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.hosting import mcp_clients
-from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError
-from gateway.spec import McpServerSpec
+from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, server_key
+from gateway.spec import McpServerSpec, McpToolsSpec
 from tests.adapters.mcp_servers import RAW_SERVER, TEST_DIR_ENV, evidence, http_server, stdio_spec
 
 TOKEN = "mcp-test-token-0123456789"
@@ -128,3 +128,10 @@ async def test_aclose_stops_the_stdio_server(tmp_path: Path) -> None:
         import os
 
         os.kill(int(pid), 0)
+
+
+def test_specs_of_one_server_share_a_key_whatever_their_names_and_tools() -> None:
+    plain = stdio_spec()
+    listed = McpToolsSpec(**stdio_spec(name="other", start_timeout_s=3).model_dump(), tools=["add"], timeout_s=5)
+    assert server_key(plain) == server_key(listed)
+    assert server_key(plain) != server_key(stdio_spec("--hang"))
