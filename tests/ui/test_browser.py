@@ -6,6 +6,7 @@ with a bounded timeout; nothing sleeps.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -95,6 +96,49 @@ async def test_agents_page_shows_the_bundled_agents_with_verified_signatures(
     await alice.screenshot(path=str(SCREENSHOTS / "agents.png"), full_page=True)
 
 
+async def test_a_wrong_credential_is_refused_and_nothing_outlives_the_tab(
+    chromium: Browser, gateway_process: GatewayProcess
+) -> None:
+    context = await chromium.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{gateway_process.url}/ui/runs")
+        await loaded(page, "login")
+        await page.fill("[data-role=login] input[name=credential]", "sb_not-a-key-of-this-gateway")
+        await page.click("[data-role=login] button[type=submit]")
+        await page.wait_for_selector("[data-role=login-error]:has-text('API key')")
+        assert await page.evaluate("sessionStorage.length") == 0, "a refused credential is not kept"
+        await page.fill("[data-role=login] input[name=credential]", KEYS["alice"])
+        await page.click("[data-role=login] button[type=submit]")
+        await loaded(page, "runs")
+        assert "signed in as apikey:alice" in await page.inner_text("#who")
+        assert await context.cookies() == [], "no cookie carries the credential (or anything else)"
+        assert await page.evaluate("localStorage.length") == 0
+        await page.click("[data-role=sign-out]")
+        await loaded(page, "login")
+        assert await page.evaluate("sessionStorage.length") == 0
+    finally:
+        await context.close()
+
+
+async def test_a_reply_that_is_a_message_shows_on_the_agents_page(alice: Page, gateway_process: GatewayProcess) -> None:
+    """An agent may answer with a message and no task: the form shows it (the stream is the test's, via a route)."""
+    reply = {"message": {"role": "ROLE_AGENT", "messageId": "m1", "parts": [{"text": "<b>just a message</b>"}]}}
+    event = json.dumps({"jsonrpc": "2.0", "id": 1, "result": reply})
+
+    async def answer(route: Route) -> None:
+        await route.fulfill(status=200, content_type="text/event-stream", body=f"data: {event}\n\n")
+
+    await alice.goto(f"{gateway_process.url}/ui/agents/echo")
+    await loaded(alice, "agent")
+    await alice.route(re.compile(r"/agents/echo$"), answer)
+    await alice.fill("[data-role=try] textarea[name=text]", "hello")
+    await alice.click("[data-role=try] button[type=submit]")
+    await alice.wait_for_selector("[data-role=reply] pre")
+    assert await alice.inner_text("[data-role=reply] pre") == "<b>just a message</b>"
+    assert alice.url.endswith("/ui/agents/echo"), "no task page to open"
+
+
 async def test_a_card_that_does_not_match_its_signature_shows_invalid(
     alice: Page, gateway_process: GatewayProcess
 ) -> None:
@@ -116,6 +160,8 @@ async def test_a_card_that_does_not_match_its_signature_shows_invalid(
 async def test_code_review_of_the_planted_sample_draws_four_steps_live_then_the_report(
     alice: Page, gateway_process: GatewayProcess
 ) -> None:
+    console: list[str] = []
+    alice.on("console", lambda message: console.append(message.text))
     await alice.add_init_script(TRACE_SCRIPT)
     await send_from_page(alice, gateway_process.url, "code-review", files=[PLANTED])
     await alice.wait_for_selector("[data-role=report]", timeout=PAGE_TIMEOUT_MS)
@@ -146,6 +192,7 @@ async def test_code_review_of_the_planted_sample_draws_four_steps_live_then_the_
     # Each step links to its child task, which shows that it belongs to the run.
     link = alice.locator("svg[data-role=drawing] a.step-link").first
     assert (await link.get_attribute("href") or "").startswith("/ui/tasks/security-reviewer/")
+    assert not [line for line in console if "Content Security Policy" in line], console
     SCREENSHOTS.mkdir(exist_ok=True)
     await alice.screenshot(path=str(SCREENSHOTS / "code-review-run.png"), full_page=True)
     await link.click()

@@ -3,6 +3,7 @@
 
 import { h, replace } from "./dom.js";
 import { agentPath, taskPath } from "./links.js";
+import { textOf } from "./run_model.js";
 import { fileParts, newMessage, startTask } from "./run_view.js";
 import { publicJson } from "./session.js";
 import { checkCard } from "./verify.js";
@@ -70,12 +71,14 @@ export async function agentPage(root, app, name) {
   }
   const { card, check, info } = found;
   const controller = new AbortController();
+  const reply = h("div", { "data-role": "reply" });
   const form = h("form", { class: "try", "data-role": "try" },
     h("h2", {}, "Try it"),
     h("label", {}, "Message", h("textarea", { name: "text", rows: 4, placeholder: (card.skills?.[0]?.examples || [])[0] || "" })),
     h("label", {}, "Files ", h("input", { name: "files", type: "file", multiple: true })),
     h("button", { type: "submit" }, "Send"),
-    h("p", { class: "error", "data-role": "try-error" }));
+    h("p", { class: "error", "data-role": "try-error" }),
+    reply);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const problem = form.querySelector("[data-role=try-error]");
@@ -87,6 +90,10 @@ export async function agentPage(root, app, name) {
     }
     try {
       const started = await startTask(name, message, controller.signal);
+      if (!started.taskId) {
+        replace(reply, h("h3", {}, "Reply"), started.replies.map((m) => h("pre", { class: "text" }, textOf(m))));
+        return;
+      }
       app.handoff = started; // the task page follows this stream first, so nothing streamed is missed
       app.go(taskPath(name, started.taskId), null);
     } catch (error) {

@@ -60,9 +60,11 @@ function guessType(name) {
 export function startTask(agent, message, signal) {
   return new Promise((resolve, reject) => {
     const early = [];
+    const replies = [];
     let deliver = (event) => early.push(event);
     let started = false;
     const done = stream(agent, "SendStreamingMessage", { message }, (event) => {
+      if (event.message) replies.push(event.message);
       deliver(event);
       const task = event.task || event.statusUpdate || event.artifactUpdate;
       if (!started && task) {
@@ -79,7 +81,7 @@ export function startTask(agent, message, signal) {
     }, signal);
     done.then(
       () => {
-        if (!started) reject(new GatewayError("the agent answered with a message, not a task", { status: 200 }));
+        if (!started) resolve({ taskId: "", replies }); // answered with a message, no task to follow
       },
       (error) => {
         if (!started) reject(error);
