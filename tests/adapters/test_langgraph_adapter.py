@@ -200,3 +200,13 @@ async def test_a_breakpoint_asks_to_go_on_and_any_answer_continues() -> None:
     answer = AgentCall(text="go", context_id="c2", task_id="t2", history=(Turn("user", ""), Turn("agent", paused.text)))
     done = await adapter(answer, sink)
     assert done.state == "completed" and done.data == {"words": 2}
+
+
+async def test_the_graphs_usage_counts_against_the_runs_token_budget(served: Served) -> None:
+    gateway, chat = served
+    chat.answer(*forecast_answers())  # 39 tokens, over the workflow's 20
+    run = await run_workflow(gateway, "weather-budget", "Weather in Oslo?")
+    assert run.task.status.state == TaskState.TASK_STATE_FAILED, run.text
+    assert "token" in run.text.lower() and "20" in run.text, run.text
+    assert run.step("step-1-weather-graph").text == "Sunny in Oslo.", "the step itself completed"
+    assert all(not name.startswith("step-2") for name in run.artifacts), "shout never ran"
