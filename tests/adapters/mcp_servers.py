@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,4 +89,23 @@ async def http_server(token: str) -> AsyncIterator[tuple[str, _RequireBearer]]:
         listening.cancel()
         server.should_exit = True
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
+        sock.close()
+
+
+@contextmanager
+def http_server_process() -> Iterator[str]:
+    """The test server over Streamable HTTP in a process of its own (a gateway built in this loop can
+    probe it at start); yields its ``/mcp`` URL. The socket listens before the process starts, so a
+    connection waits in its backlog instead of being refused."""
+    sock = free_socket()
+    sock.listen(16)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+    process = subprocess.Popen(
+        [sys.executable, str(TOOL_SERVER), "--http-fd", str(sock.fileno())], pass_fds=[sock.fileno()]
+    )
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(STARTUP_TIMEOUT_S)
         sock.close()

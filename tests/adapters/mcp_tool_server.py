@@ -1,7 +1,8 @@
 """A small MCP server (the SDK's ``MCPServer``) the MCP tool and runtime tests start for real.
 
-``python -m tests.adapters.mcp_tool_server`` serves it over stdio; ``http_app()`` is the same
-server's Streamable HTTP app, for a uvicorn the test runs. Tools that leave evidence write a
+``python tests/adapters/mcp_tool_server.py`` serves it over stdio (``--http-fd N``: over Streamable
+HTTP, on a listening socket passed as file descriptor N); ``http_app()`` is the same server's
+Streamable HTTP app, for a uvicorn the test runs. Tools that leave evidence write a
 line to ``$MCP_TEST_DIR/<tool>.log`` (``env: [MCP_TEST_DIR]`` in the agent file), so a test can
 tell what ran on the server's side, including a cancellation.
 """
@@ -99,6 +100,11 @@ def http_app() -> Starlette:
 if __name__ == "__main__":
     if "--hang" in sys.argv:  # starts, then never answers (a server that hangs at start)
         sys.stdin.read()
+    elif "--http-fd" in sys.argv:  # Streamable HTTP on a listening socket the parent passed (no port race)
+        import uvicorn
+
+        fd = int(sys.argv[sys.argv.index("--http-fd") + 1])
+        uvicorn.run(http_app(), fd=fd, log_config=None, access_log=False)
     else:
         _note("started", str(os.getpid()))
         server.run("stdio")

@@ -30,7 +30,7 @@ from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
-from tests.adapters.mcp_servers import TEST_DIR_ENV, evidence, stdio_server
+from tests.adapters.mcp_servers import TEST_DIR_ENV, evidence, http_server_process, stdio_server
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, artifact_texts
 from tests.conftest import make_settings
 
@@ -234,3 +234,14 @@ async def test_a_server_that_keeps_dying_takes_the_agent_out_of_service_and_stop
     for pid in pids:  # the probe's, the one that exited, and none left running by the gateway
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_a_tool_of_a_streamable_http_server_is_an_agent_too(tmp_path: Path, evidence_dir: Path) -> None:
+    with http_server_process() as url:
+        agent = mcp_agent("remote-shout", "shout")
+        agent["runtime"]["server"] = {"name": "remote-tools", "url": url}
+        agents = write_agents(tmp_path / "agents", agent)
+        async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
+            task, _ = await run(gateway, "remote-shout", BINDINGS[4], text_message("over http"))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+    assert artifact_texts(task) == ["OVER HTTP"]
