@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
+from mcp.client import Client as McpClient
 
 from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from gateway.runtime import AgentCall, Usage
 from gateway.spec import EscalationSpec
+from gateway.testing import running_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
     Status,
@@ -21,6 +28,8 @@ from tests.adapters.llm_server import (
     usage_chunk,
 )
 from tests.adapters.test_llm_runtime import ask, make_runtime
+from tests.bindings.a2a_clients import BINDINGS, a2a_client
+from tests.conftest import make_settings
 
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}
 PRICES = {"input_price_per_1k": 1.0, "output_price_per_1k": 2.0}
@@ -147,3 +156,34 @@ def test_the_judgement_rules() -> None:
     assert schema_problem(None, "anything") == "" and schema_problem(SCHEMA, '{"answer": "x"}') == ""
     assert why_escalate(policy, Judged("x", refused=True, confidence=0.0), SCHEMA).startswith("the answer does not")
     assert why_escalate(policy, Judged('{"answer": "x"}', refused=True, confidence=0.0), SCHEMA) == ""
+
+
+async def test_an_escalating_agent_answers_through_a2a_and_as_an_mcp_tool(
+    chat: ScriptedChatServer, tmp_path: Path
+) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    spec = {
+        "format": 1,
+        "name": "solver",
+        "description": "Answers with a cheap model, a strong one when unsure.",
+        "skills": [{"id": "solve", "name": "Solve", "description": "solves", "tags": ["math"], "examples": ["2+2"]}],
+        "runtime": {"kind": "llm", "max_tokens": 200, "escalation": {"model": "strong-1", "min_confidence": 0.7}},
+    }
+    (agents / "solver.yaml").write_text(yaml.safe_dump(spec))
+    unsure = answer(json.dumps({"answer": "5", "confidence": 0.3}), 30, 5)
+    chat.answer(unsure, answer("4", 30, 1), unsure, answer("4", 30, 1))
+    llm = {"llm_base_url": chat.base_url, "llm_model": "cheap-1", "llm_api_key": "sk-test"}
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text="2+2")])
+    settings = make_settings(tmp_path, agents=agents, mcp_tools=["solver"], **llm)
+    async with running_gateway(settings) as gateway, asyncio.timeout(30):
+        async with a2a_client(gateway.agent_url("solver"), next(b for b in BINDINGS if b.id == "grpc")) as client:
+            events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+        async with McpClient(f"{gateway.url}/mcp") as mcp:
+            tool = await mcp.call_tool("solver", {"text": "2+2"})
+
+    task = events[-1].task
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED and task.status.message.parts[0].text == "4"
+    assert not tool.is_error and (tool.structured_content or {}).get("text") == "4", tool.structured_content
+    assert models(chat) == ["cheap-1", "strong-1"] * 2
+    assert [received.body["max_tokens"] for received in chat.received] == [200] * 4
