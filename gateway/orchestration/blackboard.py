@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.board import Board, Write, WriteConflictError, read_write
 from gateway.orchestration.concurrent import fan_out
-from gateway.orchestration.graph_model import When, holds
+from gateway.orchestration.graph_model import Condition, also_text, holds
 from gateway.orchestration.turns import ended, guard_round
 
 ARTIFACT = "blackboard"
@@ -53,7 +53,9 @@ class BlackboardOptions(PatternOptions):
 
     contributors: dict[str, Contributor] = Field(default={}, description="agent -> {watches: [key]}")
     initial: dict[str, Any] = Field(default={}, description="the board's content at version 0, beside the request")
-    done_when: When | None = Field(default=None, description="a condition on the board that ends the run")
+    done_when: Condition | None = Field(
+        default=None, description="a condition on the board that ends the run", json_schema_extra=also_text
+    )
     answer_key: str = Field(default="", description="the board key whose value is the run's answer")
     parallel: int = Field(default=1, ge=1, description="contributors taking a turn at once")
     max_conflict_retries: int = Field(default=2, ge=0, description="times a refused stale write is retried")

@@ -1,7 +1,8 @@
 """The graph pattern's options: typed state, nodes, edges with conditions, and what is refused at load.
 
 Conditions are data, never code: ``{field, op, value}`` on a field of the state (a dotted path),
-combined with ``{all: [...]}``, ``{any: [...]}`` and ``{not: ...}``. Operators: ``eq``, ``ne``,
+combined with ``{all: [...]}``, ``{any: [...]}`` and ``{not: ...}``, or the same written as a short
+expression, ``verdict == 'bad' and attempts < 3``, parsed into that form (``conditions``). Operators: ``eq``, ``ne``,
 ``lt``, ``le``, ``gt``, ``ge`` (numbers), ``in``, ``not-in`` (the field's value among a list),
 ``contains`` (a list field holds the value; never a substring), ``exists``, ``missing``. A field
 that is absent satisfies only ``missing`` (and ``not`` of anything else); values of different
@@ -19,9 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gateway.orchestration.api import PatternOptions
+from gateway.orchestration.conditions import parse
 from gateway.spec import NAME_PATTERN
 
 END = "end"
@@ -67,6 +69,19 @@ for _model in (AllOf, AnyOf, Not):
     _model.model_rebuild()
 
 
+def _from_text(value: Any) -> Any:
+    return parse(value) if isinstance(value, str) else value
+
+
+def also_text(schema: dict[str, Any]) -> None:
+    text = {"type": "string", "description": "the condition as an expression, e.g. verdict == 'bad' and attempts < 3"}
+    schema["anyOf"] = [*schema.get("anyOf", []), text]
+
+
+Condition = Annotated[When, BeforeValidator(_from_text)]
+"""A condition, structured or as an expression (parsed at load)."""
+
+
 class Node(_Data):
     """One node: the participant (an agent or a nested workflow) it runs."""
 
@@ -83,7 +98,7 @@ class Edge(_Data):
 
     from_: NodeName = Field(alias="from")
     to: NodeName
-    when: When | None = None
+    when: Condition | None = Field(default=None, json_schema_extra=also_text)
 
 
 class GraphOptions(PatternOptions):

@@ -173,7 +173,11 @@ async def test_the_board_is_a_live_mcp_resource_that_subscribers_follow(tmp_path
             "desk",
             "blackboard",
             ["asker", *TEAM],
-            {**TEAM_OPTIONS, "contributors": {**TEAM_OPTIONS["contributors"], "asker": {"watches": ["request"]}}},
+            {
+                **TEAM_OPTIONS,
+                "contributors": {**TEAM_OPTIONS["contributors"], "asker": {"watches": ["request"]}},
+                "done_when": "verdict == 'approved'",  # the expression form of the same condition
+            },
         ),
     ]
     updated: list[str] = []

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
@@ -14,8 +15,10 @@ from gateway.errors import AgentFileError
 from gateway.hosting.executor import data_part
 from gateway.hosting.registry import Registry
 from gateway.orchestration.api import Limits
+from gateway.orchestration.conditions import parse
 from gateway.orchestration.graph_model import Compare, holds
 from gateway.orchestration.workflows import InvalidWorkflowError, plan_workflow
+from gateway.settings import bundled_agents_dir
 from gateway.spec import AgentSpec
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
@@ -250,3 +253,74 @@ async def test_a_graph_resumed_from_any_checkpoint_ends_as_the_uninterrupted_run
         assert resumed.outcome == whole.outcome, f"resumed from checkpoint {index}"
         done = len(json.loads(row[9]))
         assert len(resumed.calls) == len(whole.calls) - done, f"checkpoint {index}: finished nodes ran again"
+
+
+LOOP_AS_TEXT: dict[str, Any] = {
+    **LOOP,
+    "edges": [
+        {"from": "triage", "to": "fixer", "when": "verdict == 'bad'"},
+        {"from": "triage", "to": "end", "when": "verdict == 'good'"},
+        {"from": "fixer", "to": "checker"},
+        {"from": "checker", "to": "fixer", "when": "approved == false"},
+        {"from": "checker", "to": "end", "when": "not approved == false"},
+    ],
+}
+
+
+def test_conditions_written_as_expressions_are_the_structured_ones() -> None:
+    def edges(options: dict[str, Any]) -> Any:
+        spec = AgentSpec.model_validate(workflow("fix-loop", "graph", ["triage", "fixer", "checker"], options))
+        return plan_workflow(spec).options.edges  # type: ignore[attr-defined]
+
+    assert edges(LOOP_AS_TEXT) == edges(LOOP)
+    nested = parse("verdict == 'bad' and (attempts >= 3 or labels contains 'urgent') and owner not in ['x', null]")
+    assert nested == {
+        "all": [
+            {"field": "verdict", "op": "eq", "value": "bad"},
+            {
+                "any": [
+                    {"field": "attempts", "op": "ge", "value": 3},
+                    {"field": "labels", "op": "contains", "value": "urgent"},
+                ]
+            },
+            {"field": "owner", "op": "not-in", "value": ["x", None]},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("when", "says"),
+    [
+        ("verdict = 'bad'", "edges.0.when: Value error, unexpected \"= 'bad'\" at 8"),
+        ("verdict == bad", "expected a value ('text', a number, true, false, null or a [list]), found 'bad' at 11"),
+        ("(verdict == 'bad'", "expected ')', found the end"),
+        ("__import__('os') == 1", "expected an operator"),
+        ("verdit == 'bad'", "the state schema declares no field 'verdit'"),
+        ("verdict == 'meh'", "'meh' can never be a value of 'verdict'"),
+    ],
+)
+def test_a_bad_expression_is_refused_at_load_naming_where(when: str, says: str) -> None:
+    options = copy.deepcopy(LOOP_AS_TEXT)
+    options["edges"][0]["when"] = when
+    spec = AgentSpec.model_validate(workflow("fix-loop", "graph", ["triage", "fixer", "checker"], options))
+    with pytest.raises(InvalidWorkflowError) as refused:
+        plan_workflow(spec)
+    assert says in refused.value.detail, refused.value.detail
+
+
+def test_the_schema_accepts_both_forms_of_condition_and_checks_the_graph_options() -> None:
+    schema = json.loads((bundled_agents_dir() / "schema.json").read_text())
+    for options in (LOOP, LOOP_AS_TEXT):
+        jsonschema.validate(workflow("fix-loop", "graph", ["triage", "fixer", "checker"], options), schema)
+    wrong = {**LOOP, "edges": [{"from": "triage", "to": "end", "when": 3}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(workflow("fix-loop", "graph", ["triage"], wrong), schema)
+
+
+async def test_a_graph_with_expressions_runs_as_the_structured_one() -> None:
+    flow = plan("graph", ["triage", "fixer", "checker"], LOOP_AS_TEXT, Limits(max_rounds=5))
+    run = await execute(flow, new_record("fix it"), script)
+    assert (
+        run.outcome
+        == (await execute(plan("graph", ["triage", "fixer", "checker"], LOOP), new_record("fix it"), script)).outcome
+    )
