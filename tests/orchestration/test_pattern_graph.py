@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from a2a.types.a2a_pb2 import TaskState
 
 from gateway.errors import AgentFileError
@@ -324,3 +326,11 @@ async def test_a_graph_with_expressions_runs_as_the_structured_one() -> None:
         run.outcome
         == (await execute(plan("graph", ["triage", "fixer", "checker"], LOOP), new_record("fix it"), script)).outcome
     )
+
+
+def test_the_readmes_graph_example_loads() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "pattern: graph" in b)
+    runtime = yaml.safe_load(block)["runtime"]
+    plan = plan_workflow(AgentSpec.model_validate({**workflow("fix-loop", "graph", ["x"]), "runtime": runtime}))
+    assert plan.participants == ("triage", "fixer", "checker") and len(plan.options.edges) == 5  # type: ignore[attr-defined]
