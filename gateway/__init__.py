@@ -9,7 +9,8 @@ or not: ``tests/test_import_circles.py``):
 - ``bindings/``: the protocol edge only (A2A JSON-RPC/REST in ``a2a_http``, gRPC in ``a2a_grpc``,
   MCP in ``mcp_*``), serving from ``BindingHost``, a small protocol of what it needs of the gateway;
 - ``auth/``: inbound identity and policy (API keys, OAuth JWTs, scopes per agent and skill, guards per wire);
-- ``orchestration/``: the workflow engine and one module per pattern;
+- ``orchestration/``: the workflow engine and one module per pattern, each found as a user's own
+  pattern is, through the ``switchboard.patterns`` entry points (``catalog``);
 - ``federation/``: peers, trust, card import and republishing, relays and hop limits;
 - ``hosting/``: how an agent runs as A2A tasks (registry, runtimes, executor, local tasks);
 - ``cards/``: building, signing and verifying cards, and the signing keys;
