@@ -13,7 +13,12 @@ their order alternating every round:
 * ``graph-stream``   the same graph streamed directly with the adapter's stream modes (updates,
   messages, custom), every part read: what token streaming costs in LangGraph itself;
 * ``noop-gateway``   the no-op agent's handler, the same way as the graph's;
-* ``noop-direct``    the no-op function called directly.
+* ``noop-direct``    the no-op function called directly;
+* ``wait-gateway`` / ``wait-direct``  the same for a python agent that waits 1 ms (``noop_agent.wait_briefly``).
+
+The no-op agent never lets the event loop wait, so its task's start and end are committed in one
+loop pass; an agent that waits (as the graph does, on its model) has them committed in two. The
+``wait`` arms measure that, and the report gives the adapter's added p50 over a waiting agent's too.
 
 The adapter's added cost is ``p50(graph-gateway) - p50(graph-direct)``, the gateway's own
 ``p50(noop-gateway) - p50(noop-direct)``; the target (issue #19) is the first <= 1.5x the second.
@@ -55,13 +60,13 @@ from gateway.settings import Settings  # noqa: E402
 from tests.adapters.llm_server import Stream, finish_chunk, scripted_chat_server, text_chunk, usage_chunk  # noqa: E402
 from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, _NullEmitter, window  # noqa: E402
-from tests.benchmarks.noop_agent import noop  # noqa: E402
+from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
 from tests.orchestration.fixture_agents import agent_file, agents_folder, python_agent  # noqa: E402
 
 GRAPH = "tests.adapters.frameworks.langgraph.weather_graph:build"
 ANSWER = "Sunny in Oslo."
 QUESTION = "Weather in Oslo?"
-ARMS = ("graph-gateway", "graph-direct", "graph-stream", "noop-gateway", "noop-direct")
+ARMS = ("graph-gateway", "graph-direct", "graph-stream", "noop-gateway", "noop-direct", "wait-gateway", "wait-direct")
 STREAM_MODES = ["updates", "messages", "custom"]
 TARGET_RATIO = 1.5
 
@@ -76,6 +81,7 @@ class Forever(list[Any]):
 def write_agents(folder: Path) -> Path:
     files = [
         python_agent("noop", "tests.benchmarks.noop_agent:noop"),
+        python_agent("wait", "tests.benchmarks.noop_agent:wait_briefly"),
         agent_file("bench-graph", {"kind": "langgraph", "agent": GRAPH}),
     ]
     return agents_folder(folder, files)
@@ -107,14 +113,15 @@ def arm_runner(gateway: Gateway, arm: str, graph: Any) -> RunFn:
                 raise BenchError("the graph streamed nothing")
 
         return stream_graph
-    if arm == "noop-direct":
+    if arm in ("noop-direct", "wait-direct"):
         emitter = _NullEmitter()
+        function = noop if arm == "noop-direct" else wait_briefly
 
-        async def run_noop() -> None:
-            await noop(AgentCall(text="hi"), emitter)
+        async def run_function() -> None:
+            await function(AgentCall(text="hi"), emitter)
 
-        return run_noop
-    agent, text = ("bench-graph", QUESTION) if arm == "graph-gateway" else ("noop", "hi")
+        return run_function
+    agent, text = ("bench-graph", QUESTION) if arm == "graph-gateway" else (arm.removesuffix("-gateway"), "hi")
     handler = gateway.agents[agent].handler
 
     async def run_handler() -> None:
@@ -163,16 +170,26 @@ async def measure(args: argparse.Namespace, work: Path) -> tuple[Samples, Sample
 
 
 def added(
-    walls: dict[str, list[list[float]]], index: int | None = None, floor: str = "graph-direct"
+    samples: Samples, index: int | None = None, floor: str = "graph-direct", python: str = "noop"
 ) -> tuple[float, float, float] | None:
-    """(added ms over ``floor``, the no-op agent's added ms, their ratio), pooled or of round ``index``."""
+    """(graph-gateway over ``floor``, the ``python`` agent's gateway over direct, their ratio) in ms.
+
+    Pooled over the rounds, or of round ``index``.
+    """
 
     def p50(arm: str) -> float:
-        samples = walls[arm] if index is None else [walls[arm][index]]
-        return percentile([x for s in samples for x in s], 0.5) or 0.0
+        chosen = samples[arm] if index is None else [samples[arm][index]]
+        return percentile([x for s in chosen for x in s], 0.5) or 0.0
 
-    graph, gateway = p50("graph-gateway") - p50(floor), p50("noop-gateway") - p50("noop-direct")
+    graph, gateway = p50("graph-gateway") - p50(floor), p50(f"{python}-gateway") - p50(f"{python}-direct")
     return (graph, gateway, graph / gateway) if gateway > 0 else None
+
+
+def info_ratio(name: str, detail: str, samples: Samples, rounds: int, **which: str) -> Ratio:
+    """A ratio reported to explain the target's (``added`` with ``which``), not judged."""
+    pooled = added(samples, **which)
+    by_round = [added(samples, i, **which) for i in range(rounds)]
+    return Ratio(name, pooled[2] if pooled else None, None, "<=", "x", detail, [r[2] if r else None for r in by_round])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"added p50: langgraph adapter {pooled[0]:.3f} ms, no-op python agent {pooled[1]:.3f} ms")
     if hosting:
         print(f"over the graph streamed directly: {hosting[0]:.3f} ms")
-    rows = ratio_rows([ratio, explained, by_cpu, by_cpu_hosting])
+    waiting = [
+        info_ratio(
+            f"langgraph adapter's added p50 / a waiting python agent's ({kind})",
+            f"(p50 graph-gateway - p50 graph-direct) / (p50 wait-gateway - p50 wait-direct), {kind}",
+            samples,
+            args.rounds,
+            python="wait",
+        )
+        for kind, samples in (("wall", walls), ("cpu", cpus))
+    ]
+    rows = ratio_rows([ratio, explained, by_cpu, by_cpu_hosting, *waiting])
     print_report({"phases": {}, "ratios": rows, "skipped": {}})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
