@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.testing import RunningGateway, running_gateway
 from gateway.ui.pages import CSP, STATIC_DIR
 from gateway.ui.tasks import TaskQuery, encode_cursor, task_sql
@@ -239,3 +240,41 @@ async def test_a_page_of_tasks_is_read_through_an_index_without_sorting_the_hist
     )
     assert f"USING INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_paging_and_isolation_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
+    """The same list on a shared PostgreSQL database (other tests' tasks are there too: callers are unique here)."""
+    run = uuid.uuid4().hex[:8]
+    keys = {f"alice-{run}": new_api_key(), f"bob-{run}": new_api_key()}
+    settings = make_settings(
+        tmp_path,
+        auth_api_keys=[api_key_line(name, key) for name, key in keys.items()],
+        agents=protected_agents(tmp_path),
+        database_url=pg_dsn,
+    )
+    async with running_gateway(settings) as running, httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        alice, bob = ({"X-API-Key": key} for key in keys.values())
+        sent = [await send_as(http, alice, f"pg {n}") for n in range(5)]
+        theirs = await send_as(http, bob, "bob's")
+        seen, cursor = [], ""
+        while True:
+            page = (await http.get("/ui/api/tasks", params={"limit": 2, "cursor": cursor}, headers=alice)).json()
+            seen += [t["id"] for t in page["tasks"]]
+            cursor = page["next"]
+            if not cursor:
+                break
+        assert seen == list(reversed(sent))
+        assert (await http.get("/ui/api/tasks", params={"id": theirs}, headers=alice)).json()["tasks"] == []
+        read = await http.get("/ui/api/task", params={"agent": "echo", "id": theirs}, headers=alice)
+        assert read.status_code == 404
+
+
+async def send_as(http: httpx.AsyncClient, headers: dict[str, str], text: str) -> str:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {"message": {"role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"text": text}]}},
+    }
+    answer = (await http.post("/agents/echo", json=body, headers={"A2A-Version": "1.0", **headers})).json()
+    return str(answer["result"]["task"]["id"])

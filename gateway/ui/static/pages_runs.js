@@ -25,9 +25,14 @@ export async function runsPage(root, app) {
   find.addEventListener("submit", async (event) => {
     event.preventDefault();
     const id = find.elements.id.value.trim();
-    const found = await api("/tasks", { id, limit: 1 });
-    if (found.tasks.length) app.go(taskPath(found.tasks[0].agent, id));
-    else find.querySelector("[data-role=find-error]").textContent = ` Task ${id} not found.`;
+    const said = find.querySelector("[data-role=find-error]");
+    try {
+      const found = await api("/tasks", { id, limit: 1 });
+      if (found.tasks.length) app.go(taskPath(found.tasks[0].agent, id));
+      else said.textContent = ` Task ${id} not found.`;
+    } catch (error) {
+      said.textContent = ` Could not look the task up: ${error.message}`;
+    }
   });
   const link = (extra) => `${UI}runs?${new URLSearchParams({ show: filter[0], ...extra })}`;
   replace(root,
