@@ -26,6 +26,7 @@ from gateway.auth.policy import AuthPolicy
 from gateway.bindings.a2a_grpc import GrpcServer, Observe, grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
+from gateway.bindings.mcp_state import shared_secret
 from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards.build import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
 from gateway.cards.keys import KeyRing
@@ -459,6 +460,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         await queue_stored_tasks(gateway.push.outbox, swept)
         gateway.spawn(gateway.push.run(), name="push:delivery")
         await _share_keys(gateway)  # PostgreSQL: every replica signs with the same keys, rotated live
+        if gateway.db.dialect == "postgresql" and not settings.mcp_state_key.get_secret_value():
+            mcp.state_codec.use(await shared_secret(gateway.db))  # MCP requestState unsealed on any replica
         await gateway.cluster.start()  # PostgreSQL: follow and cancel tasks running on other replicas
         # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
         observe = operating.telemetry.grpc_call if operating.telemetry.active else None

@@ -31,6 +31,7 @@ from a2a.types.a2a_pb2 import (
     Part,
     Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskArtifactUpdateEvent,
     TaskState,
@@ -432,3 +433,16 @@ class AgentCaller:
         except TaskNotFoundError as exc:
             raise CallError(f"no task {task_id!r} on {agent} (unknown, or not yours)") from exc
         return result_of(agent, task) if task is not None else await self.get(agent, task_id, caller)
+
+    async def follow(self, agent: str, task_id: str, caller: ServerCallContext) -> None:
+        """Report every update of a task running elsewhere (another replica) to the observer, until it ends.
+
+        Through the agent's ``SubscribeToTask``, which on PostgreSQL follows a task on any replica.
+        """
+        hosted = self.hosted(agent)
+        events = hosted.handler.on_subscribe_to_task(SubscribeToTaskRequest(id=task_id), caller)
+        async with aclosing(events):
+            async for event in events:
+                update = _update(agent, event)
+                if update is not None:
+                    await self._observed(update)

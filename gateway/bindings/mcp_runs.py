@@ -325,6 +325,7 @@ class Runs:
         self._identify = identify
         self._board = board
         self._group: TaskGroup | None = None
+        self._watching: set[str] = set()  # runs of other replicas followed here for subscribers (``_watch``)
 
     def attach(self, group: TaskGroup | None) -> None:
         """The task group watchers run in (the binding's lifespan); ``None`` when it ends."""
@@ -374,13 +375,36 @@ class Runs:
         raise CallError(f"no run {clip(run_id)!r} (unknown, or started by another caller)")
 
     async def followable(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
-        """A subscription to ``run://<id>`` needs the caller's own run: else the error reading it gives."""
+        """A subscription to ``run://<id>`` needs the caller's own run: else the error reading it gives.
+
+        A run this process is not running (started on another replica) is followed from here while
+        it works (``_watch``), so its updates reach this replica's subscribers too.
+        """
         if not uri.startswith(RUN_SCHEME):
             return  # not a run: honoured as the SDK honours any URI, and counted
+        caller = ServerCallContext(user=self._identify(ctx))
         try:
-            await self._find(run_of(uri), ServerCallContext(user=self._identify(ctx)))
+            found = await self._find(run_of(uri), caller)
         except CallError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc), data={"uri": uri}) from None
+        if found.state in WAITING_STATES and self._board.get(found.task_id) is None:
+            self._watch(found.agent, found.task_id, caller)
+
+    def _watch(self, agent: str, run_id: str, caller: ServerCallContext) -> None:
+        """Follow run ``run_id``, which works elsewhere, onto this replica's board (once, until it ends)."""
+        if self._group is None or run_id in self._watching:
+            return
+        self._watching.add(run_id)
+
+        async def watch() -> None:
+            try:
+                await self._caller.follow(agent, run_id, caller)
+            except Exception as exc:  # the edge of a background task: a run that cannot be followed is not
+                logger.info("cannot follow run %s of %s from here: %s: %s", run_id, agent, type(exc).__name__, exc)
+            finally:
+                self._watching.discard(run_id)
+
+        self._group.start_soon(watch)
 
     async def status(self, ctx: Context, run_id: str, *, agent: str = "") -> RunStatus:
         """``get_run``: state, progress and (once it stops) the result."""

@@ -1,11 +1,27 @@
 """The gateway's MCP server: agent tools, ``list_agents``, the run tools, served at ``/mcp`` and over stdio.
 
 One ``MCPServer`` serves both protocol revisions. On Streamable HTTP, 2025-11-25 clients get
-sessions (initialize handshake, ``Mcp-Session-Id``; several replicas need session affinity) and
+sessions (initialize handshake, ``Mcp-Session-Id``; see below for several replicas) and
 2026-07-28 clients are served statelessly, one self-contained POST per request; the SDK's
 session manager routes each request by its ``MCP-Protocol-Version`` header. The gateway's
 lifespan runs the session manager (a mounted sub-app's lifespan would never run). Over stdio
 the same server runs on the SDK's dual-era loop.
+
+Several replicas (PostgreSQL): whichever replica a request reaches serves it, except for one thing.
+
+- Works anywhere: every tool call; ``start_run`` / ``get_run`` / ``cancel_run`` and reading
+  ``run://`` (the run is an A2A task in the shared store; a cancel reaches the replica running
+  it); subscribing to ``run://`` on a replica other than the one running the run (that replica
+  follows the task's events through the cluster and notifies its own subscribers:
+  ``mcp_runs.Runs.followable``); 2026-07-28 ``subscriptions/listen`` streams; a 2026-07-28
+  ``InputRequiredResult`` answered on another replica (its ``requestState`` is sealed with a key
+  every replica holds: ``mcp_state_key``, else the cluster's shared secret, ``mcp_state``).
+- Needs affinity: a 2025-11-25 session. The SDK keeps a session (its ``Mcp-Session-Id``, its
+  standalone SSE stream, the server-to-client requests an elicitation sends on it, its resource
+  subscriptions) in the memory of the replica that answered ``initialize``; another replica
+  answers 404 and the client must initialize again. So route 2025 clients by the
+  ``Mcp-Session-Id`` header (sticky sessions) or send them to one replica; the 2026-07-28
+  revision is stateless and needs nothing of the sort (``deploy/README.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
 from gateway.bindings.mcp_limits import CallerCounts, CallerSessionManager
 from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
+from gateway.bindings.mcp_state import SharedStateCodec
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
 from gateway.errors import GatewayError
 from gateway.spec import AgentSpec
@@ -103,11 +120,15 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
-    """Shared keys seal 2026-07-28 ``requestState`` so any replica accepts it; default: a per-process key."""
+def _request_state_security(settings: Settings, shared: SharedStateCodec) -> RequestStateSecurity:
+    """Shared keys seal 2026-07-28 ``requestState`` so any replica accepts it.
+
+    The configured key; else ``shared``, keyed by the replicas' common secret once the database opens
+    (PostgreSQL), or by this process alone (SQLite: one process).
+    """
     key = settings.mcp_state_key.get_secret_value()
     if not key:
-        return None
+        return RequestStateSecurity(codec=shared, audience=SERVER_NAME)
     try:
         return RequestStateSecurity(keys=[key], audience=SERVER_NAME)
     except ValueError as exc:
@@ -252,6 +273,8 @@ class McpBinding:
     tools: dict[str, str]
     notifier: ResourceNotifier
     sessions: CallerSessionManager
+    state_codec: SharedStateCodec
+    """Seals 2026-07-28 ``requestState`` when no ``mcp_state_key`` is set (``gateway.bindings.mcp_state``)."""
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -278,13 +301,14 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
     identify = identify or (authenticated_caller if gateway.auth.enabled else anonymous)
     settings = gateway.settings
     bus = LocalSubscriptionBus()
+    state_codec = SharedStateCodec()
     server: MCPServer = MCPServer(
         SERVER_NAME,
         title="Switchboard",
         instructions=INSTRUCTIONS,
         version=_version(),
         subscriptions=bus,
-        request_state_security=_request_state_security(settings),
+        request_state_security=_request_state_security(settings, state_codec),
     )
     server.middleware.append(_protocol_errors_for_unknown_names(server))
     hint = "unsubscribe from some (or end a listen stream) first"
@@ -349,6 +373,7 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
         tools=exposed,
         notifier=notifier,
         sessions=sessions,
+        state_codec=state_codec,
     )
 
 

@@ -58,6 +58,8 @@ CLUSTER_SCHEMA = (
         added_ns BIGINT NOT NULL,
         retired BOOLEAN NOT NULL DEFAULT FALSE,
         not_after_ns BIGINT)""",
+    # Secrets the replicas share without configuration: the MCP requestState key (gateway.bindings.mcp_state).
+    "CREATE TABLE IF NOT EXISTS cluster_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 """PostgreSQL's own tables: only replicas share a database, so SQLite has none of these."""
 

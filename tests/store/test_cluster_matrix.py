@@ -5,14 +5,22 @@ of a task waiting for input on R1 ends it CANCELED everywhere; a push config set
 the events R1 produces; an agent on the SDK's path whose first event is a status update (not a
 ``Task``) is followed live from the other replicas too. On every binding, through the SDK's own
 clients, for an agent on the runner (``(call, emit)``) and one on the SDK's path (an executor).
+Over MCP (MCP's client, both revisions): a run started on R1 is read, polled, followed through
+its ``run://`` resource and canceled from R2 and R3.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
+import httpx
+import httpx2
 import pytest
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
@@ -24,6 +32,10 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
+from mcp.client import Client as McpClient
+from mcp.client import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import ElicitRequestParams, ElicitResult, ResourceUpdatedNotification
 
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, user_message
 from tests.federation.support import Org, org, python_agent
@@ -51,7 +63,11 @@ WORKING = {"ticker": "10", "stepper": "10", "echo": "wait: 2.5"}  # about 2.5 s 
 def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
     """R1, R2, R3 on one database; push URLs may reach the test's loopback receiver."""
     root = tmp_path_factory.mktemp("matrix")
-    env = {"SWITCHBOARD_DATABASE_URL": cluster_dsn, "SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS": "true"}
+    env = {
+        "SWITCHBOARD_DATABASE_URL": cluster_dsn,
+        "SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS": "true",
+        "SWITCHBOARD_MCP_TOOLS": "echo",
+    }
     orgs = [org(f"r{n}", root, **env) for n in (1, 2, 3)]
     for replica in orgs:
         folder = replica.folder / "agents"
@@ -203,3 +219,120 @@ async def test_an_answers_turn_on_another_replica_is_followed_live_from_the_othe
         assert len(got) >= 2, "live events reached the other replica"
         assert got == expected[-len(got) :], "every live event after the snapshot, in order, none twice"
         assert state_of(followed[-1]) == TaskState.TASK_STATE_COMPLETED
+
+
+MCP_MODES = ["legacy", "2026-07-28"]
+RUN_TEXT = "40"  # the ticker: about 10 s, long enough to follow and cancel
+
+
+async def mcp_call(client: McpClient, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    return result.structured_content or {}
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+@pytest.mark.parametrize("mode", MCP_MODES, ids=["2025", "2026"])
+async def test_an_mcp_run_on_one_replica_is_read_followed_and_canceled_from_the_others(
+    replicas: list[Org], cluster_dsn: str, mode: str
+) -> None:
+    r1, r2, r3 = replicas
+    updated = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.set()
+
+    def client(replica: Org, **options: Any) -> McpClient:
+        return McpClient(f"{replica.url}/mcp", mode=mode, read_timeout_seconds=60, **options)
+
+    async with client(r1) as c1, client(r2, message_handler=on_message) as c2, client(r3) as c3:
+        with anyio.fail_after(WAIT_S):
+            run_id = (await mcp_call(c1, "start_run", agent="ticker", text=RUN_TEXT))["run_id"]
+            uri = f"run://{run_id}"
+            polled = await mcp_call(c2, "get_run", run_id=run_id)
+            read = json.loads((await c3.read_resource(uri)).contents[0].text)
+            if mode == "legacy":  # a 2025 session on R2 subscribes; R1 runs the task
+                await c2.subscribe_resource(uri)
+                await updated.wait()
+            else:
+                async with c2.listen(resource_subscriptions=[uri]) as subscription:
+                    event = await anext(aiter(subscription))
+                    assert event.uri == uri
+            followed = await mcp_call(c2, "get_run", run_id=run_id)
+            canceled = await mcp_call(c3, "cancel_run", run_id=run_id)
+            after = await mcp_call(c1, "get_run", run_id=run_id)
+
+    assert polled["state"] == "working" and read["state"] == "working"
+    assert followed["progress"]["message"].startswith("tick"), "progress is shown on any replica"
+    assert canceled["state"] == "canceled" and after["state"] == "canceled"
+    assert await stored_state(cluster_dsn, run_id) == TaskState.TASK_STATE_CANCELED
+
+
+class RoundRobin(httpx2.AsyncBaseTransport):
+    """A load balancer without affinity: each HTTP request goes to the next replica in turn."""
+
+    def __init__(self, replicas: list[Org]) -> None:
+        self._ports = itertools.cycle([replica.port for replica in replicas])
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Forward ``request`` to the next replica."""
+        request.url = request.url.copy_with(port=next(self._ports))
+        self.sent += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._inner.aclose()
+
+
+class Answer:
+    """An elicitation callback that answers every question with ``ada``."""
+
+    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"answer": "ada"})
+
+
+async def test_a_2026_client_behind_a_balancer_without_affinity_is_served_by_any_replica(replicas: list[Org]) -> None:
+    """Every request on another replica: a question's answer (its sealed requestState) is unsealed by the next one."""
+    balancer = RoundRobin(replicas)
+    async with httpx2.AsyncClient(transport=balancer, timeout=60) as http:
+        transport = streamable_http_client(f"{replicas[0].url}/mcp", http_client=http)
+        async with McpClient(transport, mode="2026-07-28", elicitation_callback=Answer()) as client:
+            with anyio.fail_after(WAIT_S):
+                asked = await client.call_tool("echo", {"text": "ask: who is there?"})
+                run_id = (await mcp_call(client, "start_run", agent="ticker", text="4"))["run_id"]
+                polled = [await mcp_call(client, "get_run", run_id=run_id) for _ in replicas]
+    outcome = asked.structured_content or {}
+    assert outcome["state"] == "completed", outcome
+    assert "You answered: ada" in json.dumps(outcome)
+    assert {p["run_id"] for p in polled} == {run_id}
+    assert balancer.sent >= 2 * len(replicas), "the requests went round every replica"
+
+
+async def test_a_2025_session_is_known_only_to_the_replica_that_made_it(replicas: list[Org]) -> None:
+    """2025-11-25 sessions live in the replica that began them: a balancer must keep a session on its replica.
+
+    (What the documentation says: 2025 clients need session affinity; 2026-07-28 clients do not.)
+    """
+    r1, r2, _ = replicas
+    accept = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    async with httpx.AsyncClient(timeout=10) as http:
+        began = await http.post(f"{r1.url}/mcp", json=hello, headers=accept)
+        session = {**accept, "Mcp-Session-Id": began.headers.get("mcp-session-id", "")}
+        ready = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        await http.post(f"{r1.url}/mcp", json=ready, headers=session)
+        here = await http.post(f"{r1.url}/mcp", json=listing, headers=session)
+        elsewhere = await http.post(f"{r2.url}/mcp", json=listing, headers=session)
+    assert began.status_code == 200 and session["Mcp-Session-Id"], "the 2025 handshake made a session"
+    assert here.status_code == 200
+    assert elsewhere.status_code == 404, "another replica does not know the session (the client must start anew)"
