@@ -25,6 +25,7 @@ from gateway.spec import AgentSpec
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.kill_and_resume import kill_mid_run
 from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.replay_harness import Answer, execute, new_record, plan, resume
 from tests.orchestration.run_client import data_of, get_task, request, run_workflow
@@ -334,3 +335,23 @@ def test_the_readmes_graph_example_loads() -> None:
     runtime = yaml.safe_load(block)["runtime"]
     plan = plan_workflow(AgentSpec.model_validate({**workflow("fix-loop", "graph", ["x"]), "runtime": runtime}))
     assert plan.participants == ("triage", "fixer", "checker") and len(plan.options.edges) == 5  # type: ignore[attr-defined]
+
+
+async def test_a_graph_killed_mid_node_resumes_after_restart_without_rerunning_finished_nodes(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.txt"
+    options = {
+        "start": "count",
+        "nodes": {"count": {"agent": "counter"}, "wait": {"agent": "echo"}, "recount": {"agent": "counter"}},
+        "edges": [{"from": "count", "to": "wait"}, {"from": "wait", "to": "recount"}, {"from": "recount", "to": "end"}],
+    }
+    files = [
+        python_agent("counter", "counter", log=str(calls)),
+        workflow("waiting", "graph", ["counter", "echo"], options),
+    ]
+    agents = agents_folder(tmp_path / "agents", files, bundled=["echo"])
+    run = await kill_mid_run(tmp_path, agents, "waiting", "wait: 3", "step-1-counter")
+
+    assert run.mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in run.shown_before_kill
+    assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
+    assert run.shown == ["step-1-counter", "step-2-echo", "step-3-counter", "result"]
+    assert calls.read_text().splitlines() == ["wait: 3", "waited 3s"], "the first node was not run again"

@@ -9,15 +9,10 @@ a run killed with SIGKILL resumes from its checkpoint in the restarted gateway.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
@@ -25,12 +20,12 @@ from gateway.orchestration import catalog
 from gateway.orchestration.catalog import PatternNotFoundError, builtin_names, pattern
 from gateway.orchestration.workflows import InvalidWorkflowError, plan_workflow
 from gateway.spec import AgentSpec
-from gateway.testing import free_socket, running_gateway, wait_until_ready
+from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.kill_and_resume import kill_mid_run
 from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.run_client import data_of, get_task, run_workflow
-from tests.orchestration.test_workflow_restart import REPO, V1, artifact_names, gateway_process, rpc
 from tests.team_patterns.relay import SPEC as RELAY
 
 RELAY_IMPORT = "tests.team_patterns.relay:SPEC"
@@ -48,7 +43,6 @@ BUILT_IN = [
     "work-queue",
 ]
 WAIT_S = 3  # the echo step works this long, so the kill lands while it runs
-POLL_S = 0.05  # polling a subprocess: there is no event to wait on
 
 
 def register(site: Path, entries: dict[str, str], dist: str = "team-patterns") -> Path:
@@ -187,18 +181,6 @@ async def test_a_user_pattern_is_held_to_the_run_limits(tmp_path: Path) -> None:
     assert log.artifacts == ["step-1-upper", "step-2-echo", "step-3-upper"]
 
 
-async def poll_task(
-    http: httpx.AsyncClient, agent: str, task_id: str, until: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            response = await http.post(f"/agents/{agent}", json=rpc("GetTask", {"id": task_id}), headers=V1)
-            task: dict[str, Any] = response.json()["result"]
-            if until(task):
-                return task
-            await asyncio.sleep(POLL_S)
-
-
 async def test_a_registered_user_pattern_resumes_after_kill_9_without_rerunning_finished_steps(tmp_path: Path) -> None:
     calls = tmp_path / "calls.txt"
     site = register(tmp_path / "site", {"relay": RELAY_IMPORT})
@@ -210,32 +192,9 @@ async def test_a_registered_user_pattern_resumes_after_kill_9_without_rerunning_
         ],
         bundled=["echo"],
     )
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(site)]),
-        "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
-        "SWITCHBOARD_AGENTS": str(agents),
-        "SWITCHBOARD_PORT": str(port),
-        "SWITCHBOARD_GRPC_PORT": "0",
-    }
-    message = {"role": "ROLE_USER", "parts": [{"text": f"wait: {WAIT_S}"}], "messageId": str(uuid.uuid4())}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-        with gateway_process(env) as first:
-            await wait_until_ready(http, first)
-            params = {"message": message, "configuration": {"returnImmediately": True}}
-            started = await http.post("/agents/relay-team", json=rpc("SendMessage", params), headers=V1)
-            task_id = started.json()["result"]["task"]["id"]
-            mid_run = await poll_task(http, "relay-team", task_id, lambda t: "step-1-counter" in artifact_names(t))
-            first.send_signal(signal.SIGKILL)
-        assert mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in artifact_names(mid_run)
+    run = await kill_mid_run(tmp_path, agents, "relay-team", f"wait: {WAIT_S}", "step-1-counter", [site])
 
-        with gateway_process(env) as second:
-            await wait_until_ready(http, second)
-            done = await poll_task(http, "relay-team", task_id, lambda t: t["status"]["state"] != "TASK_STATE_WORKING")
-
-    assert done["status"]["state"] == "TASK_STATE_COMPLETED", done["status"]
-    assert artifact_names(done) == ["step-1-counter", "step-2-echo", "step-3-counter", "step-4-echo", "result"]
+    assert run.mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in run.shown_before_kill
+    assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
+    assert run.shown == ["step-1-counter", "step-2-echo", "step-3-counter", "step-4-echo", "result"]
     assert calls.read_text().splitlines() == [f"wait: {WAIT_S}", f"waited {WAIT_S}s"], "leg 1 was not run again"
