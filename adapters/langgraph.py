@@ -141,6 +141,10 @@ class LangGraphAdapter(FrameworkAdapter):
                 return Command(resume=call.data[0] if call.data and not call.text else call.text)
             if state.next:
                 return None  # LangGraph's way to go on from a breakpoint (interrupt_before/after)
+            raise LookupError(
+                "the graph's thread holds no question waiting for this answer (an in-memory checkpointer "
+                "forgets it when the gateway restarts); send the request again"
+            )
         if call.data and not call.text and not call.files:
             return dict(call.data[0])
         return {options.messages_key: [{"role": "user", "content": user_content(call)}]}

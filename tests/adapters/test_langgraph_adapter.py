@@ -210,3 +210,11 @@ async def test_the_graphs_usage_counts_against_the_runs_token_budget(served: Ser
     assert "token" in run.text.lower() and "20" in run.text, run.text
     assert run.step("step-1-weather-graph").text == "Sunny in Oslo.", "the step itself completed"
     assert all(not name.startswith("step-2") for name in run.artifacts), "shout never ran"
+
+
+async def test_an_answer_nothing_waits_for_fails_saying_to_send_the_request_again() -> None:
+    adapter = LangGraphAdapter("counter", counting_graph(), LangGraphOptions(output_key="report"), Prices())
+    sink: Emitter = RecordingEmitter()
+    lost = AgentCall(text="yes", context_id="c3", task_id="t3", history=(Turn("user", "a b"), Turn("agent", "Go?")))
+    reply = await adapter(lost, sink)
+    assert reply.state == "failed" and reply.text.endswith("send the request again"), reply.text

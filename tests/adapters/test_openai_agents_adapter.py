@@ -11,8 +11,12 @@ import pytest
 pytest.importorskip("agents", reason="the openai-agents extra is not installed: pip install '.[openai-agents]'")
 
 from a2a.types.a2a_pb2 import TaskState
+from agents import Agent
 
-from gateway.testing import RunningGateway
+from adapters.framework import Prices
+from adapters.openai_agents import OpenAIAgentsAdapter, OpenAIAgentsOptions
+from gateway.runtime import AgentCall, Emitter, Turn
+from gateway.testing import RecordingEmitter, RunningGateway
 from tests.adapters.framework_harness import A2A_ARMS, call_tool, cancel_when, converse, framework_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
@@ -147,3 +151,11 @@ async def test_the_agent_is_a_step_of_a_sequential_workflow(served: Served) -> N
     assert run.step("step-1-weather-agents").text == "Sunny in Oslo."
     assert run.text == "Sunny in Oslo."
     assert any("calling forecast" in said for said in run.progress), run.progress
+
+
+async def test_an_approval_nothing_waits_for_fails_saying_to_send_the_request_again() -> None:
+    adapter = OpenAIAgentsAdapter("weather", Agent(name="x"), OpenAIAgentsOptions(), Prices())
+    sink: Emitter = RecordingEmitter()
+    lost = AgentCall(text="yes", context_id="c", task_id="t", history=(Turn("user", "Send it."), Turn("agent", "?")))
+    reply = await adapter(lost, sink)
+    assert reply.state == "failed" and reply.text.endswith("send the request again"), reply.text
