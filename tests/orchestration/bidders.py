@@ -51,3 +51,19 @@ def bidder(
         )
 
     return run
+
+
+def logging_bidder(log: str, cost: float = 1.0) -> Runtime:
+    """Bids like ``bidder``, and records each call's phase in ``log`` (it survives a restart)."""
+    inner = bidder(cost=cost, capability=1.0, confidence=0.9)
+
+    async def run(call: AgentCall, emit: Emitter) -> Reply:
+        _append(log, str(phase_of(call).get("phase", "none")))
+        return await inner(call, emit)
+
+    return run
+
+
+def _append(log: str, line: str) -> None:
+    with open(log, "a") as out:
+        out.write(f"{line}\n")

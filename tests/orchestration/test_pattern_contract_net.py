@@ -16,6 +16,7 @@ from gateway.spec import AgentSpec
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.kill_and_resume import kill_mid_run
 from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.run_client import data_of, get_task, list_tasks, run_workflow
 
@@ -155,3 +156,20 @@ def test_a_derived_bid_comes_from_the_card_and_how_the_agents_calls_went() -> No
     half_open = dataclasses.replace(card, circuit="half-open")
     assert derive(half_open, "x", ["translation"], 1.0, 1).confidence == 0.125  # type: ignore[union-attr]
     assert derive(dataclasses.replace(card, circuit="open"), "x", ["translation"], 1.0, 0) is None
+
+
+async def test_a_tender_killed_while_a_bid_is_out_resumes_without_asking_finished_bidders_again(
+    tmp_path: Path,
+) -> None:
+    calls = tmp_path / "calls.txt"
+    files = [
+        python_agent("steady", "tests.orchestration.bidders:logging_bidder", log=str(calls)),
+        workflow("tender", "contract-net", ["steady", "echo"]),
+    ]
+    agents = agents_folder(tmp_path / "agents", files, bundled=["echo"])
+    run = await kill_mid_run(tmp_path, agents, "tender", "wait: 3", "step-1-steady")  # echo's bid takes 3 s
+
+    assert run.mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in run.shown_before_kill
+    assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
+    assert run.shown == ["step-1-steady", "step-2-echo", "step-3-steady", "result"]
+    assert calls.read_text().splitlines() == ["call-for-bids", "award"], "steady's bid was not asked for again"
