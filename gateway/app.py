@@ -19,12 +19,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from gateway.auth.grpc import GrpcAuthGuard
 from gateway.auth.http import agent_guard
 from gateway.auth.policy import AuthPolicy
 from gateway.bindings.a2a_grpc import GrpcServer, Observe, grpc_address, grpc_interface, start_grpc_server
-from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, agent_routes
+from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, Guard, agent_routes
 from gateway.bindings.mcp_server import create_mcp_binding
 from gateway.bindings.mcp_state import shared_secret
 from gateway.bindings.v03_errors import use_own_codes_for_v03
@@ -34,6 +35,7 @@ from gateway.cards.shared_keys import KEYS_CHANNEL, SharedKeys
 from gateway.cards.signing import JWKS_PATH, jwks_url, sign_card_dict
 from gateway.errors import StartupError, UnknownAgentError, register_with_sdk
 from gateway.federation.hub import Federation, derive_gateway_id
+from gateway.hosting.admission import RetryAfter, build_admission
 from gateway.hosting.cache import build_cache
 from gateway.hosting.cluster import AgentLog, Cluster
 from gateway.hosting.executor import RuntimeExecutor, TaskContextBuilder, ValidatesRequests, limit_parts
@@ -265,9 +267,19 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
     handler.join(log)
     push_sender.published = log.published
     handler.cache = build_cache(spec)  # opt-in per agent (``cache:``); the runner and the SDK's path share it
+    handler.admission = build_admission(spec.name, spec.admission)  # concurrency caps (``admission:``)
     if local is not None:
-        local.cache = handler.cache
+        local.cache, local.admission = handler.cache, handler.admission
     return HostedAgent(spec=spec, card=card, handler=handler)
+
+
+def _retry_after(guard: Guard, seconds: float) -> Guard:
+    """``guard``, its app answering 429s with ``Retry-After``."""
+
+    def guarded(app: ASGIApp, prefix: str) -> ASGIApp:
+        return RetryAfter(guard(app, prefix), seconds)
+
+    return guarded
 
 
 def _root_routes(gateway: Gateway) -> list[BaseRoute]:
@@ -429,6 +441,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         hosted = _host(gateway, spec)
         gateway.agents[spec.name] = hosted
         guard = agent_guard(gateway.auth, spec, settings.base_url, settings.max_body_bytes)
+        if spec.admission is not None:  # REST's busy refusals carry Retry-After
+            guard = _retry_after(guard, spec.admission.retry_after_s)
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
     routes += UNKNOWN_AGENT_ROUTES
     triggers = Triggers(

@@ -211,6 +211,32 @@ class StoreUnavailableError(InternalError):
         super().__init__(detail or self.message, data={"reason": self.reason, "retryable": "true"})
 
 
+class AgentBusyError(InternalError):
+    """An agent (or one caller's share of it) at its concurrency cap with its queue full: retry after the hint.
+
+    An A2A error, so the SDK's handlers answer it on every binding once ``register_with_sdk`` has
+    taught them its row; its data carries ``retryAfterSeconds`` (``gateway.hosting.admission``).
+    """
+
+    message = "the agent is busy"
+    reason: ClassVar[str] = "agent-busy"
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, detail: str | None = None, data: dict[str, Any] | None = None, *, retry_after_s: float = 1.0):
+        # ``data`` is given when the SDK's client rebuilds the error from an answer (its ErrorInfo metadata).
+        if data is None:
+            data = {"reason": self.reason, "retryable": "true", "retryAfterSeconds": f"{retry_after_s:g}"}
+        super().__init__(detail or self.message, data=data)
+
+    @property
+    def retry_after_s(self) -> float:
+        """The hint: seconds to wait before trying again."""
+        try:
+            return float((self.data or {}).get("retryAfterSeconds", 1))
+        except (TypeError, ValueError):
+            return 1.0
+
+
 WIRE: dict[type[GatewayError] | type[InternalError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
@@ -234,6 +260,8 @@ WIRE: dict[type[GatewayError] | type[InternalError], WireError] = {
     HopLimitError: WireError(409, -32057, "FAILED_PRECONDITION"),
     PeerBadResponseError: WireError(502, -32058, "UNKNOWN"),
     StoreUnavailableError: WireError(503, -32060, "UNAVAILABLE"),
+    # Admission control: retryable, with a retry-after hint (gateway.hosting.admission).
+    AgentBusyError: WireError(429, -32061, "RESOURCE_EXHAUSTED"),
 }
 
 
@@ -241,17 +269,17 @@ def wire_for(error: GatewayError | InternalError) -> WireError:
     """The mapping of ``error``, falling back along its class hierarchy."""
     for cls in type(error).__mro__:
         if cls in WIRE:
-            return WIRE[cls]  # type: ignore[index]
+            return WIRE[cls]
     return WIRE[GatewayError]
 
 
-def error_reason(error_type: type[PeerError] | type[StoreUnavailableError]) -> str:
+def error_reason(error_type: type[PeerError] | type[StoreUnavailableError] | type[AgentBusyError]) -> str:
     """The ``google.rpc.ErrorInfo`` reason of ``error_type`` (``hop-limit`` -> ``HOP_LIMIT``)."""
     return error_type.reason.upper().replace("-", "_")
 
 
 def register_with_sdk() -> None:
-    """Add ``WIRE``'s A2A errors (the ``PeerError`` family) to the SDK's error tables (idempotent).
+    """Add ``WIRE``'s A2A errors (peers', the store's, a busy agent's) to the SDK's error tables (idempotent).
 
     The SDK maps an error to its wire form by its exact class, in module-level tables its server
     handlers (JSON-RPC, REST, gRPC details) and its clients (JSON-RPC code, REST and gRPC
@@ -265,7 +293,7 @@ def register_with_sdk() -> None:
     from a2a.utils.errors import ErrorMapping
 
     for error_type, wire in WIRE.items():
-        if not issubclass(error_type, PeerError | StoreUnavailableError):
+        if not issubclass(error_type, PeerError | StoreUnavailableError | AgentBusyError):
             continue  # a GatewayError is answered by the gateway's edge, before the SDK sees the request
         reason = error_reason(error_type)
         sdk_errors.JSON_RPC_ERROR_CODE_MAP[error_type] = wire.jsonrpc_code

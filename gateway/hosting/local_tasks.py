@@ -32,7 +32,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
@@ -64,6 +64,7 @@ from a2a.utils.task import apply_history_length, validate_history_length
 
 from gateway.auth.policy import RunOwner
 from gateway.errors import StoreUnavailableError
+from gateway.hosting.admission import Admission, Ticket
 from gateway.hosting.cache import ResultCache
 from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S, finish
 from gateway.hosting.cluster import AgentLog
@@ -288,6 +289,8 @@ class LocalRunner:
         self.answers = Answers()
         self.cache: ResultCache | None = None
         """The agent's result cache (``gateway.hosting.cache``) when its file asks for one."""
+        self.admission: Admission | None = None
+        """The agent's concurrency caps (``gateway.hosting.admission``) when its file declares any."""
 
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
@@ -321,17 +324,34 @@ class LocalRunner:
         with tracing.span(f"task {self.agent}", attributes={"a2a.agent": self.agent}):
             if message.task_id:
                 with self.answers.claimed(message.task_id):
-                    return await self._run(message, context, progress, started, watcher)
+                    return await self._admitted(message, context, progress, started, watcher)
             cache = self.cache
             key = cache.key(message, context) if cache is not None else None
             if cache is None or key is None:
-                return await self._run(message, context, progress, started, watcher)
+                return await self._admitted(message, context, progress, started, watcher)
             hit = cache.answer(key, message, context)
             if hit is not None:
                 return await self._answered(hit, message, context, started, watcher)
-            task = await self._run(message, context, progress, started, watcher)
+            task = await self._admitted(message, context, progress, started, watcher)
             cache.keep(key, task, context)
             return task
+
+    async def _admitted(
+        self,
+        message: Message,
+        context: ServerCallContext,
+        progress: Progress | None,
+        started: Started | None,
+        watcher: Watcher | None,
+    ) -> Task:
+        """``_run`` holding one of the agent's slots (``AgentBusyError`` before any task exists when none is free)."""
+        if self.admission is None:
+            return await self._run(message, context, progress, started, watcher)
+        ticket = await self.admission.enter(context.user.user_name)
+        try:
+            return await self._run(message, context, progress, started, watcher)
+        finally:
+            ticket.release()
 
     async def _answered(
         self, hit: Task, message: Message, context: ServerCallContext, started: Started | None, watcher: Watcher | None
@@ -581,6 +601,9 @@ class LocalRequestHandler(DefaultRequestHandler):
         """On PostgreSQL, tasks running on other replicas are followed and canceled through it (``cluster``)."""
         self.cache: ResultCache | None = None
         """The agent's result cache, for messages the SDK's path runs (the runner has its own reference)."""
+        self.admission: Admission | None = None
+        """The agent's concurrency caps, for messages the SDK's path runs (the runner has its own reference)."""
+        self._slots: set[asyncio.Future[Any]] = set()  # slots given back when their SDK run ends
 
     def _on_runner(self, params: SendMessageRequest) -> LocalRunner | None:
         """The runner when it takes this message (see the class); None when the SDK does."""
@@ -615,18 +638,25 @@ class LocalRequestHandler(DefaultRequestHandler):
         """A new task on the runner: its outcome once saved; any other message through the SDK."""
         self._refuse_while_unreachable()
         local = self._on_runner(params)
-        if local is None and params.message.task_id:
-            return await self._answer(params, context)
-        if local is None:
-            key, hit = await self._from_cache(params, context)
-            if hit is not None:
-                return apply_history_length(hit, params.configuration)
-            result = await super().on_message_send(params, context)
-            if key is not None and self.cache is not None and isinstance(result, Task):
-                self.cache.keep(key, result, context)
-            return result
-        task = await asyncio.shield(self._start(local, params, context))
-        return apply_history_length(task, params.configuration)
+        if local is not None:
+            task = await asyncio.shield(self._start(local, params, context))
+            return apply_history_length(task, params.configuration)
+        key, hit = await self._from_cache(params, context)
+        if hit is not None:
+            return apply_history_length(hit, params.configuration)
+        ticket = await self._admit(context)
+        try:
+            if params.message.task_id:
+                result = await self._answer(params, context)
+            else:
+                result = await super().on_message_send(params, context)
+        except BaseException:
+            _release(ticket)
+            raise
+        await self._release_when_done(ticket, _event_task_id(result) or params.message.task_id)
+        if key is not None and self.cache is not None and isinstance(result, Task):
+            self.cache.keep(key, result, context)
+        return result
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -634,29 +664,43 @@ class LocalRequestHandler(DefaultRequestHandler):
         """A new task on the runner: its events, the last once saved; any other message through the SDK."""
         self._refuse_while_unreachable()
         local = self._on_runner(params)
-        if local is None and params.message.task_id:
-            release = await self._claim_waiting(params, context)
-            answer = super().on_message_send_stream(params, context)
-            try:
-                async for event in answer:
-                    yield event
-            finally:  # a caller who leaves early: its turn is read to its end, still claimed
-                self._read_on(answer, release)
+        if local is not None and self._agent_card.capabilities.streaming:
+            async for event in self._stream_on_runner(local, params, context):
+                yield event
             return
-        if local is None or not self._agent_card.capabilities.streaming:
-            key, hit = await self._from_cache(params, context)
-            if hit is not None:
-                yield _shown(hit, params)
-                return
-            task_id = ""
-            async for event in super().on_message_send_stream(params, context):
+        key, hit = await self._from_cache(params, context)
+        if hit is not None:
+            yield _shown(hit, params)
+            return
+        ticket = await self._admit(context)
+        task_id = params.message.task_id
+        try:
+            stream = self._stream_answer if params.message.task_id else super().on_message_send_stream
+            async for event in stream(params, context):
                 task_id = task_id or _event_task_id(event)
                 yield event
-            if key is not None and self.cache is not None and task_id:
-                ended = await self.task_store.get(task_id, context)
-                if ended is not None:
-                    self.cache.keep(key, ended, context)
-            return
+        finally:
+            await self._release_when_done(ticket, task_id)
+        if key is not None and self.cache is not None and task_id:
+            ended = await self.task_store.get(task_id, context)
+            if isinstance(ended, Task):
+                self.cache.keep(key, ended, context)
+
+    async def _stream_answer(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """A message that continues a task, streamed through the SDK, claimed until its turn is over."""
+        release = await self._claim_waiting(params, context)
+        answer = super().on_message_send_stream(params, context)
+        try:
+            async for event in answer:
+                yield event
+        finally:  # a caller who leaves early: its turn is read to its end, still claimed
+            self._read_on(answer, release)
+
+    async def _stream_on_runner(
+        self, local: LocalRunner, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
         watcher: Watcher = asyncio.Queue()
         run = self._start(local, params, context, watcher)
         ending: list[Event] = []  # held until the outcome is saved
@@ -668,6 +712,23 @@ class LocalRequestHandler(DefaultRequestHandler):
         await run  # done by now: raises when the run failed (an unwritable store)
         for event in ending:
             yield _shown(event, params)
+
+    async def _admit(self, context: ServerCallContext) -> Ticket | None:
+        """A slot of the agent for the caller (``gateway.hosting.admission``); None without admission control."""
+        return await self.admission.enter(context.user.user_name) if self.admission is not None else None
+
+    async def _release_when_done(self, ticket: Ticket | None, task_id: str) -> None:
+        """Give the slot back once the SDK's run of ``task_id`` (detached from the caller) has ended."""
+        if ticket is None:
+            return
+        active = await self._active_task_registry.get(task_id) if task_id else None
+        if active is None or active.is_finished:
+            ticket.release()
+            return
+        ended = asyncio.ensure_future(active._is_finished.wait())
+        self._slots.add(ended)
+        ended.add_done_callback(self._slots.discard)
+        ended.add_done_callback(lambda _: ticket.release())
 
     async def _from_cache(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -683,7 +744,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         hit = cache.answer(key, params.message, context) if key is not None else None
         if hit is not None:
             validate_required_fields(params)
-            await self.task_store.save(hit, context)
+            await cast(TaskStore, self.task_store).save(hit, context)
             note_task(hit.id, message_skill(params.message))
         return key, hit
 
@@ -751,6 +812,8 @@ class LocalRequestHandler(DefaultRequestHandler):
         for turn in list(self._turns):
             turn.cancel()
         await asyncio.gather(*self._turns, return_exceptions=True)
+        for slot in list(self._slots):
+            slot.cancel()  # its done callback gives the slot back
 
     def join(self, log: AgentLog) -> None:
         """On PostgreSQL: follow and cancel tasks running on other replicas, and let them cancel ours."""
@@ -825,6 +888,11 @@ class LocalRequestHandler(DefaultRequestHandler):
 def _ends_run(event: Event) -> bool:
     """Whether ``event`` ends a run on the runner (a final or interrupted state; a message reply arrives as one)."""
     return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in ENDED
+
+
+def _release(ticket: Ticket | None) -> None:
+    if ticket is not None:
+        ticket.release()
 
 
 def _event_task_id(event: Event) -> str:

@@ -99,6 +99,8 @@ class ChildOutcome:
     result: StepResult
     retryable: bool = False
     refused: bool = False
+    busy: bool = False
+    """Refused by the agent's admission control: a fallback takes the step at once (degraded mode)."""
 
 
 def _file_part(file: FileInput) -> Part:

@@ -59,7 +59,7 @@ from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message
 
 from gateway.auth.policy import caller_of
-from gateway.errors import PermissionDeniedError, UnknownAgentError
+from gateway.errors import AgentBusyError, PermissionDeniedError, UnknownAgentError
 from gateway.federation.hops import carried, message_hop
 from gateway.hosting.cleanup import finish
 from gateway.hosting.executor import message_input
@@ -281,7 +281,8 @@ def _broken(child: Child, exc: BaseException) -> ChildOutcome:
     detail = str(exc) or type(exc).__name__
     logger.warning("step on %s failed: %s", child.agent, detail, exc_info=exc)
     result = StepResult(child.agent, "failed", task_id=child.task_id, error=f"{child.agent}: {detail}")
-    return ChildOutcome(result, retryable=getattr(exc, "retryable", False) is True)
+    busy = isinstance(exc, AgentBusyError)
+    return ChildOutcome(result, retryable=getattr(exc, "retryable", False) is True, busy=busy)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -622,7 +623,9 @@ class EngineRun:
                 await self.progress(f"{label} · {candidates[index - 1]} {why}; {candidate} takes over")
             try:
                 self._authorize(candidate, request)
-                result = await self._with_retries(number, candidate, request, label, follow_up if not index else None)
+                degrade = index < len(candidates) - 1  # a busy agent hands the step to its fallback at once
+                answer = follow_up if not index else None
+                result = await self._with_retries(number, candidate, request, label, answer, degrade=degrade)
             except PermissionDeniedError as exc:
                 refusals.append(exc)
                 why = "may not be run by this caller"
@@ -651,7 +654,14 @@ class EngineRun:
             raise PermissionDeniedError(refusal)
 
     async def _with_retries(
-        self, number: int, agent: str, request: StepInput, label: str, follow_up: tuple[str, str] | None
+        self,
+        number: int,
+        agent: str,
+        request: StepInput,
+        label: str,
+        follow_up: tuple[str, str] | None,
+        *,
+        degrade: bool = False,
     ) -> StepResult:
         limits = self.limits
         breaker = self._host.breakers(agent)
@@ -666,7 +676,11 @@ class EngineRun:
                 breaker.release()
                 raise
             result = outcome.result
-            if result.state == "failed":
+            if outcome.busy:
+                breaker.release()  # a busy agent is not a failing one
+                if degrade:
+                    return result
+            elif result.state == "failed":
                 breaker.record(ok=False)
             elif result.state in ("completed", "rejected"):
                 breaker.record(ok=True)
