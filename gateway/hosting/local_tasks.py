@@ -71,7 +71,7 @@ from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
-from gateway.store.tasks import INTERRUPTIBLE
+from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd
 from gateway.telemetry import tracing
 from gateway.telemetry.access import message_skill, note_task
 
@@ -645,6 +645,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         if hit is not None:
             return apply_history_length(hit, params.configuration)
         ticket = await self._admit(context)
+        context = _releasing(context, ticket)
         try:
             if params.message.task_id:
                 result = await self._answer(params, context)
@@ -673,6 +674,7 @@ class LocalRequestHandler(DefaultRequestHandler):
             yield _shown(hit, params)
             return
         ticket = await self._admit(context)
+        context = _releasing(context, ticket)
         task_id = params.message.task_id
         try:
             stream = self._stream_answer if params.message.task_id else super().on_message_send_stream
@@ -718,7 +720,10 @@ class LocalRequestHandler(DefaultRequestHandler):
         return await self.admission.enter(context.user.user_name) if self.admission is not None else None
 
     async def _release_when_done(self, ticket: Ticket | None, task_id: str) -> None:
-        """Give the slot back once the SDK's run of ``task_id`` (detached from the caller) has ended."""
+        """Give the slot back once the SDK's run of ``task_id`` (detached from the caller) has ended.
+
+        Its save in an ending state gives it back first (``ON_RUN_END``); this is for a run that ends without one.
+        """
         if ticket is None:
             return
         active = await self._active_task_registry.get(task_id) if task_id else None
@@ -888,6 +893,14 @@ class LocalRequestHandler(DefaultRequestHandler):
 def _ends_run(event: Event) -> bool:
     """Whether ``event`` ends a run on the runner (a final or interrupted state; a message reply arrives as one)."""
     return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in ENDED
+
+
+def _releasing(context: ServerCallContext, ticket: Ticket | None) -> ServerCallContext:
+    """A context for this call alone that gives ``ticket`` back once its task is saved ended (or waiting)."""
+    if ticket is None:
+        return context
+    run_end = RunEnd(ticket.admission.agent, ticket.release)
+    return context.model_copy(update={"state": {**context.state, ON_RUN_END: run_end}})
 
 
 def _release(ticket: Ticket | None) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from a2a.server.context import ServerCallContext
@@ -143,6 +145,22 @@ Only the gateway builds the call contexts that carry it, so a caller cannot clai
 """
 
 
+ON_RUN_END = "switchboard.on_run_end"
+"""The ``ServerCallContext.state`` key of a ``RunEnd``: run when the call's task is saved no longer running."""
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What to do once a task of ``agent`` is saved ended or waiting for input (an admission slot given back).
+
+    Only that agent's saves count: a workflow's steps share its call context, and their tasks are
+    other agents' (a workflow never names itself as a step).
+    """
+
+    agent: str
+    call: Callable[[], None]
+
+
 class SqlTaskStore(TaskStore):
     """One agent's tasks in SQLite or PostgreSQL; ``save`` returns only after the row is committed."""
 
@@ -181,6 +199,9 @@ class SqlTaskStore(TaskStore):
         started_by = context.state.get(STARTED_BY)
         if started_by is not None and "trigger" not in task.metadata:
             task.metadata.update({"trigger": started_by})
+        run_end = context.state.get(ON_RUN_END)
+        if isinstance(run_end, RunEnd) and run_end.agent == self._agent and task.status.state not in INTERRUPTIBLE:
+            run_end.call()  # before the commit: whoever sees the task ended finds its slot free
         owner = self._owner(context)
         params = (self._agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
         if self.leases is not None and (lease := self.leases.held.get((self._agent, owner, task.id))) is not None:

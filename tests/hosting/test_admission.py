@@ -171,7 +171,8 @@ async def test_a_workflow_at_its_cap_refuses_until_its_run_ends(gateway: Running
         with pytest.raises(AgentBusyError):
             await send(client, "another job")
         gate("held").set()
-        done = await ended(client, running.id)
+        async with jsonrpc_client(gateway, "single-run") as streaming:
+            done = await ended(streaming, running.id)
         again, _ = await send(client, "a later job")
 
     assert done.status.state == again.status.state == TaskState.TASK_STATE_COMPLETED

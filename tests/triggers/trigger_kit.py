@@ -21,6 +21,7 @@ from tests.bindings.a2a_clients import BINDINGS, a2a_client
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10cmlnZ2Vycy10ZXN0cw=="
 WAIT_S = 20.0
+POLL_S = 0.02
 ENDED = {
     TaskState.TASK_STATE_COMPLETED,
     TaskState.TASK_STATE_FAILED,
@@ -65,17 +66,23 @@ async def jsonrpc_client(gateway: RunningGateway, agent: str) -> AsyncIterator[C
 
 
 async def ended(client: Client, task_id: str) -> Task:
-    """The task once it has ended: followed with SubscribeToTask while it runs, read with GetTask after."""
+    """The task once it has ended: followed with SubscribeToTask while it runs, read with GetTask after.
+
+    A client without streaming cannot subscribe: it reads the task again until it has ended (bounded).
+    """
     async with asyncio.timeout(WAIT_S):
         task = await client.get_task(GetTaskRequest(id=task_id))
         if task.status.state not in ENDED:
             try:
                 async for _ in client.subscribe(SubscribeToTaskRequest(id=task_id)):
                     pass
-            except Exception:  # it ended between the read and the subscribe: the SDK refuses a finished task
+            except Exception:  # it ended between the read and the subscribe, or the client cannot stream
                 pass
+        while True:
             task = await client.get_task(GetTaskRequest(id=task_id))
-        return task
+            if task.status.state in ENDED:
+                return task
+            await asyncio.sleep(POLL_S)
 
 
 def metadata(task: Task) -> dict[str, Any]:
