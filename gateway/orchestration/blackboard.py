@@ -12,9 +12,9 @@ Writes are applied in participant order, not in the order turns finished, so a r
 replays them alike. A write made on a version older than a change to a key it touches is refused
 as a conflict and its contributor is asked again with the board as it is now (a new child task),
 up to ``max_conflict_retries`` times; a malformed write is refused with the reason and changes
-nothing. Each applied write replaces the run's ``blackboard`` artifact (``{version, board,
-events}``), so A2A subscribers and MCP ``run://{run_id}/artifacts/blackboard`` subscribers see the
-board live.
+nothing. Each applied write, and each round's end, replaces the run's ``blackboard`` artifact
+(``{version, board, events}``), so A2A subscribers and MCP ``run://{run_id}/artifacts/blackboard``
+subscribers see the board live.
 
 The run completes when ``done_when`` (a condition on the board, as a graph's edges have:
 ``graph_model``) holds, or when no contributor has anything new to react to; its text is the
@@ -164,12 +164,15 @@ class BlackboardRun:
         base = self.board.version
         jobs = [(agent, self.turn_input(agent), f"turn {agent} (round {self.round})") for agent in chosen]
         results = await fan_out(self.run, jobs, lambda result: False)
-        for agent, result in zip(chosen, results, strict=True):
-            if result is not None:
-                outcome = await self.take(agent, result, base)
-                if outcome is not None:
-                    return outcome
-        return None
+        try:
+            for agent, result in zip(chosen, results, strict=True):
+                if result is not None:
+                    outcome = await self.take(agent, result, base)
+                    if outcome is not None:
+                        return outcome
+            return None
+        finally:
+            await self.publish()  # the round's refusals and passes too: the live history is the whole history
 
     def finish(self, reason: str) -> Outcome:
         key = self.options.answer_key

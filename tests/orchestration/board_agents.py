@@ -77,3 +77,19 @@ async def asker(call: AgentCall, emit: Emitter) -> Reply:
     if view:
         return Reply(text="who owns this?", state="input-required")
     return Reply(text=f"owner: {call.text}", data=write(0, owner=call.text))
+
+
+def logging_drafter(log: str, key: str, text: str) -> Runtime:
+    """A ``drafter`` that records each turn's board version in ``log`` (it survives a restart)."""
+    inner = drafter(key, text)
+
+    async def run(call: AgentCall, emit: Emitter) -> Reply:
+        _append(log, f"turn on version {board_of(call).get('version')}")
+        return await inner(call, emit)
+
+    return run
+
+
+def _append(log: str, line: str) -> None:
+    with open(log, "a") as out:
+        out.write(f"{line}\n")

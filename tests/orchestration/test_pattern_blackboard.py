@@ -21,6 +21,7 @@ from tests.bindings.a2a_clients import a2a_client
 from tests.conftest import make_settings
 from tests.mcp.conftest import MODERN
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
+from tests.orchestration.kill_and_resume import kill_mid_run
 from tests.orchestration.mcp_run import call_workflow
 from tests.orchestration.replay_harness import Answer, execute, new_record, plan, resume
 from tests.orchestration.run_client import STREAMING, data_of, get_task, run_workflow
@@ -242,3 +243,20 @@ async def test_a_blackboard_resumed_from_any_checkpoint_ends_as_the_uninterrupte
         assert resumed.outcome == whole.outcome, f"resumed from checkpoint {index}"
         done = len(json.loads(row[9]))
         assert len(resumed.calls) == len(whole.calls) - done, f"checkpoint {index}: finished turns ran again"
+
+
+async def test_a_board_killed_mid_turn_resumes_with_its_writes_and_shows_the_board_again(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.txt"
+    files = [
+        python_agent("scribe", f"{AGENTS}:logging_drafter", log=str(calls), key="draft", text="noted"),
+        workflow("desk", "blackboard", ["scribe", "echo"], {"contributors": {"echo": {"watches": ["request"]}}}),
+    ]
+    agents = agents_folder(tmp_path / "agents", files, bundled=["echo"])
+    run = await kill_mid_run(tmp_path, agents, "desk", "wait: 3", "step-1-scribe")  # echo's turn takes 3 s
+
+    assert run.mid_run["status"]["state"] == "TASK_STATE_WORKING" and "step-2-echo" not in run.shown_before_kill
+    assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
+    board = next(a for a in run.done["artifacts"] if a["name"] == "blackboard")["parts"][0]["data"]
+    assert board["version"] == 1 and board["board"]["draft"] == "noted"
+    assert [(e["kind"], e["agent"]) for e in board["events"]] == [("start", ""), ("write", "scribe"), ("pass", "echo")]
+    assert calls.read_text().splitlines() == ["turn on version 0"], "the scribe's turn was not taken again"
