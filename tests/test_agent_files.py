@@ -97,3 +97,12 @@ def test_duplicate_names_are_refused(tmp_path: Path) -> None:
     write(tmp_path, "b.yaml", GOOD)
     with pytest.raises(AgentFileError, match=r"b\.yaml: name: agent 'probe' is declared twice"):
         Registry.load(tmp_path)
+
+
+def test_the_schema_takes_the_options_the_gateway_takes_in_either_form() -> None:
+    schema = json.loads((bundled_agents_dir() / "schema.json").read_text())
+    pipeline = {**yaml.safe_load((bundled_agents_dir() / "code-review.yaml").read_text())}
+    for exits in ("APPROVED", ["failure", "APPROVED"]):
+        pipeline["runtime"] = {"kind": "workflow", "pattern": "sequential", "participants": ["a"]}
+        pipeline["runtime"]["options"] = {"early_exit_on": exits}
+        jsonschema.validate(pipeline, schema)

@@ -24,11 +24,19 @@ FAILURE = "failure"
 SUMMARY_CHARS = 2000
 
 
+def _one_or_many_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a list option that also takes one string (``_one_or_many``)."""
+    array = {"type": schema.pop("type"), "items": schema.pop("items")}
+    schema["anyOf"] = [array, {"type": "string"}]
+
+
 class SequentialOptions(PatternOptions):
     """When to stop early and which steps to skip."""
 
     early_exit_on: tuple[str, ...] = Field(
-        default=(FAILURE,), description="keywords that end the pipeline early; 'failure' stops at a failed step"
+        default=(FAILURE,),
+        description="keywords that end the pipeline early; 'failure' stops at a failed step",
+        json_schema_extra=_one_or_many_schema,
     )
     skip_if: dict[str, str] = Field(default={}, description="agent -> keyword in the previous output that skips it")
 
