@@ -7,6 +7,8 @@ Every ``SCAN_S`` each replica:
   steps, so none runs twice); a run that cannot resume (no checkpoint yet, its workflow changed)
   ends FAILED with the reason. Taking a lease is one conditional UPSERT: of replicas scanning at
   once, one wins.
+- ends FAILED with the reason its own tasks stored running that no longer run here (their end could
+  not be saved while PostgreSQL was unreachable) once seen so for ``DEAD_GRACE_S``;
 - ends FAILED, with the reason, every other task left submitted or working by a process that is
   gone (its runner lock is free, ``Database.live_runners``) for at least ``DEAD_GRACE_S``: a plain
   agent's task cannot resume mid-run. The grace covers a live replica whose lock's session was cut
@@ -26,11 +28,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.types.a2a_pb2 import Task, TaskState
 
+from gateway.errors import UnknownAgentError
 from gateway.hosting.cluster import Cluster
+from gateway.hosting.local_tasks import LocalRequestHandler
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
 from gateway.orchestration.resume import resume_run, why_not_resumable
 from gateway.push.sender import queue_stored_tasks
@@ -51,6 +55,10 @@ TAKE_BATCH = 16
 PRUNE_EVERY_SCANS = 60
 KEEP_LEASES_S = 3600
 """The lease row of a run whose task ended is deleted this long after the lease was last held."""
+ORPHAN_REASON = (
+    "The end of this task could not be saved while the task store was unreachable, and the task no longer runs; "
+    "send the request again."
+)
 DEAD_REASON = (
     "The gateway replica running this task stopped before the task finished, and an agent's task cannot resume "
     "on another replica; send the request again."
@@ -70,8 +78,7 @@ _EXPIRED = (
 )
 _LEFT_RUNNING = (
     f"SELECT t.agent, t.owner, t.id, t.runner FROM tasks t WHERE t.state IN ({_STATES}) AND t.runner <> '' "
-    "AND t.runner <> ? AND NOT EXISTS "
-    "(SELECT 1 FROM leases l WHERE l.agent = t.agent AND l.owner = t.owner AND l.task_id = t.id)"
+    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.agent = t.agent AND l.owner = t.owner AND l.task_id = t.id)"
 )
 
 _PRUNE = (
@@ -90,7 +97,7 @@ class Failover:
         leases: LeaseBook,
         cluster: Cluster,
         specs: Callable[[], Mapping[str, AgentSpec]],
-        handler: Callable[[str], DefaultRequestHandler],
+        handler: Callable[[str], LocalRequestHandler],
     ) -> None:
         self.db = db
         self.leases = leases
@@ -98,6 +105,7 @@ class Failover:
         self._specs = specs
         self._handler = handler
         self._gone_since: dict[str, float] = {}  # runner -> when this replica first saw it gone
+        self._orphan_since: dict[Key, float] = {}  # own task stored running -> when first seen not running here
         self._resuming: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -159,15 +167,21 @@ class Failover:
             await self.leases.release(lease)  # the execution ended without a save that releases it
 
     async def sweep(self) -> list[str]:
-        """End FAILED the tasks (not leased runs) of replicas gone for ``DEAD_GRACE_S``; their ids."""
-        rows = await self.db.fetch_all(_LEFT_RUNNING, (self.db.runner,))
+        """End FAILED the tasks (not leased runs) of replicas gone for ``DEAD_GRACE_S``; their ids.
+
+        Also this replica's own tasks stored running that have not run here for ``DEAD_GRACE_S``: their
+        end was not saved (the store was unreachable then), and nothing else would ever end them.
+        """
+        rows = await self.db.fetch_all(_LEFT_RUNNING)
+        own = [row for row in rows if row[3] == self.db.runner]
+        rows = [row for row in rows if row[3] != self.db.runner]
+        ended = await self._orphans(own)
         runners = {str(row[3]) for row in rows}
         live = await self.db.live_runners(runners) if runners else set()
         now = time.monotonic()
         for runner in list(self._gone_since):
             if runner not in runners or runner in live:
                 del self._gone_since[runner]
-        ended = []
         for agent, owner, task_id, runner in rows:
             if runner in live:
                 continue
@@ -179,6 +193,25 @@ class Failover:
                 ended.append(key[2])
         if ended:
             logger.warning("ended %d task(s) of gone replicas FAILED: %s", len(ended), ", ".join(ended))
+        return ended
+
+    async def _orphans(self, rows: list[tuple[Any, ...]]) -> list[str]:
+        now = time.monotonic()
+        orphans: dict[Key, float] = {}
+        for agent, owner, task_id, _ in rows:
+            key = (str(agent), str(owner), str(task_id))
+            try:
+                running = await self._handler(key[0]).runs_here(key[2])
+            except UnknownAgentError:
+                running = False
+            if not running:
+                orphans[key] = self._orphan_since.get(key, now)
+        self._orphan_since = orphans
+        ended = []
+        for key, since in orphans.items():
+            if now - since >= DEAD_GRACE_S and await fail_task(self.db, key, ORPHAN_REASON):
+                await self._ended(key)
+                ended.append(key[2])
         return ended
 
     async def prune(self) -> None:

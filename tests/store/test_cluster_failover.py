@@ -27,7 +27,7 @@ from a2a.client import Client
 from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest, TaskState
 
 from gateway.errors import StoreUnavailableError, register_with_sdk
-from gateway.hosting.failover import DEAD_REASON, SCAN_S
+from gateway.hosting.failover import DEAD_REASON, ORPHAN_REASON, SCAN_S
 from gateway.store.leases import BEAT_S, TTL_S
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message
 from tests.federation.support import V1, BackgroundLoop, Org, TcpProxy, free_port, org, python_agent, rpc, workflow
@@ -372,7 +372,7 @@ def outage(cluster_dsn: str) -> Iterator[tuple[OutageProxy, str]]:
     try:
         yield proxy, urlunsplit(target._replace(netloc=target.netloc.replace(f":{target.port}", f":{proxy.port}")))
     finally:
-        proxy.restore()
+        proxy.cut()  # its connections end before its loop stops
         background.close()
 
 
@@ -394,10 +394,12 @@ async def test_while_postgresql_is_unreachable_replicas_are_not_ready_refuse_new
     new_work = {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hello"}]}}
     async with (
         a2a_client(r1.agent_url("ticker"), SSE) as ticks,
+        a2a_client(r1.agent_url("echo"), SSE) as echo_sse,
         a2a_client(r2.agent_url("echo"), GRPC) as echo_grpc,
         httpx.AsyncClient(timeout=10) as http,
     ):
         acknowledged = await start_stream(ticks, "40")  # 10 s of progress, streamed from R1
+        on_sdk_path = await start_stream(echo_sse, "wait: 3")  # an agent on the SDK's handler, saved per event
         await acknowledged.until(2)
         proxy.cut()
         for replica in (r1, r2):
@@ -422,6 +424,9 @@ async def test_while_postgresql_is_unreachable_replicas_are_not_ready_refuse_new
     assert rest.status_code == 503, rest.text
     assert rest.json()["error"]["status"] == "UNAVAILABLE"
     assert acknowledged.error is None and state_of(acknowledged.events[-1]) == TaskState.TASK_STATE_COMPLETED
-    states = await wait_ended(cluster_dsn, [acknowledged.task_id])
+    states = await wait_ended(cluster_dsn, [acknowledged.task_id, on_sdk_path.task_id])
     assert states[acknowledged.task_id] == TaskState.TASK_STATE_COMPLETED, "the acknowledged task was not lost"
+    rows = await stored(cluster_dsn, [on_sdk_path.task_id])
+    sdk_end = states[on_sdk_path.task_id]  # its saves failed during the outage: it ended there or is ended after
+    assert sdk_end == TaskState.TASK_STATE_COMPLETED or ORPHAN_REASON in status_text(rows[on_sdk_path.task_id][1])
     assert after["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", "new work is taken again"
