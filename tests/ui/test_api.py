@@ -278,3 +278,10 @@ async def send_as(http: httpx.AsyncClient, headers: dict[str, str], text: str) -
     }
     answer = (await http.post("/agents/echo", json=body, headers={"A2A-Version": "1.0", **headers})).json()
     return str(answer["result"]["task"]["id"])
+
+
+def test_every_module_is_preloaded_by_the_page() -> None:
+    """The page names every module it will import, so the browser fetches them at once, not level by level."""
+    index = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="\{\{static\}\}/([\w.]+)">', index))
+    assert preloaded == {p.name for p in STATIC_DIR.glob("*.js")} - {"app.js"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
 import uuid
@@ -111,12 +112,12 @@ async def load(browser: Browser, base: str, path: str, marker: str) -> Load:
     return Load(seconds, tuple(sorted(requests)))
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def shape(found: Load) -> list[str]:
     """The requests of a load without their variable parts (a task id, a page cursor)."""
-    return [
-        url.split("?")[0].rsplit("/", 1)[0] if "/tasks/" in url else url.split("&cursor")[0]
-        for url, _ in found.requests
-    ]
+    return [re.sub(r"[&?]cursor=[^&]*", "", UUID.sub("ID", url)) for url, _ in found.requests]
 
 
 @pytest.mark.timeout(900)

@@ -32,6 +32,11 @@ export async function peersPage(root) {
   document.body.dataset.loaded = "peers";
 }
 
+function counts(byName) {
+  const entries = Object.entries(byName || {}).filter(([, n]) => n);
+  return entries.length ? entries.map(([name, n]) => `${n} ${name}`).join(", ") : "none";
+}
+
 function metricsView(metrics, previous) {
   const rate = (agent, field) => {
     const before = previous?.agents.find((a) => a.agent === agent);
@@ -40,7 +45,8 @@ function metricsView(metrics, previous) {
   };
   return h("section", { "data-role": "metrics" },
     h("h2", {}, "Metrics"),
-    h("p", { class: "meta" }, `up ${Math.round(metrics.uptimeS)} s · ${metrics.streamsOpen} stream(s) open · runs ${JSON.stringify(metrics.runs)} · tasks ${JSON.stringify(metrics.tasks)}`),
+    h("p", { class: "meta", "data-role": "totals" },
+      `up ${Math.round(metrics.uptimeS)} s · ${metrics.streamsOpen} stream(s) open · workflow runs ended: ${counts(metrics.runs)} · stored tasks: ${counts(metrics.tasks)}`),
     h("table", {},
       h("thead", {}, h("tr", {}, ["agent", "requests", "per s", "errors", "refused", "mean", "p95 ≤"].map((t) => h("th", {}, t)))),
       h("tbody", {}, metrics.agents.filter((a) => a.requests).map((a) => {
