@@ -446,7 +446,11 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
     routes += UNKNOWN_AGENT_ROUTES
     triggers = Triggers(
-        gateway, list(gateway.registry), nats_url=settings.nats_url, max_body_bytes=settings.max_body_bytes
+        gateway,
+        list(gateway.registry),
+        nats_url=settings.nats_url,
+        max_body_bytes=settings.max_body_bytes,
+        retention_s=settings.trigger_retention_days * 86400,
     )
     routes[:0] = triggers.routes()  # webhooks and A2A pushes: /triggers/{agent}/{trigger}
     mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)

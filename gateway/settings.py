@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     )
     # -- triggers (gateway/triggers/) --
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="the NATS server of nats triggers")
+    trigger_retention_days: float = Field(
+        default=7.0, ge=1.0, description="how long an event id is remembered (a repeat within it starts no run)"
+    )
     # -- end triggers --
     # -- push delivery (gateway/push/) --
     push_max_attempts: int = Field(default=8, ge=1, le=100, description="tries per notification, then it is dropped")

@@ -11,6 +11,7 @@ task of the agent whose metadata says what started it. Webhooks and pushes arriv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from gateway.triggers.schedule import ScheduleRunner
 logger = logging.getLogger(__name__)
 
 TRIGGER_PATH = "/triggers/{agent}/{trigger}"
+PRUNE_EVERY_S = 3600.0
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
@@ -74,12 +76,14 @@ class Triggers:
         *,
         nats_url: str,
         max_body_bytes: int,
+        retention_s: float = 7 * 86400.0,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.runs = TriggerRuns(host)
         self._triggers = {(spec.name, t.name): t for spec in specs for t in spec.triggers}
         self._nats_url = nats_url
         self._max_body = max_body_bytes
+        self._retention_s = retention_s
         self._env = env if env is not None else os.environ
 
     def __len__(self) -> int:
@@ -94,6 +98,7 @@ class Triggers:
         if not self._triggers:
             return
         await self.runs.ledger.create()
+        spawn(self._prune(), "triggers:prune")
         for (agent, name), trigger in self._triggers.items():
             if isinstance(trigger, NatsTriggerSpec):
                 from gateway.triggers.nats import NatsConsumer
@@ -106,6 +111,18 @@ class Triggers:
             elif self._secret(trigger) is None:
                 env = trigger.secret_env if isinstance(trigger, WebhookTriggerSpec) else trigger.token_env
                 logger.error("trigger %s of %s refuses every event: the env var %s is not set", name, agent, env)
+
+    async def _prune(self) -> None:
+        """Forget events older than the retention, now and every hour."""
+        while True:
+            before = time.time_ns() - int(self._retention_s * 1e9)
+            try:
+                pruned = await self.runs.ledger.prune(before)
+                if pruned:
+                    logger.info("triggers: forgot %d event(s) older than the retention", pruned)
+            except Exception as exc:  # a database hiccup: try again at the next round
+                logger.warning("triggers: pruning the ledger failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def aclose(self) -> None:
         """Stop following the runs triggers started."""

@@ -154,6 +154,14 @@ class TriggerLedger:
             ]
         )
 
+    async def prune(self, before_ns: int) -> int:
+        """Forget the events received before ``before_ns`` (never a claim still in progress); how many."""
+        pushed = "DELETE FROM trigger_pushed WHERE received_ns < ?"
+        await self.db.write(pushed, (before_ns,))
+        return await self.db.write(
+            "DELETE FROM trigger_events WHERE received_ns < ? AND state <> 'claimed'", (before_ns,)
+        )
+
     async def saved_task(self, key: EventKey, owner: str) -> str | None:
         """The id of the task a run of this event saved (found by its context), or None."""
         row = await self.db.fetch_one(

@@ -118,3 +118,19 @@ async def test_on_postgresql_a_replayed_event_answers_with_its_run_and_a_stale_c
     assert (first.status_code, again.status_code, taken.status_code) == (202, 200, 202)
     assert again.json()["taskId"] == first.json()["taskId"]
     assert sorted(c["data"][0]["n"] for c in calls(log)) == [1, 2]
+
+
+async def test_events_past_the_retention_are_forgotten_but_a_claim_in_progress_is_kept(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    old = await post_webhook(http, "inbox", "hook", {"n": 1}, event_id="evt-old")
+    async with jsonrpc_client(gateway, "inbox") as client:
+        await ended(client, old.json()["taskId"])
+    await ledger(gateway).claim(EventKey("inbox", "hook", "evt-claimed"), "", b"{}")
+    await ledger(gateway).db.write("UPDATE trigger_events SET received_ns = 1")
+    await post_webhook(http, "inbox", "hook", {"n": 2}, event_id="evt-new")
+
+    pruned = await ledger(gateway).prune(time.time_ns() - 3600 * 10**9)
+
+    kept = {e.key.event_id for e in await ledger(gateway).entries("inbox", "hook")}
+    assert pruned == 1 and kept == {"evt-claimed", "evt-new"}
