@@ -4,17 +4,19 @@ Each message runs the agent file's ``argv`` (a list, never a shell string) in a 
 own, with nothing of the gateway's environment but the names the file allows (``env``) and the
 values it sets (``set_env``). The message goes in on standard input or as files whose paths replace
 ``{input}`` in ``argv``: as text, or as one JSON object (``input_format: json``). Standard output
-is the reply (text, or one JSON value as a data artifact with ``output: json``) and standard error
-an artifact of its own; an exit code in ``success_exit_codes`` completes the task, any other fails
-it with the tail of standard error. A program that runs past ``timeout_s``, writes more than
-``max_output_bytes`` or is canceled is stopped: SIGTERM to its group, SIGKILL after
-``kill_grace_s`` to whatever of it is left. The working directory is a fresh folder per message,
-unless ``cwd`` names one (relative to the agent file).
+is the reply (text, streamed into the ``stdout`` artifact as the program writes it; or one JSON
+value as a data artifact with ``output: json``) and standard error an artifact of its own; an exit
+code in ``success_exit_codes`` completes the task, any other fails it with the tail of standard
+error. A program that runs past ``timeout_s``, writes more than ``max_output_bytes`` or is
+canceled is stopped: SIGTERM to its group, SIGKILL after ``kill_grace_s`` to whatever of it is
+left. The working directory is a fresh folder per message, unless ``cwd`` names one (relative to
+the agent file).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -24,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,34 @@ from gateway.spec import AgentSpec, CommandRuntime
 
 logger = logging.getLogger(__name__)
 
+STDOUT = "stdout"
 READ_CHUNK = 64 * 1024
 STDERR_TAIL = 2000
 """Characters of standard error a failed task's message quotes (its end, where the error usually is)."""
 GONE_POLL_S = 0.05
 """How often the stop checks whether a process group that got SIGTERM is gone (within ``kill_grace_s``)."""
 _UNSAFE_NAME = re.compile(r"[^\w.-]")
+
+
+Live = Callable[[bytes], Awaitable[None]]
+
+
+class _StdoutStream:
+    """Standard output as it is read, as chunks of the ``stdout`` artifact (the reply then replaces them whole).
+
+    Each read is sent at once: a pipe read returns whatever is buffered (up to ``READ_CHUNK``), so a
+    fast writer makes few chunks and a slow one's lines show as they are written.
+    """
+
+    def __init__(self, emit: Emitter) -> None:
+        self._emit = emit
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._started = False
+
+    async def __call__(self, data: bytes) -> None:
+        if text := self._decoder.decode(data):
+            await self._emit.artifact(STDOUT, text=text, append=self._started, last_chunk=False)
+            self._started = True
 
 
 class _OutputCapError(Exception):
@@ -63,13 +88,15 @@ class _Output:
     def size(self) -> int:
         return len(self.stdout) + len(self.stderr)
 
-    async def read(self, stream: asyncio.StreamReader, into: bytearray) -> None:
-        """Read ``stream`` to its end into ``into``; ``_OutputCapError`` once both streams pass the cap."""
+    async def read(self, stream: asyncio.StreamReader, into: bytearray, live: Live | None = None) -> None:
+        """Read ``stream`` to its end into ``into`` (each piece to ``live`` too); ``_OutputCapError`` past the cap."""
         while chunk := await stream.read(READ_CHUNK):
             room = self.cap - self.size
             into += chunk[:room]
             if len(chunk) > room:
                 raise _OutputCapError
+            if live is not None:
+                await live(chunk)
 
 
 def _text(data: bytes | bytearray) -> str:
@@ -206,22 +233,23 @@ class CommandAgent:
             return self._failed(f"could not start {argv[0]}: {exc.strerror or exc}")
         await emit.progress(f"{self.name}: started {Path(argv[0]).name} (pid {process.pid})")
         output = _Output(self.runtime.max_output_bytes)
+        live = _StdoutStream(emit) if self.runtime.output == "text" else None
         problem = ""
         try:
-            problem = await self._wait(process, stdin, output)
+            problem = await self._wait(process, stdin, output, live)
         finally:
             if process.returncode is None or problem:
                 await finish(stop_group(process, self.runtime.kill_grace_s))
         return await self._outcome(process, output, problem, emit)
 
-    async def _wait(self, process: asyncio.subprocess.Process, stdin: bytes, output: _Output) -> str:
+    async def _wait(self, process: asyncio.subprocess.Process, stdin: bytes, output: _Output, live: Live | None) -> str:
         """Feed and read the program until it exits; what went wrong ("" when nothing did)."""
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         feeding = asyncio.ensure_future(_feed(process.stdin, stdin))
         try:
             async with asyncio.timeout(self.runtime.timeout_s):
                 await asyncio.gather(
-                    output.read(process.stdout, output.stdout), output.read(process.stderr, output.stderr)
+                    output.read(process.stdout, output.stdout, live), output.read(process.stderr, output.stderr)
                 )
                 await process.wait()
         except TimeoutError:
@@ -248,17 +276,17 @@ class CommandAgent:
         if code not in self.runtime.success_exit_codes:
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             if stdout:
-                await emit.artifact("stdout", text=stdout)
+                await emit.artifact(STDOUT, text=stdout)
             return self._failed(how + (f": {_tail(stderr)}" if stderr.strip() else ""))
         if self.runtime.output == "text":
-            return Reply(text=stdout, artifact_name="stdout")
+            return Reply(text=stdout, artifact_name=STDOUT)
         try:
             data = json.loads(stdout)
         except json.JSONDecodeError as exc:
             return self._failed(f"standard output is not JSON ({exc.msg} at char {exc.pos}): {stdout[:80]!r}")
         if not isinstance(data, dict | list):
             data = {"value": data}
-        return Reply(data=data, text=f"{self.name}: exit code {code}", artifact_name="stdout")
+        return Reply(data=data, text=f"{self.name}: exit code {code}", artifact_name=STDOUT)
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:

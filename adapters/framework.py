@@ -176,7 +176,7 @@ class Waiting(Generic[T]):
         return task_id in self._items
 
 
-class _TextArtifact:
+class TextArtifact:
     """Streams text deltas as chunks of one artifact.
 
     Deltas that come within ``interval_s`` of the last chunk are gathered into the next one (a fast
@@ -192,6 +192,7 @@ class _TextArtifact:
         self._cut_at = time.monotonic()
 
     async def add(self, delta: str) -> None:
+        """Take one delta (sent now, or gathered with the next ones)."""
         self._pending.append(delta)
         now = time.monotonic()
         if now - self._cut_at < self._interval_s:
@@ -201,6 +202,7 @@ class _TextArtifact:
         self._held, self._pending, self._cut_at = "".join(self._pending), [], now
 
     async def close(self) -> None:
+        """Send what is left as the last chunk."""
         rest = (self._held or "") + "".join(self._pending)
         self._held, self._pending = None, []
         if rest:
@@ -260,7 +262,7 @@ class FrameworkAdapter(ABC):
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
         """Run ``call`` on the framework, mapping its events onto the task."""
         turn = _Turn()
-        artifact = _TextArtifact(emit, Reply.artifact_name, self.chunk_interval_s)
+        artifact = TextArtifact(emit, Reply.artifact_name, self.chunk_interval_s)
         events = self.stream(call)
         try:
             async for event in events:
@@ -290,7 +292,7 @@ class FrameworkAdapter(ABC):
         usage = self.prices.usage(tokens[0], tokens[1]) if any(tokens) else None
         return replace(reply, usage=usage) if usage is not None else reply
 
-    async def _apply(self, event: FrameworkEvent, turn: _Turn, artifact: _TextArtifact, emit: Emitter) -> None:
+    async def _apply(self, event: FrameworkEvent, turn: _Turn, artifact: TextArtifact, emit: Emitter) -> None:
         match event:
             case TextDelta(text=text) if text:
                 turn.text.append(text)

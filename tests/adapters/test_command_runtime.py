@@ -55,6 +55,18 @@ def pids_in(emit: RecordingEmitter) -> list[int]:
     return [int(m) for text in emit.progress_messages for m in re.findall(r"pid (\d+)", text)]
 
 
+async def all_gone(pids: list[int], within: float = 5.0) -> bool:
+    """Whether every process of ``pids`` stops running within ``within`` seconds.
+
+    SIGKILL reaches a process that is not ours to wait for (a child of the program) a moment later:
+    nothing signals its end to us, so /proc is looked at until then.
+    """
+    async with asyncio.timeout(within):
+        while not all(gone(pid) for pid in pids):  # noqa: ASYNC110 (see the docstring)
+            await asyncio.sleep(0.02)
+    return True
+
+
 def gone(pid: int) -> bool:
     """Whether process ``pid`` no longer runs (a zombie waiting for its reaper has stopped running)."""
     try:
@@ -69,6 +81,37 @@ async def test_text_on_stdin_and_stdout_as_the_reply(tmp_path: Path) -> None:
     reply, emit = await run(agent)
     assert reply.state == "completed" and reply.text == "HELLO" and reply.artifact_name == "stdout"
     assert emit.progress_messages[0].startswith("prog: started python")
+
+
+class GoOnSeeing(RecordingEmitter):
+    """Creates the file ``go`` once an artifact chunk says ``first``: the program waits for it."""
+
+    def __init__(self, go: Path) -> None:
+        super().__init__()
+        self.go = go
+
+    async def artifact(self, name: str, **kwargs: Any) -> None:
+        await super().artifact(name, **kwargs)
+        if "first" in (kwargs.get("text") or ""):
+            self.go.touch()
+
+
+async def test_stdout_streams_into_its_artifact_as_it_is_written(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    code = f"""\
+        import pathlib, sys, time
+        print("first", flush=True)
+        deadline = time.monotonic() + 20
+        while not pathlib.Path({str(go)!r}).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("second")
+        """
+    emit = GoOnSeeing(go)
+    sink: Emitter = emit
+    async with asyncio.timeout(WAIT_S):
+        reply = await command_agent(tmp_path, argv=python(code))(AgentCall(text=""), sink)
+    assert reply.state == "completed" and reply.text == "first\nsecond\n"
+    assert emit.chunks() == [("stdout", "first\n", False, False), ("stdout", "second\n", True, False)]
 
 
 async def test_json_in_and_out(tmp_path: Path) -> None:
@@ -158,7 +201,7 @@ async def test_a_program_and_its_child_that_ignore_sigterm_are_killed_at_the_tim
     reply, emit = await run(agent)
     assert reply.state == "failed" and "did not finish within 6s; it was stopped" in reply.text
     child = int(re.findall(r"child (\d+)", emit.artifacts[0]["text"])[0])
-    assert all(gone(pid) for pid in [*pids_in(emit), child]), "SIGKILL reached the whole group"
+    assert await all_gone([*pids_in(emit), child]), "SIGKILL reached the whole group"
 
 
 async def test_the_ruff_example_agent_lints_a_file_over_jsonrpc_and_grpc(tmp_path: Path) -> None:
