@@ -444,6 +444,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         if spec.admission is not None:  # REST's busy refusals carry Retry-After
             guard = _retry_after(guard, spec.admission.retry_after_s)
         routes += agent_routes(spec.name, hosted.handler, lambda h=hosted: h.card, settings.max_body_bytes, guard)
+    # An executor may have completed its spec (an mcp agent's skill, from its tool): every reader sees that one.
+    gateway.registry = Registry(tuple(gateway.agents[spec.name].spec for spec in gateway.registry))
     routes += UNKNOWN_AGENT_ROUTES
     triggers = Triggers(
         gateway,

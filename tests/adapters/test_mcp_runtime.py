@@ -25,6 +25,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
+from mcp.client import Client as McpClient
 
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
@@ -245,3 +246,25 @@ async def test_a_tool_of_a_streamable_http_server_is_an_agent_too(tmp_path: Path
             task, _ = await run(gateway, "remote-shout", BINDINGS[4], text_message("over http"))
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
     assert artifact_texts(task) == ["OVER HTTP"]
+
+
+async def test_an_mcp_tool_wrapped_as_an_agent_is_an_mcp_tool_of_the_gateway_again(
+    tmp_path: Path, evidence_dir: Path
+) -> None:
+    agents = write_agents(tmp_path / "agents", mcp_agent("countdown", "countdown"))
+    progress: list[str] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with (
+        running_gateway(make_settings(tmp_path, agents=agents, mcp_tools=["countdown"])) as gateway,
+        McpClient(f"{gateway.url}/mcp") as client,
+        asyncio.timeout(WAIT_S),
+    ):
+        result = await client.call_tool("countdown", {"data": {"steps": 2}}, progress_callback=on_progress)
+    assert not result.is_error, result.content
+    outcome = result.structured_content or {}
+    assert outcome["state"] == "completed" and outcome["agent"] == "countdown"
+    assert outcome["text"] == "lift-off after 2 steps"
+    assert any("step 2 of 2" in message for message in progress), progress
