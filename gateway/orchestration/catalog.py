@@ -10,8 +10,9 @@ options model. An agent file names one in ``runtime.pattern``, in either of two 
       [project.entry-points."switchboard.patterns"]
       triage-by-budget = "acme_patterns.budget:SPEC"
 
-- by import string, ``module:attribute`` of a ``PatternSpec`` importable by the gateway (as a
-  ``python`` runtime's entrypoint is), for a pattern that is not packaged: ``acme_patterns.budget:SPEC``.
+- by import string, ``module:attribute`` of a ``PatternSpec`` importable by the gateway, or in a
+  module beside the agent file (as a ``python`` runtime's entrypoint is), for a pattern that is
+  not packaged: ``acme_patterns.budget:SPEC``.
 
 Either way the engine gets the same thing and treats it the same: its options validated when the
 agents folder loads (a bad option stops the gateway with the file and the field), the run's
@@ -24,8 +25,10 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from gateway.orchestration.api import OrchestrationError, PatternOptions, PatternSpec
 
@@ -80,10 +83,13 @@ def builtin_names() -> list[str]:
     return [name for name, entries in registered().items() if any(entry.builtin for entry in entries)]
 
 
-def pattern(name: str) -> PatternSpec:
-    """The pattern a workflow's ``runtime.pattern`` names (see the module); ``PatternNotFoundError`` says why not."""
+def pattern(name: str, beside: Path | None = None) -> PatternSpec:
+    """The pattern a workflow's ``runtime.pattern`` names (see the module); ``PatternNotFoundError`` says why not.
+
+    ``beside``: the folder of the agent file, where an import string's module may also be.
+    """
     if IMPORT_STRING.match(name):
-        return load(name, name)
+        return load(name, name, beside)
     entries = registered().get(name)
     if not entries:
         known = ", ".join(registered()) or f"none (is {DISTRIBUTION} installed? pip install -e .)"
@@ -101,16 +107,26 @@ def pattern(name: str) -> PatternSpec:
     return spec
 
 
-def load(target: str, name: str) -> PatternSpec:
+def load(target: str, name: str, beside: Path | None = None) -> PatternSpec:
     """The ``PatternSpec`` at import string ``target`` (``module:attribute``); ``name`` is how the file names it."""
     module_name, _, attribute = target.partition(":")
+    if beside is not None:
+        _find_beside(module_name, beside.resolve())
     try:
         value: object = importlib.import_module(module_name)
         for part in attribute.split("."):
             value = getattr(value, part)
-    except (ImportError, AttributeError) as exc:
-        raise PatternNotFoundError(f"pattern {name!r} cannot be loaded from {target}: {exc}") from exc
+    except Exception as exc:  # ImportError, AttributeError, a SyntaxError or anything the module raises on import
+        why = str(exc) if isinstance(exc, ImportError | AttributeError) else f"{type(exc).__name__}: {exc}"
+        raise PatternNotFoundError(f"pattern {name!r} cannot be loaded from {target}: {why}") from exc
     return _checked(value, target)
+
+
+def _find_beside(module_name: str, folder: Path) -> None:
+    """Make a top-level module in ``folder`` importable (appended to the path: installed names keep theirs)."""
+    top = module_name.partition(".")[0]
+    if any(p.is_file() for p in (folder / f"{top}.py", folder / top / "__init__.py")) and str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 
 def _checked(value: object, target: str) -> PatternSpec:

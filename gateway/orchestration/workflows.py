@@ -82,7 +82,7 @@ def plan_workflow(spec: AgentSpec) -> WorkflowPlan:
     if not isinstance(runtime, WorkflowRuntime):
         raise InvalidWorkflowError("runtime.kind", f"{spec.name} is not a workflow")
     try:
-        pattern = find_pattern(runtime.pattern)
+        pattern = find_pattern(runtime.pattern, spec.file.parent if spec.file is not None else None)
     except PatternNotFoundError as exc:
         raise InvalidWorkflowError("runtime.pattern", exc.detail) from exc
     participants = tuple(runtime.participants)

@@ -198,3 +198,27 @@ async def test_a_registered_user_pattern_resumes_after_kill_9_without_rerunning_
     assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
     assert run.shown == ["step-1-counter", "step-2-echo", "step-3-counter", "step-4-echo", "result"]
     assert calls.read_text().splitlines() == [f"wait: {WAIT_S}", f"waited {WAIT_S}s"], "leg 1 was not run again"
+
+
+BATON = """from gateway.orchestration.api import PatternSpec
+from tests.team_patterns.relay import RelayOptions, run
+
+SPEC = PatternSpec(name="baton", run=run, options=RelayOptions)
+"""
+
+
+async def test_a_pattern_module_beside_the_agent_file_is_found_by_import_string(tmp_path: Path) -> None:
+    folder = relay_folder(tmp_path, "baton_pattern:SPEC")
+    (folder / "baton_pattern.py").write_text(BATON)
+    (folder / "broken_pattern.py").write_text("raise RuntimeError('the pattern needs a config file')\n")
+    async with running_gateway(make_settings(tmp_path, agents=folder)) as gateway:
+        log = await run_workflow(gateway, "relay-team", "pass it on")
+    broken = AgentSpec.model_validate(workflow("broken", "broken_pattern:SPEC", ["echo"])).read_from(folder / "b.yaml")
+
+    assert log.task.status.state == TaskState.TASK_STATE_COMPLETED and log.text == "PASS IT ON"
+    with pytest.raises(InvalidWorkflowError) as refused:
+        plan_workflow(broken)
+    assert refused.value.detail == (
+        "pattern 'broken_pattern:SPEC' cannot be loaded from broken_pattern:SPEC: "
+        "RuntimeError: the pattern needs a config file"
+    )
