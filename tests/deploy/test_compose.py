@@ -1,7 +1,8 @@
 """deploy/compose.yaml parses, validates against the Compose specification's JSON schema (as vendored by
-check-jsonschema), and holds together: every file it mounts exists, the gateway runs on PostgreSQL with one
-replica, SWITCHBOARD_INSECURE is only in the `local` profile, and Prometheus, the collector and Grafana point
-at what the stack really has. No Docker engine here: nothing in it is started."""
+check-jsonschema), and holds together: every file it mounts exists, the gateway runs on PostgreSQL with two
+replicas behind the load balancer (which alone publishes ports), SWITCHBOARD_INSECURE is only in the `local`
+profile, and Prometheus, the collector and Grafana point at what the stack really has. No Docker engine here:
+nothing in it is started (test_compose_cluster.py runs the gateways and the balancer's config without Docker)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_every_service_has_an_image_or_a_build_and_what_it_mounts_exists() -> No
             assert needed in SERVICES, f"{name} depends on {needed}, which is no service"
 
 
-def test_the_gateway_runs_one_replica_on_postgresql_with_a_healthcheck_on_healthz() -> None:
+def test_the_gateway_runs_two_replicas_on_postgresql_behind_the_balancer_with_a_healthcheck_on_healthz() -> None:
     assert set(GATEWAYS) == {"gateway", "gateway-local"}
     postgres = SERVICES["postgres"]["environment"]
     for name, gateway in GATEWAYS.items():
@@ -77,15 +78,25 @@ def test_the_gateway_runs_one_replica_on_postgresql_with_a_healthcheck_on_health
         assert dsn.scheme == "postgresql" and dsn.hostname == "postgres" and dsn.path == f"/{postgres['POSTGRES_DB']}"
         assert gateway["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert any("/healthz" in part for part in gateway["healthcheck"]["test"]), name
-        assert gateway["deploy"]["replicas"] == 1, "more replicas are cluster mode (issue 16)"
-        assert gateway["read_only"] and "/data" in {target for _, target in mounts(gateway)}
+        assert gateway["deploy"]["replicas"] == 2, "cluster mode: two replicas on the database"
+        assert gateway["read_only"] and "/data" in gateway["tmpfs"], "on PostgreSQL a replica keeps nothing in /data"
+        assert "ports" not in gateway, "the load balancer publishes the gateway's ports"
+    for profile, (gateway, lb) in {"secure": ("gateway", "lb"), "local": ("gateway-local", "lb-local")}.items():
+        balancer = SERVICES[lb]
+        assert balancer["profiles"] == [profile] and gateway in balancer["depends_on"]
+        assert {p.rsplit(":", 2)[-2] + ":" + p.rsplit(":", 1)[-1] for p in balancer["ports"]} == {
+            "8000:8000",
+            "50051:50051",
+        }
+        assert ("./compose/haproxy.cfg", "/usr/local/etc/haproxy/haproxy.cfg") in mounts(balancer)
 
 
 def test_insecure_is_only_in_the_local_profile_which_listens_on_loopback_only() -> None:
     for name, service in SERVICES.items():
         if "SWITCHBOARD_INSECURE" in service.get("environment", {}):
             assert service["profiles"] == ["local"], f"{name} serves without auth outside the local profile"
-            assert all(port.startswith("127.0.0.1:") for port in service["ports"]), name
+            assert "ports" not in service, f"{name} serves without auth: only its loopback-bound balancer publishes"
+    assert all(port.startswith("127.0.0.1:") for port in SERVICES["lb-local"]["ports"])
     secure = GATEWAYS["gateway"]
     assert secure["profiles"] == ["secure"] and "SWITCHBOARD_INSECURE" not in secure["environment"]
     keys_file = Path(secure["environment"]["SWITCHBOARD_AUTH_API_KEYS_FILE"])
@@ -96,10 +107,10 @@ def test_insecure_is_only_in_the_local_profile_which_listens_on_loopback_only() 
 
 def test_prometheus_scrapes_the_gateway_with_a_key_the_keys_service_makes() -> None:
     job = read_config("prometheus.yml")["scrape_configs"][0]
-    host, port = job["static_configs"][0]["targets"][0].split(":")
-    for gateway in GATEWAYS.values():
-        assert host in gateway["networks"]["default"]["aliases"]
-    assert port == "8000" and job["metrics_path"] == "/metrics"
+    (found,) = job["dns_sd_configs"]
+    for gateway in GATEWAYS.values():  # each replica, by the alias they share (not the balancer's)
+        assert found["names"] == gateway["networks"]["default"]["aliases"]
+    assert found["port"] == 8000 and found["type"] == "A" and job["metrics_path"] == "/metrics"
     key_file = Path(job["http_headers"]["X-API-Key"]["files"][0])
     prometheus = SERVICES["prometheus"]
     assert ("api-keys", str(key_file.parent)) in mounts(prometheus)

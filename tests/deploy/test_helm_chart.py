@@ -112,10 +112,11 @@ def test_more_than_one_replica_without_a_database_is_refused() -> None:
         render({"autoscaling": {"enabled": True, "maxReplicas": 4}})
 
 
-def test_replicas_above_one_render_with_a_warning_that_cluster_mode_is_not_released() -> None:
+def test_replicas_above_one_render_with_notes_on_cluster_mode() -> None:
     rendered = render({"replicaCount": 2, "database": {"url": "postgresql://db/switchboard"}})
     validate_all(manifests(rendered))
-    assert "WARNING: up to 2 replicas" in rendered[NOTES] and "issue 16" in rendered[NOTES]
+    assert "Cluster mode: up to 2 replicas" in rendered[NOTES] and "WARNING" not in rendered[NOTES]
+    assert "session affinity" in rendered[NOTES] and "about 6 s" in rendered[NOTES]
 
 
 def test_no_authentication_is_refused_unless_insecure_is_asked_for() -> None:

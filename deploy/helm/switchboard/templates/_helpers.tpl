@@ -96,7 +96,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "auth: the gateway serves 0.0.0.0 and refuses to start without authentication: give auth.apiKeys, auth.existingSecret or auth.issuers, leave auth.generateKey on, or set auth.insecure (never in production)" }}
 {{- end }}
 {{- if and (gt (int (include "switchboard.maxPods" .)) 1) (not (include "switchboard.hasDatabase" .)) }}
-{{- fail "replicas above one (replicaCount or autoscaling.maxReplicas) need a shared PostgreSQL database (database.url or database.existingSecret): each pod would keep its own SQLite store. Note that cluster mode (issue 16) is not released yet: see NOTES" }}
+{{- fail "replicas above one (replicaCount or autoscaling.maxReplicas) need a shared PostgreSQL database (database.url or database.existingSecret): each pod would keep its own SQLite store" }}
 {{- end }}
 {{- if and .Values.persistence.enabled (gt (int (include "switchboard.maxPods" .)) 1) (has "ReadWriteOnce" .Values.persistence.accessModes) }}
 {{- fail "persistence: a ReadWriteOnce data volume cannot be shared by more than one pod; with PostgreSQL the data volume needs no persistence" }}
