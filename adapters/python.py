@@ -4,7 +4,10 @@ The entry point may be an ``AgentExecutor`` subclass (full control of the task),
 one or a runtime (called with the file's ``options``), or a function of the ``(call, emit)`` contract
 (``gateway.runtime``), async or plain: a plain function runs in a worker thread, with an ``emit``
 whose methods it calls without ``await``. A function may take ``(call)`` alone, and may return a
-``Reply``, a string (the reply's text) or a dict or list (the reply's data).
+``Reply``, a string (the reply's text) or a dict or list (the reply's data). A plain function runs
+on the event loop's default thread pool, and a cancel ends its task at once but cannot stop its
+thread, which runs to its end (what it emits after the cancel is dropped): write it ``async`` when
+it must stop on cancel.
 
 The module is looked for beside the agent file first, so ``agent.py`` next to ``agents/my-agent.yaml``
 is found as ``agent:run`` without setting ``PYTHONPATH``; errors name the agent file.
