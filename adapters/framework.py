@@ -259,6 +259,10 @@ class FrameworkAdapter(ABC):
         """Stop what the framework runs beyond the stream (closed already when this is called)."""
         self.waiting.take(call.task_id)
 
+    async def forget(self, task_id: str) -> None:
+        """The task was canceled while it waited for input: ``cancel`` what is left of its run."""
+        await self.cancel(AgentCall(text="", task_id=task_id))
+
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
         """Run ``call`` on the framework, mapping its events onto the task."""
         turn = _Turn()

@@ -316,6 +316,14 @@ class RuntimeExecutor(AgentExecutor):
             reply = Reply(text=f"{self.name} returned {type(reply).__name__}, not a Reply", state="failed")
         await finish(updater, reply, reply_metadata(reply, retryable=retryable, reason=reason))
 
+    async def forget(self, task_id: str) -> None:
+        """Task ``task_id`` was canceled while no run held it (it waited for input): the runtime may let go
+        of what it kept for the task's next turn (a paused framework run, a thread waiting on the answer),
+        if it has a ``forget(task_id)`` coroutine."""
+        forget = getattr(self._runtime, "forget", None)
+        if forget is not None:
+            await forget(task_id)
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Mark the task canceled (the SDK has already cancelled the running ``execute``)."""
         updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")

@@ -864,6 +864,9 @@ class LocalRequestHandler(DefaultRequestHandler):
         if await self._active_task_registry.get(params.id) is not None:
             return await super().on_cancel_task(params, context)  # its agent's cancel, reported as every event
         task = await super().on_cancel_task(params, context)
+        forget = getattr(self.agent_executor, "forget", None)
+        if task is not None and forget is not None:  # the SDK ended it in the store, without its executor
+            await forget(task.id)
         if task is not None and self._push_sender is not None:
             # Ended in the store only (a task waiting for input that no run holds here): its end is
             # still an event, for push configs and the other replicas' subscribers.

@@ -139,7 +139,8 @@ async def test_a_graph_that_raises_mid_stream_fails_with_the_reason(
         seen = await converse(client, "Weather in Oslo?")
     assert seen.state == TaskState.TASK_STATE_FAILED
     assert seen.text.startswith("weather-graph: the langgraph agent raised "), seen.text
-    assert seen.text.endswith("Error code: 400 - context too long"), seen.text
+    # openai 3.3 (held there by crewai's jiter pin when both extras share a venv) quotes the whole error body
+    assert "Error code: 400 - " in seen.text and "context too long" in seen.text, seen.text
 
 
 async def test_an_overloaded_model_fails_the_step_as_retryable(served: Served) -> None:
