@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Part, SendMessageRequest, TaskState
 from google.protobuf.json_format import MessageToDict
+from mcp.client import Client as McpClient
 
 from adapters.command import CommandAgent
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply
@@ -257,3 +258,16 @@ async def test_a_canceled_task_stops_the_program(tmp_path: Path) -> None:
             task = await client.get_task(GetTaskRequest(id=task_id))
     assert canceled.status.state == task.status.state == TaskState.TASK_STATE_CANCELED
     assert pid and gone(pid), f"pid {pid} still runs after the cancel"
+
+
+async def test_the_ruff_example_agent_is_an_mcp_tool(tmp_path: Path) -> None:
+    files = [{"name": "planted.py", "content": PLANTED.read_text(encoding="utf-8")}]
+    async with running_gateway(make_settings(tmp_path, agents=EXAMPLES, mcp_tools=["*"])) as gateway:
+        client = McpClient(f"{gateway.url}/mcp", read_timeout_seconds=60)
+        async with client, asyncio.timeout(WAIT_S):
+            result = await client.call_tool("ruff_check", {"files": files})
+    assert not result.is_error, result.content
+    outcome = result.structured_content or {}
+    assert outcome["state"] == "completed", outcome
+    [findings] = [a["data"] for a in outcome["artifacts"] if a.get("data") is not None]
+    assert "F401" in {f["code"] for f in findings}, findings
