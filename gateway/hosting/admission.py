@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import AgentBusyError
 from gateway.spec import AdmissionSpec
+from gateway.telemetry import metrics
 
 T = TypeVar("T")
 TICKET_STATE = "switchboard.admission"
@@ -63,6 +64,7 @@ class Admission:
 
     def _busy(self, why: str) -> AgentBusyError:
         self.refused += 1
+        metrics.ADMISSION_REFUSALS.labels(self.agent).inc()
         hint = self.spec.retry_after_s
         return AgentBusyError(f"agent {self.agent!r} is busy: {why}; retry after {hint:g}s", retry_after_s=hint)
 
@@ -83,11 +85,13 @@ class Admission:
         limit = self.spec.max_concurrent
         if limit is None or (self.running < limit and not self._waiters):
             self.running += 1
+            self._show()
             return
         if len(self._waiters) >= self.spec.max_queued:
             raise self._busy(f"{limit} run(s) going and {len(self._waiters)} waiting, its limits")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._show()
         try:
             async with asyncio.timeout(self.spec.queue_timeout_s):
                 await waiter  # a slot handed over by ``_free`` (already counted as running)
@@ -100,6 +104,7 @@ class Admission:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+            self._show()
 
     def _free(self) -> None:
         while self._waiters:
@@ -108,6 +113,11 @@ class Admission:
                 waiter.set_result(None)
                 return
         self.running -= 1
+        self._show()
+
+    def _show(self) -> None:
+        metrics.ADMISSION_SLOTS.labels(self.agent, "running").set(self.running)
+        metrics.ADMISSION_SLOTS.labels(self.agent, "queued").set(len(self._waiters))
 
     def _forget(self, caller: str) -> None:
         self._by_caller[caller] -= 1

@@ -29,6 +29,7 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.auth.policy import caller_of
 from gateway.spec import AgentSpec, CacheSpec
+from gateway.telemetry import metrics
 from gateway.telemetry.access import message_skill
 
 
@@ -99,9 +100,11 @@ class ResultCache:
             if kept is not None:
                 del self._entries[key]
             self.misses += 1
+            metrics.CACHE_LOOKUPS.labels(self.agent, "miss").inc()
             return None
         self._entries.move_to_end(key)
         self.hits += 1
+        metrics.CACHE_LOOKUPS.labels(self.agent, "hit").inc()
         task = Task(id=str(uuid.uuid4()), context_id=message.context_id or str(uuid.uuid4()))
         asked = Message()
         asked.CopyFrom(message)

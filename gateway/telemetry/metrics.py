@@ -86,6 +86,30 @@ STORE_DURATION = Histogram(
     buckets=STORE_BUCKETS,
     registry=REGISTRY,
 )
+TRIGGER_EVENTS = Counter(
+    "switchboard_trigger_events",
+    "Events received by triggers, by agent, trigger, kind and outcome (started, repeat, dead, refused)",
+    ["agent", "trigger", "kind", "outcome"],
+    registry=REGISTRY,
+)
+CACHE_LOOKUPS = Counter(
+    "switchboard_cache_lookups",
+    "Result-cache lookups by agent and outcome (hit, miss)",
+    ["agent", "outcome"],
+    registry=REGISTRY,
+)
+ADMISSION_REFUSALS = Counter(
+    "switchboard_admission_refusals",
+    "Messages refused by an agent's admission control (busy)",
+    ["agent"],
+    registry=REGISTRY,
+)
+ADMISSION_SLOTS = Gauge(
+    "switchboard_admission_slots",
+    "Runs holding or waiting for a slot, by agent and state (running, queued)",
+    ["agent", "state"],
+    registry=REGISTRY,
+)
 AUDIT_WRITE_FAILURES = Counter(
     "switchboard_audit_write_failures", "Audit rows that could not be written (logged as errors)", registry=REGISTRY
 )

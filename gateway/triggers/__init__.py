@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import GatewayError, PayloadTooLargeError, wire_for
+from gateway.errors import AuthenticationError, GatewayError, PayloadTooLargeError, wire_for
 from gateway.spec import (
     AgentSpec,
     NatsTriggerSpec,
@@ -32,7 +32,15 @@ from gateway.spec import (
     WebhookTriggerSpec,
 )
 from gateway.triggers import push, webhook
-from gateway.triggers.runs import EventBusyError, InvalidEventError, Started, TriggerEvent, TriggerHost, TriggerRuns
+from gateway.triggers.runs import (
+    EventBusyError,
+    InvalidEventError,
+    Started,
+    TriggerEvent,
+    TriggerHost,
+    TriggerRuns,
+    count_event,
+)
 from gateway.triggers.schedule import ScheduleRunner
 
 logger = logging.getLogger(__name__)
@@ -155,6 +163,8 @@ class Triggers:
         except InvalidEventError as exc:
             return _error(exc, 422)
         except GatewayError as exc:
+            if isinstance(exc, AuthenticationError):
+                count_event(agent, trigger, "refused")
             return _error(exc)
 
     async def _event(

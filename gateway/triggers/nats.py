@@ -23,7 +23,7 @@ from a2a.types.a2a_pb2 import Part
 
 from gateway.hosting.executor import data_part
 from gateway.spec import NatsTriggerSpec
-from gateway.triggers.runs import EventBusyError, InvalidEventError, TriggerEvent, TriggerRuns
+from gateway.triggers.runs import EventBusyError, InvalidEventError, TriggerEvent, TriggerRuns, count_event
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -185,4 +185,5 @@ class NatsConsumer:
         logger.warning("nats trigger %s dead-lettered event %s: %s", self.trigger.name, event.event_id, reason)
         await message.term()
         if not recorded:
+            count_event(self.agent, self.trigger, "dead")
             await self.runs.note_recorded()

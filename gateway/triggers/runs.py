@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.spec import AgentSpec, TriggerSpec
 from gateway.store.database import Database
 from gateway.store.tasks import STARTED_BY
+from gateway.telemetry import metrics
 from gateway.triggers.ledger import CLAIM_STALE_S, Entry, EventKey, TriggerLedger
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,11 @@ def _finished(task_id: str, context_id: str, *, dead: bool = False, reason: str 
     return started
 
 
+def count_event(agent: str, trigger: TriggerSpec, outcome: str) -> None:
+    """One more event of ``trigger`` in ``/metrics``: started, repeat, dead or refused."""
+    metrics.TRIGGER_EVENTS.labels(agent, trigger.name, trigger.kind, outcome).inc()
+
+
 def trigger_owner(agent: str, trigger: TriggerSpec, auth: AuthPolicy) -> str:
     """Who owns the runs of ``trigger``: its ``owner``, else anonymous without auth, else ``trigger:<agent>/<name>``."""
     if trigger.owner:
@@ -161,11 +167,15 @@ class TriggerRuns:
             async with lock:
                 started = await self._start(event)
         except InvalidEventError:
+            count_event(event.agent, event.trigger, "dead")
             await self.note_recorded()  # dead-lettered: recorded too
             raise
         finally:
             if not lock.locked():
                 self._starting.pop(key, None)
+        count_event(
+            event.agent, event.trigger, "dead" if started.dead else "repeat" if started.duplicate else "started"
+        )
         await self.note_recorded()
         return started
 

@@ -14,6 +14,7 @@ import pytest
 from a2a.types.a2a_pb2 import SendMessageRequest, TaskState
 from google.rpc import error_details_pb2, status_pb2
 from mcp.client import Client as McpClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.bindings.a2a_grpc import a2a_status
@@ -216,3 +217,27 @@ async def test_a_caller_over_its_own_cap_is_refused_while_another_caller_goes_th
 
     assert "this caller already has 1 run" in refused.value.message
     assert bob_task.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_metrics_show_refusals_and_slots(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        before = samples(await http.get("/metrics"), "solo")
+        await hold(gateway, "solo")
+        async with a2a_client(gateway.agent_url("solo"), BINDINGS[0]) as client:
+            with pytest.raises(AgentBusyError):
+                await send(client, "second")
+        during = samples(await http.get("/metrics"), "solo")
+        gate("solo").set()
+
+    assert during["switchboard_admission_refusals_total"] == before.get("switchboard_admission_refusals_total", 0) + 1
+    assert during["switchboard_admission_slots:running"] == 1
+
+
+def samples(response: httpx.Response, agent: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.labels.get("agent") == agent and sample.name.startswith("switchboard_admission"):
+                state = sample.labels.get("state")
+                found[f"{sample.name}:{state}" if state else sample.name] = sample.value
+    return found

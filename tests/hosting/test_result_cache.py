@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, Task, TaskState
 from mcp.client import Client as McpClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth.api_keys import api_key_line, new_api_key
 from gateway.auth.policy import RunOwner
@@ -203,3 +205,24 @@ async def test_concurrent_identical_requests_all_complete(gateway: RunningGatewa
     async with a2a_client(gateway.agent_url("inbox"), BINDINGS[0]) as client:
         tasks = await asyncio.gather(*(send(client, "same") for _ in range(5)))
     assert {t.status.state for t, _ in tasks} == {TaskState.TASK_STATE_COMPLETED}
+
+
+async def test_metrics_count_hits_and_misses(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        before = lookups(await http.get("/metrics"))
+        async with a2a_client(gateway.agent_url("inbox"), BINDINGS[0]) as client:
+            await send(client, "counted once")
+            await send(client, "counted once")
+        after = lookups(await http.get("/metrics"))
+
+    assert after["miss"] - before.get("miss", 0) == 1
+    assert after["hit"] - before.get("hit", 0) == 1
+
+
+def lookups(response: httpx.Response) -> dict[str, float]:
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "switchboard_cache_lookups_total" and sample.labels.get("agent") == "inbox"
+    }

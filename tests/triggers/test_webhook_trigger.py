@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.store.database import Database
 from gateway.testing import RunningGateway, running_gateway
@@ -168,3 +169,25 @@ async def test_an_agent_without_that_trigger_answers_404(gateway: RunningGateway
 
     assert answer.status_code == 404
     assert "no webhook or push trigger" in answer.json()["error"]["message"]
+
+
+async def test_metrics_count_trigger_events_by_outcome(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    before = await trigger_counts(http)
+    await post_webhook(http, "inbox", "hook", {"n": 1}, event_id="evt-counted")
+    await post_webhook(http, "inbox", "hook", {"n": 1}, event_id="evt-counted")
+    await post_webhook(http, "inbox", "hook", {"n": 1}, secret="whsec_b3RoZXItc2VjcmV0")
+    after = await trigger_counts(http)
+
+    moved = {outcome: after.get(outcome, 0) - before.get(outcome, 0) for outcome in after}
+    assert moved == {**moved, "started": 1, "repeat": 1, "refused": 1}
+
+
+async def trigger_counts(http: httpx.AsyncClient) -> dict[str, float]:
+    text = (await http.get("/metrics")).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "switchboard_trigger_events_total" and labels.get("agent") == "inbox":
+                counts[labels["outcome"]] = sample.value
+    return counts
