@@ -233,6 +233,7 @@ async def test_an_ask_question_is_answered_from_the_page(alice: Page, gateway_pr
     await send_from_page(alice, gateway_process.url, "echo", "ask: What is your favourite colour?")
     await wait_state(alice, "input-required")
     assert await alice.inner_text("[data-role=question]") == "What is your favourite colour?"
+    await alice.wait_for_selector("[data-role=connection]:text('waiting for your answer')")
     await alice.fill("[data-role=answer-form] input[name=answer]", "blue")
     await alice.click("[data-role=answer-form] button[type=submit]")
     await wait_state(alice, "completed")
