@@ -108,7 +108,11 @@ class GatewayProcess:
             self.proc = subprocess.Popen(  # noqa: ASYNC220  # started once per module; it returns at once
                 argv, cwd=REPO, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
             )
-        await self._ready()
+        try:
+            await self._ready()
+        except BaseException:
+            await self.stop()  # a process that never became ready is not left behind
+            raise
         return self
 
     async def _ready(self) -> None:
