@@ -171,9 +171,8 @@ def metrics_json(agents: Iterable[str], started: float, tasks_by_state: Mapping[
                 outcome = sample.labels["outcome"]
                 per[outcome] = per.get(outcome, 0.0) + sample.value
     latency = _histograms(metrics.REQUEST_DURATION.collect(), ("agent",))
-    hosted = set(agents)
     rows = []
-    for agent in sorted(hosted | {a for a in outcomes if a in hosted}):
+    for agent in sorted(set(agents)):
         per = outcomes.get(agent, {})
         stats = latency.get((agent,), {"count": 0.0, "meanS": 0.0, "p95S": 0.0})
         rows.append(
