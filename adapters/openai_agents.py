@@ -96,8 +96,7 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.paused: Waiting[_Paused] = Waiting()
-        self.sessions: Waiting[SQLiteSession] = Waiting()
+        self.sessions: Waiting[SQLiteSession] = Waiting()  # by context id, the least recently used forgotten first
 
     @classmethod
     def accepts(cls, obj: object) -> bool:
@@ -123,7 +122,7 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
         if not call.history:
             run = Runner.run_streamed(self.agent, user_content(call), max_turns=options.max_turns, session=session)
             return run, (0, 0)
-        paused = self.paused.take(call.task_id)
+        paused: _Paused | None = self.waiting.take(call.task_id)
         if paused is None:
             return None
         approve = call.text.strip().lower().rstrip(".!") in YES
@@ -153,14 +152,10 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
         yield TokensUsed(usage.input_tokens - counted[0], usage.output_tokens - counted[1])
         if run.interruptions:
             tokens = (usage.input_tokens, usage.output_tokens)
-            self.paused.put(call.task_id, _Paused(run.to_state(), list(run.interruptions), tokens))
+            self.waiting.put(call.task_id, _Paused(run.to_state(), list(run.interruptions), tokens))
             yield InputRequired(_question(run.interruptions))
             return
         yield _final(run.final_output)
-
-    async def cancel(self, call: AgentCall) -> None:
-        """A canceled task's paused run is forgotten (its stream's run was canceled as it closed)."""
-        self.paused.take(call.task_id)
 
 
 def _events(event: Any, tools: dict[str, str]) -> list[FrameworkEvent]:
