@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,7 @@ from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from adapters.tools import Tool, Toolbox, ToolOutcome
 from gateway.errors import GatewayError, PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor
-from gateway.hosting.mcp_clients import McpServerError
+from gateway.hosting.mcp_clients import McpServerError, missing_program
 from gateway.hosting.runtimes import Host
 from gateway.push.retry import parse_retry_after
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
@@ -647,10 +646,11 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     long_names = [n for n in map(handoff_tool_name, runtime.handoffs) if len(n) > MAX_TOOL_NAME]
     if long_names:
         raise RuntimeLoadError(f"{spec.name}: handoff tool names over {MAX_TOOL_NAME} characters: {long_names}")
-    for server in runtime.mcp_servers:
-        if server.command and shutil.which(server.command[0]) is None:
-            raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {server.command[0]!r}")
     toolbox = Toolbox(spec, runtime, host.mcp_clients)
+    for server in toolbox.servers:
+        missing = missing_program(server)
+        if missing is not None:
+            raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {missing!r}")
     if not toolbox:
         return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint))
     return ToolsExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox), toolbox)

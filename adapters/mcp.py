@@ -31,7 +31,7 @@ from a2a.utils.errors import InvalidParamsError
 
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor, message_input
-from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, server_key
+from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted, server_key
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
@@ -246,6 +246,7 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     runtime = spec.runtime
     if not isinstance(runtime, McpRuntime):
         raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not an mcp runtime")
+    runtime = runtime.model_copy(update={"server": rooted(runtime.server, spec.file.parent if spec.file else None)})
     try:
         tool = find_tool(runtime.server, runtime.tool, host.mcp_clients)
     except RuntimeLoadError as exc:

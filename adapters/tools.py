@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from adapters.python import import_string
 from gateway.errors import RuntimeLoadError
-from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError
+from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted
 from gateway.spec import AgentSpec, FunctionToolSpec, LlmRuntime, McpToolsSpec
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,14 @@ class Toolbox:
         for spec in runtime.tools:
             tool = PythonTool(spec, agent)
             self._functions[tool.name] = tool
-        self._servers, self._pool = runtime.mcp_servers, pool
+        folder = agent.file.parent if agent.file is not None else None
+        self._servers = [rooted(server, folder) for server in runtime.mcp_servers]
+        self._pool = pool
+
+    @property
+    def servers(self) -> list[McpToolsSpec]:
+        """The agent's MCP servers (working directories made absolute)."""
+        return self._servers
 
     def __bool__(self) -> bool:
         return bool(self._functions or self._servers)

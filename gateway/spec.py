@@ -117,6 +117,9 @@ class McpServerSpec(_Strict):
         default=[], description="NAMES of environment variables passed on to a stdio server"
     )
     credentials: CredentialsSpec | None = Field(default=None, description="what an HTTP server is sent")
+    cwd: str = Field(
+        default="", description="a stdio server's working directory, relative to the agent file; default: its folder"
+    )
     start_timeout_s: float = Field(default=20.0, gt=0, description="seconds to start and initialize a session")
 
     @model_validator(mode="after")
@@ -125,8 +128,8 @@ class McpServerSpec(_Strict):
             raise ValueError("give command (a stdio server) or url (a Streamable HTTP server), exactly one")
         if self.command and self.credentials is not None:
             raise ValueError("credentials are for an HTTP server; a stdio server gets env variables by name")
-        if self.url and self.env:
-            raise ValueError("env is for a stdio server; an HTTP server gets credentials")
+        if self.url and (self.env or self.cwd):
+            raise ValueError("env and cwd are for a stdio server; an HTTP server gets credentials")
         return self
 
     @property

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import httpx2
 import mcp_types as types
@@ -64,7 +66,25 @@ class McpCallError(GatewayError):
     reason = "mcp-call-failed"
 
 
-_IDENTITY = {"command", "url", "env", "credentials"}
+_IDENTITY = {"command", "url", "env", "cwd", "credentials"}
+Server = TypeVar("Server", bound=McpServerSpec)
+
+
+def rooted(server: Server, folder: Path | None) -> Server:
+    """``server`` with its working directory made absolute: relative to ``folder`` (an agent file's), or it."""
+    if not server.command or folder is None:
+        return server
+    return server.model_copy(update={"cwd": str((folder / server.cwd).resolve())})
+
+
+def missing_program(server: McpServerSpec) -> str | None:
+    """The program of a stdio server when it cannot be found (on PATH, or relative to its directory)."""
+    if not server.command:
+        return None
+    program = server.command[0]
+    if "/" in program:
+        return None if (Path(server.cwd or ".") / program).is_file() else program
+    return None if shutil.which(program) else program
 
 
 def server_key(server: McpServerSpec) -> str:
@@ -274,7 +294,7 @@ class McpConnection:
         if self.server.command:
             argv = self.server.command
             env = {name: self._env[name] for name in self.server.env if name in self._env}
-            params = StdioServerParameters(command=argv[0], args=list(argv[1:]), env=env)
+            params = StdioServerParameters(command=argv[0], args=list(argv[1:]), env=env, cwd=self.server.cwd or None)
             async with stdio_client(params, errlog=stderr) as (read, write):  # type: ignore[arg-type]
                 yield _WatchedStream(read, self._ended), write
             return

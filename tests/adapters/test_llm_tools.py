@@ -24,6 +24,7 @@ from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
 from gateway.hosting.executor import ValidatesRequests
 from gateway.hosting.mcp_clients import McpClientPool
+from gateway.hosting.registry import load_spec
 from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.runtime import AgentCall, Reply
 from gateway.spec import AgentSpec, LlmRuntime
@@ -310,3 +311,14 @@ async def test_an_agent_whose_server_is_out_of_service_refuses_messages_before_a
             executor.validate_request(SendMessageRequest(message=message))
     finally:
         await host.mcp_clients.aclose()
+
+
+def test_a_server_program_is_looked_for_beside_the_agent_file(tmp_path: Path) -> None:
+    (tmp_path / "server.py").write_text("")
+    file = agent_file("helper", kind="llm", mcp_servers=[{"name": "mine", "command": ["./server.py"], "tools": ["x"]}])
+    (tmp_path / "helper.yaml").write_text(yaml.safe_dump(file))
+    settings = make_settings(tmp_path, llm_base_url="http://127.0.0.1:9/v1", llm_model="m")
+    assert build_executor(load_spec(tmp_path / "helper.yaml"), StandaloneHost(settings)) is not None
+    (tmp_path / "server.py").unlink()
+    with pytest.raises(RuntimeLoadError, match=r"helper: MCP server mine: no program '\./server\.py'"):
+        build_executor(load_spec(tmp_path / "helper.yaml"), StandaloneHost(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -27,11 +28,12 @@ from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 from mcp.client import Client as McpClient
 
+from gateway.app import create_app
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
-from tests.adapters.mcp_servers import TEST_DIR_ENV, evidence, http_server_process, stdio_server
+from tests.adapters.mcp_servers import TEST_DIR_ENV, TOOL_SERVER, evidence, http_server_process, stdio_server
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, artifact_texts
 from tests.conftest import make_settings
 
@@ -195,8 +197,6 @@ async def test_one_server_process_serves_every_agent_and_task(gateway: RunningGa
 
 
 def test_a_missing_server_or_tool_stops_the_start(tmp_path: Path, evidence_dir: Path) -> None:
-    from gateway.app import create_app
-
     missing = mcp_agent("gone", "add")
     missing["runtime"]["server"] = {"name": "ghost", "command": ["no-such-mcp-server"]}
     settings = make_settings(tmp_path, agents=write_agents(tmp_path / "a", missing))
@@ -268,3 +268,18 @@ async def test_an_mcp_tool_wrapped_as_an_agent_is_an_mcp_tool_of_the_gateway_aga
     assert outcome["state"] == "completed" and outcome["agent"] == "countdown"
     assert outcome["text"] == "lift-off after 2 steps"
     assert any("step 2 of 2" in message for message in progress), progress
+
+
+async def test_a_server_beside_the_agent_file_runs_in_its_folder(tmp_path: Path, evidence_dir: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    shutil.copy(TOOL_SERVER, agents / "my_tools.py")
+    agent = mcp_agent("local-shout", "shout")
+    agent["runtime"]["server"] = {"name": "mine", "command": [sys.executable, "my_tools.py"]}
+    missing = mcp_agent("missing", "shout")
+    missing["runtime"]["server"] = {"name": "gone", "command": ["./not_here.py"]}
+    async with running_gateway(make_settings(tmp_path, agents=write_agents(agents, agent))) as gateway:
+        task, _ = await run(gateway, "local-shout", BINDINGS[0], text_message("beside"))
+    assert artifact_texts(task) == ["BESIDE"]
+    with pytest.raises(RuntimeLoadError, match=r"missing: MCP server gone cannot start: no program './not_here.py'"):
+        create_app(make_settings(tmp_path, agents=write_agents(tmp_path / "other", missing)))
