@@ -322,3 +322,17 @@ def test_a_server_program_is_looked_for_beside_the_agent_file(tmp_path: Path) ->
     (tmp_path / "server.py").unlink()
     with pytest.raises(RuntimeLoadError, match=r"helper: MCP server mine: no program '\./server\.py'"):
         build_executor(load_spec(tmp_path / "helper.yaml"), StandaloneHost(settings))
+
+
+async def test_the_text_of_each_turn_streams_into_one_reply(chat: ScriptedChatServer, pool: McpClientPool) -> None:
+    tools = [{"function": "tests.adapters.tool_functions:multiply"}]
+    first = Stream([text_chunk("Let me work it out."), tool_chunk(0, name="multiply", arguments='{"a": 6, "b": 7}')])
+    chat.answer(first, answer("It is 42."))
+    reply, emit = await ask(runtime_with_tools(chat, pool, tools=tools))
+    assert reply.text == "Let me work it out.\n\nIt is 42."
+    assert emit.chunks() == [("result", "Let me work it out.", False, False), ("result", "\n\nIt is 42.", True, True)]
+    assert emit.progress_messages == ["helper: thinking", "helper: calling multiply", "helper: done"]
+    assistant = chat.received[1].body["messages"][-2]
+    assert (
+        assistant["content"] == "Let me work it out." and assistant["tool_calls"][0]["function"]["name"] == "multiply"
+    )
