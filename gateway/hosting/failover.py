@@ -43,6 +43,7 @@ from gateway.store.database import Database
 from gateway.store.leases import Key, LeaseBook
 from gateway.store.outbox import SqlPushOutbox
 from gateway.store.tasks import INTERRUPTIBLE, fail_task
+from gateway.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class Failover:
             if key in self.leases.held or await self.leases.take(key) is None:
                 continue  # running here already, or another replica won it
             taken.append(key)
+            metrics.FAILOVER.labels("run_taken_over").inc()
             await self._resume(key)
         return taken
 
@@ -189,6 +191,7 @@ class Failover:
                 continue
             key = (str(agent), str(owner), str(task_id))
             if await fail_task(self.db, key, DEAD_REASON):
+                metrics.FAILOVER.labels("task_ended_replica_gone").inc()
                 await self._ended(key)
                 ended.append(key[2])
         if ended:
@@ -210,6 +213,7 @@ class Failover:
         ended = []
         for key, since in orphans.items():
             if now - since >= DEAD_GRACE_S and await fail_task(self.db, key, ORPHAN_REASON):
+                metrics.FAILOVER.labels("task_ended_unsaved").inc()
                 await self._ended(key)
                 ended.append(key[2])
         return ended

@@ -35,6 +35,7 @@ from a2a.types.a2a_pb2 import TaskState
 
 from gateway.errors import GatewayError
 from gateway.store.database import Database, Params
+from gateway.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ class LeaseBook:
         if lease._guard is not None:
             lease._guard.cancel()
         logger.warning("lost the lease of run %s of %s (epoch %d): %s", lease.key[2], lease.key[0], lease.epoch, why)
+        metrics.FAILOVER.labels("lease_lost").inc()
         if lease.task is not None:
             lease.task.cancel()
         self._tombstone(lease)

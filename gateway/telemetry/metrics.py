@@ -62,6 +62,12 @@ WORKFLOW_STEP_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+FAILOVER = Counter(
+    "switchboard_failover",
+    "Cluster failover on this replica: run_taken_over, lease_lost, task_ended_replica_gone, task_ended_unsaved",
+    ["event"],
+    registry=REGISTRY,
+)
 RETRIES = Counter("switchboard_retries", "Workflow step attempts retried after a retryable failure", registry=REGISTRY)
 BREAKER_STATE = Gauge(
     "switchboard_breaker_state", "Circuit per agent: 0 closed, 1 half-open, 2 open", ["agent"], registry=REGISTRY

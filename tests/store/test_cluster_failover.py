@@ -310,6 +310,10 @@ async def test_a_paused_replica_that_comes_back_stops_the_run_another_replica_to
     assert "lost the lease" in r1.logged()
     async with httpx.AsyncClient(timeout=5) as http:
         assert (await http.get(f"{r1.url}/readyz")).status_code == 200, "the paused replica serves again"
+        lost = (await http.get(f"{r1.url}/metrics")).text
+        taken = (await http.get(f"{r2.url}/metrics")).text
+    assert 'switchboard_failover_total{event="lease_lost"} 1.0' in lost
+    assert 'switchboard_failover_total{event="run_taken_over"} 1.0' in taken
 
 
 async def test_a_replica_stopped_gracefully_hands_its_runs_over_at_once(
