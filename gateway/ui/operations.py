@@ -88,13 +88,17 @@ def peers_json(federation: Federation) -> dict[str, Any]:
             for remote in federation.remotes.values()
             if remote.peer.name == name
         ]
+        policies = {id(r.peer.policy): r.peer.policy for r in federation.remotes.values() if r.peer.name == name}
         pinned = [str(k.get("kid", "")) for k in (policy.jwks or {}).get("keys", []) if isinstance(k, dict)]
         peers.append(
             {
                 "name": name,
                 "baseUrl": peer.base_url,
                 "configured": "peers file" if name in federation.peers else "agent file",
-                "trust": {
+                # Agents whose own files name the same origin may each trust it differently: then none is shown.
+                "trust": None
+                if len({repr(p) for p in policies.values()}) > 1
+                else {
                     "pinnedKids": pinned,
                     "jkuOrigins": list(policy.allowed_jku_origins),
                     "algorithms": list(policy.algorithms),

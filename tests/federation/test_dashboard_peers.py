@@ -10,7 +10,7 @@ import pytest
 
 from tests.federation.conftest import Orgs
 from tests.federation.support import rpc
-from tests.ui.conftest import PAGE_TIMEOUT_MS, chromium, loaded
+from tests.ui.conftest import PAGE_TIMEOUT_MS, SCREENSHOTS, chromium, loaded
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -52,6 +52,7 @@ async def test_an_agent_whose_card_fails_verification_is_listed_out_of_service_w
     assert agents["b-echo"]["origin"]["peer"] == "b"
     (peer,) = [p for p in peers if any(a["name"] == "forged-byte" for a in p["agents"])]
     assert peer["configured"] == "agent file", "its trust comes from the agent's own file"
+    assert peer["trust"] is None, "the forger's agents each trust it their own way (pinned keys, an allowed jku)"
     out = [a for a in peer["outOfService"] if a["name"] == "forged-byte"]
     assert len(out) == 1 and out[0]["health"] == "untrusted" and "bad-signature" in out[0]["problem"]
 
@@ -71,5 +72,11 @@ async def test_a_step_on_another_gateway_is_drawn_as_a_hop_to_its_peer(orgs: Org
         assert await step.get_attribute("data-agent") == "b-echo"
         assert "remote" in (await step.get_attribute("class") or "").split()
         assert "via b" in (await step.text_content() or "")
+        await page.goto(f"{orgs.a.url}/ui/peers")
+        await loaded(page, "peers")
+        b = await page.inner_text("[data-peer=b]")
+        assert "pinned keys" in b and "b-echo" in b and "Relays: " in b
+        SCREENSHOTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / "peers.png"), full_page=True)
     finally:
         await context.close()

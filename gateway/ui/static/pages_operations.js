@@ -16,11 +16,12 @@ export async function peersPage(root) {
     peers.length ? h("div", { "data-role": "peers" }, peers.map((peer) =>
       h("article", { class: "card", "data-peer": peer.name },
         h("h2", {}, peer.name, " ", h("small", {}, `${peer.baseUrl || ""} · from the ${peer.configured}`)),
-        h("p", {}, "Trust anchors: ",
+        peer.trust ? h("p", {}, "Trust anchors: ",
           peer.trust.pinnedKids.length ? `pinned keys ${peer.trust.pinnedKids.join(", ")}` : "no pinned keys",
           peer.trust.jkuOrigins.length ? `; key sets fetched from ${peer.trust.jkuOrigins.join(", ")}` : "",
           `; algorithms ${peer.trust.algorithms.join(", ")}`,
-          peer.trust.requireSignature ? "; signatures required" : "; unsigned cards accepted"),
+          peer.trust.requireSignature ? "; signatures required" : "; unsigned cards accepted")
+          : h("p", {}, "Trust anchors: each agent's own file sets them, and they differ."),
         h("p", {}, `Relays: ${peer.relay.count}`, peer.relay.count ? ` · mean ${ms(peer.relay.meanS)} · p95 ≤ ${ms(peer.relay.p95S)}` : ""),
         h("table", {},
           h("thead", {}, h("tr", {}, ["agent", "card", "last check", "problem"].map((t) => h("th", {}, t)))),
