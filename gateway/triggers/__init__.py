@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from a2a.utils.errors import A2AError, InternalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import AuthenticationError, GatewayError, PayloadTooLargeError, wire_for
+from gateway.errors import AgentBusyError, AuthenticationError, GatewayError, PayloadTooLargeError, wire_for
 from gateway.spec import (
     AgentSpec,
     NatsTriggerSpec,
@@ -63,6 +65,15 @@ def _error(error: GatewayError, status: int | None = None, headers: Mapping[str,
     code = status or wire.http_status
     body = {"error": {"code": code, "status": wire.grpc_status, "reason": error.reason, "message": error.detail}}
     return JSONResponse(body, status_code=code, headers=dict(headers or {}))
+
+
+def _busy(error: A2AError, status: int, retry_after: str) -> Response:
+    """A retryable refusal of an event: nothing was recorded, the sender tries again later."""
+    message = getattr(error, "message", "") or str(error)
+    grpc_status = wire_for(error).grpc_status if isinstance(error, InternalError) else "UNAVAILABLE"
+    reason = str((error.data or {}).get("reason", "retry-later")) if isinstance(error.data, dict) else "retry-later"
+    body = {"error": {"code": status, "status": grpc_status, "reason": reason, "message": message}}
+    return JSONResponse(body, status_code=status, headers={"Retry-After": retry_after})
 
 
 def _answer(started: Started) -> Response:
@@ -147,8 +158,8 @@ class Triggers:
         if not isinstance(trigger, WebhookTriggerSpec | PushTriggerSpec):
             message = f"agent {agent!r} has no webhook or push trigger named {name!r}"
             return JSONResponse({"error": {"code": 404, "status": "NOT_FOUND", "message": message}}, status_code=404)
-        body = await request.body()
-        if len(body) > self._max_body:
+        body = await self._body(request)
+        if body is None:
             return _error(PayloadTooLargeError(f"the body is over {self._max_body} bytes"))
         secret = self._secret(trigger)
         if secret is None:
@@ -160,12 +171,32 @@ class Triggers:
             return _answer(await self.runs.start(event))
         except EventBusyError as exc:
             return _error(exc, 409, {"Retry-After": "1"})
+        except AgentBusyError as exc:  # the agent is at its caps: the sender retries (Standard Webhooks senders do)
+            count_event(agent, trigger, "refused")
+            seconds = str(max(1, math.ceil(exc.retry_after_s)))
+            return _busy(exc, 429, seconds)
+        except A2AError as exc:  # a retryable refusal (the store is away), the event left for a later delivery
+            count_event(agent, trigger, "refused")
+            return _busy(exc, 503, "1")
         except InvalidEventError as exc:
             return _error(exc, 422)
         except GatewayError as exc:
             if isinstance(exc, AuthenticationError):
                 count_event(agent, trigger, "refused")
             return _error(exc)
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The request's body, or None once it is longer than the limit (read no further)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _event(
         self, agent: str, trigger: WebhookTriggerSpec | PushTriggerSpec, secret: str, request: Request, body: bytes

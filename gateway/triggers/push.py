@@ -33,8 +33,12 @@ class PushTokenError(AuthenticationError):
 
 
 def check_token(expected: str, headers: Mapping[str, str]) -> None:
-    """``PushTokenError`` unless the request carries ``expected`` in ``X-A2A-Notification-Token``."""
-    given = headers.get(TOKEN_HEADER, "")
+    """``PushTokenError`` unless the request carries ``expected``: ``X-A2A-Notification-Token``, or a bearer token.
+
+    A push config's ``token`` arrives in the first, its ``authentication`` (scheme Bearer) in ``Authorization``.
+    """
+    scheme, _, bearer = headers.get("authorization", "").partition(" ")
+    given = headers.get(TOKEN_HEADER, "") or (bearer.strip() if scheme.lower() == "bearer" else "")
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise PushTokenError(f"the {TOKEN_HEADER} header is {'wrong' if given else 'missing'}")
 

@@ -159,7 +159,8 @@ class TriggerRuns:
         """Start the event's run, or answer with what an earlier delivery of it started (see the module).
 
         ``InvalidEventError`` when the event cannot run (it is dead-lettered); ``EventBusyError``
-        while another delivery of it is starting; any other error leaves the event unclaimed.
+        while another delivery of it is starting; any other error (a retryable refusal such as
+        ``AgentBusyError`` among them) leaves the event unclaimed, for a later delivery.
         """
         key = event.key
         lock = self._starting.setdefault(key, asyncio.Lock())
@@ -238,6 +239,9 @@ class TriggerRuns:
             first = await anext(stream)
         except A2AError as exc:  # the agent refused the message before any task existed: not valid input
             await stream.aclose()
+            if getattr(exc, "retryable", False) is True:  # busy, or the store is away: a later delivery may run
+                await self.ledger.release(key)
+                raise
             reason = f"{type(exc).__name__}: {getattr(exc, 'message', '') or exc}"
             await self.ledger.dead_letter(key, self.owner(event.agent, event.trigger), reason, event.payload)
             raise InvalidEventError(reason) from exc

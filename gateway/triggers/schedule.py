@@ -19,7 +19,7 @@ from a2a.types.a2a_pb2 import Part
 from gateway.hosting.executor import data_part
 from gateway.spec import ScheduleTriggerSpec
 from gateway.triggers.ledger import TriggerLedger
-from gateway.triggers.runs import TriggerEvent
+from gateway.triggers.runs import EventBusyError, TriggerEvent
 
 logger = logging.getLogger(__name__)
 
@@ -96,5 +96,7 @@ class ScheduleRunner:
     async def _fire(self, slot: int) -> None:
         try:
             await self._start(slot_event(self.agent, self.trigger, slot))
+        except EventBusyError:  # another replica is starting this slot's run
+            logger.debug("schedule %s of %s: slot %s runs elsewhere", self.trigger.name, self.agent, slot_id(slot))
         except Exception as exc:  # one failed slot never stops the schedule
             logger.warning("schedule %s of %s: slot %s: %s", self.trigger.name, self.agent, slot_id(slot), exc)

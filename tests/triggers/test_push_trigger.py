@@ -87,3 +87,24 @@ async def test_a_push_that_is_not_a_stream_response_is_refused_422(
 
     assert answer.status_code == 422
     assert "StreamResponse" in answer.json()["error"]["message"] or "object" in answer.json()["error"]["message"]
+
+
+async def test_a_push_config_authentication_bearer_token_is_accepted_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_PUSH_TOKEN", TOKEN)
+    agents = agents_folder(
+        tmp_path / "agents", [with_triggers(python_agent("inbox", f"{MODULE}:inbox", log=str(tmp_path / "l")), PUSHED)]
+    )
+    working = json.dumps({"statusUpdate": {"taskId": "peer-task", "status": {"state": "TASK_STATE_WORKING"}}})
+    async with (
+        running_gateway(make_settings(tmp_path, agents=agents)) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        bearer = await http.post(
+            "/triggers/inbox/peer-done", content=working, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        wrong = await http.post("/triggers/inbox/peer-done", content=working, headers={"Authorization": "Bearer x"})
+
+    assert bearer.status_code == 200 and "working" in bearer.json()["status"]
+    assert wrong.status_code == 401

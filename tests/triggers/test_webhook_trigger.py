@@ -15,6 +15,8 @@ from gateway.store.database import Database
 from gateway.testing import RunningGateway, running_gateway
 from gateway.triggers.ledger import TriggerLedger
 from tests.conftest import make_settings
+from tests.hosting import gated_agents
+from tests.hosting.gated_agents import MODULE as GATED
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 from tests.triggers.agents import MODULE, calls
 from tests.triggers.trigger_kit import (
@@ -191,3 +193,34 @@ async def trigger_counts(http: httpx.AsyncClient) -> dict[str, float]:
             if sample.name == "switchboard_trigger_events_total" and labels.get("agent") == "inbox":
                 counts[labels["outcome"]] = sample.value
     return counts
+
+
+async def test_an_agent_at_its_cap_answers_429_and_the_event_runs_when_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    gated_agents.reset()
+    busy = python_agent("busy", f"{GATED}:gated", gate_name="busy")
+    agents = agents_folder(
+        tmp_path / "agents", [{**with_triggers(busy, HOOK), "admission": {"max_concurrent": 1, "retry_after_s": 2}}]
+    )
+    async with (
+        running_gateway(make_settings(tmp_path, agents=agents)) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=20) as http,
+    ):
+        first = await post_webhook(http, "busy", "hook", "first", event_id="evt-first")
+        refused = await post_webhook(http, "busy", "hook", "second", event_id="evt-second")
+        entries_while_busy = await ledger(gateway).entries("busy", "hook")
+        gated_agents.gate("busy").set()
+        async with jsonrpc_client(gateway, "busy") as client:
+            await ended(client, first.json()["taskId"])
+        again = await post_webhook(http, "busy", "hook", "second", event_id="evt-second")
+        async with jsonrpc_client(gateway, "busy") as client:
+            second = await ended(client, again.json()["taskId"])
+    gated_agents.reset()
+
+    assert first.status_code == 202
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+    assert refused.json()["error"]["reason"] == "agent-busy"
+    assert [e.key.event_id for e in entries_while_busy] == ["evt-first"], "the refused event was not recorded"
+    assert again.status_code == 202 and second.status.state == TaskState.TASK_STATE_COMPLETED
