@@ -135,6 +135,18 @@ def _audit_parser(sub: Any) -> None:
     p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
 
 
+def _triggers_parser(sub: Any) -> None:
+    p = sub.add_parser("triggers", help="events triggers received: the runs they started and the dead letters")
+    p.add_argument("--agent", default="", help="only this agent's triggers")
+    p.add_argument("--trigger", default="", help="only this trigger")
+    p.add_argument("--dead", action="store_true", help="only dead letters (events that could not start a run)")
+    p.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d, or an ISO 8601 time (default 24h)")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many events, newest (default 1000)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
+    p.add_argument("--database-url", help="PostgreSQL DSN instead of SQLite (env SWITCHBOARD_DATABASE_URL)")
+
+
 def _mcp_parser(sub: Any) -> None:
     p = sub.add_parser("mcp", help="serve the MCP tools on stdin/stdout (for IDEs and assistants); logs go to stderr")
     p.add_argument("--data-dir", type=Path, help="state folder (env SWITCHBOARD_DATA_DIR, default ./.switchboard)")
@@ -163,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _card_parsers(sub)
     _mcp_parser(sub)
     _audit_parser(sub)
+    _triggers_parser(sub)
     return parser
 
 
@@ -274,6 +287,17 @@ def _audit(args: argparse.Namespace) -> int:
     return show(settings.store_url, args.since, args.caller, args.agent, args.limit, as_json=args.json)
 
 
+def _triggers(args: argparse.Namespace) -> int:
+    from gateway.settings import Settings
+    from gateway.triggers.ledger_cli import show
+
+    overrides = {k: v for k, v in vars(args).items() if k in ("data_dir", "database_url") and v is not None}
+    settings = Settings(**overrides)
+    return show(
+        settings.store_url, args.since, args.agent, args.trigger, dead=args.dead, limit=args.limit, as_json=args.json
+    )
+
+
 def _apikey(args: argparse.Namespace) -> int:
     from gateway.auth.api_keys import AuthConfigError, api_key_line, new_api_key
 
@@ -307,6 +331,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "apikey": _apikey,
     "mcp": _mcp,
     "audit": _audit,
+    "triggers": _triggers,
 }
 
 

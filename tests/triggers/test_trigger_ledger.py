@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.cli import main
 from gateway.testing import RunningGateway, running_gateway
 from gateway.triggers.ledger import CLAIM_STALE_S, EventKey, TriggerLedger, context_for
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent
 from tests.push.conftest import fresh_pg_database
 from tests.triggers.agents import MODULE, calls
-from tests.triggers.trigger_kit import SECRET, ended, jsonrpc_client, post_webhook, with_triggers
+from tests.triggers.trigger_kit import SECRET, ended, jsonrpc_client, post_webhook, signed_headers, with_triggers
 
 HOOK = {"kind": "webhook", "name": "hook", "secret_env": "TEST_HOOK_SECRET"}
 
@@ -134,3 +136,22 @@ async def test_events_past_the_retention_are_forgotten_but_a_claim_in_progress_i
 
     kept = {e.key.event_id for e in await ledger(gateway).entries("inbox", "hook")}
     assert pruned == 1 and kept == {"evt-claimed", "evt-new"}
+
+
+async def test_switchboard_triggers_lists_runs_and_dead_letters(
+    gateway: RunningGateway, http: httpx.AsyncClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = await post_webhook(http, "inbox", "hook", {"n": 1}, event_id="evt-listed")
+    body = b"{broken"
+    await http.post("/triggers/inbox/hook", content=body, headers=signed_headers(body, "evt-broken"))
+    data_dir = str(tmp_path / "data")
+
+    assert main(["triggers", "--data-dir", data_dir, "--json"]) == 0
+    every = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["triggers", "--data-dir", data_dir, "--dead", "--agent", "inbox"]) == 0
+    dead = capsys.readouterr().out.splitlines()
+    assert main(["triggers", "--data-dir", data_dir, "--since", "yesterday-ish"]) == 2
+
+    assert [(e["eventId"], e["state"]) for e in every] == [("evt-listed", "started"), ("evt-broken", "dead")]
+    assert every[0]["taskId"] == started.json()["taskId"]
+    assert len(dead) == 1 and "inbox/hook dead" in dead[0] and "evt-broken" in dead[0] and "not JSON" in dead[0]
