@@ -30,7 +30,7 @@ from gateway.auth.policy import Identity
 from gateway.orchestration.api import StepResult
 from gateway.runtime import Usage
 from gateway.store.database import Database
-from gateway.store.leases import Lease, fence_clause
+from gateway.store.leases import Lease, LeaseLostError, fence_clause
 from gateway.store.tasks import INTERRUPTIBLE
 
 RunState = Literal["running", "input-required", "completed", "failed", "canceled"]
@@ -177,7 +177,11 @@ class SqlRunStore:
         """Insert or update the run; returns after the write committed (fenced by the run's lease, if it has one)."""
         record.updated_ns = time.time_ns()
         if record.lease is not None:  # ``LeaseLostError`` once another replica may run it
-            await self._db.write(_UPSERT_FENCED, (*record.row(), *record.lease.fence()))
+            try:
+                await self._db.write(_UPSERT_FENCED, (*record.row(), *record.lease.fence()))
+            except LeaseLostError:
+                record.lease.refused()
+                raise
             return
         await self._db.write(_UPSERT, record.row())
 

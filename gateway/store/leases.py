@@ -127,6 +127,14 @@ class Lease:
     task: asyncio.Task[Any] | None = None
     """The asyncio task running the run: canceled when the lease is lost."""
     _guard: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _book: LeaseBook | None = field(default=None, repr=False)
+
+    def refused(self) -> None:
+        """The database refused a write fenced with this lease: it is lost (the run is canceled, as on a beat)."""
+        if self._book is not None:
+            self._book.lose(self, "a write was refused: another replica holds it now")
+        else:
+            self.lost = True
 
     def fence(self) -> Params:
         """The parameters of ``fence_clause``; ``LeaseLostError`` once lost."""
@@ -153,7 +161,7 @@ class LeaseBook:
         row = await self.db.fetch_one(_TAKE, (*key, self.replica, TTL_S))
         if row is None:
             return None
-        lease = Lease(key, int(row[0]), self.replica, sent)
+        lease = Lease(key, int(row[0]), self.replica, sent, _book=self)
         self.held[key] = lease
         self._guard(lease)
         return lease

@@ -43,7 +43,7 @@ from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_lis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.store.database import INT64_MAX, INT64_MIN, Database, Params
-from gateway.store.leases import LeaseBook, fence_clause
+from gateway.store.leases import LeaseBook, LeaseLostError, fence_clause
 
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
@@ -182,11 +182,18 @@ class SqlTaskStore(TaskStore):
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Insert or replace the task for the caller; a leased run's lease is released once its task stops running."""
-        await self._db.write(*self.save_statement(task, context))
-        if self.leases is not None and task.status.state not in INTERRUPTIBLE:
-            lease = self.leases.held.get((self._agent, self._owner(context), task.id))
+        if self.leases is None:
+            await self._db.write(*self.save_statement(task, context))
+            return
+        lease = self.leases.held.get((self._agent, self._owner(context), task.id))
+        try:
+            await self._db.write(*self.save_statement(task, context))
+        except LeaseLostError:
             if lease is not None:
-                await self.leases.release(lease)
+                lease.refused()
+            raise
+        if lease is not None and task.status.state not in INTERRUPTIBLE:
+            await self.leases.release(lease)
 
     def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
         """What ``save`` runs, for a caller that commits it with other statements (its push notifications).

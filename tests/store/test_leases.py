@@ -87,8 +87,12 @@ async def test_an_expired_lease_is_taken_with_a_new_epoch_and_the_old_holders_wr
             await asyncio.sleep(0.05)
     assert taken.epoch == lease.epoch + 1
     lease.lost = False  # a holder that noticed nothing (a clock running slow): only the database can refuse it now
+    run = asyncio.ensure_future(asyncio.sleep(60))
+    mine.run_by(lease, run)
     with pytest.raises(LeaseLostError):
         await SqlRunStore(first).save(record)
+    await asyncio.gather(run, return_exceptions=True)
+    assert lease.lost and run.cancelled(), "a refused write loses the lease here too: the run stops"
     with pytest.raises(LeaseLostError):
         await tasks.save(_task(TaskState.TASK_STATE_COMPLETED), context)
     row = await second.fetch_one("SELECT state FROM tasks WHERE id = ?", (KEY[2],))
