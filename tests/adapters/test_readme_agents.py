@@ -52,7 +52,10 @@ async def test_the_python_example_answers_from_beside_its_file(tmp_path: Path, m
     [source] = [b for b in blocks("python") if b.startswith("# agents/shout.py")]
     (agents / "shout.py").write_text(source, encoding="utf-8")
     (agents / "shout.yaml").write_text(yaml.safe_dump(card()), encoding="utf-8")
-    monkeypatch.delitem(sys.modules, "shout", raising=False)  # another test's folder may have a shout module
+    # Another test's agents folder has a shout module too, and its folder is on sys.path by now: one
+    # process serves one agents folder, where a module name means one file.
+    monkeypatch.delitem(sys.modules, "shout", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p) / "shout.py").is_file()])
     async with (
         running_gateway(make_settings(tmp_path, agents=agents, mcp_tools=["*"])) as gateway,
         a2a_client(gateway.agent_url("shout"), STREAMING) as client,
