@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 STDOUT = "stdout"
 READ_CHUNK = 64 * 1024
+DRAIN_S = 2.0
+"""How long a stopped program's pipes are read to their end (a child that left its group may hold them)."""
 STDERR_TAIL = 2000
 """Characters of standard error a failed task's message quotes (its end, where the error usually is)."""
 GONE_POLL_S = 0.05
@@ -240,6 +242,7 @@ class CommandAgent:
         finally:
             if process.returncode is None or problem:
                 await finish(stop_group(process, self.runtime.kill_grace_s))
+            await finish(_drain(process))
         return await self._outcome(process, output, problem, emit)
 
     async def _wait(self, process: asyncio.subprocess.Process, stdin: bytes, output: _Output, live: Live | None) -> str:
@@ -261,6 +264,7 @@ class CommandAgent:
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
+            process.stdin.close()  # when the feeding was cut short
         return ""
 
     async def _outcome(
@@ -299,6 +303,21 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
         await stdin.wait_closed()
     except (BrokenPipeError, ConnectionResetError):
         pass
+
+
+async def _drain(process: asyncio.subprocess.Process) -> None:
+    """Read what is left in the program's pipes, discarded, until they close (or ``DRAIN_S`` passes).
+
+    A pipe whose reader stopped at the cap is paused and would never see its end: its transport
+    would stay open past the event loop's life.
+    """
+    for stream in (process.stdout, process.stderr):
+        if stream is None:
+            continue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_S):
+                while await stream.read(READ_CHUNK):
+                    pass
 
 
 def _signal_group(pid: int, sig: int) -> bool:
