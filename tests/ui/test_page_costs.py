@@ -104,6 +104,9 @@ async def load(browser: Browser, base: str, path: str, marker: str) -> Load:
     await page.goto(base + path)
     await page.wait_for_function("(name) => document.body.dataset.loaded === name", arg=marker, timeout=PAGE_TIMEOUT_MS)
     seconds = time.perf_counter() - started
+    # Then every request the page makes, late ones too (the browser fetches the icon when it likes): no page
+    # measured here holds a stream open, so the network goes quiet.
+    await page.wait_for_load_state("networkidle")
     requests = []
     for request in finished:
         sizes = await request.sizes()
