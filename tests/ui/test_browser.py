@@ -88,7 +88,8 @@ async def test_agents_page_shows_the_bundled_agents_with_verified_signatures(
     assert {"code-review", "echo", "security-reviewer", "complexity-reviewer", "style-reviewer", "review-lead"} <= names
     states = [await s.get_attribute("data-signature") for s in await alice.locator("[data-role=signature]").all()]
     assert states == ["verified"] * len(cards), states
-    assert kid in await alice.locator("[data-agent=echo] [data-role=signature]").inner_text()
+    assert await alice.locator("[data-agent=echo] [data-role=signature]").get_attribute("data-kid") == kid
+    assert kid[:8] in await alice.locator("[data-agent=echo] [data-role=signature]").inner_text()
     code_review = await alice.locator("[data-agent=code-review]").inner_text()
     assert "workflow · concurrent over" in code_review and "review-lead" in code_review
     assert "JSONRPC" in code_review and "HTTP+JSON" in code_review and "GRPC" in code_review

@@ -1,7 +1,7 @@
 // The agents: every hosted agent and workflow with its card, bindings, skills and the card's
 // signature as this browser checks it; an agent's page with a form to try it.
 
-import { h, replace } from "./dom.js";
+import { h, replace, short } from "./dom.js";
 import { agentPath, taskPath } from "./links.js";
 import { textOf } from "./run_model.js";
 import { fileParts, newMessage, startTask } from "./run_view.js";
@@ -16,12 +16,13 @@ async function cardsAndChecks(app) {
 
 function signature(check) {
   const text = {
-    verified: `signature verified · ${check.alg} · key ${check.kid}`,
+    verified: `signature verified · ${check.alg} · key ${short(check.kid)}`,
     invalid: "signature INVALID",
-    "unknown-key": `signed by unknown key ${check.kid}`,
+    "unknown-key": `signed by unknown key ${short(check.kid)}`,
     unsigned: "unsigned",
   }[check.state];
-  return h("span", { class: `sig sig-${check.state}`, "data-role": "signature", "data-signature": check.state, title: check.detail }, text);
+  const attrs = { class: `sig sig-${check.state}`, "data-role": "signature", "data-signature": check.state, "data-kid": check.kid, title: check.detail };
+  return h("span", attrs, text);
 }
 
 function kind(info) {
