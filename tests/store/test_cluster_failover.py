@@ -434,3 +434,23 @@ async def test_while_postgresql_is_unreachable_replicas_are_not_ready_refuse_new
     sdk_end = states[on_sdk_path.task_id]  # its saves failed during the outage: it ended there or is ended after
     assert sdk_end == TaskState.TASK_STATE_COMPLETED or ORPHAN_REASON in status_text(rows[on_sdk_path.task_id][1])
     assert after["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", "new work is taken again"
+
+
+async def test_a_lone_replica_restarted_resumes_the_runs_it_handed_over_at_shutdown(
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    (r1,) = start_replicas(1)
+    log = tmp_path / "probe.log"
+    label = f"s-{uuid.uuid4().hex[:6]}"
+    async with a2a_client(r1.agent_url("pipeline"), SSE) as on_r1:
+        run = await start_stream(on_r1, f"{label} 20")
+        await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" for r in rows), "step b started")
+    r1.stop()  # SIGTERM: the run's lease is released, its checkpoint kept
+    r1.start()
+    r1.wait_ready()
+    states = await wait_ended(cluster_dsn, [run.task_id])
+    assert states[run.task_id] == TaskState.TASK_STATE_COMPLETED
+    probe = stamps(log)
+    assert overlaps(probe) == []
+    assert len([r for r in probe if r[0] == f"{label}:a" and r[2] == "start"]) == 1, "step a replayed, not rerun"
+    assert len({r[1] for r in probe if r[0] == f"{label}:c"}) == 1, "step c ran once, on the restarted process"
