@@ -24,6 +24,7 @@ from gateway.triggers.ledger import context_for
 from gateway.triggers.runs import TriggerRuns
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent
+from tests.push.conftest import fresh_pg_database
 from tests.triggers.agents import MODULE, calls
 from tests.triggers.trigger_kit import ended, jsonrpc_client, metadata, with_triggers
 
@@ -216,5 +217,41 @@ async def poll_consumer(js: Any, stream: str) -> None:
     async with asyncio.timeout(WAIT_S):
         while True:
             if await settled():
+                return
+            await asyncio.sleep(POLL_S)
+
+
+async def test_two_replicas_on_postgresql_share_a_subject_and_run_each_event_once(
+    tmp_path: Path, nats_url: str, stream: tuple[Any, str, str], pg_dsn: str
+) -> None:
+    js, name, subject = stream
+    log = tmp_path / "calls.jsonl"
+    trigger = nats_trigger(name, subject, max_in_flight=2)
+    inbox = python_agent("inbox", f"{MODULE}:inbox", log=str(log), delay_s=0.1)
+    agents = agents_folder(tmp_path / "agents", [with_triggers(inbox, trigger)])
+    async with fresh_pg_database(pg_dsn) as dsn:
+        settings = {"agents": agents, "nats_url": nats_url, "database_url": dsn}
+        async with (
+            running_gateway(make_settings(tmp_path / "a", **settings)) as first,
+            running_gateway(make_settings(tmp_path / "b", **settings)) as second,
+        ):
+            for n in range(40):
+                await js.publish(subject, json.dumps({"n": n}).encode())
+            replicas: list[TriggerRuns] = [g.app.state.triggers.runs for g in (first, second)]
+            await started_runs(replicas[0], 40)
+            await poll_consumer(js, name)
+
+    contexts = [c["context_id"] for c in calls(log)]
+    assert len(contexts) == 40 and len(set(contexts)) == 40, "every event ran once, on one replica or the other"
+    assert sorted(c["data"][0]["n"] for c in calls(log)) == list(range(40))
+    assert all(r.count > 0 for r in replicas), "both replicas took events"
+
+
+async def started_runs(runs: TriggerRuns, count: int) -> None:
+    """Wait until the shared ledger holds ``count`` started runs (two replicas: no one event to wait on)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            entries = await runs.ledger.entries("inbox", "bus")
+            if len([e for e in entries if e.state == "started"]) >= count:
                 return
             await asyncio.sleep(POLL_S)
