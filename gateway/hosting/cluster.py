@@ -41,6 +41,7 @@ from a2a.utils.proto_utils import to_stream_response
 
 from gateway.hosting.listener import Listener, Notified
 from gateway.store.database import Database, Params
+from gateway.store.postgres import keep_session
 from gateway.store.tasks import INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ _APPEND = (
     f"SELECT pg_notify('{EVENTS_CHANNEL}', task_id || ' ' || seq) FROM e"
 )
 _APPEND_NOW = _APPEND.replace("?", "{}").format(*(f"${n}" for n in range(1, 8)))  # asyncpg's placeholders
+_APPEND_ALL = (  # several events of one task: seq after the task's last, in the order given
+    "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS s FROM task_events WHERE task_id = $1), "
+    "e AS (INSERT INTO task_events (task_id, seq, agent, owner, kind, data, at_ns) "
+    "SELECT $1, base.s + d.n, $2, $3, $4, d.data, $6 FROM base, unnest($5::bytea[]) WITH ORDINALITY AS d(data, n) "
+    "RETURNING seq) "
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', $1 || ' ' || MAX(seq)) FROM e"
+)
 _ENDED = (
     TaskState.TASK_STATE_COMPLETED,
     TaskState.TASK_STATE_FAILED,
@@ -134,7 +142,7 @@ class Cluster:
         # Live events need no fsync of their own: a PostgreSQL crash may lose the last few (the task row,
         # saved durably, still ends followers: ``LATE_END_S``); an fsync per event would cost 1-2 ms.
         self._appender = await asyncpg.create_pool(
-            self._dsn(), min_size=1, max_size=4, server_settings={"synchronous_commit": "off"}
+            self._dsn(), min_size=1, max_size=4, server_settings={"synchronous_commit": "off"}, reset=keep_session
         )
         self.active = True
         self._spawn(self._poll_cancels())
@@ -156,6 +164,10 @@ class Cluster:
     async def append(self, params: Params) -> None:
         """Append one event row (``_append``'s parameters) and NOTIFY, on the appending pool."""
         await self._appender.execute(_APPEND_NOW, *params)
+
+    async def append_all(self, task_id: str, agent: str, owner: str, events: list[bytes]) -> None:
+        """Append live events (serialised ``StreamResponse``s), in order, in one statement and one NOTIFY."""
+        await self._appender.execute(_APPEND_ALL, task_id, agent, owner, EVENT, events, time.time_ns())
 
     async def publish_end(self, agent: str, owner: str, task: Task) -> None:
         """Tell followers that ``task`` ended as stored (ended by another replica than the one running it)."""
@@ -276,16 +288,27 @@ class AgentLog:
         return [_append(task, self.agent, self.store.owner_of(context), START, task.SerializeToString())]
 
     async def publish(self, task: Task, context: ServerCallContext, events: asyncio.Queue[Event | None]) -> None:
-        """Append a run's events from ``events`` in order; those that end it once the run is saved (None)."""
+        """Append a run's events from ``events`` in order; those that end it once the run is saved (None).
+
+        The events queued by the time one append is done go in the next one together (one round
+        trip and one NOTIFY for an agent's burst, as for a quick run's few events).
+        """
         owner = self.store.owner_of(context)
         ending: list[Event] = []
-        while (event := await events.get()) is not None:
-            if ending or _ends(event):
-                ending.append(event)
-            else:
-                await self._append(task, owner, event)
-        for event in ending:
-            await self._append(task, owner, event)
+        over = False
+        while not over:
+            batch: list[Event] = []
+            event = await events.get()
+            while True:
+                if event is None:
+                    over = True
+                    break
+                (ending if ending or _ends(event) else batch).append(event)
+                if events.empty():
+                    break
+                event = events.get_nowait()
+            await self._append_all(task, owner, batch)
+        await self._append_all(task, owner, ending)
 
     async def published(self, task_id: str, event: Event) -> None:
         """An event of a task on the SDK's path, saved (``OutboxPushSender``): a ``Task`` starts a run.
@@ -317,10 +340,12 @@ class AgentLog:
             if _ends(event):
                 self._turns.discard(task_id)
 
-    async def _append(self, task: Task, owner: str, event: Event) -> None:
-        data = to_stream_response(event).SerializeToString()
+    async def _append_all(self, task: Task, owner: str, events: list[Event]) -> None:
+        if not events:
+            return
+        data = [to_stream_response(event).SerializeToString() for event in events]
         try:
-            await self.cluster.append(_append(task, self.agent, owner, EVENT, data)[1])
+            await self.cluster.append_all(task.id, self.agent, owner, data)
         except Exception as exc:  # followers still end from the saved row (``LATE_END_S``)
             logger.warning("could not publish an event of task %s: %s", task.id, exc)
 

@@ -37,6 +37,7 @@ from typing import Any, cast
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event, EventQueue
+from a2a.server.id_generator import IDGenerator, IDGeneratorContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.server.tasks.task_store import TaskStore
@@ -292,6 +293,11 @@ class LocalRunner:
         self.admission: Admission | None = None
         """The agent's concurrency caps (``gateway.hosting.admission``) when its file declares any."""
 
+    def _new_id(self) -> str:
+        """A new task's id: minted by the store when it mints ids (it then knows the id is nowhere yet)."""
+        ids = getattr(self._store, "new_ids", None)
+        return ids.generate(IDGeneratorContext()) if isinstance(ids, IDGenerator) else str(uuid.uuid4())
+
     def is_running(self, task_id: str) -> bool:
         """Whether task ``task_id`` is working on this path right now."""
         return task_id in self._running
@@ -379,7 +385,7 @@ class LocalRunner:
             self._validate(request_params)
         stored = await self._continued(message, context) if message.task_id else None
         if stored is None:
-            message.task_id = str(uuid.uuid4())
+            message.task_id = self._new_id()
             message.context_id = message.context_id or str(uuid.uuid4())
             task = Task(id=message.task_id, context_id=message.context_id)
         else:

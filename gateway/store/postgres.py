@@ -64,6 +64,15 @@ CLUSTER_SCHEMA = (
 """PostgreSQL's own tables: only replicas share a database, so SQLite has none of these."""
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A pool's ``reset``: nothing to undo, so no round trip (asyncpg's default sends one per release).
+
+    The stores leave no session state on a pooled connection (no LISTEN, no session lock, no SET:
+    those live on connections of their own), and asyncpg still rolls back an open transaction first.
+    The default reset cost a round trip for every statement (half of a SendMessage's round trips).
+    """
+
+
 def runner_key(runner: str) -> int:
     """The second key of ``runner``'s advisory lock (a collision only makes a dead runner look alive)."""
     return zlib.crc32(runner.encode()) & 0x7FFFFFFF
@@ -185,7 +194,7 @@ class PostgresDatabase:
         lock = RunnerLock(dsn, runner)
         await lock.take()
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=keep_session)
         except BaseException:
             await lock.close()
             raise
@@ -218,6 +227,11 @@ class PostgresDatabase:
     async def write_many(self, statements: Sequence[tuple[str, Params]]) -> None:
         """Run several statements in one transaction (rolled back whole on any error, by asyncpg)."""
         check_storable(statements)
+        if len(statements) == 1:  # one statement is its own transaction: no BEGIN and COMMIT round trips
+            sql, params = statements[0]
+            with self._reaching():
+                await self._pool.execute(_numbered(sql), *params)
+            return
         with self._reaching():
             async with self._pool.acquire() as conn, conn.transaction():
                 for sql, params in statements:

@@ -1,14 +1,19 @@
-"""Cluster on PostgreSQL: a live event's latency to a subscriber on another replica vs one on the same replica.
+"""Cluster on PostgreSQL (issue 16): cross-replica event latency, and SendMessage throughput on PG vs SQLite, 2 vs 1.
 
     SWITCHBOARD_TEST_PG_DSN=postgresql://postgres@127.0.0.1:5432/test python tests/benchmarks/bench_cluster.py --quick
     SWITCHBOARD_TEST_PG_DSN=... python tests/benchmarks/bench_cluster.py     # -> bench-results/cluster.json
+    SWITCHBOARD_TEST_PG_DSN=... python tests/benchmarks/bench_cluster.py --part throughput --rounds 4
 
-Two ``python -m gateway serve`` replicas (R1, R2) on a schema of their own. Each round starts a task
+(a) latency. Two ``python -m gateway serve`` replicas (R1, R2) on a schema of their own. Each round starts a task
 on R1 (the ``stamper`` agent of ``tests/store/cluster_agents.py``, on R1's ``LocalRunner``), subscribes
 to it on R1 and on R2 (SubscribeToTask, JSON-RPC over SSE), and the agent then sends progress
 updates each carrying the time it was sent; each subscriber takes ``received - sent`` per update
 (one machine, one clock). In the same rounds, a ``SELECT 1`` round trip to the database is timed
 between updates. Target (issue 16): cross-replica p50 <= same-replica p50 + 3 x SELECT 1 p50.
+
+(b), (c) throughput (``cluster_throughput.py``): SendMessage of the no-op agent against R1 alone, a
+third gateway on SQLite, and R1 + R2 together, in alternating rounds. Targets: PG / SQLite >= 0.7x;
+two replicas vs one is reported.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTas
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.benchmarks import cluster_throughput  # noqa: E402
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message  # noqa: E402
 from tests.federation.support import org, python_agent  # noqa: E402
 
@@ -88,43 +94,15 @@ def p50(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 20 updates")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--updates", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "cluster.json")
-    args = parser.parse_args()
-    rounds, updates = (3, 20) if args.quick else (args.rounds, args.updates)
-    base = os.environ["SWITCHBOARD_TEST_PG_DSN"]
-    schema = f"sb_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(base)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    dsn = f"{base}{'&' if '?' in base else '?'}search_path={schema}"
-    replicas = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            replicas = [
-                org(f"r{n}", Path(tmp), SWITCHBOARD_DATABASE_URL=dsn, SWITCHBOARD_LOG_LEVEL="warning") for n in (1, 2)
-            ]
-            for replica in replicas:
-                python_agent(replica.folder / "agents", "stamper", "tests.store.cluster_agents:stamper")
-                replica.start()
-            for replica in replicas:
-                replica.wait_ready()
-            urls = (replicas[0].agent_url("stamper"), replicas[1].agent_url("stamper"))
-            figures: dict[str, list[float]] = {"same replica": [], "other replica": [], "SELECT 1": []}
-            per_round = []
-            for n in range(rounds):
-                before = {k: len(v) for k, v in figures.items()}
-                await one_round(urls, dsn, updates, figures)
-                per_round.append({k: p50(v[before[k] :]) for k, v in figures.items()})
-                print(f"round {n + 1}: " + ", ".join(f"{k} p50 {v:.2f} ms" for k, v in per_round[-1].items()))
-            for replica in replicas:
-                replica.stop()
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+async def latency(urls: tuple[str, str], dsn: str, rounds: int, updates: int) -> dict[str, object]:
+    """(a): the event latency rounds and their summary."""
+    figures: dict[str, list[float]] = {"same replica": [], "other replica": [], "SELECT 1": []}
+    per_round = []
+    for n in range(rounds):
+        before = {k: len(v) for k, v in figures.items()}
+        await one_round(urls, dsn, updates, figures)
+        per_round.append({k: p50(v[before[k] :]) for k, v in figures.items()})
+        print(f"round {n + 1}: " + ", ".join(f"{k} p50 {v:.2f} ms" for k, v in per_round[-1].items()))
     same, other, ping = (p50(figures[k]) for k in ("same replica", "other replica", "SELECT 1"))
     worst = {k: (statistics.quantiles(v, n=100)[98] if len(v) > 1 else float("nan")) for k, v in figures.items()}
     print(f"\n{'arm':<16}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}")
@@ -132,9 +110,64 @@ async def main() -> None:
         print(f"{key:<16}{len(values):>6}{p50(values):>10.2f}{worst[key]:>10.2f}")
     target = same + 3 * ping
     verdict = "PASS" if other <= target else "MISS"
-    print(f"\ncross-replica p50 {other:.2f} ms <= same-replica p50 + 3 x SELECT 1 = {target:.2f} ms: {verdict}")
+    print(f"\n(a) cross-replica p50 {other:.2f} ms <= same-replica p50 + 3 x SELECT 1 = {target:.2f} ms: {verdict}")
+    return {"p50_ms": {"same": same, "other": other, "select1": ping}, "p99_ms": worst, "rounds": per_round}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 20 updates; 2 throughput rounds of 2 s")
+    parser.add_argument("--part", choices=["latency", "throughput", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--updates", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=16, help="throughput: concurrent requests")
+    parser.add_argument("--window", type=float, default=5.0, help="throughput: seconds per arm per round")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "cluster.json")
+    args = parser.parse_args()
+    rounds, updates = (3, 20) if args.quick else (args.rounds, args.updates)
+    window, throughput_rounds = (2.0, 2) if args.quick else (args.window, max(2, min(args.rounds, 6)))
+    base = os.environ["SWITCHBOARD_TEST_PG_DSN"]
+    schema = f"sb_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(base)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    dsn = f"{base}{'&' if '?' in base else '?'}search_path={schema}"
+    result: dict[str, object] = {}
+    replicas = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            quiet = {"SWITCHBOARD_LOG_LEVEL": "warning"}
+            replicas = [org(f"r{n}", Path(tmp), SWITCHBOARD_DATABASE_URL=dsn, **quiet) for n in (1, 2)]
+            replicas.append(org("sqlite", Path(tmp), **quiet))
+            for replica in replicas:
+                python_agent(replica.folder / "agents", "stamper", "tests.store.cluster_agents:stamper")
+                python_agent(replica.folder / "agents", "noop", "tests.benchmarks.noop_agent:noop")
+                replica.start()
+            for replica in replicas:
+                replica.wait_ready()
+            r1, r2, lite = replicas
+            if args.part in ("latency", "all"):
+                urls = (r1.agent_url("stamper"), r2.agent_url("stamper"))
+                result["latency"] = await latency(urls, dsn, rounds, updates)
+            if args.part in ("throughput", "all"):
+                pids = {r.name: r.proc.pid for r in replicas if r.proc is not None}
+                arms = [
+                    cluster_throughput.Arm("sqlite x1", [lite.agent_url("noop")], [pids["sqlite"]]),
+                    cluster_throughput.Arm("pg x1", [r1.agent_url("noop")], [pids["r1"]]),
+                    cluster_throughput.Arm(
+                        "pg x2", [r1.agent_url("noop"), r2.agent_url("noop")], [pids["r1"], pids["r2"]]
+                    ),
+                ]
+                result["throughput"] = await cluster_throughput.run(arms, throughput_rounds, args.concurrency, window)
+                cluster_throughput.report(result["throughput"])  # type: ignore[arg-type]
+            for replica in replicas:
+                replica.stop()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+    result["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"p50_ms": {"same": same, "other": other, "select1": ping}, "p99_ms": worst, "rounds": per_round}
     args.out.write_text(json.dumps(result, indent=2))
 
 
