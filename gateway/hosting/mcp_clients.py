@@ -169,8 +169,7 @@ class McpConnection:
         async with self._lock:
             if self._client is not None and not self._ended.is_set():
                 return self._client
-            if self._client is not None:  # it ended on its own: the server exited or dropped the connection
-                self._failed(f"MCP server {self.label} ended its session{self._stderr_tail()}")
+            if self._client is not None:  # it ended on its own (counted as a failure when it did)
                 await self._end()
             if time.monotonic() < self._down_until:
                 raise McpServerError(f"MCP server {self.label} is out of service: {self.problem}")
@@ -268,6 +267,8 @@ class McpConnection:
                 async with Client(self._transport(stderr)) as client:
                     ready.set_result(client)
                     await _first(self._stop.wait(), self._ended.wait())
+                    if not self._stop.is_set():  # the server exited or dropped the connection
+                        self._failed(f"MCP server {self.label} ended its session{self._stderr_tail()}")
             except Exception as exc:
                 if not ready.done():
                     ready.set_exception(McpServerError(self._start_failure(exc)))

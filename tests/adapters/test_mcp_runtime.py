@@ -222,11 +222,6 @@ async def test_a_server_that_keeps_dying_takes_the_agent_out_of_service_and_stop
         task, _ = await run(gateway, "crash", binding, text_message(""))
         assert task.status.state == TaskState.TASK_STATE_FAILED
         assert task.status.message.parts[0].text == "crash: tool exit_now of MCP server tools failed: Connection closed"
-        task, _ = await run(gateway, "adder", binding, data_message({"a": 1, "b": 2}))
-        assert task.status.state == TaskState.TASK_STATE_FAILED
-        assert "adder: MCP server tools is out of service: MCP server tools ended its session" in (
-            task.status.message.parts[0].text
-        )
         async with a2a_client(gateway.agent_url("adder"), binding) as client, asyncio.timeout(WAIT_S):
             with pytest.raises(PeerUnavailableError, match="adder is out of service: MCP server tools ended"):
                 await anext(client.send_message(SendMessageRequest(message=data_message({"a": 1, "b": 2}))))

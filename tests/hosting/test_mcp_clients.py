@@ -135,3 +135,22 @@ def test_specs_of_one_server_share_a_key_whatever_their_names_and_tools() -> Non
     listed = McpToolsSpec(**stdio_spec(name="other", start_timeout_s=3).model_dump(), tools=["add"], timeout_s=5)
     assert server_key(plain) == server_key(listed)
     assert server_key(plain) != server_key(stdio_spec("--hang"))
+
+
+async def test_a_server_that_exits_is_logged_when_it_does(pool: McpClientPool) -> None:
+    logged = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "MCP server tools ended its session" in record.getMessage():
+                logged.set()
+
+    watch = Watch(logging.WARNING)
+    logging.getLogger(mcp_clients.__name__).addHandler(watch)
+    try:
+        with pytest.raises(McpCallError):
+            await pool.call_tool(stdio_spec(), "exit_now", {}, timeout_s=10)
+        # logged by the session's own task as the server's stream ends, before any next call
+        await asyncio.wait_for(logged.wait(), 10)
+    finally:
+        logging.getLogger(mcp_clients.__name__).removeHandler(watch)
