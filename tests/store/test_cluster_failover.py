@@ -454,3 +454,29 @@ async def test_a_lone_replica_restarted_resumes_the_runs_it_handed_over_at_shutd
     assert overlaps(probe) == []
     assert len([r for r in probe if r[0] == f"{label}:a" and r[2] == "start"]) == 1, "step a replayed, not rerun"
     assert len({r[1] for r in probe if r[0] == f"{label}:c"}) == 1, "step c ran once, on the restarted process"
+
+
+async def test_a_run_whose_lease_lapses_while_postgresql_is_unreachable_resumes_once_it_is_back(
+    start_replicas: Callable[..., list[Org]], outage: tuple[OutageProxy, str], cluster_dsn: str, tmp_path: Path
+) -> None:
+    proxy, via_proxy = outage
+    r1, _ = start_replicas(2, via_proxy)
+    log = tmp_path / "probe.log"
+    label = f"o-{uuid.uuid4().hex[:6]}"
+    async with a2a_client(r1.agent_url("pipeline"), SSE) as on_r1:
+        run = await start_stream(on_r1, f"{label} 30")
+        await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" for r in rows), "step b started")
+        proxy.cut()
+        async with asyncio.timeout(WAIT_S):
+            while True:  # R1's log, written by another process: no renewal for TTL_S - MARGIN_S stops the run
+                if "lost the lease" in r1.logged():
+                    break
+                await asyncio.sleep(0.1)
+        proxy.restore()
+        states = await wait_ended(cluster_dsn, [run.task_id])
+
+    assert states[run.task_id] == TaskState.TASK_STATE_COMPLETED, "resumed from its checkpoint after the outage"
+    probe = stamps(log)
+    assert overlaps(probe) == []
+    assert len([r for r in probe if r[0] == f"{label}:a" and r[2] == "start"]) == 1, "step a replayed, not rerun"
+    assert [r[2] for r in probe if r[0] == f"{label}:b"].count("start") == 2, "step b stopped, then ran again"
