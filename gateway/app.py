@@ -46,6 +46,7 @@ from gateway.hosting.mcp_clients import McpClientPool
 from gateway.hosting.registry import Registry
 from gateway.hosting.required_fields import use_in_sdk_handlers
 from gateway.hosting.runtimes import DescribesAgent, agent_info, build_executor
+from gateway.hosting.work_items import WorkItems
 from gateway.logs import quiet_client_mistakes
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
@@ -101,9 +102,17 @@ class Gateway:
     leases: LeaseBook | None = None
     """On PostgreSQL: the leases of the workflow runs running here (``gateway.store.leases``)."""
 
+    work_items: WorkItems = field(init=False)
+    """On PostgreSQL: the steps of distributed work queues, claimed by any replica (``gateway.hosting.work_items``)."""
+
     def __post_init__(self) -> None:
         self.push = create_push_delivery(self.settings, self.db)
         self.cluster = Cluster(self.db, lambda: self.settings.store_url)
+        self.work_items = WorkItems(self.cluster, self._local_runners)
+
+    def _local_runners(self) -> dict[str, LocalRunner]:
+        runners = {name: hosted.handler.local for name, hosted in self.agents.items()}
+        return {name: runner for name, runner in runners.items() if runner is not None}
 
     @property
     def specs(self) -> dict[str, AgentSpec]:
@@ -483,6 +492,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         if gateway.db.dialect == "postgresql" and not settings.mcp_state_key.get_secret_value():
             mcp.state_codec.use(await shared_secret(gateway.db))  # MCP requestState unsealed on any replica
         await gateway.cluster.start()  # PostgreSQL: follow and cancel tasks running on other replicas
+        gateway.work_items.start()  # PostgreSQL: claim the steps of distributed work queues
         # gRPC: one server for every agent; the cards list it once its port is bound (not over stdio MCP).
         observe = operating.telemetry.grpc_call if operating.telemetry.active else None
         grpc_server = await _start_grpc(gateway, observe) if serve_grpc else None
@@ -508,6 +518,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         finally:
             gateway.ready = False
             gateway.stopping = True  # runs keep their checkpoints, to resume on the next start
+            await gateway.work_items.close()  # the shared steps running here go back to the queue
             for task in list(gateway.background):
                 task.cancel()
             await asyncio.gather(*gateway.background, return_exceptions=True)

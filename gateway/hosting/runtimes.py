@@ -21,6 +21,7 @@ from gateway.errors import RuntimeLoadError, UnknownAgentError
 from gateway.federation.hub import Federation
 from gateway.hosting.local_tasks import LocalRunner
 from gateway.hosting.mcp_clients import McpClientPool
+from gateway.hosting.work_items import WorkItems
 from gateway.orchestration.api import AgentInfo
 from gateway.orchestration.breaker import BreakerBoard
 from gateway.settings import Settings
@@ -99,6 +100,11 @@ class Host(Protocol):
         """The gateway's MCP client sessions, one per server, closed when it stops."""
         ...
 
+    @property
+    def work_items(self) -> WorkItems | None:
+        """On PostgreSQL, the work items shared by the replicas (``gateway.hosting.work_items``); else None."""
+        ...
+
     def handler(self, name: str) -> RequestHandler:
         """The A2A request handler of hosted agent ``name``; ``UnknownAgentError`` when none."""
         ...
@@ -157,6 +163,11 @@ class StandaloneHost:
 
     @property
     def leases(self) -> LeaseBook | None:
+        """None: no other replica could run its work."""
+        return None
+
+    @property
+    def work_items(self) -> WorkItems | None:
         """None: no other replica could run its work."""
         return None
 

@@ -2,9 +2,10 @@
 
 A participant with a ``LocalRunner`` (a ``python`` or ``llm`` runtime, ``gateway.hosting.local_tasks``)
 runs the step's task directly (``LocalChild``); any other (a workflow, a remote agent) gets the
-message through its own request handler (``ChildTask``). Either way the child is an ordinary task
-of the participant, owned by the run's caller (the same ``ServerCallContext``), so the caller can
-get, list or cancel it on the participant's URL. It
+message through its own request handler (``ChildTask``); a step of a distributed work queue on
+PostgreSQL is posted as a shared work item that any replica may run (``SharedChild``). Either way
+the child is an ordinary task of the participant, owned by the run's caller (the same
+``ServerCallContext``), so the caller can get, list or cancel it on the participant's URL. It
 names its parent in ``reference_task_ids`` and in its message's metadata
 (``{"switchboard": {"parent_task_id", "run_id", "step", "hops", "via"}, "traceparent"}``). Its final task becomes a
 ``StepResult``: the status message's text, the artifacts' data, and what the participant's
@@ -44,6 +45,7 @@ from gateway.federation.hops import TRACEPARENT
 from gateway.hosting.data_parts import data_value
 from gateway.hosting.executor import METADATA_KEY, data_part
 from gateway.hosting.local_tasks import LocalRunner
+from gateway.hosting.work_items import WorkItems
 from gateway.orchestration.api import StepInput, StepResult, StepState
 from gateway.orchestration.step_outputs import is_steps
 from gateway.runtime import FileInput, Usage
@@ -268,7 +270,40 @@ class LocalChild:
         return bool(self.task_id) and await self._runner.cancel(self.task_id)
 
 
-Child = ChildTask | LocalChild
+class SharedChild:
+    """One child task of a run, posted as a shared work item that any replica may claim (``hosting.work_items``).
+
+    The replica that claims it runs it on its agent's ``LocalRunner`` as the run's owner; its final
+    task comes back through the database. The agent's progress is not forwarded (its task's events
+    can be followed on any replica).
+    """
+
+    def __init__(self, agent: str, items: WorkItems, run_id: str, call_context: ServerCallContext) -> None:
+        self.agent = agent
+        self.task_id = ""
+        self._items = items
+        self._run_id = run_id
+        self._context = call_context
+        self._item = ""
+
+    async def run(self, message: Message, progress: Progress) -> ChildOutcome:
+        """Post ``message`` and wait until a replica ran it to the task's end (or until it waits for input)."""
+        self._item = await self._items.post(self._run_id, self.agent, message, self._context)
+        end = await self._items.result(self._item)
+        if end.task is None:
+            return ChildOutcome(StepResult(self.agent, "failed", error=end.error), retryable=end.retryable)
+        self.task_id = end.task.id
+        return step_result(self.agent, end.task)
+
+    async def cancel(self) -> bool:
+        """Withdraw the item: its child is canceled on the replica running it; whether it had not ended."""
+        if not self._item:
+            return False
+        self.task_id = self.task_id or await self._items.task_id(self._item)
+        return await self._items.withdraw(self._item)
+
+
+Child = ChildTask | LocalChild | SharedChild
 
 
 async def cancel_task(handler: RequestHandler, task_id: str, context: ServerCallContext) -> bool:

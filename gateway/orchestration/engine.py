@@ -81,6 +81,7 @@ from gateway.orchestration.child_tasks import (
     ChildTask,
     LocalChild,
     Progress,
+    SharedChild,
     StepLink,
     cancel_task,
     child_message,
@@ -348,6 +349,8 @@ class EngineRun:
         self._saver: asyncio.Task[None] | None = None
         self._carried = carried(record.request)  # gateway path and trace context, passed to every step
         self._caller = caller_of(call_context.user) if call_context is not None else None
+        # A work queue's ``distribute``: on PostgreSQL, steps are shared work items any replica may run.
+        self._distribute = bool(getattr(plan.options, "distribute", False))
 
     @property
     def lease_lost(self) -> bool:
@@ -769,7 +772,7 @@ class EngineRun:
             return _broken(child, exc)
 
     async def _run_remote(
-        self, child: ChildTask, message: Message, forward: Progress, within: float
+        self, child: ChildTask | SharedChild, message: Message, forward: Progress, within: float
     ) -> ChildOutcome | None:
         """Follow a child through its agent's handler, in a task of its own; None when it timed out."""
         consumer = asyncio.create_task(child.run(message, forward))
@@ -785,13 +788,19 @@ class EngineRun:
         return None
 
     def _child(self, agent: str) -> Child:
-        """The step's child: run in-process on the agent's runner when it has one, else through its handler."""
+        """The step's child: run in-process on the agent's runner when it has one, else through its handler.
+
+        A distributed run's step of an in-process agent is a shared work item (when replicas share PostgreSQL).
+        """
         runner = self._host.local_runner(agent)
+        items = self._host.work_items if self._distribute and runner is not None else None
+        if items is not None and items.active:
+            return SharedChild(agent, items, self.record.run_id, self._context)
         if runner is not None:
             return LocalChild(agent, runner, self._context)
         return ChildTask(agent, self._host.handler(agent), self._context)
 
-    async def _abandon(self, child: ChildTask, consumer: asyncio.Task[ChildOutcome]) -> None:
+    async def _abandon(self, child: ChildTask | SharedChild, consumer: asyncio.Task[ChildOutcome]) -> None:
         """Cancel the child on its agent (best effort, bounded), then stop following it."""
         await self._cancel_child(child)
         if not consumer.done():

@@ -12,6 +12,11 @@ all have), ties going to the item's turn round the pool; ``in-turn`` gives item 
 finished result the checkpoint holds for the attempt, so a replayed attempt goes to that agent and
 is not done again, whatever the load is now.
 
+With ``distribute`` and replicas sharing PostgreSQL, each attempt of an in-process agent is posted
+as a row any replica may claim (``SKIP LOCKED``) and run (``gateway.hosting.work_items``); the
+engine waits for its result as for any child, so timeouts, retries, fallbacks, budgets,
+checkpoints and cancel apply unchanged. Elsewhere (SQLite, one process) it changes nothing.
+
 An item still failing after ``max_attempts`` is dead-lettered: the outcome's ``dead_letter`` lists
 it with every attempt's agent and error, and the progress says so. The outcome lists every item
 (status, agent, attempts, output) with counts. It completes unless no item succeeded, or one failed
@@ -54,6 +59,8 @@ class WorkQueueOptions(PatternOptions):
     max_attempts: int = Field(default=2, ge=1)
     fail_run_if_any_failed: bool = False
     assign: Literal["least-loaded", "in-turn"] = "least-loaded"
+    distribute: bool = False
+    """On PostgreSQL, post each attempt as a shared work item that any replica may claim and run."""
 
 
 @dataclass

@@ -50,6 +50,24 @@ CLUSTER_SCHEMA = (
         task_id TEXT NOT NULL,
         requested_ns BIGINT NOT NULL,
         PRIMARY KEY (agent, owner, task_id))""",
+    # Steps of distributed work queues, claimed by any replica (gateway.hosting.work_items).
+    """CREATE TABLE IF NOT EXISTS work_items (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        message BYTEA NOT NULL,
+        posted_by TEXT NOT NULL,
+        posted_ns BIGINT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        claimed_by TEXT NOT NULL DEFAULT '',
+        claimed_ns BIGINT NOT NULL DEFAULT 0,
+        claims INTEGER NOT NULL DEFAULT 0,
+        task_id TEXT NOT NULL DEFAULT '',
+        result BYTEA,
+        error TEXT NOT NULL DEFAULT '',
+        retryable BOOLEAN NOT NULL DEFAULT FALSE)""",
+    "CREATE INDEX IF NOT EXISTS work_items_queued ON work_items (agent, posted_ns) WHERE state = 'queued'",
     # The card-signing keys every replica signs with (gateway.cards.shared_keys), oldest first by added_ns.
     """CREATE TABLE IF NOT EXISTS signing_keys (
         kid TEXT PRIMARY KEY,

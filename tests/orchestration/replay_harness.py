@@ -128,6 +128,7 @@ class ScriptedHost:
         self.breakers = BreakerBoard()
         self.stopping = False
         self.leases = None
+        self.work_items = None
         self._agents = agents
 
     def handler(self, name: str) -> Any:

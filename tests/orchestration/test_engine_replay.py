@@ -36,6 +36,7 @@ class NoAgents:
         self.breakers = BreakerBoard()
         self.stopping = False
         self.leases = None
+        self.work_items = None
         self.asked: list[str] = []
 
     def handler(self, name: str) -> RequestHandler:

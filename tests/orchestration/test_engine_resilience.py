@@ -297,16 +297,19 @@ async def test_a_nested_runs_result_grows_by_a_level_not_by_doubling(tmp_path: P
     assert nine <= one + (levels - 1) * per_level * 1.2, f"result data by level 1, 2, {levels}: {sizes}"
 
 
+@pytest.mark.parametrize("distribute", [False, True], ids=["local", "distribute-on-sqlite"])
 async def test_a_work_queue_over_a2a_takes_high_priority_items_first_and_dead_letters_what_keeps_failing(
-    tmp_path: Path,
+    tmp_path: Path, distribute: bool
 ) -> None:
+    # ``distribute`` shares items between replicas on PostgreSQL (tests/store/test_cluster_work_queue.py); on
+    # SQLite, one process, it changes nothing.
     calls = tmp_path / "calls.txt"
     items = [{"text": "low"}, {"text": "high", "priority": 9}, {"text": "mid", "priority": 1}]
     files = (
         python_agent("counter", "counter", log=str(calls)),
         python_agent("broken", "fail"),
-        workflow("queue", "work-queue", ["counter"], {"concurrency": 1}),
-        workflow("doomed", "work-queue", ["broken"], {"max_attempts": 2}, QUICK),
+        workflow("queue", "work-queue", ["counter"], {"concurrency": 1, "distribute": distribute}),
+        workflow("doomed", "work-queue", ["broken"], {"max_attempts": 2, "distribute": distribute}, QUICK),
     )
     async with serving(tmp_path, *files) as gateway:
         message = request()

@@ -1,0 +1,275 @@
+"""Work items shared by the replicas on one PostgreSQL: a step posted by one replica, run by whichever claims it.
+
+A distributed work queue (``work-queue`` with ``distribute: true``) posts each step attempt as a
+row of ``work_items``: the agent, the child message, the run's owner, ``queued``; and NOTIFYs.
+Every replica's ``WorkItems`` claims queued rows of the agents it runs in-process with one
+statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT free)``, so replicas
+claiming at once never take the same row and none takes more than its free slots for the agent
+(``SLOTS_PER_AGENT``). The claimer runs the message on the agent's ``LocalRunner`` as the run's
+owner (``RunOwner``): an ordinary child task, linked to the run, that any replica can get, follow
+or cancel. Its final task (or its failure) is written back, only while the row is still claimed
+by this replica, and NOTIFYd; the posting replica (``post``/``result``) reads it as the step's end.
+
+Cancel: ``withdraw`` deletes the row; a claimer running it (told by NOTIFY, or seeing on its poll
+that the row is no longer its claim) cancels the child through the runner's own cancel path, which
+leaves the task CANCELED. A replica that dies while holding claims (its runner lock free for
+``DEAD_GRACE_S``) has them queued again and claimed by another; its child tasks end FAILED by
+failover. One that stops gracefully queues its claims again at once. Items posted by a replica
+that died are deleted (its run resumes elsewhere and posts what it still needs). NOTIFYs only
+wake: every replica also reads the table every ``POLL_S``, so a lost one costs latency, never an
+item.
+
+Items are claimed in the order they were posted: a work queue posts them in its priority order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from a2a.server.context import ServerCallContext
+from a2a.types.a2a_pb2 import Message, Task
+
+from gateway.auth.policy import RunOwner
+from gateway.hosting.cluster import Cluster
+from gateway.hosting.local_tasks import LocalRunner
+from gateway.store.database import Database
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "switchboard_work_items"
+POLL_S = 1.0
+"""The backstop: each replica reads the table this often even when no NOTIFY came."""
+SLOTS_PER_AGENT = 4
+"""How many items of one agent a replica runs at once."""
+DEAD_GRACE_S = 3.0
+"""How long a claimer must have been seen gone before its items are queued again (as ``failover``'s grace)."""
+
+_CLAIM = (
+    "UPDATE work_items SET state = 'claimed', claimed_by = ?, claimed_ns = ?, claims = claims + 1 "
+    "WHERE id IN (SELECT id FROM work_items WHERE state = 'queued' AND agent = ? "
+    "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, message"
+)
+_FINISH = (
+    "WITH f AS (UPDATE work_items SET state = 'done', result = ?, error = ?, retryable = ? "
+    "WHERE id = ? AND state = 'claimed' AND claimed_by = ? RETURNING id) "
+    f"SELECT pg_notify('{CHANNEL}', 'done ' || id) FROM f"
+)
+
+
+@dataclass(frozen=True)
+class ItemEnd:
+    """What came of an item: the child's final task, or why there is none."""
+
+    task: Task | None
+    error: str = ""
+    retryable: bool = False
+
+
+class WorkItems:
+    """This replica's side of the shared work items: it posts items, claims others' and waits for results."""
+
+    def __init__(self, cluster: Cluster, runners: Callable[[], dict[str, LocalRunner]]) -> None:
+        self._cluster = cluster
+        self._runners = runners  # the agents this replica runs in-process, by name
+        self._running: dict[str, asyncio.Task[None]] = {}  # claimed items running here, by item id
+        self._load: dict[str, int] = {}  # claimed items running here per agent
+        self._waiters: dict[str, asyncio.Event] = {}  # items posted here, woken when one ends
+        self._wake = asyncio.Event()
+        self._gone_since: dict[str, float] = {}
+        self._loop: asyncio.Task[None] | None = None
+        cluster.on_notify(CHANNEL, self._notified)
+
+    @property
+    def db(self) -> Database:
+        """The shared database."""
+        return self._cluster.db
+
+    @property
+    def active(self) -> bool:
+        """Whether items are shared (PostgreSQL, cluster started)."""
+        return self._cluster.active
+
+    def start(self) -> None:
+        """Start claiming (after the cluster started)."""
+        if self.active:
+            self._loop = asyncio.ensure_future(self._claim_loop())
+
+    async def close(self) -> None:
+        """Stop claiming and hand the items running here over: stopped here, queued again for another replica."""
+        tasks = [t for t in (self._loop, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not self.active:
+            return
+        try:
+            await self.db.write_many(
+                [
+                    (
+                        "UPDATE work_items SET state = 'queued', claimed_by = '', task_id = '' "
+                        "WHERE state = 'claimed' AND claimed_by = ?",
+                        (self.db.runner,),
+                    ),
+                    ("SELECT pg_notify(?, ?)", (CHANNEL, "new")),
+                ]
+            )
+        except Exception as exc:  # taken again once this process is seen gone (``DEAD_GRACE_S``)
+            logger.warning("could not hand work items over: %s", exc)
+
+    # -- posting side ------------------------------------------------------------------------
+
+    async def post(self, run_id: str, agent: str, message: Message, context: ServerCallContext) -> str:
+        """Queue ``message`` for ``agent`` as the run's owner; the item's id."""
+        item = uuid.uuid4().hex
+        self._waiters[item] = asyncio.Event()
+        owner = context.user.user_name if context.user.is_authenticated else ""
+        await self.db.write_many(
+            [
+                (
+                    "INSERT INTO work_items (id, run_id, agent, owner, message, posted_by, posted_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (item, run_id, agent, owner, message.SerializeToString(), self.db.runner, time.time_ns()),
+                ),
+                ("SELECT pg_notify(?, ?)", (CHANNEL, f"new {agent}")),
+            ]
+        )
+        return item
+
+    async def result(self, item: str) -> ItemEnd:
+        """Wait for item ``item`` to end and forget it."""
+        waiter = self._waiters.setdefault(item, asyncio.Event())
+        try:
+            while True:
+                waiter.clear()
+                row = await self.db.fetch_one(
+                    "SELECT result, error, retryable FROM work_items WHERE id = ? AND state = 'done'", (item,)
+                )
+                if row is not None:
+                    await self.db.write("DELETE FROM work_items WHERE id = ?", (item,))
+                    task = Task.FromString(bytes(row[0])) if row[0] is not None else None
+                    return ItemEnd(task, str(row[1]), bool(row[2]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), POLL_S)
+        finally:
+            self._waiters.pop(item, None)
+
+    async def task_id(self, item: str) -> str:
+        """The child task of item ``item`` once a claimer started it, else ``""``."""
+        row = await self.db.fetch_one("SELECT task_id FROM work_items WHERE id = ?", (item,))
+        return str(row[0]) if row is not None else ""
+
+    async def withdraw(self, item: str) -> bool:
+        """Cancel item ``item``: not run if still queued, its child canceled if running; whether it had not ended."""
+        row = await self.db.fetch_one("DELETE FROM work_items WHERE id = ? RETURNING state", (item,))
+        if row is not None and row[0] == "claimed":
+            await self.db.write("SELECT pg_notify(?, ?)", (CHANNEL, f"cancel {item}"))
+        return row is not None and row[0] != "done"
+
+    # -- claiming side -----------------------------------------------------------------------
+
+    def _notified(self, payload: str) -> None:
+        kind, _, rest = payload.partition(" ")
+        if kind == "done":
+            waiter = self._waiters.get(rest)
+            if waiter is not None:
+                waiter.set()
+        elif kind == "cancel":
+            running = self._running.get(rest)
+            if running is not None:
+                running.cancel()
+        else:  # a new item, or the LISTEN session came back ("")
+            for waiter in self._waiters.values():
+                waiter.set()
+            self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._requeue_orphans()
+                await self._stop_canceled()
+                await self._claim()
+            except Exception as exc:
+                logger.warning("could not claim work items: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+
+    async def _claim(self) -> None:
+        queued = await self.db.fetch_all("SELECT DISTINCT agent FROM work_items WHERE state = 'queued'")
+        runners = self._runners()
+        for agent in {str(row[0]) for row in queued} & set(runners):
+            runner = runners[agent]
+            free = SLOTS_PER_AGENT - self._load.get(agent, 0)
+            if free <= 0:
+                continue
+            rows = await self.db.fetch_all(_CLAIM, (self.db.runner, time.time_ns(), agent, free))
+            for item, owner, message in rows:
+                self._load[agent] = self._load.get(agent, 0) + 1
+                task = asyncio.ensure_future(self._run(item, agent, runner, str(owner), Message.FromString(message)))
+                self._running[item] = task
+
+    async def _run(self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message) -> None:
+        context = ServerCallContext(user=RunOwner(owner))
+
+        async def started(task: Task) -> None:
+            await self.db.write("UPDATE work_items SET task_id = ? WHERE id = ?", (task.id, item))
+
+        end: tuple[bytes | None, str, bool]
+        try:
+            task = await runner.run(message, context, started=started)
+            end = (task.SerializeToString(), "", False)
+        except asyncio.CancelledError:
+            return  # withdrawn (the runner left the child canceled), or this replica is stopping
+        except Exception as exc:
+            end = (None, f"{agent}: {exc or type(exc).__name__}", getattr(exc, "retryable", False) is True)
+        finally:
+            self._running.pop(item, None)
+            self._load[agent] -= 1
+            self._wake.set()  # a slot is free
+        try:
+            await self.db.fetch_all(_FINISH, (*end, item, self.db.runner))
+        except Exception as exc:  # the row stays claimed: taken again once this replica is seen gone
+            logger.warning("could not write the end of work item %s: %s", item, exc)
+
+    async def _stop_canceled(self) -> None:
+        """The backstop for a lost cancel NOTIFY: stop the items running here whose row is no longer our claim."""
+        if not self._running:
+            return
+        rows = await self.db.fetch_all(
+            "SELECT id FROM work_items WHERE id = ANY(?) AND state = 'claimed' AND claimed_by = ?",
+            (list(self._running), self.db.runner),
+        )
+        ours = {str(row[0]) for row in rows}
+        for item, running in list(self._running.items()):
+            if item not in ours and not running.done():
+                running.cancel()
+
+    async def _requeue_orphans(self) -> None:
+        """Queue again the claims of replicas gone for ``DEAD_GRACE_S``; withdraw the items of posters gone."""
+        rows = await self.db.fetch_all(
+            "SELECT DISTINCT claimed_by FROM work_items WHERE state = 'claimed' UNION "
+            "SELECT DISTINCT posted_by FROM work_items WHERE state IN ('queued', 'claimed')"
+        )
+        runners = {str(row[0]) for row in rows if row[0]}
+        now = time.monotonic()
+        live = await self.db.live_runners(runners)
+        for runner in live:
+            self._gone_since.pop(runner, None)
+        gone = [r for r in runners - live if now - self._gone_since.setdefault(r, now) >= DEAD_GRACE_S]
+        if not gone:
+            return
+        await self.db.write("DELETE FROM work_items WHERE posted_by = ANY(?)", (gone,))
+        requeued = await self.db.write(
+            "UPDATE work_items SET state = 'queued', claimed_by = '', task_id = '' "
+            "WHERE state = 'claimed' AND claimed_by = ANY(?)",
+            (gone,),
+        )
+        if requeued:
+            logger.warning("queued %d work item(s) again: their replica is gone", requeued)
+            self._wake.set()

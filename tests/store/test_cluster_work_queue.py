@@ -1,0 +1,198 @@
+"""A distributed work queue over gateway replicas on one PostgreSQL (issue #20): items claimed by any replica.
+
+Each replica is a real ``python -m gateway serve`` process; the run is started with the SDK's own
+client on one of them. The queue's agent is a probe (``tests.store.cluster_agents._probe``) that
+stamps, with its process id, every moment its code runs into one file shared by all processes, so
+the stamps say which replica ran each item, and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from a2a.types.a2a_pb2 import CancelTaskRequest, Task, TaskState
+
+from gateway.hosting.data_parts import data_value
+from gateway.hosting.work_items import DEAD_GRACE_S, SLOTS_PER_AGENT
+from tests.bindings.a2a_clients import a2a_client
+from tests.federation.support import Org, org, python_agent, workflow
+from tests.store.test_cluster_failover import (
+    SSE,
+    WAIT_S,
+    Stamp,
+    overlaps,
+    stamps,
+    start_stream,
+    state_of,
+    stored,
+    wait_for_stamp,
+)
+from tests.store.test_task_store import _run_sql
+
+pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
+
+
+@pytest.fixture
+def cluster_dsn() -> Iterator[str]:
+    """A schema of this test's own in the test database (dropped afterwards)."""
+    dsn = os.environ["SWITCHBOARD_TEST_PG_DSN"]
+    schema = f"sb_wq_{uuid.uuid4().hex[:12]}"
+    _run_sql(dsn, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        _run_sql(dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int], list[Org]]]:
+    """Start ``n`` replicas hosting the probe and a distributed work queue over it (stopped afterwards)."""
+    started: list[Org] = []
+
+    def start(n: int) -> list[Org]:
+        probe_log = tmp_path / "probe.log"
+        orgs = [
+            org(f"r{i}", tmp_path, SWITCHBOARD_DATABASE_URL=cluster_dsn, SWITCHBOARD_PROBE_LOG=str(probe_log))
+            for i in range(1, n + 1)
+        ]
+        for replica in orgs:
+            agents = replica.folder / "agents"
+            python_agent(agents, "probe-a", "tests.store.cluster_agents:probe_a")
+            python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
+            options = {"distribute": True, "concurrency": 3 * SLOTS_PER_AGENT, "max_attempts": 1}
+            workflow(agents, "queue", "work-queue", ["probe-a"], options=options)
+        started.extend(orgs)
+        for replica in orgs:
+            replica.start()
+        for replica in orgs:
+            replica.wait_ready()
+        return orgs
+
+    try:
+        yield start
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+async def run_queue(replica: Org, labels: list[str], ticks: int) -> tuple[int, str]:
+    """Start the queue on ``replica`` with one item per label; its task id once its stream ended, and the state."""
+    async with a2a_client(replica.agent_url("queue"), SSE) as client:
+        stream = await start_stream(client, "\n".join(f"{label} {ticks}" for label in labels))
+        async with asyncio.timeout(WAIT_S):
+            await stream.reading
+    assert stream.error is None
+    return state_of(stream.events[-1]), stream.task_id
+
+
+async def outcome(dsn: str, task_id: str) -> dict[str, object]:
+    """The run's ``result`` artifact, as stored."""
+    task = Task.FromString((await stored(dsn, [task_id]))[task_id][1])
+    result = next(a for a in task.artifacts if a.name == "result")
+    value = next(data_value(part.data) for part in result.parts if part.HasField("data"))
+    assert isinstance(value, dict)
+    return value
+
+
+def runs_of(rows: list[Stamp], kind: str) -> Counter[str]:
+    """How many times each item's probe stamped ``kind`` (``start`` or ``end``)."""
+    return Counter(key for key, _, stamp, _ in rows if stamp == kind)
+
+
+async def leftover_items(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM work_items"))
+    finally:
+        await conn.close()
+
+
+async def test_a_distributed_queues_items_run_on_several_replicas_each_exactly_once(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(3)
+    pids = {replica.proc.pid: replica.name for replica in replicas}  # type: ignore[union-attr]
+    labels = [f"d{n}-{uuid.uuid4().hex[:6]}" for n in range(3 * SLOTS_PER_AGENT)]
+
+    state, task_id = await run_queue(replicas[0], labels, 10)  # 1 s an item: more in flight than one replica's slots
+
+    assert state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, task_id)
+    assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}
+    rows = stamps(tmp_path / "probe.log")
+    keys = [f"{label}:a" for label in labels]
+    assert runs_of(rows, "start") == Counter(keys), "every item started exactly once"
+    assert runs_of(rows, "end") == Counter(keys), "every item ended exactly once"
+    per_replica = Counter(pids[pid] for _, pid, kind, _ in rows if kind == "start")
+    print(f"\nwork items per replica: {dict(sorted(per_replica.items()))}")
+    assert len(per_replica) >= 2, "the items ran on more than one replica"
+    assert max(per_replica.values()) <= SLOTS_PER_AGENT * 2, "no replica took more than its slots at a time"
+    assert await leftover_items(cluster_dsn) == 0, "every item's row is gone once its result was read"
+
+
+async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2, _ = start_replicas(3)
+    log = tmp_path / "probe.log"
+    victim = r2.proc.pid  # type: ignore[union-attr]
+    labels = [f"k{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
+    run = asyncio.ensure_future(run_queue(r1, labels, 30))  # 3 s an item
+
+    await wait_for_stamp(log, lambda rows: any(pid == victim and kind == "tick" for _, pid, kind, _ in rows), "r2")
+    r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]  # kill -9, mid-item
+    r2.proc.wait(timeout=10)  # type: ignore[union-attr]
+    state, task_id = await run
+
+    assert state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, task_id)
+    assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}
+    rows = stamps(log)
+    cut = {key for key, pid, kind, _ in rows if pid == victim and kind == "start"}
+    assert cut, "the killed replica had claimed items"
+    ends = runs_of(rows, "end")
+    assert ends == Counter(f"{label}:a" for label in labels), "every item ended exactly once"
+    again = {key: [pid for k, pid, kind, _ in rows if k == key and kind == "end"] for key in cut}
+    assert all(victim not in pids for pids in again.values()), "each cut item was finished by a survivor"
+    assert overlaps([row for row in rows if row[1] != victim]) == [], "no item ran twice at once on survivors"
+    per_replica = Counter(pid for _, pid, kind, _ in rows if kind == "end")
+    print(
+        f"\nkill -9 mid-item: {len(cut)} item(s) cut on r2, claimed again after >= {DEAD_GRACE_S} s; "
+        f"ends per process {dict(per_replica)}"
+    )
+
+
+async def test_canceling_a_distributed_run_cancels_its_items_on_every_replica(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(2)
+    log = tmp_path / "probe.log"
+    other = replicas[1].proc.pid  # type: ignore[union-attr]
+    labels = [f"c{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT + 2)]
+    async with a2a_client(replicas[0].agent_url("queue"), SSE) as client:
+        stream = await start_stream(client, "\n".join(f"{label} 300" for label in labels))  # 30 s an item
+        await wait_for_stamp(log, lambda rows: any(pid == other and kind == "tick" for _, pid, kind, _ in rows), "r2")
+        canceled = await client.cancel_task(CancelTaskRequest(id=stream.task_id))
+        async with asyncio.timeout(WAIT_S):
+            await stream.reading
+
+    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    rows = stamps(log)
+    started = runs_of(rows, "start")
+    assert len({pid for _, pid, kind, _ in rows if kind == "start"}) == 2, "items were running on both replicas"
+    await wait_for_stamp(log, lambda rows: runs_of(rows, "canceled") == started, "every running item canceled")
+    assert runs_of(stamps(log), "end") == Counter(), "no item ran to its end"
+    assert len(started) == 2 * SLOTS_PER_AGENT, "queued items beyond the replicas' slots never started"
+    async with asyncio.timeout(WAIT_S):
+        while True:  # the withdrawn rows are deleted as the cancel goes out
+            if not await leftover_items(cluster_dsn):
+                break
+            await asyncio.sleep(0.1)
