@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from a2a.server.agent_execution import AgentExecutor
 from google.adk.agents import BaseAgent
-from google.adk.agents.run_config import RunConfig, StreamingMode
+from google.adk.agents.run_config import RunConfig, StreamingMode  # type: ignore[attr-defined]  # ADK's documented path
 from google.adk.events import Event
 from google.adk.runners import Runner
 from google.adk.sessions import InMemorySessionService

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import queue
 import re
@@ -40,6 +41,7 @@ from crewai import Crew, CrewOutput, TaskOutput
 from crewai.agents.agent_builder.base_agent_executor_mixin import CrewAgentExecutorMixin
 from crewai.agents.parser import AgentAction
 from crewai.events.listeners.tracing import utils as tracing
+from crewai.events.listeners.tracing.trace_listener import TraceCollectionListener
 from crewai.hooks import LLMCallHookContext, register_before_llm_call_hook
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +114,10 @@ class _CrewRun:
         try:
             self.put(self._task_status(1))
             output = self.crew.kickoff(inputs=self.inputs)
+            if not isinstance(output, CrewOutput):  # a streaming crew (Crew(stream=True)) answers chunk by chunk
+                raise TypeError(
+                    f"the crew answered a {type(output).__name__}; give the gateway a Crew without stream=True"
+                )
             self._put(_Finished(output=output))
         except BaseException as exc:
             self._put(_Finished(error=exc))
@@ -168,7 +174,7 @@ class _CrewRun:
 
     def _watch(self, crew: Crew) -> None:
         for n, task in enumerate(crew.tasks, start=1):
-            task.callback = _chained(lambda output, n=n: self._task_done(n, output), task.callback)
+            task.callback = _chained(functools.partial(self._task_done, n), task.callback)
         for agent in crew.agents:
             agent.step_callback = _chained(self._step, getattr(agent, "step_callback", None))  # type: ignore[attr-defined]
 
@@ -248,12 +254,18 @@ register_before_llm_call_hook(_refuse_when_canceled)
 
 
 def _decline_first_run_tracing() -> None:
-    if tracing.is_first_execution():
-        tracing.mark_first_execution_done(user_consented=False)
-        logger.warning(
-            "CrewAI's first-run question about sharing traces was answered no (a gateway has no terminal); "
-            "set CREWAI_TRACING_ENABLED=true or Crew(tracing=True) to trace"
-        )
+    if not tracing.is_first_execution():
+        return
+    tracing.mark_first_execution_done(user_consented=False)
+    # The trace listener (one per process) read "first run" when CrewAI was imported; it would still ask.
+    TraceCollectionListener().first_time_handler.is_first_time = False
+    logger.warning(
+        "CrewAI's first-run question about sharing traces was answered no (a gateway has no terminal); "
+        "set CREWAI_TRACING_ENABLED=true or Crew(tracing=True) to trace"
+    )
+
+
+_decline_first_run_tracing()
 
 
 class CrewAiAdapter(FrameworkAdapter):
@@ -275,7 +287,6 @@ class CrewAiAdapter(FrameworkAdapter):
             assert isinstance(options, CrewAiOptions)
             inputs = {key: value for data in call.data for key, value in data.items()}
             inputs[options.input_key] = call.text
-            await asyncio.to_thread(_decline_first_run_tracing)
             run = _CrewRun(self.agent.copy(), inputs, options.input_timeout_s)
             run.start()
         else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +15,9 @@ import anyio
 import httpx
 import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, TaskState
+from mcp.client import Client as McpClient
 from mcp.client import ClientRequestContext
+from mcp.client.stdio import StdioServerParameters
 from mcp_types import ElicitRequestParams, ElicitResult
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM (beside CrewAI) fetches prices at import
@@ -44,6 +48,7 @@ from tests.orchestration.run_client import run_workflow
 pytestmark = pytest.mark.filterwarnings("ignore:.* the .ReadOnly. qualifier:UserWarning")
 CREW = "release-crew"
 MODULE = "tests.adapters.crewai_agents"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def said(text: str, usage: tuple[int, int] | None = None) -> Stream:
@@ -223,3 +228,45 @@ async def test_a_crew_raising_mid_run_fails_its_task_and_the_gateway_serves_on(
     assert failed.text == "broken-crew: the crewai agent raised RuntimeError: the release database is unreachable"
     assert "broken-crew: task 1/2 · Researcher: Research 2.0" in failed.progress
     assert health.status_code == 200 and fine.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_a_crew_on_mcp_stdio_on_its_first_run_keeps_stdout_clean(
+    chat: ScriptedChatServer, tmp_path: Path
+) -> None:
+    # A fresh home is CrewAI's first run, whose tracing question goes to the terminal: on stdio, into the protocol.
+    research_then_write(chat)
+    folder = tmp_path / "stdio-agents"
+    agent_file(folder, CREW, "crewai", f"{MODULE}:release_crew")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
+        "SWITCHBOARD_AGENTS": str(folder),
+        "SWITCHBOARD_MCP_TOOLS": CREW,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    env.pop("XDG_DATA_HOME", None)
+    server = StdioServerParameters(command=sys.executable, args=["-m", "gateway", "mcp"], env=env, cwd=str(tmp_path))
+    async with McpClient(server, read_timeout_seconds=60) as client:
+        with anyio.fail_after(60):
+            result = await client.call_tool(CREW.replace("-", "_"), {"text": "2.0"})
+    outcome = result.structured_content or {}
+    assert not result.is_error and outcome["state"] == "completed", outcome
+    assert outcome["text"] == "2.0 is ready."
+
+
+def test_crewais_first_run_question_is_answered_no_in_a_fresh_home(tmp_path: Path) -> None:
+    # Asked on the terminal once a first crew ends, it would read a line of stdin: on stdio, a protocol message.
+    probe = (
+        "import adapters.crewai\n"
+        "from crewai.events.listeners.tracing.trace_listener import TraceCollectionListener\n"
+        "from crewai.events.listeners.tracing.utils import has_user_declined_tracing\n"
+        "print(TraceCollectionListener().first_time_handler.is_first_time, has_user_declined_tracing())\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("XDG_DATA_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["False", "True"], done.stdout
+    assert "first-run question about sharing traces was answered no" in done.stderr
