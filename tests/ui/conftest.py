@@ -83,7 +83,8 @@ def free_port() -> int:
 class GatewayProcess:
     """``python -m gateway serve`` in a process of its own, on loopback, with alice, bob and ops admitted."""
 
-    def __init__(self, data_dir: Path, agents: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, agents: Path, port: int | None = None, **env: str) -> None:
+        self.env = env
         self.data_dir = data_dir
         self.agents = agents
         self.port = port or free_port()
@@ -100,6 +101,7 @@ class GatewayProcess:
             "PYTHONPATH": str(REPO),
             "SWITCHBOARD_AUTH_API_KEYS": " ".join(key_lines()),
             "SWITCHBOARD_LOG_LEVEL": "warning",
+            **self.env,
         }
         argv = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), "--grpc-port", "0"]
         argv += ["--data-dir", str(self.data_dir), "--agents", str(self.agents)]

@@ -17,7 +17,17 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.ui.conftest import KEYS, MARKUP, PAGE_TIMEOUT_MS, SCREENSHOTS, GatewayProcess, TcpProxy, loaded, sign_in
+from tests.ui.conftest import (
+    KEYS,
+    MARKUP,
+    PAGE_TIMEOUT_MS,
+    SCREENSHOTS,
+    GatewayProcess,
+    TcpProxy,
+    loaded,
+    protected_agents,
+    sign_in,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
@@ -138,6 +148,20 @@ async def test_a_reply_that_is_a_message_shows_on_the_agents_page(alice: Page, g
     await alice.wait_for_selector("[data-role=reply] pre")
     assert await alice.inner_text("[data-role=reply] pre") == "<b>just a message</b>"
     assert alice.url.endswith("/ui/agents/echo"), "no task page to open"
+
+
+async def test_eddsa_signed_cards_verify_in_the_browser_too(chromium: Browser, tmp_path: Path) -> None:
+    gateway = await GatewayProcess(
+        tmp_path / "data", protected_agents(tmp_path), SWITCHBOARD_SIGNING_ALG="EdDSA"
+    ).start()
+    try:
+        page = await sign_in(chromium, gateway.url, "alice")
+        states = {await s.get_attribute("data-signature") for s in await page.locator("[data-role=signature]").all()}
+        assert states == {"verified"}
+        assert "EdDSA" in await page.locator("[data-agent=echo] [data-role=signature]").inner_text()
+        await page.context.close()
+    finally:
+        await gateway.stop()
 
 
 async def test_a_card_that_does_not_match_its_signature_shows_invalid(

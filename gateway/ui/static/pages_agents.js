@@ -19,6 +19,7 @@ function signature(check) {
     verified: `signature verified · ${check.alg} · key ${short(check.kid)}`,
     invalid: "signature INVALID",
     "unknown-key": `signed by unknown key ${short(check.kid)}`,
+    unverifiable: `signed with ${check.alg}, which this browser cannot check`,
     unsigned: "unsigned",
   }[check.state];
   const attrs = { class: `sig sig-${check.state}`, "data-role": "signature", "data-signature": check.state, "data-kid": check.kid, title: check.detail };

@@ -33,7 +33,8 @@ const ALGORITHMS = {
 /**
  * The state of `card`'s signatures against `jwks`: {state, kid, alg, detail}. `state` is
  * "verified" (a signature checks out with a published key), "invalid" (none does),
- * "unknown-key" (no published key has its kid) or "unsigned".
+ * "unknown-key" (no published key has its kid), "unverifiable" (this browser's WebCrypto lacks the
+ * algorithm, e.g. Ed25519 in an older browser) or "unsigned".
  */
 export async function checkCard(card, jwks) {
   const signatures = Array.isArray(card.signatures) ? card.signatures : [];
@@ -67,7 +68,7 @@ export async function checkCard(card, jwks) {
       if (ok) return { state: "verified", kid, alg, detail: `verified in this browser with key ${kid} (${alg})` };
       last = { state: "invalid", kid, alg, detail: `the signature by key ${kid} does not match the card` };
     } catch (error) {
-      last = { state: "invalid", kid, alg, detail: `this browser could not check ${alg}: ${error.message || error}` };
+      last = { state: "unverifiable", kid, alg, detail: `this browser could not check ${alg}: ${error.message || error}` };
     }
   }
   return last;
