@@ -182,7 +182,8 @@ def added(
         return percentile([x for s in chosen for x in s], 0.5) or 0.0
 
     graph, gateway = p50("graph-gateway") - p50(floor), p50(f"{python}-gateway") - p50(f"{python}-direct")
-    return (graph, gateway, graph / gateway) if gateway > 0 else None
+    # A floor slower than the gateway's arm (a busy machine's noise) leaves nothing to judge.
+    return (graph, gateway, graph / gateway) if gateway > 0 and graph > 0 else None
 
 
 def info_ratio(name: str, detail: str, samples: Samples, rounds: int, **which: str) -> Ratio:
