@@ -33,6 +33,7 @@ from tests.adapters.llm_server import (
     Status,
     Stream,
     finish_chunk,
+    scripted_chat_server,
     text_chunk,
     tool_chunk,
     usage_chunk,
@@ -219,3 +220,19 @@ async def test_an_answer_nothing_waits_for_fails_saying_to_send_the_request_agai
     lost = AgentCall(text="yes", context_id="c3", task_id="t3", history=(Turn("user", "a b"), Turn("agent", "Go?")))
     reply = await adapter(lost, sink)
     assert reply.state == "failed" and reply.text.endswith("send the request again"), reply.text
+
+
+async def test_without_token_streaming_the_answer_comes_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with scripted_chat_server() as chat:
+        monkeypatch.setenv("OPENAI_BASE_URL", chat.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        from tests.adapters.frameworks.langgraph.weather_graph import build
+
+        chat.answer(*forecast_answers())
+        adapter = LangGraphAdapter("weather", build(), LangGraphOptions(stream_tokens=False), Prices())
+        emit = RecordingEmitter()
+        sink: Emitter = emit
+        reply = await adapter(AgentCall(text="Weather in Oslo?", context_id="c4", task_id="t4"), sink)
+    assert reply.state == "completed" and reply.text == "Sunny in Oslo."
+    assert emit.artifacts == [], "no token chunks"
+    assert 'weather: calling forecast({"city": "Oslo"})' in emit.progress_messages
