@@ -3,7 +3,8 @@
 ``runtime.agent`` names an ADK agent (``LlmAgent``, a workflow agent such as ``SequentialAgent``), a
 ``Runner`` built around one, or a function returning either. Each A2A task is one ADK session
 (keyed by the task id: A2A contexts are not owned by a caller, so a context-wide session would let
-one caller read another's conversation). The run streams (``StreamingMode.SSE``) and its events map
+one caller read another's conversation); the session ends with its task, unless the file names a
+``Runner``, whose session service keeps what it keeps. The run streams (``StreamingMode.SSE``) and its events map
 onto the task: text as chunks of the ``result`` artifact, function calls and responses as progress,
 sub-agent transfers as progress, each model call's ``usage_metadata`` to the run's usage.
 
@@ -112,6 +113,7 @@ class AdkAdapter(FrameworkAdapter):
         super().__init__(*args, **kwargs)
         options = self.options
         assert isinstance(options, AdkOptions)
+        self._owns_sessions = not isinstance(self.agent, Runner)  # a Runner given keeps its service's sessions
         if isinstance(self.agent, Runner):
             self.runner = self.agent
         else:
@@ -152,12 +154,28 @@ class AdkAdapter(FrameworkAdapter):
             async for event in run:
                 for mapped in reader.read(event):
                     yield mapped
+        except BaseException:
+            await self._end(call.task_id)
+            raise
         finally:
             await run.aclose()
         waiting = reader.waiting()
-        if waiting is not None:
-            self.waiting.put(call.task_id, waiting)
-            yield InputRequired("\n".join(p.question() for p in waiting.calls))
+        if waiting is None:
+            await self._end(call.task_id)
+            return
+        self.waiting.put(call.task_id, waiting)
+        yield InputRequired("\n".join(p.question() for p in waiting.calls))
+
+    async def cancel(self, call: AgentCall) -> None:
+        """Forget the task's paused invocation and its session."""
+        await super().cancel(call)
+        await self._end(call.task_id)
+
+    async def _end(self, task_id: str) -> None:
+        # The task is over: its in-memory session would otherwise stay for the life of the process.
+        if self._owns_sessions:
+            service, app = self.runner.session_service, self.runner.app_name
+            await service.delete_session(app_name=app, user_id=self.user_id, session_id=task_id)
 
     async def _session(self, task_id: str) -> str:
         service, app = self.runner.session_service, self.runner.app_name

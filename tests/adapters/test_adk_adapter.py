@@ -204,3 +204,6 @@ async def test_a_data_part_answers_a_confirmation(chat: ScriptedChatServer) -> N
         done = await adapter(AgentCall(text="", data=({"confirmed": True},), task_id="t1"), emit)
     assert done.state == "completed" and done.text == "Deployed 2.0."
     assert emit.progress_messages == ["rel: deploy returned"]
+    runner = adapter.runner
+    kept = await runner.session_service.get_session(app_name=runner.app_name, user_id="switchboard", session_id="t1")
+    assert kept is None, "the task's session ended with it"
