@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, Task, TaskState
 
 from gateway.hosting.data_parts import data_value
-from gateway.hosting.work_items import DEAD_GRACE_S, SLOTS_PER_AGENT
+from gateway.hosting.work_items import DEAD_GRACE_S, POLL_S, SLOTS_PER_AGENT
 from tests.bindings.a2a_clients import a2a_client
 from tests.federation.support import Org, org, python_agent, workflow
 from tests.store.test_cluster_failover import (
@@ -141,7 +142,7 @@ async def test_a_distributed_queues_items_run_on_several_replicas_each_exactly_o
 async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
     start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
 ) -> None:
-    r1, r2, _ = start_replicas(3)
+    r1, r2, r3 = start_replicas(3)
     log = tmp_path / "probe.log"
     victim = r2.proc.pid  # type: ignore[union-attr]
     labels = [f"k{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
@@ -149,6 +150,7 @@ async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
 
     await wait_for_stamp(log, lambda rows: any(pid == victim and kind == "tick" for _, pid, kind, _ in rows), "r2")
     r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]  # kill -9, mid-item
+    killed_ns = time.time_ns()
     r2.proc.wait(timeout=10)  # type: ignore[union-attr]
     state, task_id = await run
 
@@ -163,11 +165,18 @@ async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
     again = {key: [pid for k, pid, kind, _ in rows if k == key and kind == "end"] for key in cut}
     assert all(victim not in pids for pids in again.values()), "each cut item was finished by a survivor"
     assert overlaps([row for row in rows if row[1] != victim]) == [], "no item ran twice at once on survivors"
-    per_replica = Counter(pid for _, pid, kind, _ in rows if kind == "end")
+    names = {r1.proc.pid: "r1", victim: "r2", r3.proc.pid: "r3"}  # type: ignore[union-attr]
+    per_replica = Counter(names[pid] for _, pid, kind, _ in rows if kind == "end")
+    again_s = [
+        min(ns for k, pid, kind, ns in rows if k == key and kind == "start" and pid != victim) - killed_ns
+        for key in cut
+    ]
     print(
-        f"\nkill -9 mid-item: {len(cut)} item(s) cut on r2, claimed again after >= {DEAD_GRACE_S} s; "
-        f"ends per process {dict(per_replica)}"
+        f"\nkill -9 mid-item: {len(cut)} item(s) cut on r2, started again on a survivor "
+        f"{sorted(round(t / 1e9, 2) for t in again_s)} s after the kill (grace {DEAD_GRACE_S} s); "
+        f"items finished per replica {dict(sorted(per_replica.items()))}"
     )
+    assert max(again_s) / 1e9 <= DEAD_GRACE_S + 2 * POLL_S + 3.0, "claimed again within the grace and a poll"
 
 
 async def test_canceling_a_distributed_run_cancels_its_items_on_every_replica(
