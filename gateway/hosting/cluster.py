@@ -4,9 +4,11 @@ Only on PostgreSQL (``Cluster.start`` does nothing on SQLite, whose path stays a
 
 Events: the replica running a task on its ``LocalRunner`` appends each event to ``task_events``
 with a per-task sequence number, and its run's first state (the task saved working) in the same
-transaction as that save (``start_statements``). Each append NOTIFYs ``(task id, seq)`` only; a
-``SubscribeToTask`` on any other replica (``follow``) reads the rows it has not seen, woken by the
-notification or, should one be lost or late, by a poll every ``POLL_S``: a lost NOTIFY costs
+transaction as that save (``start_statements``). Each append NOTIFYs ``(task id, seq)``, and the
+events themselves when they are small (``CARRIED_BYTES``: a follower then need not read them back,
+one round trip less per event); a ``SubscribeToTask`` on any other replica (``follow``) takes the
+events right after the last it gave from those carried, else reads the rows it has not seen, woken
+by the notification or, should one be lost or late, by a poll every ``POLL_S``: a lost NOTIFY costs
 latency, never an event; a LISTEN session that drops is reconnected and wakes every follower to
 catch up from the table (``gateway.hosting.listener``). The events that end a run are appended
 after the run's outcome is saved, so a subscriber told COMPLETED reads COMPLETED. Events of tasks
@@ -27,6 +29,7 @@ and a cross-replica event should cost a NOTIFY, not a poll interval.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -57,6 +60,10 @@ KEEP_EVENTS_S = 3600.0
 PRUNE_EVERY_S = 60.0
 LATE_END_S = 5.0
 """A task saved ended this long ago without its ending events (its replica died between): the row is the end."""
+CARRIED_BYTES = 5000
+"""Events of a batch up to this many bytes in all ride in their NOTIFY (its payload holds under 8000 bytes)."""
+CARRIED_KEPT = 256
+"""How many carried events per followed task are kept for its followers here (older ones: read from the table)."""
 START, EVENT = 0, 1  # task_events.kind: a run's first state (a Task), or a live event (a StreamResponse)
 
 _APPEND = (
@@ -69,8 +76,12 @@ _APPEND_ALL = (  # several events of one task: seq after the task's last, in the
     "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS s FROM task_events WHERE task_id = $1), "
     "e AS (INSERT INTO task_events (task_id, seq, agent, owner, kind, data, at_ns) "
     "SELECT $1, base.s + d.n, $2, $3, $4, d.data, $6 FROM base, unnest($5::bytea[]) WITH ORDINALITY AS d(data, n) "
-    "RETURNING seq) "
-    f"SELECT pg_notify('{EVENTS_CHANNEL}', $1 || ' ' || MAX(seq)) FROM e"
+    "RETURNING seq, data) "
+    # Small events ride in the NOTIFY ("task first-seq b64 b64 ..."), so a follower need not read them
+    # back; larger ones are named only ("task last-seq"), as a START row is.
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', CASE WHEN SUM(length(data)) <= {CARRIED_BYTES} "
+    "THEN $1 || ' ' || MIN(seq) || ' ' || string_agg(translate(encode(data, 'base64'), E'\\n', ''), ' ' ORDER BY seq) "
+    "ELSE $1 || ' ' || MAX(seq) END) FROM e"
 )
 _ENDED = (
     TaskState.TASK_STATE_COMPLETED,
@@ -118,6 +129,7 @@ class Cluster:
         self.handlers: dict[str, CancelsHere] = {}
         """Each hosted agent's request handler, which cancels a task running here on request."""
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._carried: dict[str, dict[int, bytes]] = {}  # task -> seq -> event carried by a NOTIFY (followed here)
         self._also: dict[str, Callable[[str], None]] = {}  # other channels listened to (``on_notify``)
         self.listener: Listener | None = None
         """The LISTEN session (reconnected when it drops); None when not listening."""
@@ -180,7 +192,24 @@ class Cluster:
         task.add_done_callback(self._tasks.discard)
 
     def _on_event(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        self._wake(payload.partition(" ")[0])
+        task_id, *rest = payload.split(" ")
+        if len(rest) > 1 and task_id in self._waiters:  # events carried: kept for this task's followers here
+            carried = self._carried.setdefault(task_id, {})
+            first = int(rest[0])
+            for n, data in enumerate(rest[1:]):
+                carried[first + n] = base64.b64decode(data)
+            while len(carried) > CARRIED_KEPT:
+                del carried[next(iter(carried))]
+        self._wake(task_id)
+
+    def carried(self, task_id: str, after: int) -> list[tuple[int, int, bytes]]:
+        """The events of ``task_id`` right after seq ``after`` that came in NOTIFYs, without a gap (maybe none)."""
+        carried = self._carried.get(task_id, {})
+        rows = []
+        while (data := carried.get(after + 1)) is not None:
+            after += 1
+            rows.append((after, EVENT, data))
+        return rows
 
     def on_notify(self, channel: str, callback: Callable[[str], None]) -> None:
         """Before ``start``: call ``callback(payload)`` for each NOTIFY on ``channel``, and ``callback("")``
@@ -261,6 +290,7 @@ class Cluster:
             waiters.discard(waiter)
             if not waiters:
                 del self._waiters[task_id]
+                self._carried.pop(task_id, None)
 
 
 class AgentLog:
@@ -325,8 +355,7 @@ class AgentLog:
                 await self.cluster.append(_append(task, self.agent, "", START, event.SerializeToString())[1])
                 self._turns.add(task_id)
                 return
-            data = to_stream_response(event).SerializeToString()
-            await self.cluster.append(_append(task, self.agent, "", EVENT, data)[1])
+            await self.cluster.append_all(task_id, self.agent, "", [to_stream_response(event).SerializeToString()])
             if task_id not in self._turns and not _ends(event):
                 self._turns.add(task_id)
                 row = await self.cluster.db.fetch_one(
@@ -386,7 +415,7 @@ class AgentLog:
             quiet_since = time.monotonic()
             while True:
                 waiter.clear()
-                rows = await self._rows(task_id, owner, cursor)
+                rows = self.cluster.carried(task_id, cursor) or await self._rows(task_id, owner, cursor)
                 for seq, kind, data in rows:
                     cursor = int(seq)
                     if kind == START:  # a run resumed elsewhere, or a turn begun without a Task: updates follow

@@ -14,7 +14,7 @@ import asyncpg
 from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import Message, Part, Role, Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 
-from gateway.hosting.cluster import KEEP_EVENTS_S, AgentLog, Cluster
+from gateway.hosting.cluster import CARRIED_BYTES, EVENT, KEEP_EVENTS_S, AgentLog, Cluster
 from gateway.store import SqlTaskStore, open_database
 from gateway.store.database import Database
 from tests.store.test_task_store import as_user
@@ -181,3 +181,33 @@ async def test_a_dropped_listen_session_comes_back_and_its_followers_catch_up(pg
         await db_b.close()
 
     assert seen[1:] == [*sent, end], "every event once, in order, across the drop"
+
+
+async def test_small_events_ride_in_their_notify_and_large_ones_are_read_from_the_table(pg_schema_dsn: str) -> None:
+    db_a, db_b = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    here, there = Cluster(db_a, lambda: pg_schema_dsn), Cluster(db_b, lambda: pg_schema_dsn)
+    await here.start()
+    await there.start()
+    try:
+        woken = there.waiter("t-carried")  # followed on ``there``: what its NOTIFYs carry is kept
+        small = [f"event {n}".encode() for n in range(3)]
+        await here.append_all("t-carried", "echo", "ada", small)
+        async with asyncio.timeout(WAIT_S):
+            await woken.wait()
+        carried = there.carried("t-carried", 0)
+        woken.clear()
+        await here.append_all("t-carried", "echo", "ada", [b"x" * (CARRIED_BYTES + 1)])
+        async with asyncio.timeout(WAIT_S):
+            await woken.wait()  # woken all the same
+        after_large = there.carried("t-carried", 3)
+        stored = await db_b.fetch_all("SELECT seq, data FROM task_events WHERE task_id = 't-carried' ORDER BY seq")
+    finally:
+        await here.close()
+        await there.close()
+        await db_a.close()
+        await db_b.close()
+
+    assert carried == [(1, EVENT, small[0]), (2, EVENT, small[1]), (3, EVENT, small[2])]
+    assert after_large == [], "too large to carry: the follower reads it from the table"
+    assert [(int(s), bytes(d)) for s, d in stored][:3] == [(1, small[0]), (2, small[1]), (3, small[2])]
+    assert len(stored) == 4
