@@ -5,10 +5,12 @@ row of ``work_items``: the agent, the child message, the run's owner, ``queued``
 Every replica's ``WorkItems`` claims queued rows of the agents it runs in-process with one
 statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT free)``, so replicas
 claiming at once never take the same row and none takes more than its free slots for the agent
-(``SLOTS_PER_AGENT``). The claimer runs the message on the agent's ``LocalRunner`` as the run's
-owner (``RunOwner``): an ordinary child task, linked to the run, that any replica can get, follow
-or cancel. Its final task (or its failure) is written back, only while the row is still claimed
-by this replica, and NOTIFYd; the posting replica (``post``/``result``) reads it as the step's end.
+(``SLOTS_PER_AGENT``, and the free runs of its ``admission.max_concurrent`` when it has one). The
+claimer runs the message on the agent's ``LocalRunner`` as the run's owner (``RunOwner``): an
+ordinary child task, linked to the run, that any replica can get, follow or cancel. Its final
+task (or its failure, and whether admission control refused it: ``busy``) is written back, only
+while the row is still claimed by this replica, and NOTIFYd; the posting replica
+(``post``/``result``) reads it as the step's end.
 
 Cancel: ``withdraw`` deletes the row; a claimer running it (told by NOTIFY, or seeing on its poll
 that the row is no longer its claim) cancels the child through the runner's own cancel path, which
@@ -36,6 +38,7 @@ from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message, Task
 
 from gateway.auth.policy import RunOwner
+from gateway.errors import AgentBusyError
 from gateway.hosting.cluster import Cluster
 from gateway.hosting.local_tasks import LocalRunner
 from gateway.store.database import Database
@@ -56,7 +59,7 @@ _CLAIM = (
     "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, message"
 )
 _FINISH = (
-    "WITH f AS (UPDATE work_items SET state = 'done', result = ?, error = ?, retryable = ? "
+    "WITH f AS (UPDATE work_items SET state = 'done', result = ?, error = ?, retryable = ?, busy = ? "
     "WHERE id = ? AND state = 'claimed' AND claimed_by = ? RETURNING id) "
     f"SELECT pg_notify('{CHANNEL}', 'done ' || id) FROM f"
 )
@@ -69,6 +72,8 @@ class ItemEnd:
     task: Task | None
     error: str = ""
     retryable: bool = False
+    busy: bool = False
+    """Refused by the agent's admission control on the claiming replica (``AgentBusyError``)."""
 
 
 class WorkItems:
@@ -148,12 +153,12 @@ class WorkItems:
             while True:
                 waiter.clear()
                 row = await self.db.fetch_one(
-                    "SELECT result, error, retryable FROM work_items WHERE id = ? AND state = 'done'", (item,)
+                    "SELECT result, error, retryable, busy FROM work_items WHERE id = ? AND state = 'done'", (item,)
                 )
                 if row is not None:
                     await self.db.write("DELETE FROM work_items WHERE id = ?", (item,))
                     task = Task.FromString(bytes(row[0])) if row[0] is not None else None
-                    return ItemEnd(task, str(row[1]), bool(row[2]))
+                    return ItemEnd(task, str(row[1]), bool(row[2]), bool(row[3]))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), POLL_S)
         finally:
@@ -205,7 +210,7 @@ class WorkItems:
         runners = self._runners()
         for agent in {str(row[0]) for row in queued} & set(runners):
             runner = runners[agent]
-            free = SLOTS_PER_AGENT - self._load.get(agent, 0)
+            free = self._free(agent, runner)
             if free <= 0:
                 continue
             rows = await self.db.fetch_all(_CLAIM, (self.db.runner, time.time_ns(), agent, free))
@@ -214,20 +219,29 @@ class WorkItems:
                 task = asyncio.ensure_future(self._run(item, agent, runner, str(owner), Message.FromString(message)))
                 self._running[item] = task
 
+    def _free(self, agent: str, runner: LocalRunner) -> int:
+        """How many more items of ``agent`` this replica takes now: its slots, and its admission cap's free runs."""
+        free = SLOTS_PER_AGENT - self._load.get(agent, 0)
+        admission = runner.admission
+        if admission is not None and admission.spec.max_concurrent is not None:
+            free = min(free, admission.spec.max_concurrent - admission.running)
+        return free
+
     async def _run(self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message) -> None:
         context = ServerCallContext(user=RunOwner(owner))
 
         async def started(task: Task) -> None:
             await self.db.write("UPDATE work_items SET task_id = ? WHERE id = ?", (task.id, item))
 
-        end: tuple[bytes | None, str, bool]
+        end: tuple[bytes | None, str, bool, bool]
         try:
             task = await runner.run(message, context, started=started)
-            end = (task.SerializeToString(), "", False)
+            end = (task.SerializeToString(), "", False, False)
         except asyncio.CancelledError:
             return  # withdrawn (the runner left the child canceled), or this replica is stopping
         except Exception as exc:
-            end = (None, f"{agent}: {exc or type(exc).__name__}", getattr(exc, "retryable", False) is True)
+            retryable = getattr(exc, "retryable", False) is True
+            end = (None, f"{agent}: {exc or type(exc).__name__}", retryable, isinstance(exc, AgentBusyError))
         finally:
             self._running.pop(item, None)
             self._load[agent] -= 1

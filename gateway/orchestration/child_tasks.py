@@ -291,7 +291,8 @@ class SharedChild:
         self._item = await self._items.post(self._run_id, self.agent, message, self._context)
         end = await self._items.result(self._item)
         if end.task is None:
-            return ChildOutcome(StepResult(self.agent, "failed", error=end.error), retryable=end.retryable)
+            result = StepResult(self.agent, "failed", error=end.error)
+            return ChildOutcome(result, retryable=end.retryable, busy=end.busy)
         self.task_id = end.task.id
         return step_result(self.agent, end.task)
 

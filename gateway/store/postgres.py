@@ -66,7 +66,8 @@ CLUSTER_SCHEMA = (
         task_id TEXT NOT NULL DEFAULT '',
         result BYTEA,
         error TEXT NOT NULL DEFAULT '',
-        retryable BOOLEAN NOT NULL DEFAULT FALSE)""",
+        retryable BOOLEAN NOT NULL DEFAULT FALSE,
+        busy BOOLEAN NOT NULL DEFAULT FALSE)""",
     "CREATE INDEX IF NOT EXISTS work_items_queued ON work_items (agent, posted_ns) WHERE state = 'queued'",
     # The card-signing keys every replica signs with (gateway.cards.shared_keys), oldest first by added_ns.
     """CREATE TABLE IF NOT EXISTS signing_keys (

@@ -9,6 +9,7 @@ the stamps say which replica ran each item, and how often.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -24,11 +25,12 @@ from a2a.types.a2a_pb2 import CancelTaskRequest, Task, TaskState
 from gateway.hosting.data_parts import data_value
 from gateway.hosting.work_items import DEAD_GRACE_S, POLL_S, SLOTS_PER_AGENT
 from tests.bindings.a2a_clients import a2a_client
-from tests.federation.support import Org, org, python_agent, workflow
+from tests.federation.support import Org, agent_file, org, python_agent, workflow
 from tests.store.test_cluster_failover import (
     SSE,
     WAIT_S,
     Stamp,
+    executions,
     overlaps,
     stamps,
     start_stream,
@@ -67,9 +69,12 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int],
         for replica in orgs:
             agents = replica.folder / "agents"
             python_agent(agents, "probe-a", "tests.store.cluster_agents:probe_a")
+            runtime = {"kind": "python", "entrypoint": "tests.store.cluster_agents:probe_b"}
+            agent_file(agents, "probe-b", runtime, admission={"max_concurrent": 1})
             python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
             options = {"distribute": True, "concurrency": 3 * SLOTS_PER_AGENT, "max_attempts": 1}
             workflow(agents, "queue", "work-queue", ["probe-a"], options=options)
+            workflow(agents, "narrow", "work-queue", ["probe-b"], options=options)
         started.extend(orgs)
         for replica in orgs:
             replica.start()
@@ -84,9 +89,9 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int],
             replica.stop()
 
 
-async def run_queue(replica: Org, labels: list[str], ticks: int) -> tuple[int, str]:
-    """Start the queue on ``replica`` with one item per label; its task id once its stream ended, and the state."""
-    async with a2a_client(replica.agent_url("queue"), SSE) as client:
+async def run_queue(replica: Org, labels: list[str], ticks: int, queue: str = "queue") -> tuple[int, str]:
+    """Start ``queue`` on ``replica`` with one item per label; its final state and task id once its stream ended."""
+    async with a2a_client(replica.agent_url(queue), SSE) as client:
         stream = await start_stream(client, "\n".join(f"{label} {ticks}" for label in labels))
         async with asyncio.timeout(WAIT_S):
             await stream.reading
@@ -205,3 +210,25 @@ async def test_canceling_a_distributed_run_cancels_its_items_on_every_replica(
             if not await leftover_items(cluster_dsn):
                 break
             await asyncio.sleep(0.1)
+
+
+async def test_a_replica_claims_no_more_items_than_its_admission_cap_leaves_free(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(2)
+    labels = [f"n{n}-{uuid.uuid4().hex[:6]}" for n in range(6)]
+
+    state, task_id = await run_queue(replicas[0], labels, 5, queue="narrow")  # probe-b: max_concurrent 1
+
+    assert state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, task_id)
+    assert result["counts"] == {"total": 6, "done": 6, "failed": 0}, "no item was refused as busy"
+    rows = stamps(tmp_path / "probe.log")
+    assert runs_of(rows, "end") == Counter(f"{label}:b" for label in labels)
+    by_pid: dict[int, list[Stamp]] = {}
+    for row in rows:
+        by_pid.setdefault(row[1], []).append(row)
+    assert len(by_pid) == 2, "both replicas ran items"
+    for pid, own in by_pid.items():
+        spans = sorted((first, last) for runs in executions(own).values() for _, first, last in runs)
+        assert all(b[0] > a[1] for a, b in itertools.pairwise(spans)), f"pid {pid} ran two items at once"
