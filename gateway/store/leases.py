@@ -11,11 +11,13 @@ never decides whether a lease is live, so a replica whose clock is seconds off s
 - Fencing: the run's checkpoint and task writes carry the epoch (``fence_clause``): the database
   refuses a write whose lease is no longer held at that epoch, or released at it (the run's last
   writes may land after its release, until another replica takes the lease), and ``LeaseLostError``
-  is raised. ``switchboard_fence`` locks the lease row: a takeover waits for the write's commit,
-  or the write sees the new epoch. A lease is also lost locally, on the monotonic clock, ``TTL_S - MARGIN_S`` after the
-  beat that last renewed it was sent, which is before any other replica can see it expired; then
-  the run's task is canceled at once (a timer callback, so a replica resumed after a pause cancels
-  the run before its code runs on), and it writes nothing more.
+  is raised (and the lease is lost here too). ``switchboard_fence`` locks the lease row: a takeover
+  waits for the write's commit, or the write sees the new epoch.
+- A lease is also lost locally, on the monotonic clock, ``TTL_S - MARGIN_S`` after the beat that
+  last renewed it was sent, which is before any other replica can see it expired: then the run's
+  task is canceled at once (a timer callback, so a replica resumed after a pause cancels the run
+  before its code runs on) and writes nothing more. A database outage longer than that stops the
+  replica's runs; they resume from their checkpoints once it is back (``gateway.hosting.failover``).
 - A run's lease is released (free at once, epoch kept) when its task is saved finished or waiting
   for input, and on a graceful shutdown (handing the run over to another replica).
 
