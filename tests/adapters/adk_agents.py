@@ -1,4 +1,4 @@
-"""Google ADK agents for the ``adk`` adapter's tests, on the scripted model server named by ``CHAT_URL_ENV``."""
+"""Google ADK agents for the ``adk`` adapter's tests, on the scripted model server (``OPENAI_BASE_URL``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from google.adk.models.lite_llm import LiteLlm
 from google.adk.tools import FunctionTool
 from google.genai import types
 
-CHAT_URL_ENV = "SWITCHBOARD_TEST_CHAT_URL"
+CHAT_URL_ENV = "OPENAI_BASE_URL"
 
 
 def lookup(topic: str) -> str:

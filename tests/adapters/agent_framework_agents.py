@@ -1,4 +1,4 @@
-"""Microsoft Agent Framework agents for the ``agent-framework`` adapter's tests, on the scripted model server."""
+"""Agent Framework agents for the ``agent-framework`` adapter's tests, on the scripted model server."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from agent_framework import (
 )
 from agent_framework.openai import OpenAIChatCompletionClient
 
-CHAT_URL_ENV = "SWITCHBOARD_TEST_CHAT_URL"
+CHAT_URL_ENV = "OPENAI_BASE_URL"
 
 
 def lookup(topic: str) -> str:

@@ -1,4 +1,4 @@
-"""CrewAI crews for the ``crewai`` adapter's tests, on the scripted model server named by ``CHAT_URL_ENV``."""
+"""CrewAI crews for the ``crewai`` adapter's tests, on the scripted model server (``OPENAI_BASE_URL``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from crewai import LLM, Agent, Crew, Process, Task, TaskOutput
 from crewai.tools import tool
 
-CHAT_URL_ENV = "SWITCHBOARD_TEST_CHAT_URL"
+CHAT_URL_ENV = "OPENAI_BASE_URL"
 
 
 @tool("lookup")

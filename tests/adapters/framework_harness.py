@@ -1,8 +1,9 @@
 """What every framework adapter's end-to-end tests do: real a2a-sdk and MCP clients against a real gateway.
 
-Each framework's test module serves its agents folder (``tests/adapters/frameworks/<framework>``)
-with the framework pointed at the scripted OpenAI-compatible server (``OPENAI_BASE_URL``), queues
-the model's answers, and checks through these helpers.
+Each framework's test module serves its agents folder (``tests/adapters/frameworks/<framework>``, or
+one it writes with ``agent_file`` and ``sequential_file``) with the framework pointed at the scripted
+OpenAI-compatible server (``OPENAI_BASE_URL``), queues the model's answers, and checks through these
+helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+import yaml
 from a2a.client import Client
 from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, Task, TaskState
 from google.protobuf.json_format import MessageToDict
@@ -23,15 +25,19 @@ from mcp.client import Client as McpClient
 from mcp.client import ClientRequestContext
 from mcp_types import ElicitRequestParams, ElicitResult
 
+from gateway.settings import bundled_agents_dir
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.llm_server import ScriptedChatServer, scripted_chat_server
-from tests.bindings.a2a_clients import BINDINGS, user_message
+from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, start, user_message
 from tests.conftest import make_settings
 
 WAIT_S = 30.0
 BY_ID = {b.id: b for b in BINDINGS}
 A2A_ARMS = [BY_ID["jsonrpc-sse"], BY_ID["grpc-stream"]]
 """The A2A bindings each framework agent is checked on: JSON-RPC and gRPC, streaming."""
+ARMS = [BY_ID["jsonrpc"], BY_ID["jsonrpc-sse"], BY_ID["grpc"], BY_ID["grpc-stream"]]
+"""JSON-RPC and gRPC, each unary and streaming."""
+SKILL = {"id": "work", "name": "Work", "description": "Does the work.", "tags": ["test"], "examples": ["do it"]}
 
 
 @dataclass
@@ -134,14 +140,74 @@ async def call_tool(gateway: RunningGateway, tool: str, text: str, answer: str =
     return ToolOutcome(result.structured_content or {}, progress, elicit.questions)
 
 
+def agent_file(folder: Path, name: str, kind: str, agent: str, **options: Any) -> Path:
+    """Write the agent file of framework agent ``name`` (no auth: tests call it anonymously)."""
+    runtime: dict[str, Any] = {"kind": kind, "agent": agent}
+    if options:
+        runtime["options"] = options
+    return _write(folder, name, {"runtime": runtime})
+
+
+def sequential_file(folder: Path, name: str, participants: list[str], **limits: Any) -> Path:
+    """Write a sequential workflow over ``participants`` (``limits`` as the file's)."""
+    runtime: dict[str, Any] = {"kind": "workflow", "pattern": "sequential", "participants": participants}
+    if limits:
+        runtime["limits"] = limits
+    return _write(folder, name, {"runtime": runtime})
+
+
+def with_echo(folder: Path) -> Path:
+    """``folder`` with the bundled echo agent in it too (a workflow's second step)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "echo.yaml").write_text((bundled_agents_dir() / "echo.yaml").read_text())
+    return folder
+
+
+def _write(folder: Path, name: str, body: dict[str, Any]) -> Path:
+    card = {"format": 1, "name": name, "description": f"The {name} test agent.", "security": "none"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**card, "skills": [SKILL], **body}, sort_keys=False))
+    return path
+
+
+@asynccontextmanager
+async def model_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ScriptedChatServer]:
+    """The scripted model server, where the frameworks' OpenAI clients look for one (``OPENAI_BASE_URL``)."""
+    async with scripted_chat_server() as chat:
+        monkeypatch.setenv("OPENAI_BASE_URL", chat.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-framework")
+        yield chat
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, agents: Path) -> AsyncIterator[RunningGateway]:
+    """A gateway serving the files in ``agents``, every agent also an MCP tool."""
+    async with running_gateway(make_settings(tmp_path, agents=agents, mcp_tools=["*"])) as gateway:
+        yield gateway
+
+
 @asynccontextmanager
 async def framework_gateway(
     tmp_path: Path, agents: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[RunningGateway, ScriptedChatServer]]:
     """A gateway serving ``agents``, whose frameworks find the scripted model server in ``OPENAI_BASE_URL``."""
-    async with scripted_chat_server() as chat:
-        monkeypatch.setenv("OPENAI_BASE_URL", chat.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-framework")
-        settings = make_settings(tmp_path, agents=agents, mcp_tools=["*"])
-        async with running_gateway(settings) as gateway:
-            yield gateway, chat
+    async with model_server(monkeypatch) as chat, serving(tmp_path, agents) as gateway:
+        yield gateway, chat
+
+
+async def ask(gateway: RunningGateway, agent: str, binding: Binding, text: str, task_id: str = "") -> Conversation:
+    """``converse`` with ``agent`` on a fresh client of ``binding``."""
+    async with a2a_client(gateway.agent_url(agent), binding) as client:
+        return await converse(client, text, task_id=task_id)
+
+
+async def cancel_mid_run(
+    gateway: RunningGateway, agent: str, binding: Binding, text: str, chat: ScriptedChatServer, requests: int = 1
+) -> Task:
+    """Start a task, wait until the framework's ``requests``-th model call is under way, cancel; the task then."""
+    async with a2a_client(gateway.agent_url(agent), binding) as client, asyncio.timeout(WAIT_S):
+        task = await start(client, text)
+        await chat.requests(requests)
+        await client.cancel_task(CancelTaskRequest(id=task.id))
+        return await client.get_task(GetTaskRequest(id=task.id))

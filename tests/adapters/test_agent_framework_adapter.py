@@ -6,12 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from a2a.types.a2a_pb2 import TaskState
-from mcp.client import ClientRequestContext
-from mcp_types import ElicitRequestParams, ElicitResult
 
 pytest.importorskip(
     "agent_framework.openai",
@@ -23,17 +20,18 @@ from adapters.framework import NoOptions, Prices
 from gateway.runtime import AgentCall
 from gateway.testing import RecordingEmitter
 from tests.adapters import agent_framework_agents
-from tests.adapters.framework_e2e import (
+from tests.adapters.framework_harness import (
+    A2A_ARMS,
     ARMS,
-    STREAMING_ARMS,
     WAIT_S,
     agent_file,
     ask,
+    call_tool,
     cancel_mid_run,
-    chat_for_agents,
-    mcp_client,
+    model_server,
     sequential_file,
     serving,
+    with_echo,
 )
 from tests.adapters.llm_server import ScriptedChatServer, Stream, finish_chunk, text_chunk, tool_chunk, usage_chunk
 from tests.bindings.a2a_clients import BINDINGS
@@ -63,12 +61,12 @@ def deploy_then_answer(chat: ScriptedChatServer) -> None:
 
 @pytest.fixture
 async def chat(monkeypatch: pytest.MonkeyPatch) -> Any:
-    async with chat_for_agents(monkeypatch) as server:
+    async with model_server(monkeypatch) as server:
         yield server
 
 
 def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents"
+    folder = with_echo(tmp_path / "agents")
     agent_file(folder, AGENT, "agent-framework", f"{MODULE}:assistant")
     agent_file(folder, "broken", "agent-framework", f"{MODULE}:broken")
     agent_file(folder, "publisher", "agent-framework", f"{MODULE}:publishing")
@@ -83,7 +81,7 @@ async def test_answers_with_tool_progress_and_usage(chat: ScriptedChatServer, tm
     async with serving(tmp_path, agents(tmp_path)) as gateway:
         outcome = await ask(gateway, AGENT, binding, "Is 2.0 ready?")
     assert outcome.state == TaskState.TASK_STATE_COMPLETED, outcome.text
-    assert outcome.artifact_text == "2.0 is ready."
+    assert outcome.artifact_text() == "2.0 is ready."
     assert outcome.usage == {"input_tokens": 18, "output_tokens": 5, "cost": 0}
     sent = chat.received[1].body["messages"]
     assert sent[-1]["role"] == "tool" and "notes on 2.0" in sent[-1]["content"], "the tool ran and the model saw it"
@@ -93,7 +91,7 @@ async def test_answers_with_tool_progress_and_usage(chat: ScriptedChatServer, tm
         assert outcome.chunks[:2] == ["2.0 is ", "ready."], "the answer streamed in chunks"
 
 
-@pytest.mark.parametrize("binding", STREAMING_ARMS, ids=lambda b: b.id)
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
 async def test_a_approval_goes_input_required_and_the_answer_resumes(
     chat: ScriptedChatServer, tmp_path: Path, binding: Any
 ) -> None:
@@ -104,7 +102,7 @@ async def test_a_approval_goes_input_required_and_the_answer_resumes(
         assert waiting.text.startswith('Approve deploy({"version": "2.0"})? Answer yes or no.')
         done = await ask(gateway, AGENT, binding, "yes", task_id=waiting.task.id)
     assert done.state == TaskState.TASK_STATE_COMPLETED, done.text
-    assert done.task.id == waiting.task.id and done.artifact_text == "Deployed 2.0."
+    assert done.task.id == waiting.task.id and done.artifact_text() == "Deployed 2.0."
     tool_message = chat.received[-1].body["messages"][-1]
     assert tool_message["role"] == "tool" and "deployed 2.0" in tool_message["content"], "the confirmed tool ran"
 
@@ -118,35 +116,19 @@ async def test_a_refusal_reaches_the_model_and_the_tool_never_runs(chat: Scripte
     async with serving(tmp_path, agents(tmp_path)) as gateway:
         waiting = await ask(gateway, AGENT, binding, "Ship 2.0")
         done = await ask(gateway, AGENT, binding, "no", task_id=waiting.task.id)
-    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text == "Not deployed."
+    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text() == "Not deployed."
     tool_message = chat.received[-1].body["messages"][-1]
     assert tool_message["role"] == "tool" and "reject" in tool_message["content"].lower(), tool_message
 
 
-class Approver:
-    """An MCP elicitation callback that answers every question with ``answer``."""
-
-    def __init__(self, answer: str) -> None:
-        self.answer, self.questions = answer, list[str]()
-
-    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        self.questions.append(params.message)
-        return ElicitResult(action="accept", content={"answer": self.answer})
-
-
 async def test_as_an_mcp_tool_the_approval_is_an_elicitation(chat: ScriptedChatServer, tmp_path: Path) -> None:
     deploy_then_answer(chat)
-    approver = Approver("yes")
-    async with (
-        serving(tmp_path, agents(tmp_path), tools=[AGENT]) as gateway,
-        mcp_client(gateway, elicitation_callback=approver) as client,
-    ):
-        with anyio.fail_after(WAIT_S):
-            result = await client.call_tool(AGENT.replace("-", "_"), {"text": "Ship 2.0"})
-    outcome = result.structured_content or {}
-    assert not result.is_error and outcome["state"] == "completed", outcome
-    assert approver.questions and approver.questions[0].startswith('Approve deploy({"version": "2.0"})?')
-    assert "Deployed 2.0." in " ".join(a.get("text") or "" for a in outcome["artifacts"])
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        called = await call_tool(gateway, AGENT.replace("-", "_"), "Ship 2.0", answer="yes")
+    assert called.outcome["state"] == "completed", called.outcome
+    assert called.questions and called.questions[0].startswith('Approve deploy({"version": "2.0"})?')
+    assert "Deployed 2.0." in " ".join(a.get("text") or "" for a in called.outcome["artifacts"])
+    assert f"{AGENT}: deploy returned" in called.progress, "the tool's progress reached the MCP caller"
 
 
 @pytest.mark.parametrize("binding", [b for b in ARMS if not b.streaming], ids=lambda b: b.id)
@@ -156,7 +138,7 @@ async def test_a_run_is_canceled_mid_model_call(chat: ScriptedChatServer, tmp_pa
         task = await cancel_mid_run(gateway, AGENT, binding, "Think hard", chat)
         again = await ask(gateway, AGENT, binding, "still there?")
     assert task.status.state == TaskState.TASK_STATE_CANCELED
-    assert again.state == TaskState.TASK_STATE_COMPLETED and again.artifact_text == "after", "the agent serves on"
+    assert again.state == TaskState.TASK_STATE_COMPLETED and again.artifact_text() == "after", "the agent serves on"
 
 
 async def test_is_a_step_of_a_sequential_workflow(chat: ScriptedChatServer, tmp_path: Path) -> None:
@@ -193,7 +175,7 @@ async def test_an_agent_raising_mid_stream_fails_its_task_and_the_gateway_serves
     assert health.status_code == 200 and fine.state == TaskState.TASK_STATE_COMPLETED
 
 
-@pytest.mark.parametrize("binding", STREAMING_ARMS, ids=lambda b: b.id)
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
 async def test_a_workflows_request_goes_input_required_and_the_answer_is_its_response(
     chat: ScriptedChatServer, tmp_path: Path, binding: Any
 ) -> None:
@@ -204,7 +186,7 @@ async def test_a_workflows_request_goes_input_required_and_the_answer_is_its_res
     assert waiting.state == other.state == TaskState.TASK_STATE_INPUT_REQUIRED, (waiting.text, other.text)
     assert waiting.text == "Publish 'Release notes 2.0'? Say what to add."
     assert other.text == "Publish 'Blog post'? Say what to add.", "each task runs a workflow of its own"
-    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text == "published with a changelog"
+    assert done.state == TaskState.TASK_STATE_COMPLETED and done.artifact_text() == "published with a changelog"
 
 
 async def test_a_data_part_answers_an_approval(chat: ScriptedChatServer) -> None:

@@ -16,9 +16,7 @@ import httpx
 import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, TaskState
 from mcp.client import Client as McpClient
-from mcp.client import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import ElicitRequestParams, ElicitResult
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM (beside CrewAI) fetches prices at import
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")  # no network here for CrewAI's anonymous telemetry
@@ -29,17 +27,18 @@ from adapters.framework import Prices
 from gateway.runtime import AgentCall
 from gateway.testing import RecordingEmitter
 from tests.adapters import crewai_agents
-from tests.adapters.framework_e2e import (
+from tests.adapters.framework_harness import (
+    A2A_ARMS,
     ARMS,
-    STREAMING_ARMS,
     WAIT_S,
     agent_file,
     ask,
+    call_tool,
     cancel_mid_run,
-    chat_for_agents,
-    mcp_client,
+    model_server,
     sequential_file,
     serving,
+    with_echo,
 )
 from tests.adapters.llm_server import ScriptedChatServer, Stream, finish_chunk, text_chunk, usage_chunk
 from tests.bindings.a2a_clients import BINDINGS, a2a_client
@@ -72,12 +71,12 @@ def tagline_then_revision(chat: ScriptedChatServer) -> None:
 
 @pytest.fixture
 async def chat(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ScriptedChatServer]:
-    async with chat_for_agents(monkeypatch) as server:
+    async with model_server(monkeypatch) as server:
         yield server
 
 
 def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents"
+    folder = with_echo(tmp_path / "agents")
     agent_file(folder, CREW, "crewai", f"{MODULE}:release_crew")
     agent_file(folder, "tagline-crew", "crewai", f"{MODULE}:reviewed_crew", input_key="request")
     agent_file(folder, "broken-crew", "crewai", f"{MODULE}:broken_crew")
@@ -110,7 +109,7 @@ async def test_a_crew_answers_with_per_task_progress_and_usage(
         ]
 
 
-@pytest.mark.parametrize("binding", STREAMING_ARMS, ids=lambda b: b.id)
+@pytest.mark.parametrize("binding", A2A_ARMS, ids=lambda b: b.id)
 async def test_human_feedback_goes_input_required_until_accepted(
     chat: ScriptedChatServer, tmp_path: Path, binding: Any
 ) -> None:
@@ -127,30 +126,14 @@ async def test_human_feedback_goes_input_required_until_accepted(
     assert len(chat.received) == 2, "accepting asked the model nothing more"
 
 
-class Reviewer:
-    """An MCP elicitation callback that accepts whatever it is shown."""
-
-    def __init__(self) -> None:
-        self.questions: list[str] = []
-
-    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        self.questions.append(params.message)
-        return ElicitResult(action="accept", content={"answer": "ok"})
-
-
 async def test_as_an_mcp_tool_the_feedback_is_an_elicitation(chat: ScriptedChatServer, tmp_path: Path) -> None:
     tagline_then_revision(chat)
-    reviewer = Reviewer()
-    async with (
-        serving(tmp_path, agents(tmp_path), tools=["tagline-crew"]) as gateway,
-        mcp_client(gateway, elicitation_callback=reviewer) as client,
-    ):
-        with anyio.fail_after(WAIT_S):
-            result = await client.call_tool("tagline_crew", {"text": "2.0"})
-    outcome = result.structured_content or {}
-    assert not result.is_error and outcome["state"] == "completed", outcome
-    assert len(reviewer.questions) == 1 and "Ship it." in reviewer.questions[0]
-    assert outcome["text"] == "Ship it."
+    async with serving(tmp_path, agents(tmp_path)) as gateway:
+        called = await call_tool(gateway, "tagline_crew", "2.0", answer="ok")
+    assert called.outcome["state"] == "completed", called.outcome
+    assert len(called.questions) == 1 and "Ship it." in called.questions[0]
+    assert called.outcome["text"] == "Ship it."
+    assert "tagline-crew: task 1/1 · Writer: done" in called.progress, "the crew's progress reached the MCP caller"
 
 
 @pytest.mark.parametrize("binding", [b for b in ARMS if not b.streaming], ids=lambda b: b.id)
