@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import asyncpg
 import httpx
 import httpx2
 import pytest
@@ -38,7 +39,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitRequestParams, ElicitResult, ResourceUpdatedNotification
 
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, user_message
-from tests.federation.support import Org, org, python_agent
+from tests.federation.support import Org, org, python_agent, workflow
 from tests.push.receiver import PushReceiver, push_receiver
 from tests.store.test_cluster_replicas import (
     WAIT_S,
@@ -75,6 +76,7 @@ def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         python_agent(folder, "ticker", "tests.store.cluster_agents:ticker")
         python_agent(folder, "asker", "tests.store.cluster_agents:asker")
         python_agent(folder, "stepper", "tests.store.cluster_agents:StepperExecutor")
+        workflow(folder, "pipeline", "sequential", ["ticker", "ticker"])
     try:
         for replica in orgs:
             replica.start()
@@ -336,3 +338,45 @@ async def test_a_2025_session_is_known_only_to_the_replica_that_made_it(replicas
     assert began.status_code == 200 and session["Mcp-Session-Id"], "the 2025 handshake made a session"
     assert here.status_code == 200
     assert elsewhere.status_code == 404, "another replica does not know the session (the client must start anew)"
+
+
+@pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
+async def test_a_cancel_on_another_replica_reaches_a_workflow_and_its_steps(
+    replicas: list[Org], cluster_dsn: str, binding: Binding
+) -> None:
+    r1, r2, r3 = replicas
+    async with (
+        a2a_client(r1.agent_url("pipeline"), binding) as c1,
+        a2a_client(r2.agent_url("pipeline"), binding) as c2,
+        a2a_client(r3.agent_url("pipeline"), binding) as c3,
+    ):
+        task_id, origin = await start_stream(c1, "40")  # the first step ticks for about 10 s
+        await origin.until(3)  # the first step is working
+        on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task_id)))
+        await on_r2.until(2)
+        async with asyncio.timeout(WAIT_S):
+            answer = await c3.cancel_task(CancelTaskRequest(id=task_id))
+            await origin.reading
+            await on_r2.reading
+    steps = await children(cluster_dsn, task_id)
+
+    assert answer.status.state == TaskState.TASK_STATE_CANCELED
+    # R1's own stream ends with the cancel (on the SDK's path it closes without a last CANCELED event,
+    # as it does for a cancel on R1 itself: the SDK tears its queues down first), and the task ends
+    # CANCELED where every replica reads it:
+    assert not [e for e in origin.events if state_of(e) == TaskState.TASK_STATE_COMPLETED]
+    assert await stored_state(cluster_dsn, task_id) == TaskState.TASK_STATE_CANCELED
+    assert state_of(on_r2.events[-1]) == TaskState.TASK_STATE_CANCELED, "a follower on R2 is told the end"
+    assert steps, "the workflow's first step ran as a child task"
+    assert set(steps.values()) == {TaskState.TASK_STATE_CANCELED}, "the step running on R1 was canceled too"
+
+
+async def children(dsn: str, parent: str) -> dict[str, int]:
+    """The states of the ticker tasks that ran as steps of workflow task ``parent`` (by their context)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        context = await conn.fetchval("SELECT context_id FROM tasks WHERE id = $1", parent)
+        rows = await conn.fetch("SELECT id, state FROM tasks WHERE agent = 'ticker' AND context_id = $1", context)
+        return {row["id"]: int(row["state"]) for row in rows}
+    finally:
+        await conn.close()
