@@ -407,7 +407,7 @@ class AgentLog:
         try:
             snapshot = Task.FromString(bytes(rows[0][2]))
             for _, _, data in rows[1:]:
-                _apply(snapshot, _event(data))
+                _apply(snapshot, stored_event(data))
             cursor = int(rows[-1][0])
             yield snapshot
             if snapshot.status.state in _ENDED:
@@ -420,7 +420,7 @@ class AgentLog:
                     cursor = int(seq)
                     if kind == START:  # a run resumed elsewhere, or a turn begun without a Task: updates follow
                         continue
-                    event = _event(data)
+                    event = stored_event(data)
                     yield event
                     if _ends(event):
                         return
@@ -505,6 +505,7 @@ def _apply(task: Task, event: Event) -> None:
         append_artifact_to_task(task, event)
 
 
-def _event(data: bytes) -> Event:
+def stored_event(data: bytes) -> Event:
+    """A live event as ``task_events`` keeps it (``kind`` ``EVENT``)."""
     response = StreamResponse.FromString(bytes(data))
     return getattr(response, response.WhichOneof("payload") or "task")

@@ -31,15 +31,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from a2a.server.context import ServerCallContext
-from a2a.types.a2a_pb2 import Message, Task
+from a2a.types.a2a_pb2 import Message, Task, TaskState, TaskStatusUpdateEvent
 
 from gateway.auth.policy import RunOwner
 from gateway.errors import AgentBusyError
-from gateway.hosting.cluster import Cluster
+from gateway.hosting.cluster import EVENT, Cluster, stored_event
 from gateway.hosting.local_tasks import LocalRunner
 from gateway.store.database import Database
 
@@ -85,6 +85,7 @@ class WorkItems:
         self._running: dict[str, asyncio.Task[None]] = {}  # claimed items running here, by item id
         self._load: dict[str, int] = {}  # claimed items running here per agent
         self._waiters: dict[str, asyncio.Event] = {}  # items posted here, woken when one ends
+        self._started: dict[str, asyncio.Event] = {}  # items posted here, woken when a claimer starts one
         self._wake = asyncio.Event()
         self._gone_since: dict[str, float] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -164,6 +165,41 @@ class WorkItems:
         finally:
             self._waiters.pop(item, None)
 
+    async def follow(self, item: str, progress: Callable[[str], Awaitable[None]]) -> None:
+        """Pass on the working status texts of item ``item``'s child, wherever it runs, until canceled.
+
+        They are read from the child's live events (``task_events``, appended by the claimer's runner).
+        """
+        started = self._started.setdefault(item, asyncio.Event())
+        try:
+            task_id = ""
+            while not task_id:
+                started.clear()
+                task_id = await self.task_id(item)
+                if not task_id:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(started.wait(), POLL_S)
+        finally:
+            self._started.pop(item, None)
+        waiter = self._cluster.waiter(task_id)
+        cursor = 0
+        try:
+            while True:
+                waiter.clear()
+                rows = await self.db.fetch_all(
+                    "SELECT seq, kind, data FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq",
+                    (task_id, cursor),
+                )
+                for seq, kind, data in rows:
+                    cursor = int(seq)
+                    text = _working_text(stored_event(bytes(data))) if kind == EVENT else ""
+                    if text:
+                        await progress(text)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), POLL_S)
+        finally:
+            self._cluster.forget(task_id, waiter)
+
     async def task_id(self, item: str) -> str:
         """The child task of item ``item`` once a claimer started it, else ``""``."""
         row = await self.db.fetch_one("SELECT task_id FROM work_items WHERE id = ?", (item,))
@@ -180,8 +216,8 @@ class WorkItems:
 
     def _notified(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
-        if kind == "done":
-            waiter = self._waiters.get(rest)
+        if kind in ("done", "started"):
+            waiter = (self._waiters if kind == "done" else self._started).get(rest)
             if waiter is not None:
                 waiter.set()
         elif kind == "cancel":
@@ -231,7 +267,12 @@ class WorkItems:
         context = ServerCallContext(user=RunOwner(owner))
 
         async def started(task: Task) -> None:
-            await self.db.write("UPDATE work_items SET task_id = ? WHERE id = ?", (task.id, item))
+            await self.db.write_many(
+                [
+                    ("UPDATE work_items SET task_id = ? WHERE id = ?", (task.id, item)),
+                    ("SELECT pg_notify(?, ?)", (CHANNEL, f"started {item}")),
+                ]
+            )
 
         end: tuple[bytes | None, str, bool, bool]
         try:
@@ -287,3 +328,10 @@ class WorkItems:
         if requeued:
             logger.warning("queued %d work item(s) again: their replica is gone", requeued)
             self._wake.set()
+
+
+def _working_text(event: object) -> str:
+    """The text of a working status update, else ``""``."""
+    if not isinstance(event, TaskStatusUpdateEvent) or event.status.state != TaskState.TASK_STATE_WORKING:
+        return ""
+    return "\n".join(part.text for part in event.status.message.parts if part.HasField("text") and part.text)

@@ -17,6 +17,7 @@ what it runs (a nested run's step, an agent reusing another's logic) says so wit
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -273,9 +274,8 @@ class LocalChild:
 class SharedChild:
     """One child task of a run, posted as a shared work item that any replica may claim (``hosting.work_items``).
 
-    The replica that claims it runs it on its agent's ``LocalRunner`` as the run's owner; its final
-    task comes back through the database. The agent's progress is not forwarded (its task's events
-    can be followed on any replica).
+    The replica that claims it runs it on its agent's ``LocalRunner`` as the run's owner; its
+    progress (read from its task's live events) and its final task come back through the database.
     """
 
     def __init__(self, agent: str, items: WorkItems, run_id: str, call_context: ServerCallContext) -> None:
@@ -289,7 +289,12 @@ class SharedChild:
     async def run(self, message: Message, progress: Progress) -> ChildOutcome:
         """Post ``message`` and wait until a replica ran it to the task's end (or until it waits for input)."""
         self._item = await self._items.post(self._run_id, self.agent, message, self._context)
-        end = await self._items.result(self._item)
+        follower = asyncio.ensure_future(self._items.follow(self._item, progress))
+        try:
+            end = await self._items.result(self._item)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
         if end.task is None:
             result = StepResult(self.agent, "failed", error=end.error)
             return ChildOutcome(result, retryable=end.retryable, busy=end.busy)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -89,14 +90,25 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int],
             replica.stop()
 
 
-async def run_queue(replica: Org, labels: list[str], ticks: int, queue: str = "queue") -> tuple[int, str]:
-    """Start ``queue`` on ``replica`` with one item per label; its final state and task id once its stream ended."""
+@dataclass
+class QueueRun:
+    """A run of a queue, streamed to its end: its final state, task id and progress lines."""
+
+    state: int
+    task_id: str
+    progress: list[str]
+
+
+async def run_queue(replica: Org, labels: list[str], ticks: int, queue: str = "queue") -> QueueRun:
+    """Start ``queue`` on ``replica`` with one item per label and follow it to its end."""
     async with a2a_client(replica.agent_url(queue), SSE) as client:
         stream = await start_stream(client, "\n".join(f"{label} {ticks}" for label in labels))
         async with asyncio.timeout(WAIT_S):
             await stream.reading
     assert stream.error is None
-    return state_of(stream.events[-1]), stream.task_id
+    updates = [e.status_update.status.message for e in stream.events if e.HasField("status_update")]
+    progress = [part.text for message in updates for part in message.parts if part.text]
+    return QueueRun(state_of(stream.events[-1]), stream.task_id, progress)
 
 
 async def outcome(dsn: str, task_id: str) -> dict[str, object]:
@@ -128,10 +140,10 @@ async def test_a_distributed_queues_items_run_on_several_replicas_each_exactly_o
     pids = {replica.proc.pid: replica.name for replica in replicas}  # type: ignore[union-attr]
     labels = [f"d{n}-{uuid.uuid4().hex[:6]}" for n in range(3 * SLOTS_PER_AGENT)]
 
-    state, task_id = await run_queue(replicas[0], labels, 10)  # 1 s an item: more in flight than one replica's slots
+    run = await run_queue(replicas[0], labels, 10)  # 1 s an item: more in flight than one replica's slots
 
-    assert state == TaskState.TASK_STATE_COMPLETED
-    result = await outcome(cluster_dsn, task_id)
+    assert run.state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, run.task_id)
     assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}
     rows = stamps(tmp_path / "probe.log")
     keys = [f"{label}:a" for label in labels]
@@ -142,6 +154,8 @@ async def test_a_distributed_queues_items_run_on_several_replicas_each_exactly_o
     assert len(per_replica) >= 2, "the items ran on more than one replica"
     assert max(per_replica.values()) <= SLOTS_PER_AGENT * 2, "no replica took more than its slots at a time"
     assert await leftover_items(cluster_dsn) == 0, "every item's row is gone once its result was read"
+    for n in range(len(labels)):  # each item's progress, wherever it ran, is the run's progress
+        assert f"item {n + 1}/{len(labels)}, attempt 1 · probe-a: a tick 1" in run.progress, run.progress
 
 
 async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
@@ -151,16 +165,16 @@ async def test_an_item_whose_replica_is_killed_is_claimed_again_and_finished(
     log = tmp_path / "probe.log"
     victim = r2.proc.pid  # type: ignore[union-attr]
     labels = [f"k{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
-    run = asyncio.ensure_future(run_queue(r1, labels, 30))  # 3 s an item
+    running = asyncio.ensure_future(run_queue(r1, labels, 30))  # 3 s an item
 
     await wait_for_stamp(log, lambda rows: any(pid == victim and kind == "tick" for _, pid, kind, _ in rows), "r2")
     r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]  # kill -9, mid-item
     killed_ns = time.time_ns()
     r2.proc.wait(timeout=10)  # type: ignore[union-attr]
-    state, task_id = await run
+    run = await running
 
-    assert state == TaskState.TASK_STATE_COMPLETED
-    result = await outcome(cluster_dsn, task_id)
+    assert run.state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, run.task_id)
     assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}
     rows = stamps(log)
     cut = {key for key, pid, kind, _ in rows if pid == victim and kind == "start"}
@@ -218,10 +232,10 @@ async def test_a_replica_claims_no_more_items_than_its_admission_cap_leaves_free
     replicas = start_replicas(2)
     labels = [f"n{n}-{uuid.uuid4().hex[:6]}" for n in range(6)]
 
-    state, task_id = await run_queue(replicas[0], labels, 5, queue="narrow")  # probe-b: max_concurrent 1
+    run = await run_queue(replicas[0], labels, 5, queue="narrow")  # probe-b: max_concurrent 1
 
-    assert state == TaskState.TASK_STATE_COMPLETED
-    result = await outcome(cluster_dsn, task_id)
+    assert run.state == TaskState.TASK_STATE_COMPLETED
+    result = await outcome(cluster_dsn, run.task_id)
     assert result["counts"] == {"total": 6, "done": 6, "failed": 0}, "no item was refused as busy"
     rows = stamps(tmp_path / "probe.log")
     assert runs_of(rows, "end") == Counter(f"{label}:b" for label in labels)
