@@ -1,18 +1,22 @@
 """The ``mcp`` runtime: one tool of an MCP server, published as an A2A agent.
 
-At start the server is asked for its tools (a server that is missing, hangs, or lacks the tool
-stops the start with the reason); the agent's card gets a skill from the tool's description and
-input schema unless the file gives skills. A message becomes the tool's arguments: its first data
-part that matches the input schema, else its text, as the one string argument of a tool that
-takes one, or as a JSON object. Arguments that do not match the tool's input schema are refused (invalid params) before
-a task exists. The call runs over the gateway's session with the server
-(``gateway.hosting.mcp_clients``): its progress notifications are status updates, an A2A cancel
-cancels the call (the SDK sends ``notifications/cancelled``). While the server is out of service
-(``gateway.hosting.mcp_clients``: it failed to start or exited too often) a message is refused as
-unavailable, the reason in the error, before a task exists. Its text content is the ``result``
-artifact, its structured content the ``structured`` data artifact (unless it only wraps the text,
-as ``{"result": ...}``), any other content block a data artifact of its own; a result with
-``isError`` fails the task with the tool's message.
+At start the server is asked for its tools; the agent's card gets a skill from the tool's
+description and input schema unless the file gives skills. A server that lacks the tool stops
+the start with the reason (a configuration error). A server that cannot be reached (missing,
+exits, hangs) does not: the agent starts out of service with the reason (logged once), its card
+from the file (or, without skills there, a skill named after the tool, its schema not known yet),
+and comes into service when a later probe lists the tool (``McpClientPool.keep_probing``, at the
+end of each out-of-service window), its skill then taken from the tool. A message becomes the
+tool's arguments: its first data part that matches the input schema, else its text, as the one
+string argument of a tool that takes one, or as a JSON object. Arguments that do not match the
+tool's input schema are refused (invalid params) before a task exists. The call runs over the
+gateway's session with the server (``gateway.hosting.mcp_clients``): its progress notifications
+are status updates, an A2A cancel cancels the call (the SDK sends ``notifications/cancelled``).
+While the server is out of service (it could not be probed, failed to start or exited too often)
+a message is refused as unavailable, the reason in the error, before a task exists. Its text
+content is the ``result`` artifact, its structured content the ``structured`` data artifact
+(unless it only wraps the text, as ``{"result": ...}``), any other content block a data artifact
+of its own; a result with ``isError`` fails the task with the tool's message.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import weakref
 from typing import Any
 
@@ -36,6 +41,8 @@ from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
 
+logger = logging.getLogger(__name__)
+
 _TYPE_EXAMPLES: dict[str, Any] = {
     "string": "...",
     "integer": 1,
@@ -46,8 +53,11 @@ _TYPE_EXAMPLES: dict[str, Any] = {
 }
 
 
-_PROBED: weakref.WeakKeyDictionary[McpClientPool, dict[str, tuple[types.Tool, ...]]] = weakref.WeakKeyDictionary()
-"""Each gateway's (pool's) servers' tools as listed at start: one probe per server, however many agents use it."""
+_PROBED: weakref.WeakKeyDictionary[McpClientPool, dict[str, tuple[types.Tool, ...] | McpServerError]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each gateway's (pool's) servers' tools as listed at start (or why not): one probe per server, however many
+agents use it."""
 
 
 def list_tools_now(server: McpServerSpec, pool: McpClientPool) -> tuple[types.Tool, ...]:
@@ -56,24 +66,25 @@ def list_tools_now(server: McpServerSpec, pool: McpClientPool) -> tuple[types.To
     key = server_key(server)
     if key not in probed:
 
-        async def probe() -> tuple[types.Tool, ...]:
+        async def probe() -> tuple[types.Tool, ...] | McpServerError:
             probe_pool = McpClientPool()
             try:
                 return await probe_pool.list_tools(server)
+            except McpServerError as exc:
+                return exc
             finally:
                 await probe_pool.aclose()
 
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-probe") as thread:
             probed[key] = thread.submit(asyncio.run, probe()).result()
-    return probed[key]
+    listed = probed[key]
+    if isinstance(listed, McpServerError):
+        raise McpServerError(listed.detail)
+    return listed
 
 
-def find_tool(server: McpServerSpec, name: str, pool: McpClientPool) -> types.Tool:
-    """Tool ``name`` as ``server`` lists it; ``RuntimeLoadError`` when the server cannot be reached or lacks it."""
-    try:
-        tools = list_tools_now(server, pool)
-    except McpServerError as exc:
-        raise RuntimeLoadError(exc.detail) from exc
+def pick_tool(server: McpServerSpec, name: str, tools: tuple[types.Tool, ...]) -> types.Tool:
+    """Tool ``name`` of ``tools`` (as ``server`` lists them); ``RuntimeLoadError`` when it is not there."""
     listed = {tool.name: tool for tool in tools}
     if name not in listed:
         raise RuntimeLoadError(f"MCP server {server.label} has no tool {name!r}; it has: {', '.join(listed)}")
@@ -119,13 +130,50 @@ def skill_of(tool: types.Tool, server: McpServerSpec) -> SkillSpec:
     )
 
 
-class McpToolRuntime:
-    """``(call, emit) -> Reply`` calling one tool of an MCP server with the message as its arguments."""
+def unknown_skill(name: str, server: McpServerSpec) -> SkillSpec:
+    """The skill of tool ``name`` while its server has not listed it (its schema is not known yet)."""
+    return SkillSpec(
+        id=name,
+        name=name,
+        description=f"The {name} tool of MCP server {server.label}; its schema is not known yet "
+        "(the server has not answered since the gateway started).",
+        tags=["mcp", "tool", name],
+    )
 
-    def __init__(self, name: str, runtime: McpRuntime, tool: types.Tool, pool: McpClientPool) -> None:
-        self.name, self.tool, self._runtime, self._pool = name, tool, runtime, pool
+
+class McpToolRuntime:
+    """``(call, emit) -> Reply`` calling one tool of an MCP server with the message as its arguments.
+
+    ``tool`` is None while the server has not listed it (the agent is out of service, for ``problem``).
+    """
+
+    def __init__(self, name: str, runtime: McpRuntime, tool: types.Tool | None, pool: McpClientPool) -> None:
+        self.name, self._runtime, self._pool = name, runtime, pool
+        self.tool: types.Tool | None = None
+        self.problem = ""
+        if tool is not None:
+            self.use(tool)
+
+    def use(self, tool: types.Tool) -> None:
+        """Call ``tool`` (as its server lists it) from now on."""
         self._text_field = text_argument(tool.input_schema)
         self._validator = jsonschema.Draft202012Validator(tool.input_schema)
+        self.tool = tool
+
+    def listed(self, tools: tuple[types.Tool, ...]) -> None:
+        """The server listed ``tools`` (a later probe): in service with the tool, or out for good without it."""
+        try:
+            self.use(pick_tool(self.server, self._runtime.tool, tools))
+        except RuntimeLoadError as exc:
+            self.problem = exc.detail
+            logger.error("%s stays out of service: %s", self.name, exc.detail)
+            return
+        logger.info("%s is in service: tool %s of MCP server %s", self.name, self._runtime.tool, self.server.label)
+
+    def _tool(self) -> types.Tool:
+        if self.tool is None:  # validate_request refuses every message until then
+            raise PeerUnavailableError(f"{self.name} is out of service: {self.out_of_service()}")
+        return self.tool
 
     def arguments(self, text: str, data: tuple[dict[str, Any], ...], *, check: bool = True) -> dict[str, Any]:
         """The tool arguments a message carries; ``InvalidParamsError`` saying what to send instead.
@@ -135,6 +183,7 @@ class McpToolRuntime:
         such as ``sequential``, beside the previous step's text.) Without ``check`` the arguments
         are not checked against the schema again (``validate_request`` did, and the server will).
         """
+        tool = self._tool()
         for part in data:
             if self._validator.is_valid(part):
                 return dict(part)
@@ -150,7 +199,7 @@ class McpToolRuntime:
         if problems:
             where = "/".join(map(str, problems[0].absolute_path)) or "the arguments"
             raise InvalidParamsError(
-                message=f"{self.name}: {where}: {problems[0].message} (the input schema of tool {self.tool.name})"
+                message=f"{self.name}: {where}: {problems[0].message} (the input schema of tool {tool.name})"
             )
         return arguments
 
@@ -160,8 +209,11 @@ class McpToolRuntime:
         return self._runtime.server
 
     def out_of_service(self) -> str | None:
-        """Why the tool's server is out of service now, or None."""
-        return self._pool.out_of_service(self._runtime.server)
+        """Why the agent is out of service now (its server is, or has not listed the tool yet), or None."""
+        problem = self._pool.out_of_service(self._runtime.server)
+        if problem is None and self.tool is None:
+            problem = self._pool.connection(self._runtime.server).problem or self.problem
+        return problem
 
     def _json_text(self, text: str) -> dict[str, Any]:
         if not text.strip():
@@ -172,7 +224,7 @@ class McpToolRuntime:
             value = None
         if not isinstance(value, dict):
             raise InvalidParamsError(
-                message=f"{self.name} takes a JSON object (tool {self.tool.name}'s arguments): "
+                message=f"{self.name} takes a JSON object (tool {self._runtime.tool}'s arguments): "
                 "send it as a data part or as JSON text"
             )
         return value
@@ -186,7 +238,11 @@ class McpToolRuntime:
 
         try:
             result = await self._pool.call_tool(
-                self._runtime.server, self.tool.name, arguments, timeout_s=self._runtime.timeout_s, progress=progress
+                self._runtime.server,
+                self._runtime.tool,
+                arguments,
+                timeout_s=self._runtime.timeout_s,
+                progress=progress,
             )
         except (McpCallError, McpServerError) as exc:
             return Reply(text=f"{self.name}: {exc.detail}", state="failed")
@@ -221,6 +277,7 @@ class McpToolExecutor(RuntimeExecutor):
     def __init__(self, runtime: McpToolRuntime) -> None:
         super().__init__(runtime.name, runtime)
         self.tool_runtime = runtime
+        self._file_skills: bool | None = None
 
     def validate_request(self, params: SendMessageRequest) -> None:
         """Before any task exists: unavailable while the server is out of service; invalid params for a
@@ -233,22 +290,39 @@ class McpToolExecutor(RuntimeExecutor):
         runtime.arguments(text, data)
 
     def describe(self, spec: AgentSpec) -> AgentSpec:
-        """``spec`` with the tool's skill when the file gives none."""
-        if spec.skills:
+        """``spec`` with the tool's skill when the file gives none (while the tool is not listed yet, a
+        skill named after it); called again when the tool comes in."""
+        if self._file_skills is None:
+            self._file_skills = bool(spec.skills)
+        if self._file_skills:
             return spec
         runtime = spec.runtime
         assert isinstance(runtime, McpRuntime)
-        return spec.model_copy(update={"skills": [skill_of(self.tool_runtime.tool, runtime.server)]})
+        tool = self.tool_runtime.tool
+        skill = skill_of(tool, runtime.server) if tool is not None else unknown_skill(runtime.tool, runtime.server)
+        return spec.model_copy(update={"skills": [skill]})
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:
-    """The executor for an ``mcp`` agent; ``RuntimeLoadError`` when its server or tool cannot be had."""
+    """The executor for an ``mcp`` agent; ``RuntimeLoadError`` when its server lacks the tool.
+
+    A server that cannot be reached leaves the agent out of service until a later probe lists the tool.
+    """
     runtime = spec.runtime
     if not isinstance(runtime, McpRuntime):
         raise RuntimeLoadError(f"{spec.name}: runtime '{spec.runtime.kind}' is not an mcp runtime")
     runtime = runtime.model_copy(update={"server": rooted(runtime.server, spec.file.parent if spec.file else None)})
+    pool = host.mcp_clients
     try:
-        tool = find_tool(runtime.server, runtime.tool, host.mcp_clients)
+        tool = pick_tool(runtime.server, runtime.tool, list_tools_now(runtime.server, pool))
+    except McpServerError as exc:
+        tool_runtime = McpToolRuntime(spec.name, runtime, None, pool)
+        tool_runtime.problem = exc.detail
+        pool.wait_for(runtime.server, exc.detail, spec.name, tool_runtime.listed)
+        logger.error(
+            "%s starts out of service: %s; it comes into service when the server lists its tools", spec.name, exc.detail
+        )
+        return McpToolExecutor(tool_runtime)
     except RuntimeLoadError as exc:
         raise RuntimeLoadError(f"{spec.name}: {exc.detail}") from exc
-    return McpToolExecutor(McpToolRuntime(spec.name, runtime, tool, host.mcp_clients))
+    return McpToolExecutor(McpToolRuntime(spec.name, runtime, tool, pool))

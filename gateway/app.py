@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.types.a2a_pb2 import AgentCard
+from a2a.utils.constants import TransportProtocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -144,11 +145,20 @@ class Gateway:
         return agent_info(spec)
 
     def refresh_card(self, name: str) -> None:
-        """Render agent ``name``'s served card again (a remote agent's origin card, or its trust, changed)."""
+        """Render agent ``name``'s served card again (a remote agent's origin card, or its trust, changed;
+        an ``mcp`` agent's tool was listed)."""
         hosted = self.agents.get(name)
         if hosted is not None:
             hosted.spec = self.federation.current_spec(hosted.spec)  # an imported agent: its card's content
-            hosted.card = self.render(hosted.card.card)
+            card = hosted.card.card
+            executor = hosted.handler.agent_executor
+            if isinstance(executor, DescribesAgent):  # its spec, completed again, is the card's content
+                hosted.spec = executor.describe(hosted.spec)
+                grpc = tuple(i for i in card.supported_interfaces if i.protocol_binding == TransportProtocol.GRPC.value)
+                security = self.auth.card_security(hosted.spec, self.specs)
+                card = build_card(hosted.spec, self.settings.base_url, grpc, security)
+                self.registry = Registry(tuple(self.agents[spec.name].spec for spec in self.registry))
+            hosted.card = self.render(card)
         remote = self.federation.remotes.get(name)
         if remote is not None and self.operating is not None:
             self.operating.record_trust(name, remote.peer.name, remote.source.health, remote.source.problem)
@@ -500,6 +510,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         await gateway.federation.start(gateway.db, gateway.refresh_card)
         if gateway.federation.remotes:
             gateway.spawn(gateway.federation.keep_fresh(), name="federation:refresh")
+        if gateway.mcp_clients.waiting:  # MCP servers not reached at start: their agents come in when they answer
+            gateway.spawn(gateway.mcp_clients.keep_probing(gateway.refresh_card), name="mcp:probe")
         # Everything built so far (modules, agents, cards, SDK objects) lives as long as the process:
         # out of the collector's sight, full collections scan only what requests create.
         gc.collect()

@@ -8,6 +8,11 @@ use. Failures are bounded: ``MAX_FAILURES`` failed starts or exits within ``FAIL
 take the server out of service for ``OUT_OF_SERVICE_S`` (logged with the reason, and the reason
 given to every caller), after which one start is tried again. ``aclose`` ends every session.
 
+A server that could not be probed at the gateway's start is held out of service the same way
+(``hold_out``); ``keep_probing``, run in the background, tries it again as each window ends and,
+once it lists its tools, hands them to whoever waits for them (an ``mcp`` agent takes its skill
+from its tool and comes into service).
+
 Errors: ``McpServerError`` when a session cannot be had (missing program, a server that hangs at
 start, out of service); ``McpCallError`` when a call ends without a result (its timeout, a lost
 connection, a protocol error, a malformed result). A tool's own failure is a result with
@@ -22,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -49,6 +54,8 @@ _STDERR_TAIL = 400
 
 Progress = ProgressFnT
 """An async callable given (progress, total, message) for each progress notification of a call."""
+Listed = Callable[[tuple[types.Tool, ...]], None]
+"""Called with a server's tools once a server not probed at start lists them."""
 
 
 class McpServerError(GatewayError):
@@ -164,6 +171,15 @@ class McpConnection:
         """Why the server is out of service now, or None (it may be called, or started)."""
         return self.problem if time.monotonic() < self._down_until else None
 
+    @property
+    def down_until(self) -> float:
+        """When (``time.monotonic``) the current out-of-service window ends; in the past when there is none."""
+        return self._down_until
+
+    def hold_out(self, problem: str) -> None:
+        """Out of service for ``OUT_OF_SERVICE_S`` from now, with ``problem`` (it could not be probed)."""
+        self.problem, self._down_until, self._failures = problem, time.monotonic() + OUT_OF_SERVICE_S, []
+
     async def client(self) -> Client:
         """The live session, started (again) when there is none; ``McpServerError`` when it cannot be."""
         async with self._lock:
@@ -178,6 +194,7 @@ class McpConnection:
             except McpServerError as exc:
                 self._failed(exc.detail)
                 raise
+            self.problem = ""
             return self._client
 
     async def tools(self) -> tuple[types.Tool, ...]:
@@ -229,7 +246,7 @@ class McpConnection:
 
     def _failed(self, problem: str) -> None:
         now = time.monotonic()
-        self.problem = problem
+        repeated, self.problem = problem == self.problem, problem
         self._failures = [t for t in self._failures if now - t < FAILURE_WINDOW_S] + [now]
         if len(self._failures) >= MAX_FAILURES:
             self._down_until, self._failures = now + OUT_OF_SERVICE_S, []
@@ -241,7 +258,7 @@ class McpConnection:
                 FAILURE_WINDOW_S,
                 problem,
             )
-        else:
+        elif not repeated:  # a server failing the same way again is not news (a re-probe every window)
             logger.warning("%s", problem)
 
     async def _start(self) -> Client:
@@ -341,6 +358,40 @@ class McpClientPool:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = env if env is not None else os.environ
         self._connections: dict[str, McpConnection] = {}
+        self._waiting: dict[str, list[tuple[str, Listed]]] = {}
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a server not probed at start waits for ``keep_probing``."""
+        return bool(self._waiting)
+
+    def wait_for(self, server: McpServerSpec, problem: str, agent: str, on_listed: Listed) -> None:
+        """Hold ``server`` out of service with ``problem`` until ``keep_probing`` lists its tools, then
+        call ``on_listed(tools)`` for ``agent``."""
+        self.connection(server).hold_out(problem)
+        self._waiting.setdefault(server_key(server), []).append((agent, on_listed))
+
+    async def keep_probing(self, on_change: Callable[[str], None]) -> None:
+        """Try each waiting server again as its out-of-service window ends, until every one listed its
+        tools; for each agent waiting for them, ``on_listed`` then ``on_change(agent)`` (its card changed)."""
+        while self._waiting:
+            due = min(self._connections[key].down_until for key in self._waiting)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            due_keys = [key for key in self._waiting if self._connections[key].down_until <= now]
+            await asyncio.gather(*(self._probe(key, on_change) for key in due_keys))
+
+    async def _probe(self, key: str, on_change: Callable[[str], None]) -> None:
+        connection = self._connections[key]
+        try:
+            tools = await connection.tools()
+        except McpServerError as exc:
+            connection.hold_out(exc.detail)
+            return
+        logger.info("MCP server %s is in service: it lists %d tools", connection.label, len(tools))
+        for agent, on_listed in self._waiting.pop(key):
+            on_listed(tools)
+            on_change(agent)
 
     def connection(self, server: McpServerSpec) -> McpConnection:
         """The connection to ``server`` (not yet opened until used)."""

@@ -1,7 +1,8 @@
 """A small MCP server (the SDK's ``MCPServer``) the MCP tool and runtime tests start for real.
 
 ``python tests/adapters/mcp_tool_server.py`` serves it over stdio (``--http-fd N``: over Streamable
-HTTP, on a listening socket passed as file descriptor N); ``http_app()`` is the same server's
+HTTP, on a listening socket passed as file descriptor N; ``--until FILE``: exits at once while FILE
+does not exist; ``--hang``: never answers); ``http_app()`` is the same server's
 Streamable HTTP app, for a uvicorn the test runs. Tools that leave evidence write a
 line to ``$MCP_TEST_DIR/<tool>.log`` (``env: [MCP_TEST_DIR]`` in the agent file), so a test can
 tell what ran on the server's side, including a cancellation.
@@ -100,6 +101,8 @@ def http_app() -> Starlette:
 if __name__ == "__main__":
     if "--hang" in sys.argv:  # starts, then never answers (a server that hangs at start)
         sys.stdin.read()
+    elif "--until" in sys.argv and not Path(sys.argv[sys.argv.index("--until") + 1]).exists():
+        sys.exit("not ready: no " + sys.argv[sys.argv.index("--until") + 1])  # a server not up yet
     elif "--http-fd" in sys.argv:  # Streamable HTTP on a listening socket the parent passed (no port race)
         import uvicorn
 

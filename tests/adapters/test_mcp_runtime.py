@@ -196,20 +196,73 @@ async def test_one_server_process_serves_every_agent_and_task(gateway: RunningGa
     assert len(evidence(evidence_dir, "started")) == 1 + 1
 
 
-def test_a_missing_server_or_tool_stops_the_start(tmp_path: Path, evidence_dir: Path) -> None:
-    missing = mcp_agent("gone", "add")
-    missing["runtime"]["server"] = {"name": "ghost", "command": ["no-such-mcp-server"]}
-    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "a", missing))
-    with pytest.raises(RuntimeLoadError, match=r"gone: MCP server ghost cannot start: no program 'no-such-mcp-server'"):
-        create_app(settings)
+def test_a_tool_the_server_does_not_have_stops_the_start(tmp_path: Path, evidence_dir: Path) -> None:
     settings = make_settings(tmp_path, agents=write_agents(tmp_path / "b", mcp_agent("teleport", "teleport")))
     with pytest.raises(RuntimeLoadError, match=r"teleport: MCP server tools has no tool 'teleport'; it has: add, "):
         create_app(settings)
-    hang = mcp_agent("hang", "add", start_timeout_s=1)
+
+
+async def refused(gateway: RunningGateway, agent: str) -> str:
+    """The message of the PeerUnavailableError a message to ``agent`` gets (no task is made)."""
+    async with a2a_client(gateway.agent_url(agent), BINDINGS[0]) as client, asyncio.timeout(WAIT_S):
+        with pytest.raises(PeerUnavailableError) as caught:
+            await anext(client.send_message(SendMessageRequest(message=text_message("hi"))))
+    return str(caught.value)
+
+
+async def card_of(gateway: RunningGateway, agent: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{gateway.agent_url(agent)}/.well-known/agent-card.json")
+    return dict(response.json())
+
+
+async def test_an_unreachable_or_hanging_server_leaves_only_its_agents_out_of_service(
+    tmp_path: Path, evidence_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = mcp_agent("gone", "add")
+    missing["runtime"]["server"] = {"name": "ghost", "command": ["no-such-mcp-server"]}
+    hang = mcp_agent("hang", "shout", start_timeout_s=1)
     hang["runtime"]["server"]["command"] = [sys.executable, hang["runtime"]["server"]["command"][1], "--hang"]
-    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "c", hang))
-    with pytest.raises(RuntimeLoadError, match=r"hang: MCP server tools did not start within 1s"):
-        create_app(settings)
+    hang["skills"] = [{"id": "loud", "name": "Loud", "description": "Says it louder.", "tags": ["mcp"]}]
+    agents = write_agents(tmp_path / "agents", missing, hang, mcp_agent("adder", "add"))
+    async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
+        assert "gone is out of service: MCP server ghost cannot start: no program 'no-such-mcp-server'" in (
+            await refused(gateway, "gone")
+        )
+        assert "hang is out of service: MCP server tools did not start within 1s" in await refused(gateway, "hang")
+        (skill,) = (await card_of(gateway, "gone"))["skills"]
+        assert skill["id"] == "add" and "its schema is not known yet" in skill["description"]
+        (skill,) = (await card_of(gateway, "hang"))["skills"]
+        assert skill["id"] == "loud", "the file's skills, as the file gives them"
+        task, _ = await run(gateway, "adder", BINDINGS[0], data_message({"a": 1, "b": 2}))
+        assert artifact_texts(task) == ["3"], "the other agents serve as usual"
+    assert caplog.text.count("gone starts out of service: MCP server ghost cannot start") == 1
+
+
+async def test_an_agent_whose_server_was_down_at_start_comes_into_service_when_it_answers(
+    tmp_path: Path, evidence_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mcp_clients, "OUT_OF_SERVICE_S", 0.1)  # re-probed every 0.1 s (default: 30 s)
+    ready = tmp_path / "ready"
+    late = mcp_agent("late", "add")
+    late["runtime"]["server"] = stdio_server("--until", str(ready))
+    agents = write_agents(tmp_path / "agents", late)
+    async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
+        assert (
+            f"late is out of service: MCP server tools exited before its session started; its stderr ends: "
+            f"not ready: no {ready}" in await refused(gateway, "late")
+        )
+        ready.touch()
+        (probing,) = [task for task in gateway.app.state.gateway.background if task.get_name() == "mcp:probe"]
+        await asyncio.wait_for(asyncio.shield(probing), WAIT_S)  # it ends once every waiting server listed its tools
+        card = await card_of(gateway, "late")
+        assert card["signatures"] and card["skills"][0]["description"].startswith("Adds two integers.")
+        assert {i["protocolBinding"] for i in card["supportedInterfaces"]} == {"JSONRPC", "HTTP+JSON", "GRPC"}
+        for binding in (BINDINGS[0], BINDINGS[4]):
+            task, _ = await run(gateway, "late", binding, data_message({"a": 20, "b": 22}))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+            assert artifact_texts(task) == ["42"]
+    assert len(evidence(evidence_dir, "started")) == 1, "the session the probe opened serves the calls"
 
 
 async def test_a_server_that_keeps_dying_takes_the_agent_out_of_service_and_stops_with_the_gateway(
@@ -273,8 +326,8 @@ async def test_a_server_beside_the_agent_file_runs_in_its_folder(tmp_path: Path,
     agent["runtime"]["server"] = {"name": "mine", "command": [sys.executable, "my_tools.py"]}
     missing = mcp_agent("missing", "shout")
     missing["runtime"]["server"] = {"name": "gone", "command": ["./not_here.py"]}
-    async with running_gateway(make_settings(tmp_path, agents=write_agents(agents, agent))) as gateway:
+    async with running_gateway(make_settings(tmp_path, agents=write_agents(agents, agent, missing))) as gateway:
         task, _ = await run(gateway, "local-shout", BINDINGS[0], text_message("beside"))
+        problem = await refused(gateway, "missing")
     assert artifact_texts(task) == ["BESIDE"]
-    with pytest.raises(RuntimeLoadError, match=r"missing: MCP server gone cannot start: no program './not_here.py'"):
-        create_app(make_settings(tmp_path, agents=write_agents(tmp_path / "other", missing)))
+    assert "missing is out of service: MCP server gone cannot start: no program './not_here.py'" in problem
