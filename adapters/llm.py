@@ -398,7 +398,7 @@ class ChatCompletionsRuntime:
             body["temperature"] = endpoint.temperature
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        if self._escalation is not None and "low-confidence" in self._escalation.on and endpoint is self.endpoint:
+        if self._escalation is not None and "low-confidence" in self._escalation.when and endpoint is self.endpoint:
             body["logprobs"] = True  # the answer's token probabilities, for its confidence (``llm_tiers``)
         return body
 

@@ -1,6 +1,6 @@
 """Cost tiers for ``llm`` agents: a cheap model answers first, a stronger one when that answer will not do.
 
-An agent file's ``runtime.escalation`` names the stronger ``model`` and ``on`` which signs of a poor
+An agent file's ``runtime.escalation`` names the stronger ``model`` and ``when``: which signs of a poor
 answer it takes over (all three by default):
 
 - ``refusal``: the model refused (a streamed ``refusal`` delta, or ``finish_reason: content_filter``);
@@ -68,13 +68,13 @@ def schema_problem(schema: dict[str, Any] | None, text: str) -> str:
 
 def why_escalate(policy: EscalationSpec, judged: Judged, schema: dict[str, Any] | None) -> str:
     """Why the stronger model takes over from this answer, or empty when it stands."""
-    if "refusal" in policy.on and judged.refused:
+    if "refusal" in policy.when and judged.refused:
         return "the model refused"
-    if "invalid" in policy.on:
+    if "invalid" in policy.when:
         problem = schema_problem(schema, judged.text)
         if problem:
             return f"the answer does not match output_schema ({problem})"
     sure = judged.confidence
-    if "low-confidence" in policy.on and sure is not None and sure < policy.min_confidence:
+    if "low-confidence" in policy.when and sure is not None and sure < policy.min_confidence:
         return f"confidence {sure:.2f} is below {policy.min_confidence:g}"
     return ""

@@ -173,7 +173,8 @@ class EscalationSpec(_Strict):
     """A stronger model that answers when the agent's model refused, broke ``output_schema`` or was unsure."""
 
     model: str = Field(min_length=1, description="the stronger model, on the same endpoint")
-    on: list[Literal["refusal", "invalid", "low-confidence"]] = Field(
+    # ``when``, not ``on``: YAML 1.1 (PyYAML) reads a bare ``on`` key as the boolean true.
+    when: list[Literal["refusal", "invalid", "low-confidence"]] = Field(
         default=["refusal", "invalid", "low-confidence"], min_length=1, description="which signs of a poor answer"
     )
     min_confidence: float = Field(default=0.5, ge=0, le=1, description="below this confidence the answer escalates")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from mcp.client import Client as McpClient
 
 from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from gateway.runtime import AgentCall, Usage
-from gateway.spec import EscalationSpec
+from gateway.spec import EscalationSpec, LlmRuntime
 from gateway.testing import running_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
@@ -59,7 +60,7 @@ def models(chat: ScriptedChatServer) -> list[str]:
 
 async def test_a_refusal_escalates_to_the_stronger_model_and_both_calls_count(chat: ScriptedChatServer) -> None:
     chat.answer(refusal("I cannot help with that."), answer("Here is how.", 200, 20))
-    runtime = make_runtime(chat.base_url, **PRICES, escalation={**STRONG, "on": ["refusal"]})
+    runtime = make_runtime(chat.base_url, **PRICES, escalation={**STRONG, "when": ["refusal"]})
 
     reply, emit = await ask(runtime)
 
@@ -150,7 +151,7 @@ async def test_a_handoff_envelope_reaches_the_model_once(chat: ScriptedChatServe
 
 
 def test_the_judgement_rules() -> None:
-    policy = EscalationSpec(model="m", on=["invalid"])
+    policy = EscalationSpec(model="m", when=["invalid"])
     assert confidence('{"confidence": 0.3}', []) == 0.3 and confidence("plain", []) is None
     assert confidence('{"confidence": 7}', [-0.1]) == pytest.approx(0.905, abs=1e-3), "7 is no probability"
     assert schema_problem(None, "anything") == "" and schema_problem(SCHEMA, '{"answer": "x"}') == ""
@@ -187,3 +188,11 @@ async def test_an_escalating_agent_answers_through_a2a_and_as_an_mcp_tool(
     assert not tool.is_error and (tool.structured_content or {}).get("text") == "4", tool.structured_content
     assert models(chat) == ["cheap-1", "strong-1"] * 2
     assert [received.body["max_tokens"] for received in chat.received] == [200] * 4
+
+
+def test_the_readme_example_of_cost_tiers_is_a_valid_llm_runtime() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "escalation:" in b]
+    runtime = LlmRuntime.model_validate(yaml.safe_load(block)["runtime"])
+    assert runtime.escalation is not None and runtime.escalation.model == "large-model"
+    assert runtime.max_tokens == 800 and runtime.output_schema is not None
