@@ -246,3 +246,31 @@ async def test_a_replica_claims_no_more_items_than_its_admission_cap_leaves_free
     for pid, own in by_pid.items():
         spans = sorted((first, last) for runs in executions(own).values() for _, first, last in runs)
         assert all(b[0] > a[1] for a, b in itertools.pairwise(spans)), f"pid {pid} ran two items at once"
+
+
+async def test_a_replica_stopped_gracefully_hands_its_items_over_at_once(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(3)  # the survivors have a free slot for each item the leaving one hands over
+    log = tmp_path / "probe.log"
+    others = {replica.proc.pid: replica for replica in replicas[1:]}  # type: ignore[union-attr]
+    labels = [f"g{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
+    running = asyncio.ensure_future(run_queue(replicas[0], labels, 30))  # 3 s an item
+
+    await wait_for_stamp(log, lambda rows: any(pid in others and kind == "tick" for _, pid, kind, _ in rows), "r2/r3")
+    leaving = next(pid for _, pid, kind, _ in stamps(log) if pid in others and kind == "tick")
+    others[leaving].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    stopped_ns = time.time_ns()
+    run = await running
+
+    assert run.state == TaskState.TASK_STATE_COMPLETED
+    rows = stamps(log)
+    handed = {key for key, pid, kind, _ in rows if pid == leaving and kind == "canceled"}
+    assert handed, "the stopping replica stopped the items it was running"
+    assert runs_of(rows, "end") == Counter(f"{label}:a" for label in labels), "every item ended exactly once"
+    took = [
+        (min(ns for k, pid, kind, ns in rows if k == key and kind == "start" and pid != leaving) - stopped_ns) / 1e9
+        for key in handed
+    ]
+    print(f"\nSIGTERM: {len(handed)} item(s) handed over, started again {sorted(round(t, 2) for t in took)} s after")
+    assert max(took) < DEAD_GRACE_S, "handed over at once, not after the dead replica's grace"
