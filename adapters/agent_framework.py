@@ -3,7 +3,8 @@
 ``runtime.agent`` names an agent (``Agent``, or anything that ``SupportsAgentRun``), a ``Workflow``,
 or a function returning either. A workflow runs as the framework's own ``WorkflowAgent``
 (``workflow.as_agent()``); since a workflow object holds the state of one run, a function returning
-a new workflow lets tasks run side by side (a workflow object serves one task at a time).
+a new workflow lets tasks run side by side (a workflow object serves one task at a time, and one
+canceled while it waited for input keeps waiting: later tasks fail saying so).
 
 Each A2A task is one run on a session of its own (``AgentSession``, kept while the task waits for
 input). The run streams, and its updates map onto the task: text as chunks of the ``result``
@@ -121,8 +122,9 @@ class AgentFrameworkAdapter(FrameworkAdapter):
         if isinstance(self.agent, WorkflowAgent):
             if self._busy and self._busy != task_id:
                 raise AgentBusyError(
-                    f"the workflow is busy with task {self._busy}; name a function returning a new Workflow "
-                    "in runtime.agent to run tasks side by side"
+                    f"the workflow object holds the run of task {self._busy} (running, waiting for input, or "
+                    "canceled while it waited); it runs one task at a time: name a function returning a new "
+                    "Workflow in runtime.agent to run tasks side by side"
                 )
             self._busy = task_id
         return self.agent  # type: ignore[no-any-return]
@@ -158,9 +160,12 @@ class AgentFrameworkAdapter(FrameworkAdapter):
             self._release(call.task_id)
 
     async def cancel(self, call: AgentCall) -> None:
-        """Forget the task's paused run (its stream is closed already)."""
+        """Forget the task's paused run (its stream is closed already).
+
+        A single workflow object stays held: it still waits on the canceled run's requests, and the
+        framework has no way to drop them.
+        """
         await super().cancel(call)
-        self._release(call.task_id)
 
     def _release(self, task_id: str) -> None:
         if self._busy == task_id:

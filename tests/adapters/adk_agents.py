@@ -11,7 +11,7 @@ from google.adk.agents import BaseAgent, LlmAgent
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events import Event
 from google.adk.models.lite_llm import LiteLlm
-from google.adk.tools import FunctionTool
+from google.adk.tools import FunctionTool, LongRunningFunctionTool
 from google.genai import types
 
 CHAT_URL_ENV = "OPENAI_BASE_URL"
@@ -35,6 +35,19 @@ def assistant() -> LlmAgent:
         model=model,
         instruction="You help ship releases.",
         tools=[FunctionTool(lookup), FunctionTool(deploy, require_confirmation=True)],
+    )
+
+
+def ask_manager(request: str) -> dict[str, str]:
+    """Ask the release manager to sign a request off; the answer comes later."""
+    return {"status": "waiting for the release manager"}
+
+
+def signoff() -> LlmAgent:
+    """An LLM agent whose long-running tool waits for a person's answer."""
+    model = LiteLlm(model="openai/test-model", api_base=os.environ[CHAT_URL_ENV], api_key="sk-test")
+    return LlmAgent(
+        name="signoff", model=model, instruction="Get sign-off.", tools=[LongRunningFunctionTool(ask_manager)]
     )
 
 

@@ -189,3 +189,20 @@ async def test_a_data_part_answers_a_confirmation(chat: ScriptedChatServer) -> N
     runner = adapter.runner
     kept = await runner.session_service.get_session(app_name=runner.app_name, user_id="switchboard", session_id="t1")
     assert kept is None, "the task's session ended with it"
+
+
+async def test_a_long_running_tool_waits_for_the_callers_answer_as_its_result(chat: ScriptedChatServer) -> None:
+    chat.answer(
+        Stream([tool_chunk(0, name="ask_manager", arguments='{"request": "ship 2.0"}'), finish_chunk("tool_calls")]),
+        Stream([text_chunk("Asked the release manager."), finish_chunk()]),  # on the tool's first, pending answer
+        Stream([text_chunk("Signed off."), finish_chunk()]),
+    )
+    adapter = AdkAdapter("signoff", adk_agents.signoff(), AdkOptions(), Prices())
+    async with asyncio.timeout(WAIT_S):
+        first = await adapter(AgentCall(text="Get 2.0 signed off", task_id="t1"), RecordingEmitter())
+        done = await adapter(AgentCall(text="approved by Ada", task_id="t1"), RecordingEmitter())
+    assert first.state == "input-required"
+    assert first.text == 'ask_manager({"request": "ship 2.0"}) waits for your answer.'
+    assert done.state == "completed" and done.text == "Signed off."
+    tool_message = chat.received[-1].body["messages"][-1]
+    assert tool_message["role"] == "tool" and "approved by Ada" in tool_message["content"], tool_message

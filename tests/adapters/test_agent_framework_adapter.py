@@ -199,3 +199,17 @@ async def test_a_data_part_answers_an_approval(chat: ScriptedChatServer) -> None
         done = await adapter(AgentCall(text="", data=({"approved": True},), task_id="t1"), emit)
     assert done.state == "completed" and done.text == "Deployed 2.0."
     assert emit.progress_messages == ["rel: deploy returned"]
+
+
+async def test_a_workflow_object_serves_one_task_at_a_time() -> None:
+    adapter = AgentFrameworkAdapter("pub", agent_framework_agents.publishing(), NoOptions(), Prices())
+    async with asyncio.timeout(WAIT_S):
+        first = await adapter(AgentCall(text="Release notes", task_id="t1"), RecordingEmitter())
+        second = await adapter(AgentCall(text="Blog post", task_id="t2"), RecordingEmitter())
+        done = await adapter(AgentCall(text="a changelog", task_id="t1"), RecordingEmitter())
+        fourth = await adapter(AgentCall(text="Blog post", task_id="t4"), RecordingEmitter())
+        await adapter.forget("t4")  # canceled while it waited: the object still waits on t4's request
+        fifth = await adapter(AgentCall(text="Tweet", task_id="t5"), RecordingEmitter())
+    assert first.state == fourth.state == "input-required" and done.state == "completed"
+    assert second.state == "failed" and "holds the run of task t1" in second.text
+    assert fifth.state == "failed" and "holds the run of task t4" in fifth.text and "a function returning" in fifth.text
