@@ -10,6 +10,11 @@ ledger, or the last delegated step failed; ``max_stalls`` stalls in a row make t
 (a new task ledger), at most ``max_replans`` times, after which the run fails. The run completes
 when the manager says the request is satisfied; ``max_iterations`` unsatisfied iterations fail it,
 and an iteration past ``run.limits.max_rounds`` raises ``LimitExceededError``.
+
+The ledgers are published live as the run's ``ledgers`` artifact (``Ledgers.view``: the task
+ledger, each progress ledger, each stall's reason, the plans and the re-plan count), replaced each
+time one arrives, so a subscriber (the dashboard) reads them as data rather than from the progress
+text.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run,
 from gateway.orchestration.turns import clip, ended, guard_round, json_object, not_participants
 
 STEP_CHARS = 2000
+ARTIFACT = "ledgers"
 LEDGER_FORMAT = json.dumps(
     {
         "is_request_satisfied": {"answer": False, "reason": "..."},
@@ -77,6 +83,7 @@ class Ledgers:
     steps: list[dict[str, Any]] = field(default_factory=list)
     plans: list[dict[str, Any]] = field(default_factory=list)
     replans: int = 0
+    stalls: list[dict[str, Any]] = field(default_factory=list)  # {iteration, reason, count}, for the live view
 
     def data(self, stopped_by: str) -> dict[str, Any]:
         """The outcome data."""
@@ -87,6 +94,16 @@ class Ledgers:
             "plans": self.plans,
             "replans": self.replans,
             "stopped_by": stopped_by,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """The live ``ledgers`` artifact: the ledgers so far, not the steps' outputs (the steps artifact has those)."""
+        return {
+            "task_ledger": asdict(self.task),
+            "progress_ledgers": list(self.progress),  # copies: the entries are never changed, the lists grow
+            "stalls": list(self.stalls),
+            "plans": list(self.plans),
+            "replans": self.replans,
         }
 
 
@@ -194,6 +211,7 @@ async def run(run: Run, options: MagenticOptions) -> Outcome:
         return ended(planned, "planning", {})
     orchestrator = Orchestrator(run, options, manager, agents, Ledgers(task_ledger(planned)))
     orchestrator.ledgers.plans.append({"iteration": 0, **asdict(orchestrator.ledgers.task)})
+    await run.artifact(ARTIFACT, orchestrator.ledgers.view())
     iteration = 0
     while options.max_iterations is None or iteration < options.max_iterations:
         iteration += 1
@@ -225,10 +243,13 @@ class Orchestrator:
             return ended(reply, f"keeping the progress ledger (round {number})", self.ledgers.data("manager"))
         ledger = progress_ledger(reply)
         self.ledgers.progress.append({"iteration": number, **asdict(ledger)})
+        why = "" if ledger.satisfied else stall_reason(ledger, self.agents, self.ledgers, self.failed)
+        self.stalls = self.stalls + 1 if why else 0
+        if why:
+            self.ledgers.stalls.append({"iteration": number, "reason": why, "count": self.stalls})
+        await self.run.artifact(ARTIFACT, self.ledgers.view())
         if ledger.satisfied:
             return Outcome("completed", _final(ledger, self.ledgers), self.ledgers.data("satisfied"))
-        why = stall_reason(ledger, self.agents, self.ledgers, self.failed)
-        self.stalls = self.stalls + 1 if why else 0
         if self.stalls >= self.options.max_stalls:
             return await self.replan(number, why)
         if why:
@@ -255,6 +276,7 @@ class Orchestrator:
         self.ledgers.replans += 1
         self.ledgers.plans.append({"iteration": number, **asdict(self.ledgers.task)})
         self.stalls, self.failed = 0, False
+        await self.run.artifact(ARTIFACT, self.ledgers.view())
         return None
 
     async def delegate(self, ledger: ProgressLedger, number: int) -> StepResult:

@@ -128,6 +128,42 @@ async def test_stalls_make_the_manager_replan() -> None:
     assert "round 2: stalled (the manager reports a loop); boss re-planning" in crew.progress_messages
 
 
+async def test_each_ledger_is_published_live_as_the_ledgers_artifact() -> None:
+    new_plan = {"facts": ["the test sleeps"], "plan": ["remove the sleep"]}
+    boss = manager(
+        [data(PLAN), data(new_plan)],
+        [
+            data(ledger("searcher", "look around", progress=False)),
+            data(ledger("searcher", "look around more", in_loop=True)),
+            data(ledger(satisfied=True, final_answer="done")),
+        ],
+    )
+    crew = team(boss)
+
+    outcome = await run(crew, MagenticOptions(max_stalls=2))
+
+    views = [view for name, view in crew.artifacts if name == "ledgers"]
+    assert [name for name, _ in crew.artifacts] == ["ledgers"] * 5
+    assert views[0] == {
+        "task_ledger": PLAN,
+        "progress_ledgers": [],
+        "stalls": [],
+        "plans": [views[0]["plans"][0]],
+        "replans": 0,
+    }
+    assert [len(view["progress_ledgers"]) for view in views] == [0, 1, 2, 2, 3]
+    assert views[1]["progress_ledgers"][0]["speaker"] == "searcher"
+    assert views[1]["progress_ledgers"][0]["progress"] is False
+    assert views[2]["stalls"] == [
+        {"iteration": 1, "reason": "the manager reports no progress", "count": 1},
+        {"iteration": 2, "reason": "the manager reports a loop", "count": 2},
+    ]
+    assert (views[3]["task_ledger"], views[3]["replans"]) == (new_plan, 1)
+    assert views[4]["progress_ledgers"][-1]["satisfied"] is True
+    assert views[4]["task_ledger"] == data_of(outcome)["task_ledger"]
+    assert views[4]["progress_ledgers"] == data_of(outcome)["progress_ledgers"]
+
+
 async def test_a_failed_step_stalls_then_replans_are_exhausted() -> None:
     boss = manager([data(PLAN)], [data(ledger("coder", "fix")), data(ledger("coder", "try again"))])
     crew = team(boss, coder=always(result(state="failed", error="compile error")))
