@@ -374,7 +374,7 @@ class EngineRun:
         follow_up = self._follow_up(saved)
         if saved is not None and follow_up is None:
             if number not in self._published:
-                self._publish_output(number, saved)  # finished, checkpointed, not shown before a crash
+                self._publish_output(number, label, saved)  # finished, checkpointed, not shown before a crash
             self._budget.account(saved.usage)
             return saved
         if follow_up is not None and self._answer is not None:
@@ -820,15 +820,14 @@ class EngineRun:
             return False
 
     def _publish(self, number: int, label: str, result: StepResult) -> None:
-        self._publish_output(number, result)
+        self._publish_output(number, label, result)
         ending = f"{label} · {result.agent}: {result.state}"
         self._updates.progress(f"{ending} ({result.error})" if result.error else ending)
 
-    def _publish_output(self, number: int, result: StepResult) -> None:
+    def _publish_output(self, number: int, label: str, result: StepResult) -> None:
         if result.text or result.data is not None:
-            self._updates.step(
-                StepOutput(number, result.agent, result.state, result.task_id, result.text or None, result.data)
-            )
+            text = result.text or None
+            self._updates.step(StepOutput(number, result.agent, result.state, result.task_id, text, result.data, label))
 
 
 async def cancel_waiting_children(host: Host, record: RunRecord, context: ServerCallContext) -> int:

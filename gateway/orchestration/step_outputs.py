@@ -4,8 +4,9 @@ A run publishes its steps' outputs in batches (``engine.RunPublisher``); each ba
 artifact update of the artifact ``steps`` (the first creates it, later ones append), since every
 event on the run's task is a save of the whole task. A step's output is one text part and/or one
 data part, in that order, each carrying the step's link to its child task in the part's metadata:
-``{"switchboard": {"step", "agent", "state", "task_id"}}``. Within a batch steps come in step
-order; batches come in the order steps finished. A step with neither text nor data has no part
+``{"switchboard": {"step", "agent", "state", "task_id", "label"}}`` (the label is the step's place
+in the pattern, "item 3/9, attempt 2", which its progress lines name it by). Within a batch steps
+come in step order; batches come in the order steps finished. A step with neither text nor data has no part
 (its link is in the final status update's metadata, ``adapters.workflow.publish_outcome``).
 
 Readers (the CLI, the MCP binding, tests) get the outputs back with ``step_outputs``.
@@ -13,6 +14,7 @@ Readers (the CLI, the MCP binding, tests) get the outputs back with ``step_outpu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ class StepOutput:
     task_id: str
     text: str | None = None
     data: Any = None
+    label: str = ""
 
     @property
     def name(self) -> str:
@@ -45,7 +48,8 @@ class StepOutput:
 
     def link(self) -> dict[str, Any]:
         """The step's entry in its parts' metadata."""
-        return {"step": self.step, "agent": self.agent, "state": self.state, "task_id": self.task_id}
+        link = {"step": self.step, "agent": self.agent, "state": self.state, "task_id": self.task_id}
+        return {**link, "label": self.label} if self.label else link
 
 
 def step_parts(outputs: Iterable[StepOutput]) -> list[Part]:
@@ -77,7 +81,7 @@ def step_outputs(parts: Sequence[Part]) -> list[StepOutput]:
         data = data_value(part.data) if part.HasField("data") else None
         last = outputs[-1] if outputs else None
         if last is not None and last.step == int(link["step"]) and last.data is None and data is not None:
-            outputs[-1] = StepOutput(last.step, last.agent, last.state, last.task_id, last.text, data)
+            outputs[-1] = dataclasses.replace(last, data=data)
             continue
         outputs.append(
             StepOutput(
@@ -87,6 +91,7 @@ def step_outputs(parts: Sequence[Part]) -> list[StepOutput]:
                 str(link.get("task_id", "")),
                 text,
                 data,
+                str(link.get("label", "")),
             )
         )
     return outputs

@@ -171,13 +171,16 @@ export class RunModel {
     for (const entry of metadata?.switchboard?.steps || []) this.link(entry);
   }
 
-  /** A step's link to its child task: {step, agent, state, task_id}. */
+  /** A step's link to its child task: {step, agent, state, task_id, label (a step's output has it)}. */
   link(entry) {
     if (!entry || typeof entry.agent !== "string" || entry.step === undefined) return null;
     const number = Number(entry.step);
-    let step = [...this.steps.values()].find((s) => s.number === number);
+    const label = typeof entry.label === "string" && entry.label ? entry.label : null;
+    let step = label ? this.steps.get(label) : undefined;
+    step ??= [...this.steps.values()].find((s) => s.number === number);
+    // Without a label (the final status's links), a step not linked yet: the first of the agent's.
     step ??= [...this.steps.values()].find((s) => s.agent === entry.agent && s.number === null);
-    step ??= this.step(`step ${number}`, entry.agent, "history");
+    step ??= this.step(label || `step ${number}`, entry.agent, "history");
     step.number = number;
     step.taskId = String(entry.task_id || step.taskId || "");
     if (entry.state && !["working", "submitted"].includes(entry.state)) this.move(step, String(entry.state));
