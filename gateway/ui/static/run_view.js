@@ -7,6 +7,7 @@ import { badge, h, replace, short, when } from "./dom.js";
 import { drawRun } from "./drawing.js";
 import { taskPath } from "./links.js";
 import { RunModel, textOf } from "./run_model.js";
+import { DRAWN, shapeSections } from "./run_shapes.js";
 import { GatewayError, api, follow, isInterrupted, isTerminal, rpc, stream } from "./session.js";
 
 function partView(part) {
@@ -21,6 +22,11 @@ function partView(part) {
     return h("p", { class: "file" }, `file ${part.filename || "(unnamed)"} · ${part.mediaType || "?"} · ${size}`);
   }
   return h("pre", { class: "data" }, JSON.stringify(part));
+}
+
+/** The artifacts shown as such: for a run, not those its shape draws (the magentic ledgers). */
+function shownArtifacts(model, isRun) {
+  return model.outputs().filter((a) => !(isRun && DRAWN.has(a.artifactId)));
 }
 
 function newMessage(text, files, task) {
@@ -213,7 +219,8 @@ export class TaskView {
         h("button", { type: "button", class: "danger", "data-role": "cancel", on: { click: () => this.cancel() } }, "Cancel")),
       waiting && this.owner === undefined ? this.answerForm(task) : null,
       isRun && model.steps.size ? this.runSection(model) : null,
-      task.status?.message && !waiting && !(isRun && ended && model.outputs().length) ? h("section", { "data-role": "status-message" },
+      isRun ? shapeSections(model) : null,
+      task.status?.message && !waiting && !(isRun && ended && shownArtifacts(model, isRun).length) ? h("section", { "data-role": "status-message" },
         h("h2", {}, "Status message"), ...(task.status.message.parts || []).map(partView)) : null,
       this.outputs(model, isRun, ended),
       this.history(task, model),
@@ -260,7 +267,7 @@ export class TaskView {
   }
 
   outputs(model, isRun, ended) {
-    const artifacts = model.outputs();
+    const artifacts = shownArtifacts(model, isRun);
     if (!artifacts.length) return null;
     if (isRun) {
       if (!ended) return null;
