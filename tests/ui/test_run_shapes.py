@@ -164,3 +164,23 @@ async def test_a_work_queue_run_fills_its_items_table_live(alice: Page, gateway:
     trace = await alice.evaluate("window.__trace")
     assert ["item", "2", "running"] in trace[: trace.index(["report"])]
     await alice.screenshot(path=str(SCREENSHOTS / "work-queue-run.png"), full_page=True)
+
+
+async def test_the_runs_list_refreshes_itself_while_a_run_is_active(
+    alice: Page, gateway: GatewayProcess, hold: Path
+) -> None:
+    listed: list[str] = []
+    alice.on("request", lambda request: listed.append(request.url) if "/ui/api/tasks" in request.url else None)
+    task_id = await start_batch(gateway.url, [{"text": "hold on"}])
+    try:
+        await alice.goto(f"{gateway.url}/ui/runs")
+        await loaded(alice, "runs")
+        row = f"[data-role=tasks] tr[data-task='{task_id}']"
+        await alice.wait_for_selector(f"{row} [data-state=working], {row} [data-state=submitted]")
+        await alice.wait_for_selector("[data-role=list-live]")
+        await asyncio.wait_for(asyncio.to_thread(release, hold), PAGE_TIMEOUT_MS / 1000)
+    finally:
+        release_if_waiting(hold)
+    await alice.wait_for_selector(f"{row} [data-state=completed]", timeout=PAGE_TIMEOUT_MS)
+    assert await alice.locator("[data-role=list-live]").count() == 0, "nothing runs any more: no more refreshing"
+    assert len(listed) >= 2 and len(set(listed)) == 1, "the same page of the list, again: one request each time"
