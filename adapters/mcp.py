@@ -15,18 +15,24 @@ are status updates, an A2A cancel cancels the call (the SDK sends ``notification
 While the server is out of service (it could not be probed, failed to start or exited too often)
 a message is refused as unavailable, the reason in the error, before a task exists. Its text
 content is the ``result`` artifact, its structured content the ``structured`` data artifact
-(unless it only wraps the text, as ``{"result": ...}``), any other content block a data artifact
-of its own; a result with ``isError`` fails the task with the tool's message.
+(unless it only wraps the text, as ``{"result": ...}``); each other content block is an artifact of
+its own: an image, audio or blob resource a file part (its bytes, media type and a name), a text
+resource text, a resource link data; a result with ``isError`` fails the task with the tool's message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import json
 import logging
+import mimetypes
 import weakref
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import mcp_types as types
@@ -38,7 +44,7 @@ from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor, message_input
 from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted, server_key
 from gateway.hosting.runtimes import Host
-from gateway.runtime import AgentCall, Emitter, Reply
+from gateway.runtime import AgentCall, Emitter, FileOutput, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
 
 logger = logging.getLogger(__name__)
@@ -250,9 +256,14 @@ class McpToolRuntime:
         if result.is_error:
             return Reply(text=f"{self.name}: {' '.join(texts) or 'the tool failed'}", state="failed")
         others = [block for block in result.content if not isinstance(block, types.TextContent)]
-        for index, block in enumerate(others, start=1):
-            await emit.artifact(
-                f"content-{index}", data=block.model_dump(mode="json", by_alias=True, exclude_none=True)
+        try:
+            for index, block in enumerate(others, start=1):
+                await emit_content(emit, f"content-{index}", block)
+        except binascii.Error as exc:
+            return Reply(
+                text=f"{self.name}: MCP server {self.server.label} answered {self._runtime.tool} with content "
+                f"that is not base64 ({exc})",
+                state="failed",
             )
         text = "\n".join(texts)
         structured = result.structured_content
@@ -261,6 +272,28 @@ class McpToolRuntime:
                 "structured", data=structured if isinstance(structured, dict | list) else {"value": structured}
             )
         return Reply(text=text)
+
+
+async def emit_content(emit: Emitter, name: str, block: types.ContentBlock) -> None:
+    """Artifact ``name`` holding a content block other than text: an image, audio or blob resource as a file
+    part (its bytes, media type and a name), a text resource as text, anything else (a resource link) as data."""
+    if isinstance(block, types.ImageContent | types.AudioContent):
+        raw = base64.b64decode(block.data, validate=True)
+        await emit.artifact(name, file=FileOutput(f"{name}{_extension(block.mime_type)}", raw, block.mime_type))
+    elif isinstance(block, types.EmbeddedResource) and isinstance(block.resource, types.BlobResourceContents):
+        resource = block.resource
+        media_type = resource.mime_type or "application/octet-stream"
+        file_name = PurePosixPath(urlsplit(resource.uri).path).name or f"{name}{_extension(media_type)}"
+        raw = base64.b64decode(resource.blob, validate=True)
+        await emit.artifact(name, file=FileOutput(file_name, raw, media_type))
+    elif isinstance(block, types.EmbeddedResource) and isinstance(block.resource, types.TextResourceContents):
+        await emit.artifact(name, text=block.resource.text)
+    else:
+        await emit.artifact(name, data=block.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _extension(media_type: str) -> str:
+    return mimetypes.guess_extension(media_type.split(";")[0].strip()) or ""
 
 
 def _repeats(structured: Any, text: str) -> bool:

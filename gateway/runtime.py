@@ -28,6 +28,15 @@ class FileInput:
 
 
 @dataclass(frozen=True)
+class FileOutput:
+    """A file a runtime returns: its bytes, media type and name (an A2A file part)."""
+
+    name: str
+    raw: bytes
+    media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
 class Turn:
     """An earlier message of the same task, reduced to what a runtime needs."""
 
@@ -116,8 +125,9 @@ class Emitter(Protocol):
         data: dict[str, Any] | list[Any] | None = None,
         append: bool = False,
         last_chunk: bool | None = None,
+        file: FileOutput | None = None,
     ) -> None:
-        """Emit (or append to) an artifact."""
+        """Emit (or append to) an artifact: a text part, a data part and a file part, each when given."""
 
 
 Runtime = Callable[[AgentCall, Emitter], Awaitable[Reply]]

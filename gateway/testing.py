@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.bindings.http_server import server_config
+from gateway.runtime import FileOutput
 from gateway.settings import Settings
 
 STARTUP_TIMEOUT_S = 15.0
@@ -40,9 +41,12 @@ class RecordingEmitter:
         data: dict[str, Any] | list[Any] | None = None,
         append: bool = False,
         last_chunk: bool | None = None,
+        file: FileOutput | None = None,
     ) -> None:
         """Record an artifact (or chunk)."""
-        self.artifacts.append({"name": name, "text": text, "data": data, "append": append, "last_chunk": last_chunk})
+        self.artifacts.append(
+            {"name": name, "text": text, "data": data, "append": append, "last_chunk": last_chunk, "file": file}
+        )
 
     def chunks(self) -> list[tuple[str, str | None, bool, bool | None]]:
         """Each artifact as ``(name, text, append, last_chunk)``."""

@@ -22,7 +22,7 @@ from google.protobuf.struct_pb2 import Struct, Value
 from gateway.auth.policy import Identity, caller_of
 from gateway.errors import PermissionDeniedError
 from gateway.hosting.data_parts import data_value
-from gateway.runtime import AgentCall, FileInput, Reply, Runtime, Turn
+from gateway.runtime import AgentCall, FileInput, FileOutput, Reply, Runtime, Turn
 from gateway.telemetry.access import message_skill, note_task
 
 logger = logging.getLogger(__name__)
@@ -210,9 +210,12 @@ class UpdaterEmitter:
         append: bool = False,
         last_chunk: bool | None = None,
         metadata: dict[str, Any] | None = None,
+        file: FileOutput | None = None,
     ) -> None:
         """An artifact (or a chunk of one, with ``append``), named ``name``."""
         parts = ([Part(text=text)] if text is not None else []) + ([data_part(data)] if data is not None else [])
+        if file is not None:
+            parts.append(Part(raw=file.raw, media_type=file.media_type, filename=file.name))
         await self._updater.add_artifact(
             parts, artifact_id=name, name=name, metadata=metadata, append=append or None, last_chunk=last_chunk
         )

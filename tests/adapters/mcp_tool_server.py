@@ -11,13 +11,15 @@ tell what ran on the server's side, including a cancellation.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 from starlette.applications import Starlette
 
 server = MCPServer("switchboard-test-tools")
@@ -76,6 +78,28 @@ async def countdown(steps: int, ctx: Context) -> str:
         _note("countdown", "cancelled")
         raise
     return f"lift-off after {steps} steps"
+
+
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6300010000050001a5f645400000000049454e44ae426082"
+)
+"""A 1x1 PNG."""
+
+
+@server.tool()
+def snapshot(title: str) -> list[ImageContent | EmbeddedResource | TextContent]:
+    """A picture, a PDF and a note about them, as MCP content blocks."""
+    pdf = BlobResourceContents(
+        uri="file:///reports/report.pdf", mime_type="application/pdf", blob=base64.b64encode(b"%PDF-1.7").decode()
+    )
+    note = TextResourceContents(uri="file:///reports/note.txt", mime_type="text/plain", text=f"about {title}")
+    return [
+        TextContent(type="text", text=f"{title}: one pixel"),
+        Image(data=PIXEL_PNG, format="png").to_image_content(),
+        EmbeddedResource(type="resource", resource=pdf),
+        EmbeddedResource(type="resource", resource=note),
+    ]
 
 
 @server.tool()

@@ -34,6 +34,7 @@ from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.mcp_servers import TEST_DIR_ENV, TOOL_SERVER, evidence, http_server_process, stdio_server
+from tests.adapters.mcp_tool_server import PIXEL_PNG
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, artifact_texts
 from tests.conftest import make_settings
 
@@ -82,6 +83,7 @@ async def gateway(tmp_path: Path, evidence_dir: Path) -> AsyncIterator[RunningGa
         mcp_agent("stats", "stats"),
         mcp_agent("countdown", "countdown"),
         mcp_agent("refuser", "refuse"),
+        mcp_agent("snapshot", "snapshot"),
         pipeline,
     )
     async with running_gateway(make_settings(tmp_path, agents=agents)) as running:
@@ -148,6 +150,23 @@ async def test_progress_streams_as_status_updates(gateway: RunningGateway) -> No
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert [s for s in statuses if s.startswith("step")] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
     assert artifact_texts(task) == ["lift-off after 3 steps"]
+
+
+@pytest.mark.parametrize("binding", [BINDINGS[0], BINDINGS[4]], ids=lambda b: b.id)
+async def test_images_and_blobs_are_file_parts_and_text_resources_text(
+    gateway: RunningGateway, binding: Binding
+) -> None:
+    task, _ = await run(gateway, "snapshot", binding, text_message("the sky"))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+    artifacts = {artifact.name: list(artifact.parts) for artifact in task.artifacts}
+    assert sorted(artifacts) == ["content-1", "content-2", "content-3", "result"]
+    assert artifacts["result"][0].text == "the sky: one pixel"
+    (image,) = artifacts["content-1"]
+    assert (image.raw, image.media_type, image.filename) == (PIXEL_PNG, "image/png", "content-1.png")
+    (pdf,) = artifacts["content-2"]
+    assert (pdf.raw, pdf.media_type, pdf.filename) == (b"%PDF-1.7", "application/pdf", "report.pdf")
+    (note,) = artifacts["content-3"]
+    assert note.text == "about the sky"
 
 
 async def test_a_tool_error_fails_the_task_with_its_message(gateway: RunningGateway) -> None:
