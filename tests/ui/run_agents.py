@@ -1,8 +1,8 @@
 """Fixture agents for the dashboard's run pages: a magentic manager that plans, stalls, re-plans and
-finishes, and a work-queue worker that fails some items and holds one until the test releases it.
+finishes, and a work-queue worker that fails some items and holds others until the test releases them.
 
-The hold is a named pipe: the worker blocks opening it for reading until the test opens it for
-writing, so the test decides when the held item finishes, with no sleeping on either side.
+A hold is a named pipe: the worker blocks opening it for reading until the test opens it for
+writing, so the test decides when a held item finishes, with no sleeping on either side.
 """
 
 from __future__ import annotations
@@ -61,17 +61,32 @@ async def coder(call: AgentCall, emit: Emitter) -> Reply:
     return Reply(text="patched test_io: it waits on the writer's event")
 
 
-def worker(hold: str) -> Runtime:
-    """Does an item; one whose text starts with ``broken`` fails, one with ``hold`` waits on the pipe ``hold``."""
+def worker(holds: str) -> Runtime:
+    """Does an item: ``broken ...`` fails; ``flaky ...`` fails the first time (a marker file in ``holds``
+    remembers it); ``hold NAME ...`` waits on the named pipe ``holds/NAME`` first."""
 
     async def run(call: AgentCall, emit: Emitter) -> Reply:
-        if call.text.startswith("broken"):
+        words = call.text.split()
+        if words[0] == "broken":
             return Reply(text=f"cannot do {call.text!r}", state="failed")
-        if call.text.startswith("hold"):
-            await asyncio.to_thread(Path(hold).read_text)
+        if words[0] == "flaky":
+            marker = Path(holds) / f"tried {call.text}"
+            if not marker.exists():
+                marker.touch()
+                return Reply(text=f"not this time: {call.text!r}", state="failed")
+        if words[0] == "hold":
+            await asyncio.to_thread((Path(holds) / words[1]).read_text)
         return Reply(text=f"did {call.text}")
 
     return run
+
+
+def pipe(holds: Path, name: str) -> Path:
+    """The named pipe an item ``hold NAME`` waits on (made when missing)."""
+    path = holds / name
+    if not path.exists():
+        os.mkfifo(path)
+    return path
 
 
 def release(hold: Path) -> None:
@@ -85,14 +100,21 @@ def release_if_waiting(hold: Path) -> None:
         os.close(os.open(hold, os.O_WRONLY | os.O_NONBLOCK))
 
 
-def files(hold: Path) -> list[dict[str, Any]]:
+def release_all(holds: Path) -> None:
+    """Release every worker waiting on a pipe in ``holds`` (at the end, whatever the tests did)."""
+    for hold in holds.iterdir():
+        if hold.is_fifo():
+            release_if_waiting(hold)
+
+
+def files(holds: Path) -> list[dict[str, Any]]:
     """The agent files: the magentic team and workflow, the work-queue pool and workflow."""
     return [
         python_agent("manager", f"{MODULE}:manager"),
         python_agent("searcher", f"{MODULE}:searcher"),
         python_agent("coder", f"{MODULE}:coder"),
         workflow("fix-flaky", "magentic", ["manager", "searcher", "coder"], {"max_stalls": 1}),
-        python_agent("pool-a", f"{MODULE}:worker", hold=str(hold)),
-        python_agent("pool-b", f"{MODULE}:worker", hold=str(hold)),
+        python_agent("pool-a", f"{MODULE}:worker", holds=str(holds)),
+        python_agent("pool-b", f"{MODULE}:worker", holds=str(holds)),
         workflow("batch", "work-queue", ["pool-a", "pool-b"], {"concurrency": 2, "max_attempts": 2}),
     ]

@@ -8,7 +8,6 @@ by the test through a named pipe, so nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest_asyncio
 
 from tests.orchestration.fixture_agents import agents_folder
 from tests.ui.conftest import KEYS, PAGE_TIMEOUT_MS, SCREENSHOTS, GatewayProcess, loaded, sign_in
-from tests.ui.run_agents import FIRST_PLAN, NEW_PLAN, files, release, release_if_waiting
+from tests.ui.run_agents import FIRST_PLAN, NEW_PLAN, files, pipe, release, release_all, release_if_waiting
 from tests.ui.test_browser import send_from_page, wait_state
 
 if TYPE_CHECKING:
@@ -48,21 +47,19 @@ new MutationObserver((records) => {
 
 
 @pytest.fixture(scope="module")
-def hold(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The named pipe the held work item waits on."""
-    pipe = tmp_path_factory.mktemp("hold") / "hold"
-    os.mkfifo(pipe)
-    return pipe
+def holds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the named pipes held work items wait on."""
+    return tmp_path_factory.mktemp("holds")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, hold: Path) -> AsyncIterator[GatewayProcess]:
+async def gateway(tmp_path_factory: pytest.TempPathFactory, holds: Path) -> AsyncIterator[GatewayProcess]:
     home = tmp_path_factory.mktemp("ui-shapes")
-    process = await GatewayProcess(home / "data", agents_folder(home / "agents", files(hold))).start()
+    process = await GatewayProcess(home / "data", agents_folder(home / "agents", files(holds))).start()
     try:
         yield process
     finally:
-        release_if_waiting(hold)
+        release_all(holds)
         await process.stop()
 
 
@@ -129,10 +126,11 @@ async def item_status(page: Page, number: int, status: str) -> None:
     await page.wait_for_selector(f"[data-item='{number}'][data-status={status}]", timeout=PAGE_TIMEOUT_MS)
 
 
-async def test_a_work_queue_run_fills_its_items_table_live(alice: Page, gateway: GatewayProcess, hold: Path) -> None:
+async def test_a_work_queue_run_fills_its_items_table_live(alice: Page, gateway: GatewayProcess, holds: Path) -> None:
+    hold = pipe(holds, "line")
     items: list[dict[str, object]] = [
         {"text": "alpha", "priority": 1},
-        {"text": "hold the line", "priority": 5},
+        {"text": "hold line", "priority": 5},
         {"text": "broken item", "priority": 0},
         {"text": "delta", "priority": 0},
     ]
@@ -156,7 +154,7 @@ async def test_a_work_queue_run_fills_its_items_table_live(alice: Page, gateway:
     await wait_state(alice, "completed")
     await item_status(alice, 2, "done")
     table = [await r.locator("td").all_inner_texts() for r in await alice.locator("[data-item]").all()]
-    assert [row[1:3] for row in table] == [["alpha", "1"], ["hold the line", "5"], ["broken item", "0"], ["delta", "0"]]
+    assert [row[1:3] for row in table] == [["alpha", "1"], ["hold line", "5"], ["broken item", "0"], ["delta", "0"]]
     assert [row[4] for row in table] == ["1", "1", "2", "1"], "the broken item was tried twice"
     assert table[2][3].startswith("dead-lettered: cannot do 'broken item'"), table
     held_by = await alice.get_attribute("[data-item='2']", "data-agent")
@@ -166,9 +164,43 @@ async def test_a_work_queue_run_fills_its_items_table_live(alice: Page, gateway:
     await alice.screenshot(path=str(SCREENSHOTS / "work-queue-run.png"), full_page=True)
 
 
-async def test_the_runs_list_refreshes_itself_while_a_run_is_active(
-    alice: Page, gateway: GatewayProcess, hold: Path
+async def test_a_failed_item_shows_re_queued_while_it_waits_behind_its_priority(
+    alice: Page, gateway: GatewayProcess, holds: Path
 ) -> None:
+    """Two slots: 'hold first' takes one; 'flaky' fails in the other and is re-queued behind 'hold second',
+    of its priority and queued before it, which takes the slot: 'flaky' waits, re-queued, until that is released."""
+    first, second = pipe(holds, "first"), pipe(holds, "second")
+    items: list[dict[str, object]] = [
+        {"text": "hold first", "priority": 5},
+        {"text": "flaky second", "priority": 1},
+        {"text": "hold second", "priority": 1},
+    ]
+    task_id = await start_batch(gateway.url, items)
+    try:
+        await alice.goto(f"{gateway.url}/ui/tasks/batch/{task_id}")
+        await loaded(alice, "task-live")
+        await item_status(alice, 2, "re-queued")
+        await item_status(alice, 3, "running")
+        await item_status(alice, 1, "running")
+        requeued = await alice.inner_text("[data-item='2'] td:nth-child(4)")
+        assert requeued.startswith("re-queued (failed on pool-"), requeued
+        assert await alice.inner_text("[data-item='2'] td:nth-child(5)") == "1"
+        await alice.screenshot(path=str(SCREENSHOTS / "work-queue-re-queued.png"), full_page=True)
+        await asyncio.wait_for(asyncio.to_thread(release, second), PAGE_TIMEOUT_MS / 1000)
+        await item_status(alice, 2, "done")
+        assert await alice.inner_text("[data-item='2'] td:nth-child(5)") == "2", "done on its second attempt"
+        await asyncio.wait_for(asyncio.to_thread(release, first), PAGE_TIMEOUT_MS / 1000)
+    finally:
+        release_if_waiting(first)
+        release_if_waiting(second)
+    await wait_state(alice, "completed")
+    assert await rows(alice, "[data-item]", "data-item", "data-status") == [("1", "done"), ("2", "done"), ("3", "done")]
+
+
+async def test_the_runs_list_refreshes_itself_while_a_run_is_active(
+    alice: Page, gateway: GatewayProcess, holds: Path
+) -> None:
+    hold = pipe(holds, "on")
     listed: list[str] = []
     alice.on("request", lambda request: listed.append(request.url) if "/ui/api/tasks" in request.url else None)
     task_id = await start_batch(gateway.url, [{"text": "hold on"}])

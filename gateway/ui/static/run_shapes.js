@@ -124,7 +124,7 @@ function status(tries, said) {
   }
   if (last?.state === "completed" || said?.startsWith("done by")) return { status: "done", agent: last?.agent || "", said: `done by ${last?.agent || "?"}` };
   if (said?.startsWith("dead-lettered")) return { status: "dead-lettered", agent: last?.agent || "", said };
-  if (said?.endsWith("re-queued")) return { status: "re-queued", agent: last?.agent || "", said: `re-queued after ${last?.state || "failing"} on ${last?.agent || "?"}` };
+  if (said?.endsWith("re-queued")) return { status: "re-queued", agent: last?.agent || "", said: `re-queued (${last?.state || "failed"} on ${last?.agent || "?"})` };
   if (last) return { status: "re-queued", agent: last.agent, said: `${last.state} on ${last.agent}` };
   return { status: "pending", agent: "", said: "pending" };
 }

@@ -220,7 +220,8 @@ export class TaskView {
       waiting && this.owner === undefined ? this.answerForm(task) : null,
       isRun && model.steps.size ? this.runSection(model) : null,
       isRun ? shapeSections(model) : null,
-      task.status?.message && !waiting && !(isRun && ended && shownArtifacts(model, isRun).length) ? h("section", { "data-role": "status-message" },
+      // A running run's status message is its latest progress, which the steps and the run log already show.
+      task.status?.message && !waiting && !(isRun && model.steps.size && !ended) && !(isRun && ended && shownArtifacts(model, isRun).length) ? h("section", { "data-role": "status-message" },
         h("h2", {}, "Status message"), ...(task.status.message.parts || []).map(partView)) : null,
       this.outputs(model, isRun, ended),
       this.history(task, model),
