@@ -276,6 +276,9 @@ class McpConnection:
         except McpServerError:
             await self._end()
             raise
+        except asyncio.CancelledError:  # the caller was (a re-probe at the gateway's stop): still starting too
+            await self._end(cancel=True)
+            raise
 
     async def _own(self, ready: asyncio.Future[Client]) -> None:
         with tempfile.TemporaryFile() as stderr:  # a stdio server's, kept for the reason when it fails

@@ -124,6 +124,7 @@ def http_app() -> Starlette:
 
 if __name__ == "__main__":
     if "--hang" in sys.argv:  # starts, then never answers (a server that hangs at start)
+        _note("hanging", str(os.getpid()))
         sys.stdin.read()
     elif "--until" in sys.argv and not Path(sys.argv[sys.argv.index("--until") + 1]).exists():
         sys.exit("not ready: no " + sys.argv[sys.argv.index("--until") + 1])  # a server not up yet

@@ -265,7 +265,9 @@ async def test_an_agent_whose_server_was_down_at_start_comes_into_service_when_i
     ready = tmp_path / "ready"
     late = mcp_agent("late", "add")
     late["runtime"]["server"] = stdio_server("--until", str(ready))
-    agents = write_agents(tmp_path / "agents", late)
+    typo = mcp_agent("late-typo", "teleport")
+    typo["runtime"]["server"] = stdio_server("--until", str(ready))
+    agents = write_agents(tmp_path / "agents", late, typo)
     async with running_gateway(make_settings(tmp_path, agents=agents)) as gateway:
         assert (
             f"late is out of service: MCP server tools exited before its session started; its stderr ends: "
@@ -281,6 +283,9 @@ async def test_an_agent_whose_server_was_down_at_start_comes_into_service_when_i
             task, _ = await run(gateway, "late", binding, data_message({"a": 20, "b": 22}))
             assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
             assert artifact_texts(task) == ["42"]
+        assert "late-typo is out of service: MCP server tools has no tool 'teleport'" in (
+            await refused(gateway, "late-typo")
+        ), "a server that answers without the tool keeps its agent out"
     assert len(evidence(evidence_dir, "started")) == 1, "the session the probe opened serves the calls"
 
 

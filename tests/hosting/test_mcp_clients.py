@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -154,3 +155,19 @@ async def test_a_server_that_exits_is_logged_when_it_does(pool: McpClientPool) -
         await asyncio.wait_for(logged.wait(), 10)
     finally:
         logging.getLogger(mcp_clients.__name__).removeHandler(watch)
+
+
+async def test_a_start_cancelled_while_the_server_hangs_leaves_nothing_behind(
+    pool: McpClientPool, tmp_path: Path
+) -> None:
+    starting = asyncio.create_task(pool.list_tools(stdio_spec("--hang", start_timeout_s=60)))
+    async with asyncio.timeout(10):  # the server says when it hangs (another process: no event to wait on)
+        while not evidence(tmp_path, "hanging"):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    starting.cancel()  # as the gateway's stop cancels a re-probe
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await asyncio.wait_for(pool.aclose(), 10)  # the session's owner task was ended, not left waiting
+    (pid,) = map(int, evidence(tmp_path, "hanging"))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
