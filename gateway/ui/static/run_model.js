@@ -164,6 +164,7 @@ export class RunModel {
     for (const part of artifact.parts || []) {
       const step = this.link(part.metadata?.switchboard);
       if (step && typeof part.text === "string" && !step.output) step.output = part.text.trim().split("\n")[0];
+      else if (step && part.data !== undefined && !step.output) step.output = clipped(JSON.stringify(part.data), 140);
     }
   }
 
@@ -191,6 +192,10 @@ export class RunModel {
   outputs() {
     return [...this.artifacts.values()].filter((a) => a.artifactId !== "steps");
   }
+}
+
+function clipped(text, chars) {
+  return text.length > chars ? `${text.slice(0, chars - 1)}…` : text;
 }
 
 function working(status) {
