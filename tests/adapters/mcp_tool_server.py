@@ -20,6 +20,7 @@ from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, TextResourceContents
+from pydantic import BaseModel
 from starlette.applications import Starlette
 
 server = MCPServer("switchboard-test-tools")
@@ -100,6 +101,19 @@ def snapshot(title: str) -> list[ImageContent | EmbeddedResource | TextContent]:
         EmbeddedResource(type="resource", resource=pdf),
         EmbeddedResource(type="resource", resource=note),
     ]
+
+
+class Approval(BaseModel):
+    """What ``confirm`` asks its client for."""
+
+    approve: bool
+
+
+@server.tool()
+async def confirm(action: str, ctx: Context) -> str:
+    """Asks its client (an MCP elicitation) whether to do the action."""
+    answer = await ctx.elicit(f"May I {action}?", Approval)
+    return f"{action}: {answer.action}"
 
 
 @server.tool()

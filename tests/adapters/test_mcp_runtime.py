@@ -84,6 +84,7 @@ async def gateway(tmp_path: Path, evidence_dir: Path) -> AsyncIterator[RunningGa
         mcp_agent("countdown", "countdown"),
         mcp_agent("refuser", "refuse"),
         mcp_agent("snapshot", "snapshot"),
+        mcp_agent("confirmer", "confirm"),
         pipeline,
     )
     async with running_gateway(make_settings(tmp_path, agents=agents)) as running:
@@ -173,6 +174,13 @@ async def test_a_tool_error_fails_the_task_with_its_message(gateway: RunningGate
     task, _ = await run(gateway, "refuser", BINDINGS[0], text_message("disk full"))
     assert task.status.state == TaskState.TASK_STATE_FAILED
     assert task.status.message.parts[0].text == "refuser: Error executing tool refuse: disk full"
+
+
+async def test_a_tool_that_asks_its_client_a_question_fails_with_the_reason(gateway: RunningGateway) -> None:
+    task, _ = await run(gateway, "confirmer", BINDINGS[0], text_message("delete the logs"))
+    assert task.status.state == TaskState.TASK_STATE_FAILED  # the gateway does not answer elicitations (yet)
+    reason = task.status.message.parts[0].text
+    assert reason.startswith("confirmer: tool confirm of MCP server tools failed: ") and "elicitation" in reason
 
 
 @pytest.mark.parametrize("binding", [BINDINGS[0], BINDINGS[4]], ids=lambda b: b.id)
