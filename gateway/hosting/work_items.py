@@ -17,7 +17,7 @@ that the row is no longer its claim) cancels the child through the runner's own 
 leaves the task CANCELED. A replica that dies while holding claims (its runner lock free for
 ``DEAD_GRACE_S``) has them queued again and claimed by another; its child tasks end FAILED by
 failover. One that stops gracefully queues its claims again at once. Items posted by a replica
-that died are deleted (its run resumes elsewhere and posts what it still needs). NOTIFYs only
+that died are deleted, by the sweep or when its run, resumed elsewhere, posts what it still needs. NOTIFYs only
 wake: every replica also reads the table every ``POLL_S``, so a lost one costs latency, never an
 item.
 
@@ -137,6 +137,8 @@ class WorkItems:
         owner = context.user.user_name if context.user.is_authenticated else ""
         await self.db.write_many(
             [
+                # A run resumed here withdraws what an earlier execution of it posted (its replica is gone).
+                ("DELETE FROM work_items WHERE run_id = ? AND posted_by <> ?", (run_id, self.db.runner)),
                 (
                     "INSERT INTO work_items (id, run_id, agent, owner, message, posted_by, posted_ns) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +236,7 @@ class WorkItems:
             self._wake.clear()
             try:
                 await self._requeue_orphans()
-                await self._stop_canceled()
+                await self._check_claims()
                 await self._claim()
             except Exception as exc:
                 logger.warning("could not claim work items: %s", exc)
@@ -264,7 +266,22 @@ class WorkItems:
         return free
 
     async def _run(self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message) -> None:
-        context = ServerCallContext(user=RunOwner(owner))
+        """Run a claimed item and write its end, while it is still this replica's claim."""
+        try:
+            end = await self._execute(item, agent, runner, owner, message)
+            if not await self.db.fetch_all(_FINISH, (*end, item, self.db.runner)):
+                logger.warning("work item %s is no longer this replica's claim: its end is dropped", item)
+        except asyncio.CancelledError:
+            pass  # withdrawn (the runner left the child canceled), handed over, or this replica is stopping
+        except Exception as exc:  # the row stays claimed, and is queued again (``_check_claims``)
+            logger.warning("could not write the end of work item %s: %s", item, exc)
+        finally:
+            self._running.pop(item, None)  # only now: until its end is written, the claim is not an orphan
+
+    async def _execute(
+        self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message
+    ) -> tuple[bytes | None, str, bool, bool]:
+        """The item's end as (final task, error, retryable, busy)."""
 
         async def started(task: Task) -> None:
             await self.db.write_many(
@@ -274,42 +291,48 @@ class WorkItems:
                 ]
             )
 
-        end: tuple[bytes | None, str, bool, bool]
         try:
-            task = await runner.run(message, context, started=started)
-            end = (task.SerializeToString(), "", False, False)
+            task = await runner.run(message, ServerCallContext(user=RunOwner(owner)), started=started)
+            return task.SerializeToString(), "", False, False
         except asyncio.CancelledError:
-            return  # withdrawn (the runner left the child canceled), or this replica is stopping
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return None, f"{agent}: its run was interrupted", True, False  # not canceled here: the step may retry
         except Exception as exc:
             retryable = getattr(exc, "retryable", False) is True
-            end = (None, f"{agent}: {exc or type(exc).__name__}", retryable, isinstance(exc, AgentBusyError))
+            return None, f"{agent}: {exc or type(exc).__name__}", retryable, isinstance(exc, AgentBusyError)
         finally:
-            self._running.pop(item, None)
             self._load[agent] -= 1
             self._wake.set()  # a slot is free
-        try:
-            await self.db.fetch_all(_FINISH, (*end, item, self.db.runner))
-        except Exception as exc:  # the row stays claimed: taken again once this replica is seen gone
-            logger.warning("could not write the end of work item %s: %s", item, exc)
 
-    async def _stop_canceled(self) -> None:
-        """The backstop for a lost cancel NOTIFY: stop the items running here whose row is no longer our claim."""
-        if not self._running:
-            return
+    async def _check_claims(self) -> None:
+        """Stop the items running here whose row is no longer our claim (a cancel NOTIFY may be lost), and queue
+        again the rows claimed by this replica that it does not run (whatever left them so, no run waits forever)."""
+        running = list(self._running)
         rows = await self.db.fetch_all(
             "SELECT id FROM work_items WHERE id = ANY(?) AND state = 'claimed' AND claimed_by = ?",
-            (list(self._running), self.db.runner),
+            (running, self.db.runner),
         )
         ours = {str(row[0]) for row in rows}
-        for item, running in list(self._running.items()):
-            if item not in ours and not running.done():
-                running.cancel()
+        for item in running:
+            task = self._running.get(item)
+            if item not in ours and task is not None and not task.done():
+                task.cancel()
+        stray = await self.db.write(
+            "UPDATE work_items SET state = 'queued', claimed_by = '', task_id = '' "
+            "WHERE state = 'claimed' AND claimed_by = ? AND NOT (id = ANY(?))",
+            (self.db.runner, list(self._running)),
+        )
+        if stray:
+            logger.warning("queued %d work item(s) again: claimed by this replica, which does not run them", stray)
+            self._wake.set()
 
     async def _requeue_orphans(self) -> None:
         """Queue again the claims of replicas gone for ``DEAD_GRACE_S``; withdraw the items of posters gone."""
         rows = await self.db.fetch_all(
             "SELECT DISTINCT claimed_by FROM work_items WHERE state = 'claimed' UNION "
-            "SELECT DISTINCT posted_by FROM work_items WHERE state IN ('queued', 'claimed')"
+            "SELECT DISTINCT posted_by FROM work_items"
         )
         runners = {str(row[0]) for row in rows if row[0]}
         now = time.monotonic()

@@ -69,6 +69,7 @@ CLUSTER_SCHEMA = (
         retryable BOOLEAN NOT NULL DEFAULT FALSE,
         busy BOOLEAN NOT NULL DEFAULT FALSE)""",
     "CREATE INDEX IF NOT EXISTS work_items_queued ON work_items (agent, posted_ns) WHERE state = 'queued'",
+    "CREATE INDEX IF NOT EXISTS work_items_by_run ON work_items (run_id)",
     # The card-signing keys every replica signs with (gateway.cards.shared_keys), oldest first by added_ns.
     """CREATE TABLE IF NOT EXISTS signing_keys (
         kid TEXT PRIMARY KEY,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, Task, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, SubscribeToTaskRequest, Task, TaskState
 
 from gateway.hosting.data_parts import data_value
 from gateway.hosting.work_items import DEAD_GRACE_S, POLL_S, SLOTS_PER_AGENT
@@ -31,6 +31,7 @@ from tests.store.test_cluster_failover import (
     SSE,
     WAIT_S,
     Stamp,
+    Stream,
     executions,
     overlaps,
     stamps,
@@ -274,3 +275,31 @@ async def test_a_replica_stopped_gracefully_hands_its_items_over_at_once(
     ]
     print(f"\nSIGTERM: {len(handed)} item(s) handed over, started again {sorted(round(t, 2) for t in took)} s after")
     assert max(took) < DEAD_GRACE_S, "handed over at once, not after the dead replica's grace"
+
+
+async def test_a_run_whose_replica_is_killed_resumes_elsewhere_and_posts_its_unfinished_items_again(
+    start_replicas: Callable[[int], list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2, _ = start_replicas(3)
+    log = tmp_path / "probe.log"
+    poster = r1.proc.pid  # type: ignore[union-attr]
+    labels = [f"p{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
+    async with a2a_client(r1.agent_url("queue"), SSE) as client, a2a_client(r2.agent_url("queue"), SSE) as follower:
+        started = await start_stream(client, "\n".join(f"{label} 30" for label in labels))  # 3 s an item
+        await wait_for_stamp(log, lambda rows: any(p != poster and kind == "tick" for _, p, kind, _ in rows), "r2/r3")
+        r1.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]  # kill -9 the run's replica, mid-batch
+        r1.proc.wait(timeout=10)  # type: ignore[union-attr]
+        stream = Stream(follower.subscribe(SubscribeToTaskRequest(id=started.task_id)))
+        async with asyncio.timeout(WAIT_S):
+            await stream.reading
+
+    assert stream.error is None
+    assert state_of(stream.events[-1]) == TaskState.TASK_STATE_COMPLETED, "the run resumed on a survivor and ended"
+    result = await outcome(cluster_dsn, started.task_id)
+    assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}
+    rows = stamps(log)
+    assert set(runs_of(rows, "end")) == {f"{label}:a" for label in labels}, "every item ended"
+    assert overlaps([row for row in rows if row[1] != poster]) == [], "no item ran twice at once on the survivors"
+    assert await leftover_items(cluster_dsn) == 0, "the dead poster's rows are gone"
+    again = Counter(key for key, pid, kind, _ in rows if kind == "start" and pid != poster)
+    print(f"\nrun's replica killed: items started on survivors {sorted(again.values())} times each")
