@@ -18,6 +18,8 @@ content is the ``result`` artifact, its structured content the ``structured`` da
 (unless it only wraps the text, as ``{"result": ...}``); each other content block is an artifact of
 its own: an image, audio or blob resource a file part (its bytes, media type and a name), a text
 resource text, a resource link data; a result with ``isError`` fails the task with the tool's message.
+A tool that asks its caller a question (an elicitation, as MCP's ``InputRequiredResult``) makes the
+task input-required, and the follow-up on the task answers it (``adapters.mcp_elicitation``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.types.a2a_pb2 import SendMessageRequest
 from a2a.utils.errors import InvalidParamsError
 
+from adapters.mcp_elicitation import Question, UnanswerableError, answer_of, question_of
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor, message_input
 from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted, server_key
@@ -48,6 +51,9 @@ from gateway.runtime import AgentCall, Emitter, FileOutput, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
 
 logger = logging.getLogger(__name__)
+
+MAX_ROUNDS = 10
+"""Rounds of one call a tool may ask to be called again with only its state (no question), before it fails."""
 
 _TYPE_EXAMPLES: dict[str, Any] = {
     "string": "...",
@@ -157,6 +163,7 @@ class McpToolRuntime:
         self.name, self._runtime, self._pool = name, runtime, pool
         self.tool: types.Tool | None = None
         self.problem = ""
+        self._questions: dict[str, Question] = {}
         if tool is not None:
             self.use(tool)
 
@@ -235,23 +242,59 @@ class McpToolRuntime:
             )
         return value
 
+    def asked(self, task_id: str) -> bool:
+        """Whether task ``task_id`` waits for the answer to the tool's question (its next message is that)."""
+        return task_id in self._questions
+
+    async def forget(self, task_id: str) -> None:
+        """The task ended while the tool's question was open (canceled): drop the question."""
+        self._questions.pop(task_id, None)
+
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
-        """Call the tool; its content as artifacts, or a failure with the tool's message."""
-        arguments = self.arguments(call.text, call.data, check=False)  # checked by validate_request
+        """Call the tool; its content as artifacts, its question as input-required, or a failure with its message."""
+        asked = self._questions.pop(call.task_id, None)
+        responses: types.InputResponses | None = None
+        state: str | None = None
+        if asked is None:
+            arguments = self.arguments(call.text, call.data, check=False)  # checked by validate_request
+        else:
+            try:
+                responses = {asked.key: answer_of(asked, call.text, call.data)}
+            except ValueError as exc:
+                self._questions[call.task_id] = asked
+                return Reply(text=f"{asked.params.message} ({exc})", state="input-required")
+            arguments, state = asked.arguments, asked.request_state
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await emit.progress(message or (f"{progress:g}/{total:g}" if total else f"{progress:g}"))
 
         try:
-            result = await self._pool.call_tool(
-                self._runtime.server,
-                self._runtime.tool,
-                arguments,
-                timeout_s=self._runtime.timeout_s,
-                progress=progress,
-            )
+            for _ in range(MAX_ROUNDS):
+                result = await self._pool.call_tool_once(
+                    self._runtime.server,
+                    self._runtime.tool,
+                    arguments,
+                    timeout_s=self._runtime.timeout_s,
+                    progress=progress,
+                    input_responses=responses,
+                    request_state=state,
+                )
+                if isinstance(result, types.CallToolResult):
+                    break
+                if result.input_requests:  # a question for the caller: the task waits for the answer
+                    question = question_of(result, arguments)
+                    self._questions[call.task_id] = question
+                    await emit.artifact("elicitation", data=question.params.requested_schema)
+                    return Reply(text=question.params.message, state="input-required")
+                responses, state = None, result.request_state  # only state: the tool wants to be called again
+            else:
+                return Reply(
+                    text=f"{self.name}: tool {self._runtime.tool} did not finish in {MAX_ROUNDS} rounds", state="failed"
+                )
         except (McpCallError, McpServerError) as exc:
             return Reply(text=f"{self.name}: {exc.detail}", state="failed")
+        except UnanswerableError as exc:
+            return Reply(text=f"{self.name}: {exc}", state="failed")
         texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
         if result.is_error:
             return Reply(text=f"{self.name}: {' '.join(texts) or 'the tool failed'}", state="failed")
@@ -319,6 +362,8 @@ class McpToolExecutor(RuntimeExecutor):
         problem = runtime.out_of_service()
         if problem is not None:
             raise PeerUnavailableError(f"{runtime.name} is out of service: {problem}", peer=runtime.server.label)
+        if params.message.task_id and runtime.asked(params.message.task_id):
+            return  # the answer to the tool's question, not its arguments
         text, _, data = message_input(params.message)
         runtime.arguments(text, data)
 

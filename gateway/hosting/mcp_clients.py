@@ -27,8 +27,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -221,9 +221,46 @@ class McpConnection:
     ) -> types.CallToolResult:
         """Call tool ``name``; its result (``isError`` included), or ``McpCallError`` when there is none."""
         client = await self.client()
-        try:
+        with self._translated(name, timeout_s):
             # The SDK's read timeout sends the server notifications/cancelled, as a cancelled caller does.
             return await client.call_tool(name, arguments, read_timeout_seconds=timeout_s, progress_callback=progress)
+
+    async def call_tool_once(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float,
+        progress: Progress | None = None,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """One round of a call of tool ``name``: its result, or the server's ``InputRequiredResult`` (it asks the
+        caller for input, such as an elicitation) for the caller to answer in a later round with
+        ``input_responses`` and its ``request_state``; ``McpCallError`` as ``call_tool``."""
+        client = await self.client()
+        with self._translated(name, timeout_s):
+            result = await client.session.call_tool(
+                name,
+                arguments,
+                read_timeout_seconds=timeout_s,
+                progress_callback=progress,
+                input_responses=input_responses,
+                request_state=request_state,
+                allow_input_required=True,
+            )
+            if isinstance(result, types.CallToolResult) and not result.is_error:  # as Client.call_tool checks it
+                try:
+                    await client.session.validate_tool_result(name, result)
+                except RuntimeError as exc:
+                    problem = f"MCP server {self.label} answered {name} with a malformed result: {exc}"
+                    raise McpCallError(problem) from exc
+        return result
+
+    @contextmanager
+    def _translated(self, name: str, timeout_s: float) -> Iterator[None]:
+        try:
+            yield
         except MCPError as exc:
             if exc.error.code == types.REQUEST_TIMEOUT:
                 raise McpCallError(
@@ -424,6 +461,27 @@ class McpClientPool:
     ) -> types.CallToolResult:
         """Call tool ``name`` of ``server``; see ``McpConnection.call_tool``."""
         return await self.connection(server).call_tool(name, arguments, timeout_s=timeout_s, progress=progress)
+
+    async def call_tool_once(
+        self,
+        server: McpServerSpec,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float,
+        progress: Progress | None = None,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """One round of a call of tool ``name`` of ``server``; see ``McpConnection.call_tool_once``."""
+        return await self.connection(server).call_tool_once(
+            name,
+            arguments,
+            timeout_s=timeout_s,
+            progress=progress,
+            input_responses=input_responses,
+            request_state=request_state,
+        )
 
     async def aclose(self) -> None:
         """End every session."""

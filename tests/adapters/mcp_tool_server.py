@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,8 +20,20 @@ from pathlib import Path
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, TextResourceContents
-from pydantic import BaseModel
+from mcp_types import (
+    BlobResourceContents,
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    EmbeddedResource,
+    ImageContent,
+    InputRequiredResult,
+    SamplingMessage,
+    TextContent,
+    TextResourceContents,
+)
 from starlette.applications import Starlette
 
 server = MCPServer("switchboard-test-tools")
@@ -103,17 +116,23 @@ def snapshot(title: str) -> list[ImageContent | EmbeddedResource | TextContent]:
     ]
 
 
-class Approval(BaseModel):
-    """What ``confirm`` asks its client for."""
-
-    approve: bool
+@server.tool()
+async def confirm(action: str, ctx: Context) -> str | InputRequiredResult:
+    """Asks its caller (an elicitation, MCP 2026-07-28 style) whether to do the action, then says the answer."""
+    answer = (ctx.input_responses or {}).get("approval")
+    if isinstance(answer, ElicitResult):
+        return f"{action}: {answer.action} {json.dumps(answer.content, sort_keys=True)}"
+    schema = {"type": "object", "properties": {"approve": {"type": "boolean"}}, "required": ["approve"]}
+    form = ElicitRequestFormParams(message=f"May I {action}?", requested_schema=schema)
+    return InputRequiredResult(input_requests={"approval": ElicitRequest(params=form)}, request_state=action)
 
 
 @server.tool()
-async def confirm(action: str, ctx: Context) -> str:
-    """Asks its client (an MCP elicitation) whether to do the action."""
-    answer = await ctx.elicit(f"May I {action}?", Approval)
-    return f"{action}: {answer.action}"
+def ponder(topic: str) -> str | InputRequiredResult:
+    """Asks its caller's model to think about the topic (sampling), which a gateway cannot answer for its caller."""
+    message = SamplingMessage(role="user", content=TextContent(type="text", text=topic))
+    request = CreateMessageRequest(params=CreateMessageRequestParams(messages=[message], max_tokens=10))
+    return InputRequiredResult(input_requests={"thought": request})
 
 
 @server.tool()

@@ -85,6 +85,7 @@ async def gateway(tmp_path: Path, evidence_dir: Path) -> AsyncIterator[RunningGa
         mcp_agent("refuser", "refuse"),
         mcp_agent("snapshot", "snapshot"),
         mcp_agent("confirmer", "confirm"),
+        mcp_agent("ponderer", "ponder"),
         pipeline,
     )
     async with running_gateway(make_settings(tmp_path, agents=agents)) as running:
@@ -176,11 +177,57 @@ async def test_a_tool_error_fails_the_task_with_its_message(gateway: RunningGate
     assert task.status.message.parts[0].text == "refuser: Error executing tool refuse: disk full"
 
 
-async def test_a_tool_that_asks_its_client_a_question_fails_with_the_reason(gateway: RunningGateway) -> None:
-    task, _ = await run(gateway, "confirmer", BINDINGS[0], text_message("delete the logs"))
-    assert task.status.state == TaskState.TASK_STATE_FAILED  # the gateway does not answer elicitations (yet)
-    reason = task.status.message.parts[0].text
-    assert reason.startswith("confirmer: tool confirm of MCP server tools failed: ") and "elicitation" in reason
+def answer(task: Task, text: str = "", data: dict[str, Any] | None = None) -> Message:
+    """A follow-up on ``task``."""
+    message = data_message(data) if data is not None else text_message(text)
+    message.task_id, message.context_id = task.id, task.context_id
+    return message
+
+
+@pytest.mark.parametrize("binding", [BINDINGS[0], BINDINGS[4]], ids=lambda b: b.id)
+async def test_a_tool_question_is_input_required_and_the_follow_up_answers_it(
+    gateway: RunningGateway, binding: Binding
+) -> None:
+    asked, _ = await run(gateway, "confirmer", binding, text_message("delete the logs"))
+    assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, asked.status
+    assert asked.status.message.parts[0].text == "May I delete the logs?"
+    (schema,) = [MessageToDict(a.parts[0].data) for a in asked.artifacts if a.name == "elicitation"]
+    assert schema["properties"] == {"approve": {"type": "boolean"}}
+    done, _ = await run(gateway, "confirmer", binding, answer(asked, data={"approve": True}))
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+    assert 'delete the logs: accept {"approve": true}' in artifact_texts(done)
+    for reply, said in (("no", 'accept {"approve": false}'), ("decline", "decline null"), ("cancel", "cancel null")):
+        asked, _ = await run(gateway, "confirmer", binding, text_message("delete the logs"))
+        done, _ = await run(gateway, "confirmer", binding, answer(asked, reply))
+        assert f"delete the logs: {said}" in artifact_texts(done), reply
+
+
+async def test_a_request_for_input_the_gateway_cannot_relay_fails_the_task_with_the_reason(
+    gateway: RunningGateway,
+) -> None:
+    task, _ = await run(gateway, "ponderer", BINDINGS[0], text_message("tides"))
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert task.status.message.parts[0].text == (
+        "ponderer: the tool asks for sampling/createMessage, which the gateway cannot answer for its caller"
+    )
+
+
+async def test_a_task_waiting_on_a_tool_question_can_be_canceled(gateway: RunningGateway) -> None:
+    asked, _ = await run(gateway, "confirmer", BINDINGS[0], text_message("delete the logs"))
+    async with a2a_client(gateway.agent_url("confirmer"), BINDINGS[0]) as client, asyncio.timeout(WAIT_S):
+        canceled = await client.cancel_task(CancelTaskRequest(id=asked.id))
+    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    runtime = gateway.app.state.gateway.agents["confirmer"].handler.agent_executor.tool_runtime
+    assert not runtime.asked(asked.id), "the question is dropped with the task"
+
+
+async def test_an_answer_that_does_not_fit_the_question_asks_again(gateway: RunningGateway) -> None:
+    asked, _ = await run(gateway, "confirmer", BINDINGS[0], text_message("delete the logs"))
+    again, _ = await run(gateway, "confirmer", BINDINGS[0], answer(asked, data={"approve": "maybe"}))
+    assert again.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert again.status.message.parts[0].text.startswith("May I delete the logs? ('maybe' is not of type 'boolean'")
+    done, _ = await run(gateway, "confirmer", BINDINGS[0], answer(again, "yes"))
+    assert 'delete the logs: accept {"approve": true}' in artifact_texts(done)
 
 
 @pytest.mark.parametrize("binding", [BINDINGS[0], BINDINGS[4]], ids=lambda b: b.id)
