@@ -33,6 +33,7 @@ from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
 from gateway.testing import RunningGateway, running_gateway
+from tests.adapters.framework_harness import call_tool
 from tests.adapters.mcp_servers import TEST_DIR_ENV, TOOL_SERVER, evidence, http_server_process, stdio_server
 from tests.adapters.mcp_tool_server import PIXEL_PNG
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, artifact_texts
@@ -219,6 +220,17 @@ async def test_a_task_waiting_on_a_tool_question_can_be_canceled(gateway: Runnin
     assert canceled.status.state == TaskState.TASK_STATE_CANCELED
     runtime = gateway.app.state.gateway.agents["confirmer"].handler.agent_executor.tool_runtime
     assert not runtime.asked(asked.id), "the question is dropped with the task"
+
+
+async def test_a_tool_question_reaches_an_mcp_client_of_the_gateway_as_an_elicitation(
+    tmp_path: Path, evidence_dir: Path
+) -> None:
+    agents = write_agents(tmp_path / "agents", mcp_agent("confirmer", "confirm"))
+    async with running_gateway(make_settings(tmp_path, agents=agents, mcp_tools=["confirmer"])) as gateway:
+        answered = await call_tool(gateway, "confirmer", "delete the logs", answer="yes")
+    assert answered.questions == ["May I delete the logs?"]
+    assert answered.outcome["state"] == "completed"
+    assert answered.outcome["text"] == 'delete the logs: accept {"approve": true}'
 
 
 async def test_an_answer_that_does_not_fit_the_question_asks_again(gateway: RunningGateway) -> None:
