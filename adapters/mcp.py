@@ -113,6 +113,28 @@ def text_argument(schema: dict[str, Any]) -> str | None:
     return None
 
 
+_NO_CONSTRAINT = {"type", "title", "description"}
+_PLAIN_OBJECT = {"type", "properties", "required", "title", "description", "additionalProperties", "$schema"}
+
+
+def takes_any_string(schema: dict[str, Any], field: str | None) -> bool:
+    """Whether ``{field: <any string>}`` always matches ``schema`` (nothing to check in a text message's arguments).
+
+    True only for a plain object schema whose one required field, if any, is ``field``, a string
+    without constraints (as an MCP server's ``def tool(text: str)`` declares it).
+    """
+    if field is None or not set(schema) <= _PLAIN_OBJECT or schema.get("type", "object") != "object":
+        return False
+    required = schema.get("required") or []
+    spec = (schema.get("properties") or {}).get(field)
+    return (
+        set(required) <= {field}
+        and isinstance(spec, dict)
+        and set(spec) <= _NO_CONSTRAINT
+        and spec.get("type") == "string"
+    )
+
+
 def skill_of(tool: types.Tool, server: McpServerSpec) -> SkillSpec:
     """A card skill describing ``tool``: its description, and what its input is."""
     schema = tool.input_schema
@@ -171,6 +193,7 @@ class McpToolRuntime:
         """Call ``tool`` (as its server lists it) from now on."""
         self._text_field = text_argument(tool.input_schema)
         self._validator = jsonschema.Draft202012Validator(tool.input_schema)
+        self._any_text_fits = takes_any_string(tool.input_schema, self._text_field)
         self.tool = tool
 
     def listed(self, tools: tuple[types.Tool, ...]) -> None:
@@ -202,6 +225,8 @@ class McpToolRuntime:
                 return dict(part)
         if self._text_field is not None and (text or not data):
             arguments: dict[str, Any] = {self._text_field: text}
+            if self._any_text_fits:
+                return arguments  # valid whatever the text (the schema check is ~6 us a message)
         elif data and not text.strip():
             arguments = dict(data[0])
         else:

@@ -182,6 +182,8 @@ class McpConnection:
 
     async def client(self) -> Client:
         """The live session, started (again) when there is none; ``McpServerError`` when it cannot be."""
+        if self._client is not None and not self._ended.is_set():
+            return self._client  # live: no lock to take (``_end`` clears it before anything awaits)
         async with self._lock:
             if self._client is not None and not self._ended.is_set():
                 return self._client
@@ -399,6 +401,7 @@ class McpClientPool:
         self._env = env if env is not None else os.environ
         self._connections: dict[str, McpConnection] = {}
         self._waiting: dict[str, list[tuple[str, Listed]]] = {}
+        self._keys: dict[int, tuple[McpServerSpec, str]] = {}
 
     @property
     def waiting(self) -> bool:
@@ -433,9 +436,16 @@ class McpClientPool:
             on_listed(tools)
             on_change(agent)
 
+    def _key(self, server: McpServerSpec) -> str:
+        """``server_key(server)`` (a JSON dump), made once per spec object (frozen, and held by its agent)."""
+        known = self._keys.get(id(server))
+        if known is None or known[0] is not server:
+            known = self._keys[id(server)] = (server, server_key(server))
+        return known[1]
+
     def connection(self, server: McpServerSpec) -> McpConnection:
         """The connection to ``server`` (not yet opened until used)."""
-        key = server_key(server)
+        key = self._key(server)
         connection = self._connections.get(key)
         if connection is None:
             connection = self._connections[key] = McpConnection(server, self._env)
@@ -443,7 +453,7 @@ class McpClientPool:
 
     def out_of_service(self, server: McpServerSpec) -> str | None:
         """Why ``server`` is out of service now (after repeated failures), or None."""
-        connection = self._connections.get(server_key(server))
+        connection = self._connections.get(self._key(server))
         return connection.out_of_service() if connection is not None else None
 
     async def list_tools(self, server: McpServerSpec) -> tuple[types.Tool, ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mcp_types
 import pytest
 import yaml
 from a2a.types.a2a_pb2 import (
@@ -28,10 +29,12 @@ from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 from mcp.client import Client as McpClient
 
+from adapters.mcp import McpToolRuntime, takes_any_string
 from gateway.app import create_app
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting import mcp_clients
 from gateway.hosting.executor import data_part
+from gateway.spec import McpRuntime, McpServerSpec
 from gateway.testing import RunningGateway, running_gateway
 from tests.adapters.framework_harness import call_tool
 from tests.adapters.mcp_servers import TEST_DIR_ENV, TOOL_SERVER, evidence, http_server_process, stdio_server
@@ -251,6 +254,28 @@ async def test_arguments_that_do_not_match_the_schema_are_invalid_params(
             await anext(client.send_message(SendMessageRequest(message=data_message({"a": "two", "b": 1}))))
         with pytest.raises(InvalidParamsError, match="adder takes a JSON object"):
             await anext(client.send_message(SendMessageRequest(message=text_message("two plus one"))))
+
+
+def _text_schema(text_schema: dict[str, Any], **schema: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": {"text": text_schema}, "required": ["text"], **schema}
+
+
+def _text_tool(schema: dict[str, Any]) -> McpToolRuntime:
+    tool = mcp_types.Tool(name="echo", input_schema=schema)
+    runtime = McpRuntime(kind="mcp", server=McpServerSpec(command=["true"]), tool="echo")
+    return McpToolRuntime("echoer", runtime, tool, mcp_clients.McpClientPool({}))
+
+
+def test_a_text_is_checked_against_the_schema_unless_any_text_fits_it() -> None:
+    plain = _text_schema({"type": "string", "title": "Text"}, title="echoArguments")
+    assert takes_any_string(plain, "text")
+    assert _text_tool(plain).arguments("anything at all", ()) == {"text": "anything at all"}
+    short, crowded = _text_schema({"type": "string", "maxLength": 3}), _text_schema({"type": "string"}, minProperties=2)
+    assert not takes_any_string(short, "text") and not takes_any_string(crowded, "text")
+    with pytest.raises(InvalidParamsError, match="echoer: text: 'toolong' is too long"):
+        _text_tool(short).arguments("toolong", ())
+    with pytest.raises(InvalidParamsError, match=r"echoer: the arguments: .* does not have enough properties"):
+        _text_tool(crowded).arguments("hi", ())
 
 
 async def test_a_cancel_cancels_the_mcp_call(gateway: RunningGateway, evidence_dir: Path) -> None:

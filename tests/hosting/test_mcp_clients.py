@@ -138,6 +138,15 @@ def test_specs_of_one_server_share_a_key_whatever_their_names_and_tools() -> Non
     assert server_key(plain) != server_key(stdio_spec("--hang"))
 
 
+def test_specs_of_one_server_share_a_connection_each_time_they_are_asked() -> None:
+    pool = McpClientPool({})
+    plain, renamed, hanging = stdio_spec(), stdio_spec(name="other"), stdio_spec("--hang")
+    first = pool.connection(plain)
+    assert [pool.connection(s) for s in (plain, renamed, plain)] == [first, first, first]
+    assert pool.connection(hanging) is not first
+    assert pool.connection(hanging) is pool.connection(stdio_spec("--hang"))
+
+
 async def test_a_server_that_exits_is_logged_when_it_does(pool: McpClientPool) -> None:
     logged = asyncio.Event()
 
