@@ -16,9 +16,11 @@ their order alternating every round:
 * ``noop-direct``    the no-op function called directly;
 * ``wait-gateway`` / ``wait-direct``  the same for a python agent that waits 1 ms (``noop_agent.wait_briefly``).
 
-The no-op agent never lets the event loop wait, so its task's start and end are committed in one
-loop pass; an agent that waits (as the graph does, on its model) has them committed in two. The
-``wait`` arms measure that, and the report gives the adapter's added p50 over a waiting agent's too.
+The no-op agent never lets the event loop sleep; an agent that waits (as the graph does, on its model)
+does, and on a loaded machine the same instructions cost more CPU right after a sleep (other processes
+had the core and its caches: bench_mcp_runtime.py's ``cold-gateway`` arm measures it, ~1.7x). Both write
+their task twice. The ``wait`` arms measure that, and the report gives the adapter's added p50 over a
+waiting agent's too.
 
 The adapter's added cost is ``p50(graph-gateway) - p50(graph-direct)``, the gateway's own
 ``p50(noop-gateway) - p50(noop-direct)``; the target (issue #19) is the first <= 1.5x the second.
