@@ -18,7 +18,10 @@ Cancel: a ``CancelTask`` on a replica that is not running the task writes a row 
 ``task_cancels`` and NOTIFYs; the replica running it cancels it through its runner's own cancel
 path (the agent's cancel, its child steps, a relay's peer) and the caller waits, bounded, for the
 task's final state, which is what it is told. When the process that last wrote the task is gone
-(its runner lock is free), the task is ended CANCELED directly.
+(its runner lock is free), the task is ended CANCELED directly. A task waiting for input is
+canceled the same way by the replica that wrote it last: the SDK's handler there may hold it
+parked, with subscribers only its own cancel tells; a subscriber elsewhere follows such a task
+from ``task_events`` (``follow_waiting``) until its end, published by whichever replica ended it.
 
 The SDK's ``a2a.server.cluster`` (``VersionedDatabaseTaskStore``, ``DatabaseTaskEventStream``) is not
 used: it serves ``DefaultRequestHandlerV2`` on a SQLAlchemy engine and task table of its own, and its
@@ -91,6 +94,8 @@ _ENDED = (
     TaskState.TASK_STATE_INPUT_REQUIRED,
     TaskState.TASK_STATE_AUTH_REQUIRED,
 )
+_WAITING = (TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED)
+_TERMINAL = tuple(s for s in _ENDED if s not in _WAITING)
 
 
 class CancelsHere(Protocol):
@@ -234,13 +239,25 @@ class Cluster:
         self._spawn(self._cancel_here(agent, task_id))
 
     async def _cancel_here(self, agent: str, task_id: str) -> None:
-        """Cancel task ``task_id`` of ``agent`` if it runs here (its request row is then done with)."""
+        """Cancel task ``task_id`` of ``agent`` if it runs here (its request row is then done with).
+
+        A task waiting for input runs nowhere: the replica that wrote it last takes its cancel, which
+        closes the SDK's copy parked there waiting for the answer (its subscribers are told), if any.
+        """
         handler = self.handlers.get(agent)
-        if handler is None or not await handler.runs_here(task_id):
+        if handler is None:
             return
-        row = await self.db.fetch_one(
-            "DELETE FROM task_cancels WHERE agent = ? AND task_id = ? RETURNING owner", (agent, task_id)
-        )
+        params: Params
+        if await handler.runs_here(task_id):
+            take, params = "DELETE FROM task_cancels WHERE agent = ? AND task_id = ? RETURNING owner", (agent, task_id)
+        else:
+            take = (
+                "DELETE FROM task_cancels c WHERE c.agent = ? AND c.task_id = ? AND EXISTS (SELECT 1 FROM tasks t "
+                "WHERE t.agent = c.agent AND t.owner = c.owner AND t.id = c.task_id AND t.runner = ? "
+                f"AND t.state IN ({', '.join(str(int(s)) for s in _WAITING)})) RETURNING c.owner"
+            )
+            params = (agent, task_id, self.db.runner)
+        row = await self.db.fetch_one(take, params)
         if row is not None:  # taken by this replica only once, however many times it was woken
             await handler.cancel_here(task_id, str(row[0]))
 
@@ -408,31 +425,51 @@ class AgentLog:
             snapshot = Task.FromString(bytes(rows[0][2]))
             for _, _, data in rows[1:]:
                 _apply(snapshot, stored_event(data))
-            cursor = int(rows[-1][0])
             yield snapshot
-            if snapshot.status.state in _ENDED:
-                return
-            quiet_since = time.monotonic()
-            while True:
-                waiter.clear()
-                rows = self.cluster.carried(task_id, cursor) or await self._rows(task_id, owner, cursor)
-                for seq, kind, data in rows:
-                    cursor = int(seq)
-                    if kind == START:  # a run resumed elsewhere, or a turn begun without a Task: updates follow
-                        continue
-                    event = stored_event(data)
+            if snapshot.status.state not in _ENDED:
+                async for event in self._tail(task_id, owner, int(rows[-1][0]), waiter, _ENDED):
                     yield event
-                    if _ends(event):
-                        return
-                if rows:
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > LATE_END_S and (end := await self._stored_end(task_id, owner)):
-                    yield end
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), POLL_S)
         finally:
             self.cluster.forget(task_id, waiter)
+
+    async def follow_waiting(self, task: Task, context: ServerCallContext) -> AsyncIterator[Event]:
+        """Task ``task``, waiting for input and held by no run here, then the events of its next turns
+        (answered on any replica) until one ends it: a cancel on any replica among them."""
+        owner = self.store.owner_of(context)
+        waiter = self.cluster.waiter(task.id)  # before the cursor is read: no NOTIFY missed in between
+        try:
+            row = await self.cluster.db.fetch_one(
+                "SELECT MAX(seq) FROM task_events WHERE task_id = ? AND agent = ?", (task.id, self.agent)
+            )
+            yield task
+            async for event in self._tail(task.id, owner, int(row[0] or 0) if row else 0, waiter, _TERMINAL):
+                yield event
+        finally:
+            self.cluster.forget(task.id, waiter)
+
+    async def _tail(
+        self, task_id: str, owner: str, cursor: int, waiter: asyncio.Event, ends: tuple[TaskState, ...]
+    ) -> AsyncIterator[Event]:
+        """The live events of ``task_id`` after seq ``cursor``, up to the first in one of the states ``ends``."""
+        quiet_since = time.monotonic()
+        while True:
+            waiter.clear()
+            rows = self.cluster.carried(task_id, cursor) or await self._rows(task_id, owner, cursor)
+            for seq, kind, data in rows:
+                cursor = int(seq)
+                if kind == START:  # a run resumed elsewhere, or a turn begun without a Task: updates follow
+                    continue
+                event = stored_event(data)
+                yield event
+                if isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in ends:
+                    return
+            if rows:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > LATE_END_S and (end := await self._stored_end(task_id, owner, ends)):
+                yield end
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), POLL_S)
 
     async def _published(self, task_id: str, owner: str) -> bool:
         row = await self.cluster.db.fetch_one(
@@ -441,26 +478,35 @@ class AgentLog:
         )
         return row is not None
 
-    async def _stored_end(self, task_id: str, owner: str) -> TaskStatusUpdateEvent | None:
+    async def _stored_end(self, task_id: str, owner: str, ends: tuple[TaskState, ...]) -> TaskStatusUpdateEvent | None:
         """The task's end as saved, when it ended without its ending events (its replica died in between)."""
         row = await self.cluster.db.fetch_one(
             "SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", (self.agent, owner, task_id)
         )
-        if row is None or row[1] not in _ENDED:
+        if row is None or row[1] not in ends:
             return None
         task = Task.FromString(bytes(row[0]))
         return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
 
     async def cancel_elsewhere(self, task: Task, context: ServerCallContext) -> Task | None:
-        """Cancel ``task``, running on another replica; its final state. None when this replica wrote it last."""
+        """Cancel ``task``, running on another replica; its final state. None when this replica wrote it last.
+
+        A task waiting for input is canceled by the replica that wrote it last, where the SDK's handler
+        may hold it parked with subscribers; None (the caller's handler cancels it in the store) when
+        that replica is gone or does not confirm in time.
+        """
         owner = self.store.owner_of(context)
         key = (self.agent, owner, task.id)
         runner, _ = await task_runner(self.cluster.db, key)
         if not runner or runner == self.cluster.db.runner or not await self._published(task.id, owner):
             return None  # written here last, or not on a runner (the SDK's path): the handler's own cancel
+        waiting = task.status.state in _WAITING
         if not await self.cluster.db.live_runners({runner}):
+            if waiting:
+                return None  # parked nowhere now: the handler's own cancel
             await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
             return await self.store.get(task.id, context)
+        going = (*INTERRUPTIBLE, *_WAITING) if waiting else INTERRUPTIBLE  # the states it is not over in
         waiter = self.cluster.waiter(task.id)
         try:
             await self.cluster.db.write_many(
@@ -477,18 +523,24 @@ class AgentLog:
                 while True:
                     waiter.clear()
                     now = await self.store.get(task.id, context)
-                    if now is None or now.status.state not in INTERRUPTIBLE:
+                    if now is None or now.status.state not in going:
                         return now
                     if not await self.cluster.db.live_runners({runner}):  # it died meanwhile
+                        if waiting:
+                            return None
                         await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
                         return await self.store.get(task.id, context)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(waiter.wait(), POLL_S)
         except TimeoutError:
             logger.warning("task %s of %s: its replica did not confirm the cancel in time", task.id, self.agent)
-            return await self.store.get(task.id, context)
+            return None if waiting else await self.store.get(task.id, context)
         finally:
             self.cluster.forget(task.id, waiter)
+            if waiting:  # not left to be taken later by a replica that writes the task next (an answer's turn)
+                await self.cluster.db.write(
+                    "DELETE FROM task_cancels WHERE agent = ? AND owner = ? AND task_id = ?", key
+                )
 
 
 def _apply(task: Task, event: Event) -> None:

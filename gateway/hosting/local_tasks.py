@@ -863,7 +863,7 @@ class LocalRequestHandler(DefaultRequestHandler):
             # By the task's last writer, not this process's active tasks: one parked here waiting for input
             # may have been answered on another replica, which runs it now.
             task = await self.task_store.get(params.id, context)
-            if task is not None and task.status.state in INTERRUPTIBLE:
+            if task is not None and task.status.state in (*INTERRUPTIBLE, *WAITING):
                 ended = await self.log.cancel_elsewhere(task, context)
                 if ended is not None:
                     return ended
@@ -880,6 +880,11 @@ class LocalRequestHandler(DefaultRequestHandler):
             await self._push_sender.send_notification(task.id, end)
         return task
 
+    async def _parked(self, task_id: str) -> bool:
+        """Whether the SDK's handler holds task ``task_id`` here (parked waiting for input: it sees the next turn)."""
+        active = await self._active_task_registry.get(task_id)
+        return active is not None and not active.is_finished
+
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
@@ -893,6 +898,8 @@ class LocalRequestHandler(DefaultRequestHandler):
             task = await self.task_store.get(params.id, context)
             if task is not None and task.status.state in INTERRUPTIBLE:
                 events = await self.log.follow(task, context)  # running on another replica
+            elif task is not None and task.status.state in WAITING and not await self._parked(params.id):
+                events = self.log.follow_waiting(task, context)  # its next turn or its cancel may come anywhere
         if events is None:
             events = super().on_subscribe_to_task(params, context)
         async for event in events:

@@ -1,7 +1,8 @@
 """The rest of the cross-replica matrix, on three ``python -m gateway serve`` replicas sharing one PostgreSQL.
 
 An answer to a task waiting for input, sent to R2, continues the task R1 started; a cancel on R3
-of a task waiting for input on R1 ends it CANCELED everywhere; a push config set on R2 fires for
+of a task waiting for input on R1 ends it CANCELED everywhere, and its subscribers on R1 and R2
+are told at once; a push config set on R2 fires for
 the events R1 produces; an agent on the SDK's path whose first event is a status update (not a
 ``Task``) is followed live from the other replicas too. On every binding, through the SDK's own
 clients, for an agent on the runner (``(call, emit)``) and one on the SDK's path (an executor).
@@ -380,3 +381,36 @@ async def children(dsn: str, parent: str) -> dict[str, int]:
         return {row["id"]: int(row["state"]) for row in rows}
     finally:
         await conn.close()
+
+
+ENDED_WITHIN_S = 5.0
+
+
+@pytest.mark.parametrize("agent", sorted(ASKING))
+@pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
+async def test_subscribers_on_every_replica_are_told_a_task_waiting_for_input_was_canceled_on_another(
+    replicas: list[Org], cluster_dsn: str, binding: Binding, agent: str
+) -> None:
+    """A task parked waiting for input on R1, subscribed to on R1 and R2, canceled on R3: both are told promptly."""
+    r1, r2, r3 = replicas
+    task = await waiting_task(r1, agent, binding)
+    async with (
+        a2a_client(r1.agent_url(agent), binding) as c1,
+        a2a_client(r2.agent_url(agent), binding) as c2,
+        a2a_client(r3.agent_url(agent), binding) as c3,
+    ):
+        on_r1 = Stream(c1.subscribe(SubscribeToTaskRequest(id=task.id)))
+        on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task.id)))
+        await on_r1.until(1)
+        await on_r2.until(1)
+        async with asyncio.timeout(WAIT_S):
+            answer = await c3.cancel_task(CancelTaskRequest(id=task.id))
+        async with asyncio.timeout(ENDED_WITHIN_S):
+            await asyncio.gather(on_r1.reading, on_r2.reading)
+
+    assert answer.status.state == TaskState.TASK_STATE_CANCELED
+    for followed in (on_r1.events, on_r2.events):
+        assert followed[0].HasField("task"), "a subscription starts with the task as it is"
+        assert followed[0].task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        assert state_of(followed[-1]) == TaskState.TASK_STATE_CANCELED, "the subscriber is told the end"
+    assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_CANCELED
