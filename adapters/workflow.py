@@ -15,6 +15,7 @@ when the gateway restarts it without a message (``gateway.orchestration.resume``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ from gateway.store.leases import Lease
 logger = logging.getLogger(__name__)
 
 RESULT_ARTIFACT = "result"
+CANCEL_TOLD_S = 30.0
+"""How long a canceled run's ``execute`` waits for the cancel to report the task CANCELED before it returns."""
 
 
 def incoming_hops(message: Message) -> int:
@@ -126,6 +129,7 @@ class WorkflowExecutor(AgentExecutor):
         self.plan = plan
         self._host = host
         self._runs: dict[str, EngineRun] = {}
+        self._told: dict[str, asyncio.Event] = {}  # runs being canceled: set once the CANCELED state is queued
 
     def validate_request(self, params: SendMessageRequest) -> None:
         """Refuse, before any task exists, a request with nothing to work on or a bad hop count (invalid params)."""
@@ -166,7 +170,13 @@ class WorkflowExecutor(AgentExecutor):
         try:
             outcome = await run.execute()
         except RunCanceledError:
-            return  # the cancel request ends the task
+            # The cancel request ends the task. Its CANCELED state is queued before this returns: the SDK
+            # ends the caller's stream when ``execute`` returns, so a later event would never reach it.
+            told = self._told.get(task_id)
+            if told is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(told.wait(), CANCEL_TOLD_S)
+            return
         except RunInterruptedError:
             if run.lease_lost:
                 logger.warning("run %s of %s stopped here: its lease was lost to another replica", task_id, self.name)
@@ -207,12 +217,17 @@ class WorkflowExecutor(AgentExecutor):
         task_id = context.task_id or ""
         updater = TaskUpdater(event_queue, task_id, context.context_id or "")
         run = self._runs.get(task_id)
-        if run is not None:
-            count = await run.cancel()
-        else:
-            count = await self._cancel_paused(context)
-        steps = f"{count} unfinished step{'s' if count != 1 else ''} canceled"
-        await updater.cancel(updater.new_agent_message([Part(text=f"{self.name}: canceled on request; {steps}")]))
+        told = self._told.setdefault(task_id, asyncio.Event())
+        try:
+            if run is not None:
+                count = await run.cancel()
+            else:
+                count = await self._cancel_paused(context)
+            steps = f"{count} unfinished step{'s' if count != 1 else ''} canceled"
+            await updater.cancel(updater.new_agent_message([Part(text=f"{self.name}: canceled on request; {steps}")]))
+        finally:
+            told.set()
+            self._told.pop(task_id, None)
 
     async def _record(self, context: RequestContext, queue: EventQueue) -> tuple[RunRecord | None, Message | None]:
         """The run's checkpoint (a new one for a new task), and the caller's answer when this continues one."""

@@ -78,6 +78,8 @@ class Following:
     def __init__(self, gateway: Gateway, agent: str, text: str, until: str) -> None:
         self.gateway, self.agent, self.task_id = gateway, agent, ""
         self.seen = asyncio.Event()
+        self.states: list[int] = []
+        """The states the stream's task and status events gave, in order."""
         self._until = until
         request = SendMessageRequest(message=message(text))
         self.consumer = asyncio.create_task(
@@ -89,6 +91,8 @@ class Following:
             if isinstance(event, Task):
                 self.task_id = event.id
             status = getattr(event, "status", None)
+            if status is not None:
+                self.states.append(status.state)
             if status is not None and any(p.text.endswith(self._until) for p in status.message.parts):
                 self.seen.set()
 
@@ -165,6 +169,16 @@ async def test_canceling_the_run_cancels_its_running_local_child(tmp_path: Path)
     assert "1 unfinished step canceled" in text_of(canceled)
     assert child.status.state == TaskState.TASK_STATE_CANCELED
     assert not gateway.local_runner("sloth").is_running(child.id)  # type: ignore[union-attr]
+
+
+async def test_the_runs_own_stream_ends_with_the_canceled_state(tmp_path: Path) -> None:
+    async with hosting(tmp_path, *sloth_run(tmp_path)) as gateway:
+        run = Following(gateway, "pipe", "go", "sloth: working on it")
+        await run.started()
+        await gateway.handler("pipe").on_cancel_task(CancelTaskRequest(id=run.task_id), ServerCallContext())
+        await run.ended()
+
+    assert run.states[-1] == TaskState.TASK_STATE_CANCELED, "the stream is told the run's end"
 
 
 async def test_a_cancel_task_on_the_participant_cancels_its_local_child_and_the_step_says_so(tmp_path: Path) -> None:
