@@ -17,13 +17,9 @@ cheaper: ``p50(hit) / p50(noop) < 1`` in wall time, and in CPU time. Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,6 +37,7 @@ from gateway.app import Gateway, create_app  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, window  # noqa: E402
+from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent  # noqa: E402
 
 NOOP = "tests.benchmarks.noop_agent:noop"
@@ -103,24 +100,9 @@ def p50(samples: dict[str, dict[str, list[list[float]]]], arm: str, kind: str, i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="A result-cache hit vs a call to a no-op agent.")
-    p.add_argument("--quick", action="store_true", help="2 short rounds")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
-    p.add_argument("--min-runs", type=int, default=20)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=Path("bench-results/cache.json"))
-    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 6)
-    args.window = args.window or (1.0 if args.quick else 3.0)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = round_args(argv, "A result-cache hit vs a call to a no-op agent.", out="cache.json", min_runs=20)
     load = list(os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-cache-"))
-    try:
-        samples = asyncio.run(measure(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    samples = measured(args, "cache", measure)
     ratios = [
         Ratio(
             f"cache hit / no-op agent call ({kind} p50)",

@@ -24,10 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +41,7 @@ from gateway.app import Gateway, create_app  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, request, window  # noqa: E402
+from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow  # noqa: E402
 
 BIDDER = "tests.benchmarks.noop_agent:noop_bidder"
@@ -127,24 +125,17 @@ def overhead_ratio(walls: Samples, index: int | None = None) -> tuple[float, flo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Contract-net round vs concurrent fan-out over 10 no-op agents.")
-    p.add_argument("--quick", action="store_true", help="2 short rounds")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
-    p.add_argument("--min-runs", type=int, default=5)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=Path("bench-results/contract_net.json"))
-    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    args.window = args.window or (0.5 if args.quick else 2.0)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = round_args(
+        argv,
+        "Contract-net round vs concurrent fan-out over 10 no-op agents.",
+        out="contract_net.json",
+        min_runs=5,
+        rounds=5,
+        window_s=2.0,
+        quick_window_s=0.5,
+    )
     load = list(os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-cnet-"))
-    try:
-        walls, cpus = asyncio.run(measure(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    walls, cpus = measured(args, "cnet", measure)
     pooled = overhead_ratio(walls)
     by_round = [overhead_ratio(walls, i) for i in range(args.rounds)]
     ratio = Ratio(

@@ -35,13 +35,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -63,6 +59,7 @@ from tests.adapters.llm_server import Stream, finish_chunk, scripted_chat_server
 from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, _NullEmitter, window  # noqa: E402
 from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
+from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agent_file, agents_folder, python_agent  # noqa: E402
 
 GRAPH = "tests.adapters.frameworks.langgraph.weather_graph:build"
@@ -196,24 +193,14 @@ def info_ratio(name: str, detail: str, samples: Samples, rounds: int, **which: s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="LangGraph adapter overhead vs the gateway's own for a no-op agent.")
-    p.add_argument("--quick", action="store_true", help="2 short rounds")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
-    p.add_argument("--min-runs", type=int, default=5)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=Path("bench-results/framework_adapter.json"))
-    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 6)
-    args.window = args.window or (1.0 if args.quick else 3.0)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = round_args(
+        argv,
+        "LangGraph adapter overhead vs the gateway's own for a no-op agent.",
+        out="framework_adapter.json",
+        min_runs=5,
+    )
     load = list(os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-framework-"))
-    try:
-        walls, cpus = asyncio.run(measure(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    walls, cpus = measured(args, "framework", measure)
     pooled = added(walls)
     by_round = [added(walls, i) for i in range(args.rounds)]
     hosting = added(walls, floor="graph-stream")

@@ -36,10 +36,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,6 +59,7 @@ from gateway.settings import Settings  # noqa: E402
 from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
 from tests.benchmarks.bench_orchestration import MAX_RUNS_PER_WINDOW, RunFn, _completed, _NullEmitter  # noqa: E402
 from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
+from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent  # noqa: E402
 
 TOOL_SERVER = REPO / "tests" / "adapters" / "mcp_tool_server.py"
@@ -206,24 +204,11 @@ def added_ratio(samples: Samples, kind: str, floor: tuple[str, str], index: int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="The mcp runtime's added p50 against a no-op python agent's.")
-    p.add_argument("--quick", action="store_true", help="2 short rounds")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--window", type=float, help="seconds of runs per arm per round")
-    p.add_argument("--min-runs", type=int, default=20)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=Path("bench-results/mcp_runtime.json"))
-    p.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 6)
-    args.window = args.window or (1.0 if args.quick else 3.0)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = round_args(
+        argv, "The mcp runtime's added p50 against a no-op python agent's.", out="mcp_runtime.json", min_runs=20
+    )
     load = list(os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-mcp-runtime-"))
-    try:
-        samples = asyncio.run(measure(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    samples = measured(args, "mcp-runtime", measure)
     ratios = [
         Ratio(
             f"mcp runtime added / {name} added ({kind} p50)",
