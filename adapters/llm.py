@@ -33,7 +33,7 @@ from gateway.hosting.executor import RuntimeExecutor
 from gateway.hosting.mcp_clients import McpServerError, missing_program
 from gateway.hosting.runtimes import Host
 from gateway.push.retry import parse_retry_after
-from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage
+from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage, add_usage
 from gateway.settings import Settings
 from gateway.spec import AgentSpec, LlmRuntime
 
@@ -415,16 +415,16 @@ class ChatCompletionsRuntime:
         max_tokens = call_max_tokens(call, self._max_tokens)
         reply, judged = await self._converse(call, emit, tools, self.endpoint, max_tokens)
         policy, stronger = self._escalation, self.stronger
-        why = why_escalate(policy, judged, self._schema) if policy and stronger and judged.text is not None else ""
-        if policy is not None and stronger is not None and why and reply.state == "completed" and not reply.is_handoff:
+        answered = reply.state == "completed" and not reply.is_handoff
+        why = why_escalate(policy, judged, self._schema) if policy and stronger and answered else ""
+        if policy is not None and stronger is not None and why:
             await emit.progress(f"{self.name}: escalating to {stronger.model}: {why}")
             cheap_usage = reply.usage
             limit = call_max_tokens(call, policy.max_tokens or self._max_tokens)
             reply, judged = await self._converse(call, emit, tools, stronger, limit)
-            reply = replace(reply, usage=_sum_usage(cheap_usage, reply.usage))
-        problem = (
-            schema_problem(self._schema, judged.text) if reply.state == "completed" and not reply.is_handoff else ""
-        )
+            reply = replace(reply, usage=add_usage(cheap_usage, reply.usage))
+            answered = reply.state == "completed" and not reply.is_handoff
+        problem = schema_problem(self._schema, judged.text) if answered else ""
         if problem:
             return self._failed(f"the answer does not match output_schema ({problem})", reply.usage)
         await emit.progress(
@@ -591,16 +591,6 @@ def _add(tokens: tuple[int, int] | None, more: tuple[int, int] | None) -> tuple[
     if more is None:
         return tokens
     return more if tokens is None else (tokens[0] + more[0], tokens[1] + more[1])
-
-
-def _sum_usage(first: Usage | None, second: Usage | None) -> Usage | None:
-    if first is None or second is None:
-        return first or second
-    return Usage(
-        first.input_tokens + second.input_tokens,
-        first.output_tokens + second.output_tokens,
-        first.cost + second.cost,
-    )
 
 
 def stronger_endpoint(endpoint: ModelEndpoint, runtime: LlmRuntime) -> ModelEndpoint | None:

@@ -86,6 +86,17 @@ class Usage:
     cost: float = 0.0
 
 
+def add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    """The sum of two usages (None when neither reported any)."""
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return Usage(
+        total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens, total.cost + more.cost
+    )
+
+
 @dataclass(frozen=True)
 class Reply:
     """The outcome of one call.

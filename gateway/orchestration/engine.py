@@ -88,7 +88,7 @@ from gateway.orchestration.child_tasks import (
 )
 from gateway.orchestration.step_outputs import STEPS_ARTIFACT, StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
-from gateway.runtime import FileInput, Usage
+from gateway.runtime import FileInput, Usage, add_usage
 from gateway.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
@@ -256,17 +256,6 @@ def step_input(message: Message) -> StepInput:
     """A request message as a step's input."""
     text, files, data = message_input(message)
     return StepInput(text=text, data=data, files=files)
-
-
-def add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
-    """The sum of two usages (None when neither reported any)."""
-    if more is None:
-        return total
-    if total is None:
-        return more
-    return Usage(
-        total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens, total.cost + more.cost
-    )
 
 
 def _without_speaker(text: str, agent: str) -> str:
