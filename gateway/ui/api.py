@@ -43,11 +43,11 @@ from gateway.federation.hub import Federation
 from gateway.hosting.hosted import HostedAgent
 from gateway.settings import Settings
 from gateway.spec import WorkflowRuntime
-from gateway.store.database import Database
+from gateway.store.database import INT64_MAX, Database
 from gateway.telemetry.access import note_refusal
 from gateway.telemetry.operating import Operating
 from gateway.ui.operations import agents_json, audit_json, keys_json, metrics_json, peers_json
-from gateway.ui.tasks import MAX_PAGE, BadQueryError, TaskQuery, list_tasks, read_task
+from gateway.ui.tasks import DEFAULT_PAGE, MAX_PAGE, BadQueryError, TaskQuery, list_tasks, read_task, whole_number
 
 API_PREFIX = "/ui/api"
 NO_STORE = {"Cache-Control": "no-store", "Vary": f"Authorization, {API_KEY_HEADER}"}
@@ -169,8 +169,9 @@ class DashboardApi:
 
     async def audit(self, request: Request, viewer: Viewer) -> dict[str, Any]:
         """The caller's newest audit rows (every caller's for an operator)."""
-        limit = _int_param(request, "limit", 25, 1, MAX_PAGE)
-        before = _int_param(request, "before", None, 0, 2**63 - 1) if request.query_params.get("before") else None
+        params = request.query_params
+        limit = whole_number(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        before = whole_number(params, "before", 0, 0, INT64_MAX) if params.get("before") else None
         return await audit_json(self.host.db, viewer.owner_filter, limit, before)
 
     async def metrics(self, request: Request, viewer: Viewer) -> dict[str, Any]:
@@ -205,13 +206,3 @@ class DashboardApi:
         }
         routes: list[BaseRoute] = [self.route(path, handler) for path, handler in handlers.items()]
         return [*routes, Route(API_PREFIX + "/{rest:path}", unknown, methods=["GET"])]
-
-
-def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        assert default is not None
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise BadQueryError(f"{name} must be a whole number from {low} to {high}, not {text[:20]!r}")
-    return int(text)

@@ -55,9 +55,7 @@ class TaskQuery:
     @classmethod
     def parse(cls, owner: str | None, params: Mapping[str, str], workflows: tuple[str, ...]) -> TaskQuery:
         """The query of a request's parameters (``limit``, ``cursor``, ``agent``, ``kind``, ``state``, ``id``)."""
-        text = params.get("limit", str(DEFAULT_PAGE))
-        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-            raise BadQueryError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {text[:20]!r}")
+        limit = whole_number(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         kind = params.get("kind", "all")
         if kind not in ("all", "runs"):
             raise BadQueryError(f"kind must be 'all' or 'runs', not {kind[:20]!r}")
@@ -68,7 +66,18 @@ class TaskQuery:
         agents: tuple[str, ...] = (agent,) if agent else ()
         if kind == "runs":
             agents = tuple(a for a in workflows if not agents or a in agents) or ("",)  # "": no workflow: no row
-        return cls(owner, int(text), params.get("cursor", ""), agents, state == "active", params.get("id", ""))
+        return cls(owner, limit, params.get("cursor", ""), agents, state == "active", params.get("id", ""))
+
+
+def whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """Parameter ``name`` as a whole number from ``low`` to ``high``; absent: ``default``; else ``BadQueryError``."""
+    text = params.get(name)
+    if text is None:
+        return default
+    # ASCII digits only: str.isdigit() also passes "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadQueryError(f"{name} must be a whole number from {low} to {high}, not {text[:20]!r}")
+    return int(text)
 
 
 def encode_cursor(updated_ns: int, task_id: str) -> str:

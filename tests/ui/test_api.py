@@ -128,6 +128,7 @@ async def test_runs_and_active_filters(http: httpx.AsyncClient) -> None:
         ({"limit": "0"}, "limit must be a whole number from 1 to 100"),
         ({"limit": "101"}, "limit must be a whole number from 1 to 100"),
         ({"limit": "-3"}, "limit must be a whole number from 1 to 100"),
+        ({"limit": "\u00b2"}, "limit must be a whole number from 1 to 100"),
         ({"cursor": "not-a-cursor"}, "cursor is not one this API gave out"),
         ({"cursor": "!!!"}, "cursor is not one this API gave out"),
         ({"kind": "everything"}, "kind must be 'all' or 'runs'"),
@@ -155,8 +156,9 @@ async def test_audit_rows_are_the_callers_own_unless_operator(http: httpx.AsyncC
     first = (await http.get("/ui/api/audit", params={"limit": 1}, headers=as_("ops"))).json()
     older = (await http.get("/ui/api/audit", params={"limit": 1, "before": first["next"]}, headers=as_("ops"))).json()
     assert first["next"] and older["entries"][0]["at"] <= first["entries"][0]["at"]
-    bad = await http.get("/ui/api/audit", params={"before": "yesterday"}, headers=as_("ops"))
-    assert bad.status_code == 400
+    for before in ("yesterday", "\u00b2"):
+        bad = await http.get("/ui/api/audit", params={"before": before}, headers=as_("ops"))
+        assert bad.status_code == 400 and "before must be a whole number" in bad.json()["error"]["message"]
 
 
 async def test_metrics_need_the_operator_or_metrics_scope(http: httpx.AsyncClient) -> None:
