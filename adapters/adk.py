@@ -46,6 +46,7 @@ from adapters.framework import (
     ToolResult,
     build_framework,
 )
+from adapters.llm import user_content
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall
 from gateway.spec import AgentSpec
@@ -131,7 +132,7 @@ class AdkAdapter(FrameworkAdapter):
         paused: Paused | None = self.waiting.take(call.task_id)
         session = await self._session(call.task_id)
         if paused is None:
-            message = types.Content(role="user", parts=[types.Part(text=_prompt(call))])
+            message = types.Content(role="user", parts=[types.Part(text=user_content(call))])
             invocation_id = None
         else:
             responses = [
@@ -245,13 +246,6 @@ class _EventReader:
     def waiting(self) -> Paused | None:
         """The paused invocation, when calls still wait on the caller."""
         return Paused(self._invocation, tuple(self._pending.values())) if self._pending else None
-
-
-def _prompt(call: AgentCall) -> str:
-    blocks = [call.text] if call.text else []
-    blocks += [json.dumps(d, ensure_ascii=False) for d in call.data]
-    blocks += [f"File {f.name}:\n{f.text}" for f in call.files if f.text is not None]
-    return "\n\n".join(blocks)
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:

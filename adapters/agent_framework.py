@@ -40,6 +40,7 @@ from adapters.framework import (
     ToolResult,
     build_framework,
 )
+from adapters.llm import user_content
 from gateway.errors import RuntimeLoadError
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall
@@ -138,7 +139,7 @@ class AgentFrameworkAdapter(FrameworkAdapter):
             # A workflow keeps its run's state itself; with a session, WorkflowAgent would also replay the
             # session's history as input, which it refuses while it waits on responses.
             session = None if workflow else agent.create_session(session_id=call.task_id)
-            message = Message("user", [_prompt(call)])
+            message = Message("user", [user_content(call)])
         else:
             agent, session = paused.agent, paused.session
             message = Message("user", [answer(request, call) for request in paused.requests])
@@ -228,13 +229,6 @@ class _UpdateReader:
 
     def _is_request(self, content: Content) -> bool:
         return self._workflow and content.name == REQUEST_INFO
-
-
-def _prompt(call: AgentCall) -> str:
-    blocks = [call.text] if call.text else []
-    blocks += [json.dumps(d, ensure_ascii=False) for d in call.data]
-    blocks += [f"File {f.name}:\n{f.text}" for f in call.files if f.text is not None]
-    return "\n\n".join(blocks)
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:
