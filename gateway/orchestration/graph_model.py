@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from referencing.exceptions import Unresolvable
 
 from gateway.orchestration.api import PatternOptions
 from gateway.orchestration.conditions import parse
@@ -241,9 +242,13 @@ def compare_problem(compare: Compare, state: Mapping[str, Any]) -> str:
         if declared.get("type") != "array" and declared.keys() & {"type", "enum", "const"}:
             return f"contains tests a list field, and {compare.field!r} is not one"
         declared = declared.get("items", {}) if isinstance(declared.get("items"), dict) else {}
-    validator = jsonschema.Draft202012Validator(declared)
+    # The field's schema checked within the whole state schema, so its $refs resolve against the root's $defs.
+    validator = jsonschema.Draft202012Validator(state).evolve(schema=declared)
     for value in values:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        except Unresolvable as exc:
+            return f"the state schema's {compare.field!r} has a $ref that does not resolve: {exc}"
         if error is not None:
             return f"{value!r} can never be a value of {compare.field!r}: {error.message}"
     return ""

@@ -182,6 +182,24 @@ def test_a_bad_graph_is_refused_at_load_with_the_reason(change: Any, says: str) 
     assert says in refused.value.detail, refused.value.detail
 
 
+def test_a_condition_on_a_field_declared_by_ref_is_checked_against_what_the_ref_names() -> None:
+    options = copy.deepcopy(LOOP)
+    properties = {**STATE["properties"], "verdict": {"$ref": "#/$defs/Verdict"}}  # type: ignore[dict-item]
+    options["state"] = {**STATE, "$defs": {"Verdict": {"enum": ["good", "bad"]}}, "properties": properties}
+    participants = ["triage", "fixer", "checker"]
+    plan_workflow(AgentSpec.model_validate(workflow("fix-loop", "graph", participants, options)))
+    meh, unresolved = copy.deepcopy(options), copy.deepcopy(options)
+    meh["edges"][0]["when"]["value"] = "meh"
+    unresolved["state"]["$defs"] = {}
+    for wrong, says in (
+        (meh, "'meh' can never be a value of 'verdict'"),
+        (unresolved, "the state schema's 'verdict' has a $ref that does not resolve"),
+    ):
+        with pytest.raises(InvalidWorkflowError) as refused:
+            plan_workflow(AgentSpec.model_validate(workflow("fix-loop", "graph", participants, wrong)))
+        assert says in refused.value.detail, refused.value.detail
+
+
 def test_a_gateway_refuses_to_load_a_bad_graph_naming_the_file_and_the_field(tmp_path: Path) -> None:
     options = copy.deepcopy(LOOP)
     options["edges"].pop(2)
