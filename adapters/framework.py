@@ -380,11 +380,14 @@ def load_agent(spec: AgentSpec, adapter: type[FrameworkAdapter]) -> Any:
     """The framework agent the file names (its module may sit beside the file); a factory is called."""
     runtime = spec.runtime
     assert isinstance(runtime, FrameworkRuntime)
+    where = spec.file.name if spec.file is not None else spec.name
     obj = import_string(runtime.agent, spec)
     if not adapter.accepts(obj) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:  # the factory's own error, or not a factory at all (it takes arguments)
+            raise RuntimeLoadError(f"{where}: {runtime.agent}() raised {type(exc).__name__}: {exc}") from exc
     if not adapter.accepts(obj):
-        where = spec.file.name if spec.file is not None else spec.name
         raise RuntimeLoadError(f"{where}: {runtime.agent} is a {type(obj).__name__}, not a {adapter.framework} agent")
     return obj
 

@@ -188,6 +188,11 @@ def test_an_object_of_another_kind_is_refused_naming_the_file(tmp_path: Path) ->
         build_adapter(spec_for(tmp_path, "json:JSONDecoder"), StandaloneHost(), Picky)
 
 
+def test_a_factory_that_raises_is_refused_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeLoadError, match=r"fw\.yaml: json:dumps\(\) raised TypeError: .*'obj'"):
+        build_adapter(spec_for(tmp_path, "json:dumps"), StandaloneHost(), Picky)
+
+
 def test_unknown_options_are_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeLoadError, match=r"fw\.yaml: runtime.options: colour: Extra inputs"):
         build_adapter(spec_for(tmp_path, "os:sep", {"colour": "red"}), StandaloneHost(), Picky)
