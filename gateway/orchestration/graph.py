@@ -41,7 +41,7 @@ from gateway.orchestration.api import (
     StepResult,
 )
 from gateway.orchestration.concurrent import fan_out
-from gateway.orchestration.graph_model import END, GraphOptions, Node, check_participants, holds
+from gateway.orchestration.graph_model import END, GraphOptions, Node, check_participants, holds, reachable
 from gateway.orchestration.turns import clip, ended
 
 STATE_CHARS = 500
@@ -79,19 +79,6 @@ def node_update(node: Node, result: StepResult) -> dict[str, Any]:
     return update
 
 
-def reaches(graph: Mapping[str, Sequence[str]], source: str, target: str) -> bool:
-    """Whether a path of edges (conditions aside) leads from ``source`` to ``target``."""
-    seen, todo = {source}, [source]
-    while todo:
-        for nxt in graph.get(todo.pop(), ()):
-            if nxt == target:
-                return True
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return False
-
-
 class GraphRun:
     """One run's walk of the graph."""
 
@@ -115,7 +102,9 @@ class GraphRun:
         """The nodes that run in this step: every due node, but a join while another due node can reach it."""
         due = [n for n in self.order if n in self.due]
         ready = [
-            n for n in due if not self.options.node(n).join or not any(reaches(self.graph, o, n) for o in due if o != n)
+            n
+            for n in due
+            if not self.options.node(n).join or not any(n in reachable(o, self.graph) for o in due if o != n)
         ]
         return ready or due[:1]
 

@@ -161,7 +161,7 @@ def check_graph(start: str, names: Sequence[str], edges: Sequence[Edge]) -> None
             if name not in known and not (end == "to" and name == END):
                 raise ValueError(f"edges[{index}].{end}: {name!r} is not a node (nodes: {', '.join(names)})")
     graph = {name: [e.to for e in edges if e.from_ == name and e.to != END] for name in names}
-    reached = _reachable(start, graph)
+    reached = reachable(start, graph)
     unreachable = [name for name in names if name not in reached]
     if unreachable:
         raise ValueError(f"unreachable from {start!r}: {', '.join(unreachable)} (no path of edges leads there)")
@@ -177,7 +177,8 @@ def check_graph(start: str, names: Sequence[str], edges: Sequence[Edge]) -> None
             raise ValueError(f"the cycle through {', '.join(cycle)} has no edge leading out of it, so it never ends")
 
 
-def _reachable(start: str, graph: Mapping[str, Sequence[str]]) -> set[str]:
+def reachable(start: str, graph: Mapping[str, Sequence[str]]) -> set[str]:
+    """``start`` and every node a path of edges (conditions aside) leads to from it."""
     seen, todo = {start}, [start]
     while todo:
         for target in graph.get(todo.pop(), ()):
@@ -190,7 +191,7 @@ def _reachable(start: str, graph: Mapping[str, Sequence[str]]) -> set[str]:
 def _components(graph: Mapping[str, Sequence[str]]) -> Iterator[list[str]]:
     """The cycles of ``graph``: each strongly connected part with an edge inside it, nodes in graph order."""
     order = list(graph)
-    reach = {name: _reachable(name, graph) for name in order}
+    reach = {name: reachable(name, graph) for name in order}
     done: set[str] = set()
     for name in order:
         if name in done:
