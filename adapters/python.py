@@ -174,11 +174,9 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
         # looked up per call: the policy and the other agents are the host's at run time
         return host.auth.may_reuse(caller, entrypoint, host.registry)
 
-    if inspect.isclass(target) and issubclass(target, AgentExecutor):
-        return target(**runtime.options)
     if _is_runtime_function(target, runtime.options):
         return RuntimeExecutor(spec.name, as_runtime(target, spec.name), reuse)
-    if callable(target):
+    if callable(target):  # an AgentExecutor subclass, or a factory of an executor or a runtime
         try:
             built = target(**runtime.options)
         except TypeError as exc:

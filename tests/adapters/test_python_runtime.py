@@ -103,6 +103,26 @@ def test_a_missing_attribute_names_the_agent_file(tmp_path: Path) -> None:
         build(folder)
 
 
+def test_an_executor_class_its_options_do_not_fit_names_the_agent_file(tmp_path: Path) -> None:
+    module = unique("badinit")
+    source = """\
+        from a2a.server.agent_execution import AgentExecutor
+
+        class Mine(AgentExecutor):
+            def __init__(self, greeting):
+                self.greeting = greeting
+
+            async def execute(self, context, event_queue):
+                pass
+
+            async def cancel(self, context, event_queue):
+                pass
+        """
+    folder = agent_folder(tmp_path, f"{module}:Mine", module, source)
+    with pytest.raises(RuntimeLoadError, match=rf"mine\.yaml: {module}:Mine\(\*\*options\) failed: .*'greeting'"):
+        build(folder)
+
+
 def test_something_that_is_not_an_agent_says_what_to_write(tmp_path: Path) -> None:
     module = unique("notagent")
     folder = agent_folder(tmp_path, f"{module}:VALUE", module, "VALUE = 42\n")
