@@ -25,7 +25,8 @@ from adapters.framework import (
     events_from_thread,
 )
 from gateway.errors import RuntimeLoadError
-from gateway.hosting.runtimes import StandaloneHost
+from gateway.hosting import runtimes
+from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.runtime import AgentCall, Emitter, Reply, Usage
 from gateway.spec import AgentSpec, FrameworkRuntime, SkillSpec
 from gateway.testing import RecordingEmitter
@@ -191,6 +192,17 @@ def test_an_object_of_another_kind_is_refused_naming_the_file(tmp_path: Path) ->
 def test_a_factory_that_raises_is_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeLoadError, match=r"fw\.yaml: json:dumps\(\) raised TypeError: .*'obj'"):
         build_adapter(spec_for(tmp_path, "json:dumps"), StandaloneHost(), Picky)
+
+
+def test_a_framework_not_installed_names_the_file_and_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed(name: str) -> None:
+        raise ModuleNotFoundError("No module named 'langgraph'", name="langgraph")
+
+    monkeypatch.setattr(runtimes.importlib, "import_module", not_installed)
+    with pytest.raises(RuntimeLoadError, match=r"fw\.yaml: .*pip install 'switchboard-gateway\[langgraph\]'"):
+        build_executor(spec_for(tmp_path, "os:sep"), StandaloneHost())
 
 
 def test_unknown_options_are_refused_naming_the_file(tmp_path: Path) -> None:
