@@ -28,12 +28,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.board import Board, Write, WriteConflictError, read_write
 from gateway.orchestration.concurrent import fan_out
-from gateway.orchestration.graph_model import Condition, also_text, holds
+from gateway.orchestration.graph_model import Condition, also_text, compare_problem, comparisons, holds
 from gateway.orchestration.turns import ended, guard_round
 
 ARTIFACT = "blackboard"
@@ -60,6 +60,14 @@ class BlackboardOptions(PatternOptions):
     parallel: int = Field(default=1, ge=1, description="contributors taking a turn at once")
     max_conflict_retries: int = Field(default=2, ge=0, description="times a refused stale write is retried")
     on_failure: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="after")
+    def _done_when_can_hold(self) -> BlackboardOptions:
+        for compare in comparisons(self.done_when):
+            problem = compare_problem(compare, {})  # the board is untyped: only what can never hold is refused
+            if problem:
+                raise ValueError(f"done_when: {problem}")
+        return self
 
 
 def check(options: BlackboardOptions, participants: tuple[str, ...]) -> None:

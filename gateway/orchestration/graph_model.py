@@ -224,21 +224,19 @@ def field_schema(schema: Mapping[str, Any], path: str) -> Mapping[str, Any] | No
 
 
 def compare_problem(compare: Compare, state: Mapping[str, Any]) -> str:
-    """Why a comparison does not fit the state schema (empty when it does)."""
+    """Why a comparison does not fit the state schema (empty when it does), or can never hold on any state."""
+    if compare.op in ORDERED and not _number(compare.value):
+        return f"{compare.op} compares numbers, not {compare.value!r}"
+    if compare.op in ("in", "not-in") and not isinstance(compare.value, list):
+        return f"{compare.op} needs a list of values, not {compare.value!r}"
     declared = field_schema(state, compare.field)
     if declared is None:
         if "properties" not in state:
-            return ""  # an untyped state: nothing to check against
+            return ""  # an untyped state: nothing more to check against
         return f"the state schema declares no field {compare.field!r}"
-    if compare.op in ("exists", "missing"):
-        return ""
-    if compare.op in ORDERED:
-        if isinstance(compare.value, bool) or not isinstance(compare.value, int | float):
-            return f"{compare.op} compares numbers, not {compare.value!r}"
+    if compare.op in ("exists", "missing") or compare.op in ORDERED:
         return ""
     values = compare.value if compare.op in ("in", "not-in") else [compare.value]
-    if compare.op in ("in", "not-in") and not isinstance(values, list):
-        return f"{compare.op} needs a list of values, not {compare.value!r}"
     if compare.op == "contains":
         if declared.get("type") != "array" and declared.keys() & {"type", "enum", "const"}:
             return f"contains tests a list field, and {compare.field!r} is not one"

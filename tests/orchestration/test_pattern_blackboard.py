@@ -152,6 +152,20 @@ def test_contributors_that_are_not_participants_are_refused_at_load() -> None:
         plan_workflow(spec)
 
 
+@pytest.mark.parametrize(
+    ("done_when", "says"),
+    [
+        ("score >= 'high'", "done_when: ge compares numbers, not 'high'"),
+        ({"field": "stage", "op": "in", "value": "final"}, "done_when: in needs a list of values, not 'final'"),
+    ],
+)
+def test_a_done_when_that_can_never_hold_is_refused_at_load(done_when: Any, says: str) -> None:
+    spec = AgentSpec.model_validate(workflow("desk", "blackboard", ["alice"], {"done_when": done_when}))
+    with pytest.raises(InvalidWorkflowError) as refused:
+        plan_workflow(spec)
+    assert says in refused.value.detail, refused.value.detail
+
+
 async def once_in(gateway: RunningGateway, agent: str, task_id: str, states: set[int]) -> Task:
     """The task once it reached one of ``states``: followed over A2A streaming, then read with GetTask."""
     async with a2a_client(gateway.agent_url(agent), STREAMING) as client:

@@ -159,6 +159,7 @@ async def test_fan_out_runs_branches_together_and_a_join_waits_for_every_branch(
         (lambda o: o["edges"][0]["when"].update(field="verdit"), "the state schema declares no field 'verdit'"),
         (lambda o: o["edges"][0]["when"].update(value="meh"), "'meh' can never be a value of 'verdict'"),
         (lambda o: o["edges"][0]["when"].update(op="gt"), "gt compares numbers, not 'bad'"),
+        (lambda o: (o.pop("state"), o["edges"][0]["when"].update(op="gt")), "gt compares numbers, not 'bad'"),
         (lambda o: o["edges"][0]["when"].update(op="contains"), "contains tests a list field"),
         (lambda o: o["edges"][0]["when"].update(op="like"), "edges.0.when"),
         (lambda o: o.update(state={"type": "objekt"}), "state is not a valid JSON Schema"),
