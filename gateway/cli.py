@@ -271,6 +271,10 @@ def _keys(args: argparse.Namespace) -> int:
     from gateway.cards.verify import keys
     from gateway.telemetry.audit_cli import record_admin
 
+    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        scheme = args.database_url.split(":", 1)[0]
+        print(f"switchboard keys: --database-url {scheme!r} is neither postgresql:// nor sqlite:///", file=sys.stderr)
+        return 2
     shared = args.database_url if args.database_url.startswith(("postgresql://", "postgres://")) else ""
     code = keys(args.data_dir, args.action, args.kid, shared)
     if code == 0 and args.action in ("rotate", "retire"):

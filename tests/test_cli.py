@@ -251,3 +251,12 @@ async def test_retiring_a_key_that_does_not_exist_names_it_and_how_to_list_keys(
     code, _, err = await switchboard("keys", "retire", "no-such-kid", "--data-dir", str(tmp_path))
     assert code == 2
     assert_one_line(err, "no signing key 'no-such-kid'", "switchboard keys")
+
+
+async def test_rotating_keys_with_a_database_url_of_another_scheme_says_so_and_leaves_the_local_keys(
+    tmp_path: Path,
+) -> None:
+    code, out, err = await switchboard("keys", "rotate", "--data-dir", str(tmp_path), "--database-url", "mysql://x/db")
+    assert code == 2 and out == ""
+    assert_one_line(err, "'mysql'", "postgresql://", "switchboard keys")
+    assert not os.listdir(tmp_path), "nothing was rotated in the local data dir"
