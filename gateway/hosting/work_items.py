@@ -232,11 +232,16 @@ class WorkItems:
             self._wake.set()
 
     async def _claim_loop(self) -> None:
+        checked = -POLL_S
         while True:
             self._wake.clear()
             try:
-                await self._requeue_orphans()
-                await self._check_claims()
+                # The orphan and claim checks (four round trips) run once per POLL_S, not on every wake:
+                # every item posted on any replica wakes every replica, which then only claims.
+                if time.monotonic() - checked >= POLL_S:
+                    checked = time.monotonic()
+                    await self._requeue_orphans()
+                    await self._check_claims()
                 await self._claim()
             except Exception as exc:
                 logger.warning("could not claim work items: %s", exc)
