@@ -352,10 +352,11 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     runtime = spec.runtime
     assert isinstance(runtime, CommandRuntime)
     folder = spec.file.parent if spec.file is not None else Path.cwd()
-    where = spec.file.name if spec.file is not None else spec.name
     if runtime.cwd and not (folder / runtime.cwd).is_dir():
-        raise RuntimeLoadError(f"{where}: runtime.cwd {runtime.cwd!r} is not a folder (relative to the agent file)")
+        raise RuntimeLoadError(
+            f"{spec.where}: runtime.cwd {runtime.cwd!r} is not a folder (relative to the agent file)"
+        )
     agent = CommandAgent(spec.name, runtime, folder)
     if agent.program() is None:  # not fatal: it may be installed later; each task says so until then
-        logger.warning("%s: command %r is not found; its tasks will fail until it is", where, runtime.argv[0])
+        logger.warning("%s: command %r is not found; its tasks will fail until it is", spec.where, runtime.argv[0])
     return RuntimeExecutor(spec.name, agent)

@@ -380,15 +380,15 @@ def load_agent(spec: AgentSpec, adapter: type[FrameworkAdapter]) -> Any:
     """The framework agent the file names (its module may sit beside the file); a factory is called."""
     runtime = spec.runtime
     assert isinstance(runtime, FrameworkRuntime)
-    where = spec.file.name if spec.file is not None else spec.name
     obj = import_string(runtime.agent, spec)
     if not adapter.accepts(obj) and callable(obj):
         try:
             obj = obj()
         except Exception as exc:  # the factory's own error, or not a factory at all (it takes arguments)
-            raise RuntimeLoadError(f"{where}: {runtime.agent}() raised {type(exc).__name__}: {exc}") from exc
+            raise RuntimeLoadError(f"{spec.where}: {runtime.agent}() raised {type(exc).__name__}: {exc}") from exc
     if not adapter.accepts(obj):
-        raise RuntimeLoadError(f"{where}: {runtime.agent} is a {type(obj).__name__}, not a {adapter.framework} agent")
+        kind = f"a {type(obj).__name__}, not a {adapter.framework} agent"
+        raise RuntimeLoadError(f"{spec.where}: {runtime.agent} is {kind}")
     return obj
 
 
@@ -399,9 +399,8 @@ def build_adapter(spec: AgentSpec, host: Host, adapter: type[FrameworkAdapter]) 
     try:
         options = adapter.Options.model_validate(runtime.options)
     except ValidationError as exc:
-        where = spec.file.name if spec.file is not None else spec.name
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RuntimeLoadError(f"{where}: runtime.options: {problems}") from exc
+        raise RuntimeLoadError(f"{spec.where}: runtime.options: {problems}") from exc
     folder = spec.file.parent if spec.file is not None else None
     return adapter(spec.name, load_agent(spec, adapter), options, prices_for(runtime, host), folder)
 

@@ -39,7 +39,7 @@ EMIT_TIMEOUT_S = 30.0
 def _where(spec: AgentSpec | None) -> str:
     if spec is None:
         return ""
-    return f"{spec.file.name if spec.file is not None else spec.name}: "
+    return f"{spec.where}: "
 
 
 def _beside(module_name: str, folder: Path) -> Path | None:

@@ -549,6 +549,11 @@ class AgentSpec(_Strict):
         """The agent file this spec was read from (None for a spec built in code or imported from a peer)."""
         return self._file
 
+    @property
+    def where(self) -> str:
+        """What a load error names this agent by: its file's name, else (built in code) the agent's name."""
+        return self._file.name if self._file is not None else self.name
+
     def read_from(self, path: Path) -> AgentSpec:
         """This spec, remembering ``path`` as its file (modules beside it are importable by its runtime)."""
         self._file = path

@@ -231,13 +231,12 @@ def build_executor(spec: AgentSpec, host: Host) -> AgentExecutor:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = EXTRAS.get(spec.runtime.kind)
-        where = spec.file.name if spec.file is not None else spec.name
         if exc.name == module_name:
-            raise RuntimeLoadError(f"{where}: runtime '{spec.runtime.kind}' is not available") from exc
+            raise RuntimeLoadError(f"{spec.where}: runtime '{spec.runtime.kind}' is not available") from exc
         if extra is None:
             raise
         raise RuntimeLoadError(
-            f"{where}: runtime '{spec.runtime.kind}' needs its framework ({exc}); "
+            f"{spec.where}: runtime '{spec.runtime.kind}' needs its framework ({exc}); "
             f"install it with: pip install 'switchboard-gateway[{extra}]'"
         ) from exc
     builder = cast(Builder, getattr(module, attr))
