@@ -58,6 +58,8 @@ async def read_postgres(dsn: str, sql: str, params: list[Any]) -> list[tuple[Any
     conn = await asyncpg.connect(dsn)
     try:
         return [tuple(row) for row in await conn.fetch(numbered, *params)]
+    except asyncpg.UndefinedTableError:
+        return []  # no gateway made the table here yet (as ``read_sqlite`` answers)
     finally:
         await conn.close()
 

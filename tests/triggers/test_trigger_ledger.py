@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -155,3 +156,13 @@ async def test_switchboard_triggers_lists_runs_and_dead_letters(
     assert [(e["eventId"], e["state"]) for e in every] == [("evt-listed", "started"), ("evt-broken", "dead")]
     assert every[0]["taskId"] == started.json()["taskId"]
     assert len(dead) == 1 and "inbox/hook dead" in dead[0] and "evt-broken" in dead[0] and "not JSON" in dead[0]
+
+
+async def test_switchboard_triggers_on_a_postgresql_database_without_the_ledger_finds_no_events(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fresh_pg_database(pg_dsn) as fresh:
+        code = await asyncio.to_thread(main, ["triggers", "--database-url", fresh])
+
+    assert code == 0
+    assert capsys.readouterr().err == "switchboard triggers: no events match\n"
