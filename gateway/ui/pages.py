@@ -14,6 +14,7 @@ HTML shows as text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 from pathlib import Path
 
@@ -54,8 +55,12 @@ class SecureHeaders:
         await self.app(scope, receive, with_headers)
 
 
+@functools.lru_cache(maxsize=8)
 def _index(root_path: str) -> bytes:
-    """The page, with its asset URLs under the app's root path (a proxy may mount the gateway below /)."""
+    """The page, with its asset URLs under the app's root path (a proxy may mount the gateway below /).
+
+    Read from the package once per root path, not on every page request.
+    """
     text = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     return text.replace("{{static}}", f"{root_path}{UI_PATH}/static").encode("utf-8")
 
