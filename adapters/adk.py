@@ -45,6 +45,7 @@ from adapters.framework import (
     ToolCall,
     ToolResult,
     build_framework,
+    says_yes,
 )
 from adapters.llm import user_content
 from gateway.hosting.runtimes import Host
@@ -54,7 +55,6 @@ from gateway.spec import AgentSpec
 CONFIRMATION = "adk_request_confirmation"
 REQUEST_INPUT = "adk_request_input"
 ADK_DEFAULT_HINT = "Please approve or reject the tool call"
-YES = frozenset({"y", "yes", "true", "confirm", "approve", "approved", "ok"})
 
 
 class AdkOptions(BaseModel):
@@ -92,7 +92,7 @@ class PendingCall:
         if call.data:
             return dict(call.data[0])
         if self.name == CONFIRMATION:
-            return {"confirmed": call.text.strip().lower() in YES}
+            return {"confirmed": says_yes(call.text)}
         return {"result": call.text}
 
 

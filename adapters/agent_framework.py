@@ -39,6 +39,7 @@ from adapters.framework import (
     ToolCall,
     ToolResult,
     build_framework,
+    says_yes,
 )
 from adapters.llm import user_content
 from gateway.errors import RuntimeLoadError
@@ -46,7 +47,6 @@ from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall
 from gateway.spec import AgentSpec
 
-YES = frozenset({"y", "yes", "true", "approve", "approved", "confirm", "ok"})
 REQUEST_INFO = WorkflowAgent.REQUEST_INFO_FUNCTION_NAME
 
 
@@ -77,7 +77,7 @@ def answer(request: Content, call: AgentCall) -> Content:
     """The caller's follow-up as the response to ``request``."""
     given = call.data[0] if call.data else None
     if request.type == "function_approval_request":
-        approved = bool(given.get("approved")) if given is not None else call.text.strip().lower() in YES
+        approved = bool(given.get("approved")) if given is not None else says_yes(call.text)
         return request.to_function_approval_response(approved)
     return Content.from_function_result(call_id=request.call_id or "", result=given if given is not None else call.text)
 

@@ -53,6 +53,8 @@ MAX_WAITING = 1000
 """Runs waiting for input an adapter remembers at most (the oldest is forgotten first)."""
 CHUNK_INTERVAL_S = 0.05
 """What an adapter's ``chunk_interval_s`` may be: deltas within 50 ms of the last chunk go into the next."""
+YES = frozenset({"y", "yes", "true", "ok", "approve", "approved", "confirm", "allow"})
+"""Answers that approve a tool call a run waits on (any other text declines it)."""
 ARGUMENTS_SHOWN = 200
 """Characters of a tool call's arguments shown in its progress message."""
 
@@ -364,6 +366,11 @@ async def _thread_events(
             return
     finally:
         stop.set()
+
+
+def says_yes(text: str) -> bool:
+    """Whether the caller's answer to an approval question approves (``YES``, any case, a final . or !)."""
+    return text.strip().lower().rstrip(".!") in YES
 
 
 def prices_for(runtime: FrameworkRuntime, host: Host) -> Prices:

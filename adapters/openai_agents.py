@@ -41,13 +41,13 @@ from adapters.framework import (
     ToolResult,
     Waiting,
     build_framework,
+    says_yes,
 )
 from adapters.llm import user_content
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall
 from gateway.spec import AgentSpec
 
-YES = frozenset({"y", "yes", "approve", "approved", "ok", "allow", "true"})
 TEXT_DELTA = "response.output_text.delta"
 
 
@@ -125,7 +125,7 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
         paused: _Paused | None = self.waiting.take(call.task_id)
         if paused is None:
             return None
-        approve = call.text.strip().lower().rstrip(".!") in YES
+        approve = says_yes(call.text)
         for item in paused.approvals:
             if approve:
                 paused.state.approve(item)

@@ -23,6 +23,7 @@ from adapters.framework import (
     ToolResult,
     build_adapter,
     events_from_thread,
+    says_yes,
 )
 from gateway.errors import RuntimeLoadError
 from gateway.hosting import runtimes
@@ -163,6 +164,11 @@ async def test_events_from_a_thread_end_with_the_final_event_or_its_exception() 
         assert [e async for e in events_from_thread(works)] == [TextDelta("a"), Answer("done")]
         with pytest.raises(ValueError, match="crew failed"):
             [e async for e in events_from_thread(fails)]
+
+
+def test_an_approval_is_one_of_the_yes_words_in_any_case_with_a_final_stop() -> None:
+    assert [says_yes(t) for t in ("Yes.", " confirm ", "ALLOW!", "ok")] == [True, True, True, True]
+    assert [says_yes(t) for t in ("no", "yesterday", "", "not ok")] == [False, False, False, False]
 
 
 class Picky(FrameworkAdapter):
