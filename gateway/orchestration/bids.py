@@ -32,7 +32,7 @@ BidStatus = Literal["bid", "derived", "declined", "late", "malformed", "failed",
 class Bid(BaseModel):
     """A structured bid, as a bidder returns it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # an infinite cost made every score NaN
 
     capability: Annotated[float, Field(ge=0, le=1)] | list[str] = Field(description="0..1, or the capabilities offered")
     cost: float = Field(ge=0)

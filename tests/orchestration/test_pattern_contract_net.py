@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
-from gateway.orchestration.api import AgentInfo
-from gateway.orchestration.bids import Bid, derive
+from gateway.orchestration.api import AgentInfo, StepResult
+from gateway.orchestration.bids import Bid, derive, read_bid
 from gateway.orchestration.workflows import InvalidWorkflowError, plan_workflow
 from gateway.spec import AgentSpec
 from gateway.testing import running_gateway
@@ -173,3 +173,12 @@ async def test_a_tender_killed_while_a_bid_is_out_resumes_without_asking_finishe
     assert run.done["status"]["state"] == "TASK_STATE_COMPLETED", run.done["status"]
     assert run.shown == ["step-1-steady", "step-2-echo", "step-3-steady", "result"]
     assert calls.read_text().splitlines() == ["call-for-bids", "award"], "steady's bid was not asked for again"
+
+
+def test_a_bid_of_infinite_cost_is_malformed_not_a_nan_score() -> None:
+    result = StepResult("pricey", "completed", data={"bid": {"capability": 1.0, "cost": float("inf")}})
+
+    report = read_bid(result, [])
+
+    assert report.status == "malformed" and report.bid is None
+    assert report.reason.startswith("malformed bid: cost: Input should be a finite number")
