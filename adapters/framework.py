@@ -20,18 +20,16 @@ streams them; the base maps those onto the task:
 A framework that raises mid-stream fails the task with its reason (and the usage so far). A cancel
 (A2A ``CancelTask``, an MCP cancel, a workflow's) cancels the asyncio task reading the stream, closes
 the framework's stream and then calls ``cancel`` for what the framework stops on its own terms.
-Frameworks that run synchronously use ``events_from_thread``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -325,47 +323,6 @@ async def _closed(events: AsyncIterator[FrameworkEvent]) -> None:
     close = getattr(events, "aclose", None)
     if close is not None:
         await close()
-
-
-def events_from_thread(
-    work: Callable[[Callable[[FrameworkEvent], None], threading.Event], FrameworkEvent | None],
-) -> AsyncIterator[FrameworkEvent]:
-    """The events of a synchronous framework run, as it yields them.
-
-    ``work(put, stop)`` runs in a worker thread: it calls ``put`` for each event, checks ``stop``
-    (set when the run is canceled) where it can, and returns the final event (or None). An
-    exception it raises is raised from the iterator.
-    """
-    return _thread_events(work)
-
-
-async def _thread_events(
-    work: Callable[[Callable[[FrameworkEvent], None], threading.Event], FrameworkEvent | None],
-) -> AsyncIterator[FrameworkEvent]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[FrameworkEvent] = asyncio.Queue()
-    stop = threading.Event()
-
-    def put(event: FrameworkEvent) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-
-    done = asyncio.ensure_future(asyncio.to_thread(work, put, stop))
-    try:
-        while True:
-            getting = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getting, done}, return_when=asyncio.FIRST_COMPLETED)
-            if getting.done():
-                yield getting.result()
-                continue
-            getting.cancel()
-            while not queue.empty():
-                yield queue.get_nowait()
-            final = done.result()
-            if final is not None:
-                yield final
-            return
-    finally:
-        stop.set()
 
 
 def says_yes(text: str) -> bool:

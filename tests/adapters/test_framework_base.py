@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from adapters.framework import (
     ToolCall,
     ToolResult,
     build_adapter,
-    events_from_thread,
     says_yes,
 )
 from gateway.errors import RuntimeLoadError
@@ -127,43 +125,6 @@ async def test_cancel_closes_the_stream_and_calls_the_frameworks_cancel() -> Non
     with pytest.raises(asyncio.CancelledError):
         await running
     assert adapter.closed.is_set() and adapter.canceled == ["t1"]
-
-
-async def test_events_from_a_thread_arrive_in_order_and_stop_is_set_on_cancel() -> None:
-    stopped = threading.Event()
-    released = threading.Event()
-
-    def work(put: Callable[[FrameworkEvent], None], stop: threading.Event) -> FrameworkEvent:
-        put(Status("one"))
-        put(TextDelta("two"))
-        stop.wait(WAIT_S)
-        stopped.set() if stop.is_set() else None
-        released.wait(WAIT_S)
-        return Answer("three")
-
-    seen: list[FrameworkEvent] = []
-    events = events_from_thread(work)
-    async with asyncio.timeout(WAIT_S):
-        seen.append(await anext(events))
-        seen.append(await anext(events))
-        await events.aclose()  # what a cancel of the reader does
-        released.set()
-        await asyncio.to_thread(stopped.wait, WAIT_S)
-    assert seen == [Status("one"), TextDelta("two")] and stopped.is_set()
-
-
-async def test_events_from_a_thread_end_with_the_final_event_or_its_exception() -> None:
-    def works(put: Callable[[FrameworkEvent], None], stop: threading.Event) -> FrameworkEvent:
-        put(TextDelta("a"))
-        return Answer("done")
-
-    def fails(put: Callable[[FrameworkEvent], None], stop: threading.Event) -> FrameworkEvent:
-        raise ValueError("crew failed")
-
-    async with asyncio.timeout(WAIT_S):
-        assert [e async for e in events_from_thread(works)] == [TextDelta("a"), Answer("done")]
-        with pytest.raises(ValueError, match="crew failed"):
-            [e async for e in events_from_thread(fails)]
 
 
 def test_an_approval_is_one_of_the_yes_words_in_any_case_with_a_final_stop() -> None:
