@@ -90,10 +90,10 @@ def question_of(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def _update_events(node: str, update: Any) -> list[FrameworkEvent]:
+def _update_events(node: str, update: Any, messages_key: str) -> list[FrameworkEvent]:
     """Progress, tool calls and usage in one node's state update."""
     events: list[FrameworkEvent] = [Status(f"{node} done")]
-    messages = update.get("messages", []) if isinstance(update, dict) else []
+    messages = update.get(messages_key, []) if isinstance(update, dict) else []
     for message in messages if isinstance(messages, list) else [messages]:
         if isinstance(message, AIMessage):
             events += [ToolCall(c["name"], json.dumps(c.get("args", {}), default=str)) for c in message.tool_calls]
@@ -175,11 +175,13 @@ class LangGraphAdapter(FrameworkAdapter):
             return [TextDelta(content_text(chunk.content))] if streamed else []
         if mode == "custom":
             return [Status(data if isinstance(data, str) else json.dumps(data, default=str))]
+        options = self.options
+        assert isinstance(options, LangGraphOptions)
         events: list[FrameworkEvent] = []
         for node, update in data.items():
             if node == INTERRUPT:
                 return [*events, InputRequired("\n".join(question_of(i.value) for i in update))]
-            events += _update_events(node, update)
+            events += _update_events(node, update, options.messages_key)
             self._note_answer(update, answer)
         return events
 

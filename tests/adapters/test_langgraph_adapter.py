@@ -10,12 +10,13 @@ import pytest
 pytest.importorskip("langgraph", reason="the langgraph extra is not installed: pip install '.[langgraph]'")
 pytest.importorskip("langchain_openai", reason="the test graph's model needs langchain-openai")
 
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from a2a.types.a2a_pb2 import TaskState
 from google.protobuf.json_format import MessageToDict
+from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START, StateGraph, add_messages
 
 from adapters.framework import Prices
 from adapters.langgraph import LangGraphAdapter, LangGraphOptions
@@ -236,3 +237,24 @@ async def test_without_token_streaming_the_answer_comes_whole(monkeypatch: pytes
     assert reply.state == "completed" and reply.text == "Sunny in Oslo."
     assert emit.artifacts == [], "no token chunks"
     assert 'weather: calling forecast({"city": "Oslo"})' in emit.progress_messages
+
+
+class Chat(TypedDict):
+    chat: Annotated[list[Any], add_messages]
+
+
+async def test_usage_is_counted_under_the_files_messages_key() -> None:
+    def reply(state: Chat) -> dict[str, Any]:
+        usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+        return {"chat": [AIMessage(content="hi", usage_metadata=usage)]}
+
+    graph = StateGraph(Chat)
+    graph.add_node("reply", reply)
+    graph.add_edge(START, "reply")
+    graph.add_edge("reply", END)
+    options = LangGraphOptions(messages_key="chat", stream_tokens=False)
+    adapter = LangGraphAdapter("chatty", graph, options, Prices())
+    sink: Emitter = RecordingEmitter()
+    done = await adapter(AgentCall(text="hello", context_id="c5", task_id="t5"), sink)
+    assert done.state == "completed" and done.text == "hi"
+    assert done.usage is not None and (done.usage.input_tokens, done.usage.output_tokens) == (3, 2)
