@@ -128,7 +128,7 @@ class LangGraphAdapter(FrameworkAdapter):
     def _config(self, call: AgentCall) -> RunnableConfig:
         options = self.options
         assert isinstance(options, LangGraphOptions)
-        thread = call.context_id or call.task_id
+        thread = call.conversation
         return {
             "configurable": {**options.configurable, "thread_id": thread},
             "recursion_limit": options.recursion_limit,

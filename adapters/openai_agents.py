@@ -106,7 +106,7 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
     def _session(self, call: AgentCall) -> SQLiteSession:
         options = self.options
         assert isinstance(options, OpenAIAgentsOptions)
-        key = call.context_id or call.task_id
+        key = call.conversation
         session = self.sessions.take(key)
         if session is None:
             db = options.session_db if options.session_db == ":memory:" else self.folder / options.session_db

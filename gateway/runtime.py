@@ -70,7 +70,17 @@ class AgentCall:
     context_id: str = ""
     message_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    owner: str = ""  # the task's owner as the store records it: a context id is the caller's to choose, not proof
     reuse_refusal: Callable[[str], str | None] = field(default=_anyone_may, compare=False, repr=False)
+
+    @property
+    def conversation(self) -> str:
+        """The key of state a runtime keeps across a conversation: its context, within its owner's.
+
+        A context id is chosen by the caller; keyed by it alone, another caller naming the same context
+        would continue (and read) someone else's conversation.
+        """
+        return f"{self.owner}/{self.context_id or self.task_id}"
 
     def may_reuse(self, logic: Callable[..., object]) -> str | None:
         """Why the caller may not have ``logic`` (another agent's entry point) run for it here; None: it may."""

@@ -13,6 +13,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext, SimpleRequ
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import EventQueue
 from a2a.server.id_generator import IDGenerator
+from a2a.server.owner_resolver import resolve_user_scope
 from a2a.server.tasks.task_store import TaskStore
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
@@ -85,6 +86,7 @@ def call_from_context(context: RequestContext) -> AgentCall:
         context_id=context.context_id or "",
         message_id=message.message_id,
         metadata=dict(context.metadata),
+        owner=resolve_user_scope(context.call_context) if context.call_context is not None else "",
     )
 
 

@@ -258,3 +258,23 @@ async def test_usage_is_counted_under_the_files_messages_key() -> None:
     done = await adapter(AgentCall(text="hello", context_id="c5", task_id="t5"), sink)
     assert done.state == "completed" and done.text == "hi"
     assert done.usage is not None and (done.usage.input_tokens, done.usage.output_tokens) == (3, 2)
+
+
+async def test_another_owner_naming_the_same_context_gets_a_thread_of_its_own() -> None:
+    seen: list[int] = []
+
+    def reply(state: Chat) -> dict[str, Any]:
+        seen.append(len(state["chat"]))  # the messages the thread holds, this one included
+        return {"chat": [AIMessage(content="noted")]}
+
+    graph = StateGraph(Chat)
+    graph.add_node("reply", reply)
+    graph.add_edge(START, "reply")
+    graph.add_edge("reply", END)
+    adapter = LangGraphAdapter("chatty", graph, LangGraphOptions(messages_key="chat", stream_tokens=False), Prices())
+    sink: Emitter = RecordingEmitter()
+    await adapter(AgentCall(text="my secret", context_id="shared", task_id="t1", owner="alice"), sink)
+    await adapter(AgentCall(text="what was said?", context_id="shared", task_id="t2", owner="bob"), sink)
+    await adapter(AgentCall(text="and now?", context_id="shared", task_id="t3", owner="alice"), sink)
+
+    assert seen == [1, 1, 3], "bob's thread is empty; alice's holds her first turn and its answer"
