@@ -13,6 +13,7 @@ Neither is ever the 500 / -32603 / INTERNAL of a fault inside this gateway, exce
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, NamedTuple
 
 from a2a.utils.errors import InternalError
@@ -237,6 +238,44 @@ class AgentBusyError(InternalError):
             return 1.0
 
 
+class UnknownTriggerError(GatewayError):
+    """An event for an agent and trigger name the gateway has no webhook or push trigger for."""
+
+    message = "no such trigger"
+    reason = "unknown-trigger"
+
+
+class TriggerNotConfiguredError(GatewayError):
+    """A trigger whose secret (an environment variable) is not set: it refuses every event until it is."""
+
+    message = "the trigger is not configured"
+    reason = "trigger-not-configured"
+    retryable = True
+
+
+class InvalidEventError(GatewayError):
+    """An event that cannot start a run (not valid input, or refused by the agent): dead-lettered, never retried."""
+
+    message = "the event is not valid input for the agent"
+    reason = "invalid-event"
+
+
+class EventBusyError(GatewayError):
+    """Another delivery of the same event is starting its run right now: try again shortly."""
+
+    message = "this event's run is being started by another delivery"
+    reason = "event-in-progress"
+    retryable = True
+
+
+def retry_after_seconds(hint_s: float) -> int:
+    """The whole seconds a ``Retry-After`` header or gRPC ``RetryInfo`` says for a hint of ``hint_s``.
+
+    Rounded up, and at least 1: a client that waits less than the hint is only refused again.
+    """
+    return max(1, math.ceil(hint_s))
+
+
 WIRE: dict[type[GatewayError] | type[InternalError], WireError] = {
     GatewayError: WireError(500, -32603, "INTERNAL"),
     AgentFileError: WireError(500, -32603, "FAILED_PRECONDITION"),
@@ -262,6 +301,11 @@ WIRE: dict[type[GatewayError] | type[InternalError], WireError] = {
     StoreUnavailableError: WireError(503, -32060, "UNAVAILABLE"),
     # Admission control: retryable, with a retry-after hint (gateway.hosting.admission).
     AgentBusyError: WireError(429, -32061, "RESOURCE_EXHAUSTED"),
+    # Triggers (gateway.triggers): answered only on their own HTTP endpoint.
+    UnknownTriggerError: WireError(404, -32001, "NOT_FOUND"),
+    TriggerNotConfiguredError: WireError(503, -32062, "FAILED_PRECONDITION"),
+    InvalidEventError: WireError(422, -32602, "INVALID_ARGUMENT"),
+    EventBusyError: WireError(409, -32063, "ABORTED"),
 }
 
 

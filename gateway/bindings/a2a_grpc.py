@@ -16,7 +16,6 @@ UNKNOWN) and an unexpected exception is INTERNAL, without its text.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.errors import AgentBusyError, GatewayError, UnknownAgentError, wire_for
+from gateway.errors import AgentBusyError, GatewayError, UnknownAgentError, retry_after_seconds, wire_for
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def a2a_status(error: WireFailure) -> GrpcStatus:
         extra.append(validation_errors_to_bad_request(violations))
         text = f"{text}: " + "; ".join(f"{v['field']}: {v['message'].rstrip('.')}" for v in violations)
     if isinstance(error, AgentBusyError):  # gRPC's own retry hint, beside the ErrorInfo metadata
-        delay = Duration(seconds=max(1, math.ceil(error.retry_after_s)))
+        delay = Duration(seconds=retry_after_seconds(error.retry_after_s))
         extra.append(error_details_pb2.RetryInfo(retry_delay=delay))
     return _rich_status(_a2a_code(error), text, info, *extra)
 

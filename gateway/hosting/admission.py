@@ -22,7 +22,7 @@ from typing import TypeVar
 from a2a.server.context import ServerCallContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import AgentBusyError
+from gateway.errors import AgentBusyError, retry_after_seconds
 from gateway.spec import AdmissionSpec
 from gateway.telemetry import metrics
 
@@ -150,7 +150,7 @@ class RetryAfter:
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
-        self.value = str(max(1, round(seconds))).encode()
+        self.value = str(retry_after_seconds(seconds)).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve ``scope`` with the header added to a 429 that lacks one."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -24,7 +23,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import AgentBusyError, AuthenticationError, GatewayError, PayloadTooLargeError, wire_for
+from gateway.errors import (
+    AgentBusyError,
+    AuthenticationError,
+    GatewayError,
+    PayloadTooLargeError,
+    TriggerNotConfiguredError,
+    UnknownTriggerError,
+    retry_after_seconds,
+    wire_for,
+)
 from gateway.spec import (
     AgentSpec,
     NatsTriggerSpec,
@@ -52,36 +60,44 @@ PRUNE_EVERY_S = 3600.0
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
-class TriggerNotConfiguredError(GatewayError):
-    """A trigger whose secret (an environment variable) is not set: it refuses every event until it is."""
+def _refusal(
+    status: int,
+    grpc_status: str,
+    reason: str,
+    message: str,
+    *,
+    retry_after_s: float | None = None,
+    beside: Mapping[str, Any] | None = None,
+) -> Response:
+    """Every error answer of the endpoint, in one JSON shape (``beside``'s keys next to ``error``).
 
-    message = "the trigger is not configured"
-    reason = "trigger-not-configured"
-    retryable = True
+    A refusal the sender retries carries ``Retry-After``.
+    """
+    body = {"error": {"code": status, "status": grpc_status, "reason": reason, "message": message}, **(beside or {})}
+    headers = {"Retry-After": str(retry_after_seconds(retry_after_s))} if retry_after_s is not None else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _error(error: GatewayError, status: int | None = None, headers: Mapping[str, str] | None = None) -> Response:
+def _error(
+    error: GatewayError, *, retry_after_s: float | None = None, beside: Mapping[str, Any] | None = None
+) -> Response:
     wire = wire_for(error)
-    code = status or wire.http_status
-    body = {"error": {"code": code, "status": wire.grpc_status, "reason": error.reason, "message": error.detail}}
-    return JSONResponse(body, status_code=code, headers=dict(headers or {}))
+    return _refusal(
+        wire.http_status, wire.grpc_status, error.reason, error.detail, retry_after_s=retry_after_s, beside=beside
+    )
 
 
-def _busy(error: A2AError, status: int, retry_after: str) -> Response:
+def _busy(error: A2AError, status: int, retry_after_s: float) -> Response:
     """A retryable refusal of an event: nothing was recorded, the sender tries again later."""
     message = getattr(error, "message", "") or str(error)
     grpc_status = wire_for(error).grpc_status if isinstance(error, InternalError) else "UNAVAILABLE"
     reason = str((error.data or {}).get("reason", "retry-later")) if isinstance(error.data, dict) else "retry-later"
-    body = {"error": {"code": status, "status": grpc_status, "reason": reason, "message": message}}
-    return JSONResponse(body, status_code=status, headers={"Retry-After": retry_after})
+    return _refusal(status, grpc_status, reason, message, retry_after_s=retry_after_s)
 
 
 def _answer(started: Started) -> Response:
     if started.dead:
-        body = {
-            "error": {"code": 422, "status": "INVALID_ARGUMENT", "reason": "invalid-event", "message": started.reason}
-        }
-        return JSONResponse({**body, **started.to_json()}, status_code=422)
+        return _error(InvalidEventError(started.reason), beside=started.to_json())
     return JSONResponse(started.to_json(), status_code=200 if started.duplicate else 202)
 
 
@@ -156,30 +172,28 @@ class Triggers:
         agent, name = request.path_params["agent"], request.path_params["trigger"]
         trigger = self._triggers.get((agent, name))
         if not isinstance(trigger, WebhookTriggerSpec | PushTriggerSpec):
-            message = f"agent {agent!r} has no webhook or push trigger named {name!r}"
-            return JSONResponse({"error": {"code": 404, "status": "NOT_FOUND", "message": message}}, status_code=404)
+            return _error(UnknownTriggerError(f"agent {agent!r} has no webhook or push trigger named {name!r}"))
         body = await self._body(request)
         if body is None:
             return _error(PayloadTooLargeError(f"the body is over {self._max_body} bytes"))
         secret = self._secret(trigger)
         if secret is None:
-            return _error(TriggerNotConfiguredError(f"trigger {name!r} has no secret set"), 503)
+            return _error(TriggerNotConfiguredError(f"trigger {name!r} has no secret set"))
         try:
             event = await self._event(agent, trigger, secret, request, body)
             if isinstance(event, str):
                 return JSONResponse({"status": event})
             return _answer(await self.runs.start(event))
         except EventBusyError as exc:
-            return _error(exc, 409, {"Retry-After": "1"})
+            return _error(exc, retry_after_s=1)
         except AgentBusyError as exc:  # the agent is at its caps: the sender retries (Standard Webhooks senders do)
             count_event(agent, trigger, "refused")
-            seconds = str(max(1, math.ceil(exc.retry_after_s)))
-            return _busy(exc, 429, seconds)
+            return _busy(exc, 429, exc.retry_after_s)
         except A2AError as exc:  # a retryable refusal (the store is away), the event left for a later delivery
             count_event(agent, trigger, "refused")
-            return _busy(exc, 503, "1")
+            return _busy(exc, 503, 1)
         except InvalidEventError as exc:
-            return _error(exc, 422)
+            return _error(exc)
         except GatewayError as exc:
             if isinstance(exc, AuthenticationError):
                 count_event(agent, trigger, "refused")

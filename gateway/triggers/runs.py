@@ -25,7 +25,7 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from a2a.utils.errors import A2AError
 
 from gateway.auth.policy import A2ACaller, AuthPolicy, Identity
-from gateway.errors import GatewayError
+from gateway.errors import EventBusyError, InvalidEventError
 from gateway.spec import AgentSpec, TriggerSpec
 from gateway.store.database import Database
 from gateway.store.tasks import STARTED_BY
@@ -55,21 +55,6 @@ class TriggerHost(Protocol):
     def spec(self, name: str) -> AgentSpec | None:
         """The spec of hosted agent ``name``."""
         ...
-
-
-class InvalidEventError(GatewayError):
-    """An event that cannot start a run (not valid input, or refused by the agent): dead-lettered, never retried."""
-
-    message = "the event is not valid input for the agent"
-    reason = "invalid-event"
-
-
-class EventBusyError(GatewayError):
-    """Another delivery of the same event is starting its run right now: try again shortly."""
-
-    message = "this event's run is being started by another delivery"
-    reason = "event-in-progress"
-    retryable = True
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def fresh_gates() -> Iterator[None]:
 async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     files = [
         gated_agent("solo", max_concurrent=1, retry_after_s=3),
+        gated_agent("fractional", max_concurrent=1, retry_after_s=2.5),
         gated_agent("queued", max_concurrent=1, max_queued=1, queue_timeout_s=10),
         gated_agent("impatient", max_concurrent=1, max_queued=1, queue_timeout_s=0.2),
         python_agent("fast", f"{MODULE}:fast"),
@@ -110,6 +111,24 @@ async def test_each_wire_says_retry_after_its_own_way(gateway: RunningGateway) -
     assert error["code"] == -32061
     assert "3" in json.dumps(error.get("data", "")) or "retry after 3s" in error["message"]
     assert grpc_status.code.name == "RESOURCE_EXHAUSTED" and retry.retry_delay.seconds == 3
+
+
+async def test_a_fractional_hint_is_rounded_up_on_every_wire(gateway: RunningGateway) -> None:
+    # A client that waits less than the hint is refused again: 2.5 s is 3 whole seconds, never 2.
+    await hold(gateway, "fractional")
+    body = {"message": {"role": "ROLE_USER", "messageId": "m-2", "parts": [{"text": "second"}]}}
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"A2A-Version": "1.0"}) as http:
+        rest = await http.post("/agents/fractional/message:send", json=body)
+    gate("fractional").set()
+    status = status_pb2.Status()
+    grpc_status = a2a_status(AgentBusyError("busy", retry_after_s=2.5))
+    status.ParseFromString(dict(grpc_status.trailing_metadata)["grpc-status-details-bin"])
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in status.details if d.Is(retry.DESCRIPTOR))
+
+    assert rest.status_code == 429 and rest.headers["retry-after"] == "3"
+    assert rest.json()["error"]["details"][0]["metadata"]["retryAfterSeconds"] == "2.5"
+    assert retry.retry_delay.seconds == 3
 
 
 async def test_a_queued_request_waits_for_a_slot_and_a_full_queue_refuses(gateway: RunningGateway) -> None:

@@ -170,7 +170,9 @@ async def test_an_agent_without_that_trigger_answers_404(gateway: RunningGateway
     answer = await post_webhook(http, "other", "hook", {"n": 1})
 
     assert answer.status_code == 404
-    assert "no webhook or push trigger" in answer.json()["error"]["message"]
+    error = answer.json()["error"]
+    assert (error["code"], error["status"], error["reason"]) == (404, "NOT_FOUND", "unknown-trigger")
+    assert "no webhook or push trigger" in error["message"]
 
 
 async def test_metrics_count_trigger_events_by_outcome(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
@@ -202,7 +204,7 @@ async def test_an_agent_at_its_cap_answers_429_and_the_event_runs_when_sent_agai
     gated_agents.reset()
     busy = python_agent("busy", f"{GATED}:gated", gate_name="busy")
     agents = agents_folder(
-        tmp_path / "agents", [{**with_triggers(busy, HOOK), "admission": {"max_concurrent": 1, "retry_after_s": 2}}]
+        tmp_path / "agents", [{**with_triggers(busy, HOOK), "admission": {"max_concurrent": 1, "retry_after_s": 1.5}}]
     )
     async with (
         running_gateway(make_settings(tmp_path, agents=agents)) as gateway,
@@ -220,7 +222,7 @@ async def test_an_agent_at_its_cap_answers_429_and_the_event_runs_when_sent_agai
     gated_agents.reset()
 
     assert first.status_code == 202
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "2", "the hint of 1.5 s, rounded up"
     assert refused.json()["error"]["reason"] == "agent-busy"
     assert [e.key.event_id for e in entries_while_busy] == ["evt-first"], "the refused event was not recorded"
     assert again.status_code == 202 and second.status.state == TaskState.TASK_STATE_COMPLETED
