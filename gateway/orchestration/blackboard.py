@@ -34,7 +34,7 @@ from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run,
 from gateway.orchestration.board import Board, Write, WriteConflictError, read_write
 from gateway.orchestration.concurrent import fan_out
 from gateway.orchestration.graph_model import Condition, also_text, compare_problem, comparisons, holds
-from gateway.orchestration.turns import ended, guard_round
+from gateway.orchestration.turns import ended, guard_round, require_participants
 
 ARTIFACT = "blackboard"
 REQUEST_KEY = "request"
@@ -72,9 +72,7 @@ class BlackboardOptions(PatternOptions):
 
 def check(options: BlackboardOptions, participants: tuple[str, ...]) -> None:
     """At load: contributors named in the options are participants."""
-    strangers = [name for name in options.contributors if name not in participants]
-    if strangers:
-        raise ValueError(f"contributors names agents that are not participants: {', '.join(strangers)}")
+    require_participants(participants, options.contributors, "contributors")
 
 
 class BlackboardRun:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
-from gateway.orchestration.turns import ended
+from gateway.orchestration.turns import ended, require_participants
 
 Merge = Literal["concatenate", "majority-vote", "confidence-weighted", "first-success", "synthesis"]
 _SPACE = re.compile(r"\s+")
@@ -155,15 +155,19 @@ def merge(results: Sequence[StepResult], options: ConcurrentOptions) -> Outcome:
     return Outcome("completed", text, {"results": [summary(r) for r in results]})
 
 
+def check(options: ConcurrentOptions, participants: tuple[str, ...]) -> None:
+    """At load: the synthesizer is a participant, and enough others run for ``min_successes``."""
+    require_participants(participants, (options.synthesizer,), "synthesizer")
+    workers = [agent for agent in participants if agent != options.synthesizer]
+    if not workers:
+        raise ValueError("no participant to fan out to besides the synthesizer")
+    if options.min_successes > len(workers):
+        raise ValueError(f"min_successes is {options.min_successes} but only {len(workers)} agents run")
+
+
 async def run(run: Run, options: ConcurrentOptions) -> Outcome:
     """Fan the request out to every participant but the synthesizer, then merge (see the module docstring)."""
-    if options.synthesizer and options.synthesizer not in run.participants:
-        return Outcome("failed", f"the synthesizer {options.synthesizer} is not a participant")
     workers = [agent for agent in run.participants if agent != options.synthesizer]
-    if not workers:
-        return Outcome("failed", "no participant to fan out to besides the synthesizer")
-    if options.min_successes > len(workers):
-        return Outcome("failed", f"min_successes is {options.min_successes} but only {len(workers)} agents run")
     total = len(workers) + (1 if options.synthesizer else 0)
     jobs = [(agent, run.request, f"step {n}/{total}") for n, agent in enumerate(workers, 1)]
     first_success = options.merge == "first-success"
@@ -192,4 +196,4 @@ async def run(run: Run, options: ConcurrentOptions) -> Outcome:
     return Outcome("completed", synthesized.text, {"output": synthesized.data, "results": summaries})
 
 
-SPEC = PatternSpec(name="concurrent", run=run, options=ConcurrentOptions, min_participants=1)
+SPEC = PatternSpec(name="concurrent", run=run, options=ConcurrentOptions, min_participants=1, check=check)

@@ -30,7 +30,7 @@ from pydantic import Field
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.bids import BidReport, Weights, capability_of, derive, rank_bids, read_bid, winners
 from gateway.orchestration.concurrent import fan_out, summary
-from gateway.orchestration.turns import ended, guard_round
+from gateway.orchestration.turns import ended, guard_round, require_participants
 
 PHASE_KEY = "contract_net"
 
@@ -51,9 +51,7 @@ class ContractNetOptions(PatternOptions):
 
 def check(options: ContractNetOptions, participants: tuple[str, ...]) -> None:
     """At load: derived bidders are participants, and there are enough bidders for the award."""
-    strangers = [name for name in options.derive_bids_for if name not in participants]
-    if strangers:
-        raise ValueError(f"derive_bids_for names agents that are not participants: {', '.join(strangers)}")
+    require_participants(participants, options.derive_bids_for, "derive_bids_for")
     if options.award > len(participants):
         raise ValueError(f"award is {options.award} but only {len(participants)} participants can bid")
 

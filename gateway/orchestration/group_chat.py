@@ -23,7 +23,7 @@ from gateway.orchestration.turns import (
     first_named,
     guard_round,
     has_keyword,
-    not_participants,
+    require_participants,
     says_yes,
     unfinished,
 )
@@ -180,7 +180,7 @@ async def _by_rules(run: Run, options: GroupChatOptions, speakers: tuple[str, ..
 async def _by_manager(
     run: Run, options: GroupChatOptions, speakers: tuple[str, ...], chat: Chat, number: int
 ) -> str | Outcome:
-    manager = manager_of(run, options)
+    manager = manager_of(run.participants, options)
     done = f", or {options.keywords[0]} if the chat is finished" if options.keywords else ""
     ask = f"You moderate this chat. Who speaks next? Answer with exactly one of: {', '.join(speakers)}{done}."
     context = chat.context(manager, number, options.context_turns, ask)
@@ -209,39 +209,33 @@ def _named_speaker(picked: StepResult, speakers: tuple[str, ...]) -> str:
 SELECTORS: dict[str, Selector] = {"round-robin": _round_robin, "rules": _by_rules, "manager": _by_manager}
 
 
-def manager_of(run: Run, options: GroupChatOptions) -> str:
+def manager_of(participants: tuple[str, ...], options: GroupChatOptions) -> str:
     """The manager agent: the named one, else the first participant."""
-    return options.manager or run.participants[0]
+    return options.manager or participants[0]
 
 
-def speakers_of(run: Run, options: GroupChatOptions) -> tuple[str, ...]:
+def speakers_of(participants: tuple[str, ...], options: GroupChatOptions) -> tuple[str, ...]:
     """Who takes turns: the named speakers, else every participant but the manager."""
     if options.speakers:
         return options.speakers
-    manager = manager_of(run, options) if options.speaker_selection == "manager" else ""
-    return tuple(name for name in run.participants if name != manager)
+    manager = manager_of(participants, options) if options.speaker_selection == "manager" else ""
+    return tuple(name for name in participants if name != manager)
 
 
-def _misconfigured(run: Run, options: GroupChatOptions, speakers: tuple[str, ...]) -> str:
-    named = [*speakers, *(rule.speaker for rule in options.rules)]
-    if options.speaker_selection == "manager":
-        named.append(manager_of(run, options))
-    wrong = not_participants(run, named)
-    if wrong:
-        return wrong
+def check(options: GroupChatOptions, participants: tuple[str, ...]) -> None:
+    """At load: the speakers, the rules' speakers and the manager are participants; enough speak for consensus."""
+    named = (*options.speakers, *(rule.speaker for rule in options.rules), options.manager)
+    require_participants(participants, named, "speakers/rules/manager")
+    speakers = speakers_of(participants, options)
     if not speakers:
-        return "the chat has no speakers"
+        raise ValueError("the chat has no speakers")
     if options.consensus > len(speakers):
-        return f"consensus of {options.consensus} speakers, but only {len(speakers)} speak"
-    return ""
+        raise ValueError(f"consensus of {options.consensus} speakers, but only {len(speakers)} speak")
 
 
 async def run(run: Run, options: GroupChatOptions) -> Outcome:
     """Run the chat on ``run.request`` until a termination rule ends it."""
-    speakers = speakers_of(run, options)
-    problem = _misconfigured(run, options, speakers)
-    if problem:
-        return Outcome("failed", f"group chat: {problem}")
+    speakers = speakers_of(run.participants, options)
     chat = Chat(run.request, options.keywords, options.flags)
     select = SELECTORS[options.speaker_selection]
     for number in range(1, options.max_rounds + 1):
@@ -262,4 +256,4 @@ async def run(run: Run, options: GroupChatOptions) -> Outcome:
     return chat.outcome("max_rounds")
 
 
-SPEC = PatternSpec(name="group-chat", run=run, options=GroupChatOptions, min_participants=2)
+SPEC = PatternSpec(name="group-chat", run=run, options=GroupChatOptions, min_participants=2, check=check)

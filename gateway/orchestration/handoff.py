@@ -47,7 +47,7 @@ from gateway.orchestration.api import (
     StepResult,
 )
 from gateway.orchestration.matching import Match, rank
-from gateway.orchestration.turns import clip, not_participants, unfinished
+from gateway.orchestration.turns import clip, require_participants, unfinished
 
 ARROW = " → "
 CANDIDATE_CHARS = 120
@@ -277,12 +277,14 @@ def _routing(ranked: list[Match]) -> list[dict[str, Any]]:
     return [{"agent": match.agent, "score": match.score, "terms": list(match.terms)} for match in ranked]
 
 
+def check(options: HandoffOptions, participants: tuple[str, ...]) -> None:
+    """At load: the agents the options name are participants (a transfer an agent asks for is checked as it comes)."""
+    named = (options.entry, options.fallback_agent, options.compact_agent, *(rule.to for rule in options.rules))
+    require_participants(participants, named, "entry/fallback_agent/compact_agent/rules")
+
+
 async def run(run: Run, options: HandoffOptions) -> Outcome:
     """Start at the entry (or the best match), then follow rules and transfers until an agent ends it."""
-    configured = [options.entry, options.fallback_agent, options.compact_agent, *(rule.to for rule in options.rules)]
-    problem = not_participants(run, [name for name in configured if name])
-    if problem:
-        return Outcome("failed", f"handoff: {problem}")
     agent, ranked = await first_agent(run, options)
     if not agent:
         return no_match(run, options, ranked)
@@ -321,4 +323,4 @@ def _data(
     return {"path": list(path), "hops": len(path) - 1, "envelope": record, **extra}
 
 
-SPEC = PatternSpec(name="handoff", run=run, options=HandoffOptions, min_participants=1)
+SPEC = PatternSpec(name="handoff", run=run, options=HandoffOptions, min_participants=1, check=check)

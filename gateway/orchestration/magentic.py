@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
-from gateway.orchestration.turns import clip, ended, guard_round, json_object, not_participants
+from gateway.orchestration.turns import clip, ended, guard_round, json_object, require_participants
 
 STEP_CHARS = 2000
 ARTIFACT = "ledgers"
@@ -198,13 +198,22 @@ def stall_reason(ledger: ProgressLedger, agents: tuple[str, ...], ledgers: Ledge
     return next((reason for reason, stalled in reasons.items() if stalled), "")
 
 
+def team(participants: tuple[str, ...], options: MagenticOptions) -> tuple[str, tuple[str, ...]]:
+    """The manager and the agents it delegates to: as named, else the first participant and the others."""
+    manager = options.manager or participants[0]
+    return manager, options.agents or tuple(name for name in participants if name != manager)
+
+
+def check(options: MagenticOptions, participants: tuple[str, ...]) -> None:
+    """At load: the manager and its team are participants, and the team is not empty."""
+    require_participants(participants, (options.manager, *options.agents), "manager/agents")
+    if not team(participants, options)[1]:
+        raise ValueError("the manager has no team: name agents other than the manager")
+
+
 async def run(run: Run, options: MagenticOptions) -> Outcome:
     """Plan, then ask for progress and delegate until the manager is satisfied or the bounds are hit."""
-    manager = options.manager or run.participants[0]
-    agents = options.agents or tuple(name for name in run.participants if name != manager)
-    problem = not_participants(run, [manager, *agents]) or ("" if agents else "the manager has no team")
-    if problem:
-        return Outcome("failed", f"magentic: {problem}")
+    manager, agents = team(run.participants, options)
     await run.progress(f"{manager} planning")
     planned = await run.step(manager, plan_input(run, agents, None, ""), label="task ledger")
     if not planned.ok:
@@ -297,4 +306,4 @@ def _final(ledger: ProgressLedger, ledgers: Ledgers) -> str:
     return ledger.final_answer or (done[-1]["text"] if done else "")
 
 
-SPEC = PatternSpec(name="magentic", run=run, options=MagenticOptions, min_participants=2)
+SPEC = PatternSpec(name="magentic", run=run, options=MagenticOptions, min_participants=2, check=check)

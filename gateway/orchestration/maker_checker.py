@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.group_chat import Chat
-from gateway.orchestration.turns import clip, guard_round, not_participants, unfinished
+from gateway.orchestration.turns import clip, guard_round, require_participants, unfinished
 
 FEEDBACK_CHARS = 2000
 
@@ -42,11 +42,18 @@ class MakerCheckerOptions(PatternOptions):
         return self
 
 
-def roles(run: Run, options: MakerCheckerOptions) -> tuple[str, str]:
+def roles(participants: tuple[str, ...], options: MakerCheckerOptions) -> tuple[str, str]:
     """The maker and the checker: as named, else the first two participants."""
-    maker = options.maker or run.participants[0]
-    checker = options.checker or next((name for name in run.participants if name != maker), "")
+    maker = options.maker or participants[0]
+    checker = options.checker or next((name for name in participants if name != maker), "")
     return maker, checker
+
+
+def check(options: MakerCheckerOptions, participants: tuple[str, ...]) -> None:
+    """At load: the maker and the checker are participants, and there is a checker."""
+    require_participants(participants, (options.maker, options.checker), "maker/checker")
+    if not roles(participants, options)[1]:
+        raise ValueError("maker-checker needs a checker: a participant other than the maker")
 
 
 def _output(result: StepResult) -> dict[str, Any]:
@@ -79,10 +86,7 @@ def checker_input(request: StepInput, iteration: int, made: StepResult) -> StepI
 
 async def run(run: Run, options: MakerCheckerOptions) -> Outcome:
     """Alternate maker and checker until the checker approves or ``max_iterations`` is reached."""
-    maker, checker = roles(run, options)
-    problem = not_participants(run, [maker, checker]) or ("" if checker else "maker-checker needs a checker")
-    if problem:
-        return Outcome("failed", f"maker-checker: {problem}")
+    maker, checker = roles(run.participants, options)
     chat = Chat(run.request, options.keywords, options.flags)
     made: StepResult | None = None
     checked: StepResult | None = None
@@ -119,4 +123,4 @@ def _data(chat: Chat, iteration: int, made: StepResult, checked: StepResult | No
     }
 
 
-SPEC = PatternSpec(name="maker-checker", run=run, options=MakerCheckerOptions, min_participants=2)
+SPEC = PatternSpec(name="maker-checker", run=run, options=MakerCheckerOptions, min_participants=2, check=check)

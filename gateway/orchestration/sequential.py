@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
-from gateway.orchestration.turns import clip, ended, has_keyword, not_participants
+from gateway.orchestration.turns import clip, ended, has_keyword, require_participants
 
 FAILURE = "failure"
 SUMMARY_CHARS = 2000
@@ -72,11 +72,13 @@ def _report(number: int, agent: str, state: str, text: str = "", error: str = ""
     return report
 
 
+def check(options: SequentialOptions, participants: tuple[str, ...]) -> None:
+    """At load: the agents ``skip_if`` names are participants."""
+    require_participants(participants, options.skip_if, "skip_if")
+
+
 async def run(run: Run, options: SequentialOptions) -> Outcome:
     """Run the participants in order (see the module docstring)."""
-    problem = not_participants(run, list(options.skip_if))
-    if problem:
-        return Outcome("failed", f"skip_if names agents that are {problem}")
     exits = [keyword for keyword in options.early_exit_on if keyword != FAILURE]
     total = len(run.participants)
     previous: StepResult | None = None
@@ -107,4 +109,4 @@ async def run(run: Run, options: SequentialOptions) -> Outcome:
     return Outcome("completed", previous.text, data())
 
 
-SPEC = PatternSpec(name="sequential", run=run, options=SequentialOptions, min_participants=1)
+SPEC = PatternSpec(name="sequential", run=run, options=SequentialOptions, min_participants=1, check=check)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from gateway.orchestration.api import AgentInfo, Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.matching import best
-from gateway.orchestration.turns import clip, ended, flag, guard_round, has_keyword, not_participants, unfinished
+from gateway.orchestration.turns import clip, ended, flag, guard_round, has_keyword, require_participants, unfinished
 
 RESULT_CHARS = 4000
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$")
@@ -69,11 +69,19 @@ class Roles:
     reviewer: str
 
 
-def roles(run: Run, options: SupervisorOptions) -> Roles:
+def roles(participants: tuple[str, ...], options: SupervisorOptions) -> Roles:
     """The planner, workers and reviewer: as named, else by participant order."""
-    planner = options.planner or run.participants[0]
-    workers = options.workers or tuple(name for name in run.participants if name != planner)
+    planner = options.planner or participants[0]
+    workers = options.workers or tuple(name for name in participants if name != planner)
     return Roles(planner, workers, options.reviewer or planner)
+
+
+def check(options: SupervisorOptions, participants: tuple[str, ...]) -> None:
+    """At load: the planner, workers and reviewer are participants, and there are workers."""
+    named = (options.planner, *options.workers, options.reviewer)
+    require_participants(participants, named, "planner/workers/reviewer")
+    if not roles(participants, options).workers:
+        raise ValueError("the supervisor has no workers: name participants other than the planner")
 
 
 def best_worker(task: str, workers: tuple[str, ...], cards: Mapping[str, AgentInfo], index: int) -> str:
@@ -183,10 +191,7 @@ def verdict(review: StepResult, keyword: str) -> tuple[bool, str]:
 
 async def run(run: Run, options: SupervisorOptions) -> Outcome:
     """Plan, work, review; revise up to ``max_revisions`` times."""
-    team = roles(run, options)
-    problem = not_participants(run, [team.planner, *team.workers, team.reviewer])
-    if problem or not team.workers:
-        return Outcome("failed", f"supervisor: {problem or 'no workers'}")
+    team = roles(run.participants, options)
     cards = {worker: replace(run.describe(worker), name=worker) for worker in team.workers}
     reports: list[StepReport] = []
     revisions: list[dict[str, Any]] = []
@@ -246,4 +251,4 @@ async def _work(
     return None
 
 
-SPEC = PatternSpec(name="supervisor", run=run, options=SupervisorOptions, min_participants=2)
+SPEC = PatternSpec(name="supervisor", run=run, options=SupervisorOptions, min_participants=2, check=check)

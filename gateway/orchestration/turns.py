@@ -99,12 +99,18 @@ def guard_round(run: Run, number: int, what: str) -> None:
         raise LimitExceededError("round", f"{what} needs round {number} but the run allows {run.limits.max_rounds}")
 
 
-def not_participants(run: Run, names: Sequence[str]) -> str:
-    """A message naming those of ``names`` that are not participants of ``run``; empty when all are."""
-    missing = [name for name in dict.fromkeys(names) if name not in run.participants]
-    if not missing:
-        return ""
-    return f"not participants of this run: {', '.join(missing)} (participants: {', '.join(run.participants)})"
+def require_participants(participants: Sequence[str], names: Iterable[str], what: str) -> None:
+    """At load: raise ``ValueError`` naming those of ``names`` (``what`` names the option) that are not participants.
+
+    A pattern's ``check`` calls it for every agent its options name, so a workflow file naming an unknown
+    agent stops the gateway from starting instead of failing its first run.
+    """
+    missing = [name for name in dict.fromkeys(names) if name and name not in participants]
+    if missing:
+        raise ValueError(
+            f"{what} names agents that are not participants: {', '.join(missing)} "
+            f"(participants: {', '.join(participants)})"
+        )
 
 
 def clip(text: str, limit: int) -> str:

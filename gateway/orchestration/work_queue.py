@@ -46,7 +46,7 @@ from gateway.orchestration.api import (
     StepInput,
     StepResult,
 )
-from gateway.orchestration.turns import clip, not_participants
+from gateway.orchestration.turns import clip, require_participants
 
 SUMMARY_CHARS = 200
 
@@ -61,6 +61,11 @@ class WorkQueueOptions(PatternOptions):
     assign: Literal["least-loaded", "in-turn"] = "least-loaded"
     distribute: bool = False
     """On PostgreSQL, post each attempt as a shared work item that any replica may claim and run."""
+
+
+def check(options: WorkQueueOptions, participants: tuple[str, ...]) -> None:
+    """At load: the pool's agents are participants."""
+    require_participants(participants, options.agents, "agents")
 
 
 @dataclass
@@ -237,9 +242,6 @@ class Batch:
 async def run(run: Run, options: WorkQueueOptions) -> Outcome:
     """Process every item of the request with the pool and report each one."""
     agents = options.agents or run.participants
-    problem = not_participants(run, agents)
-    if problem:
-        return Outcome("failed", f"work queue: {problem}")
     values = items_of(run.request)
     if not values:
         return Outcome("failed", 'work queue: no items; send {"items": [...]} as data or one item per line of text')
@@ -256,4 +258,4 @@ async def run(run: Run, options: WorkQueueOptions) -> Outcome:
     return batch.outcome()
 
 
-SPEC = PatternSpec(name="work-queue", run=run, options=WorkQueueOptions, min_participants=1)
+SPEC = PatternSpec(name="work-queue", run=run, options=WorkQueueOptions, min_participants=1, check=check)

@@ -197,16 +197,6 @@ async def test_a_speaker_asking_for_input_pauses_the_run() -> None:
     assert data_of(outcome)["waiting_on"] == "b"
 
 
-async def test_unknown_speakers_fail_clearly() -> None:
-    chat = scripted(["a", "b"])
-
-    outcome = await run(chat, options(speakers=["a", "ghost"]))
-
-    assert outcome.state == "failed"
-    assert "not participants of this run: ghost" in outcome.text
-    assert chat.steps == []
-
-
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -186,15 +186,6 @@ async def test_a_worker_asking_for_input_pauses_the_run() -> None:
     assert outcome.state == "input-required" and outcome.text == "Which tone?"
 
 
-async def test_unknown_roles_fail_before_any_step() -> None:
-    crew = team(always("1. x"))
-
-    outcome = await run(crew, options(workers=["writer", "ghost"]))
-
-    assert outcome.state == "failed" and "not participants of this run: ghost" in outcome.text
-    assert crew.steps == []
-
-
 def test_best_worker_matches_card_words_and_falls_back_to_turn_order() -> None:
     cards = {card.name: card for card in CARDS}
     workers = ("writer", "tester")

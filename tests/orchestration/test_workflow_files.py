@@ -13,7 +13,7 @@ from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.orchestration.api import Limits
 from gateway.orchestration.workflows import ENGINE_OPTIONS, plan_workflow
 from gateway.settings import bundled_agents_dir
-from gateway.spec import WorkflowLimits
+from gateway.spec import AgentSpec, WorkflowLimits
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
 
 ECHOES = [python_agent(name, "gateway.agents.echo:EchoExecutor") for name in ("a", "b")]
@@ -62,6 +62,73 @@ def test_a_bad_workflow_names_the_file_and_the_field(tmp_path: Path, flow: dict[
     with pytest.raises(AgentFileError) as caught:
         load(tmp_path, flow)
     assert message in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("pattern", "options", "message"),
+    [
+        ("work-queue", {"agents": ["a", "ghost"]}, "agents names agents that are not participants: ghost"),
+        ("maker-checker", {"checker": "ghost"}, "maker/checker names agents that are not participants: ghost"),
+        ("magentic", {"manager": "ghost"}, "manager/agents names agents that are not participants: ghost"),
+        ("magentic", {"agents": ["a", "ghost"]}, "manager/agents names agents that are not participants: ghost"),
+        (
+            "supervisor",
+            {"workers": ["ghost"]},
+            "planner/workers/reviewer names agents that are not participants: ghost",
+        ),
+        ("supervisor", {"reviewer": "ghost"}, "planner/workers/reviewer names agents that are not participants: ghost"),
+        (
+            "handoff",
+            {"entry": "ghost"},
+            "entry/fallback_agent/compact_agent/rules names agents that are not participants",
+        ),
+        ("handoff", {"rules": [{"when": "x", "to": "ghost"}]}, "rules names agents that are not participants: ghost"),
+        ("handoff", {"input_filter": "compact", "compact_agent": "ghost"}, "not participants: ghost"),
+        (
+            "group-chat",
+            {"speakers": ["a", "ghost"]},
+            "speakers/rules/manager names agents that are not participants: ghost",
+        ),
+        (
+            "group-chat",
+            {"speaker_selection": "rules", "rules": [{"when": "x", "speaker": "ghost"}]},
+            "not participants: ghost",
+        ),
+        ("group-chat", {"speaker_selection": "manager", "manager": "ghost"}, "not participants: ghost"),
+        ("group-chat", {"consensus": 3}, "consensus of 3 speakers, but only 2 speak"),
+        ("sequential", {"skip_if": {"ghost": "SKIP"}}, "skip_if names agents that are not participants: ghost"),
+        (
+            "concurrent",
+            {"merge": "synthesis", "synthesizer": "ghost"},
+            "synthesizer names agents that are not participants: ghost",
+        ),
+        ("concurrent", {"min_successes": 3}, "min_successes is 3 but only 2 agents run"),
+    ],
+)
+def test_an_option_naming_an_agent_that_is_not_a_participant_is_refused_at_load(
+    tmp_path: Path, pattern: str, options: dict[str, Any], message: str
+) -> None:
+    # Before, these passed the load and failed each run as it started (or, for some, ran a step on a stranger).
+    with pytest.raises(AgentFileError) as caught:
+        load(tmp_path, workflow("flow", pattern, ["a", "b"], options))
+    assert caught.value.detail.startswith("flow.yaml: runtime.options: ")
+    assert message in caught.value.detail
+
+
+def test_the_participants_named_in_options_load() -> None:
+    named = {
+        "work-queue": {"agents": ["b"]},
+        "maker-checker": {"maker": "b", "checker": "a"},
+        "magentic": {"manager": "b", "agents": ["a"]},
+        "supervisor": {"planner": "b", "workers": ["a"], "reviewer": "a"},
+        "handoff": {"entry": "b", "rules": [{"when": "x", "to": "a"}]},
+        "group-chat": {"speaker_selection": "manager", "manager": "a", "speakers": ["b"]},
+        "sequential": {"skip_if": {"b": "SKIP"}},
+        "concurrent": {"merge": "synthesis", "synthesizer": "b"},
+    }
+    for pattern, options in named.items():
+        plan = plan_workflow(AgentSpec.model_validate(workflow("flow", pattern, ["a", "b"], options)))
+        assert plan.pattern.name == pattern
 
 
 def test_workflows_that_include_each_other_are_refused(tmp_path: Path) -> None:
