@@ -153,27 +153,39 @@ class NoOptions(BaseModel):
 T = TypeVar("T")
 
 
-class Waiting(Generic[T]):
-    """What a run waiting for input needs to resume, by task id; bounded, the oldest forgotten first."""
+class Recent(Generic[T]):
+    """A bounded map by key: past its limit the least recently put is forgotten first."""
 
     def __init__(self, limit: int = MAX_WAITING) -> None:
         self._items: OrderedDict[str, T] = OrderedDict()
         self._limit = limit
 
-    def put(self, task_id: str, value: T) -> None:
-        """Remember ``value`` for ``task_id``'s next turn."""
-        self._items[task_id] = value
-        self._items.move_to_end(task_id)
+    def put(self, key: str, value: T) -> None:
+        """Remember ``value`` for ``key``, as the most recently used."""
+        self._items[key] = value
+        self._items.move_to_end(key)
         while len(self._items) > self._limit:
-            dropped, _ = self._items.popitem(last=False)
-            logger.warning("forgot the waiting run of task %s: more than %d runs wait for input", dropped, self._limit)
+            self._forgot(*self._items.popitem(last=False))
 
-    def take(self, task_id: str) -> T | None:
-        """What ``task_id``'s run left to resume with (once), or None."""
-        return self._items.pop(task_id, None)
+    def take(self, key: str) -> T | None:
+        """What was put for ``key`` (once), or None."""
+        return self._items.pop(key, None)
 
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._items
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _forgot(self, key: str, value: T) -> None:
+        """Called with what was dropped to stay within the limit."""
+
+
+class Waiting(Recent[T]):
+    """What a run waiting for input needs to resume, by task id; dropping one is warned about (its answer fails)."""
+
+    def _forgot(self, key: str, value: T) -> None:
+        logger.warning("forgot the waiting run of task %s: more than %d runs wait for input", key, self._limit)
 
 
 class TextArtifact:

@@ -34,12 +34,12 @@ from adapters.framework import (
     FrameworkAdapter,
     FrameworkEvent,
     InputRequired,
+    Recent,
     Status,
     TextDelta,
     TokensUsed,
     ToolCall,
     ToolResult,
-    Waiting,
     build_framework,
     says_yes,
 )
@@ -96,7 +96,7 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sessions: Waiting[SQLiteSession] = Waiting()  # by context id, the least recently used forgotten first
+        self.sessions: Recent[SQLiteSession] = Recent()  # by conversation, the least recently used forgotten first
 
     @classmethod
     def accepts(cls, obj: object) -> bool:

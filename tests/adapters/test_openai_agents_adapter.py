@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ pytest.importorskip("agents", reason="the openai-agents extra is not installed: 
 from a2a.types.a2a_pb2 import TaskState
 from agents import Agent
 
-from adapters.framework import Prices
+from adapters.framework import MAX_WAITING, Prices
 from adapters.openai_agents import OpenAIAgentsAdapter, OpenAIAgentsOptions
 from gateway.runtime import AgentCall, Emitter, Turn
 from gateway.testing import RecordingEmitter, RunningGateway
@@ -159,3 +160,23 @@ async def test_an_approval_nothing_waits_for_fails_saying_to_send_the_request_ag
     lost = AgentCall(text="yes", context_id="c", task_id="t", history=(Turn("user", "Send it."), Turn("agent", "?")))
     reply = await adapter(lost, sink)
     assert reply.state == "failed" and reply.text.endswith("send the request again"), reply.text
+
+
+def test_sessions_past_the_limit_are_forgotten_without_warning_of_waiting_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adapter = OpenAIAgentsAdapter("weather", Agent(name="x"), OpenAIAgentsOptions(), Prices())
+    paused = object()
+    adapter.waiting.put("task-waiting", paused)
+    with caplog.at_level(logging.WARNING, logger="adapters.framework"):
+        for n in range(MAX_WAITING + 5):
+            adapter._session(AgentCall(text="hi", context_id=f"c{n}", task_id=f"t{n}"))
+    assert caplog.records == [], "a session forgotten is no waiting run forgotten"
+    assert len(adapter.sessions) == MAX_WAITING and "task-waiting" in adapter.waiting
+
+    with caplog.at_level(logging.WARNING, logger="adapters.framework"):
+        for n in range(MAX_WAITING):
+            adapter.waiting.put(f"task-{n}", paused)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"forgot the waiting run of task task-waiting: more than {MAX_WAITING} runs wait for input"
+    ]
