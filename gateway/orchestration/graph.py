@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
+from jsonschema.protocols import Validator
 
 from gateway.orchestration.api import (
     LimitExceededError,
@@ -47,20 +48,20 @@ from gateway.orchestration.turns import clip, ended
 STATE_CHARS = 500
 
 
-def initial_state(request: StepInput, schema: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def initial_state(request: StepInput, options: GraphOptions) -> tuple[dict[str, Any], str]:
     """The run's first state, and why it does not match the schema (empty when it does)."""
     given = next(iter(request.data), {})
     state = dict(given["state"] if isinstance(given.get("state"), dict) else given)
-    properties = schema.get("properties")
+    properties = options.state.get("properties")
     for key, declared in properties.items() if isinstance(properties, dict) else ():
         if isinstance(declared, dict) and "default" in declared:
             state.setdefault(key, declared["default"])
-    return state, schema_problem(schema, state, "the request's state")
+    return state, schema_problem(options.validator, state, "the request's state")
 
 
-def schema_problem(schema: Mapping[str, Any], state: Mapping[str, Any], what: str) -> str:
-    """Why ``state`` does not match ``schema`` (empty when it does)."""
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(state))
+def schema_problem(validator: Validator, state: Mapping[str, Any], what: str) -> str:
+    """Why ``state`` does not match the schema of ``validator`` (empty when it does)."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(state))
     if error is None:
         return ""
     where = "/".join(str(p) for p in error.absolute_path) or "(the state)"
@@ -134,7 +135,7 @@ class GraphRun:
                 writes[key] = (node, value)
         state = {**self.state, **{key: value for key, (_, value) in writes.items()}}
         writers = ", ".join(node for node, _ in finished)
-        problem = schema_problem(self.options.state, state, f"the state written by {writers}")
+        problem = schema_problem(self.options.validator, state, f"the state written by {writers}")
         if not problem:
             self.state = state
         return problem
@@ -185,7 +186,7 @@ class GraphRun:
 
 async def run(run: Run, options: GraphOptions) -> Outcome:
     """Walk the graph from ``start`` (see the module docstring)."""
-    state, problem = initial_state(run.request, options.state)
+    state, problem = initial_state(run.request, options)
     if problem:
         return Outcome("failed", problem, {"state": state})
     return await GraphRun(run, options, state).walk()

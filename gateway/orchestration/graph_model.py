@@ -8,9 +8,10 @@ expression, ``verdict == 'bad' and attempts < 3``, parsed into that form (``cond
 that is absent satisfies only ``missing`` (and ``not`` of anything else); values of different
 types are never equal (``true`` is not ``1``).
 
-Refused when the file loads, each with the reason: a state schema that is not a JSON Schema; an
-edge to or from an unknown node; a node no path from ``start`` reaches; a cycle whose edges are all
-unconditional (it would never stop) or that has no edge leading out of it; a condition on a field
+Refused when the file loads, each with the reason: a state schema that is not a JSON Schema, or
+that has a ``$ref`` anywhere in it that does not resolve within it (remote references are not
+fetched); an edge to or from an unknown node; a node no path from ``start`` reaches; a cycle whose
+edges are all unconditional (it would never stop) or that has no edge leading out of it; a condition on a field
 the state schema does not declare, or comparing it with a value of the wrong type.
 """
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import jsonschema
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+import referencing
+from jsonschema.protocols import Validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 from referencing.exceptions import Unresolvable
 
 from gateway.orchestration.api import PatternOptions
@@ -109,22 +113,25 @@ class GraphOptions(PatternOptions):
     start: NodeName = Field(description="the first node")
     nodes: dict[NodeName, Node] = Field(default={}, description="node -> {agent}; default: one node per participant")
     edges: list[Edge] = Field(min_length=1)
+    _validator: Validator = PrivateAttr()
 
     @model_validator(mode="after")
     def _well_formed(self) -> GraphOptions:
-        try:
-            jsonschema.Draft202012Validator.check_schema(self.state)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"state is not a valid JSON Schema: {exc.message}") from None
+        self._validator = state_validator(self.state)
         names = self.node_names()
         if names is not None:
             check_graph(self.start, names, self.edges)
         for index, edge in enumerate(self.edges):
             for compare in comparisons(edge.when):
-                problem = compare_problem(compare, self.state)
+                problem = compare_problem(compare, self.state, self._validator)
                 if problem:
                     raise ValueError(f"edges[{index}] ({edge.from_} -> {edge.to}): {problem}")
         return self
+
+    @property
+    def validator(self) -> Validator:
+        """The state schema's validator, built once when the options load and used for every state of every run."""
+        return self._validator
 
     def node_names(self) -> list[str] | None:
         """The nodes' names (None when they are the participants, unknown until the plan)."""
@@ -133,6 +140,76 @@ class GraphOptions(PatternOptions):
     def node(self, name: str) -> Node:
         """Node ``name`` (a participant of the same name when ``nodes`` is not given)."""
         return self.nodes.get(name) or Node(agent=name)
+
+
+def state_validator(schema: dict[str, Any]) -> Validator:
+    """The validator of a state schema; ``ValueError`` when it is not a JSON Schema or a ``$ref`` resolves nowhere.
+
+    References resolve within the schema only (and to the JSON Schema meta-schemas): a remote one is not fetched,
+    neither here nor on every state a run writes.
+    """
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"state is not a valid JSON Schema: {exc.message}") from None
+    validator = jsonschema.Draft202012Validator(schema, registry=referencing.Registry())
+    nowhere = [
+        f"{where} -> {ref!r}" for pointer, where, ref in _refs(schema, "", "") if _leads_nowhere(validator, pointer)
+    ]
+    if nowhere:
+        raise ValueError(
+            f"the state schema has a $ref that resolves nowhere (a run would fail on it): {', '.join(nowhere)}"
+        )
+    return validator
+
+
+def _leads_nowhere(validator: Validator, pointer: str) -> bool:
+    """Whether following the ``$ref`` of the subschema at ``pointer`` (and any it leads to) ends unresolved."""
+    # Validating anything against {"$ref": "#<pointer>"} reaches the subschema as a run would (through any $id on
+    # the way), then follows its own $ref, whatever the value.
+    probe = validator.evolve(schema={"$ref": "#" + quote(pointer, safe="/~")})
+    try:
+        for _ in probe.iter_errors(None):
+            pass
+    except Unresolvable:
+        return True
+    return False
+
+
+_ONE_SCHEMA = frozenset(
+    {
+        "additionalProperties", "contains", "contentSchema", "else", "if", "items", "not", "propertyNames", "then",
+        "unevaluatedItems", "unevaluatedProperties",
+    }
+)  # fmt: skip
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SCHEMA_MAPS = frozenset({"$defs", "definitions", "dependentSchemas", "patternProperties", "properties"})
+
+
+def _refs(schema: object, pointer: str, field: str | None) -> Iterator[tuple[str, str, str]]:
+    """Every ``$ref`` of a schema (none of its ``default``/``enum``/``const`` values): the JSON pointer of the
+    subschema holding it, what that is (a state field such as ``'review.score'``, else where in the schema),
+    and the reference. ``field`` is the dotted field ``schema`` describes, None outside the state's fields."""
+    if not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        yield pointer, f"field {field!r}" if field else f"schema at {pointer or '(the root)'}", ref
+    for key, value in schema.items():
+        at = f"{pointer}/{_escaped(key)}"
+        if key in _ONE_SCHEMA:
+            yield from _refs(value, at, field)
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from _refs(item, f"{at}/{index}", field)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            for name, item in value.items():
+                inner = (f"{field}.{name}" if field else name) if key == "properties" and field is not None else None
+                yield from _refs(item, f"{at}/{_escaped(name)}", inner)
+
+
+def _escaped(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def check_participants(options: GraphOptions, participants: tuple[str, ...]) -> None:
@@ -223,7 +300,7 @@ def field_schema(schema: Mapping[str, Any], path: str) -> Mapping[str, Any] | No
     return schema
 
 
-def compare_problem(compare: Compare, state: Mapping[str, Any]) -> str:
+def compare_problem(compare: Compare, state: Mapping[str, Any], validator: Validator | None = None) -> str:
     """Why a comparison does not fit the state schema (empty when it does), or can never hold on any state."""
     if compare.op in ORDERED and not _number(compare.value):
         return f"{compare.op} compares numbers, not {compare.value!r}"
@@ -241,13 +318,12 @@ def compare_problem(compare: Compare, state: Mapping[str, Any]) -> str:
         if declared.get("type") != "array" and declared.keys() & {"type", "enum", "const"}:
             return f"contains tests a list field, and {compare.field!r} is not one"
         declared = declared.get("items", {}) if isinstance(declared.get("items"), dict) else {}
-    # The field's schema checked within the whole state schema, so its $refs resolve against the root's $defs.
-    validator = jsonschema.Draft202012Validator(state).evolve(schema=declared)
+    # The field's schema checked within the whole state schema, so its $refs resolve against the root's $defs
+    # (state_validator made sure every one of them does).
+    root = validator or state_validator(dict(state))
+    field_validator = root.evolve(schema=declared)
     for value in values:
-        try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
-        except Unresolvable as exc:
-            return f"the state schema's {compare.field!r} has a $ref that does not resolve: {exc}"
+        error = jsonschema.exceptions.best_match(field_validator.iter_errors(value))
         if error is not None:
             return f"{value!r} can never be a value of {compare.field!r}: {error.message}"
     return ""

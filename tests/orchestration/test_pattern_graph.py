@@ -194,11 +194,48 @@ def test_a_condition_on_a_field_declared_by_ref_is_checked_against_what_the_ref_
     unresolved["state"]["$defs"] = {}
     for wrong, says in (
         (meh, "'meh' can never be a value of 'verdict'"),
-        (unresolved, "the state schema's 'verdict' has a $ref that does not resolve"),
+        (unresolved, "the state schema has a $ref that resolves nowhere (a run would fail on it): field 'verdict'"),
     ):
         with pytest.raises(InvalidWorkflowError) as refused:
             plan_workflow(AgentSpec.model_validate(workflow("fix-loop", "graph", participants, wrong)))
         assert says in refused.value.detail, refused.value.detail
+
+
+def test_a_ref_that_resolves_nowhere_is_refused_at_load_even_on_a_field_no_condition_uses(tmp_path: Path) -> None:
+    # Before, only the fields conditions read were checked: this loaded, and the run failed at its first state.
+    options = copy.deepcopy(LOOP)
+    options["state"]["properties"]["notes"] = {"type": "array", "items": {"$ref": "#/$defs/Note"}}
+    options["state"]["properties"]["review"] = {"type": "object", "properties": {"by": {"$ref": "#/$defs/Who"}}}
+    options["state"]["$defs"] = {"Note": {"type": "string"}}
+    with pytest.raises(AgentFileError) as refused:
+        Registry.load(loop_folder(tmp_path, options))
+    assert refused.value.detail == (
+        "fix-loop.yaml: runtime.options: runtime.options: Value error, the state schema has a $ref that resolves "
+        "nowhere (a run would fail on it): field 'review.by' -> '#/$defs/Who'"
+    )
+    options["state"]["$defs"]["Who"] = {"type": "string"}
+    plan = plan_workflow(
+        AgentSpec.model_validate(workflow("fix-loop", "graph", ["triage", "fixer", "checker"], options))
+    )
+    assert list(plan.options.validator.iter_errors({"notes": ["x"], "review": {"by": "me"}})) == []  # type: ignore[attr-defined]
+
+
+async def test_the_state_validator_is_built_once_at_load_and_reused_by_every_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flow = plan("graph", ["triage", "fixer", "checker"], LOOP, Limits(max_rounds=5))
+    built: list[object] = []
+    real = jsonschema.Draft202012Validator
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jsonschema, "Draft202012Validator", counted)
+    run = await execute(flow, new_record("fix it"), script)
+
+    assert run.outcome.state == "completed" and len(run.calls) == 7, run.outcome
+    assert built == [], "a validator was built during the run, not once when the options loaded"
 
 
 def test_a_gateway_refuses_to_load_a_bad_graph_naming_the_file_and_the_field(tmp_path: Path) -> None:
