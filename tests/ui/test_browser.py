@@ -376,3 +376,30 @@ def get_task(gateway: GatewayProcess, user: str, agent: str, task_id: str) -> di
     headers = {"A2A-Version": "1.0", "X-API-Key": KEYS[user]}
     answer: dict[str, object] = httpx.post(f"{gateway.url}/agents/{agent}", json=body, headers=headers).json()
     return answer
+
+
+async def test_a_metrics_refresh_that_fails_says_so_and_a_later_one_works(
+    chromium: Browser, gateway_process: GatewayProcess
+) -> None:
+    proxy = TcpProxy(gateway_process.port)
+    ops = await sign_in(chromium, proxy.url, "ops")
+    uncaught: list[str] = []
+    ops.on("pageerror", lambda error: uncaught.append(str(error)))
+    try:
+        await ops.goto(f"{proxy.url}/ui/operations")
+        await loaded(ops, "operations")
+        totals = await ops.inner_text("[data-role=totals]")
+        proxy.cut()  # the gateway is away: the metrics fetch fails
+        await ops.click("button:text('Refresh metrics')")
+        await ops.wait_for_selector("[data-role=metrics-error]:has-text('Metrics could not be refreshed')")
+        assert await ops.inner_text("[data-role=totals]") == totals, "the last figures stay, said to be older"
+        proxy.restore()
+        await ops.click("button:text('Refresh metrics')")
+        await ops.wait_for_function(
+            "() => document.querySelector('[data-role=metrics-error]').textContent === ''", timeout=PAGE_TIMEOUT_MS
+        )
+        assert await ops.locator("[data-role=metrics] table").count() == 1
+        assert uncaught == []
+    finally:
+        await ops.context.close()
+        proxy.close()

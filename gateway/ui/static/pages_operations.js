@@ -67,13 +67,18 @@ export async function operationsPage(root, app) {
     api("/audit", { limit: 25, before: params.get("before") || "" }),
     api("/metrics").catch((error) => ({ refused: error.message })),
   ]);
-  let previous = null;
+  let previous = metrics.refused ? null : metrics;
   const metricsBox = h("div", {}, metrics.refused ? h("p", { class: "muted" }, `Metrics: ${metrics.refused}`) : metricsView(metrics));
-  previous = metrics.refused ? null : metrics;
-  const refresh = h("button", { type: "button", on: { click: async () => {
-    const next = await api("/metrics");
-    replace(metricsBox, metricsView(next, previous));
-    previous = next;
+  const problem = h("p", { class: "error", "data-role": "metrics-error" });
+  const refresh = h("button", { type: "button", "data-role": "refresh-metrics", on: { click: async () => {
+    try {
+      const next = await api("/metrics");
+      replace(metricsBox, metricsView(next, previous));
+      previous = next;
+      problem.textContent = "";
+    } catch (error) {  // the figures above stay, said to be from the last refresh that worked; the button stays
+      problem.textContent = `Metrics could not be refreshed (the figures above are older): ${error.message}`;
+    }
   } } }, "Refresh metrics");
   replace(root,
     h("h1", {}, "Operations"),
@@ -85,7 +90,7 @@ export async function operationsPage(root, app) {
           h("td", {}, h("code", {}, k.kid)), h("td", {}, k.alg), h("td", {}, k.state), h("td", {}, k.notAfter ? when(k.notAfter) : "—")))))
         : h("p", { class: "muted" }, "Card signing is off.")),
     metricsBox,
-    metrics.refused ? null : refresh,
+    metrics.refused ? null : [refresh, problem],
     h("section", { "data-role": "audit" },
       h("h2", {}, app.me?.operator ? "Audit (every caller)" : "Audit (your calls)"),
       audit.entries.length ? h("table", {},
