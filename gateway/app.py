@@ -389,7 +389,7 @@ async def _open_store(url: str) -> Database:
 async def _share_keys(gateway: Gateway) -> None:
     """On PostgreSQL without keys in settings: the replicas' shared key ring, reloaded when it changes.
 
-    See ``gateway.cards.shared_keys``; this replica's data-dir keys seed the ring on the cluster's first start.
+    See ``gateway.cards.shared_keys``; this replica's data-dir keys start the ring on the cluster's first start.
     """
     settings = gateway.settings
     if gateway.keyring is None or gateway.db.dialect != "postgresql" or settings.signing_keys:
@@ -397,7 +397,7 @@ async def _share_keys(gateway: Gateway) -> None:
     if settings.signing_key_files:
         return
     shared = SharedKeys(gateway.db, gateway.use_keyring)
-    ring = await shared.start(gateway.keyring.signing_keys(), settings.signing_alg)
+    ring = await shared.start(gateway.keyring.keys, settings.signing_alg)
     gateway.use_keyring(ring)
     if not settings.gateway_id:  # one id for the cluster on hop paths: from its oldest key, as one gateway's
         gateway.federation.gateway_id = derive_gateway_id("", [ring.keys[0].kid], settings.base_url)

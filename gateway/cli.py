@@ -109,10 +109,14 @@ def _card_parsers(sub: Any) -> None:
     p = sub.add_parser("keys", help="list, rotate or retire the card-signing keys")
     p.add_argument("action", nargs="?", default="list", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="the key to retire")
-    p.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="state folder (default ./.switchboard)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the gateway's state folder, whose keys a new shared ring adopts (env SWITCHBOARD_DATA_DIR, "
+        "default ./.switchboard)",
+    )
     p.add_argument(
         "--database-url",
-        default=os.environ.get("SWITCHBOARD_DATABASE_URL", ""),
         help="PostgreSQL DSN: the replicas' shared keys, changed on every running replica at once "
         "(env SWITCHBOARD_DATABASE_URL)",
     )
@@ -269,17 +273,15 @@ def _card(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     from gateway.cards.verify import keys
-    from gateway.telemetry.audit_cli import record_admin
 
-    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
-        scheme = args.database_url.split(":", 1)[0]
+    settings = _settings(args)  # the data dir and database the gateway finds, flags and env alike
+    url = settings.database_url
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        scheme = url.split(":", 1)[0]
         print(f"switchboard keys: --database-url {scheme!r} is neither postgresql:// nor sqlite:///", file=sys.stderr)
         return 2
-    shared = args.database_url if args.database_url.startswith(("postgresql://", "postgres://")) else ""
-    code = keys(args.data_dir, args.action, args.kid, shared)
-    if code == 0 and args.action in ("rotate", "retire"):
-        record_admin(args.data_dir, f"keys.{args.action}", args.kid or "", shared)
-    return code
+    shared = url if url.startswith(("postgresql://", "postgres://")) else ""
+    return keys(settings.data_dir, args.action, args.kid, shared)
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -260,3 +261,14 @@ async def test_rotating_keys_with_a_database_url_of_another_scheme_says_so_and_l
     assert code == 2 and out == ""
     assert_one_line(err, "'mysql'", "postgresql://", "switchboard keys")
     assert not os.listdir(tmp_path), "nothing was rotated in the local data dir"
+
+
+async def test_keys_rotate_changes_the_data_dir_the_gateway_uses_and_records_it_there(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"  # given as the gateway is given it: SWITCHBOARD_DATA_DIR, with its SQLite database
+    env = {"SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_DATABASE_URL": f"sqlite:///{data_dir}/switchboard.db"}
+    code, out, err = await switchboard("keys", "rotate", **env)
+    assert code == 0, err
+    (kid,) = [line.split()[0] for line in out.splitlines()]
+    assert os.listdir(data_dir / "keys") == [f"{kid}.pem"]
+    with sqlite3.connect(data_dir / "switchboard.db") as db:
+        assert db.execute("SELECT method FROM audit WHERE kind = 'admin'").fetchall() == [("keys.rotate",)]

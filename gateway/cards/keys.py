@@ -254,6 +254,11 @@ class KeyRing:
         return {"keys": [key.public_jwk() for key in self.keys if key.published_at(moment)]}
 
 
+def load(data_dir: Path) -> KeyRing:
+    """The keys in ``data_dir/keys/`` as they are (none when there are none: nothing is generated)."""
+    return _load_dir(_keys_dir(data_dir))
+
+
 def rotate(data_dir: Path, alg: str = "ES256") -> KeyRing:
     """Add a new key to ``data_dir/keys/``; the existing keys keep signing until retired."""
     _check_signing_alg(alg)

@@ -1,13 +1,14 @@
 """Card-signing keys shared by every replica through PostgreSQL: one key set, rotated and retired live.
 
 Replicas on one PostgreSQL (and no keys given in settings) keep the key ring in the
-``signing_keys`` table: every replica signs with the same keys and serves the same JWKS. The
-first replica to start seeds the table (with its data dir's keys, so a single gateway that grows
-into a cluster keeps its kid, or with a new key), under an advisory lock so two replicas starting
-together agree on one. ``switchboard keys rotate|retire --database-url ...`` changes the table and
-NOTIFYs ``KEYS_CHANNEL`` in the same transaction; every replica reloads the ring on it (and every
-``POLL_S``, and when its LISTEN session comes back), re-signs its cards and serves the new JWKS,
-without a restart.
+``signing_keys`` table: every replica signs with the same keys and serves the same JWKS. Whatever
+starts the ring (the first replica, or ``switchboard keys rotate`` run before any replica) adopts
+the keys of its data dir that are still published (``adopted``), so a single gateway that grows
+into a cluster keeps its kid until it is retired; a new key only when there is none. That happens
+under an advisory lock, so two starting together agree on one ring. ``switchboard keys
+rotate|retire --database-url ...`` changes the table and NOTIFYs ``KEYS_CHANNEL`` in the same
+transaction; every replica reloads the ring on it (and every ``POLL_S``, and when its LISTEN
+session comes back), re-signs its cards and serves the new JWKS, without a restart.
 
 Why the database rather than a secret: rotation must reach running replicas, and the database
 is the one thing they already share and watch. The private keys are then as safe as the
@@ -58,46 +59,81 @@ async def load_ring(db: Database) -> KeyRing:
     return KeyRing(tuple(keys))
 
 
-async def ensure_ring(db: Database, seed: Sequence[SigningKey], alg: str = "ES256") -> KeyRing:
-    """The shared ring; when no key in it signs, first seeded with ``seed`` (or a new ``alg`` key)."""
+def _seeding(seed: Sequence[SigningKey], now_ns: int) -> list[tuple[str, Params]]:
+    """Statements that put ``seed`` (with its retirements) in the table, when no key in it signs.
+
+    Under ``KEYS_LOCK``, so two replicas (or a replica and the CLI) starting the ring together
+    agree on one seed.
+    """
+    values = ", ".join("(?::text, ?::text, ?::text, ?::bigint, ?::boolean, ?::bigint)" for _ in seed)
+    params: list[object] = []
+    for n, key in enumerate(seed):
+        not_after = _ns(key.not_after) if key.not_after else None
+        params += [key.kid, key.alg, key.private_pem().decode(), now_ns + n, key.retired, not_after]
+    live = "NOT retired AND (not_after_ns IS NULL OR not_after_ns > ?)"
+    return [
+        ("SELECT pg_advisory_xact_lock(?)", (KEYS_LOCK,)),
+        (
+            "INSERT INTO signing_keys (kid, alg, pem, added_ns, retired, not_after_ns) SELECT * FROM (VALUES "
+            f"{values}) AS v WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE {live}) "
+            "ON CONFLICT (kid) DO UPDATE SET retired = excluded.retired, not_after_ns = excluded.not_after_ns",
+            (*params, now_ns),
+        ),
+    ]
+
+
+def adopted(local: Sequence[SigningKey], now: datetime | None = None) -> tuple[SigningKey, ...]:
+    """What a new shared ring takes over from a gateway's own keys: every key its JWKS still publishes.
+
+    Its signing keys sign on, and a retired one stays published until its end, so partners that
+    pinned or cached a kid of the single gateway keep verifying once it is a cluster.
+    """
+    moment = now or datetime.now(UTC)
+    return tuple(key for key in local if key.published_at(moment))
+
+
+async def ensure_ring(db: Database, local: Sequence[SigningKey], alg: str = "ES256") -> KeyRing:
+    """The shared ring; when no key in it signs, first started with ``adopted(local)``.
+
+    A new ``alg`` key is added when none of those signs (a cluster's very first start).
+    """
     ring = await load_ring(db)
     if ring.signing_keys():
         return ring
-    keys = list(seed) or [SigningKey.generate(alg)]
-    now = time.time_ns()
-    values = ", ".join("(?::text, ?::text, ?::text, ?::bigint)" for _ in keys)
-    params: list[object] = []
-    for n, key in enumerate(keys):
-        params += [key.kid, key.alg, key.private_pem().decode(), now + n]
-    live = "NOT retired AND (not_after_ns IS NULL OR not_after_ns > ?)"
-    await db.write_many(
-        [
-            ("SELECT pg_advisory_xact_lock(?)", (KEYS_LOCK,)),
-            (
-                "INSERT INTO signing_keys (kid, alg, pem, added_ns) SELECT * FROM (VALUES "
-                f"{values}) AS v WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE {live}) "
-                "ON CONFLICT (kid) DO UPDATE SET retired = FALSE, not_after_ns = NULL",
-                (*params, now),
-            ),
-            _notify("seeded"),
-        ]
-    )
+    now = datetime.now(UTC)
+    seed = adopted(local, now)
+    if not any(key.signs_at(now) for key in seed):
+        seed = (*seed, SigningKey.generate(alg))
+    await db.write_many([*_seeding(seed, _ns(now)), _notify("seeded")])
     return await load_ring(db)
 
 
-async def rotate(db: Database, alg: str = "ES256") -> KeyRing:
-    """Add a new key; every replica signs with it too from its next reload (the old keys sign until retired)."""
+async def rotate(db: Database, alg: str = "ES256", local: Sequence[SigningKey] = ()) -> KeyRing:
+    """Add a new key; every replica signs with it too from its next reload (the old keys sign until retired).
+
+    On a database where no key signs yet (no replica started on it), the ring starts with
+    ``adopted(local)``, the gateway's own keys, before the new key: its kid stays published.
+    """
     key = SigningKey.generate(alg)
+    now = time.time_ns()
+    seed = adopted(local)
     await db.write_many(
         [
+            *(_seeding(seed, now) if seed else []),
             (
                 "INSERT INTO signing_keys (kid, alg, pem, added_ns) VALUES (?, ?, ?, ?)",
-                (key.kid, key.alg, key.private_pem().decode(), time.time_ns()),
+                (key.kid, key.alg, key.private_pem().decode(), now + len(seed)),
             ),
             _notify(f"rotate {key.kid}"),
         ]
     )
     return await load_ring(db)
+
+
+async def ring_exists(db: Database) -> bool:
+    """Whether the database has a ring at all (a table with a key in it); read without creating anything."""
+    row = await db.fetch_one("SELECT to_regclass('signing_keys') IS NOT NULL")
+    return bool(row and row[0]) and await db.fetch_one("SELECT 1 FROM signing_keys LIMIT 1") is not None
 
 
 async def retire(
@@ -139,9 +175,9 @@ class SharedKeys:
         self.reloads = 0
         """How many times the ring changed here since start."""
 
-    async def start(self, seed: Sequence[SigningKey], alg: str) -> KeyRing:
-        """The shared ring (seeded with ``seed`` on the cluster's first start)."""
-        ring = await ensure_ring(self._db, seed, alg)
+    async def start(self, local: Sequence[SigningKey], alg: str) -> KeyRing:
+        """The shared ring (started with this replica's ``local`` keys on the cluster's first start)."""
+        ring = await ensure_ring(self._db, local, alg)
         self._state = ring_state(ring)
         return ring
 

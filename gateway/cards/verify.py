@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.cards.build import AGENT_CARD_PATH
-from gateway.cards.keys import KeyConfigError, KeyRing, retire, rotate
+from gateway.cards.keys import KeyConfigError, KeyRing, SigningKey, load, retire, rotate
 from gateway.cards.signing import (
     MAX_CARD_BYTES,
     CardVerificationError,
@@ -146,15 +146,25 @@ async def verify(
     return 0
 
 
+NO_SHARED_RING = (
+    "switchboard keys: no shared key ring in this database yet; the first replica to start on it makes one "
+    "from its data dir's keys, as does 'switchboard keys rotate --database-url ...' (from --data-dir {data_dir})\n"
+)
+
+
 def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -> int:
-    """List, rotate or retire the signing keys: the replicas' shared ring on PostgreSQL, else ``data_dir``'s."""
+    """List, rotate or retire the signing keys: the replicas' shared ring on PostgreSQL, else ``data_dir``'s.
+
+    A rotate or retire is recorded in the audit trail of the same database (``data_dir``'s SQLite one
+    without ``database_url``).
+    """
     if action == "retire" and not kid:
         sys.stderr.write("switchboard: keys retire needs a KID\n")
         return 2
     where = "the database" if database_url else str(data_dir)
     try:
         if database_url:
-            ring = asyncio.run(_shared_keys(database_url, action, kid or ""))
+            ring = asyncio.run(_shared_keys(database_url, action, kid or "", data_dir))
         elif action == "rotate":
             ring = rotate(data_dir)
         elif action == "retire":
@@ -167,6 +177,12 @@ def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -
     except KeyConfigError as exc:
         sys.stderr.write(f"switchboard: {exc}\n")
         return 2
+    if not database_url and action in ("rotate", "retire"):
+        from gateway.telemetry.audit_cli import record_admin
+
+        record_admin(data_dir, f"keys.{action}", kid or "")
+    if not ring.keys:  # only a database without a ring: a data dir's list makes a key
+        sys.stderr.write(NO_SHARED_RING.format(data_dir=data_dir))
     for key in ring.keys:
         state = "retired" if key.retired else "active"
         until = f" until {key.not_after.isoformat()}" if key.not_after else ""
@@ -174,17 +190,41 @@ def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -
     return 0
 
 
-async def _shared_keys(database_url: str, action: str, kid: str) -> KeyRing:
-    """``keys`` on the shared ring (``gateway.cards.shared_keys``): every running replica follows at once."""
-    from gateway.cards import shared_keys
-    from gateway.store import open_database
+async def _shared_keys(database_url: str, action: str, kid: str, data_dir: Path) -> KeyRing:
+    """``keys`` on the shared ring (``gateway.cards.shared_keys``): every running replica follows at once.
 
-    db = await open_database(database_url)
+    One session, no runner lock, and only the two tables a change writes are made (``list`` makes
+    none): a full migrate would lock the replicas' task tables. A rotate on a database with no ring
+    yet starts it with ``data_dir``'s keys, so the kid cards are signed with now stays published.
+    """
+    from gateway.cards import shared_keys
+    from gateway.store.postgres import PostgresDatabase
+    from gateway.telemetry.audit_cli import record_admin_on
+
+    db = await PostgresDatabase.connect(database_url, min_size=1, max_size=1, runs_tasks=False)
     try:
+        existed = await shared_keys.ring_exists(db)
+        if action == "list" or (action == "retire" and not existed):
+            if action == "retire":
+                raise KeyError(kid)
+            return await shared_keys.load_ring(db) if existed else KeyRing()
+        await db.migrate(("signing_keys", "audit"))
         if action == "rotate":
-            return await shared_keys.rotate(db)
-        if action == "retire":
-            return await shared_keys.retire(db, kid)
-        return await shared_keys.load_ring(db)
+            local = () if existed else load(data_dir).keys  # private keys go to the database only to start it
+            ring = await shared_keys.rotate(db, local=local)
+            if not existed:
+                _say_adopted(shared_keys.adopted(local), data_dir)
+        else:
+            ring = await shared_keys.retire(db, kid)
+        await record_admin_on(db, f"keys.{action}", kid)
+        return ring
     finally:
         await db.close()
+
+
+def _say_adopted(adopted: Sequence[SigningKey], data_dir: Path) -> None:
+    if adopted:
+        kids = ", ".join(key.kid for key in adopted)
+        sys.stderr.write(f"switchboard keys: the shared key ring starts with the keys of {data_dir}: {kids}\n")
+    else:
+        sys.stderr.write(f"switchboard keys: no keys in {data_dir} to adopt; the shared key ring starts new\n")

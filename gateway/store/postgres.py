@@ -25,6 +25,8 @@ _PLACEHOLDER = re.compile(r"\?")
 RELOCK_DELAYS_S = (0.05, 0.2, 0.5, 1.0)  # then every second until it is taken again (within failover's grace)
 RUNNER_LOCKS = 7245062
 """The advisory-lock namespace (first key) of the locks gateway processes hold while they live."""
+MIGRATION_LOCK = 7245061
+"""The advisory lock (transaction-scoped) that serialises creating tables across replicas and tools."""
 _HELD_RUNNER_LOCKS = (
     "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2 AND granted "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -96,6 +98,14 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 def runner_key(runner: str) -> int:
     """The second key of ``runner``'s advisory lock (a collision only makes a dead runner look alive)."""
     return zlib.crc32(runner.encode()) & 0x7FFFFFFF
+
+
+def _table_of(sql: str) -> str:
+    """The table a ``CREATE TABLE`` / ``CREATE INDEX ... ON`` statement of the schema makes or indexes, else ''."""
+    words = sql.split()
+    if words[:2] == ["CREATE", "TABLE"]:
+        return words[5]
+    return words[words.index("ON") + 1] if "INDEX" in words[:3] else ""
 
 
 @lru_cache(maxsize=256)
@@ -181,7 +191,7 @@ class PostgresDatabase:
     dialect = "postgresql"
     exclusive = False  # replicas share it
 
-    def __init__(self, pool: asyncpg.Pool, lock: RunnerLock, runner: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, lock: RunnerLock | None, runner: str) -> None:
         self._pool = pool
         self._lock = lock
         self.runner = runner
@@ -208,15 +218,23 @@ class PostgresDatabase:
         self.available = True
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
-        """Open a pool on ``dsn``, and take this process's runner lock (``RunnerLock``)."""
-        runner = uuid.uuid4().hex
-        lock = RunnerLock(dsn, runner)
-        await lock.take()
+    async def connect(
+        cls, dsn: str, *, min_size: int = 2, max_size: int = 10, runs_tasks: bool = True
+    ) -> PostgresDatabase:
+        """Open a pool on ``dsn``, and take this process's runner lock (``RunnerLock``).
+
+        A tool that runs no tasks (``runs_tasks=False``, e.g. ``switchboard keys``) takes no runner
+        lock: no process will ever ask whether it lives.
+        """
+        runner = uuid.uuid4().hex if runs_tasks else ""
+        lock = RunnerLock(dsn, runner) if runs_tasks else None
+        if lock is not None:
+            await lock.take()
         try:
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=keep_session)
         except BaseException:
-            await lock.close()
+            if lock is not None:
+                await lock.close()
             raise
         return cls(pool, lock, runner)
 
@@ -226,15 +244,22 @@ class PostgresDatabase:
             held = {row[0] for row in await self._pool.fetch(_HELD_RUNNER_LOCKS, RUNNER_LOCKS)}
         return {runner for runner in runners if runner_key(runner) in held}
 
-    async def migrate(self) -> None:
-        """Create the tables if they do not exist (serialised across replicas by an advisory lock)."""
+    async def migrate(self, tables: Sequence[str] = ()) -> None:
+        """Create the tables if they do not exist (serialised across replicas by an advisory lock).
+
+        Only ``tables`` when named: a tool touches no other table (``ALTER TABLE`` takes an exclusive
+        lock, even when the column is there, so a full migrate waits for, and then blocks, the replicas).
+        """
+        statements = [sql.format(blob="BYTEA") for sql in SCHEMA] + [*CLUSTER_SCHEMA, *LEASE_SCHEMA]
+        added = ADDED_COLUMNS
+        if tables:
+            statements = [sql for sql in statements if _table_of(sql) in tables]
+            added = tuple(column for column in added if column[0] in tables)
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7245061)")
-            for sql in SCHEMA:
-                await conn.execute(sql.format(blob="BYTEA"))
-            for sql in (*CLUSTER_SCHEMA, *LEASE_SCHEMA):
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            for sql in statements:
                 await conn.execute(sql)
-            for table, column, kind in ADDED_COLUMNS:
+            for table, column, kind in added:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     async def write(self, sql: str, params: Params = ()) -> int:
@@ -276,4 +301,5 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Close the pool, then the runner lock's session."""
         await self._pool.close()
-        await self._lock.close()
+        if self._lock is not None:
+            await self._lock.close()

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.store.database import SCHEMA
+from gateway.store.database import SCHEMA, Database
 from gateway.telemetry.audit import COLUMNS, INSERT, AuditEntry, iso, query_sql
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -93,39 +93,40 @@ def show(store_url: str, since: str, caller: str, agent: str, limit: int, *, as_
     return 0
 
 
-def record_admin(data_dir: Path, action: str, detail: str, database_url: str = "") -> None:
-    """Append an admin row (``keys.rotate``, ``keys.retire``) to the gateway's database; a failure is reported.
+def _admin_row(action: str, detail: str) -> tuple[Any, ...]:
+    """The audit row of an admin action the CLI took."""
+    return (time.time_ns(), "admin", "cli", "", "", "", "cli", action, "ok", detail)
 
-    The data dir's SQLite database, or PostgreSQL when ``database_url`` names it (the replicas' trail).
-    """
-    row = (time.time_ns(), "admin", "cli", "", "", "", "cli", action, "ok", detail)
-    if database_url:
-        try:
-            asyncio.run(_record_postgres(database_url, row))
-        except Exception as exc:  # any driver error: the action itself is done
-            sys.stderr.write(f"switchboard: {action} done, but not recorded in the audit trail: {exc}\n")
-        return
+
+def record_admin(data_dir: Path, action: str, detail: str) -> None:
+    """Append an admin row (``keys.rotate``, ``keys.retire``) to the data dir's SQLite database; a failure is said."""
     path = data_dir / "switchboard.db"
     try:
         conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(next(sql for sql in SCHEMA if "TABLE IF NOT EXISTS audit" in sql))
-            conn.execute(INSERT, row)
+            conn.execute(INSERT, _admin_row(action, detail))
         finally:
             conn.close()
     except sqlite3.Error as exc:
         sys.stderr.write(f"switchboard: {action} done, but not recorded in the audit trail: {exc}\n")
 
 
-async def _record_postgres(dsn: str, row: tuple[Any, ...]) -> None:
-    from gateway.store import open_database
-
-    db = await open_database(dsn)  # its tables made, the audit table among them
+async def record_admin_on(db: Database, action: str, detail: str) -> None:
+    """Append an admin row to ``db`` (the replicas' trail), whose audit table exists; a failure is said."""
     try:
-        await db.write(INSERT, row)
-    finally:
-        await db.close()
+        await db.write(INSERT, _admin_row(action, detail))
+    except Exception as exc:  # any driver error: the action itself is done
+        sys.stderr.write(f"switchboard: {action} done, but not recorded in the audit trail: {exc}\n")
 
 
-__all__ = ["COLUMNS", "read_postgres", "read_sqlite", "record_admin", "show", "since_ns"]
+__all__ = [
+    "COLUMNS",
+    "read_postgres",
+    "read_sqlite",
+    "record_admin",
+    "record_admin_on",
+    "show",
+    "since_ns",
+]
