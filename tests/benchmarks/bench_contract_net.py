@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +35,10 @@ if str(REPO) not in sys.path:
 
 from a2a.server.context import ServerCallContext  # noqa: E402
 
-from gateway.app import Gateway, create_app  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
+from tests.benchmarks import rounds_cli as rounds  # noqa: E402
+from tests.benchmarks.bench_a2a import BenchError  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, request, window  # noqa: E402
-from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow  # noqa: E402
 
 BIDDER = "tests.benchmarks.noop_agent:noop_bidder"
@@ -88,44 +85,25 @@ def arm_runner(gateway: Gateway, arm: str) -> RunFn:
     return run_workflow
 
 
-Samples = dict[str, list[list[float]]]
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, rounds.Samples]:
+    async with rounds.in_process(work, write_agents(work / "agents")) as gateway:
+        return await rounds.alternate(args, {arm: arm_runner(gateway, arm) for arm in ARMS}, window)
 
 
-async def measure(args: argparse.Namespace, work: Path) -> tuple[Samples, Samples]:
-    settings = Settings(
-        data_dir=work / "data", agents=write_agents(work / "agents"), grpc_port=0, sign_cards=False, mcp_tools=[]
-    )
-    app = create_app(settings)
-    gateway: Gateway = app.state.gateway
-    walls: Samples = {arm: [] for arm in ARMS}
-    cpus: Samples = {arm: [] for arm in ARMS}
-    async with app.router.lifespan_context(app):
-        runners = {arm: arm_runner(gateway, arm) for arm in ARMS}
-        for runner in runners.values():
-            await window(runner, args.warmup, 2)
-        for r in range(args.rounds):
-            for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-                wall, cpu = await window(runners[arm], args.window, args.min_runs)
-                walls[arm].append(wall)
-                cpus[arm].append(cpu)
-                p50 = percentile(wall, 0.5) or 0.0
-                print(f"  round {r + 1}/{args.rounds} {arm:<13} {len(wall):5d} runs  p50 {p50:8.3f} ms", flush=True)
-    return walls, cpus
+def overheads(samples: rounds.Samples, index: int | None = None) -> tuple[float, float]:
+    """(contract-net overhead, concurrent overhead) in ms over the direct floor, pooled or of round ``index``."""
+    floor = rounds.p50(samples, DIRECT, index)
+    return rounds.p50(samples, CONTRACT_NET, index) - floor, rounds.p50(samples, CONCURRENT, index) - floor
 
 
-def overhead_ratio(walls: Samples, index: int | None = None) -> tuple[float, float, float] | None:
-    """(contract-net overhead, concurrent overhead, their ratio) in ms, pooled or of round ``index``."""
-
-    def p50(arm: str) -> float:
-        samples = walls[arm] if index is None else [walls[arm][index]]
-        return percentile([x for s in samples for x in s], 0.5) or 0.0
-
-    net, fan = p50(CONTRACT_NET) - p50(DIRECT), p50(CONCURRENT) - p50(DIRECT)
-    return (net, fan, net / fan) if fan > 0 else None
+def overhead_ratio(samples: rounds.Samples, index: int | None = None) -> float | None:
+    """Contract-net's overhead over the concurrent fan-out's (None if the fan-out shows none)."""
+    net, fan = overheads(samples, index)
+    return net / fan if fan > 0 else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = round_args(
+    args = rounds.round_args(
         argv,
         "Contract-net round vs concurrent fan-out over 10 no-op agents.",
         out="contract_net.json",
@@ -135,56 +113,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick_window_s=0.5,
     )
     load = list(os.getloadavg())
-    walls, cpus = measured(args, "cnet", measure)
-    pooled = overhead_ratio(walls)
-    by_round = [overhead_ratio(walls, i) for i in range(args.rounds)]
-    ratio = Ratio(
+    times = rounds.measured(args, "cnet", measure)
+    walls, cpus = times["wall"], times["cpu"]
+    ratio = rounds.ratio(
         "contract-net round overhead / concurrent fan-out overhead (10 no-op agents)",
-        pooled[2] if pooled else None,
-        TARGET_RATIO,
-        "<=",
-        "x",
         "(p50 contract-net - p50 direct) / (p50 concurrent - p50 direct), pooled rounds",
-        [r[2] if r else None for r in by_round],
+        lambda i: overhead_ratio(walls, i),
+        args.rounds,
+        TARGET_RATIO,
     )
-    cpu_pooled = overhead_ratio(cpus)
-    cpu_ratio = Ratio(
+    cpu_ratio = rounds.ratio(
         "the same, of CPU time per run",
-        cpu_pooled[2] if cpu_pooled else None,
-        None,
-        "<=",
-        "x",
         "(p50 CPU contract-net - p50 CPU direct) / (p50 CPU concurrent - p50 CPU direct), pooled rounds",
-        [r[2] if r else None for r in (overhead_ratio(cpus, i) for i in range(args.rounds))],
+        lambda i: overhead_ratio(cpus, i),
+        args.rounds,
     )
-    arms = {
-        arm: {
-            "runs": sum(map(len, w)),
-            "p50_ms": percentile([x for s in w for x in s], 0.5),
-            "cpu_p50_ms": percentile([x for s in cpus[arm] for x in s], 0.5),
-        }
-        for arm, w in walls.items()
-    }
-    for arm, figures in arms.items():
-        print(
-            f"{arm:<13} {figures['runs']:6d} runs  p50 {figures['p50_ms']:.3f} ms  CPU {figures['cpu_p50_ms']:.3f} ms"
-        )
-    if pooled:
-        print(f"overhead: contract-net {pooled[0]:.3f} ms, concurrent {pooled[1]:.3f} ms per run")
-    rows = ratio_rows([ratio, cpu_ratio])
-    print_report({"phases": {}, "ratios": rows, "skipped": {}})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "contract-net",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(load),
-        "config": {"rounds": args.rounds, "window_s": args.window, "width": WIDTH},
-        "arms": arms,
-        "overhead_ms": {"contract-net": pooled[0], "concurrent": pooled[1]} if pooled else None,
-        "ratios": rows,
-    }
-    args.out.write_text(json.dumps(report, indent=2, default=str))
-    missed = pooled is None or pooled[2] > TARGET_RATIO
+    arms = rounds.arm_medians(times)
+    net, fan = overheads(walls)
+    print(f"overhead: contract-net {net:.3f} ms, concurrent {fan:.3f} ms per run")
+    overhead = {"contract-net": net, "concurrent": fan} if ratio.value is not None else None
+    rounds.write_report(args, "contract-net", load, arms, [ratio, cpu_ratio], {"width": WIDTH}, overhead_ms=overhead)
+    missed = ratio.value is None or ratio.value > TARGET_RATIO
     return 1 if args.strict and missed else 0
 
 

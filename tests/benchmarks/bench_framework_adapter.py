@@ -35,10 +35,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,14 +50,13 @@ if str(REPO) not in sys.path:
 from a2a.server.context import ServerCallContext  # noqa: E402
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest  # noqa: E402
 
-from gateway.app import Gateway, create_app  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
 from gateway.runtime import AgentCall  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
 from tests.adapters.llm_server import Stream, finish_chunk, scripted_chat_server, text_chunk, usage_chunk  # noqa: E402
-from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
+from tests.benchmarks import rounds_cli as rounds  # noqa: E402
+from tests.benchmarks.bench_a2a import BenchError, Ratio  # noqa: E402
 from tests.benchmarks.bench_orchestration import RunFn, _completed, _NullEmitter, window  # noqa: E402
 from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
-from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agent_file, agents_folder, python_agent  # noqa: E402
 
 GRAPH = "tests.adapters.frameworks.langgraph.weather_graph:build"
@@ -130,162 +127,115 @@ def arm_runner(gateway: Gateway, arm: str, graph: Any) -> RunFn:
     return run_handler
 
 
-Samples = dict[str, list[list[float]]]
-"""Per arm, one list of per-run milliseconds per round."""
-
-
-async def measure(args: argparse.Namespace, work: Path) -> tuple[Samples, Samples]:
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, rounds.Samples]:
     """Wall and CPU milliseconds of every run, per arm and round."""
-    walls: Samples = {arm: [] for arm in ARMS}
-    cpus: Samples = {arm: [] for arm in ARMS}
     async with scripted_chat_server() as chat:
         chat.script = Forever(
             [Stream([text_chunk("Sunny "), text_chunk("in Oslo."), finish_chunk(), usage_chunk(9, 4)])]
         )
         os.environ["OPENAI_BASE_URL"] = chat.base_url
         os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
-        settings = Settings(
-            data_dir=work / "data", agents=write_agents(work / "agents"), grpc_port=0, sign_cards=False, mcp_tools=[]
-        )
-        app = create_app(settings)
-        gateway: Gateway = app.state.gateway
         from langgraph.checkpoint.memory import InMemorySaver
 
         from tests.adapters.frameworks.langgraph.weather_graph import build
 
         graph = build().copy({"checkpointer": InMemorySaver()})
-        async with app.router.lifespan_context(app):
+        async with rounds.in_process(work, write_agents(work / "agents")) as gateway:
             runners = {arm: arm_runner(gateway, arm, graph) for arm in ARMS}
-            for runner in runners.values():
-                await window(runner, args.warmup, 3)
-            for r in range(args.rounds):
-                for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-                    wall, cpu = await window(runners[arm], args.window, args.min_runs)
-                    walls[arm].append(wall)
-                    cpus[arm].append(cpu)
-                    p50 = percentile(wall, 0.5) or 0.0
-                    print(f"  round {r + 1}/{args.rounds} {arm:<14} {len(wall):5d} runs  p50 {p50:8.3f} ms", flush=True)
-    return walls, cpus
+            return await rounds.alternate(args, runners, window, warmup_runs=3)
 
 
 def added(
-    samples: Samples, index: int | None = None, floor: str = "graph-direct", python: str = "noop"
-) -> tuple[float, float, float] | None:
-    """(graph-gateway over ``floor``, the ``python`` agent's gateway over direct, their ratio) in ms.
+    samples: rounds.Samples, index: int | None = None, floor: str = "graph-direct", python: str = "noop"
+) -> tuple[float, float]:
+    """(graph-gateway over ``floor``, the ``python`` agent's gateway over direct) in ms.
 
     Pooled over the rounds, or of round ``index``.
     """
+    graph = rounds.p50(samples, "graph-gateway", index) - rounds.p50(samples, floor, index)
+    return graph, rounds.p50(samples, f"{python}-gateway", index) - rounds.p50(samples, f"{python}-direct", index)
 
-    def p50(arm: str) -> float:
-        chosen = samples[arm] if index is None else [samples[arm][index]]
-        return percentile([x for s in chosen for x in s], 0.5) or 0.0
 
-    graph, gateway = p50("graph-gateway") - p50(floor), p50(f"{python}-gateway") - p50(f"{python}-direct")
+def added_ratio(samples: rounds.Samples, index: int | None = None, **which: str) -> float | None:
+    """The graph's ``added`` over the python agent's (``which``: ``added``'s floor and python agent)."""
+    graph, gateway = added(samples, index, **which)
     # A floor slower than the gateway's arm (a busy machine's noise) leaves nothing to judge.
-    return (graph, gateway, graph / gateway) if gateway > 0 and graph > 0 else None
+    return graph / gateway if gateway > 0 and graph > 0 else None
 
 
-def info_ratio(name: str, detail: str, samples: Samples, rounds: int, **which: str) -> Ratio:
-    """A ratio reported to explain the target's (``added`` with ``which``), not judged."""
-    pooled = added(samples, **which)
-    by_round = [added(samples, i, **which) for i in range(rounds)]
-    return Ratio(name, pooled[2] if pooled else None, None, "<=", "x", detail, [r[2] if r else None for r in by_round])
+def judged(samples: rounds.Samples, **which: str) -> tuple[float, float] | None:
+    """``added`` pooled over the rounds, where ``added_ratio`` has something to judge."""
+    return added(samples, **which) if added_ratio(samples, **which) is not None else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = round_args(
+    args = rounds.round_args(
         argv,
         "LangGraph adapter overhead vs the gateway's own for a no-op agent.",
         out="framework_adapter.json",
         min_runs=5,
     )
     load = list(os.getloadavg())
-    walls, cpus = measured(args, "framework", measure)
-    pooled = added(walls)
-    by_round = [added(walls, i) for i in range(args.rounds)]
-    hosting = added(walls, floor="graph-stream")
-    hosting_by_round = [added(walls, i, floor="graph-stream") for i in range(args.rounds)]
-    ratio = Ratio(
-        "langgraph adapter's added p50 / gateway's added p50 for a no-op python agent",
-        pooled[2] if pooled else None,
-        TARGET_RATIO,
-        "<=",
-        "x",
-        "(p50 graph-gateway - p50 graph-direct) / (p50 noop-gateway - p50 noop-direct), pooled rounds",
-        [r[2] if r else None for r in by_round],
-    )
-    explained = Ratio(
-        "gateway's cost of hosting the streamed graph / gateway's added p50 for a no-op python agent",
-        hosting[2] if hosting else None,
-        None,
-        "<=",
-        "x",
-        "(p50 graph-gateway - p50 graph-stream) / (p50 noop-gateway - p50 noop-direct): LangGraph's streaming left out",
-        [r[2] if r else None for r in hosting_by_round],
-    )
-    cpu_pooled = added(cpus)
-    by_cpu = Ratio(
-        "the same, in CPU time (the process's, the in-process model server's included in every graph arm)",
-        cpu_pooled[2] if cpu_pooled else None,
-        None,
-        "<=",
-        "x",
-        "(p50 cpu graph-gateway - p50 cpu graph-direct) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
-        [r[2] if r else None for r in (added(cpus, i) for i in range(args.rounds))],
-    )
-    cpu_hosting = added(cpus, floor="graph-stream")
-    by_cpu_hosting = Ratio(
-        "hosting the streamed graph, in CPU time",
-        cpu_hosting[2] if cpu_hosting else None,
-        None,
-        "<=",
-        "x",
-        "(p50 cpu graph-gateway - p50 cpu graph-stream) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
-        [r[2] if r else None for r in (added(cpus, i, floor="graph-stream") for i in range(args.rounds))],
-    )
-    arms = {
-        arm: {
-            "runs": sum(map(len, w)),
-            "p50_ms": percentile([x for s in w for x in s], 0.5),
-            "p50_cpu_ms": percentile([x for s in cpus[arm] for x in s], 0.5),
-        }
-        for arm, w in walls.items()
-    }
-    for arm, figures in arms.items():
-        print(
-            f"{arm:<14} {figures['runs']:6d} runs  p50 {figures['p50_ms']:.3f} ms  cpu {figures['p50_cpu_ms']:.3f} ms"
-        )
+    times = rounds.measured(args, "framework", measure)
+    walls, cpus = times["wall"], times["cpu"]
+
+    def ratio(name: str, detail: str, samples: rounds.Samples, target: float | None = None, **which: str) -> Ratio:
+        return rounds.ratio(name, detail, lambda i: added_ratio(samples, i, **which), args.rounds, target)
+
+    ratios = [
+        ratio(
+            "langgraph adapter's added p50 / gateway's added p50 for a no-op python agent",
+            "(p50 graph-gateway - p50 graph-direct) / (p50 noop-gateway - p50 noop-direct), pooled rounds",
+            walls,
+            TARGET_RATIO,
+        ),
+        ratio(
+            "gateway's cost of hosting the streamed graph / gateway's added p50 for a no-op python agent",
+            "(p50 graph-gateway - p50 graph-stream) / (p50 noop-gateway - p50 noop-direct): "
+            "LangGraph's streaming left out",
+            walls,
+            floor="graph-stream",
+        ),
+        ratio(
+            "the same, in CPU time (the process's, the in-process model server's included in every graph arm)",
+            "(p50 cpu graph-gateway - p50 cpu graph-direct) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
+            cpus,
+        ),
+        ratio(
+            "hosting the streamed graph, in CPU time",
+            "(p50 cpu graph-gateway - p50 cpu graph-stream) / (p50 cpu noop-gateway - p50 cpu noop-direct)",
+            cpus,
+            floor="graph-stream",
+        ),
+        *(
+            ratio(
+                f"langgraph adapter's added p50 / a waiting python agent's ({kind})",
+                f"(p50 graph-gateway - p50 graph-direct) / (p50 wait-gateway - p50 wait-direct), {kind}",
+                times[kind],
+                python="wait",
+            )
+            for kind in rounds.KINDS
+        ),
+    ]
+    arms = rounds.arm_medians(times)
+    pooled, hosting = judged(walls), judged(walls, floor="graph-stream")
+    cpu_pooled, cpu_hosting = judged(cpus), judged(cpus, floor="graph-stream")
     if pooled:
         print(f"added p50: langgraph adapter {pooled[0]:.3f} ms, no-op python agent {pooled[1]:.3f} ms")
     if hosting:
         print(f"over the graph streamed directly: {hosting[0]:.3f} ms")
-    waiting = [
-        info_ratio(
-            f"langgraph adapter's added p50 / a waiting python agent's ({kind})",
-            f"(p50 graph-gateway - p50 graph-direct) / (p50 wait-gateway - p50 wait-direct), {kind}",
-            samples,
-            args.rounds,
-            python="wait",
-        )
-        for kind, samples in (("wall", walls), ("cpu", cpus))
-    ]
-    rows = ratio_rows([ratio, explained, by_cpu, by_cpu_hosting, *waiting])
-    print_report({"phases": {}, "ratios": rows, "skipped": {}})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "framework-adapter",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(load),
-        "config": {"rounds": args.rounds, "window_s": args.window},
-        "arms": arms,
-        "added_ms": {"langgraph": pooled[0], "noop": pooled[1]} if pooled else None,
-        "hosting_streamed_graph_ms": hosting[0] if hosting else None,
-        "added_cpu_ms": {"langgraph": cpu_pooled[0], "noop": cpu_pooled[1]} if cpu_pooled else None,
-        "hosting_streamed_graph_cpu_ms": cpu_hosting[0] if cpu_hosting else None,
-        "ratios": rows,
-    }
-    args.out.write_text(json.dumps(report, indent=2, default=str))
-    missed = pooled is None or pooled[2] > TARGET_RATIO
+    rounds.write_report(
+        args,
+        "framework-adapter",
+        load,
+        arms,
+        ratios,
+        added_ms={"langgraph": pooled[0], "noop": pooled[1]} if pooled else None,
+        hosting_streamed_graph_ms=hosting[0] if hosting else None,
+        added_cpu_ms={"langgraph": cpu_pooled[0], "noop": cpu_pooled[1]} if cpu_pooled else None,
+        hosting_streamed_graph_cpu_ms=cpu_hosting[0] if cpu_hosting else None,
+    )
+    missed = ratios[0].value is None or ratios[0].value > TARGET_RATIO
     return 1 if args.strict and missed else 0
 
 

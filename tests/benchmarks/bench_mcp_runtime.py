@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -53,13 +52,12 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task  # n
 from mcp.client import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters  # noqa: E402
 
-from gateway.app import Gateway, create_app  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
 from gateway.runtime import AgentCall, Reply  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from tests.benchmarks.bench_a2a import BenchError, Ratio, machine_info, percentile, print_report, ratio_rows  # noqa: E402
+from tests.benchmarks import rounds_cli as rounds  # noqa: E402
+from tests.benchmarks.bench_a2a import BenchError  # noqa: E402
 from tests.benchmarks.bench_orchestration import MAX_RUNS_PER_WINDOW, RunFn, _completed, _NullEmitter  # noqa: E402
 from tests.benchmarks.noop_agent import noop, wait_briefly  # noqa: E402
-from tests.benchmarks.rounds_cli import measured, round_args  # noqa: E402
 from tests.orchestration.fixture_agents import agents_folder, python_agent  # noqa: E402
 
 TOOL_SERVER = REPO / "tests" / "adapters" / "mcp_tool_server.py"
@@ -69,7 +67,6 @@ ARMS = (MCP_GATEWAY, MCP_DIRECT, PY_GATEWAY, PY_DIRECT, WAIT_GATEWAY, WAIT_DIREC
 MCP_AGENT, NOOP_AGENT, WAIT_AGENT = "bench-mcp", "bench-noop", "bench-wait"
 TEXT = "hi"
 TARGET_RATIO = 1.5
-Samples = dict[str, dict[str, list[list[float]]]]
 
 
 async def window(run: RunFn, seconds: float, min_runs: int) -> tuple[list[float], list[float]]:
@@ -154,15 +151,9 @@ def python_direct_runner(function: Callable[[AgentCall, Any], Awaitable[Reply]])
     return run
 
 
-async def measure(args: argparse.Namespace, work: Path) -> Samples:
-    settings = Settings(
-        data_dir=work / "data", agents=write_agents(work / "agents"), grpc_port=0, sign_cards=False, mcp_tools=[]
-    )
-    app = create_app(settings)
-    gateway: Gateway = app.state.gateway
-    samples: Samples = {arm: {"wall": [], "cpu": []} for arm in ARMS}
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, rounds.Samples]:
     params = StdioServerParameters(command=sys.executable, args=[str(TOOL_SERVER)])
-    async with app.router.lifespan_context(app), Client(params) as client:
+    async with rounds.in_process(work, write_agents(work / "agents")) as gateway, Client(params) as client:
         runners = {
             MCP_GATEWAY: gateway_runner(gateway, MCP_AGENT, TEXT.upper()),
             MCP_DIRECT: mcp_direct_runner(client),
@@ -172,91 +163,52 @@ async def measure(args: argparse.Namespace, work: Path) -> Samples:
             WAIT_DIRECT: python_direct_runner(wait_briefly),
             COLD_GATEWAY: after_sleep(gateway_runner(gateway, NOOP_AGENT, "ok")),
         }
-        for runner in runners.values():  # warm-up: the sessions, imports, the first tasks of each agent
-            await window(runner, args.warmup, 2)
-        for r in range(args.rounds):
-            for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-                wall, cpu = await window(runners[arm], args.window, args.min_runs)
-                samples[arm]["wall"].append(wall)
-                samples[arm]["cpu"].append(cpu)
-                p50 = percentile(wall, 0.5) or 0.0
-                print(f"  round {r + 1}/{args.rounds} {arm:<14} {len(wall):6d} runs  p50 {p50:8.3f} ms", flush=True)
-    return samples
+        return await rounds.alternate(args, runners, window)
 
 
-def p50(samples: Samples, arm: str, kind: str, index: int | None = None) -> float:
-    rounds = samples[arm][kind] if index is None else [samples[arm][kind][index]]
-    return percentile([x for s in rounds for x in s], 0.5) or 0.0
-
-
-def added(samples: Samples, arms: tuple[str, str], kind: str, index: int | None = None) -> float:
-    """p50(gateway arm) - p50(direct arm), in ``kind`` time."""
-    return p50(samples, arms[0], kind, index) - p50(samples, arms[1], kind, index)
+def added(samples: rounds.Samples, arms: tuple[str, str], index: int | None = None) -> float:
+    """p50(gateway arm) - p50(direct arm)."""
+    return rounds.p50(samples, arms[0], index) - rounds.p50(samples, arms[1], index)
 
 
 MCP, PYTHON, WAIT = (MCP_GATEWAY, MCP_DIRECT), (PY_GATEWAY, PY_DIRECT), (WAIT_GATEWAY, WAIT_DIRECT)
 COLD = (COLD_GATEWAY, WAIT_DIRECT)
 
 
-def added_ratio(samples: Samples, kind: str, floor: tuple[str, str], index: int | None = None) -> float:
-    """What the gateway adds to the MCP tool over what it adds to the ``floor`` agent, p50s in ``kind`` time."""
-    return added(samples, MCP, kind, index) / added(samples, floor, kind, index)
+def added_ratio(samples: rounds.Samples, floor: tuple[str, str], index: int | None = None) -> float:
+    """What the gateway adds to the MCP tool over what it adds to the ``floor`` agent."""
+    return added(samples, MCP, index) / added(samples, floor, index)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = round_args(
+    args = rounds.round_args(
         argv, "The mcp runtime's added p50 against a no-op python agent's.", out="mcp_runtime.json", min_runs=20
     )
     load = list(os.getloadavg())
-    samples = measured(args, "mcp-runtime", measure)
+    times = rounds.measured(args, "mcp-runtime", measure)
     ratios = [
-        Ratio(
+        rounds.ratio(
             f"mcp runtime added / {name} added ({kind} p50)",
-            added_ratio(samples, kind, floor),
-            TARGET_RATIO if (kind, floor) == ("wall", PYTHON) else None,
-            "<=",
-            "x",
             f"(p50 mcp-gateway - p50 mcp-direct) / (p50 {floor[0]} - p50 {floor[1]}), {kind} ms, pooled rounds",
-            [added_ratio(samples, kind, floor, i) for i in range(args.rounds)],
+            lambda i, kind=kind, floor=floor: added_ratio(times[kind], floor, i),
+            args.rounds,
+            TARGET_RATIO if (kind, floor) == ("wall", PYTHON) else None,
         )
         for name, floor in (
             ("no-op python agent", PYTHON),
             ("waiting python agent", WAIT),
             ("no-op python agent after a sleep", COLD),
         )
-        for kind in ("wall", "cpu")
+        for kind in rounds.KINDS
     ]
-    arms = {
-        arm: {
-            "runs": sum(map(len, s["wall"])),
-            "p50_wall_ms": p50(samples, arm, "wall"),
-            "p50_cpu_ms": p50(samples, arm, "cpu"),
-        }
-        for arm, s in samples.items()
-    }
-    for arm, figures in arms.items():
+    arms = rounds.arm_medians(times)
+    for kind in rounds.KINDS:
         print(
-            f"{arm:<14} {figures['runs']:6d} runs  p50 wall {figures['p50_wall_ms']:.3f} ms  "
-            f"cpu {figures['p50_cpu_ms']:.3f} ms"
+            f"added p50 {kind}: mcp runtime {added(times[kind], MCP):.3f} ms, no-op python agent "
+            f"{added(times[kind], PYTHON):.3f} ms, waiting python agent {added(times[kind], WAIT):.3f} ms, "
+            f"no-op python agent after a sleep {added(times[kind], COLD):.3f} ms"
         )
-    for kind in ("wall", "cpu"):
-        print(
-            f"added p50 {kind}: mcp runtime {added(samples, MCP, kind):.3f} ms, no-op python agent "
-            f"{added(samples, PYTHON, kind):.3f} ms, waiting python agent {added(samples, WAIT, kind):.3f} ms, "
-            f"no-op python agent after a sleep {added(samples, COLD, kind):.3f} ms"
-        )
-    rows = ratio_rows(ratios)
-    print_report({"phases": {}, "ratios": rows, "skipped": {}})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "mcp_runtime",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(load),
-        "config": {"rounds": args.rounds, "window_s": args.window},
-        "arms": arms,
-        "ratios": rows,
-    }
-    args.out.write_text(json.dumps(report, indent=2, default=str))
+    rounds.write_report(args, "mcp_runtime", load, arms, ratios)
     missed = ratios[0].value is None or ratios[0].value > TARGET_RATIO
     return 1 if args.strict and missed else 0
 
