@@ -22,7 +22,8 @@ API adds only reads A2A has no method for, each owner-isolated like the protocol
 Credentials are the API's own: ``X-API-Key`` or ``Authorization: Bearer``, checked by the same
 ``AuthPolicy``. A caller sees only the rows it owns; a caller holding ``ui_operator_scope`` sees
 every owner's (with auth off everyone is the one anonymous owner, and sees all). Answers are
-``Cache-Control: no-store``; errors are ``{"error": {code, status, message}}`` as on the REST binding.
+``Cache-Control: no-store``; errors are ``{"error": {code, status, message}}`` as on the REST binding. A
+query parameter holding NUL is a 400 on every path (PostgreSQL text cannot hold one).
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def _gateway_error(error: GatewayError) -> JSONResponse:
 Handler = Callable[[Request, Viewer], Awaitable[Any]]
 
 
+def _refuse_nul(params: list[tuple[str, str]]) -> None:
+    """``BadQueryError`` for a parameter holding NUL, which no name, id or cursor has.
+
+    Checked before any query reaches the database: PostgreSQL text cannot hold NUL, and refuses
+    such a parameter with an error (a 500 here), where SQLite would only find no match.
+    """
+    for name, value in params:
+        if "\x00" in name or "\x00" in value:
+            raise BadQueryError(
+                f"query parameter {name!r} holds a NUL character, which no agent name, id or cursor has"
+            )
+
+
 class DashboardApi:
     """The API's handlers over one running gateway."""
 
@@ -124,6 +138,7 @@ class DashboardApi:
         async def endpoint(request: Request) -> Response:
             try:
                 viewer = await self.viewer(request)
+                _refuse_nul(request.query_params.multi_items())
                 return JSONResponse(await handler(request, viewer), headers=NO_STORE)
             except (AuthenticationError, PermissionDeniedError) as error:
                 note_refusal(error.detail)

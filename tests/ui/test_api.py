@@ -271,6 +271,43 @@ async def test_paging_and_isolation_on_postgresql(tmp_path: Path, pg_dsn: str) -
         assert read.status_code == 404
 
 
+NUL_QUERIES = [
+    ("/ui/api/tasks", {"agent": "echo\x00"}),
+    ("/ui/api/tasks", {"id": "\x00"}),
+    ("/ui/api/tasks", {"kind": "runs", "agent": "\x00"}),
+    ("/ui/api/tasks", {"cursor": "\x00"}),
+    ("/ui/api/task", {"agent": "echo\x00", "id": "x"}),
+    ("/ui/api/task", {"agent": "echo", "id": "x\x00"}),
+    ("/ui/api/audit", {"before": "1\x00"}),
+    ("/ui/api/audit", {"limit": "\x00"}),
+    ("/ui/api/audit", {"na\x00me": "x"}),
+]
+
+
+async def test_a_nul_in_a_query_is_a_400_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
+    """PostgreSQL text cannot hold NUL: a filter holding one is refused before it reaches the database."""
+    key = new_api_key()
+    settings = make_settings(
+        tmp_path,
+        auth_api_keys=[api_key_line(f"nul-{uuid.uuid4().hex[:8]}", key, ["switchboard:operator"])],
+        agents=protected_agents(tmp_path),
+        database_url=pg_dsn,
+    )
+    async with running_gateway(settings) as running, httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        answers = [
+            (path, params, await http.get(path, params=params, headers={"X-API-Key": key}))
+            for path, params in NUL_QUERIES
+        ]
+        fine = await http.get("/ui/api/tasks", params={"agent": "echo"}, headers={"X-API-Key": key})
+
+    for path, params, answer in answers:
+        assert answer.status_code == 400, (path, params, answer.text)
+        error = answer.json()["error"]
+        assert error["status"] == "INVALID_ARGUMENT"
+        assert "NUL" in error["message"] or "whole number" in error["message"], error
+    assert fine.status_code == 200
+
+
 async def send_as(http: httpx.AsyncClient, headers: dict[str, str], text: str) -> str:
     body = {
         "jsonrpc": "2.0",
