@@ -3,7 +3,9 @@
 One call is one streamed ``POST {base}/chat/completions``: the agent file's system prompt, the
 task's earlier turns and the caller's message (files inline as fenced blocks, data parts as JSON)
 go out; text deltas come back as chunks of the reply artifact, and each agent named in the file's
-``handoffs`` is offered as a ``transfer_to_<agent>`` function tool. The file's tools (Python
+``handoffs`` that the task's caller may call (``AgentCall.may_call``, as a direct call to it is
+checked) is offered as a ``transfer_to_<agent>`` function tool; a transfer the model calls anyway
+to one the caller may not call is a tool error saying why, and never a handoff. The file's tools (Python
 functions, allow-listed tools of MCP servers: ``adapters.tools``) are offered too: when the model
 calls them they run (progress as status updates), their results go back to the model, and it is
 asked again, up to ``max_tool_rounds`` times. A tool the model was not offered never runs: the
@@ -28,8 +30,9 @@ from a2a.types.a2a_pb2 import SendMessageRequest
 
 from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
 from adapters.tools import Tool, Toolbox, ToolOutcome
+from gateway.auth.policy import Identity
 from gateway.errors import GatewayError, PeerUnavailableError, RuntimeLoadError
-from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.executor import CallCheck, RuntimeExecutor
 from gateway.hosting.mcp_clients import McpServerError, missing_program
 from gateway.hosting.runtimes import Host
 from gateway.push.retry import parse_retry_after
@@ -127,10 +130,14 @@ def handoff_tool_name(agent: str) -> str:
     return HANDOFF_PREFIX + agent.replace("-", "_")
 
 
-def handoff_tools(handoffs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+Handoffs = dict[str, tuple[str, dict[str, Any]]]
+"""Tool name -> (agent name, the function tool offered to the model)."""
+
+
+def handoff_tools(handoffs: list[str]) -> Handoffs:
     """Tool name -> (agent name, the function tool offered to the model), one per handoff."""
     reason = {"type": "string", "description": "why, and what the next agent should do"}
-    tools: dict[str, tuple[str, dict[str, Any]]] = {}
+    tools: Handoffs = {}
     for agent in handoffs:
         name = handoff_tool_name(agent)
         function = {
@@ -359,6 +366,24 @@ async def _error_message(response: httpx.Response) -> str:
     return body.strip()[:_ERROR_BODY_CHARS]
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What the model may call in one task: the handoffs its caller may make, and the file's tools.
+
+    ``refused`` holds, by tool name, why the caller may not make each other handoff of the file:
+    they are not offered, and a call to one is answered with the reason.
+    """
+
+    handoffs: Handoffs = field(default_factory=dict)
+    tools: dict[str, Tool] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Every function name offered."""
+        return [*self.handoffs, *self.tools]
+
+
 class ChatCompletionsRuntime:
     """One agent's ``(call, emit) -> Reply`` over an OpenAI-compatible chat-completions endpoint."""
 
@@ -375,15 +400,27 @@ class ChatCompletionsRuntime:
         self._escalation = runtime.escalation
         self.stronger = stronger_endpoint(endpoint, runtime)
 
+    def offer(self, call: AgentCall, tools: dict[str, Tool]) -> Offer:
+        """The handoffs ``call``'s caller may make (the others refused, with the reason) and ``tools``."""
+        handoffs: Handoffs = {}
+        refused: dict[str, str] = {}
+        for name, (agent, tool) in self._handoffs.items():
+            why = call.may_call(agent)
+            if why is None:
+                handoffs[name] = (agent, tool)
+            else:
+                refused[name] = why
+        return Offer(handoffs, tools, refused)
+
     def request_body(
         self,
         messages: list[dict[str, Any]],
-        tools: dict[str, Tool] | None = None,
+        offer: Offer | None = None,
         *,
         endpoint: ModelEndpoint | None = None,
         max_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """The chat-completions request for ``messages`` to ``endpoint``, offering the handoffs and ``tools``."""
+        """The chat-completions request for ``messages`` to ``endpoint``, offering what ``offer`` holds."""
         endpoint = endpoint or self.endpoint
         body: dict[str, Any] = {
             "model": endpoint.model,
@@ -391,7 +428,8 @@ class ChatCompletionsRuntime:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        offered = [tool for _, tool in self._handoffs.values()] + [t.definition() for t in (tools or {}).values()]
+        offer = offer or Offer()
+        offered = [tool for _, tool in offer.handoffs.values()] + [t.definition() for t in offer.tools.values()]
         if offered:
             body["tools"] = offered
         if endpoint.temperature is not None:
@@ -412,8 +450,9 @@ class ChatCompletionsRuntime:
             tools = await self._toolbox.tools() if self._toolbox else {}
         except McpServerError as exc:
             return self._failed(f"out of service: {exc.detail}")
+        offer = self.offer(call, tools)
         max_tokens = call_max_tokens(call, self._max_tokens)
-        reply, judged = await self._converse(call, emit, tools, self.endpoint, max_tokens)
+        reply, judged = await self._converse(call, emit, offer, self.endpoint, max_tokens)
         policy, stronger = self._escalation, self.stronger
         answered = reply.state == "completed" and not reply.is_handoff
         why = why_escalate(policy, judged, self._schema) if policy and stronger and answered else ""
@@ -421,7 +460,7 @@ class ChatCompletionsRuntime:
             await emit.progress(f"{self.name}: escalating to {stronger.model}: {why}")
             cheap_usage = reply.usage
             limit = call_max_tokens(call, policy.max_tokens or self._max_tokens)
-            reply, judged = await self._converse(call, emit, tools, stronger, limit)
+            reply, judged = await self._converse(call, emit, offer, stronger, limit)
             reply = replace(reply, usage=add_usage(cheap_usage, reply.usage))
             answered = reply.state == "completed" and not reply.is_handoff
         problem = schema_problem(self._schema, judged.text) if answered else ""
@@ -433,7 +472,7 @@ class ChatCompletionsRuntime:
         return reply
 
     async def _converse(
-        self, call: AgentCall, emit: Emitter, tools: dict[str, Tool], endpoint: ModelEndpoint, max_tokens: int | None
+        self, call: AgentCall, emit: Emitter, offer: Offer, endpoint: ModelEndpoint, max_tokens: int | None
     ) -> tuple[Reply, Judged]:
         """One model's answer to ``call``, tool rounds and all, and what it showed of its quality."""
         messages = build_messages(self._system_prompt, call)
@@ -446,7 +485,7 @@ class ChatCompletionsRuntime:
         try:
             for turn in range(self._max_rounds + 1):
                 artifact.separate()
-                body = self.request_body(messages, tools, endpoint=endpoint, max_tokens=max_tokens)
+                body = self.request_body(messages, offer, endpoint=endpoint, max_tokens=max_tokens)
                 answer = await self._ask(body, artifact, endpoint, emit)
                 if isinstance(answer, Reply):  # the rounds before count
                     return (replace(answer, usage=self._usage(tokens, endpoint)) if tokens else answer), Judged("")
@@ -454,15 +493,15 @@ class ChatCompletionsRuntime:
                 texts.append("".join(answer.text))
                 refused, logprobs = refused or answer.refused, logprobs + answer.logprobs
                 calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
-                if not calls or any(c.name in self._handoffs for c in calls):
+                if not calls or any(c.name in offer.handoffs for c in calls):
                     break
                 if turn == self._max_rounds:
                     reason = f"the model still called tools after {self._max_rounds} rounds (max_tool_rounds)"
                     return self._failed(reason, self._usage(tokens, endpoint)), Judged("")
-                messages += await self._run_tools(calls, tools, "".join(answer.text), emit)
+                messages += await self._run_tools(calls, offer, "".join(answer.text), emit)
         finally:
             await artifact.close()
-        reply = self._reply(PARAGRAPH.join(t for t in texts if t), calls, self._usage(tokens, endpoint))
+        reply = self._reply(PARAGRAPH.join(t for t in texts if t), calls, offer, self._usage(tokens, endpoint))
         final = texts[-1] if texts else ""
         return reply, Judged(final, refused, confidence(final, logprobs))
 
@@ -506,9 +545,7 @@ class ChatCompletionsRuntime:
         except _StreamError as exc:
             return self._failed(f"model endpoint {self.endpoint.host} sent {exc}")
 
-    async def _run_tools(
-        self, calls: list[_ToolCall], tools: dict[str, Tool], text: str, emit: Emitter
-    ) -> list[dict[str, Any]]:
+    async def _run_tools(self, calls: list[_ToolCall], offer: Offer, text: str, emit: Emitter) -> list[dict[str, Any]]:
         """Run the model's tool calls in order; the assistant turn and one tool message per call."""
         ids = [call.id or f"call_{i}" for i, call in enumerate(calls)]
         turn: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -518,14 +555,19 @@ class ChatCompletionsRuntime:
         ]
         answers = [turn]
         for call_id, call in zip(ids, calls, strict=True):
-            outcome = await self._run_tool(call, tools, emit)
+            outcome = await self._run_tool(call, offer, emit)
             answers.append({"role": "tool", "tool_call_id": call_id, "content": outcome.for_model})
         return answers
 
-    async def _run_tool(self, call: _ToolCall, tools: dict[str, Tool], emit: Emitter) -> ToolOutcome:
-        tool = tools.get(call.name)
-        if tool is None:  # never run: the model is told what it may call instead
-            offered = ", ".join([*self._handoffs, *tools]) or "none"
+    async def _run_tool(self, call: _ToolCall, offer: Offer, emit: Emitter) -> ToolOutcome:
+        tool = offer.tools.get(call.name)
+        if tool is None:  # never run: the model is told why, and what it may call instead
+            offered = ", ".join(offer.names) or "none"
+            refusal = offer.refused.get(call.name)
+            if refusal is not None:
+                logger.warning("agent %s: the model called %s, refused: %s", self.name, call.name, refusal)
+                why = f"{call.name} is refused for this task's caller ({refusal})"
+                return ToolOutcome(f"{why}; do not call it again. The tools are: {offered}", is_error=True)
             logger.warning("agent %s: the model called %s, which it was not offered", self.name, call.name)
             return ToolOutcome(f"there is no tool {call.name!r} here; the tools are: {offered}", is_error=True)
         try:
@@ -561,8 +603,8 @@ class ChatCompletionsRuntime:
             )
         return self._failed(f"model endpoint {self.endpoint.host} refused the request (HTTP {status}): {detail}")
 
-    def _reply(self, text: str, calls: list[_ToolCall], usage: Usage | None) -> Reply:
-        handoff = next((c for c in calls if c.name in self._handoffs), None)
+    def _reply(self, text: str, calls: list[_ToolCall], offer: Offer, usage: Usage | None) -> Reply:
+        handoff = next((c for c in calls if c.name in offer.handoffs), None)
         if handoff is None:
             return Reply(text=text, usage=usage)
         try:
@@ -570,7 +612,7 @@ class ChatCompletionsRuntime:
         except json.JSONDecodeError:
             return self._failed(f"the model called {handoff.name} with arguments that are not JSON", usage)
         note = arguments.get("reason", "") if isinstance(arguments, dict) else ""
-        agent = self._handoffs[handoff.name][0]
+        agent = offer.handoffs[handoff.name][0]
         return Reply(text=text, usage=usage, handoff_to=agent, handoff_note=str(note))
 
     def _usage(self, tokens: tuple[int, int] | None, endpoint: ModelEndpoint | None = None) -> Usage | None:
@@ -613,8 +655,8 @@ def _cause(exc: Exception) -> str:
 class ToolsExecutor(RuntimeExecutor):
     """The executor of an ``llm`` agent with tools: refuses a message while one of its MCP servers is out of service."""
 
-    def __init__(self, name: str, runtime: ChatCompletionsRuntime, toolbox: Toolbox) -> None:
-        super().__init__(name, runtime)
+    def __init__(self, name: str, runtime: ChatCompletionsRuntime, toolbox: Toolbox, calls: CallCheck) -> None:
+        super().__init__(name, runtime, calls=calls)
         self._toolbox = toolbox
 
     def validate_request(self, params: SendMessageRequest) -> None:
@@ -641,6 +683,13 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
         missing = missing_program(server)
         if missing is not None:
             raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {missing!r}")
+
+    def calls(caller: Identity | None, agent: str) -> str | None:
+        # looked up per call: the policy and the agents are the host's at run time. An agent not hosted is
+        # not refused here, as the engine does not: a transfer to it fails as an unknown agent.
+        target = host.spec(agent)
+        return host.auth.may_call(caller, target) if target is not None else None
+
     if not toolbox:
-        return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint))
-    return ToolsExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox), toolbox)
+        return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint), calls=calls)
+    return ToolsExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox), toolbox, calls)

@@ -49,7 +49,7 @@ def entrypoint_of(logic: Callable[..., object]) -> str:
     return f"{logic.__module__}:{logic.__qualname__}"
 
 
-def _anyone_may(entrypoint: str) -> str | None:
+def _anyone_may(entrypoint_or_agent: str) -> str | None:
     return None
 
 
@@ -59,7 +59,9 @@ class AgentCall:
 
     ``reuse_refusal`` says why the caller may not have this agent run another agent's logic
     in-process (the entry point of that agent's file), or None when it may: reusing an agent's
-    logic is checked as a call to that agent would be (see ``may_reuse``).
+    logic is checked as a call to that agent would be (see ``may_reuse``). ``call_refusal`` says why
+    the caller may not have this agent hand its work to (or call) another hosted agent by name, or None
+    when it may: what a runtime offers its model, and what it follows, is what the caller could call.
     """
 
     text: str
@@ -72,6 +74,7 @@ class AgentCall:
     metadata: dict[str, Any] = field(default_factory=dict)
     owner: str = ""  # the task's owner as the store records it: a context id is the caller's to choose, not proof
     reuse_refusal: Callable[[str], str | None] = field(default=_anyone_may, compare=False, repr=False)
+    call_refusal: Callable[[str], str | None] = field(default=_anyone_may, compare=False, repr=False)
 
     @property
     def conversation(self) -> str:
@@ -85,6 +88,10 @@ class AgentCall:
     def may_reuse(self, logic: Callable[..., object]) -> str | None:
         """Why the caller may not have ``logic`` (another agent's entry point) run for it here; None: it may."""
         return self.reuse_refusal(entrypoint_of(logic))
+
+    def may_call(self, agent: str) -> str | None:
+        """Why the caller may not have ``agent`` (a hosted agent's name) run through this one; None: it may."""
+        return self.call_refusal(agent)
 
 
 @dataclass(frozen=True)

@@ -275,24 +275,35 @@ async def finish(updater: TaskUpdater, reply: Reply, metadata: dict[str, Any] | 
 ReuseCheck = Callable[[Identity | None, str], str | None]
 """Why a caller may not have an agent run the logic at an entry point in-process (``AuthPolicy.may_reuse``)."""
 
+CallCheck = Callable[[Identity | None, str], str | None]
+"""Why a caller may not have an agent hand its work to (or call) another agent by name (``AuthPolicy.may_call``)."""
+
 
 class RuntimeExecutor(AgentExecutor):
     """Runs a ``Runtime`` for each message and reports it as an A2A task.
 
-    With ``reuse``, the runtime's ``AgentCall.may_reuse`` checks the task's caller (else nobody is refused).
+    With ``reuse``, the runtime's ``AgentCall.may_reuse`` checks the task's caller, and with ``calls`` its
+    ``AgentCall.may_call`` (else nobody is refused).
     """
 
-    def __init__(self, name: str, runtime: Runtime, reuse: ReuseCheck | None = None) -> None:
+    def __init__(
+        self, name: str, runtime: Runtime, reuse: ReuseCheck | None = None, calls: CallCheck | None = None
+    ) -> None:
         self.name = name
         self._runtime = runtime
         self._reuse = reuse
+        self._calls = calls
 
     def _call(self, context: RequestContext) -> AgentCall:
         call = call_from_context(context)
-        if self._reuse is None or context.call_context is None:
-            return call
-        caller, reuse = caller_of(context.call_context.user), self._reuse
-        return replace(call, reuse_refusal=lambda entrypoint: reuse(caller, entrypoint))
+        # no call context, no caller: checked as the anonymous caller, whom protected agents refuse
+        caller = caller_of(context.call_context.user) if context.call_context is not None else None
+        reuse, calls = self._reuse, self._calls
+        if reuse is not None:
+            call = replace(call, reuse_refusal=lambda entrypoint: reuse(caller, entrypoint))
+        if calls is not None:
+            call = replace(call, call_refusal=lambda agent: calls(caller, agent))
+        return call
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Create the task if new, mark it working, run the runtime, publish its outcome."""

@@ -332,11 +332,45 @@ def transfer(note: str) -> Stream:
     )
 
 
+def says(text: str) -> Stream:
+    """The model's answer: ``text``, no tool call."""
+    return Stream([text_chunk(text), finish_chunk()])
+
+
+def offered(request: Any) -> list[str]:
+    """The names of the tools a request to the model offered."""
+    return [tool["function"]["name"] for tool in request.body.get("tools", [])]
+
+
 @pytest.mark.parametrize("entry", ENTRIES)
-async def test_an_llm_transfer_is_checked_as_the_caller(entry: str, team: Team) -> None:
-    team.chat.answer(transfer("check for secrets"), transfer("check for secrets"))
-    await assert_refused_then_allowed(team, entry, "llm-desk", FENCED)
-    assert len(team.chat.received) == 2  # the model ran for both; only alice's transfer was followed
+async def test_an_llm_is_offered_only_the_transfers_its_caller_may_make(entry: str, team: Team) -> None:
+    team.chat.answer(says("Nothing to hand over."), says("Nothing to hand over."))
+    bob = await ASK[entry](team, "router", team.keys.bob, FENCED)
+    alice = await ASK[entry](team, "router", team.keys.alice, FENCED)
+    assert not bob.failed and not alice.failed, (bob.everything, alice.everything)
+    for_bob, for_alice = await team.chat.requests(2)
+    assert offered(for_bob) == [], "bob may not run the security reviewer: the model is not told about it"
+    assert "security" not in json.dumps(for_bob.body.get("tools", []))
+    assert offered(for_alice) == ["transfer_to_security_reviewer"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_an_llm_transfer_its_caller_may_not_make_is_a_tool_error_and_never_runs(entry: str, team: Team) -> None:
+    # the model calls the transfer bob was not offered anyway: it is told why not and answers itself
+    team.chat.answer(transfer("check for secrets"), says("I may not hand this over; no review."))
+    team.chat.answer(transfer("check for secrets"))
+    bob = await ASK[entry](team, "llm-desk", team.keys.bob, FENCED)
+    assert not bob.failed, bob.everything
+    assert "I may not hand this over" in bob.everything
+    assert not [mark for mark in SECURITY_MARKS if mark in bob.everything], bob.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+    told = (await team.chat.requests(2))[1].body["messages"][-1]
+    assert told["role"] == "tool" and told["content"].startswith("ERROR: "), told
+    assert REFUSAL in told["content"] and "transfer_to_security_reviewer" in told["content"], told
+    alice = await ASK[entry](team, "llm-desk", team.keys.alice, FENCED)
+    assert not alice.failed and "SEC001" in alice.everything, alice.everything
+    assert await security_tasks(team, "apikey:alice") == 1
+    assert len(team.chat.received) == 3  # alice's transfer was followed at once
 
 
 # --- the caller survives a restart --------------------------------------------------------------
