@@ -62,6 +62,12 @@ LEASE_SCHEMA = (
         PRIMARY KEY (agent, owner, task_id))""",
     "CREATE INDEX IF NOT EXISTS leases_by_replica ON leases (replica)",
     "CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at)",
+    # The workflows each replica hosts (gateway.hosting.failover): a run no live replica hosts is ended FAILED.
+    """CREATE TABLE IF NOT EXISTS workflow_hosts (
+        agent TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        PRIMARY KEY (agent, replica))""",
+    "CREATE INDEX IF NOT EXISTS workflow_hosts_by_replica ON workflow_hosts (replica)",
     f"""CREATE OR REPLACE FUNCTION switchboard_fence(a TEXT, o TEXT, t TEXT, r TEXT, e BIGINT) RETURNS INTEGER AS $$
     BEGIN
         PERFORM 1 FROM leases WHERE agent = a AND owner = o AND task_id = t AND epoch = e AND replica IN (r, '')

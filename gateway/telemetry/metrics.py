@@ -64,7 +64,8 @@ WORKFLOW_STEP_DURATION = Histogram(
 )
 FAILOVER = Counter(
     "switchboard_failover",
-    "Cluster failover on this replica: run_taken_over, lease_lost, task_ended_replica_gone, task_ended_unsaved",
+    "Cluster failover on this replica: run_taken_over, run_ended_unhosted, lease_lost, task_ended_replica_gone, "
+    "task_ended_unsaved",
     ["event"],
     registry=REGISTRY,
 )

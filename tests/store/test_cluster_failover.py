@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +27,7 @@ from a2a.client import Client
 from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest, TaskState
 
 from gateway.errors import StoreUnavailableError, register_with_sdk
-from gateway.hosting.failover import DEAD_REASON, ORPHAN_REASON, SCAN_S
+from gateway.hosting.failover import DEAD_REASON, ORPHAN_REASON, SCAN_S, UNHOSTED_GRACE_S, unhosted_reason
 from gateway.store.leases import BEAT_S, TTL_S
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message
 from tests.federation.support import V1, BackgroundLoop, Org, TcpProxy, free_port, org, python_agent, rpc, workflow
@@ -39,6 +39,7 @@ WAIT_S = 90.0
 SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
 GRPC = next(b for b in BINDINGS if b.id == "grpc-stream")
 FAILOVER_BOUND_S = TTL_S + 1.25 * SCAN_S + 4.0  # the lease, one scan, and the resume on a loaded 2-core machine
+UNHOSTED_BOUND_S = TTL_S + UNHOSTED_GRACE_S + 2 * 1.25 * SCAN_S + 4.0  # the lease, a scan, the grace, a scan
 ENDED = (TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED)
 STEPS = ("a", "b", "c")
 
@@ -60,19 +61,21 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[..., l
     """Start ``n`` replicas sharing the database and one probe log (stopped afterwards, however they ended)."""
     started: list[Org] = []
 
-    def start(n: int, dsn: str = cluster_dsn) -> list[Org]:
+    def start(n: int, dsn: str = cluster_dsn, pipeline_on: Collection[int] | None = None) -> list[Org]:
+        """``pipeline_on``: the replicas (numbered from 1) whose agent files include the workflow (default: all)."""
         probe_log = tmp_path / "probe.log"
         orgs = [
             org(f"r{i}", tmp_path, SWITCHBOARD_DATABASE_URL=dsn, SWITCHBOARD_PROBE_LOG=str(probe_log))
             for i in range(1, n + 1)
         ]
-        for replica in orgs:
+        for number, replica in enumerate(orgs, 1):
             agents = replica.folder / "agents"
             for step in STEPS:
                 python_agent(agents, f"probe-{step}", f"tests.store.cluster_agents:probe_{step}")
             python_agent(agents, "ticker", "tests.store.cluster_agents:ticker")
             python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
-            workflow(agents, "pipeline", "sequential", [f"probe-{step}" for step in STEPS])
+            if pipeline_on is None or number in pipeline_on:
+                workflow(agents, "pipeline", "sequential", [f"probe-{step}" for step in STEPS])
         started.extend(orgs)
         for replica in orgs:
             replica.start()
@@ -277,6 +280,33 @@ async def test_a_killed_replicas_runs_resume_elsewhere_and_its_tasks_fail_with_t
     print(f"\nfailover: runs resumed {sorted(round(t, 2) for t in took)} s after the kill (bound {FAILOVER_BOUND_S} s)")
     print(f"chaos: {len(run_ids)} runs resumed, {len(ticker_ids)} tasks failed with the reason, 2 other runs completed")
     assert max(took) <= FAILOVER_BOUND_S
+
+
+async def test_a_run_whose_workflow_no_surviving_replica_hosts_ends_failed_with_the_reason(
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    r1, r2 = start_replicas(2, pipeline_on={1})  # R2 does not load the workflow's agent file
+    log = tmp_path / "probe.log"
+    label = f"u-{uuid.uuid4().hex[:6]}"
+    async with a2a_client(r1.agent_url("pipeline"), SSE) as on_r1:
+        run = await start_stream(on_r1, f"{label} 40")
+        await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" for r in rows), "step b started on R1")
+        r1.proc.kill()  # type: ignore[union-attr]  # kill -9
+        killed = time.monotonic()
+        r1.proc.wait(timeout=10)  # type: ignore[union-attr]
+        async with asyncio.timeout(UNHOSTED_BOUND_S):  # not WAIT_S: left working, the run fails the test in bound
+            states = await wait_ended(cluster_dsn, [run.task_id])
+        took = time.monotonic() - killed
+
+    assert states[run.task_id] == TaskState.TASK_STATE_FAILED
+    rows = await stored(cluster_dsn, [run.task_id])
+    assert unhosted_reason("pipeline") in status_text(rows[run.task_id][1])
+    print(f"\nunhosted: the run ended FAILED {took:.2f} s after the kill (bound {UNHOSTED_BOUND_S} s)")
+    assert took >= UNHOSTED_GRACE_S, "not before the grace a replica hosting it has to take it over"
+    assert "no live replica hosts its workflow" in r2.logged()
+    async with httpx.AsyncClient(timeout=5) as http:
+        metrics = (await http.get(f"{r2.url}/metrics")).text
+    assert 'switchboard_failover_total{event="run_ended_unhosted"} 1.0' in metrics
 
 
 async def test_a_paused_replica_that_comes_back_stops_the_run_another_replica_took_over(

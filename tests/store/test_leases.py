@@ -11,9 +11,12 @@ from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message, Task, TaskState, TaskStatus
 
 from gateway.auth.policy import RunOwner
+from gateway.hosting import failover as failover_module
 from gateway.hosting.cluster import Cluster
-from gateway.hosting.failover import Failover
+from gateway.hosting.failover import Failover, unhosted_reason
 from gateway.orchestration.checkpoints import RunRecord, SqlRunStore
+from gateway.orchestration.workflows import fingerprint
+from gateway.spec import AgentSpec
 from gateway.store import leases as leases_module
 from gateway.store.database import Database
 from gateway.store.leases import LeaseBook, LeaseLostError
@@ -185,3 +188,65 @@ async def test_the_leases_of_runs_that_ended_long_ago_are_pruned_and_those_of_op
     await failover.prune()
     assert await first.fetch_all("SELECT task_id FROM leases") == [("waiting",)]
     await mine.stop()
+
+
+FLOW = AgentSpec.model_validate(
+    {
+        "format": 1,
+        "name": KEY[0],
+        "description": "a workflow",
+        "skills": [{"id": "run", "name": "Run", "description": "d", "tags": ["t"]}],
+        "runtime": {"kind": "workflow", "pattern": "sequential", "participants": ["step"]},
+    }
+)
+
+
+async def test_a_run_with_an_expired_lease_is_left_to_a_live_host_and_ended_failed_once_none_hosts_it(
+    replicas: tuple[Database, Database],
+    pg_schema_dsn: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = replicas
+    monkeypatch.setattr(failover_module, "UNHOSTED_GRACE_S", 0.0)
+    # A run of ``flow`` whose replica died: its lease expired, its task still working, its checkpoint kept.
+    context = ServerCallContext(user=RunOwner(KEY[1]))
+    await SqlTaskStore(first, KEY[0]).save(_task(TaskState.TASK_STATE_WORKING), context)
+    record = _record()
+    record.fingerprint = fingerprint(FLOW.runtime)  # resumable where ``flow`` is hosted
+    await SqlRunStore(first).save(record)
+    await first.write(
+        "INSERT INTO leases (agent, owner, task_id, replica, epoch, expires_at) VALUES (?, ?, ?, 'dead', 1, now())", KEY
+    )
+    host = await PostgresDatabase.connect(pg_schema_dsn)  # a live replica hosting ``flow`` (its scan is not run)
+    specs = {KEY[0]: FLOW}
+    await Failover(host, LeaseBook(host, host.runner), Cluster(host, str), lambda: specs, None).record_hosted()  # type: ignore[arg-type]
+    book, cluster = LeaseBook(second, second.runner), Cluster(second, lambda: pg_schema_dsn)
+    await cluster.start(listen=False)  # the run's end is published to its followers
+    other = Failover(second, book, cluster, dict, lambda name: None)  # type: ignore[arg-type,return-value]
+    try:
+        assert await other.take_over() == []
+        row = await second.fetch_one("SELECT state FROM tasks WHERE id = ?", KEY[2:])
+        assert row == (TaskState.TASK_STATE_WORKING,), "a run a live replica hosts is left for it to take over"
+        assert await second.fetch_one("SELECT replica FROM leases WHERE task_id = ?", KEY[2:]) == ("dead",)
+        await host.close()  # the host is gone now: nothing alive hosts ``flow``
+        assert await other.take_over() == []
+        row = await second.fetch_one("SELECT state, data FROM tasks WHERE id = ?", KEY[2:])
+        assert row is not None and row[0] == TaskState.TASK_STATE_FAILED
+        message = Task.FromString(bytes(row[1])).status.message
+        assert message.parts[0].text == unhosted_reason(KEY[0])
+        assert "hosts the workflow flow" in message.parts[0].text
+        record = await SqlRunStore(second).get(*KEY)
+        assert record is not None and record.state == "failed"
+        lease = await second.fetch_one("SELECT replica, epoch, expires_at <= now() FROM leases")  # its one row
+        assert lease == ("", 2, True), "taken (a new epoch) to end the run, then released"
+        ended = await second.fetch_one("SELECT count(*) FROM task_events WHERE task_id = ?", KEY[2:])
+        assert ended == (1,), "followers are told the run ended"
+        # A host whose scan read the run before it ended, and takes its lease after: it does not resume it.
+        late = Failover(first, LeaseBook(first, first.runner), Cluster(first, str), lambda: specs, lambda name: None)  # type: ignore[arg-type,return-value]
+        assert await late.leases.take(KEY) is not None
+        await late._resume(KEY)
+        assert not late._resuming and KEY not in late.leases.held
+    finally:
+        await host.close()
+        await book.stop()
+        await cluster.close()
