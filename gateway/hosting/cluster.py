@@ -96,6 +96,16 @@ _ENDED = (
 )
 _WAITING = (TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED)
 _TERMINAL = tuple(s for s in _ENDED if s not in _WAITING)
+_CANCELS_HERE = (
+    # The requests this replica may act on (``Cluster._cancel_here`` decides): tasks of agents hosted here, not
+    # over, last written here (running here, or parked here waiting for input) or whose run's lease is held here
+    # (a run taken over, before its first save here).
+    "SELECT c.agent, c.task_id FROM task_cancels c JOIN tasks t "
+    "ON t.agent = c.agent AND t.owner = c.owner AND t.id = c.task_id "
+    f"WHERE c.agent = ANY(?) AND t.state IN ({', '.join(str(int(s)) for s in (*INTERRUPTIBLE, *_WAITING))}) "
+    "AND (t.runner = ? OR EXISTS (SELECT 1 FROM leases l WHERE l.agent = c.agent AND l.owner = c.owner "
+    "AND l.task_id = c.task_id AND l.replica = ?))"
+)
 
 
 class CancelsHere(Protocol):
@@ -228,7 +238,7 @@ class Cluster:
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()
-        self._spawn(self._take_cancels())
+        self._spawn(self.take_cancels())
 
     def _wake(self, task_id: str) -> None:
         for waiter in self._waiters.get(task_id, ()):
@@ -265,13 +275,20 @@ class Cluster:
         """The backstop for a lost cancel NOTIFY: look for cancels of the tasks running here."""
         while True:
             await asyncio.sleep(POLL_S)
-            await self._take_cancels()
+            await self.take_cancels()
 
-    async def _take_cancels(self) -> None:
+    async def take_cancels(self) -> None:
+        """Act on the cancel requests of tasks this replica may run or hold parked (``_CANCELS_HERE``).
+
+        One query, run every ``POLL_S`` by every replica: it returns nothing but what this replica
+        can act on (usually nothing), not every request of the cluster, each then looked at here.
+        """
+        if not self.handlers:
+            return
         try:
-            rows = await self.db.fetch_all("SELECT agent, task_id FROM task_cancels")
+            rows = await self.db.fetch_all(_CANCELS_HERE, (sorted(self.handlers), self.db.runner, self.db.runner))
             for agent, task_id in rows:
-                await self._cancel_here(agent, task_id)
+                await self._cancel_here(str(agent), str(task_id))
         except Exception as exc:
             logger.warning("could not act on cancel requests: %s", exc)
 

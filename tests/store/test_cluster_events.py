@@ -211,3 +211,59 @@ async def test_small_events_ride_in_their_notify_and_large_ones_are_read_from_th
     assert after_large == [], "too large to carry: the follower reads it from the table"
     assert [(int(s), bytes(d)) for s, d in stored][:3] == [(1, small[0]), (2, small[1]), (3, small[2])]
     assert len(stored) == 4
+
+
+class CancelsRecorded:
+    """A ``CancelsHere`` whose tasks ``running`` run here; it records what it is asked and told to cancel."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.running = running
+        self.asked: list[str] = []
+        self.canceled: list[tuple[str, str]] = []
+
+    async def runs_here(self, task_id: str) -> bool:
+        self.asked.append(task_id)
+        return task_id in self.running
+
+    async def cancel_here(self, task_id: str, owner: str) -> None:
+        self.canceled.append((task_id, owner))
+
+
+async def test_the_cancel_poll_reads_only_the_requests_of_tasks_this_replica_runs_or_holds(pg_schema_dsn: str) -> None:
+    db_a, db_b = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    here, there = Cluster(db_a, lambda: pg_schema_dsn), Cluster(db_b, lambda: pg_schema_dsn)  # polled by hand
+    on_a, on_b = CancelsRecorded({"t-run", "t-taken"}), CancelsRecorded(set())
+    here.handlers["echo"], there.handlers["echo"] = on_a, on_b
+    try:
+        store = SqlTaskStore(db_a, "echo")
+        for task_id, state in (
+            ("t-run", TaskState.TASK_STATE_WORKING),  # running on A
+            ("t-parked", TaskState.TASK_STATE_INPUT_REQUIRED),  # parked on A, waiting for input
+            ("t-over", TaskState.TASK_STATE_COMPLETED),  # ended: nothing to cancel anywhere
+            ("t-taken", TaskState.TASK_STATE_WORKING),  # a run A took over from a gone replica, not saved by A yet
+        ):
+            task = Task(id=task_id, context_id="c1", status=TaskStatus(state=state))
+            await store.save(task, as_user("ada"))
+        await db_a.write("UPDATE tasks SET runner = 'gone' WHERE id = 't-taken'")
+        await db_a.write(
+            "INSERT INTO leases (agent, owner, task_id, replica, epoch, expires_at) "
+            "SELECT agent, owner, id, ?, 2, now() + interval '1 minute' FROM tasks WHERE id = 't-taken'",
+            (db_a.runner,),
+        )
+        await db_a.write(
+            "INSERT INTO task_cancels (agent, owner, task_id, requested_ns) SELECT agent, owner, id, 1 FROM tasks"
+        )
+        owner = (await db_a.fetch_one("SELECT owner FROM tasks WHERE id = 't-run'") or ("",))[0]
+        await there.take_cancels()  # B runs and holds none of them
+        after_b = {row[0] for row in await db_b.fetch_all("SELECT task_id FROM task_cancels")}
+        await here.take_cancels()
+        after_a = {row[0] for row in await db_a.fetch_all("SELECT task_id FROM task_cancels")}
+    finally:
+        await db_a.close()
+        await db_b.close()
+
+    assert on_b.asked == [] and on_b.canceled == [], "another replica's cancels are not even read"
+    assert after_b == {"t-run", "t-parked", "t-over", "t-taken"}
+    assert sorted(on_a.canceled) == [("t-parked", owner), ("t-run", owner), ("t-taken", owner)]
+    assert "t-over" not in on_a.asked
+    assert after_a == {"t-over"}, "each request taken is done with; an ended task's is left to the pruning"
