@@ -22,7 +22,17 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import A2AError
 from google.protobuf.json_format import MessageToJson
 
 from gateway.auth.api_keys import ApiKey, ApiKeyTable, api_key_line, new_api_key
@@ -54,6 +64,8 @@ from tests.orchestration.test_engine_checkpoints import record
 from tests.store.test_task_store import db, pg_schema_dsn  # noqa: F401 -- fixtures
 
 JSONRPC = next(b for b in BINDINGS if b.id == "jsonrpc")
+JSONRPC_SSE = next(b for b in BINDINGS if b.id == "jsonrpc-sse")
+ENDED = (TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED)
 ENTRIES = ["jsonrpc", "mcp"]
 EVERY_ENTRY = ["jsonrpc", "jsonrpc-sse", "rest", "rest-sse", "grpc", "grpc-stream", "mcp"]
 
@@ -371,6 +383,45 @@ async def test_an_llm_transfer_its_caller_may_not_make_is_a_tool_error_and_never
     assert not alice.failed and "SEC001" in alice.everything, alice.everything
     assert await security_tasks(team, "apikey:alice") == 1
     assert len(team.chat.received) == 3  # alice's transfer was followed at once
+
+
+async def task_once_ended(team: Team, agent: str, key: str, task_id: str) -> Task:
+    """The task once it has ended, as its owner reads it: followed with ``SubscribeToTask``, then ``GetTask``."""
+    async with authed_client(team.gateway.agent_url(agent), JSONRPC_SSE, api_key(key)) as client:
+        async with asyncio.timeout(WAIT_S):
+            task = await client.get_task(GetTaskRequest(id=task_id))
+            if task.status.state not in ENDED:
+                try:
+                    async for event in client.subscribe(SubscribeToTaskRequest(id=task_id)):
+                        status = event.status_update.status if event.HasField("status_update") else event.task.status
+                        if status.state in ENDED:
+                            break
+                except A2AError:
+                    pass  # it ended between the read and the subscription
+            return await client.get_task(GetTaskRequest(id=task_id))
+
+
+async def test_runs_started_with_mcp_start_run_act_as_their_caller_in_every_step(team: Team) -> None:
+    team.chat.answer(transfer("check for secrets"), says("I may not hand this over; no review."))
+    async with mcp_client(team.gateway, "legacy", {"X-API-Key": team.keys.bob}) as client:
+        listed = await client.call_tool("list_agents", {})
+        desk = await client.call_tool("start_run", {"agent": "llm-desk", "text": FENCED})
+        pipeline = await client.call_tool("start_run", {"agent": "secure-pipeline", "text": CODE})
+    assert not (listed.is_error or desk.is_error or pipeline.is_error), (desk.content, pipeline.content)
+    names = [agent["name"] for agent in (listed.structured_content or {})["agents"]]
+    assert "llm-desk" in names and "security-reviewer" not in names, names
+    run_id = (desk.structured_content or {})["run_id"]
+    desk_task = await task_once_ended(team, "llm-desk", team.keys.bob, run_id)
+    assert desk_task.status.state == TaskState.TASK_STATE_COMPLETED, MessageToJson(desk_task)
+    for_bob = (await team.chat.requests(2))[0]
+    assert offered(for_bob) == [], "the model was told of no transfer bob may not make"
+    assert REFUSAL in team.chat.received[1].body["messages"][-1]["content"]
+    run_id = (pipeline.structured_content or {})["run_id"]
+    pipeline_task = await task_once_ended(team, "secure-pipeline", team.keys.bob, run_id)
+    assert pipeline_task.status.state == TaskState.TASK_STATE_FAILED, MessageToJson(pipeline_task)
+    assert REFUSAL in MessageToJson(pipeline_task.status)
+    assert not [mark for mark in SECURITY_MARKS if mark in MessageToJson(pipeline_task)]
+    assert await security_tasks(team, "apikey:bob") == 0
 
 
 # --- the caller survives a restart --------------------------------------------------------------

@@ -4,6 +4,10 @@ Org B requires API keys: ``vault`` needs ``vault:use``, ``secret`` needs ``sec:r
 org A holds only ``vault:use``. Org A imports both and also requires API keys; alice holds every scope
 on A. Her relayed call to B's ``vault`` works and runs on B as org A, never as alice; her call to B's
 ``secret``, alone or as a workflow step, is refused by B with B's reason, whatever she holds on A.
+
+And A's own rules hold before anything is relayed: A's agent file for B's vault (``guarded-vault``) needs
+``sec:run`` on A, which carol (``vault:use`` only) lacks: her call, direct or as a workflow's step, is
+refused by A and never reaches B, although A's grant at B would admit it.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ class Pair:
     b: Org
     alice: str  # alice's key on A
     org_a: str  # the key B gave org A
+    carol: str  # carol's key on A: vault:use, not sec:run
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("peer-scopes")
-    alice, org_a = new_api_key(), new_api_key()
+    alice, carol, org_a = new_api_key(), new_api_key(), new_api_key()
     b = org("org-b", root, SWITCHBOARD_AUTH_API_KEYS=json.dumps([api_key_line("org-a", org_a, ["vault:use"])]))
     agent_file(b.folder / "agents", "vault", {"kind": "python", "entrypoint": ECHO}, scopes=["vault:use"])
     agent_file(b.folder / "agents", "secret", {"kind": "python", "entrypoint": ECHO}, scopes=["sec:run"])
@@ -48,10 +53,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "org-a",
             root,
             SWITCHBOARD_PEERS=str(root / "org-a" / "peers.yaml"),
-            SWITCHBOARD_AUTH_API_KEYS=json.dumps([api_key_line("alice", alice, ["vault:use", "sec:run"])]),
+            SWITCHBOARD_AUTH_API_KEYS=json.dumps(
+                [api_key_line("alice", alice, ["vault:use", "sec:run"]), api_key_line("carol", carol, ["vault:use"])]
+            ),
             A_TO_B_KEY=org_a,
         )
         workflow(a.folder / "agents", "via-b", "sequential", ["b-secret"])
+        vault_card = f"{b.public_url}/agents/vault/.well-known/agent-card.json"
+        guarded = {"kind": "a2a", "card_url": vault_card, "peer": "b"}
+        agent_file(a.folder / "agents", "guarded-vault", guarded, scopes=["sec:run"])
+        workflow(a.folder / "agents", "via-guarded", "sequential", ["guarded-vault"])
         peer = {
             "name": "b",
             "base_url": b.public_url,
@@ -62,7 +73,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         write_yaml(a.folder / "peers.yaml", {"format": 1, "peers": [peer]})
         a.start()
         a.wait_ready()
-        yield Pair(a=a, b=b, alice=alice, org_a=org_a)
+        yield Pair(a=a, b=b, alice=alice, org_a=org_a, carol=carol)
     finally:
         for each in (a, b):
             if each is not None:
@@ -112,3 +123,25 @@ async def test_a_peer_refuses_what_its_grant_to_this_gateway_lacks_whatever_the_
         refused = await http.post(f"{pair.b.url}/agents/secret", json=body, headers={**V1, "X-API-Key": pair.org_a})
     assert refused.status_code == 403
     assert refused.json()["error"]["message"] == "apikey:org-a lacks scope(s) sec:run required by agent 'secret'"
+
+
+async def test_this_gateways_scopes_on_a_remote_agent_hold_before_any_relay_direct_or_as_a_step(pair: Pair) -> None:
+    refusal = "apikey:carol lacks scope(s) sec:run required by agent 'guarded-vault'"
+    text = f"carol asks {uuid.uuid4()}"
+    message = {"role": "ROLE_USER", "parts": [{"text": text}], "messageId": str(uuid.uuid4())}
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        direct = await http.post(
+            f"{pair.a.url}/agents/guarded-vault",
+            json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}},
+            headers={**V1, "X-API-Key": pair.carol},
+        )
+    assert direct.status_code == 403 and direct.json()["error"]["message"] == refusal, direct.text
+    run = (await send(pair.a.url, "via-guarded", pair.carol, text))["result"]["task"]
+    assert run["status"]["state"] == "TASK_STATE_FAILED", run
+    assert refusal in json.dumps(run["status"]), run["status"]
+    alice_text = f"alice asks {uuid.uuid4()}"
+    alice = (await send(pair.a.url, "via-guarded", pair.alice, alice_text))["result"]["task"]
+    assert alice["status"]["state"] == "TASK_STATE_COMPLETED", alice
+    on_b = json.dumps(await list_tasks(pair.b.url, "vault", pair.org_a))
+    assert alice_text in on_b, "alice's step was relayed"
+    assert text not in on_b, "carol's never reached the peer"
