@@ -503,7 +503,7 @@ class CacheSpec(_Strict):
         default=1000, ge=1, le=1_000_000, description="results kept, least recently used first out"
     )
     shared: bool = Field(
-        default=False, description="true: one caller's result may answer another's (same scopes); only if safe"
+        default=False, description="true: one caller's result may answer another's (same rights); only if safe"
     )
 
 

@@ -3,10 +3,12 @@
 Opt-in per agent. The key is the agent, a hash of its spec (an edited agent file answers nothing
 from before the edit), the skill the message names, the message's normalised parts (text with
 its line endings and outer whitespace normalised, data as canonical JSON, files by content hash),
-the caller's scope set and, unless the agent says ``shared: true``, the caller (the task owner):
-one owner's result never answers another's. Only a new task (no ``taskId``) is answered from the
-cache, and only a completed outcome is kept, for ``ttl_s`` seconds, at most ``max_entries``
-(least recently used out first), in this process's memory.
+the caller's rights (its scope set, and whether it is anonymous, authenticated or the local
+operator: what ``AuthPolicy.may_call`` decides a workflow's steps by, beyond scopes) and, unless
+the agent says ``shared: true``, the caller (the task owner): one owner's result never answers
+another's, and a shared result never answers a caller whose steps would have been refused. Only
+a new task (no ``taskId``) is answered from the cache, and only a completed outcome is kept, for
+``ttl_s`` seconds, at most ``max_entries`` (least recently used out first), in this process's memory.
 
 A hit is a new task of the caller, saved once, already completed: the kept artifacts and final
 status message, the caller's message in its history, and ``{"cache": {"hit": true, "storedAt",
@@ -88,8 +90,9 @@ class ResultCache:
         skill = message_skill(message)
         owner = "" if self.config.shared else context.user.user_name
         scopes = sorted(caller.scopes) if caller is not None else []
+        standing = "anonymous" if caller is None else "operator" if caller.trusted else "authenticated"
         parts = [_part_key(part) for part in message.parts]
-        material = [self.agent, self.version, skill, owner, scopes, parts]
+        material = [self.agent, self.version, skill, owner, standing, scopes, parts]
         return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def answer(self, key: str, message: Message, context: ServerCallContext) -> Task | None:

@@ -21,6 +21,7 @@ from gateway.hosting.cache import ResultCache, spec_hash
 from gateway.spec import AgentSpec, CacheSpec
 from gateway.testing import RunningGateway, running_gateway
 from tests.auth.conftest import api_key, authed_client
+from tests.auth.test_mcp_auth import mcp_client
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, send
 from tests.conftest import make_settings
 from tests.orchestration.fixture_agents import agents_folder, python_agent, workflow
@@ -138,6 +139,30 @@ async def test_another_owners_entry_answers_only_when_the_agent_says_it_is_share
         assert "cache" not in metadata(mine), "bob got alice's cached result"
         assert len(calls(tmp_path / "inbox.jsonl")) == 2
     assert theirs.id != mine.id
+
+
+async def test_a_shared_entry_never_answers_a_caller_its_steps_would_refuse(tmp_path: Path) -> None:
+    # Same scopes (none), not the same rights: the open workflow's step needs an authenticated caller. A
+    # member runs it over MCP (where every caller is authenticated); an anonymous A2A caller (an open agent's
+    # caller is anonymous there) is refused the step whether or not the cache holds the member's result.
+    member = new_api_key()
+    files = [
+        python_agent("members", f"{MODULE}:inbox", log=str(tmp_path / "members.jsonl")),
+        {**cached(workflow("lobby", "sequential", ["members"]), shared=True), "security": "none"},
+    ]
+    agents = agents_folder(tmp_path / "agents", files)
+    settings = make_settings(tmp_path, agents=agents, auth_api_keys=[api_key_line("member", member)], mcp_tools=["*"])
+    async with running_gateway(settings) as gateway:
+        async with mcp_client(gateway, "legacy", {"X-API-Key": member}) as as_member:
+            theirs = await as_member.call_tool("lobby", {"text": "the members' list"})
+        async with a2a_client(gateway.agent_url("lobby"), BINDINGS[0]) as anonymous:
+            mine, _ = await send(anonymous, "the members' list")
+
+    assert not theirs.is_error and (theirs.structured_content or {}).get("state") == "completed", theirs
+    assert "cache" not in metadata(mine), "an anonymous caller got an authenticated caller's result"
+    assert mine.status.state == TaskState.TASK_STATE_FAILED, mine
+    assert "requires an authenticated caller" in mine.status.message.parts[0].text
+    assert len(calls(tmp_path / "members.jsonl")) == 1, "the step ran for the member only"
 
 
 # -- the cache itself --------------------------------------------------------------------------
