@@ -2,7 +2,8 @@
 
 Reported usage arrives only when a step ends, so a budget checked only then lets a fan-out of ten
 steps start all ten on the last token. Each step therefore reserves its estimate first, and the
-reservation is settled against what the step reported when it ends:
+reservation is released when the step ends, however it ends (a result, a cancel, an interrupt), and
+what the step reported is counted:
 
 - the estimate is the run's ``reserve_tokens`` / ``reserve_cost`` limit when set; else, for tokens,
   the larger of the step agent's own ``max_tokens`` (an ``llm`` agent's bound on what it writes) and
@@ -83,14 +84,9 @@ class Budget:
         return Reservation(tokens, cost)
 
     def release(self, reservation: Reservation) -> None:
-        """Give back what a step held (it ended without a result to count)."""
+        """Give back what a step held, however it ended; what it reported is counted apart (``account``)."""
         self._held_tokens -= reservation.tokens
         self._held_cost -= reservation.cost
-
-    def settle(self, reservation: Reservation, usage: Usage | None) -> None:
-        """Release ``reservation`` and count what the step reported (raises when that passes the budget)."""
-        self.release(reservation)
-        self.account(usage)
 
     def account(self, usage: Usage | None) -> None:
         """Count a step's reported usage; raises ``LimitExceededError`` when the run went past its budget."""

@@ -373,27 +373,36 @@ class EngineRun:
             held = self._budget.reserve(f"{label} · {agent}", self._max_tokens_of(agent))
         except Trimmed as trimmed:
             held, result = None, StepResult(agent, "failed", error=str(trimmed))
-            await self.progress(str(trimmed))
-        started = time.perf_counter()
-        pattern = self.plan.pattern.name
-        if held is not None:
-            try:
-                with tracing.span(f"step {label}", attributes={"workflow.pattern": pattern, "a2a.agent": agent}):
-                    result = await self._fallback_chain(number, agent, request, label, follow_up)
-            except BaseException:
+            await self.progress(str(trimmed))  # a trimmed step shows here and as its failed step, not as a duration
+        try:
+            if held is not None:
+                result = await self._run_step(number, agent, request, label, follow_up)
+            if self.canceled:
+                raise RunCanceledError
+            if self._host.stopping or self.lease_lost:
+                raise RunInterruptedError  # the step ended because its agent stopped: not a result to keep
+            self.record.steps[number] = result
+            self.record.keys[number] = key
+            await self.checkpoint()
+            self._publish(number, label, result)
+        finally:
+            # However the step ends (a result, the run canceled or interrupted, this task canceled while its result
+            # was being saved), what it held goes back: a step after it may need the room.
+            if held is not None:
                 self._budget.release(held)
-                raise
-        metrics.WORKFLOW_STEP_DURATION.labels(pattern).observe(time.perf_counter() - started)
-        if self.canceled:
-            raise RunCanceledError
-        if self._host.stopping or self.lease_lost:
-            raise RunInterruptedError  # the step ended because its agent stopped: not a result to keep
-        self.record.steps[number] = result
-        self.record.keys[number] = key
-        await self.checkpoint()
-        self._publish(number, label, result)
         if held is not None:
-            self._budget.settle(held, result.usage)
+            self._budget.account(result.usage)
+        return result
+
+    async def _run_step(
+        self, number: int, agent: str, request: StepInput, label: str, follow_up: tuple[str, str] | None
+    ) -> StepResult:
+        """The step's fallback chain in its span, its time observed as a step duration once it has a result."""
+        pattern = self.plan.pattern.name
+        started = time.perf_counter()
+        with tracing.span(f"step {label}", attributes={"workflow.pattern": pattern, "a2a.agent": agent}):
+            result = await self._fallback_chain(number, agent, request, label, follow_up)
+        metrics.WORKFLOW_STEP_DURATION.labels(pattern).observe(time.perf_counter() - started)
         return result
 
     async def progress(self, text: str) -> None:

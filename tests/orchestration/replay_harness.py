@@ -35,7 +35,7 @@ from gateway.orchestration.checkpoints import RunRecord
 from gateway.orchestration.engine import EngineRun
 from gateway.orchestration.step_outputs import StepOutput
 from gateway.orchestration.workflows import WorkflowPlan
-from gateway.runtime import Reply
+from gateway.runtime import Reply, Usage
 
 _STATES = {
     "completed": TaskState.TASK_STATE_COMPLETED,
@@ -54,6 +54,7 @@ class Answer:
     retryable: bool = False
     handoff_to: str = ""
     delay: int = 0  # event-loop passes before the answer
+    tokens: int = 0  # output tokens the answer reports (for budgets)
 
 
 Script = Callable[[str, str, tuple[dict[str, Any], ...], int], Answer]
@@ -73,7 +74,8 @@ class ScriptedRunner:
         answer = self._agents.answer(self.agent, text, data)
         for _ in range(answer.delay):
             await asyncio.sleep(0)
-        reply = Reply(text=answer.text, data=answer.data, state=answer.state, handoff_to=answer.handoff_to)  # type: ignore[arg-type]
+        usage = Usage(output_tokens=answer.tokens) if answer.tokens else None
+        reply = Reply(text=answer.text, data=answer.data, state=answer.state, handoff_to=answer.handoff_to, usage=usage)  # type: ignore[arg-type]
         status = Message(role=Role.ROLE_AGENT, message_id=uuid.uuid4().hex, parts=[Part(text=answer.text)])
         status.metadata.update(reply_metadata(reply, retryable=answer.retryable))
         task = Task(id=message.task_id, context_id=message.context_id, status=TaskStatus(state=_STATES[answer.state]))

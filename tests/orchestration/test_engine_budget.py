@@ -1,0 +1,52 @@
+"""The run's budget in the engine: every ending of a step gives back what it held; a trimmed step is no duration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.orchestration.api import Limits
+from gateway.telemetry import metrics
+from tests.orchestration.replay_harness import Answer, execute, new_record, plan
+
+RACE = "tests.team_patterns.race:SPEC"
+
+
+@pytest.mark.parametrize("late", range(12))
+async def test_a_step_canceled_by_a_fan_out_gives_back_its_reservation_to_a_later_step(late: int) -> None:
+    # fast answers and spends 30 tokens; slow answers `late` loop passes later, and is canceled when fast wins,
+    # whatever it is doing then: waiting on its agent, or (for some values of `late`) having its answer saved.
+    # The reporter then reserves 40: 30 spent + 40 fits in 100, but not with slow's 40 still held.
+    def script(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        if agent == "fast":
+            return Answer("fast answer", tokens=30)
+        if agent == "slow":
+            return Answer("slow answer", delay=late)
+        return Answer(f"report: {text}")
+
+    flow = plan(RACE, ["fast", "slow", "reporter"], limits=Limits(max_tokens=100, reserve_tokens=40))
+    run = await execute(flow, new_record("go"), script)
+
+    assert run.outcome.state == "completed", run.outcome.text
+    assert run.outcome.text == "report: fast won: fast answer"
+
+
+def step_durations(pattern: str) -> float:
+    name = "switchboard_workflow_step_duration_seconds_count"
+    return metrics.REGISTRY.get_sample_value(name, {"pattern": pattern}) or 0.0
+
+
+async def test_a_trimmed_step_is_not_counted_as_a_step_duration() -> None:
+    def script(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        return Answer(f"{agent} did it", tokens=10)
+
+    limits = Limits(max_tokens=800, reserve_tokens=250, over_budget="trim")
+    flow = plan("concurrent", ["a", "b", "c", "d"], {"min_successes": 3}, limits)
+    before = step_durations("concurrent")
+    run = await execute(flow, new_record("go"), script)
+
+    assert run.outcome.state == "completed", run.outcome.text
+    assert [agent for agent, _ in run.calls] == ["a", "b", "c"], "three reservations of 250 fit in 800"
+    assert any(line.startswith("trimmed: step 4/4 · d is estimated at 250") for line in run.events.lines)
+    assert step_durations("concurrent") - before == 3, "the trimmed step never ran: it has no duration"
