@@ -20,6 +20,7 @@ its own: an image, audio or blob resource a file part (its bytes, media type and
 resource text, a resource link data; a result with ``isError`` fails the task with the tool's message.
 A tool that asks its caller a question (an elicitation, as MCP's ``InputRequiredResult``) makes the
 task input-required, and the follow-up on the task answers it (``adapters.mcp_elicitation``).
+Each round of a call is counted, timed and traced (``gateway.telemetry.tool_calls``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerEr
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, FileOutput, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
+from gateway.telemetry.tool_calls import tool_call
 
 logger = logging.getLogger(__name__)
 
@@ -295,15 +297,17 @@ class McpToolRuntime:
 
         try:
             for _ in range(MAX_ROUNDS):
-                result = await self._pool.call_tool_once(
-                    self._runtime.server,
-                    self._runtime.tool,
-                    arguments,
-                    timeout_s=self._runtime.timeout_s,
-                    progress=progress,
-                    input_responses=responses,
-                    request_state=state,
-                )
+                with tool_call(self.name, self.server.label, self._runtime.tool) as measured:
+                    result = await self._pool.call_tool_once(
+                        self._runtime.server,
+                        self._runtime.tool,
+                        arguments,
+                        timeout_s=self._runtime.timeout_s,
+                        progress=progress,
+                        input_responses=responses,
+                        request_state=state,
+                    )
+                    measured.outcome = _outcome(result)
                 if isinstance(result, types.CallToolResult):
                     break
                 if result.input_requests:  # a question for the caller: the task waits for the answer
@@ -358,6 +362,13 @@ async def emit_content(emit: Emitter, name: str, block: types.ContentBlock) -> N
         await emit.artifact(name, text=block.resource.text)
     else:
         await emit.artifact(name, data=block.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _outcome(result: types.CallToolResult | types.InputRequiredResult) -> str:
+    """A round's outcome as ``switchboard_tool_calls_total`` counts it."""
+    if isinstance(result, types.InputRequiredResult):
+        return "asked"
+    return "error" if result.is_error else "ok"
 
 
 def _extension(media_type: str) -> str:

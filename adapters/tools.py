@@ -4,7 +4,8 @@ A tool is offered to the model as an OpenAI function tool (name, description, JS
 run with a timeout; whatever happens, the model gets text back, marked as an error when the tool
 failed (an ``isError`` result, an exception, a timeout, a malformed answer). A tool of an MCP
 server comes from its ``tools/list``, so the model sees the server's own description and schema;
-it runs over the gateway's shared session with that server (``gateway.hosting.mcp_clients``).
+it runs over the gateway's shared session with that server (``gateway.hosting.mcp_clients``), and
+is counted, timed and traced (``gateway.telemetry.tool_calls``).
 A Python function's schema comes from its signature and docstring, through the MCP SDK's
 ``Tool.from_function`` (as an ``MCPServer`` would publish it), unless the agent file gives one.
 """
@@ -27,6 +28,7 @@ from adapters.python import import_string
 from gateway.errors import RuntimeLoadError
 from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted
 from gateway.spec import AgentSpec, FunctionToolSpec, LlmRuntime, McpToolsSpec
+from gateway.telemetry.tool_calls import tool_call
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +103,10 @@ def result_text(result: types.CallToolResult) -> str:
 
 
 class McpTool:
-    """An allow-listed tool of an MCP server, called over the gateway's session with it."""
+    """An allow-listed tool of an MCP server, called over the gateway's session with it by ``agent``."""
 
-    def __init__(self, server: McpToolsSpec, tool: types.Tool, pool: McpClientPool) -> None:
-        self.server, self.tool, self._pool = server, tool, pool
+    def __init__(self, server: McpToolsSpec, tool: types.Tool, pool: McpClientPool, agent: str) -> None:
+        self.server, self.tool, self._pool, self.agent = server, tool, pool, agent
 
     @property
     def name(self) -> str:
@@ -121,12 +123,15 @@ class McpTool:
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             await report(f"{self.name}: {message or (f'{progress:g}/{total:g}' if total else f'{progress:g}')}")
 
-        try:
-            result = await self._pool.call_tool(
-                self.server, self.name, arguments, timeout_s=self.server.timeout_s, progress=on_progress
-            )
-        except (McpCallError, McpServerError) as exc:
-            return ToolOutcome(exc.detail, is_error=True)
+        with tool_call(self.agent, self.server.label, self.name) as measured:
+            try:
+                result = await self._pool.call_tool(
+                    self.server, self.name, arguments, timeout_s=self.server.timeout_s, progress=on_progress
+                )
+            except (McpCallError, McpServerError) as exc:
+                measured.outcome = "failed"
+                return ToolOutcome(exc.detail, is_error=True)
+            measured.outcome = "error" if result.is_error else "ok"
         return ToolOutcome(_cut(result_text(result)) or "(no content)", is_error=result.is_error)
 
 
@@ -183,6 +188,7 @@ class Toolbox:
         folder = agent.file.parent if agent.file is not None else None
         self._servers = [rooted(server, folder) for server in runtime.mcp_servers]
         self._pool = pool
+        self._agent = agent.name
 
     @property
     def servers(self) -> list[McpToolsSpec]:
@@ -210,5 +216,5 @@ class Toolbox:
                 raise McpServerError(
                     f"MCP server {server.label} has no tool(s) {', '.join(missing)}; it has: {', '.join(listed)}"
                 )
-            tools.update((name, McpTool(server, listed[name], self._pool)) for name in server.tools)
+            tools.update((name, McpTool(server, listed[name], self._pool, self._agent)) for name in server.tools)
         return tools

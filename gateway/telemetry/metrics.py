@@ -8,7 +8,8 @@ by ``GatewayCollector`` from the app's own objects at scrape time.
 
 Labels are bounded: ``agent`` is a hosted agent's name or ``unknown`` (the registry bounds it),
 ``binding`` one of ``jsonrpc rest grpc mcp http``, ``method`` a protocol method name or
-``other``, ``peer`` a configured peer, ``op`` a store operation. No task id, no caller.
+``other``, ``peer`` a configured peer, ``op`` a store operation, ``server`` and ``tool`` an MCP server and
+tool an agent file names (never a name a server sends). No task id, no caller.
 """
 
 from __future__ import annotations
@@ -119,6 +120,19 @@ ADMISSION_SLOTS = Gauge(
 )
 AUDIT_WRITE_FAILURES = Counter(
     "switchboard_audit_write_failures", "Audit rows that could not be written (logged as errors)", registry=REGISTRY
+)
+TOOL_CALLS = Counter(
+    "switchboard_tool_calls",
+    "MCP tool calls made by agents, by agent, server, tool and outcome (ok, error, failed, asked, canceled)",
+    ["agent", "server", "tool", "outcome"],
+    registry=REGISTRY,
+)
+TOOL_CALL_DURATION = Histogram(
+    "switchboard_tool_call_duration_seconds",
+    "Time an MCP tool call took, from sending it to its result (or its failure)",
+    ["agent", "server", "tool"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 SPANS_DROPPED = Counter(
     "switchboard_spans_dropped", "Spans not exported (the collector refused or could not be reached)", registry=REGISTRY

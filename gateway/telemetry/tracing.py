@@ -2,7 +2,8 @@
 
 Spans: the inbound request (its ``traceparent`` header continued), the task, the workflow run
 and each of its steps, each relay to a peer (whose outbound call carries the relay span's
-``traceparent``, so the peer's spans join the same trace), and each store call.
+``traceparent``, so the peer's spans join the same trace), each MCP tool call an agent makes
+(``tool_calls``), and each store call.
 
 Exporters come from ``OTEL_TRACES_EXPORTER`` (comma-separated: ``otlp``, the default, is
 OTLP over HTTP/protobuf to ``OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT``; ``console`` prints them),
