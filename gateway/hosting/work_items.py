@@ -22,6 +22,12 @@ wake: every replica also reads the table every ``POLL_S``, so a lost one costs l
 item.
 
 Items are claimed in the order they were posted: a work queue posts them in its priority order.
+
+``/metrics`` (``switchboard_work_items_total{agent,event}``) counts on each replica the items it
+posted, claimed, finished (its end written), queued again (a gone replica's claims, or its own
+stray ones) and withdrawn; ``switchboard_work_item_claim_seconds{agent}`` is the time from an
+item's posting to its claim here (the posting replica's clock against this one's: hosts' clocks
+are assumed in step, a negative difference counts as 0).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +49,7 @@ from gateway.errors import AgentBusyError
 from gateway.hosting.cluster import EVENT, Cluster, stored_event
 from gateway.hosting.local_tasks import LocalRunner
 from gateway.store.database import Database
+from gateway.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,7 @@ DEAD_GRACE_S = 3.0
 _CLAIM = (
     "UPDATE work_items SET state = 'claimed', claimed_by = ?, claimed_ns = ?, claims = claims + 1 "
     "WHERE id IN (SELECT id FROM work_items WHERE state = 'queued' AND agent = ? "
-    "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, message"
+    "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, message, posted_ns"
 )
 _FINISH = (
     "WITH f AS (UPDATE work_items SET state = 'done', result = ?, error = ?, retryable = ?, busy = ? "
@@ -147,6 +155,7 @@ class WorkItems:
                 ("SELECT pg_notify(?, ?)", (CHANNEL, f"new {agent}")),
             ]
         )
+        metrics.WORK_ITEMS.labels(agent, "posted").inc()
         return item
 
     async def result(self, item: str) -> ItemEnd:
@@ -209,10 +218,13 @@ class WorkItems:
 
     async def withdraw(self, item: str) -> bool:
         """Cancel item ``item``: not run if still queued, its child canceled if running; whether it had not ended."""
-        row = await self.db.fetch_one("DELETE FROM work_items WHERE id = ? RETURNING state", (item,))
+        row = await self.db.fetch_one("DELETE FROM work_items WHERE id = ? RETURNING state, agent", (item,))
         if row is not None and row[0] == "claimed":
             await self.db.write("SELECT pg_notify(?, ?)", (CHANNEL, f"cancel {item}"))
-        return row is not None and row[0] != "done"
+        if row is None or row[0] == "done":
+            return False
+        metrics.WORK_ITEMS.labels(str(row[1]), "withdrawn").inc()
+        return True
 
     # -- claiming side -----------------------------------------------------------------------
 
@@ -256,8 +268,13 @@ class WorkItems:
             free = self._free(agent, runner)
             if free <= 0:
                 continue
-            rows = await self.db.fetch_all(_CLAIM, (self.db.runner, time.time_ns(), agent, free))
-            for item, owner, message in rows:
+            now_ns = time.time_ns()
+            rows = await self.db.fetch_all(_CLAIM, (self.db.runner, now_ns, agent, free))
+            if rows:
+                metrics.WORK_ITEMS.labels(agent, "claimed").inc(len(rows))
+            waited = metrics.WORK_ITEM_CLAIM.labels(agent)
+            for item, owner, message, posted_ns in rows:
+                waited.observe(max(0, now_ns - int(posted_ns)) / 1e9)
                 self._load[agent] = self._load.get(agent, 0) + 1
                 task = asyncio.ensure_future(self._run(item, agent, runner, str(owner), Message.FromString(message)))
                 self._running[item] = task
@@ -276,6 +293,8 @@ class WorkItems:
             end = await self._execute(item, agent, runner, owner, message)
             if not await self.db.fetch_all(_FINISH, (*end, item, self.db.runner)):
                 logger.warning("work item %s is no longer this replica's claim: its end is dropped", item)
+            else:
+                metrics.WORK_ITEMS.labels(agent, "finished").inc()
         except asyncio.CancelledError:
             pass  # withdrawn (the runner left the child canceled), handed over, or this replica is stopping
         except Exception as exc:  # the row stays claimed, and is queued again (``_check_claims``)
@@ -324,13 +343,14 @@ class WorkItems:
             task = self._running.get(item)
             if item not in ours and task is not None and not task.done():
                 task.cancel()
-        stray = await self.db.write(
+        stray = await self.db.fetch_all(
             "UPDATE work_items SET state = 'queued', claimed_by = '', task_id = '' "
-            "WHERE state = 'claimed' AND claimed_by = ? AND NOT (id = ANY(?))",
+            "WHERE state = 'claimed' AND claimed_by = ? AND NOT (id = ANY(?)) RETURNING agent",
             (self.db.runner, list(self._running)),
         )
         if stray:
-            logger.warning("queued %d work item(s) again: claimed by this replica, which does not run them", stray)
+            _count_requeued(stray)
+            logger.warning("queued %d work item(s) again: claimed by this replica, which does not run them", len(stray))
             self._wake.set()
 
     async def _requeue_orphans(self) -> None:
@@ -348,14 +368,21 @@ class WorkItems:
         if not gone:
             return
         await self.db.write("DELETE FROM work_items WHERE posted_by = ANY(?)", (gone,))
-        requeued = await self.db.write(
+        requeued = await self.db.fetch_all(
             "UPDATE work_items SET state = 'queued', claimed_by = '', task_id = '' "
-            "WHERE state = 'claimed' AND claimed_by = ANY(?)",
+            "WHERE state = 'claimed' AND claimed_by = ANY(?) RETURNING agent",
             (gone,),
         )
         if requeued:
-            logger.warning("queued %d work item(s) again: their replica is gone", requeued)
+            _count_requeued(requeued)
+            logger.warning("queued %d work item(s) again: their replica is gone", len(requeued))
             self._wake.set()
+
+
+def _count_requeued(rows: list[tuple[object, ...]]) -> None:
+    """Items queued again, by agent, from rows of their ``agent``."""
+    for agent, count in Counter(str(row[0]) for row in rows).items():
+        metrics.WORK_ITEMS.labels(agent, "requeued").inc(count)
 
 
 def _working_text(event: object) -> str:

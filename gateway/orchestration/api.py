@@ -128,6 +128,8 @@ class HandoffCycleError(OrchestrationError):
 class Run(Protocol):
     """One run of a workflow, as a pattern sees it."""
 
+    name: str
+    """The workflow's name (a hosted agent's: a bounded metrics label)."""
     request: StepInput
     participants: tuple[str, ...]
     limits: Limits

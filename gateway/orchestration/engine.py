@@ -306,6 +306,7 @@ class EngineRun:
         rng: random.Random | None = None,
     ) -> None:
         self.plan = plan
+        self.name = plan.name
         self.record = record
         self.participants = plan.participants
         ceiling = message_hop(record.request).max_hops  # a run nested in another keeps to the outer run's limit too

@@ -18,7 +18,9 @@ engine waits for its result as for any child, so timeouts, retries, fallbacks, b
 checkpoints and cancel apply unchanged. Elsewhere (SQLite, one process) it changes nothing.
 
 An item still failing after ``max_attempts`` is dead-lettered: the outcome's ``dead_letter`` lists
-it with every attempt's agent and error, and the progress says so. The outcome lists every item
+it with every attempt's agent and error, and the progress says so. ``/metrics`` counts items by the
+workflow's name and event (``switchboard_work_queue_items_total``: queued, claimed, requeued,
+completed, dead_lettered) and how long each waited in the queue before an attempt took it. The outcome lists every item
 (status, agent, attempts, output) with counts. It completes unless no item succeeded, or one failed
 and ``fail_run_if_any_failed`` is set. More items than ``run.limits.max_steps`` raises
 ``LimitExceededError`` before any work starts; the engine raises it mid-batch when retries run out
@@ -31,6 +33,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +50,7 @@ from gateway.orchestration.api import (
     StepResult,
 )
 from gateway.orchestration.turns import clip, require_participants
+from gateway.telemetry import metrics
 
 SUMMARY_CHARS = 200
 
@@ -76,6 +80,7 @@ class Item:
     value: Any
     attempts: list[dict[str, str]] = field(default_factory=list)
     result: StepResult | None = None
+    queued_at: float = 0.0  # monotonic: when it was last (re)queued
 
     @property
     def priority(self) -> float:
@@ -164,6 +169,17 @@ class Batch:
     def enqueue(self, item: Item) -> None:
         """Queue ``item`` behind the items of its priority that are already queued."""
         heapq.heappush(self.queue, (-item.priority, next(self.arrivals), item.index))
+        item.queued_at = time.monotonic()
+        self.count("requeued" if item.attempts else "queued")
+
+    def count(self, event: str) -> None:
+        """One item ``event`` of this run's workflow on ``/metrics``."""
+        metrics.WORK_QUEUE_ITEMS.labels(self.run.name, event).inc()
+
+    def claimed(self, item: Item) -> None:
+        """``item`` leaves the queue for an attempt: counted, and how long it waited."""
+        self.count("claimed")
+        metrics.WORK_QUEUE_WAIT.labels(self.run.name).observe(time.monotonic() - item.queued_at)
 
     def pick(self, item: Item, message: StepInput) -> str:
         """The agent for ``item``'s next attempt: whose result a resumed run holds for it, else by preference."""
@@ -183,6 +199,7 @@ class Batch:
                     continue
                 await gate.acquire()
                 item = self.items[heapq.heappop(self.queue)[2]]
+                self.claimed(item)
                 message = item_input(self.run.request, item, len(self.items))
                 agent = self.pick(item, message)
                 self.in_flight += 1
@@ -203,6 +220,7 @@ class Batch:
         else:
             item.result = result
             self.finished += 1
+            self.count("completed" if result.ok else "dead_lettered")
         self.in_flight -= 1
         self.changed.set()
         await self.run.progress(self._news(item, agent, result, retry))

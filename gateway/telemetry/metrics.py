@@ -9,7 +9,8 @@ by ``GatewayCollector`` from the app's own objects at scrape time.
 Labels are bounded: ``agent`` is a hosted agent's name or ``unknown`` (the registry bounds it),
 ``binding`` one of ``jsonrpc rest grpc mcp http``, ``method`` a protocol method name or
 ``other``, ``peer`` a configured peer, ``op`` a store operation, ``server`` and ``tool`` an MCP server and
-tool an agent file names (never a name a server sends). No task id, no caller.
+tool an agent file names (never a name a server sends), ``workflow`` a hosted workflow. No task id,
+no caller.
 """
 
 from __future__ import annotations
@@ -131,6 +132,33 @@ TOOL_CALL_DURATION = Histogram(
     "switchboard_tool_call_duration_seconds",
     "Time an MCP tool call took, from sending it to its result (or its failure)",
     ["agent", "server", "tool"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+WORK_QUEUE_ITEMS = Counter(
+    "switchboard_work_queue_items",
+    "Work-queue items by workflow and event (queued, claimed, requeued, completed, dead_lettered)",
+    ["workflow", "event"],
+    registry=REGISTRY,
+)
+WORK_QUEUE_WAIT = Histogram(
+    "switchboard_work_queue_wait_seconds",
+    "Time a work-queue item waited in its run's queue, from (re)queued to claimed by an agent",
+    ["workflow"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+WORK_ITEMS = Counter(
+    "switchboard_work_items",
+    "Shared work items (distribute on PostgreSQL) on this replica, by agent and event "
+    "(posted, claimed, finished, requeued, withdrawn)",
+    ["agent", "event"],
+    registry=REGISTRY,
+)
+WORK_ITEM_CLAIM = Histogram(
+    "switchboard_work_item_claim_seconds",
+    "Time from a shared work item's posting (on any replica) to its claim by this one",
+    ["agent"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )

@@ -54,6 +54,7 @@ class ScriptedRun:
     in_flight: int = 0
     max_in_flight: int = 0
     started: int = 0
+    name: str = "scripted"
 
     async def step(self, agent: str, request: StepInput, *, label: str = "") -> StepResult:
         """Answer with ``agent``'s responder; raises ``LimitExceededError`` past ``limits.max_steps``."""
