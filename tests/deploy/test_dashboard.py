@@ -36,6 +36,12 @@ METRICS = {
     "switchboard_store_duration_seconds": {"op"},
     "switchboard_audit_write_failures_total": set(),
     "switchboard_spans_dropped_total": set(),
+    "switchboard_tool_calls_total": {"agent", "server", "tool", "outcome"},
+    "switchboard_tool_call_duration_seconds": {"agent", "server", "tool"},
+    "switchboard_work_queue_items_total": {"workflow", "event"},
+    "switchboard_work_queue_wait_seconds": {"workflow"},
+    "switchboard_work_items_total": {"agent", "event"},
+    "switchboard_work_item_claim_seconds": {"agent"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 SCRAPE_LABELS = {"job", "instance", "le"}
