@@ -17,8 +17,11 @@ ended ``KEEP_EVENTS_S`` ago are pruned.
 Cancel: a ``CancelTask`` on a replica that is not running the task writes a row to
 ``task_cancels`` and NOTIFYs; the replica running it cancels it through its runner's own cancel
 path (the agent's cancel, its child steps, a relay's peer) and the caller waits, bounded, for the
-task's final state, which is what it is told. When the process that last wrote the task is gone
-(its runner lock is free), the task is ended CANCELED directly. A task waiting for input is
+task's final state, which is what it is told. A workflow run's lease names the replica running it
+before the task does: a run taken over is canceled by the replica holding its lease, even before
+that replica saved the task. When the replica running the task is gone (its runner lock is free),
+the task is ended CANCELED directly, under its run's lease when it has one (so no replica takes the
+run over meanwhile, and one that takes it after finds it ended). A task waiting for input is
 canceled the same way by the replica that wrote it last: the SDK's handler there may hold it
 parked, with subscribers only its own cancel tells; a subscriber elsewhere follows such a task
 from ``task_events`` (``follow_waiting``) until its end, published by whichever replica ended it.
@@ -106,6 +109,8 @@ _CANCELS_HERE = (
     "AND (t.runner = ? OR EXISTS (SELECT 1 FROM leases l WHERE l.agent = c.agent AND l.owner = c.owner "
     "AND l.task_id = c.task_id AND l.replica = ?))"
 )
+_LEASED = "SELECT 1 FROM leases WHERE agent = ? AND owner = ? AND task_id = ?"
+_HOLDER = _LEASED.replace("1", "replica", 1) + " AND replica <> '' AND expires_at > now()"  # a live lease's holder
 
 
 class CancelsHere(Protocol):
@@ -506,23 +511,26 @@ class AgentLog:
         return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=task.status)
 
     async def cancel_elsewhere(self, task: Task, context: ServerCallContext) -> Task | None:
-        """Cancel ``task``, running on another replica; its final state. None when this replica wrote it last.
+        """Cancel ``task``, running on another replica; its final state. None when it is this replica's to cancel.
 
-        A task waiting for input is canceled by the replica that wrote it last, where the SDK's handler
-        may hold it parked with subscribers; None (the caller's handler cancels it in the store) when
-        that replica is gone or does not confirm in time.
+        The cancel goes to the replica running the task: the one holding its run's lease, when a live
+        one does (a run taken over, maybe not saved there yet), else the one that wrote it last. A task
+        waiting for input is canceled by the replica that wrote it last, where the SDK's handler may hold
+        it parked with subscribers; None (the caller's handler cancels it in the store) when that replica
+        is gone or does not confirm in time. A task whose replica is gone is ended CANCELED here, holding
+        its run's lease while it does so: a replica taking the run over meanwhile would run it on.
         """
         owner = self.store.owner_of(context)
         key = (self.agent, owner, task.id)
-        runner, _ = await task_runner(self.cluster.db, key)
-        if not runner or runner == self.cluster.db.runner or not await self._published(task.id, owner):
-            return None  # written here last, or not on a runner (the SDK's path): the handler's own cancel
         waiting = task.status.state in _WAITING
-        if not await self.cluster.db.live_runners({runner}):
-            if waiting:
-                return None  # parked nowhere now: the handler's own cancel
-            await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
-            return await self.store.get(task.id, context)
+        target, leased = await self._target(key, waiting)
+        if not target or not await self._published(task.id, owner):
+            return None  # not on a runner (the SDK's path): the handler's own cancel
+        if target == self.cluster.db.runner:
+            handler = self.cluster.handlers.get(self.agent)
+            if not leased or handler is None or await handler.runs_here(task.id):
+                return None  # written, running or parked here: the handler's own cancel
+            # Taken over here and not started yet: the request waits for the run (``Cluster.take_cancels``).
         going = (*INTERRUPTIBLE, *_WAITING) if waiting else INTERRUPTIBLE  # the states it is not over in
         waiter = self.cluster.waiter(task.id)
         try:
@@ -542,11 +550,13 @@ class AgentLog:
                     now = await self.store.get(task.id, context)
                     if now is None or now.status.state not in going:
                         return now
-                    if not await self.cluster.db.live_runners({runner}):  # it died meanwhile
-                        if waiting:
+                    target, _ = await self._target(key, waiting)
+                    if target != self.cluster.db.runner and not await self.cluster.db.live_runners({target}):
+                        if waiting:  # it died meanwhile
                             return None
-                        await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
-                        return await self.store.get(task.id, context)
+                        ended = await self._cancel_abandoned(key, context)
+                        if ended is not None:
+                            return ended
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(waiter.wait(), POLL_S)
         except TimeoutError:
@@ -558,6 +568,34 @@ class AgentLog:
                 await self.cluster.db.write(
                     "DELETE FROM task_cancels WHERE agent = ? AND owner = ? AND task_id = ?", key
                 )
+
+    async def _target(self, key: tuple[str, str, str], waiting: bool) -> tuple[str, bool]:
+        """The replica that may be running task ``key``: its run's live lease holder (True), else its last writer."""
+        if not waiting:
+            row = await self.cluster.db.fetch_one(_HOLDER, key)
+            if row is not None:
+                return str(row[0]), True
+        runner, _ = await task_runner(self.cluster.db, key)
+        return runner, False
+
+    async def _cancel_abandoned(self, key: tuple[str, str, str], context: ServerCallContext) -> Task | None:
+        """End task ``key``, whose replica is gone, CANCELED; None when another replica holds its run's lease now.
+
+        A leased run's lease is taken for the write: no replica takes the run over while it is being
+        canceled, and one that takes it after finds it ended (``gateway.hosting.failover``).
+        """
+        leases = self.store.leases
+        lease = None
+        if leases is not None and await self.cluster.db.fetch_one(_LEASED, key) is not None:
+            lease = await leases.take(key)
+            if lease is None:
+                return None  # held (a survivor took it over, or its dead holder's lease has not expired yet)
+        try:
+            await cancel_task(self.cluster.db, key, f"{self.agent}: canceled on request")
+        finally:
+            if lease is not None:
+                await leases.release(lease)
+        return await self.store.get(key[2], context)
 
 
 def _apply(task: Task, event: Event) -> None:

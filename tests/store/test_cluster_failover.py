@@ -24,7 +24,13 @@ import asyncpg
 import httpx
 import pytest
 from a2a.client import Client
-from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 
 from gateway.errors import StoreUnavailableError, register_with_sdk
 from gateway.hosting.failover import DEAD_REASON, ORPHAN_REASON, SCAN_S, UNHOSTED_GRACE_S, unhosted_reason
@@ -510,3 +516,97 @@ async def test_a_run_whose_lease_lapses_while_postgresql_is_unreachable_resumes_
     assert overlaps(probe) == []
     assert len([r for r in probe if r[0] == f"{label}:a" and r[2] == "start"]) == 1, "step a replayed, not rerun"
     assert [r[2] for r in probe if r[0] == f"{label}:b"].count("start") == 2, "step b stopped, then ran again"
+
+
+async def runner_of(http: httpx.AsyncClient, replica: Org, dsn: str) -> str:
+    """The runner id (``Database.runner``) of ``replica``: the writer of a task it just ran."""
+    new_work = {"message": {"role": "ROLE_USER", "messageId": uuid.uuid4().hex, "parts": [{"text": "hi"}]}}
+    task_id = (await rpc(http, replica.agent_url("echo"), "SendMessage", new_work))["result"]["task"]["id"]
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SELECT runner FROM tasks WHERE id = $1", task_id))
+    finally:
+        await conn.close()
+
+
+async def until_row(conn: asyncpg.Connection, query: str, *args: object) -> asyncpg.Record:
+    """Poll ``query`` (bounded) until it returns a row; the row."""
+    async with asyncio.timeout(WAIT_S):
+        while True:  # another process's write: polled
+            row = await conn.fetchrow(query, *args)
+            if row is not None:
+                return row
+            await asyncio.sleep(0.01)
+
+
+_BLOCKED_BY = (  # a session waiting on a lock the session $1 holds, running a statement like $2
+    "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) AND query LIKE $2"
+)
+_BLOCKED_BEHIND = (  # a session running a statement like $2, waiting on one that waits on the session $1
+    "SELECT a.pid FROM pg_stat_activity a WHERE a.query LIKE $2 AND EXISTS (SELECT 1 FROM pg_stat_activity b "
+    "WHERE b.pid = ANY(pg_blocking_pids(a.pid)) AND $1 = ANY(pg_blocking_pids(b.pid)))"
+)
+
+
+async def test_a_cancel_of_a_run_taken_over_but_not_yet_saved_by_the_survivor_stops_it_canceled(
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, tmp_path: Path
+) -> None:
+    """The window: a survivor holds the run's lease, and the task row still names the dead replica as its writer.
+
+    The test holds it open with locks: the ``runs`` table (the survivor's takeover reads the checkpoint
+    after taking the lease), then the lease row (the survivor's first fenced write waits on it), and
+    cancels on the third replica while the survivor waits to save.
+    """
+    r1, r2, r3 = start_replicas(3)
+    log = tmp_path / "probe.log"
+    label = f"x-{uuid.uuid4().hex[:6]}"
+    conn, runs_lock, lease_lock = [await asyncpg.connect(cluster_dsn) for _ in range(3)]
+    requested = asyncio.Event()
+    await conn.add_listener("switchboard_task_cancels", lambda *args: requested.set())
+    try:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            a2a_client(r1.agent_url("pipeline"), SSE) as on_r1,
+            a2a_client(r2.agent_url("pipeline"), SSE) as on_r2,
+            a2a_client(r3.agent_url("pipeline"), SSE) as on_r3,
+        ):
+            replicas = {await runner_of(http, r2, cluster_dsn): on_r3, await runner_of(http, r3, cluster_dsn): on_r2}
+            run = await start_stream(on_r1, f"{label} 30")  # 3 s a step
+            await wait_for_stamp(log, lambda rows: any(r[0] == f"{label}:b" for r in rows), "step b started on R1")
+            dead = str(await conn.fetchval("SELECT runner FROM tasks WHERE id = $1", run.task_id))
+            await runs_lock.execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            r1.proc.kill()  # type: ignore[union-attr]  # kill -9
+            r1.proc.wait(timeout=10)  # type: ignore[union-attr]
+            held = await until_row(
+                conn, "SELECT replica FROM leases WHERE task_id = $1 AND replica NOT IN ('', $2)", run.task_id, dead
+            )
+            survivor = str(held["replica"])
+            await lease_lock.execute("BEGIN")
+            await lease_lock.execute("SELECT 1 FROM leases WHERE task_id = $1 FOR UPDATE", run.task_id)
+            await runs_lock.execute("ROLLBACK")  # the survivor resumes the run, up to its first save
+            locker = await lease_lock.fetchval("SELECT pg_backend_pid()")
+            await until_row(conn, _BLOCKED_BY, locker, "%switchboard_fence%")
+            assert await conn.fetchval("SELECT runner FROM tasks WHERE id = $1", run.task_id) == dead, "in the window"
+            cancel = asyncio.ensure_future(replicas[survivor].cancel_task(CancelTaskRequest(id=run.task_id)))
+            async with asyncio.timeout(WAIT_S):
+                while not (cancel.done() or requested.is_set()):  # asked of the survivor, or ended directly
+                    if await conn.fetchrow(_BLOCKED_BEHIND, locker, "UPDATE tasks SET state%") is not None:
+                        break  # ended directly, behind the survivor's waiting save
+                    await asyncio.sleep(0.01)
+            await lease_lock.execute("ROLLBACK")
+            async with asyncio.timeout(WAIT_S):
+                answer = await cancel
+            acknowledged_ns = time.time_ns()
+        async with asyncio.timeout(WAIT_S):  # the run stopped: the survivor no longer holds its lease
+            await until_row(conn, "SELECT 1 FROM leases WHERE task_id = $1 AND replica = ''", run.task_id)
+        final = await conn.fetchval("SELECT state FROM tasks WHERE id = $1", run.task_id)
+    finally:
+        for session in (conn, runs_lock, lease_lock):
+            await session.close()
+
+    assert answer.status.state == TaskState.TASK_STATE_CANCELED
+    assert final == TaskState.TASK_STATE_CANCELED, "the caller was told CANCELED: the run stays CANCELED"
+    probe = stamps(log)
+    late = [r for r in probe if r[0].startswith(label) and r[2] == "start" and r[3] > acknowledged_ns]
+    assert late == [], "no step starts after the cancel was acknowledged"
+    assert overlaps(probe) == []
