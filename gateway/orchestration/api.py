@@ -152,6 +152,14 @@ class Run(Protocol):
         """What the card of ``agent`` says about it."""
         ...
 
+    def may_run(self, agent: str) -> str | None:
+        """Why the run's caller may not have ``agent`` take a step (``step`` would raise ``PermissionDeniedError``).
+
+        None when it may (the agent, or one of its fallbacks). A pattern whose model picks the next agent offers
+        the model only agents the caller may run (``turns.runnable``); a step to another is still refused.
+        """
+        ...
+
     async def artifact(self, name: str, data: dict[str, Any] | list[Any]) -> None:
         """Replace the run's artifact ``name`` with ``data`` while the run goes on (a live view, e.g. a blackboard).
 

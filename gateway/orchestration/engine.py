@@ -427,6 +427,14 @@ class EngineRun:
         if not self.canceled:
             self._updates.artifact(name, data)
 
+    def may_run(self, agent: str) -> str | None:
+        """Why a step to ``agent`` would be refused (``_authorize``: the agent and each of its fallbacks), else None."""
+        refusal = self._refusal(agent)
+        if refusal is None:
+            return None
+        fallbacks = self.plan.fallbacks.get(agent, ())
+        return None if any(self._refusal(alt) is None for alt in fallbacks) else refusal
+
     def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
         """The first of ``agents`` whose result for this step (its next repeat) the checkpoint holds, unreplayed."""
         for agent in agents:
@@ -644,13 +652,17 @@ class EngineRun:
         why = "; ".join(f"{failure.agent}: {failure.error}" for failure in failures)
         return dataclasses.replace(failures[0], usage=usage, error=f"{agent} and its fallbacks failed ({why})")
 
-    def _authorize(self, agent: str, request: StepInput) -> None:
-        """``PermissionDeniedError`` when the run's caller could not call ``agent`` with this step's message."""
+    def _refusal(self, agent: str, skill: str | None = None) -> str | None:
+        """Why the run's caller could not call ``agent`` (``skill`` of it) directly; None when it could."""
         spec = self._host.spec(agent)
         if spec is None:
-            return  # not hosted: the step fails as an unknown agent
+            return None  # not hosted: the step fails as an unknown agent
+        return self._host.auth.may_call(self._caller, spec, skill=skill)
+
+    def _authorize(self, agent: str, request: StepInput) -> None:
+        """``PermissionDeniedError`` when the run's caller could not call ``agent`` with this step's message."""
         skill = request.metadata.get("skill")
-        refusal = self._host.auth.may_call(self._caller, spec, skill=skill if isinstance(skill, str) else None)
+        refusal = self._refusal(agent, skill if isinstance(skill, str) else None)
         if refusal is not None:
             logger.warning("run %s of %s: step to %s refused: %s", self.record.task_id, self.plan.name, agent, refusal)
             raise PermissionDeniedError(refusal)

@@ -1,11 +1,13 @@
 """Group chat: participants take turns on a shared transcript until someone ends it.
 
 The next speaker is chosen round-robin, by rules on the last message, or by a manager agent
-asked "who speaks next". Each speaker gets the request and the last ``context_turns`` turns. The
-chat ends when a message carries a termination keyword (or a true ``done``/``approved`` flag),
-when the last ``consensus`` distinct speakers all agreed, or after ``max_rounds`` turns — all
-three complete the run. A round is one speaker's turn; a round past ``run.limits.max_rounds``
-raises ``LimitExceededError``. ``Chat`` is the machinery maker-checker shares.
+asked "who speaks next" (told only of the speakers the run's caller may run, ``turns.runnable``;
+one it names anyway fails the run with the reason, the engine's check). Each speaker gets the
+request and the last ``context_turns`` turns. The chat ends when a message carries a termination
+keyword (or a true ``done``/``approved`` flag), when the last ``consensus`` distinct speakers all
+agreed, or after ``max_rounds`` turns — all three complete the run. A round is one speaker's
+turn; a round past ``run.limits.max_rounds`` raises ``LimitExceededError``. ``Chat`` is the
+machinery maker-checker shares.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.orchestration.turns import (
     guard_round,
     has_keyword,
     require_participants,
+    runnable,
     says_yes,
     unfinished,
 )
@@ -181,8 +184,9 @@ async def _by_manager(
     run: Run, options: GroupChatOptions, speakers: tuple[str, ...], chat: Chat, number: int
 ) -> str | Outcome:
     manager = manager_of(run.participants, options)
+    offered = runnable(run, speakers, "the chat's speakers")
     done = f", or {options.keywords[0]} if the chat is finished" if options.keywords else ""
-    ask = f"You moderate this chat. Who speaks next? Answer with exactly one of: {', '.join(speakers)}{done}."
+    ask = f"You moderate this chat. Who speaks next? Answer with exactly one of: {', '.join(offered)}{done}."
     context = chat.context(manager, number, options.context_turns, ask)
     picked = await run.step(manager, context, label=f"round {number}: who speaks next")
     stop = unfinished(picked, "choosing the next speaker", {"transcript": chat.transcript()})
@@ -193,7 +197,7 @@ async def _by_manager(
     name = _named_speaker(picked, speakers)
     if name:
         return name
-    fallback = await _round_robin(run, options, speakers, chat, number)
+    fallback = await _round_robin(run, options, offered, chat, number)
     await run.progress(f"round {number}: {manager} named no speaker; {fallback} is next in turn")
     return fallback
 
@@ -236,6 +240,8 @@ def check(options: GroupChatOptions, participants: tuple[str, ...]) -> None:
 async def run(run: Run, options: GroupChatOptions) -> Outcome:
     """Run the chat on ``run.request`` until a termination rule ends it."""
     speakers = speakers_of(run.participants, options)
+    if options.speaker_selection == "manager":
+        runnable(run, speakers, "the chat's speakers")  # none: the run fails before the manager is asked
     chat = Chat(run.request, options.keywords, options.flags)
     select = SELECTORS[options.speaker_selection]
     for number in range(1, options.max_rounds + 1):

@@ -1,7 +1,8 @@
 """Handoff (triage, routing): one agent at a time works on the request, then passes it on.
 
 The run starts at ``entry`` (default: the first participant) or, with ``route_first``, at the
-participant whose card best matches the request (``matching``); when none reaches ``min_score``
+participant whose card best matches the request (``matching``) of those the run's caller may run
+(``turns.runnable``: a caller who may run none fails the run at once); when none reaches ``min_score``
 the run goes to ``fallback_agent``, or fails listing the candidates. After each step the next agent
 is the ``to`` of the first rule matching the result (``when``, a substring or a ``regex``, found
 ``in`` its text or a data key), else the agent the step handed off to itself (``handoff_to``: an llm
@@ -47,7 +48,7 @@ from gateway.orchestration.api import (
     StepResult,
 )
 from gateway.orchestration.matching import Match, rank
-from gateway.orchestration.turns import clip, require_participants, unfinished
+from gateway.orchestration.turns import clip, require_participants, runnable, unfinished
 
 ARROW = " → "
 CANDIDATE_CHARS = 120
@@ -252,7 +253,7 @@ async def first_agent(run: Run, options: HandoffOptions) -> tuple[str, list[Matc
         entry = options.entry or run.participants[0]
         await run.progress(f"start: {entry}")
         return entry, []
-    infos = [replace(run.describe(name), name=name) for name in run.participants]
+    infos = [replace(run.describe(name), name=name) for name in runnable(run, run.participants, "the candidates")]
     ranked = rank(run.request.text, infos)
     top = ranked[0] if ranked and ranked[0].score >= options.min_score else None
     if top is not None:
@@ -267,7 +268,7 @@ def no_match(run: Run, options: HandoffOptions, ranked: list[Match]) -> Outcome:
     """The failed outcome when routing found no agent: every candidate, with its score and what it does."""
     scores = {match.agent: match.score for match in ranked}
     lines = [f"no agent matches this request (minimum score {options.min_score:g}); candidates:"]
-    for name in run.participants:
+    for name in runnable(run, run.participants, "the candidates"):
         description = clip(" ".join(run.describe(name).description.split()), CANDIDATE_CHARS)
         lines.append(f"- {name} (score {scores.get(name, 0):g}): {description}")
     return Outcome("failed", "\n".join(lines), {"path": [], "routing": _routing(ranked)})

@@ -4,7 +4,9 @@ The manager is asked for the task ledger, ``{"facts": [...], "plan": [...]}``, t
 iteration for the progress ledger: ``is_request_satisfied``, ``is_in_loop``,
 ``is_progress_being_made``, ``next_speaker`` and ``instruction_or_question`` (each a value or
 ``{"answer": ..., "reason": ...}``), optionally ``final_answer``; both as JSON in ``data`` or in the
-text. The named agent gets the instruction. An iteration stalls when the manager reports a loop or
+text. The manager is shown only the team members the run's caller may run (``turns.runnable``: a
+run whose caller may run none fails at once); naming another anyway fails the run with the reason
+(the engine's check). The named agent gets the instruction. An iteration stalls when the manager reports a loop or
 no progress, repeats the previous speaker and instruction, names no agent, answers without a
 ledger, or the last delegated step failed; ``max_stalls`` stalls in a row make the manager re-plan
 (a new task ledger), at most ``max_replans`` times, after which the run fails. The run completes
@@ -26,7 +28,7 @@ from typing import Any
 from pydantic import Field
 
 from gateway.orchestration.api import Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
-from gateway.orchestration.turns import clip, ended, guard_round, json_object, require_participants
+from gateway.orchestration.turns import clip, ended, guard_round, json_object, require_participants, runnable
 
 STEP_CHARS = 2000
 ARTIFACT = "ledgers"
@@ -213,12 +215,13 @@ def check(options: MagenticOptions, participants: tuple[str, ...]) -> None:
 
 async def run(run: Run, options: MagenticOptions) -> Outcome:
     """Plan, then ask for progress and delegate until the manager is satisfied or the bounds are hit."""
-    manager, agents = team(run.participants, options)
+    manager, members = team(run.participants, options)
+    agents = runnable(run, members, f"{manager}'s team")  # what the manager is told of and may pick
     await run.progress(f"{manager} planning")
     planned = await run.step(manager, plan_input(run, agents, None, ""), label="task ledger")
     if not planned.ok:
         return ended(planned, "planning", {})
-    orchestrator = Orchestrator(run, options, manager, agents, Ledgers(task_ledger(planned)))
+    orchestrator = Orchestrator(run, options, manager, agents, Ledgers(task_ledger(planned)), members)
     orchestrator.ledgers.plans.append({"iteration": 0, **asdict(orchestrator.ledgers.task)})
     await run.artifact(ARTIFACT, orchestrator.ledgers.view())
     iteration = 0
@@ -240,6 +243,7 @@ class Orchestrator:
     manager: str
     agents: tuple[str, ...]
     ledgers: Ledgers
+    members: tuple[str, ...] = ()  # the whole team: a member the manager was not shown is still delegated to
     stalls: int = 0
     failed: bool = False  # the step just delegated failed
 
@@ -252,7 +256,8 @@ class Orchestrator:
             return ended(reply, f"keeping the progress ledger (round {number})", self.ledgers.data("manager"))
         ledger = progress_ledger(reply)
         self.ledgers.progress.append({"iteration": number, **asdict(ledger)})
-        why = "" if ledger.satisfied else stall_reason(ledger, self.agents, self.ledgers, self.failed)
+        team = self.members or self.agents
+        why = "" if ledger.satisfied else stall_reason(ledger, team, self.ledgers, self.failed)
         self.stalls = self.stalls + 1 if why else 0
         if why:
             self.ledgers.stalls.append({"iteration": number, "reason": why, "count": self.stalls})
@@ -263,7 +268,7 @@ class Orchestrator:
             return await self.replan(number, why)
         if why:
             await self.run.progress(f"round {number}: stalled ({why}), {self.stalls}/{self.options.max_stalls}")
-        if ledger.speaker not in self.agents:
+        if ledger.speaker not in team:
             return None
         done = await self.delegate(ledger, number)
         self.failed = not done.ok

@@ -3,7 +3,10 @@ approves the combined results or asks for a revision.
 
 The plan is ``data.steps`` (a list of ``{agent?, task}`` or strings) or a numbered/bulleted list in
 the planner's text, where ``worker: task`` assigns a step. An unassigned step goes to the worker
-whose card (description, skills, tags, examples) best matches the task (``matching``). Workers run
+whose card (description, skills, tags, examples) best matches the task (``matching``). The planner
+is told only of the workers the run's caller may run, and an unassigned step goes only to one of
+them (``turns.runnable``: a caller who may run none fails the run at once); a step the planner
+assigns to another anyway fails the run with the reason (the engine's check). Workers run
 in plan order, each seeing the results so far; a worker may itself be a workflow. The reviewer
 revises with ``REVISE`` in its text or ``data.approved == false`` (feedback from ``data.feedback``
 or its text); the planner then plans the revision. Still unapproved after ``max_revisions`` ends
@@ -22,7 +25,16 @@ from pydantic import Field
 
 from gateway.orchestration.api import AgentInfo, Outcome, PatternOptions, PatternSpec, Run, StepInput, StepResult
 from gateway.orchestration.matching import best
-from gateway.orchestration.turns import clip, ended, flag, guard_round, has_keyword, require_participants, unfinished
+from gateway.orchestration.turns import (
+    clip,
+    ended,
+    flag,
+    guard_round,
+    has_keyword,
+    require_participants,
+    runnable,
+    unfinished,
+)
 
 RESULT_CHARS = 4000
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$")
@@ -90,13 +102,16 @@ def best_worker(task: str, workers: tuple[str, ...], cards: Mapping[str, AgentIn
     return found.agent if found else workers[index % len(workers)]
 
 
-def parse_plan(reply: StepResult, workers: tuple[str, ...], cards: Mapping[str, AgentInfo]) -> list[PlannedStep]:
-    """The planner's steps, each assigned to a worker (named, else the best match)."""
+def parse_plan(
+    reply: StepResult, workers: tuple[str, ...], cards: Mapping[str, AgentInfo], offered: tuple[str, ...] = ()
+) -> list[PlannedStep]:
+    """The planner's steps, each assigned to a worker (named, else the best match of ``offered``, default all)."""
     raw = reply.data.get("steps") if isinstance(reply.data, dict) else None
     by_name = {worker.lower(): worker for worker in workers}
     pairs = _data_steps(raw) if isinstance(raw, list) else _text_steps(reply.text, by_name)
+    matched = offered or workers
     return [
-        PlannedStep(task, by_name.get(agent.lower()) or best_worker(task, workers, cards, index))
+        PlannedStep(task, by_name.get(agent.lower()) or best_worker(task, matched, cards, index))
         for index, (agent, task) in enumerate(pairs)
     ]
 
@@ -191,7 +206,8 @@ def verdict(review: StepResult, keyword: str) -> tuple[bool, str]:
 
 async def run(run: Run, options: SupervisorOptions) -> Outcome:
     """Plan, work, review; revise up to ``max_revisions`` times."""
-    team = roles(run.participants, options)
+    members = roles(run.participants, options)
+    team = replace(members, workers=runnable(run, members.workers, f"{members.planner}'s workers"))
     cards = {worker: replace(run.describe(worker), name=worker) for worker in team.workers}
     reports: list[StepReport] = []
     revisions: list[dict[str, Any]] = []
@@ -204,7 +220,7 @@ async def run(run: Run, options: SupervisorOptions) -> Outcome:
         stop = unfinished(planned, "planning", _data(plan, reports, revisions))
         if stop is not None:
             return stop
-        plan = parse_plan(planned, team.workers, cards)
+        plan = parse_plan(planned, members.workers, cards, team.workers)
         if not plan:
             text = f"{team.planner}'s plan held no steps (expected a numbered list or data.steps)"
             return Outcome("failed", text, _data(plan, reports, revisions))

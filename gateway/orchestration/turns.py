@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from gateway.errors import PermissionDeniedError
 from gateway.orchestration.api import LimitExceededError, Outcome, Run, StepResult
 
 # "NOT APPROVED", "never DONE", "isn't APPROVED": a keyword right after a negation does not count.
@@ -97,6 +98,20 @@ def guard_round(run: Run, number: int, what: str) -> None:
     """Raise ``LimitExceededError("round", ...)`` when round ``number`` would pass the run's limit."""
     if number > run.limits.max_rounds:
         raise LimitExceededError("round", f"{what} needs round {number} but the run allows {run.limits.max_rounds}")
+
+
+def runnable(run: Run, agents: Sequence[str], what: str) -> tuple[str, ...]:
+    """Those of ``agents`` (``what`` names them: "the team") the run's caller may run (``Run.may_run``).
+
+    What a model choosing the next agent is shown, so it routes around an agent the caller may not run instead
+    of picking it and failing the run. Raises ``PermissionDeniedError`` with every reason when none is left.
+    """
+    refusals = {agent: run.may_run(agent) for agent in dict.fromkeys(agents)}
+    allowed = tuple(agent for agent, refusal in refusals.items() if refusal is None)
+    if not allowed:
+        reasons = "; ".join(f"{agent}: {refusal}" for agent, refusal in refusals.items())
+        raise PermissionDeniedError(f"this caller may run none of {what} ({reasons})")
+    return allowed
 
 
 def require_participants(participants: Sequence[str], names: Iterable[str], what: str) -> None:

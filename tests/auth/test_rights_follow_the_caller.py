@@ -5,7 +5,9 @@ The bundled review team with ``security-reviewer`` needing ``sec:run``. alice ho
 ``sec:run``, bob only ``reviews:run``. bob's direct call to the security reviewer is refused; every way of
 reaching it through another agent (code-review, triage, review-lead, a workflow listing it, a nested
 workflow, a work queue, an LLM's ``transfer_to_security_reviewer``) fails the run with the reason and
-returns none of its findings, and it never runs for bob. alice gets the full result. JSON-RPC and MCP.
+returns none of its findings, and it never runs for bob. alice gets the full result. A model choosing the next
+agent (a magentic manager, a supervisor's planner, a chat manager) and routing first are offered only what bob may
+run, so his run goes around the security reviewer; a pick of it anyway still fails the run. JSON-RPC and MCP.
 """
 
 from __future__ import annotations
@@ -134,6 +136,68 @@ name: router
 description: A model that decides who reviews the code.
 skills: [{id: route, name: Route, description: Picks a reviewer., tags: [route]}]
 runtime: {kind: llm, handoffs: [security-reviewer], system_prompt: Pick a reviewer.}
+""",
+    "board-manager.yaml": """
+format: 1
+name: board-manager
+description: A model that plans reviews and picks the next reviewer.
+skills: [{id: manage, name: Manage, description: Picks reviewers., tags: [manage]}]
+runtime: {kind: llm, system_prompt: Plan the work and pick the next team member.}
+""",
+    "review-board.yaml": """
+format: 1
+name: review-board
+description: A manager model delegates the review to the reviewers, one step at a time.
+skills: [{id: board, name: Board, description: A managed review., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: magentic
+  participants: [board-manager, security-reviewer, complexity-reviewer]
+  options: {max_iterations: 3}
+""",
+    "review-plan.yaml": """
+format: 1
+name: review-plan
+description: A planner model splits the review among the reviewers and approves the result.
+skills: [{id: plan, name: Plan, description: A planned review., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: supervisor
+  participants: [board-manager, security-reviewer, complexity-reviewer]
+  options: {max_revisions: 0}
+""",
+    "review-room.yaml": """
+format: 1
+name: review-room
+description: A manager model picks which reviewer speaks.
+skills: [{id: room, name: Room, description: A moderated review chat., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: group-chat
+  participants: [board-manager, security-reviewer, complexity-reviewer]
+  options: {speaker_selection: manager, max_rounds: 1}
+""",
+    "review-desk.yaml": """
+format: 1
+name: review-desk
+description: Routes the code to the reviewer whose card matches the request best.
+skills: [{id: desk, name: Desk, description: A routed review., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: handoff
+  participants: [security-reviewer, complexity-reviewer]
+  options: {route_first: true, min_score: 1}
+""",
+    "secrets-desk.yaml": """
+format: 1
+name: secrets-desk
+description: Routes the code to the one reviewer it has.
+skills: [{id: secrets, name: Secrets, description: A routed security review., tags: [review]}]
+runtime:
+  kind: workflow
+  pattern: handoff
+  participants: [security-reviewer]
+  options: {route_first: true, min_score: 1}
 """,
     "llm-desk.yaml": """
 format: 1
@@ -577,3 +641,90 @@ async def test_a_checkpoint_keeps_its_caller_and_an_older_one_acts_with_no_scope
     older = await store.get("flow", "apikey:alice", "t1")
     assert older is not None and older.caller is None
     assert caller_of(run_owner(older)) == Identity("apikey:alice", frozenset()), "its owner, with no scopes"
+
+
+# --- a model choosing the next agent is shown only the agents the caller may run ----------------------
+
+
+def ledger(speaker: str = "", *, satisfied: bool = False) -> Stream:
+    """A magentic manager's progress ledger: delegate to ``speaker``, or the request is satisfied."""
+    found = {"is_request_satisfied": satisfied, "next_speaker": speaker, "instruction_or_question": "Review the code."}
+    return says(json.dumps({**found, "is_in_loop": False, "is_progress_being_made": True, "final_answer": "reviewed"}))
+
+
+PLAN = says(json.dumps({"facts": [], "plan": ["review the code"]}))
+
+
+async def prompts(team: Team, count: int) -> list[str]:
+    """What the model was sent in its first ``count`` requests, each as one string."""
+    return [json.dumps(request.body["messages"]) for request in await team.chat.requests(count)]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_magentic_manager_is_shown_only_the_team_its_caller_may_run(entry: str, team: Team) -> None:
+    team.chat.answer(PLAN, ledger("complexity-reviewer"), ledger(satisfied=True))
+    bob = await ASK[entry](team, "review-board", team.keys.bob, CODE)
+    assert not bob.failed, bob.everything
+    plan, progress, _ = await prompts(team, 3)
+    assert "complexity-reviewer" in plan and "security-reviewer" not in plan, plan
+    assert "security-reviewer" not in progress, progress
+    assert await security_tasks(team, "apikey:bob") == 0
+    team.chat.answer(PLAN, ledger(satisfied=True))
+    alice = await ASK[entry](team, "review-board", team.keys.alice, CODE)
+    assert not alice.failed, alice.everything
+    assert "security-reviewer" in (await prompts(team, 4))[3]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_magentic_manager_naming_a_member_its_caller_may_not_run_fails_the_run(entry: str, team: Team) -> None:
+    team.chat.answer(PLAN, ledger("security-reviewer"))
+    bob = await ASK[entry](team, "review-board", team.keys.bob, CODE)
+    assert bob.failed and REFUSAL in bob.text, bob.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_supervisor_plans_only_with_the_workers_its_caller_may_run(entry: str, team: Team) -> None:
+    team.chat.answer(says("1. Look for hard-coded secrets and shell injection in this code"), says("APPROVED"))
+    bob = await ASK[entry](team, "review-plan", team.keys.bob, CODE)
+    assert not bob.failed, bob.everything
+    plan = (await prompts(team, 1))[0]
+    assert "complexity-reviewer" in plan and "security-reviewer" not in plan, plan
+    assert await security_tasks(team, "apikey:bob") == 0  # the unassigned step went to a worker bob may run
+    team.chat.answer(says("1. security-reviewer: look for hard-coded secrets"))
+    forced = await ASK[entry](team, "review-plan", team.keys.bob, CODE)
+    assert forced.failed and REFUSAL in forced.text, forced.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_chat_manager_is_offered_only_the_speakers_its_caller_may_run(entry: str, team: Team) -> None:
+    team.chat.answer(says("complexity-reviewer"))
+    bob = await ASK[entry](team, "review-room", team.keys.bob, CODE)
+    assert not bob.failed, bob.everything
+    asked = (await prompts(team, 1))[0]
+    assert "exactly one of: complexity-reviewer" in asked and "security-reviewer" not in asked, asked
+    team.chat.answer(says("security-reviewer"))  # named anyway: the run fails with the reason
+    forced = await ASK[entry](team, "review-room", team.keys.bob, CODE)
+    assert forced.failed and REFUSAL in forced.text, forced.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_routing_first_passes_over_an_agent_its_caller_may_not_run(entry: str, team: Team) -> None:
+    text = f"Check this code for hard-coded secrets and injection risks\n\n{FENCED}"
+    bob = await ASK[entry](team, "review-desk", team.keys.bob, text)
+    assert not bob.failed, bob.everything
+    assert "Complexity review" in bob.text, bob.everything  # routed to the best match bob may run
+    assert not [mark for mark in SECURITY_MARKS if mark in bob.everything], bob.everything
+    assert await security_tasks(team, "apikey:bob") == 0
+    alice = await ASK[entry](team, "review-desk", team.keys.alice, text)
+    assert not alice.failed and "SEC001" in alice.everything, alice.everything
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_a_pattern_whose_caller_may_run_no_candidate_fails_at_start(entry: str, team: Team) -> None:
+    bob = await ASK[entry](team, "secrets-desk", team.keys.bob, f"Check this code for secrets\n\n{FENCED}")
+    assert bob.failed, bob.everything
+    assert "this caller may run none of the candidates" in bob.text and REFUSAL in bob.text, bob.text
+    assert await security_tasks(team, "apikey:bob") == 0

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import UnknownAgentError
+from gateway.errors import PermissionDeniedError, UnknownAgentError
 from gateway.orchestration.api import (
     AgentInfo,
     LimitExceededError,
@@ -48,6 +48,7 @@ class ScriptedRun:
     request: StepInput = field(default_factory=lambda: StepInput(text=""))
     limits: Limits = field(default_factory=Limits)
     infos: Mapping[str, AgentInfo] = field(default_factory=dict)
+    refusals: Mapping[str, str] = field(default_factory=dict)  # may_run's answers
     steps: list[RecordedStep] = field(default_factory=list)
     progress_messages: list[str] = field(default_factory=list)
     artifacts: list[tuple[str, Any]] = field(default_factory=list)
@@ -62,6 +63,8 @@ class ScriptedRun:
             raise UnknownAgentError(f"{agent!r} is not a participant of this run")
         if self.started >= self.limits.max_steps:
             raise LimitExceededError("step", f"{self.limits.max_steps} steps")
+        if agent in self.refusals:
+            raise PermissionDeniedError(self.refusals[agent])
         self.started += 1
         responder = self.responders.get(agent)
         if responder is None:
@@ -88,6 +91,10 @@ class ScriptedRun:
     def describe(self, agent: str) -> AgentInfo:
         """The scripted card facts of ``agent`` (a bare description when none were given)."""
         return self.infos.get(agent) or AgentInfo(name=agent, description=f"the {agent} agent")
+
+    def may_run(self, agent: str) -> str | None:
+        """Why the caller may not run ``agent``: as ``refusals`` says (none by default)."""
+        return self.refusals.get(agent)
 
     def recorded(self, agents: Sequence[str], request: StepInput, label: str = "") -> str | None:
         """Nothing is checkpointed here."""
