@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +27,7 @@ from gateway.auth.http import agent_guard
 from gateway.auth.policy import AuthPolicy
 from gateway.bindings.a2a_grpc import GrpcServer, Observe, grpc_address, grpc_interface, start_grpc_server
 from gateway.bindings.a2a_http import UNKNOWN_AGENT_ROUTES, Guard, agent_routes
-from gateway.bindings.mcp_server import create_mcp_binding
+from gateway.bindings.mcp_server import McpBinding, create_mcp_binding
 from gateway.bindings.mcp_state import shared_secret
 from gateway.bindings.v03_errors import use_own_codes_for_v03
 from gateway.cards.build import AGENT_CARD_PATH, CardDocument, CardSigner, build_card
@@ -95,6 +95,8 @@ class Gateway:
     stopping: bool = False
     operating: Operating | None = None
     """Metrics, request telemetry and the audit trail (``gateway.telemetry``)."""
+    mcp: McpBinding | None = None
+    """The MCP binding (``gateway.bindings.mcp_server``), once built."""
     push: PushDelivery = field(init=False)
     """Push notifications: the outbox's delivery worker and the push-URL policy."""
 
@@ -116,9 +118,9 @@ class Gateway:
         return {name: runner for name, runner in runners.items() if runner is not None}
 
     @property
-    def specs(self) -> dict[str, AgentSpec]:
-        """Every agent's spec by name."""
-        return {spec.name: spec for spec in self.registry}
+    def specs(self) -> Mapping[str, AgentSpec]:
+        """Every agent's spec by name: the registry's, built once per registry (a changed agent makes a new one)."""
+        return self.registry.by_name
 
     def handler(self, name: str) -> LocalRequestHandler:
         """The request handler of hosted agent ``name``."""
@@ -149,15 +151,18 @@ class Gateway:
         an ``mcp`` agent's tool was listed)."""
         hosted = self.agents.get(name)
         if hosted is not None:
+            before = hosted.spec
             hosted.spec = self.federation.current_spec(hosted.spec)  # an imported agent: its card's content
             card = hosted.card.card
             executor = hosted.handler.agent_executor
             if isinstance(executor, DescribesAgent):  # its spec, completed again, is the card's content
                 hosted.spec = executor.describe(hosted.spec)
+            if hosted.spec is not before:  # every reader of the registry (and of specs) sees the new one
+                self.registry = self.registry.replaced(hosted.spec)
+            if isinstance(executor, DescribesAgent):
                 grpc = tuple(i for i in card.supported_interfaces if i.protocol_binding == TransportProtocol.GRPC.value)
                 security = self.auth.card_security(hosted.spec, self.specs)
                 card = build_card(hosted.spec, self.settings.base_url, grpc, security)
-                self.registry = Registry(tuple(self.agents[spec.name].spec for spec in self.registry))
             hosted.card = self.render(card)
         remote = self.federation.remotes.get(name)
         if remote is not None and self.operating is not None:
@@ -171,6 +176,10 @@ class Gateway:
     def peer_cards(self) -> list[tuple[str, str]]:
         """(peer, card health) of every remote agent (``/metrics``)."""
         return [(remote.peer.name, remote.source.health) for remote in self.federation.remotes.values()]
+
+    def mcp_sessions(self) -> int:
+        """Open MCP sessions (``/metrics``)."""
+        return len(self.mcp.sessions.sessions) if self.mcp is not None else 0
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` in the background until it ends or the gateway stops."""
@@ -208,23 +217,6 @@ def listed_interfaces(card: AgentCard, bindings: Sequence[str]) -> AgentCard:
     del listed.supported_interfaces[:]
     listed.supported_interfaces.extend(kept)
     return listed
-
-
-class _Sources:
-    """What ``/metrics`` reads of the running gateway when scraped."""
-
-    def __init__(self, gateway: Gateway, sessions: Any) -> None:
-        self.gateway = gateway
-        self.sessions = sessions
-
-    def push_counts(self) -> tuple[int, int, int]:
-        return self.gateway.push_counts()
-
-    def mcp_sessions(self) -> int:
-        return len(self.sessions.sessions)
-
-    def peer_cards(self) -> list[tuple[str, str]]:
-        return self.gateway.peer_cards()
 
 
 def load_registry(settings: Settings, imported: tuple[AgentSpec, ...] = ()) -> Registry:
@@ -474,13 +466,13 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
         retention_s=settings.trigger_retention_days * 86400,
     )
     routes[:0] = triggers.routes()  # webhooks and A2A pushes: /triggers/{agent}/{trigger}
-    mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
+    mcp = gateway.mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
     routes[:0] = mcp.routes  # first: the router tries routes in order, and /mcp is one exact path
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.db.attach(await _open_store(settings.store_url))
-        operating.attach(_Sources(gateway, mcp.sessions))
+        operating.attach(gateway)
         await operating.start(gateway.spawn)
         # Runs a stop interrupted resume from their checkpoints (or end FAILED with the reason);
         # the sweep ends every other task a stop left running.

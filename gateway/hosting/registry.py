@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 from pydantic import ValidationError
@@ -40,7 +42,7 @@ def check_specs(specs: Mapping[str, AgentSpec], files: Mapping[str, str] | None 
 
 @dataclass(frozen=True)
 class Registry:
-    """The enabled agents, in a stable order."""
+    """The enabled agents, in a stable order. Never changed: an agent whose spec changes makes a new registry."""
 
     specs: tuple[AgentSpec, ...]
 
@@ -76,6 +78,15 @@ class Registry:
     def __len__(self) -> int:
         return len(self.specs)
 
+    @cached_property
+    def by_name(self) -> Mapping[str, AgentSpec]:
+        """Every agent by name (built on first use, once: the registry never changes)."""
+        return MappingProxyType({spec.name: spec for spec in self.specs})
+
     def get(self, name: str) -> AgentSpec | None:
         """The agent called ``name``, or None."""
-        return next((s for s in self.specs if s.name == name), None)
+        return self.by_name.get(name)
+
+    def replaced(self, spec: AgentSpec) -> Registry:
+        """This registry with ``spec`` in place of the agent of its name."""
+        return Registry(tuple(spec if each.name == spec.name else each for each in self.specs))

@@ -172,14 +172,6 @@ def breaker_state(agent: str, state: str) -> None:
     BREAKER_STATE.labels(agent).set(BREAKER_CODES.get(state, 0))
 
 
-class GatewayState(Protocol):
-    """What ``GatewayCollector`` reads of a running gateway (``gateway.app.Gateway`` is one)."""
-
-    def metric_sources(self) -> MetricSources:
-        """The app's objects whose state is read at scrape time."""
-        ...
-
-
 class MetricSources(Protocol):
     """Scrape-time readers; each returns the current values."""
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from a2a.types.a2a_pb2 import TaskState
 from starlette.middleware import Middleware
@@ -33,14 +33,6 @@ logger = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 TASK_COUNT_SQL = "SELECT state, COUNT(*) FROM tasks GROUP BY state"
-
-
-class Sources(Protocol):
-    """What the scrape reads of the running gateway (see ``metrics.MetricSources``)."""
-
-    def push_counts(self) -> tuple[int, int, int]: ...
-    def mcp_sessions(self) -> int: ...
-    def peer_cards(self) -> Iterable[tuple[str, str]]: ...
 
 
 def state_name(state: int) -> str:
@@ -84,7 +76,7 @@ class Operating:
         )
         return cls(settings=settings, auth=auth, db=db, telemetry=telemetry, audit=audit)
 
-    def attach(self, sources: Sources) -> None:
+    def attach(self, sources: metrics.MetricSources) -> None:
         """Read the app's own state when scraped."""
         self.collector = metrics.GatewayCollector(sources, metrics.TaskCounts(self._count_tasks))
 

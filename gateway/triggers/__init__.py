@@ -26,7 +26,9 @@ from starlette.routing import BaseRoute, Route
 from gateway.errors import (
     AgentBusyError,
     AuthenticationError,
+    EventBusyError,
     GatewayError,
+    InvalidEventError,
     PayloadTooLargeError,
     TriggerNotConfiguredError,
     UnknownTriggerError,
@@ -43,8 +45,6 @@ from gateway.spec import (
 )
 from gateway.triggers import push, webhook
 from gateway.triggers.runs import (
-    EventBusyError,
-    InvalidEventError,
     Started,
     TriggerEvent,
     TriggerHost,

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from a2a.types.a2a_pb2 import Part
 
+from gateway.errors import EventBusyError, InvalidEventError
 from gateway.hosting.executor import data_part
 from gateway.spec import NatsTriggerSpec
-from gateway.triggers.runs import EventBusyError, InvalidEventError, TriggerEvent, TriggerRuns, count_event
+from gateway.triggers.runs import TriggerEvent, TriggerRuns, count_event
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 
 from a2a.types.a2a_pb2 import Part
 
+from gateway.errors import EventBusyError
 from gateway.hosting.executor import data_part
 from gateway.spec import ScheduleTriggerSpec
 from gateway.triggers.ledger import TriggerLedger
-from gateway.triggers.runs import EventBusyError, TriggerEvent
+from gateway.triggers.runs import TriggerEvent
 
 logger = logging.getLogger(__name__)
 

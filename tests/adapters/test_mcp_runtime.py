@@ -370,6 +370,8 @@ async def test_an_agent_whose_server_was_down_at_start_comes_into_service_when_i
         await asyncio.wait_for(asyncio.shield(probing), WAIT_S)  # it ends once every waiting server listed its tools
         card = await card_of(gateway, "late")
         assert card["signatures"] and card["skills"][0]["description"].startswith("Adds two integers.")
+        spec = gateway.app.state.gateway.specs["late"]
+        assert spec.skills[0].description.startswith("Adds two integers."), "every reader sees the tool's skill"
         assert {i["protocolBinding"] for i in card["supportedInterfaces"]} == {"JSONRPC", "HTTP+JSON", "GRPC"}
         for binding in (BINDINGS[0], BINDINGS[4]):
             task, _ = await run(gateway, "late", binding, data_message({"a": 20, "b": 22}))

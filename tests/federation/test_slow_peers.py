@@ -169,10 +169,14 @@ async def test_start_up_does_not_wait_for_a_peer_dripping_its_card(
                 ready = await http.get("/readyz")
                 registry = gateway.app.state.gateway.registry
                 fast_spec, slow_spec = registry.get("fast-echo"), registry.get("slow-echo")
+                specs_at_start = gateway.app.state.gateway.specs
+                built_once = specs_at_start is gateway.app.state.gateway.specs
                 slow.card_mode = "ok"  # the peer recovers: its agent comes in when its card verifies
                 await asyncio.wait_for(verified.seen.wait(), BOUND_S)
                 served = (await http.get("/agents/slow-echo/.well-known/agent-card.json")).json()
                 described = gateway.app.state.gateway.describe("slow-echo")
+                specs_now = gateway.app.state.gateway.specs
+                registered = gateway.app.state.gateway.registry.get("slow-echo")
     finally:
         logging.getLogger("gateway.federation").removeHandler(verified)
         slow.stopped.set()
@@ -183,6 +187,11 @@ async def test_start_up_does_not_wait_for_a_peer_dripping_its_card(
     assert served["description"] == "The echo agent of a misbehaving peer.", served
     assert described.description == "The echo agent of a misbehaving peer.", "routing sees the verified card too"
     assert described.skills == ("echo",) and described.tags == ("peer",), described
+    assert built_once, "specs are built once, not on every read"
+    assert specs_now is not specs_at_start and specs_now["slow-echo"] is registered
+    assert registered is not None and registered.description == "The echo agent of a misbehaving peer.", (
+        "every reader of the registry sees the verified card, as routing does"
+    )
 
 
 async def test_an_oversized_catalog_is_refused_while_it_is_read(background: BackgroundLoop) -> None:
