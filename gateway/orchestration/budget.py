@@ -3,7 +3,7 @@
 Reported usage arrives only when a step ends, so a budget checked only then lets a fan-out of ten
 steps start all ten on the last token. Each step therefore reserves its estimate first, and the
 reservation is released when the step ends, however it ends (a result, a cancel, an interrupt), and
-what the step reported is counted:
+what the step's agents reported is counted, however it ends too (tokens an agent spent are spent):
 
 - the estimate is the run's ``reserve_tokens`` / ``reserve_cost`` limit when set; else, for tokens,
   the larger of the step agent's own ``max_tokens`` (an ``llm`` agent's bound on what it writes) and
@@ -90,14 +90,18 @@ class Budget:
 
     def account(self, usage: Usage | None) -> None:
         """Count a step's reported usage; raises ``LimitExceededError`` when the run went past its budget."""
+        self.spend(usage)
+        limits = self.limits
+        if limits.max_tokens is not None and self.tokens > limits.max_tokens:
+            raise LimitExceededError("token", f"{self.tokens} tokens used of a {limits.max_tokens}-token budget")
+        if limits.max_cost is not None and self.cost > limits.max_cost:
+            raise LimitExceededError("cost", f"{self.cost:g} spent of a {limits.max_cost:g} budget")
+
+    def spend(self, usage: Usage | None) -> None:
+        """Count what a step's agent reported, without judging it: the step is ending another way (a cancel)."""
         if usage is not None:
             used = usage.input_tokens + usage.output_tokens
             self.tokens += used
             self.cost += usage.cost
             self._largest_tokens = max(self._largest_tokens, used)
             self._largest_cost = max(self._largest_cost, usage.cost)
-        limits = self.limits
-        if limits.max_tokens is not None and self.tokens > limits.max_tokens:
-            raise LimitExceededError("token", f"{self.tokens} tokens used of a {limits.max_tokens}-token budget")
-        if limits.max_cost is not None and self.cost > limits.max_cost:
-            raise LimitExceededError("cost", f"{self.cost:g} spent of a {limits.max_cost:g} budget")

@@ -334,6 +334,7 @@ class EngineRun:
         self._lowest_free = 1
         self._budget = Budget(self.limits)
         self._running: dict[int, Child] = {}
+        self._reported: dict[int, Usage | None] = {}  # step number -> what its attempts reported so far (while it runs)
         self._attempts = 0
         self._next_save: asyncio.Future[None] | None = None  # the write that covers every change made since the last
         self._saver: asyncio.Task[None] | None = None
@@ -375,6 +376,7 @@ class EngineRun:
         except Trimmed as trimmed:
             held, result = None, StepResult(agent, "failed", error=str(trimmed))
             await self.progress(str(trimmed))  # a trimmed step shows here and as its failed step, not as a duration
+        kept = False
         try:
             if held is not None:
                 result = await self._run_step(number, agent, request, label, follow_up)
@@ -386,11 +388,16 @@ class EngineRun:
             self.record.keys[number] = key
             await self.checkpoint()
             self._publish(number, label, result)
+            kept = True
         finally:
             # However the step ends (a result, the run canceled or interrupted, this task canceled while its result
-            # was being saved), what it held goes back: a step after it may need the room.
+            # was being saved), what it held goes back: a step after it may need the room. What its agents reported
+            # was spent all the same: a step that is not kept counts it here (a kept one below, judged).
+            reported = self._reported.pop(number, None)
             if held is not None:
                 self._budget.release(held)
+                if not kept:
+                    self._budget.spend(reported)
         if held is not None:
             self._budget.account(result.usage)
         return result
@@ -690,6 +697,7 @@ class EngineRun:
                 breaker.release()
                 raise
             result = outcome.result
+            self._reported[number] = add_usage(self._reported.get(number), result.usage)
             if outcome.busy:
                 breaker.release()  # a busy agent is not a failing one
                 if degrade:

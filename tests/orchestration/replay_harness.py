@@ -74,6 +74,7 @@ class ScriptedRunner:
         answer = self._agents.answer(self.agent, text, data)
         for _ in range(answer.delay):
             await asyncio.sleep(0)
+        self._agents.answered.append(self.agent)
         usage = Usage(output_tokens=answer.tokens) if answer.tokens else None
         reply = Reply(text=answer.text, data=answer.data, state=answer.state, handoff_to=answer.handoff_to, usage=usage)  # type: ignore[arg-type]
         status = Message(role=Role.ROLE_AGENT, message_id=uuid.uuid4().hex, parts=[Part(text=answer.text)])
@@ -96,6 +97,7 @@ class ScriptedAgents:
     script: Script
     names: Collection[str]
     calls: list[tuple[str, str]] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # the agents that gave their answer, in order
     _counts: dict[str, int] = field(default_factory=dict)
 
     def answer(self, agent: str, text: str, data: tuple[dict[str, Any], ...]) -> Answer:
@@ -201,6 +203,7 @@ class Execution:
     checkpoints: list[tuple[Any, ...]]
     calls: list[tuple[str, str]]
     events: Events
+    answered: list[str] = field(default_factory=list)
 
 
 async def execute(
@@ -231,7 +234,7 @@ async def execute(
         **extra,
     )
     outcome = await run.execute()
-    return Execution(outcome, log.rows, agents.calls, events)
+    return Execution(outcome, log.rows, agents.calls, events, agents.answered)
 
 
 async def resume(flow: WorkflowPlan, row: tuple[Any, ...], script: Script) -> Execution:

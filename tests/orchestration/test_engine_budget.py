@@ -32,6 +32,29 @@ async def test_a_step_canceled_by_a_fan_out_gives_back_its_reservation_to_a_late
     assert run.outcome.text == "report: fast won: fast answer"
 
 
+@pytest.mark.parametrize("late", range(12))
+async def test_the_tokens_of_a_step_canceled_after_its_agent_answered_count_against_the_budget(late: int) -> None:
+    # As above, but slow reports 50 tokens when it answers. Canceled before it answered, it spent nothing: the
+    # reporter's 40 fit beside fast's 30. Canceled once it answered (its answer being saved), its 50 were spent all
+    # the same: 30 + 50 spent leave 20 of 100, and the reporter is refused.
+    def script(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        if agent == "fast":
+            return Answer("fast answer", tokens=30)
+        if agent == "slow":
+            return Answer("slow answer", tokens=50, delay=late)
+        return Answer(f"report: {text}")
+
+    flow = plan(RACE, ["fast", "slow", "reporter"], limits=Limits(max_tokens=100, reserve_tokens=40))
+    run = await execute(flow, new_record("go"), script)
+
+    if "slow" in run.answered:
+        assert run.outcome.state == "failed", run.outcome.text
+        assert "report · reporter is estimated at 40 tokens, and 80 spent and 0 held" in run.outcome.text
+    else:
+        assert run.outcome.state == "completed", run.outcome.text
+        assert run.outcome.text == "report: fast won: fast answer"
+
+
 def step_durations(pattern: str) -> float:
     name = "switchboard_workflow_step_duration_seconds_count"
     return metrics.REGISTRY.get_sample_value(name, {"pattern": pattern}) or 0.0
