@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from a2a.types.a2a_pb2 import GetTaskRequest, SubscribeToTaskRequest, Task, TaskState
+from a2a.utils.errors import UnsupportedOperationError
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceUpdatedNotification
@@ -167,14 +168,21 @@ def test_a_done_when_that_can_never_hold_is_refused_at_load(done_when: Any, says
 
 
 async def once_in(gateway: RunningGateway, agent: str, task_id: str, states: set[int]) -> Task:
-    """The task once it reached one of ``states``: followed over A2A streaming, then read with GetTask."""
+    """The task once it reached one of ``states``: followed over A2A streaming, then read with GetTask.
+
+    A2A refuses ``SubscribeToTask`` on a task in a terminal state (UnsupportedOperationError), and the
+    run may end between the first read and the subscription: then there is nothing left to follow.
+    """
     async with a2a_client(gateway.agent_url(agent), STREAMING) as client:
         task = await client.get_task(GetTaskRequest(id=task_id))
         if task.status.state not in states:
-            async for event in client.subscribe(SubscribeToTaskRequest(id=task_id)):
-                status = event.status_update.status if event.HasField("status_update") else event.task.status
-                if status.state in states:
-                    break
+            try:
+                async for event in client.subscribe(SubscribeToTaskRequest(id=task_id)):
+                    status = event.status_update.status if event.HasField("status_update") else event.task.status
+                    if status.state in states:
+                        break
+            except UnsupportedOperationError as refused:
+                assert "terminal state" in str(refused), refused
         return await client.get_task(GetTaskRequest(id=task_id))
 
 
