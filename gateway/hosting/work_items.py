@@ -1,16 +1,18 @@
 """Work items shared by the replicas on one PostgreSQL: a step posted by one replica, run by whichever claims it.
 
 A distributed work queue (``work-queue`` with ``distribute: true``) posts each step attempt as a
-row of ``work_items``: the agent, the child message, the run's owner, ``queued``; and NOTIFYs.
-Every replica's ``WorkItems`` claims queued rows of the agents it runs in-process with one
-statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT free)``, so replicas
-claiming at once never take the same row and none takes more than its free slots for the agent
+row of ``work_items``: the agent, the child message, the run's owner and its caller
+(``Identity.to_json``: name and scopes, never a credential), ``queued``; and NOTIFYs. Every
+replica's ``WorkItems`` claims queued rows of the agents it runs in-process with one statement,
+``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT free)``, so replicas claiming at
+once never take the same row and none takes more than its free slots for the agent
 (``SLOTS_PER_AGENT``, and the free runs of its ``admission.max_concurrent`` when it has one). The
-claimer runs the message on the agent's ``LocalRunner`` as the run's owner (``RunOwner``): an
-ordinary child task, linked to the run, that any replica can get, follow or cancel. Its final
-task (or its failure, and whether admission control refused it: ``busy``) is written back, only
-while the row is still claimed by this replica, and NOTIFYd; the posting replica
-(``post``/``result``) reads it as the step's end.
+claimer runs the message on the agent's ``LocalRunner`` as the run's caller, with its scopes, as the
+posting replica would have (``item_user``: an item posted before callers were kept runs as its
+owner with no scopes, so what it needs is refused, never granted): an ordinary child task, linked
+to the run, that any replica can get, follow or cancel. Its final task (or its failure, and whether
+admission control refused it: ``busy``) is written back, only while the row is still claimed by
+this replica, and NOTIFYd; the posting replica (``post``/``result``) reads it as the step's end.
 
 Cancel: ``withdraw`` deletes the row; a claimer running it (told by NOTIFY, or seeing on its poll
 that the row is no longer its claim) cancels the child through the runner's own cancel path, which
@@ -41,10 +43,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message, Task, TaskState, TaskStatusUpdateEvent
 
-from gateway.auth.policy import RunOwner
+from gateway.auth.policy import Identity, RunOwner, a2a_user, caller_of
 from gateway.errors import AgentBusyError
 from gateway.hosting.cluster import EVENT, Cluster, stored_event
 from gateway.hosting.local_tasks import LocalRunner
@@ -64,7 +67,7 @@ DEAD_GRACE_S = 3.0
 _CLAIM = (
     "UPDATE work_items SET state = 'claimed', claimed_by = ?, claimed_ns = ?, claims = claims + 1 "
     "WHERE id IN (SELECT id FROM work_items WHERE state = 'queued' AND agent = ? "
-    "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, message, posted_ns"
+    "ORDER BY posted_ns LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, owner, caller, message, posted_ns"
 )
 _FINISH = (
     "WITH f AS (UPDATE work_items SET state = 'done', result = ?, error = ?, retryable = ?, busy = ? "
@@ -143,14 +146,24 @@ class WorkItems:
         item = uuid.uuid4().hex
         self._waiters[item] = asyncio.Event()
         owner = context.user.user_name if context.user.is_authenticated else ""
+        caller = caller_of(context.user)
         await self.db.write_many(
             [
                 # A run resumed here withdraws what an earlier execution of it posted (its replica is gone).
                 ("DELETE FROM work_items WHERE run_id = ? AND posted_by <> ?", (run_id, self.db.runner)),
                 (
-                    "INSERT INTO work_items (id, run_id, agent, owner, message, posted_by, posted_ns) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (item, run_id, agent, owner, message.SerializeToString(), self.db.runner, time.time_ns()),
+                    "INSERT INTO work_items (id, run_id, agent, owner, caller, message, posted_by, posted_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item,
+                        run_id,
+                        agent,
+                        owner,
+                        caller.to_json() if caller is not None else "",
+                        message.SerializeToString(),
+                        self.db.runner,
+                        time.time_ns(),
+                    ),
                 ),
                 ("SELECT pg_notify(?, ?)", (CHANNEL, f"new {agent}")),
             ]
@@ -273,10 +286,11 @@ class WorkItems:
             if rows:
                 metrics.WORK_ITEMS.labels(agent, "claimed").inc(len(rows))
             waited = metrics.WORK_ITEM_CLAIM.labels(agent)
-            for item, owner, message, posted_ns in rows:
+            for item, owner, caller, message, posted_ns in rows:
                 waited.observe(max(0, now_ns - int(posted_ns)) / 1e9)
                 self._load[agent] = self._load.get(agent, 0) + 1
-                task = asyncio.ensure_future(self._run(item, agent, runner, str(owner), Message.FromString(message)))
+                user = item_user(str(owner), str(caller))
+                task = asyncio.ensure_future(self._run(item, agent, runner, user, Message.FromString(message)))
                 self._running[item] = task
 
     def _free(self, agent: str, runner: LocalRunner) -> int:
@@ -287,10 +301,10 @@ class WorkItems:
             free = min(free, admission.spec.max_concurrent - admission.running)
         return free
 
-    async def _run(self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message) -> None:
+    async def _run(self, item: str, agent: str, runner: LocalRunner, user: User, message: Message) -> None:
         """Run a claimed item and write its end, while it is still this replica's claim."""
         try:
-            end = await self._execute(item, agent, runner, owner, message)
+            end = await self._execute(item, agent, runner, user, message)
             if not await self.db.fetch_all(_FINISH, (*end, item, self.db.runner)):
                 logger.warning("work item %s is no longer this replica's claim: its end is dropped", item)
             else:
@@ -303,7 +317,7 @@ class WorkItems:
             self._running.pop(item, None)  # only now: until its end is written, the claim is not an orphan
 
     async def _execute(
-        self, item: str, agent: str, runner: LocalRunner, owner: str, message: Message
+        self, item: str, agent: str, runner: LocalRunner, user: User, message: Message
     ) -> tuple[bytes | None, str, bool, bool]:
         """The item's end as (final task, error, retryable, busy)."""
 
@@ -316,7 +330,7 @@ class WorkItems:
             )
 
         try:
-            task = await runner.run(message, ServerCallContext(user=RunOwner(owner)), started=started)
+            task = await runner.run(message, ServerCallContext(user=user), started=started)
             return task.SerializeToString(), "", False, False
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -377,6 +391,16 @@ class WorkItems:
             _count_requeued(requeued)
             logger.warning("queued %d work item(s) again: their replica is gone", len(requeued))
             self._wake.set()
+
+
+def item_user(owner: str, caller: str) -> User:
+    """Who a claimed item runs as: the caller who posted it (``Identity.to_json``), with its scopes.
+
+    An item posted before callers were kept (or by a version that did not keep them) runs as its owner
+    with no scopes, and an anonymous caller's as nobody: what the item needs is then refused, never granted.
+    """
+    identity = Identity.from_json(caller)
+    return a2a_user(identity) if identity is not None else RunOwner(owner)
 
 
 def _count_requeued(rows: list[tuple[object, ...]]) -> None:

@@ -85,6 +85,12 @@ CLUSTER_SCHEMA = (
 )
 """PostgreSQL's own tables: only replicas share a database, so SQLite has none of these."""
 
+CLUSTER_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # The caller who posted a work item (``Identity.to_json``): the claiming replica runs it as that caller.
+    ("work_items", "caller", "TEXT NOT NULL DEFAULT ''"),
+)
+"""Columns added to PostgreSQL's own tables after they were first created (as ``ADDED_COLUMNS``)."""
+
 
 async def keep_session(conn: asyncpg.Connection) -> None:
     """A pool's ``reset``: nothing to undo, so no round trip (asyncpg's default sends one per release).
@@ -251,7 +257,7 @@ class PostgresDatabase:
         lock, even when the column is there, so a full migrate waits for, and then blocks, the replicas).
         """
         statements = [sql.format(blob="BYTEA") for sql in SCHEMA] + [*CLUSTER_SCHEMA, *LEASE_SCHEMA]
-        added = ADDED_COLUMNS
+        added = (*ADDED_COLUMNS, *CLUSTER_ADDED_COLUMNS)
         if tables:
             statements = [sql for sql in statements if _table_of(sql) in tables]
             added = tuple(column for column in added if column[0] in tables)

@@ -12,6 +12,7 @@ from a2a.server.events.event_queue import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Part, TaskState
 
+from gateway.errors import PermissionDeniedError
 from gateway.runtime import AgentCall, Emitter, Reply
 
 TICK_S = 0.25
@@ -130,3 +131,12 @@ async def _steps(updater: TaskUpdater, count: int) -> None:
             TaskState.TASK_STATE_WORKING, updater.new_agent_message([Part(text=f"step {n + 1} of {count}")])
         )
         await asyncio.sleep(TICK_S)
+
+
+async def probe_lead(call: AgentCall, emit: Emitter) -> Reply:
+    """Runs ``probe_a``'s logic in-process (``_probe`` as "a"), as the review lead reuses the specialists': only
+    for a caller that the agents serving ``probe_a`` would admit (``AgentCall.may_reuse``), else refused unrun."""
+    refusal = call.may_reuse(probe_a)
+    if refusal is not None:
+        raise PermissionDeniedError(refusal)
+    return await _probe("a", call, emit)

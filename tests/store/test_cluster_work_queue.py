@@ -3,13 +3,15 @@
 Each replica is a real ``python -m gateway serve`` process; the run is started with the SDK's own
 client on one of them. The queue's agent is a probe (``tests.store.cluster_agents._probe``) that
 stamps, with its process id, every moment its code runs into one file shared by all processes, so
-the stamps say which replica ran each item, and how often.
+the stamps say which replica ran each item, and how often. An item runs, on whichever replica claims
+it, as the run's caller with the scopes it had (not as its owner's bare name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import time
@@ -23,8 +25,12 @@ import asyncpg
 import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, SubscribeToTaskRequest, Task, TaskState
 
+from gateway.auth.api_keys import api_key_line, new_api_key
+from gateway.auth.policy import Identity, RunOwner, caller_of
 from gateway.hosting.data_parts import data_value
-from gateway.hosting.work_items import DEAD_GRACE_S, POLL_S, SLOTS_PER_AGENT
+from gateway.hosting.work_items import DEAD_GRACE_S, POLL_S, SLOTS_PER_AGENT, item_user
+from gateway.store import open_database
+from tests.auth.conftest import api_key, authed_client
 from tests.bindings.a2a_clients import a2a_client
 from tests.federation.support import Org, agent_file, org, python_agent, workflow
 from tests.store.test_cluster_failover import (
@@ -303,3 +309,98 @@ async def test_a_run_whose_replica_is_killed_resumes_elsewhere_and_posts_its_unf
     assert await leftover_items(cluster_dsn) == 0, "the dead poster's rows are gone"
     again = Counter(key for key, pid, kind, _ in rows if kind == "start" and pid != poster)
     print(f"\nrun's replica killed: items started on survivors {sorted(again.values())} times each")
+
+
+# --- an item runs as its caller, scopes and all, on whichever replica claims it ----------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    alice: str  # holds sec:run
+    bob: str  # does not
+
+
+@pytest.fixture
+def scoped_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[tuple[list[Org], Keys]]:
+    """Two replicas requiring API keys: a distributed queue whose item agent reuses a probe that needs ``sec:run``."""
+    keys = Keys(new_api_key(), new_api_key())
+    lines = json.dumps([api_key_line("alice", keys.alice, ["sec:run"]), api_key_line("bob", keys.bob, [])])
+    env = {"SWITCHBOARD_DATABASE_URL": cluster_dsn, "SWITCHBOARD_PROBE_LOG": str(tmp_path / "probe.log")}
+    replicas = [org(f"s{i}", tmp_path, SWITCHBOARD_AUTH_API_KEYS=lines, **env) for i in (1, 2)]
+    for replica in replicas:
+        agents = replica.folder / "agents"
+        runtime = {"kind": "python", "entrypoint": "tests.store.cluster_agents:probe_a"}
+        agent_file(agents, "guarded", runtime, scopes=["sec:run"])
+        python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
+        # needs no scope itself, but reuses guarded's logic in-process: only for a caller guarded would admit
+        python_agent(agents, "lead-probe", "tests.store.cluster_agents:probe_lead")
+        options = {"distribute": True, "concurrency": 2 * SLOTS_PER_AGENT, "max_attempts": 1}
+        workflow(agents, "guarded-queue", "work-queue", ["lead-probe"], options=options)
+    try:
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            replica.wait_ready()
+        yield replicas, keys
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+async def run_as(replica: Org, key: str, labels: list[str], ticks: int) -> Stream:
+    """Run ``guarded-queue`` on ``replica`` as the key's holder, one item per label, to its end."""
+    async with authed_client(replica.agent_url("guarded-queue"), SSE, api_key(key)) as client:
+        stream = await start_stream(client, "\n".join(f"{label} {ticks}" for label in labels))
+        async with asyncio.timeout(WAIT_S):
+            await stream.reading
+    assert stream.error is None
+    return stream
+
+
+def final_text(stream: Stream) -> str:
+    last = stream.events[-1]
+    status = last.task.status if last.HasField("task") else last.status_update.status
+    return "\n".join(part.text for part in status.message.parts if part.text)
+
+
+async def test_a_distributed_item_runs_as_its_caller_with_its_scopes_on_another_replica(
+    scoped_replicas: tuple[list[Org], Keys], cluster_dsn: str, tmp_path: Path
+) -> None:
+    (poster, other), keys = scoped_replicas
+    labels = [f"s{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
+
+    alice = await run_as(poster, keys.alice, labels, 10)  # 1 s an item: more than one replica's slots at once
+
+    assert state_of(alice.events[-1]) == TaskState.TASK_STATE_COMPLETED, final_text(alice)
+    result = await outcome(cluster_dsn, alice.task_id)
+    assert result["counts"] == {"total": len(labels), "done": len(labels), "failed": 0}, result
+    rows = stamps(tmp_path / "probe.log")
+    assert runs_of(rows, "end") == Counter(f"{label}:a" for label in labels)
+    elsewhere = {key for key, pid, kind, _ in rows if kind == "end" and pid == other.proc.pid}  # type: ignore[union-attr]
+    assert elsewhere, "items ran on the replica that did not post them, as alice, with her sec:run"
+
+    refused = [f"r{n}-{uuid.uuid4().hex[:6]}" for n in range(2 * SLOTS_PER_AGENT)]
+    bob = await run_as(poster, keys.bob, refused, 1)
+
+    assert state_of(bob.events[-1]) == TaskState.TASK_STATE_FAILED, final_text(bob)
+    assert "apikey:bob lacks scope(s) sec:run required by agent 'guarded'" in final_text(bob), final_text(bob)
+    assert not [key for key, _, _, _ in stamps(tmp_path / "probe.log") if key.startswith("r")], "bob's never ran"
+
+
+async def test_an_older_work_items_table_gets_the_caller_column_and_its_items_run_with_no_scopes(
+    cluster_dsn: str,
+) -> None:
+    database = await open_database(cluster_dsn)
+    try:
+        await database.migrate()
+        await database.write("ALTER TABLE work_items DROP COLUMN caller")  # the table as the previous version made it
+        await database.migrate()  # the next start adds it back, empty
+        row = await database.fetch_one("SELECT count(*) FROM information_schema.columns WHERE column_name = 'caller' "
+                                       "AND table_name = 'work_items' AND table_schema = current_schema()")  # fmt: skip
+        assert row is not None and row[0] == 1
+    finally:
+        await database.close()
+    alice = Identity("apikey:alice", frozenset({"sec:run"}))
+    assert caller_of(item_user("apikey:alice", alice.to_json())) == alice, "an item acts as its caller, scopes and all"
+    older = item_user("apikey:alice", "")  # posted before callers were kept: its owner, with no scopes
+    assert isinstance(older, RunOwner) and older.user_name == "apikey:alice" and caller_of(older) is None
