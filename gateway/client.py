@@ -90,7 +90,10 @@ class Connection:
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong, with the server's field-level reasons when it gave some."""
-    if isinstance(exc, A2AError):
+    status = exc if isinstance(exc, httpx.HTTPStatusError) else exc.__cause__
+    if isinstance(status, httpx.HTTPStatusError):
+        text = _refusal(status)
+    elif isinstance(exc, A2AError):
         text = exc.message
         errors = (exc.data or {}).get("errors") if isinstance(exc.data, dict) else None
         if isinstance(errors, list) and errors:
@@ -103,6 +106,19 @@ def describe(exc: BaseException) -> str:
     if " 401" in text or "Unauthorized" in text or "credentials required" in text:
         text += f" ({CREDENTIALS_HINT})"
     return text
+
+
+def _refusal(error: httpx.HTTPStatusError) -> str:
+    """``HTTP 401 Unauthorized from URL: <the gateway's own reason>``, not httpx's text and its link to MDN."""
+    response = error.response
+    text = f"HTTP {response.status_code} {response.reason_phrase} from {error.request.url}"
+    try:
+        body = response.json()
+    except (httpx.ResponseNotRead, ValueError):  # a streamed body not read, or not JSON
+        return text
+    error_object = body.get("error") if isinstance(body, dict) else None
+    reason = error_object.get("message") if isinstance(error_object, dict) else None
+    return f"{text}: {reason}" if isinstance(reason, str) and reason else text
 
 
 def build_message(text: str, files: Sequence[Path], task: Task | None = None) -> Message:

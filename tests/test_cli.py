@@ -172,7 +172,12 @@ async def test_a_gateway_with_auth_takes_a_key_or_says_how_to_give_one(
     gateway, key = keyed_gateway
     code, _, err = await switchboard("send", "lint-checker", BOX, "--url", gateway.url)
     assert code == 2
-    assert_one_line(err, "401", "--api-key")
+    assert_one_line(err, "HTTP 401 Unauthorized from", "requires authentication", "--api-key")
+    assert "developer.mozilla.org" not in err, "httpx's own wording stays out of the CLI's line"
+
+    code, _, err = await switchboard("send", "lint-checker", BOX, "--url", gateway.url, "--api-key", "sb_wrong")
+    assert code == 2
+    assert_one_line(err, "HTTP 401 Unauthorized from", "the API key is not valid")
 
     code, out, _ = await switchboard("send", "lint-checker", BOX, "--url", gateway.url, "--api-key", key, "-q")
     assert code == 0 and "fixable by ruff" in out
