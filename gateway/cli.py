@@ -315,7 +315,7 @@ def _apikey(args: argparse.Namespace) -> int:
         return 2
     print(f"API key for apikey:{args.name} (shown once; only its hash is kept):")
     print(key)
-    print("Add this line to SWITCHBOARD_AUTH_API_KEYS (whitespace-separated) or the auth_api_keys_file:")
+    print("Add this line to SWITCHBOARD_AUTH_API_KEYS (whitespace-separated) or to the SWITCHBOARD_AUTH_API_KEYS_FILE:")
     print(line)
     return 0
 

@@ -277,3 +277,5 @@ async def test_keys_rotate_changes_the_data_dir_the_gateway_uses_and_records_it_
     assert os.listdir(data_dir / "keys") == [f"{kid}.pem"]
     with sqlite3.connect(data_dir / "switchboard.db") as db:
         assert db.execute("SELECT method FROM audit WHERE kind = 'admin'").fetchall() == [("keys.rotate",)]
+    # a running gateway reads its data dir's keys as it starts: the CLI says a restart is needed
+    assert_one_line(err, str(data_dir), "once restarted", "--database-url")

@@ -151,6 +151,12 @@ NO_SHARED_RING = (
     "from its data dir's keys, as does 'switchboard keys rotate --database-url ...' (from --data-dir {data_dir})\n"
 )
 
+# A gateway reads its data dir's keys as it starts; only the shared ring is followed while running.
+RESTART_HINT = (
+    "switchboard keys: a gateway running on {data_dir} signs and publishes these keys once restarted "
+    "(replicas sharing a ring on PostgreSQL follow at once: --database-url)\n"
+)
+
 
 def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -> int:
     """List, rotate or retire the signing keys: the replicas' shared ring on PostgreSQL, else ``data_dir``'s.
@@ -181,6 +187,7 @@ def keys(data_dir: Path, action: str, kid: str | None, database_url: str = "") -
         from gateway.telemetry.audit_cli import record_admin
 
         record_admin(data_dir, f"keys.{action}", kid or "")
+        sys.stderr.write(RESTART_HINT.format(data_dir=data_dir))
     if not ring.keys:  # only a database without a ring: a data dir's list makes a key
         sys.stderr.write(NO_SHARED_RING.format(data_dir=data_dir))
     for key in ring.keys:

@@ -35,6 +35,14 @@ def test_apikey_new_prints_the_key_once_and_a_line_holding_only_its_hash(capsys:
     assert other != key and len(key) > 40
 
 
+def test_apikey_new_names_the_settings_its_line_goes_in(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["apikey", "new", "ops"]) == 0
+    said = capsys.readouterr().out
+    # the names a user sets, not a settings field's name ('auth_api_keys_file') that no command line takes
+    assert "SWITCHBOARD_AUTH_API_KEYS " in said and "SWITCHBOARD_AUTH_API_KEYS_FILE" in said, said
+    assert "auth_api_keys_file" not in said, said
+
+
 def test_apikey_new_refuses_a_bad_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["apikey", "new", "no spaces"]) == 2
     assert "use 1 to 64 letters" in capsys.readouterr().err
