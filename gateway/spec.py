@@ -606,6 +606,11 @@ class PeerSpec(_Strict):
         default=[], description="client preference, e.g. [GRPC, JSONRPC]; default: the order of the peer's cards"
     )
     timeout_s: float = Field(default=30.0, gt=0, description="seconds for a unary call or a connection to the peer")
+    scopes: list[Scope] = Field(
+        default=[],
+        description="scopes a caller here needs for any call to an agent imported from this peer (as an agent "
+        "file's scopes); an agent file for one of the peer's agents sets its own instead",
+    )
 
     @property
     def local_prefix(self) -> str:

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -70,8 +71,13 @@ def local_name(prefix: str, remote_name: str) -> str:
     return name if _NAME.match(name) else ""
 
 
-def spec_from_card(card: dict[str, Any], name: str, runtime: A2ARuntime, peer: str) -> AgentSpec:
-    """The spec of a remote agent, from its verified card (``ValidationError`` when the card cannot be one)."""
+def spec_from_card(
+    card: dict[str, Any], name: str, runtime: A2ARuntime, peer: str, scopes: Sequence[str] = ()
+) -> AgentSpec:
+    """The spec of a remote agent, from its verified card (``ValidationError`` when the card cannot be one).
+
+    ``scopes`` are what a caller here needs to call it: the peer's ``scopes`` setting, never the card's words.
+    """
     skills = []
     for index, skill in enumerate(card.get("skills") or []):
         if not isinstance(skill, dict):
@@ -100,6 +106,7 @@ def spec_from_card(card: dict[str, Any], name: str, runtime: A2ARuntime, peer: s
         "provider": _no_urls(str(provider.get("organization") or peer)) or peer,
         "skills": skills,
         "runtime": runtime.model_dump(),
+        "scopes": list(scopes),
     }
     if card.get("defaultInputModes"):
         values["default_input_modes"] = [str(m) for m in card["defaultInputModes"]]
@@ -108,8 +115,10 @@ def spec_from_card(card: dict[str, Any], name: str, runtime: A2ARuntime, peer: s
     return AgentSpec.model_validate(values)
 
 
-def placeholder_spec(name: str, runtime: A2ARuntime, peer: str, remote_name: str) -> AgentSpec:
-    """The spec of a named remote agent whose card has not verified (yet)."""
+def placeholder_spec(
+    name: str, runtime: A2ARuntime, peer: str, remote_name: str, scopes: Sequence[str] = ()
+) -> AgentSpec:
+    """The spec of a named remote agent whose card has not verified (yet); ``scopes`` as ``spec_from_card``."""
     return AgentSpec.model_validate(
         {
             "format": 1,
@@ -120,6 +129,7 @@ def placeholder_spec(name: str, runtime: A2ARuntime, peer: str, remote_name: str
                 {"id": "remote", "name": remote_name, "description": f"{remote_name} of {peer}", "tags": [peer]}
             ],
             "runtime": runtime.model_dump(),
+            "scopes": list(scopes),
         }
     )
 
@@ -215,9 +225,9 @@ async def _import_one(
         return None
     try:
         agent = (
-            spec_from_card(trusted.json, name, runtime, spec.name)
+            spec_from_card(trusted.json, name, runtime, spec.name, spec.scopes)
             if trusted is not None
-            else placeholder_spec(name, runtime, spec.name, remote_name)
+            else placeholder_spec(name, runtime, spec.name, remote_name, spec.scopes)
         )
     except ValidationError as exc:
         logger.error("peer %s: agent %s not imported: its card cannot be an agent here: %s", spec.name, name, exc)

@@ -181,7 +181,8 @@ class Federation:
             return spec
         assert isinstance(runtime, A2ARuntime)
         try:
-            return spec_from_card(remote.source.trusted.json, spec.name, runtime, runtime.peer or remote.peer.name)
+            peer = runtime.peer or remote.peer.name
+            return spec_from_card(remote.source.trusted.json, spec.name, runtime, peer, spec.scopes)  # the peer's
         except ValidationError as exc:
             logger.warning("%s: its verified card cannot be an agent here; its spec is kept: %s", spec.name, exc)
             return spec

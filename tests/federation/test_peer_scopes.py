@@ -8,6 +8,10 @@ on A. Her relayed call to B's ``vault`` works and runs on B as org A, never as a
 And A's own rules hold before anything is relayed: A's agent file for B's vault (``guarded-vault``) needs
 ``sec:run`` on A, which carol (``vault:use`` only) lacks: her call, direct or as a workflow's step, is
 refused by A and never reaches B, although A's grant at B would admit it.
+
+A imports B's vault a second time through peer ``bs``, whose settings give ``scopes: [peer:use]``: every agent
+imported from it needs that scope on A (alice holds it, carol does not), directly and as a workflow's step; an
+agent file for B's vault through ``bs`` (``open-vault``, no scopes) sets its own, and carol may call it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             root,
             SWITCHBOARD_PEERS=str(root / "org-a" / "peers.yaml"),
             SWITCHBOARD_AUTH_API_KEYS=json.dumps(
-                [api_key_line("alice", alice, ["vault:use", "sec:run"]), api_key_line("carol", carol, ["vault:use"])]
+                [
+                    api_key_line("alice", alice, ["vault:use", "sec:run", "peer:use"]),
+                    api_key_line("carol", carol, ["vault:use"]),
+                ]
             ),
             A_TO_B_KEY=org_a,
         )
@@ -63,6 +70,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         guarded = {"kind": "a2a", "card_url": vault_card, "peer": "b"}
         agent_file(a.folder / "agents", "guarded-vault", guarded, scopes=["sec:run"])
         workflow(a.folder / "agents", "via-guarded", "sequential", ["guarded-vault"])
+        workflow(a.folder / "agents", "via-bs", "sequential", ["bs-vault"])
+        agent_file(a.folder / "agents", "open-vault", {"kind": "a2a", "card_url": vault_card, "peer": "bs"})
         peer = {
             "name": "b",
             "base_url": b.public_url,
@@ -70,7 +79,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "credentials": {"kind": "api-key", "key_env": "A_TO_B_KEY"},
             "import": ["vault", "secret"],
         }
-        write_yaml(a.folder / "peers.yaml", {"format": 1, "peers": [peer]})
+        scoped = {**peer, "name": "bs", "import": ["vault"], "scopes": ["peer:use"]}
+        write_yaml(a.folder / "peers.yaml", {"format": 1, "peers": [peer, scoped]})
         a.start()
         a.wait_ready()
         yield Pair(a=a, b=b, alice=alice, org_a=org_a, carol=carol)
@@ -145,3 +155,30 @@ async def test_this_gateways_scopes_on_a_remote_agent_hold_before_any_relay_dire
     on_b = json.dumps(await list_tasks(pair.b.url, "vault", pair.org_a))
     assert alice_text in on_b, "alice's step was relayed"
     assert text not in on_b, "carol's never reached the peer"
+
+
+async def test_a_peers_scopes_guard_every_agent_imported_from_it_before_any_relay(pair: Pair) -> None:
+    refusal = "apikey:carol lacks scope(s) peer:use required by agent 'bs-vault'"
+    text = f"carol asks bs {uuid.uuid4()}"
+    message = {"role": "ROLE_USER", "parts": [{"text": text}], "messageId": str(uuid.uuid4())}
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        direct = await http.post(
+            f"{pair.a.url}/agents/bs-vault",
+            json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}},
+            headers={**V1, "X-API-Key": pair.carol},
+        )
+        card = (await http.get(f"{pair.a.url}/agents/bs-vault/.well-known/agent-card.json")).json()
+    assert direct.status_code == 403 and direct.json()["error"]["message"] == refusal, direct.text
+    assert "peer:use" in json.dumps(card["securityRequirements"]), card["securityRequirements"]
+    run = (await send(pair.a.url, "via-bs", pair.carol, text))["result"]["task"]
+    assert run["status"]["state"] == "TASK_STATE_FAILED", run
+    assert refusal in json.dumps(run["status"]), run["status"]
+    alice_text = f"alice asks bs {uuid.uuid4()}"
+    alice = (await send(pair.a.url, "via-bs", pair.alice, alice_text))["result"]["task"]
+    assert alice["status"]["state"] == "TASK_STATE_COMPLETED", alice
+    own_file = f"carol asks the open vault {uuid.uuid4()}"
+    opened = (await send(pair.a.url, "open-vault", pair.carol, own_file))["result"]["task"]
+    assert opened["status"]["state"] == "TASK_STATE_COMPLETED", "an agent file for the peer's agent sets its own scopes"
+    on_b = json.dumps(await list_tasks(pair.b.url, "vault", pair.org_a))
+    assert alice_text in on_b and own_file in on_b, "alice's step and carol's call through the open file were relayed"
+    assert text not in on_b, "carol's calls to the peer's scoped import never reached the peer"
