@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -97,6 +97,8 @@ class Gateway:
     """Metrics, request telemetry and the audit trail (``gateway.telemetry``)."""
     mcp: McpBinding | None = None
     """The MCP binding (``gateway.bindings.mcp_server``), once built."""
+    card_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    """Called with an agent's name after ``refresh_card`` rendered its card again (the MCP tool list follows)."""
     push: PushDelivery = field(init=False)
     """Push notifications: the outbox's delivery worker and the push-URL policy."""
 
@@ -164,6 +166,8 @@ class Gateway:
                 security = self.auth.card_security(hosted.spec, self.specs)
                 card = build_card(hosted.spec, self.settings.base_url, grpc, security)
             hosted.card = self.render(card)
+            for listener in self.card_listeners:
+                listener(name)
         remote = self.federation.remotes.get(name)
         if remote is not None and self.operating is not None:
             self.operating.record_trust(name, remote.peer.name, remote.source.health, remote.source.problem)
@@ -468,6 +472,7 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
     routes[:0] = triggers.routes()  # webhooks and A2A pushes: /triggers/{agent}/{trigger}
     mcp = gateway.mcp = create_mcp_binding(gateway)  # MCP: Streamable HTTP at /mcp (and `switchboard mcp` over stdio)
     routes[:0] = mcp.routes  # first: the router tries routes in order, and /mcp is one exact path
+    gateway.card_listeners.append(mcp.refresh)  # an agent's tool follows its card
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -128,6 +128,12 @@ async def _anyone(ctx: ServerRequestContext[Any, Any], uri: str) -> None:
     return None
 
 
+def connection_key(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The 2025-11-25 session a request came in on: its ``Mcp-Session-Id`` (stdio: the one local session)."""
+    headers = getattr(ctx.request, "headers", None)
+    return (headers.get("mcp-session-id") if headers is not None else None) or LOCAL_CALLER
+
+
 SEND_TIMEOUT_S = 10.0
 """How long one notification may take to go out to a session before its subscriptions are dropped."""
 
@@ -189,12 +195,6 @@ class ResourceNotifier:
         self._senders: dict[str, ServerSession] = {}  # session key -> what sends to it
         self._outboxes: dict[str, _Outbox] = {}  # session key -> its notifications not yet sent
 
-    @staticmethod
-    def _connection_key(ctx: ServerRequestContext[Any, Any]) -> str:
-        request = ctx.request
-        headers = getattr(request, "headers", None)
-        return (headers.get("mcp-session-id") if headers is not None else None) or LOCAL_CALLER
-
     def _take(self, ctx: ServerRequestContext[Any, Any], keys: list[Hashable]) -> None:
         try:
             self.counts.take(caller_of(ctx), keys)
@@ -204,7 +204,7 @@ class ResourceNotifier:
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         """``resources/subscribe`` (2025-11-25): remember the session for this URI."""
-        uri, key = str(params.uri), self._connection_key(ctx)
+        uri, key = str(params.uri), connection_key(ctx)
         await self.may_follow(ctx, uri)
         self._take(ctx, [(uri, key)])
         self._senders.setdefault(key, ctx.session)
@@ -214,7 +214,7 @@ class ResourceNotifier:
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
         """``resources/unsubscribe`` (2025-11-25)."""
-        self._drop(str(params.uri), self._connection_key(ctx))
+        self._drop(str(params.uri), connection_key(ctx))
         return EmptyResult()
 
     def session_ended(self, session_id: str) -> None:

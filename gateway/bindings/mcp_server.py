@@ -57,6 +57,7 @@ from gateway.auth.policy import LOCAL_OPERATOR, AuthPolicy, CallerUser, Identity
 from gateway.bindings.mcp_calls import AgentCaller
 from gateway.bindings.mcp_framing import JsonWhenSilent
 from gateway.bindings.mcp_limits import CallerCounts, CallerSessionManager
+from gateway.bindings.mcp_listing import ToolListChanges, advertise
 from gateway.bindings.mcp_runs import LocalSubscriptionBus, ResourceNotifier, RunBoard, Runs
 from gateway.bindings.mcp_state import SharedStateCodec
 from gateway.bindings.mcp_tools import AgentList, AgentTools, IdentityResolver, anonymous, tool_name
@@ -275,16 +276,21 @@ class McpBinding:
     sessions: CallerSessionManager
     state_codec: SharedStateCodec
     """Seals 2026-07-28 ``requestState`` when no ``mcp_state_key`` is set (``gateway.bindings.mcp_state``)."""
+    changes: ToolListChanges
+    refresh: Callable[[str], None]
+    """Agent ``name``'s card changed while running: its tool follows, and clients are told (``mcp_listing``)."""
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The HTTP session manager and the run watchers; entered by the gateway's lifespan."""
+        """The HTTP session manager, the run watchers, tool-change announcements; entered by the gateway's lifespan."""
         async with self.sessions.run(), anyio.create_task_group() as group:
             self.runs.attach(group)
+            self.changes.attach(group)
             try:
                 yield
             finally:
                 self.runs.attach(None)
+                self.changes.attach(None)
                 group.cancel_scope.cancel()
 
     async def serve_stdio(self) -> None:
@@ -322,6 +328,9 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
     allowed = caller_check(gateway.auth)
     specs = {s.name: s for s in gateway.registry}
 
+    changes = ToolListChanges(bus)
+    advertise(server._lowlevel_server)  # 2025-11-25 handshakes say tools.listChanged
+    server.middleware.append(changes.middleware())
     exposed: dict[str, str] = {}
     builtin = {"list_agents", "start_run", "get_run", "cancel_run"}
     for spec in select_agents(gateway.registry, settings.mcp_tools):
@@ -349,10 +358,21 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, notifier.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, notifier.unsubscribe)
     server.middleware.append(notifier.listen_guard())
+    by_tool = {tool: specs[agent] for agent, tool in exposed.items()}
     if gateway.auth.enabled:
-        by_tool = {tool: specs[agent] for agent, tool in exposed.items()}
         server.middleware.append(_agent_scopes(gateway.auth, by_tool, specs))
         server.middleware.append(_listed_for_caller(by_tool, allowed))
+
+    def refresh(name: str) -> None:
+        hosted, tool = gateway.agents.get(name), exposed.get(name)
+        if hosted is None:
+            return
+        specs[name] = hosted.spec  # the scope checks see the agent as its card now shows it
+        if tool is not None:
+            by_tool[tool] = hosted.spec
+            if tools.refresh(server, hosted.spec):
+                changes.changed()
+
     for target in settings.mcp_extra_modules:
         _load_extra(target)(server)
     app = server.streamable_http_app(
@@ -365,6 +385,7 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
     routes = list(app.routes)
     sessions = _counted_sessions(routes, server, settings)
     sessions.ended.append(notifier.session_ended)
+    sessions.ended.append(changes.session_ended)
     routes = [_json_when_silent(r) for r in routes]
     return McpBinding(
         server=server,
@@ -374,6 +395,8 @@ def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None =
         notifier=notifier,
         sessions=sessions,
         state_codec=state_codec,
+        changes=changes,
+        refresh=refresh,
     )
 
 

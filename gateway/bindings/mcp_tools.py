@@ -140,6 +140,11 @@ TaskIdArg = Annotated[str, Field(description="continue this input-required task 
 ToolReturn = Annotated[CallToolResult, AgentResult] | InputRequiredResult
 
 
+def _shown(spec: AgentSpec) -> tuple[str, ToolShape, bool]:
+    """What an agent's tool shows of its spec: its description, its arguments, whether it is open-world."""
+    return describe(spec), ToolShape.of(spec), spec.runtime.kind in ("llm", "a2a")
+
+
 def _signature(shape: ToolShape) -> inspect.Signature:
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("ctx", kw, annotation=Context)]
@@ -196,6 +201,7 @@ class AgentTools:
     def __init__(self, caller: AgentCaller, identify: IdentityResolver) -> None:
         self.caller = caller
         self.identify = identify
+        self._shown: dict[str, tuple[str, ToolShape, bool]] = {}  # tool -> what it was registered from
 
     def call_context(self, ctx: Context) -> ServerCallContext:
         """The A2A call context of an MCP request."""
@@ -215,17 +221,28 @@ class AgentTools:
         ) -> CallToolResult | InputRequiredResult:
             return await self.call(agent, ctx, CallInput(text, tuple(files or ()), data, task_id))
 
-        call_agent.__signature__ = _signature(ToolShape.of(spec))  # type: ignore[attr-defined]
+        shown = self._shown[name] = _shown(spec)
+        description, shape, open_world = shown
+        call_agent.__signature__ = _signature(shape)  # type: ignore[attr-defined]
         call_agent.__name__ = name
         server.add_tool(
             call_agent,
             name=name,
             title=spec.name.replace("-", " ").title(),
-            description=describe(spec),
-            annotations=ToolAnnotations(open_world_hint=spec.runtime.kind in ("llm", "a2a")),
+            description=description,
+            annotations=ToolAnnotations(open_world_hint=open_world),
             structured_output=True,
         )
         return name
+
+    def refresh(self, server: MCPServer, spec: AgentSpec) -> bool:
+        """Register ``spec``'s tool again if what it shows changed (its card did); whether it changed."""
+        name = tool_name(spec.name)
+        if self._shown.get(name) == _shown(spec):
+            return False
+        server.remove_tool(name)  # the SDK keeps the first tool of a name: this one replaces it
+        self.register(server, spec)
+        return True
 
     async def call(self, agent: str, ctx: Context, call: CallInput) -> CallToolResult | InputRequiredResult:
         """Run one tool call: the task, its questions, its outcome.

@@ -28,6 +28,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 from mcp.client import Client as McpClient
+from mcp.shared.subscriptions import ToolsListChanged
 
 from adapters.mcp import McpToolRuntime, takes_any_string
 from gateway.app import create_app
@@ -381,6 +382,43 @@ async def test_an_agent_whose_server_was_down_at_start_comes_into_service_when_i
             await refused(gateway, "late-typo")
         ), "a server that answers without the tool keeps its agent out"
     assert len(evidence(evidence_dir, "started")) == 1, "the session the probe opened serves the calls"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"], ids=["2025", "2026"])
+async def test_the_gateways_mcp_tool_of_an_agent_that_comes_into_service_follows_its_tool(
+    tmp_path: Path, evidence_dir: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setattr(mcp_clients, "OUT_OF_SERVICE_S", 0.1)  # re-probed every 0.1 s (default: 30 s)
+    ready = tmp_path / "ready"
+    late = mcp_agent("late", "add")
+    late["runtime"]["server"] = stdio_server("--until", str(ready))
+    settings = make_settings(tmp_path, agents=write_agents(tmp_path / "agents", late), mcp_tools=["late"])
+    told = asyncio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification):
+            told.set()
+
+    async with (
+        running_gateway(settings) as gateway,
+        McpClient(f"{gateway.url}/mcp", mode=mode, message_handler=on_message) as client,
+        asyncio.timeout(WAIT_S),
+    ):
+        (before,) = [tool for tool in (await client.list_tools()).tools if tool.name == "late"]
+        assert "its schema is not known yet" in (before.description or "")
+        if mode == "legacy":
+            assert client.server_capabilities.tools and client.server_capabilities.tools.list_changed
+            ready.touch()
+            await told.wait()
+        else:
+            async with client.listen(tools_list_changed=True) as subscription:
+                ready.touch()
+                assert isinstance(await anext(aiter(subscription)), ToolsListChanged)
+        (after,) = [tool for tool in (await client.list_tools()).tools if tool.name == "late"]
+        result = await client.call_tool("late", {"data": {"a": 20, "b": 22}})
+    assert "Adds two integers." in (after.description or ""), after.description
+    assert "data" in after.input_schema["properties"], "the tool takes the JSON its skill says it does"
+    assert not result.is_error and (result.structured_content or {})["text"] == "42", result.content
 
 
 async def test_a_server_that_keeps_dying_takes_the_agent_out_of_service_and_stops_with_the_gateway(
