@@ -9,7 +9,10 @@ to one the caller may not call is a tool error saying why, and never a handoff. 
 functions, allow-listed tools of MCP servers: ``adapters.tools``) are offered too: when the model
 calls them they run (progress as status updates), their results go back to the model, and it is
 asked again, up to ``max_tool_rounds`` times. A tool the model was not offered never runs: the
-model is told so. Token usage is reported for budgets, summed over the rounds. The endpoint,
+model is told so. Each MCP server is asked for its tools at start: one that lacks an allow-listed
+tool stops the start; one that cannot be reached (then or later) leaves its tools out, and the
+agent answers with the rest, the model told which are unavailable, until the server answers again.
+Token usage is reported for budgets, summed over the rounds. The endpoint,
 model and key come from settings (``SWITCHBOARD_LLM_*``); an agent file's ``runtime.model``
 overrides the model. The key is sent as a Bearer token and nothing else.
 """
@@ -26,19 +29,18 @@ from typing import Any, ClassVar
 
 import httpx
 from a2a.server.agent_execution import AgentExecutor
-from a2a.types.a2a_pb2 import SendMessageRequest
 
 from adapters.llm_tiers import Judged, confidence, schema_problem, why_escalate
-from adapters.tools import Tool, Toolbox, ToolOutcome
+from adapters.tools import Tool, Toolbox, ToolOutcome, Toolset
 from gateway.auth.policy import Identity
-from gateway.errors import GatewayError, PeerUnavailableError, RuntimeLoadError
-from gateway.hosting.executor import CallCheck, RuntimeExecutor
-from gateway.hosting.mcp_clients import McpServerError, missing_program
+from gateway.errors import GatewayError, RuntimeLoadError
+from gateway.hosting.executor import RuntimeExecutor
+from gateway.hosting.mcp_clients import McpClientPool, McpServerError, missing_program
 from gateway.hosting.runtimes import Host
 from gateway.push.retry import parse_retry_after
 from gateway.runtime import AgentCall, Emitter, FileInput, Reply, Usage, add_usage
 from gateway.settings import Settings
-from gateway.spec import AgentSpec, LlmRuntime
+from gateway.spec import AgentSpec, LlmRuntime, McpToolsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -447,12 +449,15 @@ class ChatCompletionsRuntime:
         """
         await emit.progress(f"{self.name}: thinking")
         try:
-            tools = await self._toolbox.tools() if self._toolbox else {}
+            toolset = await self._toolbox.tools() if self._toolbox else Toolset({})
         except McpServerError as exc:
             return self._failed(f"out of service: {exc.detail}")
-        offer = self.offer(call, tools)
+        if toolset.unavailable:
+            labels = ", ".join(server.label for server in toolset.unavailable)
+            await emit.progress(f"{self.name}: answering without the tools of MCP server(s) {labels} (unavailable)")
+        offer, note = self.offer(call, toolset.tools), toolset.note()
         max_tokens = call_max_tokens(call, self._max_tokens)
-        reply, judged = await self._converse(call, emit, offer, self.endpoint, max_tokens)
+        reply, judged = await self._converse(call, emit, offer, self.endpoint, max_tokens, note)
         policy, stronger = self._escalation, self.stronger
         answered = reply.state == "completed" and not reply.is_handoff
         why = why_escalate(policy, judged, self._schema) if policy and stronger and answered else ""
@@ -460,7 +465,7 @@ class ChatCompletionsRuntime:
             await emit.progress(f"{self.name}: escalating to {stronger.model}: {why}")
             cheap_usage = reply.usage
             limit = call_max_tokens(call, policy.max_tokens or self._max_tokens)
-            reply, judged = await self._converse(call, emit, offer, stronger, limit)
+            reply, judged = await self._converse(call, emit, offer, stronger, limit, note)
             reply = replace(reply, usage=add_usage(cheap_usage, reply.usage))
             answered = reply.state == "completed" and not reply.is_handoff
         problem = schema_problem(self._schema, judged.text) if answered else ""
@@ -472,10 +477,20 @@ class ChatCompletionsRuntime:
         return reply
 
     async def _converse(
-        self, call: AgentCall, emit: Emitter, offer: Offer, endpoint: ModelEndpoint, max_tokens: int | None
+        self,
+        call: AgentCall,
+        emit: Emitter,
+        offer: Offer,
+        endpoint: ModelEndpoint,
+        max_tokens: int | None,
+        note: str = "",
     ) -> tuple[Reply, Judged]:
-        """One model's answer to ``call``, tool rounds and all, and what it showed of its quality."""
-        messages = build_messages(self._system_prompt, call)
+        """One model's answer to ``call``, tool rounds and all, and what it showed of its quality.
+
+        ``note`` (which tools are unavailable now) follows the system prompt.
+        """
+        system_prompt = PARAGRAPH.join(text for text in (self._system_prompt, note) if text)
+        messages = build_messages(system_prompt, call)
         artifact = _TextArtifact(emit, Reply.artifact_name)  # a new answer replaces the artifact (no append)
         texts: list[str] = []
         calls: list[_ToolCall] = []
@@ -652,20 +667,6 @@ def _cause(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-class ToolsExecutor(RuntimeExecutor):
-    """The executor of an ``llm`` agent with tools: refuses a message while one of its MCP servers is out of service."""
-
-    def __init__(self, name: str, runtime: ChatCompletionsRuntime, toolbox: Toolbox, calls: CallCheck) -> None:
-        super().__init__(name, runtime, calls=calls)
-        self._toolbox = toolbox
-
-    def validate_request(self, params: SendMessageRequest) -> None:
-        """Unavailable, with the reason, before any task exists."""
-        problem = self._toolbox.out_of_service()
-        if problem is not None:
-            raise PeerUnavailableError(f"{self.name} is out of service: {problem}")
-
-
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     """The executor for an ``llm`` agent, on the endpoint the host's settings name.
 
@@ -683,6 +684,7 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
         missing = missing_program(server)
         if missing is not None:
             raise RuntimeLoadError(f"{spec.name}: MCP server {server.label}: no program {missing!r}")
+        _probe(spec.name, server, toolbox, host.mcp_clients)
 
     def calls(caller: Identity | None, agent: str) -> str | None:
         # looked up per call: the policy and the agents are the host's at run time. An agent not hosted is
@@ -690,6 +692,19 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
         target = host.spec(agent)
         return host.auth.may_call(caller, target) if target is not None else None
 
-    if not toolbox:
-        return RuntimeExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint), calls=calls)
-    return ToolsExecutor(spec.name, ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox), toolbox, calls)
+    chat = ChatCompletionsRuntime(spec.name, runtime, endpoint, toolbox or None)
+    return RuntimeExecutor(spec.name, chat, calls=calls)
+
+
+def _probe(agent: str, server: McpToolsSpec, toolbox: Toolbox, pool: McpClientPool) -> None:
+    """Ask ``server`` for its tools at start: one that lacks an allow-listed tool stops the start (as an ``mcp``
+    agent's does); one that cannot be reached leaves its tools out until it answers."""
+    try:
+        listed = pool.list_tools_now(server)
+    except McpServerError as exc:
+        toolbox.wait_for(server, exc.detail)
+        return
+    try:
+        toolbox.check(server, listed)
+    except McpServerError as exc:
+        raise RuntimeLoadError(f"{agent}: {exc.detail}") from exc

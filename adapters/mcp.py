@@ -25,14 +25,11 @@ Each round of a call is counted, timed and traced (``gateway.telemetry.tool_call
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import concurrent.futures
 import json
 import logging
 import mimetypes
-import weakref
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +43,7 @@ from a2a.utils.errors import InvalidParamsError
 from adapters.mcp_elicitation import Question, UnanswerableError, answer_of, question_of
 from gateway.errors import PeerUnavailableError, RuntimeLoadError
 from gateway.hosting.executor import RuntimeExecutor, message_input
-from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted, server_key
+from gateway.hosting.mcp_clients import McpCallError, McpClientPool, McpServerError, rooted
 from gateway.hosting.runtimes import Host
 from gateway.runtime import AgentCall, Emitter, FileOutput, Reply
 from gateway.spec import AgentSpec, McpRuntime, McpServerSpec, SkillSpec
@@ -65,36 +62,6 @@ _TYPE_EXAMPLES: dict[str, Any] = {
     "array": [],
     "object": {},
 }
-
-
-_PROBED: weakref.WeakKeyDictionary[McpClientPool, dict[str, tuple[types.Tool, ...] | McpServerError]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Each gateway's (pool's) servers' tools as listed at start (or why not): one probe per server, however many
-agents use it."""
-
-
-def list_tools_now(server: McpServerSpec, pool: McpClientPool) -> tuple[types.Tool, ...]:
-    """``server``'s tools, asked from a thread of its own (start-up is not async); ``McpServerError`` if it fails."""
-    probed = _PROBED.setdefault(pool, {})
-    key = server_key(server)
-    if key not in probed:
-
-        async def probe() -> tuple[types.Tool, ...] | McpServerError:
-            probe_pool = McpClientPool()
-            try:
-                return await probe_pool.list_tools(server)
-            except McpServerError as exc:
-                return exc
-            finally:
-                await probe_pool.aclose()
-
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-probe") as thread:
-            probed[key] = thread.submit(asyncio.run, probe()).result()
-    listed = probed[key]
-    if isinstance(listed, McpServerError):
-        raise McpServerError(listed.detail)
-    return listed
 
 
 def pick_tool(server: McpServerSpec, name: str, tools: tuple[types.Tool, ...]) -> types.Tool:
@@ -428,7 +395,7 @@ def build(spec: AgentSpec, host: Host) -> AgentExecutor:
     runtime = runtime.model_copy(update={"server": rooted(runtime.server, spec.file.parent if spec.file else None)})
     pool = host.mcp_clients
     try:
-        tool = pick_tool(runtime.server, runtime.tool, list_tools_now(runtime.server, pool))
+        tool = pick_tool(runtime.server, runtime.tool, pool.list_tools_now(runtime.server))
     except McpServerError as exc:
         tool_runtime = McpToolRuntime(spec.name, runtime, None, pool)
         tool_runtime.problem = exc.detail

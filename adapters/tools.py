@@ -5,7 +5,8 @@ run with a timeout; whatever happens, the model gets text back, marked as an err
 failed (an ``isError`` result, an exception, a timeout, a malformed answer). A tool of an MCP
 server comes from its ``tools/list``, so the model sees the server's own description and schema;
 it runs over the gateway's shared session with that server (``gateway.hosting.mcp_clients``), and
-is counted, timed and traced (``gateway.telemetry.tool_calls``).
+is counted, timed and traced (``gateway.telemetry.tool_calls``). A server that cannot be reached
+leaves its tools out of the call (``Toolbox``), not the agent.
 A Python function's schema comes from its signature and docstring, through the MCP SDK's
 ``Tool.from_function`` (as an ``MCPServer`` would publish it), unless the agent file gives one.
 """
@@ -177,8 +178,33 @@ class PythonTool:
         return ToolOutcome(_cut(text))
 
 
+@dataclass(frozen=True)
+class Toolset:
+    """What the model is offered for one call: the tools by name, and the MCP servers left out (unavailable)."""
+
+    tools: dict[str, Tool]
+    unavailable: tuple[McpToolsSpec, ...] = ()
+
+    def note(self) -> str:
+        """What the model is told of the servers left out, so that it does not guess their answers ("" if none)."""
+        if not self.unavailable:
+            return ""
+        names = ", ".join(name for server in self.unavailable for name in server.tools)
+        return (
+            f"These tools are unavailable right now: {names}. If the request needs them, say that it cannot be "
+            "done now instead of guessing what they would answer."
+        )
+
+
 class Toolbox:
-    """The tools of one agent: its functions, and the allow-listed tools of its MCP servers."""
+    """The tools of one agent: its functions, and the allow-listed tools of its MCP servers.
+
+    A server that cannot be reached leaves its tools out of a call (the model answers with the
+    rest and is told which are missing); the agent says so in its log once per outage. A server
+    not reached at start (``wait_for``) is left out until ``McpClientPool.keep_probing`` lists its
+    tools; one that fails later is left out while its session cannot be had (out of service, or
+    failing to start), and comes back on the first call that reaches it.
+    """
 
     def __init__(self, agent: AgentSpec, runtime: LlmRuntime, pool: McpClientPool) -> None:
         self._functions: dict[str, Tool] = {}
@@ -189,6 +215,8 @@ class Toolbox:
         self._servers = [rooted(server, folder) for server in runtime.mcp_servers]
         self._pool = pool
         self._agent = agent.name
+        self._waiting: dict[int, str] = {}  # server index -> why it was not reached at start
+        self._absent: set[int] = set()  # servers whose tools are left out now (logged when they went)
 
     @property
     def servers(self) -> list[McpToolsSpec]:
@@ -198,23 +226,65 @@ class Toolbox:
     def __bool__(self) -> bool:
         return bool(self._functions or self._servers)
 
-    def out_of_service(self) -> str | None:
-        """Why one of the agent's MCP servers is out of service now, or None."""
-        return next(filter(None, (self._pool.out_of_service(server) for server in self._servers)), None)
+    def check(self, server: McpToolsSpec, listed: tuple[types.Tool, ...]) -> None:
+        """``McpServerError`` when ``listed`` (``server``'s tools) lacks an allow-listed one (the file disagrees)."""
+        names = [tool.name for tool in listed]
+        missing = [name for name in server.tools if name not in names]
+        if missing:
+            raise McpServerError(
+                f"MCP server {server.label} has no tool(s) {', '.join(missing)}; it has: {', '.join(names)}"
+            )
 
-    async def tools(self) -> dict[str, Tool]:
-        """Every tool the model may call, by name; ``McpServerError`` when a server cannot be reached.
+    def wait_for(self, server: McpToolsSpec, problem: str) -> None:
+        """``server`` was not reached at start: its tools are left out until ``keep_probing`` lists them."""
+        index = self._servers.index(server)
+        self._waiting[index] = problem
+        self._left_out(index, problem)
+
+        def listed(tools: tuple[types.Tool, ...]) -> None:
+            self._waiting.pop(index, None)
+            try:
+                self.check(server, tools)
+            except McpServerError as exc:
+                logger.error("%s: %s", self._agent, exc.detail)
+
+        self._pool.wait_for(server, problem, self._agent, listed)
+
+    async def tools(self) -> Toolset:
+        """Every tool the model may call now, by name, and the servers left out (they cannot be reached).
 
         A server's tools are listed once per session; an allow-listed tool the server does not
-        have is a server error (the agent file and the server disagree).
+        have is an ``McpServerError`` (the agent file and the server disagree: the call fails).
         """
         tools = dict(self._functions)
-        for server in self._servers:
-            listed = {tool.name: tool for tool in await self._pool.list_tools(server)}
-            missing = [name for name in server.tools if name not in listed]
-            if missing:
-                raise McpServerError(
-                    f"MCP server {server.label} has no tool(s) {', '.join(missing)}; it has: {', '.join(listed)}"
-                )
-            tools.update((name, McpTool(server, listed[name], self._pool, self._agent)) for name in server.tools)
-        return tools
+        unavailable: list[McpToolsSpec] = []
+        for index, server in enumerate(self._servers):
+            try:
+                listed = await self._listed(index, server)
+            except McpServerError as exc:
+                self._left_out(index, exc.detail)
+                unavailable.append(server)
+                continue
+            if index in self._absent:
+                self._absent.discard(index)
+                logger.info("%s: the tools of MCP server %s are offered again", self._agent, server.label)
+            self.check(server, listed)
+            by_name = {tool.name: tool for tool in listed}
+            tools.update((name, McpTool(server, by_name[name], self._pool, self._agent)) for name in server.tools)
+        return Toolset(tools, tuple(unavailable))
+
+    async def _listed(self, index: int, server: McpToolsSpec) -> tuple[types.Tool, ...]:
+        problem = self._waiting.get(index)
+        if problem is not None:  # not tried again here: keep_probing does, without holding up a call
+            raise McpServerError(problem)
+        return await self._pool.list_tools(server)
+
+    def _left_out(self, index: int, problem: str) -> None:
+        if index not in self._absent:
+            self._absent.add(index)
+            logger.warning(
+                "%s answers without the tools of MCP server %s until it can be reached: %s",
+                self._agent,
+                self._servers[index].label,
+                problem,
+            )

@@ -22,6 +22,7 @@ connection, a protocol error, a malformed result). A tool's own failure is a res
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import shutil
@@ -402,6 +403,7 @@ class McpClientPool:
         self._connections: dict[str, McpConnection] = {}
         self._waiting: dict[str, list[tuple[str, Listed]]] = {}
         self._keys: dict[int, tuple[McpServerSpec, str]] = {}
+        self._probed: dict[str, tuple[types.Tool, ...] | McpServerError] = {}
 
     @property
     def waiting(self) -> bool:
@@ -413,6 +415,28 @@ class McpClientPool:
         call ``on_listed(tools)`` for ``agent``."""
         self.connection(server).hold_out(problem)
         self._waiting.setdefault(server_key(server), []).append((agent, on_listed))
+
+    def list_tools_now(self, server: McpServerSpec) -> tuple[types.Tool, ...]:
+        """``server``'s tools as listed at start, asked from a thread of its own (start-up is not async);
+        ``McpServerError`` if it fails. One probe per server, however many agents use it."""
+        key = self._key(server)
+        if key not in self._probed:
+
+            async def probe() -> tuple[types.Tool, ...] | McpServerError:
+                probe_pool = McpClientPool(self._env)
+                try:
+                    return await probe_pool.list_tools(server)
+                except McpServerError as exc:
+                    return exc
+                finally:
+                    await probe_pool.aclose()
+
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-probe") as thread:
+                self._probed[key] = thread.submit(asyncio.run, probe()).result()
+        listed = self._probed[key]
+        if isinstance(listed, McpServerError):
+            raise McpServerError(listed.detail)
+        return listed
 
     async def keep_probing(self, on_change: Callable[[str], None]) -> None:
         """Try each waiting server again as its out-of-service window ends, until every one listed its

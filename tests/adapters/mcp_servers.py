@@ -93,16 +93,16 @@ async def http_server(token: str) -> AsyncIterator[tuple[str, _RequireBearer]]:
 
 
 @contextmanager
-def http_server_process() -> Iterator[str]:
+def http_server_process(bearer: str = "") -> Iterator[str]:
     """The test server over Streamable HTTP in a process of its own (a gateway built in this loop can
     probe it at start); yields its ``/mcp`` URL. The socket listens before the process starts, so a
-    connection waits in its backlog instead of being refused."""
+    connection waits in its backlog instead of being refused. With ``bearer`` it admits only
+    ``Bearer <bearer>``, noting each request it admits (``evidence(folder, "admitted")``)."""
     sock = free_socket()
     sock.listen(16)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-    process = subprocess.Popen(
-        [sys.executable, str(TOOL_SERVER), "--http-fd", str(sock.fileno())], pass_fds=[sock.fileno()]
-    )
+    argv = [sys.executable, str(TOOL_SERVER), "--http-fd", str(sock.fileno())]
+    process = subprocess.Popen([*argv, "--bearer", bearer] if bearer else argv, pass_fds=[sock.fileno()])
     try:
         yield url
     finally:

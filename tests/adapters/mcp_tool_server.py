@@ -1,10 +1,10 @@
 """A small MCP server (the SDK's ``MCPServer``) the MCP tool and runtime tests start for real.
 
 ``python tests/adapters/mcp_tool_server.py`` serves it over stdio (``--http-fd N``: over Streamable
-HTTP, on a listening socket passed as file descriptor N; ``--until FILE``: exits at once while FILE
-does not exist; ``--hang``: never answers); ``http_app()`` is the same server's
-Streamable HTTP app, for a uvicorn the test runs. Tools that leave evidence write a
-line to ``$MCP_TEST_DIR/<tool>.log`` (``env: [MCP_TEST_DIR]`` in the agent file), so a test can
+HTTP, on a listening socket passed as file descriptor N, with ``--bearer TOKEN`` only to that bearer
+token; ``--until FILE``: exits at once while FILE does not exist; ``--hang``: never answers);
+``http_app()`` is the same server's Streamable HTTP app, for a uvicorn the test runs. Tools that
+leave evidence write a line to ``$MCP_TEST_DIR/<tool>.log`` (``env: [MCP_TEST_DIR]`` in the agent file), so a test can
 tell what ran on the server's side, including a cancellation.
 """
 
@@ -34,7 +34,8 @@ from mcp_types import (
     TextContent,
     TextResourceContents,
 )
-from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 server = MCPServer("switchboard-test-tools")
 
@@ -148,11 +149,27 @@ def exit_now() -> str:
     os._exit(3)
 
 
-def http_app() -> Starlette:
-    """The server over Streamable HTTP at ``/mcp`` (loopback; no DNS-rebinding check)."""
-    return server.streamable_http_app(
+def http_app(bearer: str = "") -> ASGIApp:
+    """The server over Streamable HTTP at ``/mcp`` (loopback; no DNS-rebinding check).
+
+    With ``bearer``, a request whose Authorization is not ``Bearer <bearer>`` is refused (401), and
+    each one let in is noted as ``admitted``.
+    """
+    app = server.streamable_http_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
+    if not bearer:
+        return app
+
+    async def require_bearer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if dict(scope["headers"]).get(b"authorization", b"").decode() != f"Bearer {bearer}":
+                await Response("no", status_code=401)(scope, receive, send)
+                return
+            _note("admitted", scope["method"])
+        await app(scope, receive, send)
+
+    return require_bearer
 
 
 if __name__ == "__main__":
@@ -165,7 +182,8 @@ if __name__ == "__main__":
         import uvicorn
 
         fd = int(sys.argv[sys.argv.index("--http-fd") + 1])
-        uvicorn.run(http_app(), fd=fd, log_config=None, access_log=False)
+        bearer = sys.argv[sys.argv.index("--bearer") + 1] if "--bearer" in sys.argv else ""
+        uvicorn.run(http_app(bearer), fd=fd, log_config=None, access_log=False)
     else:
         _note("started", str(os.getpid()))
         server.run("stdio")

@@ -20,15 +20,14 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 
 from adapters.llm import ChatCompletionsRuntime, endpoint_for
 from adapters.tools import Toolbox
-from gateway.errors import PeerUnavailableError, RuntimeLoadError
+from gateway.errors import RuntimeLoadError
 from gateway.hosting import mcp_clients
-from gateway.hosting.executor import ValidatesRequests
 from gateway.hosting.mcp_clients import McpClientPool
 from gateway.hosting.registry import load_spec
 from gateway.hosting.runtimes import StandaloneHost, build_executor
 from gateway.runtime import AgentCall, Reply
-from gateway.spec import AgentSpec, LlmRuntime
-from gateway.testing import RecordingEmitter, running_gateway
+from gateway.spec import AgentSpec, LlmRuntime, McpToolsSpec
+from gateway.testing import RecordingEmitter, RunningGateway, running_gateway
 from tests.adapters.llm_server import (
     ScriptedChatServer,
     Stream,
@@ -38,7 +37,7 @@ from tests.adapters.llm_server import (
     tool_chunk,
     usage_chunk,
 )
-from tests.adapters.mcp_servers import RAW_SERVER, TEST_DIR_ENV, evidence, http_server, stdio_server
+from tests.adapters.mcp_servers import RAW_SERVER, TEST_DIR_ENV, evidence, http_server_process, stdio_server
 from tests.bindings.a2a_clients import BINDINGS, a2a_client
 from tests.conftest import make_settings
 
@@ -96,7 +95,7 @@ def agent_file(name: str, **runtime: Any) -> dict[str, Any]:
 async def test_agent_uses_stdio_and_http_mcp_tools_and_a_tool_off_the_allow_list_never_runs(
     chat: ScriptedChatServer, tmp_path: Path, evidence_dir: Path
 ) -> None:
-    async with http_server(TOKEN) as (url, guard):
+    with http_server_process(bearer=TOKEN) as url:
         agents = tmp_path / "agents"
         agents.mkdir()
         runtime = {
@@ -144,7 +143,7 @@ async def test_agent_uses_stdio_and_http_mcp_tools_and_a_tool_off_the_allow_list
     assert second["c1"] == "ERROR: there is no tool 'delete_everything' here; the tools are: add, countdown, shout"
     assert evidence(evidence_dir, "delete_everything") == [], "a tool off the allow-list never runs"
     assert evidence(evidence_dir, "add") == ["2+3"]
-    assert guard.admitted >= 1, "the HTTP server got the bearer token named by env"
+    assert evidence(evidence_dir, "admitted"), "the HTTP server got the bearer token named by env"
     for status in ("helper: calling add", "helper: countdown: step 1 of 2", "helper: countdown: step 2 of 2"):
         assert status in statuses
     assert "helper: calling shout" in statuses
@@ -236,14 +235,25 @@ async def test_a_tool_error_result_reaches_the_model_as_an_error(chat: ScriptedC
     assert tool_messages(chat, 1) == {"c0": "ERROR: Error executing tool refuse: quota exceeded"}
 
 
-async def test_a_server_that_hangs_at_start_fails_the_task_with_the_reason(
+def system_prompt(chat: ScriptedChatServer, request: int = 0) -> str:
+    (system,) = [m["content"] for m in chat.received[request].body["messages"] if m["role"] == "system"]
+    return str(system)
+
+
+async def test_a_server_that_hangs_leaves_its_tools_out_and_the_model_is_told(
     chat: ScriptedChatServer, pool: McpClientPool
 ) -> None:
     servers = [stdio_server("--hang", tools=["add"], start_timeout_s=1)]
-    reply, _ = await ask(runtime_with_tools(chat, pool, mcp_servers=servers))
-    assert reply.state == "failed"
-    assert reply.text == "helper: out of service: MCP server tools did not start within 1s"
-    assert chat.received == [], "the model is not asked without its tools"
+    tools = [{"function": "tests.adapters.tool_functions:multiply"}]
+    chat.answer(answer("I cannot add right now."))
+    reply, emit = await ask(runtime_with_tools(chat, pool, mcp_servers=servers, tools=tools, system_prompt="Help."))
+    assert reply.state == "completed" and reply.text == "I cannot add right now."
+    assert offered(chat) == ["multiply"], "the other tools are offered as usual"
+    assert system_prompt(chat) == (
+        "Help.\n\nThese tools are unavailable right now: add. If the request needs them, say that it cannot be "
+        "done now instead of guessing what they would answer."
+    )
+    assert "helper: answering without the tools of MCP server(s) tools (unavailable)" in emit.progress_messages
 
 
 async def test_an_allow_listed_tool_the_server_lacks_fails_the_task(
@@ -251,6 +261,54 @@ async def test_an_allow_listed_tool_the_server_lacks_fails_the_task(
 ) -> None:
     reply, _ = await ask(runtime_with_tools(chat, pool, mcp_servers=[stdio_server(tools=["add", "teleport"])]))
     assert reply.state == "failed" and "MCP server tools has no tool(s) teleport; it has: add," in reply.text
+
+
+def test_an_allow_listed_tool_the_server_lacks_stops_the_start(tmp_path: Path, evidence_dir: Path) -> None:
+    settings = make_settings(tmp_path, llm_base_url="http://127.0.0.1:9/v1", llm_model="m")
+    spec = AgentSpec.model_validate(agent_file("helper", kind="llm", mcp_servers=[stdio_server(tools=["teleport"])]))
+    with pytest.raises(RuntimeLoadError, match=r"helper: MCP server tools has no tool\(s\) teleport; it has: add,"):
+        build_executor(spec, StandaloneHost(settings))
+
+
+async def send_text(gateway: RunningGateway, agent: str, text: str) -> tuple[TaskState, str]:
+    """The final state and text of a message to ``agent``."""
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
+    final = None
+    async with a2a_client(gateway.agent_url(agent), BINDINGS[0]) as client, asyncio.timeout(CALL_TIMEOUT_S):
+        async for event in client.send_message(SendMessageRequest(message=message)):
+            final = event.task.status if event.HasField("task") else event.status_update.status
+    assert final is not None
+    return final.state, final.message.parts[0].text
+
+
+async def test_an_agent_whose_server_is_down_at_start_answers_without_its_tools_until_it_answers(
+    chat: ScriptedChatServer,
+    tmp_path: Path,
+    evidence_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(mcp_clients, "OUT_OF_SERVICE_S", 0.1)  # re-probed every 0.1 s (default: 30 s)
+    ready = tmp_path / "ready"
+    runtime = {"kind": "llm", "mcp_servers": [stdio_server("--until", str(ready), tools=["add"])]}
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "helper.yaml").write_text(yaml.safe_dump(agent_file("helper", **runtime)))
+    settings = make_settings(tmp_path, agents=agents, llm_base_url=chat.base_url, llm_model="m")
+    chat.answer(answer("no tools yet"), answer("still none"), calls(("add", {"a": 2, "b": 3})), answer("5"))
+    async with running_gateway(settings) as gateway:
+        assert await send_text(gateway, "helper", "add 2 and 3") == (TaskState.TASK_STATE_COMPLETED, "no tools yet")
+        assert await send_text(gateway, "helper", "add 2 and 3") == (TaskState.TASK_STATE_COMPLETED, "still none")
+        assert offered(chat, 0) == offered(chat, 1) == []
+        assert "These tools are unavailable right now: add." in system_prompt(chat, 1)
+        ready.touch()
+        (probing,) = [task for task in gateway.app.state.gateway.background if task.get_name() == "mcp:probe"]
+        await asyncio.wait_for(asyncio.shield(probing), CALL_TIMEOUT_S)  # it ends once the server listed its tools
+        assert await send_text(gateway, "helper", "add 2 and 3") == (TaskState.TASK_STATE_COMPLETED, "5")
+    assert offered(chat, 2) == ["add"] and tool_messages(chat, 3) == {"c0": "5"}
+    assert not any(m["role"] == "system" for m in chat.received[2].body["messages"]), "no note once it is back"
+    assert caplog.text.count("helper answers without the tools of MCP server tools until it can be reached") == 1
+    assert len(evidence(evidence_dir, "started")) == 1, "the session the probe opened serves the calls"
 
 
 async def test_a_server_that_dies_is_restarted_for_the_next_call(
@@ -289,28 +347,20 @@ def test_tool_names_must_be_unique_and_not_handoffs() -> None:
         AgentSpec.model_validate(agent_file("helper", kind="llm", mcp_servers=[{"tools": ["add"]}]))
 
 
-async def test_an_agent_whose_server_is_out_of_service_refuses_messages_before_a_task(
-    chat: ScriptedChatServer, tmp_path: Path
+async def test_an_agent_whose_server_keeps_failing_answers_without_its_tools_and_logs_it_once(
+    chat: ScriptedChatServer, pool: McpClientPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     crash = "import sys; sys.stderr.write('bad config\\n'); sys.exit(2)"
     server = {"name": "flaky", "command": [sys.executable, "-c", crash], "tools": ["add"]}
-    spec = AgentSpec.model_validate(agent_file("helper", kind="llm", mcp_servers=[server]))
-    host = StandaloneHost(make_settings(tmp_path, llm_base_url=chat.base_url, llm_model="m"))
-    executor = build_executor(spec, host)
-    assert isinstance(executor, ValidatesRequests)
-    message = Message(role=Role.ROLE_USER, message_id="m1", parts=[Part(text="add")])
-    executor.validate_request(SendMessageRequest(message=message))  # not out of service yet
-    runtime = runtime_with_tools(chat, host.mcp_clients, mcp_servers=[server])
-    try:
-        for _ in range(mcp_clients.MAX_FAILURES):
-            reply, _ = await ask(runtime)
-            assert reply.state == "failed" and "exited before its session started; its stderr ends: bad config" in (
-                reply.text
-            )
-        with pytest.raises(PeerUnavailableError, match="helper is out of service: MCP server flaky exited"):
-            executor.validate_request(SendMessageRequest(message=message))
-    finally:
-        await host.mcp_clients.aclose()
+    runtime = runtime_with_tools(chat, pool, mcp_servers=[server])
+    for n in range(mcp_clients.MAX_FAILURES + 1):  # the last one while the server is out of service
+        chat.answer(answer(f"answer {n}"))
+        reply, _ = await ask(runtime)
+        assert reply.state == "completed" and reply.text == f"answer {n}", reply.text
+        assert offered(chat, n) == [] and "unavailable right now: add." in system_prompt(chat, n)
+    assert pool.out_of_service(McpToolsSpec.model_validate(server)) is not None
+    assert caplog.text.count("helper answers without the tools of MCP server flaky until it can be reached") == 1
+    assert "its stderr ends: bad config" in caplog.text
 
 
 def test_a_server_program_is_looked_for_beside_the_agent_file(tmp_path: Path) -> None:
