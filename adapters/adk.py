@@ -172,6 +172,12 @@ class AdkAdapter(FrameworkAdapter):
         await super().cancel(call)
         await self._end(call.task_id)
 
+    async def aclose(self) -> None:
+        """The gateway stops: the runner closes its agents' toolsets (an MCP toolset's sessions and servers) and
+        plugins."""
+        await super().aclose()
+        await self.runner.close()
+
     async def _end(self, task_id: str) -> None:
         # The task is over: its in-memory session would otherwise stay for the life of the process.
         if self._owns_sessions:

@@ -32,6 +32,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -66,6 +67,8 @@ logger = logging.getLogger(__name__)
 ACCEPT = frozenset({"", "ok", "okay", "yes", "y", "accept", "approve", "approved", "lgtm"})
 SHOWN = 80
 """Characters of a task's description shown in progress."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long the gateway's stop waits for the threads of the crews it stopped."""
 
 
 class CrewAiOptions(BaseModel):
@@ -274,10 +277,26 @@ class CrewAiAdapter(FrameworkAdapter):
     framework: ClassVar[str] = "crewai"
     Options: ClassVar[type[BaseModel]] = CrewAiOptions
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runs: set[_CrewRun] = set()  # kicked off, their threads maybe still running
+
     @classmethod
     def accepts(cls, obj: object) -> bool:
         """A ``Crew``."""
         return isinstance(obj, Crew)
+
+    async def aclose(self) -> None:
+        """The gateway stops: the questions crews wait on are withdrawn, the crews still running stopped, and
+        their threads waited for (up to ``CLOSE_TIMEOUT_S``: a thread stops at its next step or model call)."""
+        await super().aclose()
+        running = [run for run in self._runs if not run.done.is_set()]
+        for run in running:
+            run.cancel()
+        if not await asyncio.to_thread(_all_done, running, CLOSE_TIMEOUT_S):
+            logger.warning(
+                "%s: a crew's thread was still running %gs after the gateway stopped it", self.name, CLOSE_TIMEOUT_S
+            )
 
     async def stream(self, call: AgentCall) -> AsyncIterator[FrameworkEvent]:
         """A new kickoff, or the answer to the question a running kickoff waits on."""
@@ -288,6 +307,8 @@ class CrewAiAdapter(FrameworkAdapter):
             inputs = {key: value for data in call.data for key, value in data.items()}
             inputs[options.input_key] = call.text
             run = _CrewRun(self.agent.copy(), inputs, options.input_timeout_s)
+            self._runs = {each for each in self._runs if not each.done.is_set()}
+            self._runs.add(run)
             run.start()
         else:
             run.answer(call.text)
@@ -309,6 +330,12 @@ class CrewAiAdapter(FrameworkAdapter):
         run = self.waiting.take(call.task_id)
         if run is not None:
             run.cancel()
+
+
+def _all_done(runs: list[_CrewRun], within_s: float) -> bool:
+    """Whether the threads of ``runs`` all end within ``within_s`` (waited on in a thread)."""
+    deadline = time.monotonic() + within_s
+    return all(run.done.wait(max(0.0, deadline - time.monotonic())) for run in runs)
 
 
 def build(spec: AgentSpec, host: Host) -> AgentExecutor:

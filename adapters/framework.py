@@ -20,6 +20,8 @@ streams them; the base maps those onto the task:
 A framework that raises mid-stream fails the task with its reason (and the usage so far). A cancel
 (A2A ``CancelTask``, an MCP cancel, a workflow's) cancels the asyncio task reading the stream, closes
 the framework's stream and then calls ``cancel`` for what the framework stops on its own terms.
+When the gateway stops, ``aclose`` lets go of what the framework holds beyond a run (a runner's
+toolsets, sessions, threads).
 """
 
 from __future__ import annotations
@@ -177,6 +179,10 @@ class Recent(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def remembered(self) -> list[str]:
+        """The keys remembered now, the least recently put first."""
+        return list(self._items)
+
     def _forgot(self, key: str, value: T) -> None:
         """Called with what was dropped to stay within the limit."""
 
@@ -274,6 +280,12 @@ class FrameworkAdapter(ABC):
     async def forget(self, task_id: str) -> None:
         """The task was canceled while it waited for input: ``cancel`` what is left of its run."""
         await self.cancel(AgentCall(text="", task_id=task_id))
+
+    async def aclose(self) -> None:
+        """The gateway stops (its runs were canceled already): the runs still waiting for input are
+        forgotten, as a cancel would. Subclasses add what their framework holds beyond a run."""
+        for task_id in self.waiting.remembered():
+            await self.forget(task_id)
 
     async def __call__(self, call: AgentCall, emit: Emitter) -> Reply:
         """Run ``call`` on the framework, mapping its events onto the task."""

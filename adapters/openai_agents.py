@@ -114,6 +114,14 @@ class OpenAIAgentsAdapter(FrameworkAdapter):
         self.sessions.put(key, session)  # the latest used is the last forgotten
         return session
 
+    async def aclose(self) -> None:
+        """The gateway stops: every session's SQLite connections are closed."""
+        await super().aclose()
+        for key in self.sessions.remembered():
+            session = self.sessions.take(key)
+            if session is not None:
+                session.close()
+
     def _start(self, call: AgentCall) -> tuple[RunResultStreaming, tuple[int, int]] | None:
         """The run for ``call``: a new one, or the paused one resumed with the caller's answer."""
         options = self.options

@@ -536,6 +536,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, serve_gr
                 await grpc_server.stop()
             for hosted in gateway.agents.values():
                 await hosted.handler.aclose()
+                if isinstance(hosted.handler.agent_executor, RuntimeExecutor):  # a framework's runner, sessions
+                    await hosted.handler.agent_executor.aclose()
             await gateway.mcp_clients.aclose()  # after the agents: their tasks may still be calling tools
             if gateway.leases is not None:  # the runs stopped here resume on another replica now
                 await gateway.leases.release_all()

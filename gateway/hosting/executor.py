@@ -22,6 +22,7 @@ from google.protobuf.struct_pb2 import Struct, Value
 
 from gateway.auth.policy import Identity, caller_of
 from gateway.errors import PermissionDeniedError
+from gateway.hosting import cleanup
 from gateway.hosting.data_parts import data_value
 from gateway.runtime import AgentCall, FileInput, FileOutput, Reply, Runtime, Turn
 from gateway.telemetry.access import message_skill, note_task
@@ -339,6 +340,17 @@ class RuntimeExecutor(AgentExecutor):
         forget = getattr(self._runtime, "forget", None)
         if forget is not None:
             await forget(task_id)
+
+    async def aclose(self) -> None:
+        """The gateway stops: the runtime lets go of what it holds beyond a run (a framework's runner, its
+        sessions, its threads), if it has an ``aclose()`` coroutine. A failure is logged; the stop goes on."""
+        close = getattr(self._runtime, "aclose", None)
+        if close is None:
+            return
+        try:
+            await cleanup.finish(close())
+        except Exception:  # one agent's cleanup must not keep the others' from running
+            logger.exception("agent %s did not close cleanly", self.name)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Mark the task canceled (the SDK has already cancelled the running ``execute``)."""

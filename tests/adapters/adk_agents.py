@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price list at import
 
 from google.adk.agents import BaseAgent, LlmAgent
 from google.adk.agents.invocation_context import InvocationContext
+from google.adk.agents.readonly_context import ReadonlyContext
 from google.adk.events import Event
 from google.adk.models.lite_llm import LiteLlm
-from google.adk.tools import FunctionTool, LongRunningFunctionTool
+from google.adk.tools import BaseTool, FunctionTool, LongRunningFunctionTool
+from google.adk.tools.base_toolset import BaseToolset
 from google.genai import types
 
 CHAT_URL_ENV = "OPENAI_BASE_URL"
+CLOSED_FILE_ENV = "ADK_CLOSED_FILE"
 
 
 def lookup(topic: str) -> str:
@@ -49,6 +54,22 @@ def signoff() -> LlmAgent:
     return LlmAgent(
         name="signoff", model=model, instruction="Get sign-off.", tools=[LongRunningFunctionTool(ask_manager)]
     )
+
+
+class NotingToolset(BaseToolset):
+    """The lookup tool, as a toolset that writes "closed" to the file ``$ADK_CLOSED_FILE`` names when ADK closes it."""
+
+    async def get_tools(self, readonly_context: ReadonlyContext | None = None) -> list[BaseTool]:
+        return [FunctionTool(lookup)]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(Path(os.environ[CLOSED_FILE_ENV]).write_text, "closed")
+
+
+def researcher() -> LlmAgent:
+    """An LLM agent whose tools come from a toolset (a resource its runner closes)."""
+    model = LiteLlm(model="openai/test-model", api_base=os.environ[CHAT_URL_ENV], api_key="sk-test")
+    return LlmAgent(name="researcher", model=model, instruction="Look things up.", tools=[NotingToolset()])
 
 
 class BrokenAgent(BaseAgent):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,10 @@ from adapters.framework import Prices
 from gateway.runtime import AgentCall
 from gateway.testing import RecordingEmitter
 from tests.adapters import adk_agents
-from tests.adapters.framework_harness import WAIT_S
+from tests.adapters.framework_harness import WAIT_S, agent_file, ask, serving
 from tests.adapters.llm_server import ScriptedChatServer, Stream, finish_chunk, text_chunk, tool_chunk
-from tests.adapters.tool_agent_behaviour import ToolAgentBehaviour, deploy_then_answer
+from tests.adapters.tool_agent_behaviour import ToolAgentBehaviour, deploy_then_answer, lookup_then_answer
+from tests.bindings.a2a_clients import BINDINGS
 
 # LiteLLM's types trip a pydantic warning (ReadOnly TypedDict items) the first time a completion runs.
 pytestmark = pytest.mark.filterwarnings("ignore:.* the .ReadOnly. qualifier:UserWarning")
@@ -64,3 +66,15 @@ class TestAdkAgent(ToolAgentBehaviour):
         assert done.state == "completed" and done.text == "Signed off."
         tool_message = chat.received[-1].body["messages"][-1]
         assert tool_message["role"] == "tool" and "approved by Ada" in tool_message["content"], tool_message
+
+    async def test_the_runner_closes_its_toolsets_when_the_gateway_stops(
+        self, chat: ScriptedChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        closed = tmp_path / "closed"
+        monkeypatch.setenv(adk_agents.CLOSED_FILE_ENV, str(closed))
+        agent_file(tmp_path / "agents", "researcher", self.KIND, f"{self.MODULE}:researcher")
+        lookup_then_answer(chat)
+        async with serving(tmp_path, tmp_path / "agents") as gateway:
+            seen = await ask(gateway, "researcher", BINDINGS[0], "Is 2.0 ready?")
+            assert seen.text == "2.0 is ready." and not closed.exists()
+        assert closed.read_text() == "closed", "the gateway's stop closed the ADK runner, which closed its toolset"

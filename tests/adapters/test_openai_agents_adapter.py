@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("agents", reason="the openai-agents extra is not installed: pip install '.[openai-agents]'")
 
@@ -122,6 +123,25 @@ async def test_a_conversation_is_one_session(served: Served) -> None:
     assert second.text == "You asked about Oslo."
     contents = [m.get("content") for m in chat.received[-1].body["messages"]]
     assert "Weather in Oslo?" in contents and contents[-1] == "Which city did I ask about?", contents
+
+
+async def test_the_sessions_database_is_closed_when_the_gateway_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    file = yaml.safe_load((AGENTS / "weather-agents.yaml").read_text())
+    file["runtime"]["agent"] = "tests.adapters.frameworks.openai_agents.weather_agents:build"  # one module object
+    file["runtime"]["options"]["session_db"] = "sessions.db"
+    (agents / "weather-agents.yaml").write_text(yaml.safe_dump(file))
+    wal = agents / "sessions.db-wal"  # SQLite's write-ahead log: there while a connection is open
+    async with framework_gateway(tmp_path, agents, monkeypatch) as (gateway, chat):
+        chat.answer(says("Hello."))
+        async with a2a_client(gateway.agent_url("weather-agents"), A2A_ARMS[0]) as client:
+            assert (await converse(client, "Hi")).text == "Hello."
+        assert wal.exists()
+    assert gateway.app.state.gateway.agents, "the gateway (and its adapter's sessions) is still referenced"
+    assert not wal.exists(), "the stop closed the session's connections (the last one to close removes the log)"
 
 
 async def test_cancel_mid_run_cancels_the_run(served: Served) -> None:
