@@ -31,7 +31,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from io import TextIOWrapper
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 import anyio
@@ -39,6 +40,7 @@ from a2a.auth.user import UnauthenticatedUser, User
 from mcp.server import ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
+from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -293,9 +295,15 @@ class McpBinding:
                 self.changes.attach(None)
                 group.cancel_scope.cancel()
 
-    async def serve_stdio(self) -> None:
-        """Serve this server on stdin/stdout until the client closes them."""
-        await self.server.run_stdio_async()
+    async def serve_stdio(self, stdout: BinaryIO | None = None) -> None:
+        """Serve this server on stdin and ``stdout`` (default: the process's) until the client closes stdin."""
+        if stdout is None:
+            await self.server.run_stdio_async()
+            return
+        wire = anyio.wrap_file(TextIOWrapper(stdout, encoding="utf-8"))
+        lowlevel = self.server._lowlevel_server  # run_stdio_async, on the stdout given
+        async with stdio_server(stdout=wire) as (read, write):
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def create_mcp_binding(gateway: BindingHost, identify: IdentityResolver | None = None) -> McpBinding:
