@@ -335,6 +335,11 @@ class RemoteA2AExecutor(AgentExecutor):
         if self.remote.source.refused_now():
             self.remote.source.usable()  # raises PeerUntrustedError with the reason
 
+    async def check_ready(self) -> None:
+        """The card, checked before any task exists: one not checked yet (a call during start-up) or due its
+        recheck is fetched first, so a card that does not verify refuses the call rather than failing a task."""
+        await self.card()
+
     async def card(self) -> TrustedCard:
         """The agent's verified card, revalidated first when stale; the served card follows a change."""
         source = self.remote.source

@@ -272,7 +272,7 @@ def _host(gateway: Gateway, spec: AgentSpec) -> HostedAgent:
         new_tasks_on_runner=isinstance(executor, RuntimeExecutor),
         agent_executor=executor,
         task_store=task_store,
-        request_context_builder=TaskContextBuilder(task_store, validate, task_store.new_ids),
+        request_context_builder=TaskContextBuilder(task_store, validate, task_store.new_ids, executor),
         agent_card=card.card,
         push_config_store=push_store,
         push_sender=push_sender,

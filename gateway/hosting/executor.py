@@ -154,22 +154,42 @@ class ValidatesRequests(Protocol):
         """Raise the protocol's error (``InvalidParamsError``) for a message the agent cannot work on."""
 
 
+@runtime_checkable
+class ChecksReadiness(Protocol):
+    """An executor that may need a round trip to know it can take a message (a relay rechecking its peer's card)."""
+
+    async def check_ready(self) -> None:
+        """Raise the protocol's error when the agent cannot take work now; before any task exists for it."""
+
+
+async def check_ready(executor: object) -> None:
+    """``executor``'s readiness check, when it has one."""
+    if isinstance(executor, ChecksReadiness):
+        await executor.check_ready()
+
+
 class TaskContextBuilder(SimpleRequestContextBuilder):
     """Gives a follow-up that names only its ``taskId`` the stored task's context.
 
     The spec says the context is inferred from the task; the SDK (1.3) invents a fresh one, so
     the agent's events would carry a context that does not match the task's. With ``validate``
-    (an executor's ``validate_request``), a message is checked first: a bad one gets the
-    protocol's error and leaves no task behind. ``task_ids`` mints new tasks' ids (the store's
-    ``new_ids``, so that it knows them absent without a query).
+    (an executor's ``validate_request``), a message is checked first, then the ``executor``'s
+    readiness (``ChecksReadiness``): a bad one gets the protocol's error and leaves no task
+    behind. ``task_ids`` mints new tasks' ids (the store's ``new_ids``, so that it knows them
+    absent without a query).
     """
 
     def __init__(
-        self, task_store: TaskStore, validate: RequestValidator | None = None, task_ids: IDGenerator | None = None
+        self,
+        task_store: TaskStore,
+        validate: RequestValidator | None = None,
+        task_ids: IDGenerator | None = None,
+        executor: object = None,
     ) -> None:
         super().__init__(task_id_generator=task_ids)
         self._tasks = task_store
         self._validate = validate
+        self._executor = executor
 
     async def build(
         self,
@@ -182,6 +202,8 @@ class TaskContextBuilder(SimpleRequestContextBuilder):
         """The request context, with ``context_id`` taken from the task when the message names none."""
         if params is not None and self._validate is not None:
             self._validate(params)
+        if params is not None:
+            await check_ready(self._executor)
         if params is not None and task_id and not context_id:
             stored = task or await self._tasks.get(task_id, context)
             if stored is not None and stored.context_id:

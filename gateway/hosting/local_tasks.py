@@ -69,7 +69,7 @@ from gateway.hosting.admission import Admission, Ticket
 from gateway.hosting.cache import ResultCache
 from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S, finish
 from gateway.hosting.cluster import AgentLog
-from gateway.hosting.executor import RequestValidator, ValidatesRequests, reply_metadata
+from gateway.hosting.executor import RequestValidator, ValidatesRequests, check_ready, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
 from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd
@@ -383,6 +383,7 @@ class LocalRunner:
         request_params = SendMessageRequest(message=message)
         if self._validate is not None:
             self._validate(request_params)
+        await check_ready(self._executor)
         stored = await self._continued(message, context) if message.task_id else None
         if stored is None:
             message.task_id = self._new_id()

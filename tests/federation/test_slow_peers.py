@@ -261,3 +261,34 @@ async def test_a_peers_oversized_answer_is_refused_while_it_is_read(
     assert error["data"][0]["metadata"]["reason"] == "peer-bad-response", error
     assert f"larger than {MAX_ANSWER_BYTES} bytes" in error["message"], error
     assert peer.huge_sent < 2 * MAX_ANSWER_BYTES, f"{peer.huge_sent} bytes sent of {peer.huge_bytes}"
+
+
+class CountingPeer(FakePeer):
+    """A peer that counts how often each card is fetched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetched: dict[str, int] = {}
+
+    def card_bytes(self, name: str) -> bytes:
+        self.fetched[name] = self.fetched.get(name, 0) + 1
+        return super().card_bytes(name)
+
+
+async def test_a_card_due_its_recheck_that_still_fails_refuses_the_call_before_any_task_exists(
+    tmp_path: Path, background: BackgroundLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untrusted card is fetched again when the call comes after its recheck interval; still forged, the
+    call is refused with the reason, as when the card is not due, and leaves no failed task behind."""
+    monkeypatch.setattr("gateway.federation.remote_cards.UNTRUSTED_RECHECK_S", 0.0)  # every call finds it due
+    peer = serve(background, CountingPeer())
+    settings = settings_for(tmp_path, ("p", peer, {"import": ["forged"], "timeout_s": TIMEOUT_S}))
+    async with running_gateway(settings) as gateway:
+        fetched_at_start = peer.fetched.get("forged", 0)
+        body = await call(gateway, "p-forged")
+        async with httpx.AsyncClient(timeout=BOUND_S) as http:
+            listed = await rpc(http, gateway.agent_url("p-forged"), "ListTasks", {})
+    error = body["error"]
+    assert error["code"] == -32054 and "failed verification: unknown-key" in error["message"], error
+    assert peer.fetched["forged"] > fetched_at_start, "the card was fetched again before the call was refused"
+    assert listed["result"].get("tasks", []) == [], "refused before any task existed"
