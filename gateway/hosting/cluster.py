@@ -26,6 +26,10 @@ canceled the same way by the replica that wrote it last: the SDK's handler there
 parked, with subscribers only its own cancel tells; a subscriber elsewhere follows such a task
 from ``task_events`` (``follow_waiting``) until its end, published by whichever replica ended it.
 
+Runners' live events are appended only while the task is not stored finished by another process
+(a replica paused, or cut off, while another ended its task): the append's own condition, no round
+trip more; the runner stops that run at once (``store.tasks.STAYS_ENDED`` refuses its saves too).
+
 The SDK's ``a2a.server.cluster`` (``VersionedDatabaseTaskStore``, ``DatabaseTaskEventStream``) is not
 used: it serves ``DefaultRequestHandlerV2`` on a SQLAlchemy engine and task table of its own, and its
 stream only polls (0.5 s by default); the runner's tasks are saved by ``SqlTaskStore`` on asyncpg,
@@ -51,7 +55,7 @@ from a2a.utils.proto_utils import to_stream_response
 from gateway.hosting.listener import Listener, Notified
 from gateway.store.database import Database, Params
 from gateway.store.postgres import keep_session
-from gateway.store.tasks import INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
+from gateway.store.tasks import FINISHED, INTERRUPTIBLE, SqlTaskStore, cancel_task, task_runner
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +86,15 @@ _APPEND_ALL = (  # several events of one task: seq after the task's last, in the
     "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS s FROM task_events WHERE task_id = $1), "
     "e AS (INSERT INTO task_events (task_id, seq, agent, owner, kind, data, at_ns) "
     "SELECT $1, base.s + d.n, $2, $3, $4, d.data, $6 FROM base, unnest($5::bytea[]) WITH ORDINALITY AS d(data, n) "
+    # None once another process ended the task (its runner, paused or cut off meanwhile, goes on): see STAYS_ENDED.
+    "WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.agent = $2 AND t.owner = $3 AND t.id = $1 "
+    f"AND t.state IN ({', '.join(str(int(s)) for s in FINISHED)}) AND t.runner <> $7) "
     "RETURNING seq, data) "
     # Small events ride in the NOTIFY ("task first-seq b64 b64 ..."), so a follower need not read them
     # back; larger ones are named only ("task last-seq"), as a START row is.
     f"SELECT pg_notify('{EVENTS_CHANNEL}', CASE WHEN SUM(length(data)) <= {CARRIED_BYTES} "
     "THEN $1 || ' ' || MIN(seq) || ' ' || string_agg(translate(encode(data, 'base64'), E'\\n', ''), ' ' ORDER BY seq) "
-    "ELSE $1 || ' ' || MAX(seq) END) FROM e"
+    "ELSE $1 || ' ' || MAX(seq) END) FROM e HAVING COUNT(*) > 0"
 )
 _ENDED = (
     TaskState.TASK_STATE_COMPLETED,
@@ -197,9 +204,15 @@ class Cluster:
         """Append one event row (``_append``'s parameters) and NOTIFY, on the appending pool."""
         await self._appender.execute(_APPEND_NOW, *params)
 
-    async def append_all(self, task_id: str, agent: str, owner: str, events: list[bytes]) -> None:
-        """Append live events (serialised ``StreamResponse``s), in order, in one statement and one NOTIFY."""
-        await self._appender.execute(_APPEND_ALL, task_id, agent, owner, EVENT, events, time.time_ns())
+    async def append_all(self, task_id: str, agent: str, owner: str, events: list[bytes]) -> bool:
+        """Append live events (serialised ``StreamResponse``s), in order, in one statement and one NOTIFY.
+
+        False, appending nothing, when task ``task_id`` of ``owner`` is stored finished by another process.
+        """
+        rows = await self._appender.fetch(
+            _APPEND_ALL, task_id, agent, owner, EVENT, events, time.time_ns(), self.db.runner
+        )
+        return bool(rows)
 
     async def publish_end(self, agent: str, owner: str, task: Task) -> None:
         """Tell followers that ``task`` ended as stored (ended by another replica than the one running it)."""
@@ -356,15 +369,23 @@ class AgentLog:
             return []
         return [_append(task, self.agent, self.store.owner_of(context), START, task.SerializeToString())]
 
-    async def publish(self, task: Task, context: ServerCallContext, events: asyncio.Queue[Event | None]) -> None:
+    async def publish(
+        self,
+        task: Task,
+        context: ServerCallContext,
+        events: asyncio.Queue[Event | None],
+        ended_elsewhere: Callable[[], None] | None = None,
+    ) -> None:
         """Append a run's events from ``events`` in order; those that end it once the run is saved (None).
 
         The events queued by the time one append is done go in the next one together (one round
-        trip and one NOTIFY for an agent's burst, as for a quick run's few events).
+        trip and one NOTIFY for an agent's burst, as for a quick run's few events). Once an append
+        finds the task ended by another process (the append's own condition: no round trip more),
+        nothing more is appended and ``ended_elsewhere`` is called.
         """
         owner = self.store.owner_of(context)
         ending: list[Event] = []
-        over = False
+        over = refused = False
         while not over:
             batch: list[Event] = []
             event = await events.get()
@@ -376,8 +397,12 @@ class AgentLog:
                 if events.empty():
                     break
                 event = events.get_nowait()
-            await self._append_all(task, owner, batch)
-        await self._append_all(task, owner, ending)
+            if not refused and not await self._append_all(task, owner, batch):
+                refused = True
+                if ended_elsewhere is not None:
+                    ended_elsewhere()
+        if not refused:
+            await self._append_all(task, owner, ending)
 
     async def published(self, task_id: str, event: Event) -> None:
         """An event of a task on the SDK's path, saved (``OutboxPushSender``): a ``Task`` starts a run.
@@ -408,14 +433,16 @@ class AgentLog:
             if _ends(event):
                 self._turns.discard(task_id)
 
-    async def _append_all(self, task: Task, owner: str, events: list[Event]) -> None:
+    async def _append_all(self, task: Task, owner: str, events: list[Event]) -> bool:
+        """Append ``events``; False only when the task is stored finished by another process."""
         if not events:
-            return
+            return True
         data = [to_stream_response(event).SerializeToString() for event in events]
         try:
-            await self.cluster.append_all(task.id, self.agent, owner, data)
+            return await self.cluster.append_all(task.id, self.agent, owner, data)
         except Exception as exc:  # followers still end from the saved row (``LATE_END_S``)
             logger.warning("could not publish an event of task %s: %s", task.id, exc)
+            return True
 
     async def follow(self, task: Task, context: ServerCallContext) -> AsyncIterator[Event] | None:
         """Task ``task``'s live events as published by the replica running it; None when it publishes none."""

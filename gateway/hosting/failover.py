@@ -27,8 +27,12 @@ start: 4.9-5.4 s, ``tests/store/test_cluster_failover.py``), its plain tasks end
 about ``SCAN_S + DEAD_GRACE_S`` (4 s) of its death; a SIGTERM hands its runs over at once (resumed
 about 1 s after the signal). A paused (SIGSTOP) replica loses its runs' leases the same way and,
 when it continues, stops those runs before they run on; its plain tasks are left to it (its runner
-lock is still held: they continue, and run nowhere else). A run no live replica hosts ends FAILED
-within about ``TTL_S + UNHOSTED_GRACE_S + 2 * SCAN_S`` (22 s) of its replica's last renewal.
+lock is still held: they continue, and run nowhere else). Should its lock's session end while it is
+paused (a pause longer than the network's patience), its plain tasks are ended FAILED as a dead
+replica's are; once it continues it cannot write them again (``store.tasks.STAYS_ENDED``): the first
+event or save it tries is refused, it stops the run there, and the task stays as it was ended. A run
+no live replica hosts ends FAILED within about ``TTL_S + UNHOSTED_GRACE_S + 2 * SCAN_S`` (22 s) of its
+replica's last renewal.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -72,7 +73,7 @@ from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, check_ready, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
-from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd
+from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd, TaskEndedElsewhereError
 from gateway.telemetry import tracing
 from gateway.telemetry.access import message_skill, note_task
 
@@ -325,7 +326,9 @@ class LocalRunner:
         agent's work, leaves the task canceled and raises. A message the agent refuses
         (``ValidatesRequests``) raises its error and leaves no task. ``watcher`` gets each of the
         agent's events as it is applied, then None once the run's outcome is saved (as ``subscribe``
-        does for a subscriber who comes later).
+        does for a subscriber who comes later). When another gateway process ended the task while it
+        ran here (this one paused or cut off from the database), the run stops, its outcome is not
+        saved, and the task as stored is returned (and comes to ``watcher`` as a ``Task``, last).
         """
         with tracing.span(f"task {self.agent}", attributes={"a2a.agent": self.agent}):
             if message.task_id:
@@ -405,6 +408,8 @@ class LocalRunner:
         except asyncio.CancelledError:
             await finish(self._never_started(first, task, context))
             raise
+        except TaskEndedElsewhereError as exc:  # an answer to a task another replica ended just now
+            raise not_waiting(task.id, "ended") from exc
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
         if watcher is not None:
@@ -413,7 +418,8 @@ class LocalRunner:
         if self._log is not None and self._log.active:
             published: Watcher = asyncio.Queue()  # unbounded: the run never drops what other replicas follow
             queue.watchers.append(published)
-            publishing = asyncio.ensure_future(self._log.publish(task, context, published))
+            stop = partial(self._ended_elsewhere, task.id)
+            publishing = asyncio.ensure_future(self._log.publish(task, context, published, stop))
         work: asyncio.Future[None] = asyncio.ensure_future(self._executor.execute(request, queue))
         saved = asyncio.Event()  # set once the run's outcome is saved
         self._running[task.id] = _Running(work, saved, queue, request)
@@ -421,7 +427,7 @@ class LocalRunner:
             await self._follow(work, request, queue, started)
         finally:  # also when the caller was canceled: its cancel goes on once the outcome is saved
             try:
-                await finish(self._save_outcome(task, context), SAVE_RETRY_S + CLEANUP_TIMEOUT_S)
+                await finish(self._save_outcome(task, queue, context), SAVE_RETRY_S + CLEANUP_TIMEOUT_S)
             finally:
                 self._running.pop(task.id, None)
                 saved.set()
@@ -429,6 +435,18 @@ class LocalRunner:
                 if publishing is not None:  # the run's ending events are out before its caller hears of them
                     await finish(publishing)
         return task
+
+    def _ended_elsewhere(self, task_id: str) -> None:
+        """Another gateway process ended task ``task_id`` while it ran here (this one was paused or cut off):
+        its execution here stops; its outcome will not be saved (``TaskEndedElsewhereError``)."""
+        running = self._running.get(task_id)
+        if running is not None and not running.work.done():
+            logger.warning(
+                "task %s of %s was ended by another gateway process; its run here stops",
+                task_id,
+                self.agent,
+            )
+            running.work.cancel()
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel local task ``task_id`` if it is running; whether it was. Returns once the task is saved canceled."""
@@ -549,13 +567,28 @@ class LocalRunner:
     async def _save(self, task: Task, context: ServerCallContext) -> None:
         await self._save_task(task, context)
 
-    async def _save_outcome(self, task: Task, context: ServerCallContext) -> None:
+    async def _save_outcome(self, task: Task, queue: TaskEventQueue, context: ServerCallContext) -> None:
         """The run's last save, tried again while the store is unreachable (``SAVE_RETRY_S``): an acknowledged
-        task is not left working because PostgreSQL restarted while it ran."""
+        task is not left working because PostgreSQL restarted while it ran.
+
+        A task another process ended meanwhile keeps that end: the run's task becomes the stored one,
+        and its watchers get it last (it voids the end they were given before).
+        """
         delay, deadline = 0.1, asyncio.get_running_loop().time() + SAVE_RETRY_S
         while True:
             try:
                 await self._save(task, context)
+                return
+            except TaskEndedElsewhereError:
+                stored = await self._store.get(task.id, context)
+                logger.warning(
+                    "task %s of %s was ended by another gateway process (%s); its outcome here is not saved",
+                    task.id,
+                    self.agent,
+                    TaskState.Name(stored.status.state) if stored is not None else "deleted",
+                )
+                if stored is not None:
+                    await queue.apply(stored)
                 return
             except StoreUnavailableError:
                 if asyncio.get_running_loop().time() + delay > deadline:
@@ -714,7 +747,9 @@ class LocalRequestHandler(DefaultRequestHandler):
         run = self._start(local, params, context, watcher)
         ending: list[Event] = []  # held until the outcome is saved
         while (event := await watcher.get()) is not None:
-            if ending or _ends_run(event):
+            if ending and isinstance(event, Task):  # the task as stored: another process ended it first
+                ending = [event]
+            elif ending or _ends_run(event):
                 ending.append(event)
             else:
                 yield _shown(event, params)

@@ -18,6 +18,7 @@ import asyncpg
 from gateway.errors import StoreUnavailableError
 from gateway.store.database import ADDED_COLUMNS, SCHEMA, Params, check_storable
 from gateway.store.leases import FENCE_SQLSTATE, LEASE_SCHEMA, LeaseLostError
+from gateway.store.tasks import ENDED_SCHEMA, ENDED_SQLSTATE, TaskEndedElsewhereError
 
 logger = logging.getLogger(__name__)
 
@@ -207,13 +208,16 @@ class PostgresDatabase:
 
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
-        """Translate at the driver's boundary: a fenced write refused (``LeaseLostError``), PostgreSQL unreachable
+        """Translate at the driver's boundary: a fenced write refused (``LeaseLostError``), a task another process
+        ended written again (``TaskEndedElsewhereError``), PostgreSQL unreachable
         (``StoreUnavailableError``, retryable); and note whether PostgreSQL answered (``available``)."""
         try:
             yield
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", "") == FENCE_SQLSTATE:
                 raise LeaseLostError(str(exc)) from exc
+            if getattr(exc, "sqlstate", "") == ENDED_SQLSTATE:
+                raise TaskEndedElsewhereError(str(getattr(exc, "detail", "") or "")) from exc
             if _unreachable(exc):
                 self.available = False
                 raise StoreUnavailableError(f"PostgreSQL is unreachable: {type(exc).__name__}") from exc
@@ -256,7 +260,7 @@ class PostgresDatabase:
         Only ``tables`` when named: a tool touches no other table (``ALTER TABLE`` takes an exclusive
         lock, even when the column is there, so a full migrate waits for, and then blocks, the replicas).
         """
-        statements = [sql.format(blob="BYTEA") for sql in SCHEMA] + [*CLUSTER_SCHEMA, *LEASE_SCHEMA]
+        statements = [sql.format(blob="BYTEA") for sql in SCHEMA] + [*CLUSTER_SCHEMA, *LEASE_SCHEMA, *ENDED_SCHEMA]
         added = (*ADDED_COLUMNS, *CLUSTER_ADDED_COLUMNS)
         if tables:
             statements = [sql for sql in statements if _table_of(sql) in tables]

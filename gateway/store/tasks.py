@@ -13,12 +13,14 @@ an id it has just drawn at random is in no database, whichever process shares it
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from a2a.server.cluster.task_store import ConcurrentTaskModificationError
 from a2a.server.context import ServerCallContext
 from a2a.server.id_generator import IDGenerator, IDGeneratorContext
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
@@ -45,6 +47,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.store.database import INT64_MAX, INT64_MIN, Database, Params
 from gateway.store.leases import LeaseBook, LeaseLostError, fence_clause
 
+logger = logging.getLogger(__name__)
+
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
     "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data, runner) "
@@ -55,6 +59,50 @@ _UPSERT = (
 _UPSERT_FENCED = _UPSERT + fence_clause("excluded.agent, excluded.owner, excluded.id")
 """A leased run's task: written only while this replica holds the run's lease (``gateway.store.leases``)."""
 INTERRUPTIBLE = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+FINISHED = (
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+)
+"""The terminal states: a task in one of them never changes again."""
+ENDED_SQLSTATE = "SB002"
+_FINISHED_SQL = ", ".join(str(int(s)) for s in FINISHED)
+STAYS_ENDED = (
+    f"CASE WHEN tasks.state IN ({_FINISHED_SQL}) AND tasks.runner <> excluded.runner THEN switchboard_ended(tasks.id) "
+    "ELSE TRUE END"
+)
+"""On PostgreSQL, the condition of every task save: a task another process ended is not written again.
+
+A replica paused (or cut off) long enough for another to end its task (``gateway.hosting.failover``)
+must not complete it, or add to it, once it continues. Only a finished row written by another
+process calls ``switchboard_ended``, which raises ``ENDED_SQLSTATE`` (``TaskEndedElsewhereError``):
+the common save costs no round trip and no function call. The process that ended a task may save it
+again (a retried save whose first try was committed)."""
+ENDED_SCHEMA = (
+    f"""CREATE OR REPLACE FUNCTION switchboard_ended(t TEXT) RETURNS BOOLEAN AS $$
+    BEGIN
+        RAISE EXCEPTION 'task % was ended by another gateway process', t
+            USING ERRCODE = '{ENDED_SQLSTATE}', DETAIL = t;
+    END $$ LANGUAGE plpgsql""",
+)
+"""The function behind ``STAYS_ENDED`` (created with PostgreSQL's other cluster tables)."""
+_UPSERT_OPEN = f"{_UPSERT} WHERE {STAYS_ENDED}"
+_UPSERT_FENCED_OPEN = f"{_UPSERT_FENCED} AND {STAYS_ENDED}"
+
+
+class TaskEndedElsewhereError(ConcurrentTaskModificationError):
+    """A save of a task that another gateway process ended meanwhile: refused, the task stays as it ended.
+
+    The SDK's request handler takes it as it takes any concurrent modification: it reads the task
+    again, tells its subscribers the stored end and stops the agent's execution.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.args = (f"Task {task_id} was ended by another gateway process; this write of it is refused",)
+
+
 LIST_PAGE_BYTES = 4 * 1024 * 1024
 """A ListTasks page stops adding tasks past this many stored bytes (and gives a next page token)."""
 UNSAVED_IDS_LIMIT = 4096  # ids minted but never saved (a request that failed first) are forgotten past this
@@ -182,25 +230,29 @@ class SqlTaskStore(TaskStore):
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Insert or replace the task for the caller; a leased run's lease is released once its task stops running."""
-        if self.leases is None:
-            await self._db.write(*self.save_statement(task, context))
-            return
-        lease = self.leases.held.get((self._agent, self._owner(context), task.id))
+        leases = self.leases
+        lease = leases.held.get((self._agent, self._owner(context), task.id)) if leases is not None else None
         try:
             await self._db.write(*self.save_statement(task, context))
         except LeaseLostError:
             if lease is not None:
                 lease.refused()
             raise
-        if lease is not None and task.status.state not in INTERRUPTIBLE:
-            await self.leases.release(lease)
+        except TaskEndedElsewhereError:  # the SDK's handler stops the agent's execution (see the error)
+            logger.warning(
+                "task %s of %s was ended by another gateway process; its save is refused", task.id, self._agent
+            )
+            raise
+        if leases is not None and lease is not None and task.status.state not in INTERRUPTIBLE:
+            await leases.release(lease)
 
     def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
         """What ``save`` runs, for a caller that commits it with other statements (its push notifications).
 
         A task started by a trigger (``STARTED_BY`` in the call's state) keeps what started it in
         its metadata's ``trigger`` entry, whichever executor built it. ``LeaseLostError`` for a
-        leased run's task whose lease this replica lost.
+        leased run's task whose lease this replica lost; ``TaskEndedElsewhereError`` (on PostgreSQL)
+        for a task another process ended meanwhile.
         """
         self.new_ids.saved(task.id)
         started_by = context.state.get(STARTED_BY)
@@ -211,9 +263,11 @@ class SqlTaskStore(TaskStore):
             run_end.call()  # before the commit: whoever sees the task ended finds its slot free
         owner = self._owner(context)
         params = (self._agent, owner, task.id, task.context_id, task.status.state, _updated_ns(task))
+        shared = self._db.dialect == "postgresql"
         if self.leases is not None and (lease := self.leases.held.get((self._agent, owner, task.id))) is not None:
-            return _UPSERT_FENCED, (*params, task.SerializeToString(), self._db.runner, *lease.fence())
-        return _UPSERT, (*params, task.SerializeToString(), self._db.runner)
+            sql = _UPSERT_FENCED_OPEN if shared else _UPSERT_FENCED
+            return sql, (*params, task.SerializeToString(), self._db.runner, *lease.fence())
+        return _UPSERT_OPEN if shared else _UPSERT, (*params, task.SerializeToString(), self._db.runner)
 
     def owner_of(self, context: ServerCallContext) -> str:
         """The owner a task saved for ``context``'s caller is stored under."""
@@ -302,18 +356,21 @@ TaskKey = tuple[str, str, str]
 
 
 _FAIL_IF_UNCHANGED = (
-    "UPDATE tasks SET state = ?, updated_ns = ?, data = ? WHERE agent = ? AND owner = ? AND id = ? AND data = ?"
+    "UPDATE tasks SET state = ?, updated_ns = ?, data = ?, runner = ? "
+    "WHERE agent = ? AND owner = ? AND id = ? AND data = ?"
 )
 FAIL_ATTEMPTS = 3  # a task rewritten this often while being failed is being worked on: it is left alone
 
 
 def _failed(
-    agent: str, owner: str, data: bytes, reason: str, state: TaskState = TaskState.TASK_STATE_FAILED
+    db: Database, agent: str, owner: str, data: bytes, reason: str, state: TaskState = TaskState.TASK_STATE_FAILED
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement that ends the task stored as ``data`` FAILED (or ``state``), only if its row still holds ``data``.
 
     Compare-and-set: a write that landed since ``data`` was read (a COMPLETED save pending in the
-    same SQLite flush, another replica's progress) wins, and the statement changes no row.
+    same SQLite flush, another replica's progress) wins, and the statement changes no row. The
+    row then names this process as its writer: the one that ran the task, should it still live
+    (paused, cut off), can no longer save it (``STAYS_ENDED``).
     """
     task = _parse(data)
     task.status.state = state
@@ -327,7 +384,7 @@ def _failed(
         )
     )
     task.status.timestamp.FromNanoseconds(time.time_ns())
-    params = (task.status.state, _updated_ns(task), task.SerializeToString(), agent, owner, task.id, data)
+    params = (task.status.state, _updated_ns(task), task.SerializeToString(), db.runner, agent, owner, task.id, data)
     return _FAIL_IF_UNCHANGED, params
 
 
@@ -362,7 +419,7 @@ async def fail_interrupted(
     gone = await abandoned(db, [(row[4], row[5]) for row in rows], unchanged_since_ns)
     rows = [row for row, left in zip(rows, gone, strict=True) if left]
     counts = await asyncio.gather(
-        *(db.write(*_failed(agent, owner, data, reason)) for agent, owner, _, data, *_ in rows)
+        *(db.write(*_failed(db, agent, owner, data, reason)) for agent, owner, _, data, *_ in rows)
     )
     return [row[2] for row, count in zip(rows, counts, strict=True) if count]
 
@@ -380,7 +437,7 @@ async def fail_task(db: Database, key: TaskKey, reason: str, state: TaskState = 
         row = await db.fetch_one("SELECT data, state FROM tasks WHERE agent = ? AND owner = ? AND id = ?", key)
         if row is None or row[1] not in INTERRUPTIBLE:
             return False
-        if await db.write(*_failed(agent, owner, row[0], reason, state)):
+        if await db.write(*_failed(db, agent, owner, row[0], reason, state)):
             return True
     return False
 

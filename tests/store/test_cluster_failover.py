@@ -33,8 +33,10 @@ from a2a.types.a2a_pb2 import (
 )
 
 from gateway.errors import StoreUnavailableError, register_with_sdk
+from gateway.hosting.cluster import EVENT
 from gateway.hosting.failover import DEAD_REASON, ORPHAN_REASON, SCAN_S, UNHOSTED_GRACE_S, unhosted_reason
 from gateway.store.leases import BEAT_S, TTL_S
+from gateway.store.postgres import RUNNER_LOCKS, runner_key
 from tests.bindings.a2a_clients import BINDINGS, a2a_client, user_message
 from tests.federation.support import V1, BackgroundLoop, Org, TcpProxy, free_port, org, python_agent, rpc, workflow
 from tests.store.test_task_store import _run_sql
@@ -79,6 +81,7 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[..., l
             for step in STEPS:
                 python_agent(agents, f"probe-{step}", f"tests.store.cluster_agents:probe_{step}")
             python_agent(agents, "ticker", "tests.store.cluster_agents:ticker")
+            python_agent(agents, "stepper", "tests.store.cluster_agents:StepperExecutor")
             python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")
             if pipeline_on is None or number in pipeline_on:
                 workflow(agents, "pipeline", "sequential", [f"probe-{step}" for step in STEPS])
@@ -380,6 +383,72 @@ async def test_a_replica_stopped_gracefully_hands_its_runs_over_at_once(
     print(f"\nhandover: resumed on R2 {(resumed - term_ns) / 1e9:.2f} s after SIGTERM, {took:.2f} s after R1 exited")
     # R1 renewed the lease until it exited: left to expire, it could not be taken before TTL_S - BEAT_S after that.
     assert took < TTL_S - BEAT_S, "released at shutdown, not left to expire"
+
+
+async def cut_runner_lock(dsn: str, task_id: str) -> None:
+    """End the database session holding the runner lock of the process that last wrote ``task_id``.
+
+    What a pause longer than the network's patience does (TCP keepalive, a firewall's idle timeout):
+    the paused process's session is gone, so its tasks count as abandoned.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        runner = await conn.fetchval("SELECT runner FROM tasks WHERE id = $1", task_id)
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 "
+            "AND granted",
+            RUNNER_LOCKS,
+            runner_key(runner),
+        )
+        assert len(pids) == 1, "the runner's lock is held by one session"
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+    finally:
+        await conn.close()
+
+
+async def events_after_end(dsn: str, task_id: str) -> tuple[int, list[int]]:
+    """The state of the task's first event that ended it, and the states of the events stored after that one."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT kind, data FROM task_events WHERE task_id = $1 ORDER BY seq", task_id)
+    finally:
+        await conn.close()
+    states = [state_of(StreamResponse.FromString(bytes(row["data"]))) for row in rows if row["kind"] == EVENT]
+    end = next(n for n, state in enumerate(states) if state in ENDED)
+    return states[end], states[end + 1 :]
+
+
+@pytest.mark.parametrize("agent", ["ticker", "stepper"])  # on the runner; on the SDK's path (a save per event)
+async def test_a_paused_replica_cannot_overwrite_the_end_another_replica_gave_its_task(
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str, agent: str
+) -> None:
+    """R1 paused mid-task and cut off long enough for R2 to end its task FAILED: once R1 continues, the task stays
+    FAILED (no COMPLETED written over it, no event after its end), R1 stops the run, and its caller is told FAILED."""
+    r1, _ = start_replicas(2)
+    pid1 = r1.proc.pid  # type: ignore[union-attr]
+    async with a2a_client(r1.agent_url(agent), SSE) as on_r1:
+        run = await start_stream(on_r1, "40")  # 10 s of progress
+        await run.until(3)
+        os.kill(pid1, signal.SIGSTOP)
+        await cut_runner_lock(cluster_dsn, run.task_id)
+        states = await wait_ended(cluster_dsn, [run.task_id])  # R2's sweep, within SCAN_S + DEAD_GRACE_S
+        swept = (await stored(cluster_dsn, [run.task_id]))[run.task_id]
+        os.kill(pid1, signal.SIGCONT)
+        async with asyncio.timeout(WAIT_S):
+            await run.reading  # R1 goes on, to the run's end here
+
+    assert states[run.task_id] == TaskState.TASK_STATE_FAILED
+    assert DEAD_REASON in status_text(swept[1])
+    after = (await stored(cluster_dsn, [run.task_id]))[run.task_id]
+    assert TaskState.Name(after[0]) == "TASK_STATE_FAILED" and after == swept, "it stays as the survivor ended it"
+    end, later = await events_after_end(cluster_dsn, run.task_id)
+    assert end == TaskState.TASK_STATE_FAILED, "followers were told FAILED first"
+    assert later == [], "no event of the paused replica's run after the task's end"
+    assert run.error is None
+    assert state_of(run.events[-1]) == TaskState.TASK_STATE_FAILED, "R1's caller is told the stored end"
+    logged = r1.logged()
+    assert "was ended by another gateway process" in logged, "R1 logged why it stopped"
+    assert logged.count("its save is refused") == 1, "R1's run stopped at its first write refused"
 
 
 class OutageProxy(TcpProxy):

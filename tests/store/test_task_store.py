@@ -26,7 +26,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskPushNotificationConfig
 from gateway.store import Database, SqlPushConfigStore, SqlTaskStore, fail_interrupted, open_database
 from gateway.store.database import UnstorableValueError
 from gateway.store.postgres import RUNNER_LOCKS, runner_key
-from gateway.store.tasks import NewTaskIds, fail_task
+from gateway.store.tasks import NewTaskIds, TaskEndedElsewhereError, fail_task
 from gateway.testing import running_gateway
 from tests.conftest import make_settings
 
@@ -227,6 +227,27 @@ async def test_sweep_on_a_shared_database_fails_only_what_a_gone_process_left(db
     for spared in ("mine-old", "legacy-new"):
         task = await store.get(spared, ada)
         assert task is not None and task.status.state == TaskState.TASK_STATE_WORKING
+
+
+async def test_a_task_another_process_ended_is_not_written_again_by_the_one_that_ran_it(pg_schema_dsn: str) -> None:
+    """A replica cut off while another ended its task FAILED cannot complete it once it is back; the ender may."""
+    ran_it, ended_it = await open_database(pg_schema_dsn), await open_database(pg_schema_dsn)
+    try:
+        store, ada = SqlTaskStore(ran_it, "echo"), as_user("ada")
+        await store.save(make_task("t1", TaskState.TASK_STATE_WORKING), ada)
+        assert await fail_task(ended_it, ("echo", store.owner_of(ada), "t1"), "its replica is gone")
+        with pytest.raises(TaskEndedElsewhereError):
+            await store.save(make_task("t1", TaskState.TASK_STATE_COMPLETED), ada)
+        with pytest.raises(TaskEndedElsewhereError):  # nor anything else of it
+            await store.save(make_task("t1", TaskState.TASK_STATE_WORKING), ada)
+        failed = await store.get("t1", ada)
+        assert failed is not None and failed.status.state == TaskState.TASK_STATE_FAILED
+        await SqlTaskStore(ended_it, "echo").save(failed, ada)  # its own save again (a retry): taken
+        await store.save(make_task("t2", TaskState.TASK_STATE_INPUT_REQUIRED), ada)  # not ended: anyone goes on
+        await SqlTaskStore(ended_it, "echo").save(make_task("t2", TaskState.TASK_STATE_COMPLETED), ada)
+    finally:
+        await ran_it.close()
+        await ended_it.close()
 
 
 class CountingDatabase:
