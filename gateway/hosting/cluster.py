@@ -23,8 +23,10 @@ that replica saved the task. When the replica running the task is gone (its runn
 the task is ended CANCELED directly, under its run's lease when it has one (so no replica takes the
 run over meanwhile, and one that takes it after finds it ended). A task waiting for input is
 canceled the same way by the replica that wrote it last: the SDK's handler there may hold it
-parked, with subscribers only its own cancel tells; a subscriber elsewhere follows such a task
-from ``task_events`` (``follow_waiting``) until its end, published by whichever replica ended it.
+parked; a subscriber on any replica (that one too: its next turn may be taken anywhere) follows
+such a task from ``task_events`` (``follow_waiting``) until its end, published by whichever replica
+ended it. A copy parked on a replica that another replica has written since (it took an answer) is
+stale: a cancel there does not act on it (``LocalRequestHandler._parked``).
 
 Runners' live events are appended only while the task is not stored finished by another process
 (a replica paused, or cut off, while another ended its task): the append's own condition, no round

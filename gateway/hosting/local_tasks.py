@@ -73,7 +73,7 @@ from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, check_ready, reply_metadata
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
-from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd, TaskEndedElsewhereError
+from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd, TaskEndedElsewhereError, task_runner
 from gateway.telemetry import tracing
 from gateway.telemetry.access import message_skill, note_task
 
@@ -91,6 +91,7 @@ CacheLookup = tuple[str | None, Task | None]
 CANCEL_WAIT_S = 10.0
 SAVE_RETRY_S = 120.0
 """How long a run's outcome is saved again and again while the task store is unreachable (a database restart)."""
+_CLEANUP_PASSES = 3
 SUBSCRIBER_BUFFER = 1024
 """How far a subscriber may fall behind a running task before it is dropped (as the SDK's ``max_queue_size``)."""
 """How long a cancel waits for the agent to stop before it reports the task canceled anyway."""
@@ -903,7 +904,7 @@ class LocalRequestHandler(DefaultRequestHandler):
                 ended = await self.log.cancel_elsewhere(task, context)
                 if ended is not None:
                     return ended
-        if await self._active_task_registry.get(params.id) is not None:
+        if await self._parked(params.id, context):
             return await super().on_cancel_task(params, context)  # its agent's cancel, reported as every event
         task = await super().on_cancel_task(params, context)
         forget = getattr(self.agent_executor, "forget", None)
@@ -916,10 +917,32 @@ class LocalRequestHandler(DefaultRequestHandler):
             await self._push_sender.send_notification(task.id, end)
         return task
 
-    async def _parked(self, task_id: str) -> bool:
-        """Whether the SDK's handler holds task ``task_id`` here (parked waiting for input: it sees the next turn)."""
+    async def _parked(self, task_id: str, context: ServerCallContext) -> bool:
+        """Whether the SDK's handler holds task ``task_id`` here (parked waiting for input: it sees the next turn).
+
+        On PostgreSQL a copy parked here is the task only while this process wrote the task last. Once
+        another replica took an answer to it (its turn there may have asked again), the copy here is
+        the task as it was before: acting on it (the agent's cancel, which saves the task it holds)
+        would write that old task over the newer one. Such a copy is closed, and the task is acted
+        on as stored.
+        """
         active = await self._active_task_registry.get(task_id)
-        return active is not None and not active.is_finished
+        if active is None or active.is_finished:
+            return False
+        log = self.log
+        if log is None or not log.active:
+            return True
+        key = (log.agent, log.store.owner_of(context), task_id)
+        runner, _ = await task_runner(log.cluster.db, key)
+        if runner == log.cluster.db.runner:
+            return True
+        logger.info("task %s of %s was answered on another replica: its stale copy here is closed", task_id, log.agent)
+        await active.aclose()
+        for _ in range(_CLEANUP_PASSES):  # the registry forgets a closed task in a task of its own
+            if await self._active_task_registry.get(task_id) is not active:
+                break
+            await asyncio.sleep(0)
+        return False
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
@@ -934,8 +957,10 @@ class LocalRequestHandler(DefaultRequestHandler):
             task = await self.task_store.get(params.id, context)
             if task is not None and task.status.state in INTERRUPTIBLE:
                 events = await self.log.follow(task, context)  # running on another replica
-            elif task is not None and task.status.state in WAITING and not await self._parked(params.id):
-                events = self.log.follow_waiting(task, context)  # its next turn or its cancel may come anywhere
+            elif task is not None and task.status.state in WAITING:
+                # From the stored task, even when parked here: its next turn or its cancel may come on any replica,
+                # and a copy parked here is not told of those (nor current, once another replica answered it).
+                events = self.log.follow_waiting(task, context)
         if events is None:
             events = super().on_subscribe_to_task(params, context)
         async for event in events:

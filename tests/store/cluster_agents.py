@@ -97,7 +97,7 @@ class StepperExecutor(AgentExecutor):
     """An executor on the SDK's path: sent a number, that many progress updates ``TICK_S`` apart, then done.
 
     Sent ``ask``, it waits for input; the answer's turn (whose first event is a status update, not
-    a ``Task``) works in four steps and completes greeting the answer.
+    a ``Task``) works in four steps and completes greeting the answer, or, answered ``ask``, asks again.
     """
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -109,7 +109,7 @@ class StepperExecutor(AgentExecutor):
             await event_queue.enqueue_event(
                 new_task(updater.task_id, updater.context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
             )
-        elif context.current_task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+        elif context.current_task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED and text != "ask":
             await _steps(updater, 4)
             await updater.complete(updater.new_agent_message([Part(text=f"hello {text}")]))
             return

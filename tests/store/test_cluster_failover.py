@@ -26,6 +26,7 @@ import pytest
 from a2a.client import Client
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
+    GetTaskRequest,
     SendMessageRequest,
     StreamResponse,
     SubscribeToTaskRequest,
@@ -449,6 +450,36 @@ async def test_a_paused_replica_cannot_overwrite_the_end_another_replica_gave_it
     logged = r1.logged()
     assert "was ended by another gateway process" in logged, "R1 logged why it stopped"
     assert logged.count("its save is refused") == 1, "R1's run stopped at its first write refused"
+
+
+async def test_a_cancel_on_the_replica_a_task_was_parked_on_keeps_the_turn_answered_on_another(
+    start_replicas: Callable[..., list[Org]], cluster_dsn: str
+) -> None:
+    """Parked on R1 waiting for input, answered on R2 (which asks again, and dies): a cancel on R1 ends the task
+    as stored, with R2's turn in it, not R1's stale copy of it from before the answer."""
+    r1, r2 = start_replicas(2)
+    first = user_message("ask")
+    async with a2a_client(r1.agent_url("stepper"), SSE) as c1, a2a_client(r2.agent_url("stepper"), SSE) as c2:
+        async with asyncio.timeout(WAIT_S):
+            async for event in c1.send_message(SendMessageRequest(message=first)):
+                task_id = event.task.id if event.HasField("task") else event.status_update.task_id
+            asked = await c1.get_task(GetTaskRequest(id=task_id))
+            answer = user_message("ask", task_id=asked.id, context_id=asked.context_id)
+            async for _ in c2.send_message(SendMessageRequest(message=answer)):
+                pass
+            again = await c2.get_task(GetTaskRequest(id=task_id))
+        r2.proc.kill()  # type: ignore[union-attr]
+        r2.proc.wait(timeout=10)  # type: ignore[union-attr]
+        async with asyncio.timeout(WAIT_S):
+            canceled = await c1.cancel_task(CancelTaskRequest(id=task_id))
+            after = await c1.get_task(GetTaskRequest(id=task_id))
+
+    assert asked.status.state == again.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert canceled.status.state == after.status.state == TaskState.TASK_STATE_CANCELED
+    kept = {m.message_id for m in after.history} | {after.status.message.message_id}
+    turn = {m.message_id for m in again.history} | {again.status.message.message_id}
+    assert answer.message_id in kept, "the answer given on R2 is still in the task"
+    assert turn <= kept, "R2's turn is still in the task"
 
 
 class OutageProxy(TcpProxy):

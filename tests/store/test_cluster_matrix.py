@@ -411,3 +411,34 @@ async def test_subscribers_on_every_replica_are_told_a_task_waiting_for_input_wa
         assert followed[0].task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         assert state_of(followed[-1]) == TaskState.TASK_STATE_CANCELED, "the subscriber is told the end"
     assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_CANCELED
+
+
+@pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
+async def test_a_task_parked_on_one_replica_and_answered_on_another_is_followed_from_the_first(
+    replicas: list[Org], binding: Binding
+) -> None:
+    """Parked on R1 waiting for input (the SDK's handler holds it there), answered on R2 twice (it asks again, then
+    completes): subscribers on R1, from before the answers and from between them, start from the task as stored,
+    not from R1's stale copy, and are told each turn to the task's end."""
+    r1, r2, _ = replicas
+    agent = "stepper"
+    task = await waiting_task(r1, agent, binding)
+    async with a2a_client(r1.agent_url(agent), binding) as c1, a2a_client(r2.agent_url(agent), binding) as c2:
+        early = Stream(c1.subscribe(SubscribeToTaskRequest(id=task.id)))
+        await early.until(1)
+        again = await sent(c2, "ask", task)  # R2's turn asks again: waiting, now held by R2
+        late = Stream(c1.subscribe(SubscribeToTaskRequest(id=task.id)))
+        await late.until(1)
+        done = await sent(c2, "ada", task)
+        async with asyncio.timeout(ENDED_WITHIN_S):
+            await asyncio.gather(early.reading, late.reading)
+
+    assert again.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED
+    snapshot = late.events[0].task
+    assert snapshot.status == again.status, "R1 starts from R2's question, not from its own copy"
+    assert [m.message_id for m in snapshot.history] == [m.message_id for m in again.history]
+    for followed in (early, late):
+        assert state_of(followed.events[-1]) == TaskState.TASK_STATE_COMPLETED, "R1's subscriber is told the end"
+    states = [state_of(e) for e in early.events]
+    assert states.count(TaskState.TASK_STATE_INPUT_REQUIRED) == 2, "the early one saw R2's question too"
