@@ -21,7 +21,7 @@ from a2a.utils.errors import InvalidParamsError
 from a2a.utils.proto_utils import validate_proto_required_fields
 from google.protobuf.message import Message as ProtoMessage
 
-from gateway.hosting.required_fields import validate_required_fields
+from gateway.hosting.required_fields import check_request, validate_required_fields
 from gateway.testing import RunningGateway
 
 
@@ -86,7 +86,7 @@ def test_a_relayed_message_passes_and_a_partless_one_names_its_field() -> None:
 async def test_a_gateway_makes_the_sdk_handlers_check_with_it(gateway: RunningGateway) -> None:
     from a2a.server.request_handlers import request_handler
 
-    assert request_handler.validate_proto_required_fields is validate_required_fields  # create_app's doing
+    assert request_handler.validate_proto_required_fields is check_request  # create_app's doing
     handler = gateway.app.state.gateway.handler("echo")  # a custom executor: the SDK's path
     with pytest.raises(InvalidParamsError) as caught:
         await handler.on_message_send(SendMessageRequest(message=Message(message_id="m")), ServerCallContext())

@@ -71,6 +71,7 @@ from gateway.hosting.cache import ResultCache
 from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S, finish
 from gateway.hosting.cluster import AgentLog
 from gateway.hosting.executor import RequestValidator, ValidatesRequests, check_ready, reply_metadata
+from gateway.hosting.nul_text import refuse_nul
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
 from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd, TaskEndedElsewhereError, task_runner
@@ -677,6 +678,7 @@ class LocalRequestHandler(DefaultRequestHandler):
 
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         """A new task on the runner: its outcome once saved; any other message through the SDK."""
+        refuse_nul(params)  # before the cache or a follow-up's task is looked up
         self._refuse_while_unreachable()
         local = self._on_runner(params)
         if local is not None:
@@ -704,6 +706,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         """A new task on the runner: its events, the last once saved; any other message through the SDK."""
+        refuse_nul(params)
         self._refuse_while_unreachable()
         local = self._on_runner(params)
         if local is not None and self._agent_card.capabilities.streaming:
@@ -887,6 +890,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         A cancel, once asked for, runs to its end even when its own request is canceled (a client
         that gives up on the call): a cancel stopped half-way could leave a task running at a peer.
         """
+        refuse_nul(params)
         return await finish(self._cancel_task(params, context))
 
     async def _cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
@@ -948,6 +952,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         """A running local task's live events from its runner; any other task's through the SDK."""
+        refuse_nul(params)
         events = None
         if self.local is not None and self.local.is_running(params.id):
             if await self.task_store.get(params.id, context) is None:

@@ -21,6 +21,8 @@ from google.api.field_behavior_pb2 import FieldBehavior, field_behavior
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from gateway.hosting.nul_text import refuse_nul
+
 _SCALAR, _MESSAGE, _REPEATED, _MAP = range(4)
 _NOT_EMPTY = "Field must contain at least one element."
 
@@ -112,12 +114,18 @@ def validate_required_fields(msg: Message) -> None:
         raise InvalidParamsError(message="Validation failed", data={"errors": errors})
 
 
+def check_request(msg: Message) -> None:
+    """What the gateway checks of every request first: its REQUIRED fields, then no NUL (``hosting.nul_text``)."""
+    validate_required_fields(msg)
+    refuse_nul(msg)
+
+
 def use_in_sdk_handlers() -> None:
-    """Make the SDK's ``validate_request_params`` decorator check with ``validate_required_fields``.
+    """Make the SDK's ``validate_request_params`` decorator check with ``check_request``.
 
     The decorator looks the check up in its module on every call, so this takes effect at once, for
     handlers built before it too. ``a2a.utils.proto_utils`` keeps the SDK's own function.
     """
     from a2a.server.request_handlers import request_handler
 
-    request_handler.validate_proto_required_fields = validate_required_fields  # type: ignore[assignment]
+    request_handler.validate_proto_required_fields = check_request  # type: ignore[assignment]
