@@ -249,6 +249,8 @@ class JwtVerifier:
             raise AuthenticationError(_claim_problem(exc.claim, settings)) from exc
         if not isinstance(claims.get("sub"), str):
             raise AuthenticationError("the token's sub claim is not a string")
+        if "\x00" in claims["sub"]:  # the caller's name owns its tasks, and PostgreSQL text cannot hold NUL
+            raise AuthenticationError("the token's sub claim holds a NUL character (U+0000), which no caller name may")
 
 
 def _claim_problem(claim: str, settings: IssuerSettings) -> str:

@@ -8,7 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import httpx
 import pytest
 from a2a.client import Client
 from a2a.types.a2a_pb2 import (
@@ -24,8 +26,8 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotFoundError
 
-from gateway.testing import RunningGateway
-from tests.auth.conftest import WAIT_S, ApiKeys, Keys, api_key, authed_client, bearer, mint
+from gateway.testing import RunningGateway, running_gateway
+from tests.auth.conftest import WAIT_S, ApiKeys, JwksServer, Keys, api_key, auth_settings, authed_client, bearer, mint
 from tests.bindings.a2a_clients import BINDINGS, Binding, start
 
 UNARY = [b for b in BINDINGS if not b.streaming]  # jsonrpc, rest, grpc
@@ -111,3 +113,21 @@ async def test_another_caller_cannot_configure_push_for_a_task(callers: Callers)
         DeleteTaskPushNotificationConfigRequest(task_id=task.id, id="hook-1")
     )
     await callers.alice.cancel_task(CancelTaskRequest(id=task.id))
+
+
+async def test_a_token_whose_subject_holds_nul_is_refused_on_postgresql(
+    tmp_path: Path, pg_dsn: str, jwks: JwksServer, api_keys: ApiKeys, keys: Keys
+) -> None:
+    """The subject names the owner of the caller's tasks, a text column PostgreSQL cannot hold NUL in: 401 saying so."""
+    token = mint(keys.rsa, sub="al\x00ice", scopes=["notes:use"])
+    message = {"role": "ROLE_USER", "messageId": "m-1", "parts": [{"text": "hi"}]}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}
+    headers = {"Authorization": f"Bearer {token}", "A2A-Version": "1.0"}
+    settings = auth_settings(tmp_path, jwks.url, api_keys, database_url=pg_dsn)
+    async with running_gateway(settings) as running, httpx.AsyncClient(base_url=running.url, timeout=WAIT_S) as http:
+        rest = await http.get("/agents/notes/tasks", headers=headers)
+        rpc = await http.post("/agents/notes", headers=headers, json=body)
+    assert rest.status_code == 401, rest.text
+    assert rpc.status_code == 401, rpc.text
+    for answer in (rest, rpc):
+        assert "NUL" in answer.text and "sub" in answer.text, answer.text
