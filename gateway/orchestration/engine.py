@@ -696,8 +696,9 @@ class EngineRun:
             except BaseException:
                 breaker.release()
                 raise
-            result = outcome.result
-            self._reported[number] = add_usage(self._reported.get(number), result.usage)
+            self._reported[number] = add_usage(self._reported.get(number), outcome.result.usage)
+            usage = add_usage(usage, outcome.result.usage)
+            result = dataclasses.replace(outcome.result, usage=usage)  # what every try of this agent reported
             if outcome.busy:
                 breaker.release()  # a busy agent is not a failing one
                 if degrade:
@@ -709,8 +710,6 @@ class EngineRun:
             else:
                 breaker.release()
             metrics.breaker_state(agent, breaker.state(limits.breaker_threshold, limits.breaker_reset_s))
-            usage = add_usage(usage, result.usage)
-            result = dataclasses.replace(result, usage=usage)
             if result.state != "failed" or not outcome.retryable or attempt == limits.retries:
                 return result
             delay = self._rng.uniform(0, min(limits.backoff_max_s, limits.backoff_base_s * 2**attempt))

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import AgentBusyError
 from gateway.orchestration.api import Limits
 from gateway.telemetry import metrics
 from tests.orchestration.replay_harness import Answer, execute, new_record, plan
@@ -53,6 +54,25 @@ async def test_the_tokens_of_a_step_canceled_after_its_agent_answered_count_agai
     else:
         assert run.outcome.state == "completed", run.outcome.text
         assert run.outcome.text == "report: fast won: fast answer"
+
+
+async def test_the_tokens_of_a_failed_try_count_when_its_agent_turns_busy_and_a_fallback_takes_over() -> None:
+    # a fails retryably having spent 70 tokens, is busy when retried, and its fallback b does the step: the step
+    # spent a's 70, so c's 40 no longer fit in 100.
+    def script(agent: str, text: str, data: tuple[dict[str, Any], ...], call: int) -> Answer:
+        if agent == "a" and call == 1:
+            return Answer("a slipped", state="failed", retryable=True, tokens=70)
+        if agent == "a":
+            raise AgentBusyError("agent 'a' is busy", retry_after_s=1)
+        return Answer(f"{agent} did it")
+
+    limits = Limits(max_tokens=100, reserve_tokens=40, retries=1, backoff_base_s=0.001)
+    flow = plan("sequential", ["a", "c"], limits=limits, fallbacks={"a": ["b"]})
+    run = await execute(flow, new_record("go"), script)
+
+    assert [agent for agent, _ in run.calls] == ["a", "a", "b"], "c never ran"
+    assert run.outcome.state == "failed", run.outcome.text
+    assert "c is estimated at 40 tokens, and 70 spent" in run.outcome.text, run.outcome.text
 
 
 def step_durations(pattern: str) -> float:
