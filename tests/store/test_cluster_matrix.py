@@ -225,7 +225,7 @@ async def test_an_answers_turn_on_another_replica_is_followed_live_from_the_othe
 
 
 MCP_MODES = ["legacy", "2026-07-28"]
-RUN_TEXT = "40"  # the ticker: about 10 s, long enough to follow and cancel
+RUN_TEXT = "400"  # the ticker: about 100 s, far longer than following it takes; the test cancels it
 
 
 async def mcp_call(client: McpClient, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -351,7 +351,7 @@ async def test_a_cancel_on_another_replica_reaches_a_workflow_and_its_steps(
         a2a_client(r2.agent_url("pipeline"), binding) as c2,
         a2a_client(r3.agent_url("pipeline"), binding) as c3,
     ):
-        task_id, origin = await start_stream(c1, "40")  # the first step ticks for about 10 s
+        task_id, origin = await start_stream(c1, "400")  # the first step ticks for about 100 s: it is canceled first
         await origin.until(3)  # the first step is working
         on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task_id)))
         await on_r2.until(2)
