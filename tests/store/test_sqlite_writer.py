@@ -21,7 +21,7 @@ from tests.conftest import make_settings
 from tests.store.test_task_store import as_user, make_task
 
 INSERT = "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data) VALUES "
-WRITE_TIMEOUT_S = 5.0  # a write that has not resolved by then never will: the writer is wedged
+WRITE_TIMEOUT_S = 15.0  # a write that has not resolved by then never will: the writer is wedged (a loaded disk is slow)
 
 
 class Boom:
