@@ -37,13 +37,14 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import A2AError, TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import A2AError, InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from gateway.hosting.cleanup import CLEANUP_TIMEOUT_S
 from gateway.hosting.data_parts import data_value
 from gateway.hosting.executor import data_part
+from gateway.hosting.nul_text import refuse_nul
 from gateway.orchestration.step_outputs import is_steps, step_outputs
 from gateway.telemetry.access import note_agent
 
@@ -311,6 +312,10 @@ class AgentCaller:
         hosted = self.hosted(agent)
         note_agent(agent)  # the request's metrics label and audit row name the agent the tool runs
         message = build_message(call, hosted.card.card.default_input_modes)
+        try:
+            refuse_nul(message)  # the runner reads a follow-up's task without the handler's checks
+        except InvalidParamsError as exc:
+            raise CallError(f"{agent}: {exc.message}") from exc
         runner = hosted.handler.local
         pump = ProgressPump(report)  # the agent's progress never waits for the caller's stream
         try:
@@ -418,6 +423,8 @@ class AgentCaller:
             task = await hosted.handler.on_get_task(GetTaskRequest(id=task_id), caller)
         except TaskNotFoundError as exc:
             raise CallError(f"no task {task_id!r} on {agent} (unknown, or not yours)") from exc
+        except InvalidParamsError as exc:  # an id no task can have (holding NUL, see gateway.hosting.nul_text)
+            raise CallError(f"no task {task_id!r} on {agent}: {exc.message}") from exc
         if task is None:
             raise CallError(f"no task {task_id!r} on {agent} (unknown, or not yours)")
         return result_of(agent, task)
@@ -432,6 +439,8 @@ class AgentCaller:
             raise CallError(f"task {task_id!r} on {agent} has already ended: {current.state}") from exc
         except TaskNotFoundError as exc:
             raise CallError(f"no task {task_id!r} on {agent} (unknown, or not yours)") from exc
+        except InvalidParamsError as exc:
+            raise CallError(f"no task {task_id!r} on {agent}: {exc.message}") from exc
         return result_of(agent, task) if task is not None else await self.get(agent, task_id, caller)
 
     async def follow(self, agent: str, task_id: str, caller: ServerCallContext) -> None:
