@@ -342,14 +342,19 @@ async def list_agents(conn: Connection, mode: Mode = "text") -> int:
 
 
 async def _ask_agents(
-    conn: Connection, agent: str | None, call: Callable[[Client], Awaitable[Any]], what: str
+    conn: Connection,
+    agent: str | None,
+    call: Callable[[Client], Awaitable[Any]],
+    what: str,
+    among: Sequence[str] = (),
 ) -> AsyncIterator[tuple[str, Any]]:
-    """``call`` on ``agent``'s client, or on every hosted agent's in turn: (name, answer) for each that answered.
+    """``call`` on ``agent``'s client, or on every hosted agent's (or those ``among``) in turn: (name, answer)
+    for each that answered.
 
     A task not found is no answer. Asked by name, an agent's error is the command's; asking every
     agent, one that refuses this caller (or is out of service) is passed over.
     """
-    for name in [agent] if agent else await agent_names(conn):
+    for name in [agent] if agent else among or await agent_names(conn):
         try:
             async with open_agent(conn, name, streaming=False) as client:
                 answer = await call(client)
@@ -366,10 +371,33 @@ async def _ask_agents(
         yield name, answer
 
 
+async def _holder(conn: Connection, task_id: str) -> str | None:
+    """The agent holding ``task_id`` as the dashboard's API finds it, or None when it cannot say (turned off,
+    an older gateway, not this caller's task)."""
+    async with conn.http() as http:
+        try:
+            response = await http.get(f"{conn.base_url.rstrip('/')}/ui/api/tasks", params={"id": task_id, "limit": 1})
+            rows = response.json().get("tasks") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and isinstance(rows[0].get("agent"), str):
+        return str(rows[0]["agent"])
+    return None
+
+
 async def _on_agent(conn: Connection, agent: str | None, task_id: str) -> tuple[str, Task]:
-    """The agent holding ``task_id`` (``agent``, or every hosted agent asked in turn) and the task."""
+    """The agent holding ``task_id`` (``agent``, else the one the dashboard's API names, else every hosted
+    agent asked in turn) and the task.
+
+    Asking the agent that holds it first keeps a lookup from being a GetTask error on every other agent,
+    which /metrics, the dashboard and the audit trail would count as failed calls.
+    """
     get = GetTaskRequest(id=task_id)
-    async for name, task in _ask_agents(conn, agent, lambda client: client.get_task(get), f"get task {task_id}"):
+    what = f"get task {task_id}"
+    if agent is None and (holder := await _holder(conn, task_id)):
+        async for name, task in _ask_agents(conn, None, lambda client: client.get_task(get), what, among=[holder]):
+            return name, task
+    async for name, task in _ask_agents(conn, agent, lambda client: client.get_task(get), what):
         return name, task
     where = f"agent {agent}" if agent else "any agent of this gateway (for this caller)"
     raise CliError(f"no task {task_id} on {where}")

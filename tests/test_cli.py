@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.auth.api_keys import api_key_line, new_api_key
@@ -150,8 +151,6 @@ async def test_agents_wraps_descriptions_at_word_boundaries(gateway: RunningGate
 
 
 async def gateway_descriptions(gateway: RunningGateway) -> str:
-    import httpx
-
     async with httpx.AsyncClient() as http:
         cards = (await http.get(f"{gateway.url}/agents")).json()
     return " ".join(card["name"] + " " + card.get("description", "") for card in cards)
@@ -229,6 +228,30 @@ async def test_tasks_cancel_cancels_a_waiting_task(gateway: RunningGateway) -> N
     assert (code, out) == (0, f"task {task_id} is canceled\n")
     code, out, _ = await switchboard("tasks", "get", task_id, "--json", "--url", gateway.url)
     assert code == 0 and json.loads(out)["status"]["state"] == "TASK_STATE_CANCELED"
+
+
+async def failed_gets(gateway: RunningGateway) -> dict[str, float]:
+    """GetTask calls counted as errors on /metrics, per series (the registry is the test process's, shared)."""
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{gateway.url}/metrics")).text
+    series = [line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("switchboard_requests_total{")]
+    return {name: float(value) for name, value in series if 'method="GetTask"' in name and 'outcome="error"' in name}
+
+
+async def test_a_task_found_without_its_agent_is_no_failed_call_on_the_others(gateway: RunningGateway) -> None:
+    code, _, err = await switchboard("send", "echo", "ask: colour?", "--url", gateway.url)
+    task_id = err.split("switchboard tasks reply ")[1].split()[0]
+    async with httpx.AsyncClient() as http:
+        found = (await http.get(f"{gateway.url}/ui/api/tasks", params={"id": task_id})).json()
+    assert [row["agent"] for row in found["tasks"]] == ["echo"], found  # where the CLI looks first
+    before = await failed_gets(gateway)
+
+    code, out, _ = await switchboard("tasks", "get", task_id, "--url", gateway.url)
+    assert code == 0 and "colour?" in out
+    code, out, _ = await switchboard("tasks", "reply", task_id, "blue", "--url", gateway.url)
+    assert code == 0 and "You answered: blue" in out
+
+    assert await failed_gets(gateway) == before, "no other agent was asked for the task, so none failed"
 
 
 async def test_card_commands_send_the_credentials() -> None:
