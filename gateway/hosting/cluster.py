@@ -54,6 +54,7 @@ from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
 from a2a.utils.proto_utils import to_stream_response
 
+from gateway.errors import StoreUnavailableError
 from gateway.hosting.listener import Listener, Notified
 from gateway.store.database import Database, Params
 from gateway.store.postgres import keep_session
@@ -72,6 +73,8 @@ KEEP_EVENTS_S = 3600.0
 PRUNE_EVERY_S = 60.0
 LATE_END_S = 5.0
 """A task saved ended this long ago without its ending events (its replica died between): the row is the end."""
+FOLLOW_ON_S = 120.0
+"""How long a stream whose run stopped here for a store outage waits for the store, to follow the run on."""
 CARRIED_BYTES = 5000
 """Events of a batch up to this many bytes in all ride in their NOTIFY (its payload holds under 8000 bytes)."""
 CARRIED_KEPT = 256
@@ -497,6 +500,34 @@ class AgentLog:
                 yield event
         finally:
             self.cluster.forget(task.id, waiter)
+
+    async def follow_on(self, task_id: str, context: ServerCallContext, since_ns: int) -> AsyncIterator[Event]:
+        """The rest of a run whose events stopped here at ``since_ns`` before its end (its saves failed: the store
+        was unreachable, and the run stopped here): its events from wherever it resumes, up to its end.
+
+        Waits, up to ``FOLLOW_ON_S``, for the store to be reachable again (``StoreUnavailableError`` after it).
+        """
+        owner = self.store.owner_of(context)
+        waiter = self.cluster.waiter(task_id)
+        try:
+            async with asyncio.timeout(FOLLOW_ON_S):
+                while True:
+                    try:  # the events appended by then are this replica's; later ones, the resumed run's
+                        row = await self.cluster.db.fetch_one(
+                            "SELECT MAX(seq) FROM task_events WHERE task_id = ? AND agent = ? AND at_ns <= ?",
+                            (task_id, self.agent, since_ns),
+                        )
+                        break
+                    except StoreUnavailableError:
+                        await asyncio.sleep(POLL_S)
+        except TimeoutError:
+            self.cluster.forget(task_id, waiter)
+            raise StoreUnavailableError from None
+        try:
+            async for event in self._tail(task_id, owner, int(row[0] or 0) if row else 0, waiter, _ENDED):
+                yield event
+        finally:
+            self.cluster.forget(task_id, waiter)
 
     async def _tail(
         self, task_id: str, owner: str, cursor: int, waiter: asyncio.Event, ends: tuple[TaskState, ...]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -722,7 +723,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         task_id = params.message.task_id
         try:
             stream = self._stream_answer if params.message.task_id else super().on_message_send_stream
-            async for event in stream(params, context):
+            async for event in self._followed_on(stream(params, context), context):
                 task_id = task_id or _event_task_id(event)
                 yield event
         finally:
@@ -731,6 +732,23 @@ class LocalRequestHandler(DefaultRequestHandler):
             ended = await self.task_store.get(task_id, context)
             if isinstance(ended, Task):
                 self.cache.keep(key, ended, context)
+
+    async def _followed_on(self, events: AsyncIterator[Event], context: ServerCallContext) -> AsyncIterator[Event]:
+        """``events``; should they stop before the task's end because the store became unreachable (the run
+        stops here then, and resumes from its checkpoint once the store is back, here or on another replica),
+        the run's events from wherever it resumes, up to its end: the caller is told how the task ended."""
+        task_id, ended = "", False
+        try:
+            async for event in events:
+                task_id = task_id or _event_task_id(event)
+                ended = _ends_run(event)
+                yield event
+        except StoreUnavailableError:
+            if ended or not task_id or self.log is None or not self.log.active:
+                raise
+            logger.warning("task %s: the store is unreachable; its stream follows the run where it resumes", task_id)
+            async for event in self.log.follow_on(task_id, context, time.time_ns()):
+                yield event
 
     async def _stream_answer(
         self, params: SendMessageRequest, context: ServerCallContext

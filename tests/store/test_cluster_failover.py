@@ -610,8 +610,12 @@ async def test_a_run_whose_lease_lapses_while_postgresql_is_unreachable_resumes_
                 await asyncio.sleep(0.1)
         proxy.restore()
         states = await wait_ended(cluster_dsn, [run.task_id])
+        async with asyncio.timeout(WAIT_S):
+            await run.reading
 
     assert states[run.task_id] == TaskState.TASK_STATE_COMPLETED, "resumed from its checkpoint after the outage"
+    assert run.error is None, "the caller's stream on R1 stayed open through the outage"
+    assert state_of(run.events[-1]) == TaskState.TASK_STATE_COMPLETED, "and ended with the resumed run's end"
     probe = stamps(log)
     assert overlaps(probe) == []
     assert len([r for r in probe if r[0] == f"{label}:a" and r[2] == "start"]) == 1, "step a replayed, not rerun"
