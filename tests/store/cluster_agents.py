@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
+from typing import Any, cast
 
 from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -12,10 +14,14 @@ from a2a.server.events.event_queue import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
 from a2a.types.a2a_pb2 import Part, TaskState
 
+from gateway.agents.echo import EchoExecutor
 from gateway.errors import PermissionDeniedError
 from gateway.runtime import AgentCall, Emitter, Reply
 
 TICK_S = 0.25
+HOLDS_ENV = "SWITCHBOARD_TEST_HOLDS"  # the folder of the held agents' gates, shared by the test and its replicas
+HOLD_S = 60.0  # a held step never released gives up: the test has failed by then
+_HOLD_POLL_S = 0.02
 
 
 async def ticker(call: AgentCall, emit: Emitter) -> Reply:
@@ -25,6 +31,83 @@ async def ticker(call: AgentCall, emit: Emitter) -> Reply:
         await emit.progress(f"tick {n + 1} of {count}")
         await asyncio.sleep(TICK_S)
     return Reply(text=f"ticked {count}")
+
+
+async def hold(task_id: str, step: int) -> None:
+    """Wait until the test has released step ``step`` of task ``task_id`` (``release``), at most ``HOLD_S``.
+
+    A gate across processes: the test, not the clock, decides how far a held agent gets, so it can put a
+    subscriber or a push config in place before the events it must see are produced.
+    """
+    gates = Path(os.environ[HOLDS_ENV]) / task_id
+    async with asyncio.timeout(HOLD_S):
+        while not ((gates / str(step)).exists() or (gates / "all").exists()):  # noqa: ASYNC110 (across processes)
+            await asyncio.sleep(_HOLD_POLL_S)
+
+
+def release(holds: Path, task_id: str, through: int | None = None) -> None:
+    """Let task ``task_id``'s held agent go on through step ``through`` (every step when None)."""
+    gates = holds / task_id
+    gates.mkdir(parents=True, exist_ok=True)
+    for name in [str(step) for step in range(1, through + 1)] if through is not None else ["all"]:
+        (gates / name).touch()
+
+
+async def held_ticker(call: AgentCall, emit: Emitter) -> Reply:
+    """``ticker``, each tick held until the test releases it (``hold``)."""
+    count = int(call.text)
+    for n in range(count):
+        await hold(call.task_id, n + 1)
+        await emit.progress(f"tick {n + 1} of {count}")
+        await asyncio.sleep(TICK_S)
+    return Reply(text=f"ticked {count}")
+
+
+class _HeldQueue:
+    """An event queue whose every event after the first (the task) waits for its step's release (``hold``)."""
+
+    def __init__(self, queue: EventQueue, task_id: str) -> None:
+        self._queue = queue
+        self._task_id = task_id
+        self._sent = 0
+
+    async def enqueue_event(self, event: Any) -> None:
+        self._sent += 1
+        if self._sent > 1:
+            await hold(self._task_id, self._sent - 1)
+        await self._queue.enqueue_event(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+class _HeldExecutor(AgentExecutor):
+    """An executor on the SDK's path whose events after the first are held until the test releases them."""
+
+    def __init__(self, inner: AgentExecutor) -> None:
+        self._inner = inner
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """The inner executor's work, one held step per event."""
+        await self._inner.execute(context, cast(EventQueue, _HeldQueue(event_queue, context.task_id or "")))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """The inner executor's cancel, not held."""
+        await self._inner.cancel(context, event_queue)
+
+
+class HeldEchoExecutor(_HeldExecutor):
+    """The bundled ``echo`` agent, held step by step (``_HeldExecutor``)."""
+
+    def __init__(self) -> None:
+        super().__init__(EchoExecutor())
+
+
+class HeldStepperExecutor(_HeldExecutor):
+    """``StepperExecutor``, held step by step (``_HeldExecutor``)."""
+
+    def __init__(self) -> None:
+        super().__init__(StepperExecutor())
 
 
 async def stamper(call: AgentCall, emit: Emitter) -> Reply:

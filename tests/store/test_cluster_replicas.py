@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -26,6 +27,7 @@ from a2a.types.a2a_pb2 import (
 
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, user_message
 from tests.federation.support import Org, org, python_agent
+from tests.store.cluster_agents import HOLDS_ENV, release
 from tests.store.test_task_store import _run_sql
 
 WAIT_S = 30.0
@@ -46,13 +48,23 @@ def cluster_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
+def holds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the test releases the held agents' steps (``tests.store.cluster_agents.release``)."""
+    return tmp_path_factory.mktemp("holds")
+
+
+@pytest.fixture(scope="module")
+def replicas(cluster_dsn: str, holds: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
     """R1, R2, R3: three gateway processes sharing the database (each its own data dir)."""
     root = tmp_path_factory.mktemp("cluster")
-    orgs = [org(f"r{n}", root, SWITCHBOARD_DATABASE_URL=cluster_dsn) for n in (1, 2, 3)]
+    env = {"SWITCHBOARD_DATABASE_URL": cluster_dsn, HOLDS_ENV: str(holds)}
+    orgs = [org(f"r{n}", root, **env) for n in (1, 2, 3)]
     for replica in orgs:
-        python_agent(replica.folder / "agents", "echo", "gateway.agents.echo:EchoExecutor")  # the SDK's path
-        python_agent(replica.folder / "agents", "ticker", "tests.store.cluster_agents:ticker")  # the runner's
+        agents = replica.folder / "agents"
+        python_agent(agents, "echo", "gateway.agents.echo:EchoExecutor")  # the SDK's path
+        python_agent(agents, "ticker", "tests.store.cluster_agents:ticker")  # the runner's
+        python_agent(agents, "held-echo", "tests.store.cluster_agents:HeldEchoExecutor")  # each step released
+        python_agent(agents, "held-ticker", "tests.store.cluster_agents:held_ticker")
     try:
         for replica in orgs:
             replica.start()
@@ -116,14 +128,14 @@ def live(events: list[StreamResponse]) -> list[bytes]:
     return [e.SerializeToString() for e in events if not e.HasField("task")]
 
 
-LONG = {"echo": "wait: 3", "ticker": "12"}  # about 3 s of progress each
+HELD = {"held-echo": "wait: 3", "held-ticker": "12"}  # 6 and 12 steps, each held until released
 LONGER = {"echo": "wait: 4", "ticker": "16"}
 
 
-@pytest.mark.parametrize("agent", ["echo", "ticker"])
+@pytest.mark.parametrize("agent", sorted(HELD))
 @pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
 async def test_a_stream_on_one_replica_is_followed_live_from_the_others(
-    replicas: list[Org], binding: Binding, agent: str
+    replicas: list[Org], holds: Path, binding: Binding, agent: str
 ) -> None:
     r1, r2, r3 = replicas
     async with (
@@ -131,10 +143,16 @@ async def test_a_stream_on_one_replica_is_followed_live_from_the_others(
         a2a_client(r2.agent_url(agent), binding) as c2,
         a2a_client(r3.agent_url(agent), binding) as c3,
     ):
-        task_id, origin = await start_stream(c1, LONG[agent])
-        on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task_id)))
-        await origin.until(4)  # R3 joins mid-stream
-        on_r3 = Stream(c3.subscribe(SubscribeToTaskRequest(id=task_id)))
+        task_id, origin = await start_stream(c1, HELD[agent])  # the agent holds before its first step
+        try:
+            on_r2 = Stream(c2.subscribe(SubscribeToTaskRequest(id=task_id)))
+            await on_r2.until(1)  # R2 follows from before the first step
+            release(holds, task_id, through=3)
+            await origin.until(4)  # R3 joins mid-stream: the agent holds before step 4
+            on_r3 = Stream(c3.subscribe(SubscribeToTaskRequest(id=task_id)))
+            await on_r3.until(1)
+        finally:
+            release(holds, task_id)
         async with asyncio.timeout(WAIT_S):
             await asyncio.gather(origin.reading, on_r2.reading, on_r3.reading)
 
