@@ -52,12 +52,15 @@ async def test_a_subscriber_that_stalls_does_not_stall_the_run(
     notifier: ResourceNotifier = gateway.app.state.mcp.notifier
     async with Client(f"{gateway.url}/mcp", mode="legacy", read_timeout_seconds=TIMEOUT_S) as client:
         with anyio.fail_after(TIMEOUT_S):
-            started = await client.call_tool("start_run", {"agent": "echo", "text": "wait: 3"})
+            # The run waits for input: the stalled subscriber is in place before the answer's turn runs.
+            started = await client.call_tool("start_run", {"agent": "echo", "text": "ask: go on?"})
             run_id = (started.structured_content or {})["run_id"]
             await client.subscribe_resource(f"run://{run_id}")
             (session,) = notifier.sessions_of(f"run://{run_id}")
             stalled = StalledSession(session, monkeypatch)
             try:
+                answered = await client.call_tool("start_run", {"agent": "echo", "text": "yes", "task_id": run_id})
+                assert not answered.is_error, answered.content
                 task = await task_once_ended(gateway, "echo", run_id)
                 await stalled.tried.wait()  # the run did try to tell the stalled subscriber
             finally:
