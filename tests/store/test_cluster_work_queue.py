@@ -48,6 +48,9 @@ from tests.store.test_cluster_failover import (
 )
 from tests.store.test_task_store import _run_sql
 
+LOG_LINES = 300
+"""How much of each replica's log a test's report shows (its end)."""
+
 pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
 
 
@@ -61,6 +64,19 @@ def cluster_dsn() -> Iterator[str]:
         yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
     finally:
         _run_sql(dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+def stop_and_show_logs(replicas: list[Org]) -> None:
+    """Stop the replicas and print the end of each one's log: pytest shows it with a failing test's report.
+
+    The logs live in the test's temporary directory, which a CI run does not keep.
+    """
+    for replica in replicas:
+        replica.stop()
+    for replica in replicas:
+        lines = replica.logged().splitlines()[-LOG_LINES:]
+        print(f"--- {replica.name} (pid {replica.proc.pid if replica.proc else '-'}): last {len(lines)} log lines")
+        print("\n".join(lines))
 
 
 @pytest.fixture
@@ -93,8 +109,7 @@ def start_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[Callable[[int],
     try:
         yield start
     finally:
-        for replica in started:
-            replica.stop()
+        stop_and_show_logs(started)
 
 
 @dataclass
@@ -343,8 +358,7 @@ def scoped_replicas(cluster_dsn: str, tmp_path: Path) -> Iterator[tuple[list[Org
             replica.wait_ready()
         yield replicas, keys
     finally:
-        for replica in replicas:
-            replica.stop()
+        stop_and_show_logs(replicas)
 
 
 async def run_as(replica: Org, key: str, labels: list[str], ticks: int) -> Stream:
