@@ -13,11 +13,11 @@ its ``run://`` resource and canceled from R2 and R3.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -43,6 +43,7 @@ from mcp_types import ElicitRequestParams, ElicitResult, ResourceUpdatedNotifica
 from tests.bindings.a2a_clients import BINDINGS, Binding, a2a_client, user_message
 from tests.federation.support import Org, org, python_agent, workflow
 from tests.push.receiver import PushReceiver, push_receiver
+from tests.store.cluster_agents import HOLDS_ENV, release
 from tests.store.test_cluster_replicas import (
     WAIT_S,
     Stream,
@@ -52,24 +53,25 @@ from tests.store.test_cluster_replicas import (
     stored_state,
 )
 
-pytest_plugins = ["tests.store.test_cluster_replicas"]  # cluster_dsn: a schema of the module's own
+pytest_plugins = ["tests.store.test_cluster_replicas"]  # cluster_dsn: a schema of the module's own; holds
 STREAMING = [b for b in BINDINGS if b.streaming]
 UNARY = [b for b in BINDINGS if not b.streaming]
 pytestmark = pytest.mark.skipif(not os.environ.get("SWITCHBOARD_TEST_PG_DSN"), reason="needs PostgreSQL")
 
 ASKING = {"asker": "ask", "stepper": "ask", "echo": "ask: who is there?"}
 ANSWERED = {"asker": "hello ada", "stepper": "hello ada", "echo": "You answered: ada"}
-WORKING = {"ticker": "10", "stepper": "10", "echo": "wait: 2.5"}  # about 2.5 s of progress each
+WORKING = {"held-ticker": "10", "held-stepper": "10", "held-echo": "wait: 2.5"}  # each step held until released
 
 
 @pytest.fixture(scope="module")
-def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
+def replicas(cluster_dsn: str, holds: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Org]]:
     """R1, R2, R3 on one database; push URLs may reach the test's loopback receiver."""
     root = tmp_path_factory.mktemp("matrix")
     env = {
         "SWITCHBOARD_DATABASE_URL": cluster_dsn,
         "SWITCHBOARD_ALLOW_PRIVATE_PUSH_URLS": "true",
         "SWITCHBOARD_MCP_TOOLS": "echo",
+        HOLDS_ENV: str(holds),
     }
     orgs = [org(f"r{n}", root, **env) for n in (1, 2, 3)]
     for replica in orgs:
@@ -78,6 +80,9 @@ def replicas(cluster_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         python_agent(folder, "ticker", "tests.store.cluster_agents:ticker")
         python_agent(folder, "asker", "tests.store.cluster_agents:asker")
         python_agent(folder, "stepper", "tests.store.cluster_agents:StepperExecutor")
+        python_agent(folder, "held-echo", "tests.store.cluster_agents:HeldEchoExecutor")
+        python_agent(folder, "held-ticker", "tests.store.cluster_agents:held_ticker")
+        python_agent(folder, "held-stepper", "tests.store.cluster_agents:HeldStepperExecutor")
         workflow(folder, "pipeline", "sequential", ["ticker", "ticker"])
     try:
         for replica in orgs:
@@ -164,7 +169,7 @@ async def test_a_cancel_on_another_replica_ends_a_task_waiting_for_input(
 @pytest.mark.parametrize("agent", sorted(WORKING))
 @pytest.mark.parametrize("binding", STREAMING, ids=lambda b: b.id)
 async def test_a_push_config_set_on_another_replica_fires_for_events_produced_on_the_first(
-    replicas: list[Org], binding: Binding, agent: str
+    replicas: list[Org], holds: Path, binding: Binding, agent: str
 ) -> None:
     r1, r2, _ = replicas
     async with (
@@ -172,9 +177,12 @@ async def test_a_push_config_set_on_another_replica_fires_for_events_produced_on
         a2a_client(r1.agent_url(agent), binding) as c1,
         a2a_client(r2.agent_url(agent), binding) as c2,
     ):
-        task_id, origin = await start_stream(c1, WORKING[agent])
-        config = TaskPushNotificationConfig(task_id=task_id, id="hook", url=receiver.url, token="tok")
-        await c2.create_task_push_notification_config(config)
+        task_id, origin = await start_stream(c1, WORKING[agent])  # the agent holds before its first step
+        try:
+            config = TaskPushNotificationConfig(task_id=task_id, id="hook", url=receiver.url, token="tok")
+            await c2.create_task_push_notification_config(config)
+        finally:
+            release(holds, task_id)  # every event from here on is produced once the config is in place
         async with asyncio.timeout(WAIT_S):
             await origin.reading
         await receiver.wait_for(lambda r: _reached(r, task_id, "TASK_STATE_COMPLETED"))
@@ -443,56 +451,3 @@ async def test_a_task_parked_on_one_replica_and_answered_on_another_is_followed_
         assert state_of(followed.events[-1]) == TaskState.TASK_STATE_COMPLETED, "R1's subscriber is told the end"
     states = [state_of(e) for e in early.events]
     assert states.count(TaskState.TASK_STATE_INPUT_REQUIRED) == 2, "the early one saw R2's question too"
-
-
-_WAITING_BEHIND = (  # sessions saving a task, waiting (directly or behind another) on a lock the session $1 holds
-    "SELECT count(*) FROM pg_stat_activity a WHERE a.query LIKE 'INSERT INTO tasks%' AND ($1 = ANY(pg_blocking_pids"
-    "(a.pid)) OR EXISTS (SELECT 1 FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) "
-    "AND $1 = ANY(pg_blocking_pids(b.pid))))"
-)
-
-
-async def until_waiting(conn: asyncpg.Connection, locker: int, count: int, done: asyncio.Future[Any]) -> None:
-    """Wait (bounded) until ``count`` task saves wait on the lock session ``locker`` holds, or ``done`` is."""
-    async with asyncio.timeout(WAIT_S):
-        while not done.done():  # other processes' sessions: polled
-            if await conn.fetchval(_WAITING_BEHIND, locker) >= count:
-                return
-            await asyncio.sleep(0.01)
-
-
-async def test_a_cancel_while_an_answers_turn_starts_on_another_replica_ends_the_task_canceled(
-    replicas: list[Org], cluster_dsn: str
-) -> None:
-    """The answer's turn starts on R2 before R2 saved the task (R1 parked it); a cancel on R3 reaches R1.
-
-    The test holds the task's row locked, so R2's first save waits; the cancel is sent then, and
-    taken by R1, whose save of CANCELED waits behind R2's. The caller is told CANCELED: so it stays.
-    """
-    r1, r2, r3 = replicas
-    binding = UNARY[0]
-    task = await waiting_task(r1, "stepper", binding)
-    conn, locker = await asyncpg.connect(cluster_dsn), await asyncpg.connect(cluster_dsn)
-    try:
-        async with (
-            a2a_client(r2.agent_url("stepper"), binding) as c2,
-            a2a_client(r3.agent_url("stepper"), binding) as c3,
-        ):
-            await locker.execute("BEGIN")
-            await locker.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task.id)
-            pid = await locker.fetchval("SELECT pg_backend_pid()")
-            answered = asyncio.ensure_future(sent(c2, "ada", task))
-            await until_waiting(conn, pid, 1, answered)  # R2's turn started, its first save waits
-            cancel = asyncio.ensure_future(c3.cancel_task(CancelTaskRequest(id=task.id)))
-            await until_waiting(conn, pid, 2, cancel)  # and R1's save of CANCELED behind it
-            await locker.execute("ROLLBACK")
-            async with asyncio.timeout(WAIT_S):
-                answer = await cancel
-                with contextlib.suppress(A2AError):
-                    await answered  # the turn on R2 is over, however it ended
-    finally:
-        await conn.close()
-        await locker.close()
-
-    assert answer.status.state == TaskState.TASK_STATE_CANCELED
-    assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_CANCELED, "told CANCELED: it stays"
