@@ -13,6 +13,7 @@ its ``run://`` resource and canceled from R2 and R3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -451,3 +452,56 @@ async def test_a_task_parked_on_one_replica_and_answered_on_another_is_followed_
         assert state_of(followed.events[-1]) == TaskState.TASK_STATE_COMPLETED, "R1's subscriber is told the end"
     states = [state_of(e) for e in early.events]
     assert states.count(TaskState.TASK_STATE_INPUT_REQUIRED) == 2, "the early one saw R2's question too"
+
+
+_WAITING_BEHIND = (  # sessions saving a task, waiting (directly or behind another) on a lock the session $1 holds
+    "SELECT count(*) FROM pg_stat_activity a WHERE a.query LIKE 'INSERT INTO tasks%' AND ($1 = ANY(pg_blocking_pids"
+    "(a.pid)) OR EXISTS (SELECT 1 FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) "
+    "AND $1 = ANY(pg_blocking_pids(b.pid))))"
+)
+
+
+async def until_waiting(conn: asyncpg.Connection, locker: int, count: int, done: asyncio.Future[Any]) -> None:
+    """Wait (bounded) until ``count`` task saves wait on the lock session ``locker`` holds, or ``done`` is."""
+    async with asyncio.timeout(WAIT_S):
+        while not done.done():  # other processes' sessions: polled
+            if await conn.fetchval(_WAITING_BEHIND, locker) >= count:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_cancel_while_an_answers_turn_starts_on_another_replica_ends_the_task_canceled(
+    replicas: list[Org], cluster_dsn: str
+) -> None:
+    """The answer's turn starts on R2 before R2 saved the task (R1 parked it); a cancel on R3 reaches R1.
+
+    The test holds the task's row locked, so R2's first save waits; the cancel is sent then, and
+    taken by R1, whose save of CANCELED waits behind R2's. The caller is told CANCELED: so it stays.
+    """
+    r1, r2, r3 = replicas
+    binding = UNARY[0]
+    task = await waiting_task(r1, "stepper", binding)
+    conn, locker = await asyncpg.connect(cluster_dsn), await asyncpg.connect(cluster_dsn)
+    try:
+        async with (
+            a2a_client(r2.agent_url("stepper"), binding) as c2,
+            a2a_client(r3.agent_url("stepper"), binding) as c3,
+        ):
+            await locker.execute("BEGIN")
+            await locker.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task.id)
+            pid = await locker.fetchval("SELECT pg_backend_pid()")
+            answered = asyncio.ensure_future(sent(c2, "ada", task))
+            await until_waiting(conn, pid, 1, answered)  # R2's turn started, its first save waits
+            cancel = asyncio.ensure_future(c3.cancel_task(CancelTaskRequest(id=task.id)))
+            await until_waiting(conn, pid, 2, cancel)  # and R1's save of CANCELED behind it
+            await locker.execute("ROLLBACK")
+            async with asyncio.timeout(WAIT_S):
+                answer = await cancel
+                with contextlib.suppress(A2AError):
+                    await answered  # the turn on R2 is over, however it ended
+    finally:
+        await conn.close()
+        await locker.close()
+
+    assert answer.status.state == TaskState.TASK_STATE_CANCELED
+    assert await stored_state(cluster_dsn, task.id) == TaskState.TASK_STATE_CANCELED, "told CANCELED: it stays"
