@@ -75,16 +75,7 @@ from gateway.hosting.executor import RequestValidator, ValidatesRequests, check_
 from gateway.hosting.nul_text import refuse_nul
 from gateway.hosting.required_fields import validate_required_fields
 from gateway.runtime import Reply
-from gateway.store.tasks import (
-    ANSWERING,
-    INTERRUPTIBLE,
-    ON_RUN_END,
-    AnswerClaim,
-    RunEnd,
-    SqlTaskStore,
-    TaskEndedElsewhereError,
-    task_runner,
-)
+from gateway.store.tasks import INTERRUPTIBLE, ON_RUN_END, RunEnd, TaskEndedElsewhereError, task_runner
 from gateway.telemetry import tracing
 from gateway.telemetry.access import message_skill, note_task
 
@@ -135,8 +126,6 @@ class Answers:
     at once the second finds the claim (``UnsupportedOperationError``) instead of a task that still
     looks waiting in the store. The claim lasts until the answer's turn is over (the task saved
     finished, or waiting again); the agent's runner and its request handler share one ``Answers``.
-    That covers one process; on PostgreSQL the answer then claims the task's row too (``take_waiting``),
-    which one replica wins.
     """
 
     def __init__(self) -> None:
@@ -157,36 +146,6 @@ class Answers:
             yield
         finally:
             release()
-
-
-async def take_waiting(
-    store: TaskStore, task_id: str, context: ServerCallContext
-) -> tuple[Task | None, AnswerClaim | None]:
-    """The task an answer continues, as stored (None: no such task), and its claim in the database when replicas
-    share one (``SqlTaskStore.claim_waiting``: this read, made conditional); the caller checks it is waiting.
-
-    A task waiting in the store whose row another answer claimed (on another replica, its turn not saved
-    yet) is refused as a second answer is in one process. On SQLite ``Answers`` alone is the claim.
-    """
-    if not (isinstance(store, SqlTaskStore) and store.shared):
-        return await store.get(task_id, context), None
-    claim = await store.claim_waiting(task_id, context)
-    if claim is not None:
-        return claim.task, claim
-    stored = await store.get(task_id, context)
-    if stored is not None and stored.status.state in WAITING:
-        raise not_waiting(task_id, "being answered by another message")
-    return stored, None
-
-
-async def give_back_claim(store: TaskStore, claim: AnswerClaim | None) -> None:
-    """Give a claimed task back waiting if its turn saved nothing (``SqlTaskStore.unclaim``); logged, never raised."""
-    if claim is None or claim.saved or not isinstance(store, SqlTaskStore):
-        return
-    try:
-        await store.unclaim(claim)
-    except Exception as exc:
-        logger.warning("could not give task %s back waiting for input: %s: %s", claim.key[2], type(exc).__name__, exc)
 
 
 async def _no_progress(text: str) -> None:
@@ -431,7 +390,7 @@ class LocalRunner:
         if self._validate is not None:
             self._validate(request_params)
         await check_ready(self._executor)
-        stored, claim = await self._continued(message, context) if message.task_id else (None, None)
+        stored = await self._continued(message, context) if message.task_id else None
         if stored is None:
             message.task_id = self._new_id()
             message.context_id = message.context_id or str(uuid.uuid4())
@@ -450,13 +409,10 @@ class LocalRunner:
         try:
             await asyncio.shield(first)
         except asyncio.CancelledError:
-            await finish(self._never_started(first, task, context, claim))
+            await finish(self._never_started(first, task, context))
             raise
         except TaskEndedElsewhereError as exc:  # an answer to a task another replica ended just now
             raise not_waiting(task.id, "ended") from exc
-        except Exception:
-            await finish(give_back_claim(self._store, claim))
-            raise
         request = RequestContext(context, request_params, task.id, task.context_id, task=stored)
         queue = TaskEventQueue(task, progress or _no_progress)
         if watcher is not None:
@@ -523,15 +479,12 @@ class LocalRunner:
         if task.status.state not in TERMINAL:
             await queue.apply(_ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request"))
 
-    async def _never_started(
-        self, first: asyncio.Future[None], task: Task, context: ServerCallContext, claim: AnswerClaim | None = None
-    ) -> None:
+    async def _never_started(self, first: asyncio.Future[None], task: Task, context: ServerCallContext) -> None:
         """The caller was canceled while the task's first save ran: once it is written, write it canceled."""
         try:
             await first
         except Exception:
-            await give_back_claim(self._store, claim)  # not written: an answered task waits again
-            return
+            return  # not written: nothing to leave behind
         _set_status(task, _ending(task, TaskState.TASK_STATE_CANCELED, f"{self.agent}: canceled on request").status)
         await self._save(task, context)
 
@@ -557,22 +510,17 @@ class LocalRunner:
 
         return events()
 
-    async def _continued(self, message: Message, context: ServerCallContext) -> tuple[Task, AnswerClaim | None]:
-        """The task ``message`` answers, and its claim in the shared database (``take_waiting``)."""
-        task, claim = await take_waiting(self._store, message.task_id, context)
+    async def _continued(self, message: Message, context: ServerCallContext) -> Task:
+        task = await self._store.get(message.task_id, context)
         if task is None:
             raise TaskNotFoundError(f"Task {message.task_id} not found")
-        try:
-            if message.context_id and message.context_id != task.context_id:
-                raise InvalidParamsError(
-                    message=f"Context {message.context_id} does not match context {task.context_id} of task {task.id}"
-                )
-            if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED or self.is_running(task.id):
-                raise not_waiting(task.id, TaskState.Name(task.status.state))
-        except BaseException:
-            await finish(give_back_claim(self._store, claim))
-            raise
-        return task, claim
+        if message.context_id and message.context_id != task.context_id:
+            raise InvalidParamsError(
+                message=f"Context {message.context_id} does not match context {task.context_id} of task {task.id}"
+            )
+        if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED or self.is_running(task.id):
+            raise not_waiting(task.id, TaskState.Name(task.status.state))
+        return task
 
     async def _follow(
         self, work: asyncio.Future[None], request: RequestContext, queue: TaskEventQueue, started: Started | None
@@ -806,7 +754,7 @@ class LocalRequestHandler(DefaultRequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         """A message that continues a task, streamed through the SDK, claimed until its turn is over."""
-        release, context = await self._claim_waiting(params, context)
+        release = await self._claim_waiting(params, context)
         answer = super().on_message_send_stream(params, context)
         try:
             async for event in answer:
@@ -875,20 +823,12 @@ class LocalRequestHandler(DefaultRequestHandler):
         With ``returnImmediately`` the task is returned after the turn's first event, as the SDK
         returns it, and the rest of the turn is read in the background, still claimed.
         """
-        release, context = await self._claim_waiting(params, context)
+        release = await self._claim_waiting(params, context)
         if not (params.configuration.return_immediately and self._agent_card.capabilities.streaming):
             try:
-                result = await super().on_message_send(params, context)
-            except Exception:  # refused before its turn ran, or the turn failed: nothing of it runs on
-                await finish(release())
-                raise
-            except BaseException:  # the caller left: the turn runs on, detached, and saves what it does
-                await finish(release(give_back=False))
-                raise
-            # Its turn may still run (the SDK returns at the first task it sees waiting or ended): the turn's own
-            # saves take the database's claim up; only this process's claim ends here.
-            await finish(release(give_back=False))
-            return result
+                return await super().on_message_send(params, context)
+            finally:
+                release()
         answer = super().on_message_send_stream(params, context)
         try:
             first = await anext(answer, None)
@@ -901,36 +841,21 @@ class LocalRequestHandler(DefaultRequestHandler):
             raise TaskNotFoundError
         return apply_history_length(task, params.configuration)
 
-    async def _claim_waiting(
-        self, params: SendMessageRequest, context: ServerCallContext
-    ) -> tuple[Callable[..., Awaitable[None]], ServerCallContext]:
-        """Claim the task a message continues, which must be waiting for input: in this process (``Answers``) and,
-        on PostgreSQL, in the database (``take_waiting``). The claim's release, and the context to run the turn
-        with (its saves mark the database's claim taken up, so the release need not give the task back)."""
+    async def _claim_waiting(self, params: SendMessageRequest, context: ServerCallContext) -> Callable[[], None]:
+        """Claim the task a message continues, which must be waiting for input; the claim's release."""
         task_id = params.message.task_id
-        unclaim = self._answers.claim(task_id)
-        store = cast(TaskStore, self.task_store)
+        release = self._answers.claim(task_id)
         try:
-            stored, claim = await take_waiting(store, task_id, context)
+            stored = await self.task_store.get(task_id, context)
         except BaseException:
-            unclaim()
+            release()
             raise
         if stored is not None and stored.status.state not in WAITING:  # an unknown task: the SDK's error
-            unclaim()
+            release()
             raise not_waiting(task_id, TaskState.Name(stored.status.state))
+        return release
 
-        async def release(give_back: bool = True) -> None:
-            try:
-                if give_back:
-                    await give_back_claim(store, claim)  # before another answer here may claim it
-            finally:
-                unclaim()
-
-        if claim is not None:
-            context = context.model_copy(update={"state": {**context.state, ANSWERING: claim}})
-        return release, context
-
-    def _read_on(self, answer: AsyncGenerator[Event, None], release: Callable[..., Awaitable[None]]) -> None:
+    def _read_on(self, answer: AsyncGenerator[Event, None], release: Callable[[], None]) -> None:
         """Read an answer's turn to its end in the background, then release its claim."""
 
         async def read() -> None:
@@ -940,10 +865,8 @@ class LocalRequestHandler(DefaultRequestHandler):
             except Exception as exc:
                 logger.debug("the rest of an answer's turn failed: %s: %s", type(exc).__name__, exc)
             finally:
-                try:
-                    await finish(release())
-                finally:
-                    await answer.aclose()
+                release()
+                await answer.aclose()
 
         turn = asyncio.ensure_future(read())
         self._turns.add(turn)

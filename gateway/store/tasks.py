@@ -49,9 +49,6 @@ from gateway.store.leases import LeaseBook, LeaseLostError, fence_clause
 
 logger = logging.getLogger(__name__)
 
-TaskKey = tuple[str, str, str]
-"""(agent, owner, task id): one task row."""
-
 _NO_TIME = -1  # sorts tasks without a status timestamp last, as the SDK's stores do
 _UPSERT = (
     "INSERT INTO tasks (agent, owner, id, context_id, state, updated_ns, data, runner) "
@@ -92,33 +89,6 @@ ENDED_SCHEMA = (
 """The function behind ``STAYS_ENDED`` (created with PostgreSQL's other cluster tables)."""
 _UPSERT_OPEN = f"{_UPSERT} WHERE {STAYS_ENDED}"
 _UPSERT_FENCED_OPEN = f"{_UPSERT_FENCED} AND {STAYS_ENDED}"
-WAITING_STATES = (TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED)
-"""The states in which a task waits for its caller's next message (an answer)."""
-_WAITING_SQL = ", ".join(str(int(s)) for s in WAITING_STATES)
-_CLAIM = (
-    f"UPDATE tasks SET state = {int(TaskState.TASK_STATE_WORKING)}, runner = ? "
-    f"WHERE agent = ? AND owner = ? AND id = ? AND state IN ({_WAITING_SQL}) RETURNING data"
-)
-_UNCLAIM = (
-    "UPDATE tasks SET state = ? WHERE agent = ? AND owner = ? AND id = ? "
-    f"AND state = {int(TaskState.TASK_STATE_WORKING)} AND runner = ? AND data = ?"
-)
-ANSWERING = "switchboard.answering"
-"""The ``ServerCallContext.state`` key of the ``AnswerClaim`` an answer's turn holds (its saves mark it ``saved``)."""
-
-
-@dataclass
-class AnswerClaim:
-    """A waiting task claimed in the shared database for one answer's turn (``SqlTaskStore.claim_waiting``).
-
-    Mutable on purpose: ``saved`` turns True once the turn saved the task (from then on its row is
-    the turn's own); a turn that saved nothing gives the task back waiting (``SqlTaskStore.unclaim``).
-    """
-
-    key: TaskKey
-    data: bytes
-    task: Task
-    saved: bool = False
 
 
 class TaskEndedElsewhereError(ConcurrentTaskModificationError):
@@ -273,41 +243,8 @@ class SqlTaskStore(TaskStore):
                 "task %s of %s was ended by another gateway process; its save is refused", task.id, self._agent
             )
             raise
-        claim = context.state.get(ANSWERING)
-        if isinstance(claim, AnswerClaim) and claim.key[2] == task.id:
-            claim.saved = True
         if leases is not None and lease is not None and task.status.state not in INTERRUPTIBLE:
             await leases.release(lease)
-
-    @property
-    def shared(self) -> bool:
-        """Whether other gateway processes write these tasks too (PostgreSQL): an answer is then claimed in the
-        database (``claim_waiting``), not only in this process (``gateway.hosting.local_tasks.Answers``)."""
-        return not self._db.exclusive
-
-    async def claim_waiting(self, task_id: str, context: ServerCallContext) -> AnswerClaim | None:
-        """Claim the caller's task ``task_id``, waiting for input, for one answer; None when it is not claimed here.
-
-        One conditional UPDATE moves the row's state from waiting to working and names this process
-        its runner: of two replicas taking an answer at once one wins, the other changes no row.
-        The task's data stays as it was (waiting) until the turn saves it; it replaces the read an
-        answer makes anyway, so the claim costs no round trip. None: no such task, one not waiting,
-        or one another answer claimed (the caller reads the task to tell which).
-        """
-        key = (self._agent, self._owner(context), task_id)
-        row = await self._db.fetch_one(_CLAIM, (self._db.runner, *key))
-        if row is None:
-            return None
-        data = bytes(row[0])
-        return AnswerClaim(key, data, _parse(data))
-
-    async def unclaim(self, claim: AnswerClaim) -> None:
-        """Give a claimed task back waiting, as it was, if its turn wrote nothing (it failed before, or answered
-        with a bare message); a task the turn saved, or anyone else wrote since, is left as it is."""
-        if claim.saved:
-            return
-        state = claim.task.status.state
-        await self._db.write(_UNCLAIM, (state, *claim.key, self._db.runner, claim.data))
 
     def save_statement(self, task: Task, context: ServerCallContext) -> tuple[str, Params]:
         """What ``save`` runs, for a caller that commits it with other statements (its push notifications).
@@ -412,6 +349,10 @@ class SqlTaskStore(TaskStore):
             clauses.append("updated_ns >= ?")
             args.append(after)
         return " AND ".join(clauses), args
+
+
+TaskKey = tuple[str, str, str]
+"""(agent, owner, task id): one task row."""
 
 
 _FAIL_IF_UNCHANGED = (
