@@ -723,7 +723,10 @@ class LocalRequestHandler(DefaultRequestHandler):
         task_id = params.message.task_id
         try:
             stream = self._stream_answer if params.message.task_id else super().on_message_send_stream
-            async for event in self._followed_on(stream(params, context), context):
+            events = stream(params, context)
+            if self.log is not None and self.log.active:  # a run stopped by an outage may resume on another replica
+                events = self._followed_on(events, context)
+            async for event in events:
                 task_id = task_id or _event_task_id(event)
                 yield event
         finally:
@@ -744,7 +747,7 @@ class LocalRequestHandler(DefaultRequestHandler):
                 ended = _ends_run(event)
                 yield event
         except StoreUnavailableError:
-            if ended or not task_id or self.log is None or not self.log.active:
+            if ended or not task_id or self.log is None:
                 raise
             logger.warning("task %s: the store is unreachable; its stream follows the run where it resumes", task_id)
             async for event in self.log.follow_on(task_id, context, time.time_ns()):
